@@ -1,0 +1,108 @@
+"""The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from chatmesh.auth import sign
+from chatmesh.config import DEFAULT_PORTS, Settings
+from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
+from chatmesh.launcher import Mesh
+
+
+def _data_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("CHAT_DATA_DIR") or ".chatmesh").resolve()
+
+
+def jwt_secret(data_dir: Path) -> str:
+    """CHAT_JWT_SECRET, or a development secret kept in the data folder (made on first use)."""
+    if secret := os.environ.get("CHAT_JWT_SECRET"):
+        return secret
+    path = data_dir / "jwt_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def up(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {"CHAT_JWT_SECRET": jwt_secret(data_dir)}
+    embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
+    mesh: Mesh | None = None
+    # Stop cleanly on SIGTERM as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        env["CHAT_DATABASE_URL"] = os.environ.get("CHAT_DATABASE_URL", "")
+        if not env["CHAT_DATABASE_URL"]:
+            pg = EmbeddedPostgres(data_dir / "postgres", args.pg_port)
+            embedded.append(pg)
+            print(f"starting embedded PostgreSQL on 127.0.0.1:{args.pg_port} (data in {pg.data_dir})", flush=True)
+            env["CHAT_DATABASE_URL"] = pg.start()
+        env["CHAT_REDIS_URL"] = os.environ.get("CHAT_REDIS_URL", "")
+        if not env["CHAT_REDIS_URL"]:
+            rd = EmbeddedRedis(data_dir / "redis", args.redis_port)
+            embedded.append(rd)
+            print(f"starting embedded Redis on 127.0.0.1:{args.redis_port} (data in {rd.data_dir})", flush=True)
+            env["CHAT_REDIS_URL"] = rd.start()
+        ports = {name: getattr(args, f"{name}_port") for name in ("conversation", "message", "presence", "edge")}
+        mesh = Mesh(env=env, ports=ports, log_dir=data_dir / "logs")
+        print("starting conversation, message, presence and edge ...", flush=True)
+        mesh.start()
+        print(f"\nchatmesh is up: {mesh.edge_url}  (WebSocket: ws://127.0.0.1:{ports['edge']}/ws)")
+        print(f"logs in {mesh.log_dir}; a token: chatmesh token alice --data-dir {data_dir}")
+        print("Ctrl-C stops everything.", flush=True)
+        crashed = mesh.wait()
+        if crashed:
+            print(f"{crashed} exited unexpectedly; see {mesh.log_dir / (crashed + '.log')}", file=sys.stderr)
+            return 1
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if mesh:
+            mesh.stop()
+        for server in reversed(embedded):
+            server.stop()
+
+
+def token(args: argparse.Namespace) -> int:
+    os.environ.setdefault("CHAT_JWT_SECRET", jwt_secret(_data_dir(args.data_dir)))
+    settings = Settings.from_env()
+    print(sign(settings, args.user_id, ttl_s=args.ttl, name=args.name))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chatmesh", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p_up = commands.add_parser("up", help="start the whole mesh (embedded PostgreSQL and Redis unless URLs are set)")
+    p_up.add_argument("--data-dir", help="where data and logs live (default $CHAT_DATA_DIR or ./.chatmesh)")
+    for name, port in DEFAULT_PORTS.items():
+        dest = "pg" if name == "postgres" else name
+        p_up.add_argument(f"--{dest}-port", type=int, default=port, help=f"default {port}")
+    p_up.set_defaults(func=up)
+
+    p_token = commands.add_parser("token", help="print a development JWT for a user of the mesh in --data-dir")
+    p_token.add_argument("user_id")
+    p_token.add_argument("--data-dir")
+    p_token.add_argument("--name", help="display name claim")
+    p_token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires (default a day)")
+    p_token.set_defaults(func=token)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Configuration from environment variables, read once at start and typed.
+
+Every variable the mesh reads is listed in ENV_VARS below (and in the README); a missing required one
+fails at start with its name, never halfway through a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Default ports: fixed, documented, and clear of a PostgreSQL (5432) or Redis (6379) already running.
+DEFAULT_PORTS = {
+    "conversation": 50151,
+    "message": 50152,
+    "presence": 50153,
+    "edge": 8780,
+    "postgres": 55432,
+    "redis": 56379,
+}
+
+ENV_VARS: dict[str, str] = {
+    "CHAT_DATABASE_URL": "PostgreSQL URL (conversation and message services). Unset: `chatmesh up` starts an embedded one.",
+    "CHAT_REDIS_URL": "Redis URL (all services). Unset: `chatmesh up` starts an embedded one.",
+    "CHAT_REDIS_PREFIX": "Prefix of every Redis key, so several meshes or test runs share one Redis (default `chat`).",
+    "CHAT_JWT_SECRET": "HS256 secret that signs and verifies tokens (development).",
+    "CHAT_JWT_ALGORITHMS": "Comma-separated algorithms accepted (default `HS256`); never taken from the token.",
+    "CHAT_JWT_ISSUER": "Required `iss` claim, when set.",
+    "CHAT_JWT_AUDIENCE": "Required `aud` claim, when set.",
+    "CHAT_LISTEN_ADDR": "Where a gRPC service listens (default `127.0.0.1:<its port>`).",
+    "CHAT_CONVERSATION_TARGET": "gRPC target of the conversation service (default `127.0.0.1:50151`).",
+    "CHAT_MESSAGE_TARGET": "gRPC target of the message service (default `127.0.0.1:50152`).",
+    "CHAT_PRESENCE_TARGET": "gRPC target of the presence service (default `127.0.0.1:50153`).",
+    "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
+    "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
+    "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
+    "CHAT_LOG_LEVEL": "Log level (default INFO).",
+}
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+def _read(env: Mapping[str, str], key: str, cast: Callable[[str], T], default: T | None = None) -> T:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        if default is None:
+            raise ConfigError(f"{key} is not set: {ENV_VARS.get(key, '')}")
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r} is malformed: {exc}") from exc
+
+
+def _target(service: str) -> str:
+    return f"127.0.0.1:{DEFAULT_PORTS[service]}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    redis_prefix: str
+    jwt_secret: str
+    jwt_algorithms: tuple[str, ...]
+    jwt_issuer: str | None
+    jwt_audience: str | None
+    conversation_target: str
+    message_target: str
+    presence_target: str
+    edge_host: str
+    edge_port: int
+    time_scale: float
+    log_level: str
+    listen_addr: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        algorithms = tuple(a.strip() for a in _read(env, "CHAT_JWT_ALGORITHMS", str, "HS256").split(","))
+        if "none" in (a.lower() for a in algorithms):
+            raise ConfigError("CHAT_JWT_ALGORITHMS must not include 'none'")
+        return cls(
+            database_url=_read(env, "CHAT_DATABASE_URL", str, ""),
+            redis_url=_read(env, "CHAT_REDIS_URL", str, ""),
+            redis_prefix=_read(env, "CHAT_REDIS_PREFIX", str, "chat"),
+            jwt_secret=_read(env, "CHAT_JWT_SECRET", str),
+            jwt_algorithms=algorithms,
+            jwt_issuer=env.get("CHAT_JWT_ISSUER") or None,
+            jwt_audience=env.get("CHAT_JWT_AUDIENCE") or None,
+            conversation_target=_read(env, "CHAT_CONVERSATION_TARGET", str, _target("conversation")),
+            message_target=_read(env, "CHAT_MESSAGE_TARGET", str, _target("message")),
+            presence_target=_read(env, "CHAT_PRESENCE_TARGET", str, _target("presence")),
+            edge_host=_read(env, "CHAT_EDGE_HOST", str, "127.0.0.1"),
+            edge_port=_read(env, "CHAT_EDGE_PORT", int, DEFAULT_PORTS["edge"]),
+            time_scale=_read(env, "CHAT_TIME_SCALE", float, 1.0),
+            log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),
+            listen_addr=env.get("CHAT_LISTEN_ADDR") or None,
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail at start when a service needs a setting that has no default (a database, a Redis)."""
+        for name in names:
+            if not getattr(self, name):
+                key = f"CHAT_{name.upper()}"
+                raise ConfigError(f"{key} is not set: {ENV_VARS.get(key, '')}")
+
+    def listen(self, service: str) -> str:
+        return self.listen_addr or f"127.0.0.1:{DEFAULT_PORTS[service]}"

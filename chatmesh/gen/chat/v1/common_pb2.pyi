@@ -1,0 +1,299 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ConversationType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONVERSATION_TYPE_UNSPECIFIED: _ClassVar[ConversationType]
+    CONVERSATION_TYPE_DIRECT: _ClassVar[ConversationType]
+    CONVERSATION_TYPE_GROUP: _ClassVar[ConversationType]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_MEMBER: _ClassVar[Role]
+    ROLE_MODERATOR: _ClassVar[Role]
+    ROLE_ADMIN: _ClassVar[Role]
+
+class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MESSAGE_STATUS_UNSPECIFIED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_SENT: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_DELIVERED: _ClassVar[MessageStatus]
+    MESSAGE_STATUS_READ: _ClassVar[MessageStatus]
+
+class PresenceStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRESENCE_STATUS_UNSPECIFIED: _ClassVar[PresenceStatus]
+    PRESENCE_STATUS_ONLINE: _ClassVar[PresenceStatus]
+    PRESENCE_STATUS_OFFLINE: _ClassVar[PresenceStatus]
+    PRESENCE_STATUS_UNKNOWN: _ClassVar[PresenceStatus]
+CONVERSATION_TYPE_UNSPECIFIED: ConversationType
+CONVERSATION_TYPE_DIRECT: ConversationType
+CONVERSATION_TYPE_GROUP: ConversationType
+ROLE_UNSPECIFIED: Role
+ROLE_MEMBER: Role
+ROLE_MODERATOR: Role
+ROLE_ADMIN: Role
+MESSAGE_STATUS_UNSPECIFIED: MessageStatus
+MESSAGE_STATUS_SENT: MessageStatus
+MESSAGE_STATUS_DELIVERED: MessageStatus
+MESSAGE_STATUS_READ: MessageStatus
+PRESENCE_STATUS_UNSPECIFIED: PresenceStatus
+PRESENCE_STATUS_ONLINE: PresenceStatus
+PRESENCE_STATUS_OFFLINE: PresenceStatus
+PRESENCE_STATUS_UNKNOWN: PresenceStatus
+
+class User(_message.Message):
+    __slots__ = ("user_id", "display_name", "created_at")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    display_name: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., display_name: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Participant(_message.Message):
+    __slots__ = ("user_id", "role", "joined_at", "display_name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    JOINED_AT_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    role: Role
+    joined_at: _timestamp_pb2.Timestamp
+    display_name: str
+    def __init__(self, user_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., joined_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., display_name: _Optional[str] = ...) -> None: ...
+
+class MessagePreview(_message.Message):
+    __slots__ = ("message_id", "sender_id", "text", "sent_at", "deleted", "seq")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    sender_id: str
+    text: str
+    sent_at: _timestamp_pb2.Timestamp
+    deleted: bool
+    seq: int
+    def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., text: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class Conversation(_message.Message):
+    __slots__ = ("conversation_id", "type", "title", "participants", "participant_count", "created_by", "created_at", "last_message_at", "last_message", "unread_count", "active")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    UNREAD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    type: ConversationType
+    title: str
+    participants: _containers.RepeatedCompositeFieldContainer[Participant]
+    participant_count: int
+    created_by: str
+    created_at: _timestamp_pb2.Timestamp
+    last_message_at: _timestamp_pb2.Timestamp
+    last_message: MessagePreview
+    unread_count: int
+    active: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[ConversationType, str]] = ..., title: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., participant_count: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message: _Optional[_Union[MessagePreview, _Mapping]] = ..., unread_count: _Optional[int] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class Encryption(_message.Message):
+    __slots__ = ("algorithm", "key_id")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    algorithm: str
+    key_id: str
+    def __init__(self, algorithm: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ReactionSummary(_message.Message):
+    __slots__ = ("emoji", "count", "user_ids")
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    emoji: str
+    count: int
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, emoji: _Optional[str] = ..., count: _Optional[int] = ..., user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecipientStatus(_message.Message):
+    __slots__ = ("user_id", "status")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    status: MessageStatus
+    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("message_id", "conversation_id", "seq", "sender_id", "content", "content_encrypted", "encryption", "client_message_id", "reply_to_id", "created_at", "edited_at", "deleted", "deleted_at", "status", "reactions", "recipients")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EDITED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REACTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    content: str
+    content_encrypted: bytes
+    encryption: Encryption
+    client_message_id: str
+    reply_to_id: str
+    created_at: _timestamp_pb2.Timestamp
+    edited_at: _timestamp_pb2.Timestamp
+    deleted: bool
+    deleted_at: _timestamp_pb2.Timestamp
+    status: MessageStatus
+    reactions: _containers.RepeatedCompositeFieldContainer[ReactionSummary]
+    recipients: _containers.RepeatedCompositeFieldContainer[RecipientStatus]
+    def __init__(self, message_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_id: _Optional[str] = ..., content: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., edited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., reactions: _Optional[_Iterable[_Union[ReactionSummary, _Mapping]]] = ..., recipients: _Optional[_Iterable[_Union[RecipientStatus, _Mapping]]] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("entry_id", "conversation_id", "actor_id", "action", "target", "request_id", "created_at", "service")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    conversation_id: str
+    actor_id: str
+    action: str
+    target: str
+    request_id: str
+    created_at: _timestamp_pb2.Timestamp
+    service: str
+    def __init__(self, entry_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., request_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., service: _Optional[str] = ...) -> None: ...
+
+class ReceiptEvent(_message.Message):
+    __slots__ = ("conversation_id", "user_id", "message_id", "seq", "status")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    user_id: str
+    message_id: str
+    seq: int
+    status: MessageStatus
+    def __init__(self, conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., message_id: _Optional[str] = ..., seq: _Optional[int] = ..., status: _Optional[_Union[MessageStatus, str]] = ...) -> None: ...
+
+class ReactionEvent(_message.Message):
+    __slots__ = ("conversation_id", "message_id", "user_id", "emoji")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    message_id: str
+    user_id: str
+    emoji: str
+    def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., user_id: _Optional[str] = ..., emoji: _Optional[str] = ...) -> None: ...
+
+class ConversationEvent(_message.Message):
+    __slots__ = ("conversation", "user_id", "role", "actor_id")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    user_id: str
+    role: Role
+    actor_id: str
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., user_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., actor_id: _Optional[str] = ...) -> None: ...
+
+class TypingEvent(_message.Message):
+    __slots__ = ("conversation_id", "user_id", "is_typing")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_TYPING_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    user_id: str
+    is_typing: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., is_typing: _Optional[bool] = ...) -> None: ...
+
+class PresenceEvent(_message.Message):
+    __slots__ = ("user_id", "status", "last_seen_at")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    status: PresenceStatus
+    last_seen_at: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[PresenceStatus, str]] = ..., last_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ResyncRequired(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "type", "resume_token", "created_at", "conversation_id", "message", "receipt", "reaction", "conversation", "typing", "presence", "resync")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    REACTION_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    TYPING_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    type: str
+    resume_token: str
+    created_at: _timestamp_pb2.Timestamp
+    conversation_id: str
+    message: Message
+    receipt: ReceiptEvent
+    reaction: ReactionEvent
+    conversation: ConversationEvent
+    typing: TypingEvent
+    presence: PresenceEvent
+    resync: ResyncRequired
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., resume_token: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEvent, _Mapping]] = ..., reaction: _Optional[_Union[ReactionEvent, _Mapping]] = ..., conversation: _Optional[_Union[ConversationEvent, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequired, _Mapping]] = ...) -> None: ...
+
+class UserEvents(_message.Message):
+    __slots__ = ("user_id", "events")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, user_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...

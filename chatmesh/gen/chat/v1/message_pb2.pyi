@@ -1,0 +1,189 @@
+from chatmesh.gen.chat.v1 import common_pb2 as _common_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SendMessageRequest(_message.Message):
+    __slots__ = ("conversation_id", "content", "client_message_id", "reply_to_id", "content_encrypted", "encryption")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    content: str
+    client_message_id: str
+    reply_to_id: str
+    content_encrypted: bytes
+    encryption: _common_pb2.Encryption
+    def __init__(self, conversation_id: _Optional[str] = ..., content: _Optional[str] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[_common_pb2.Encryption, _Mapping]] = ...) -> None: ...
+
+class SendMessageResponse(_message.Message):
+    __slots__ = ("message", "created")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    message: _common_pb2.Message
+    created: bool
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class SearchMessagesRequest(_message.Message):
+    __slots__ = ("q", "conversation_id", "limit")
+    Q_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    q: str
+    conversation_id: str
+    limit: int
+    def __init__(self, q: _Optional[str] = ..., conversation_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchMessagesResponse(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ...) -> None: ...
+
+class ListMessagesRequest(_message.Message):
+    __slots__ = ("conversation_id", "limit", "before_seq", "after_seq")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    limit: int
+    before_seq: int
+    after_seq: int
+    def __init__(self, conversation_id: _Optional[str] = ..., limit: _Optional[int] = ..., before_seq: _Optional[int] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class ListMessagesResponse(_message.Message):
+    __slots__ = ("messages", "has_more")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
+    has_more: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class EditMessageRequest(_message.Message):
+    __slots__ = ("message_id", "content")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    content: str
+    def __init__(self, message_id: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class EditMessageResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: _common_pb2.Message
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ...) -> None: ...
+
+class DeleteMessageRequest(_message.Message):
+    __slots__ = ("message_id",)
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    def __init__(self, message_id: _Optional[str] = ...) -> None: ...
+
+class DeleteMessageResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: _common_pb2.Message
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ...) -> None: ...
+
+class UpdateMessageStatusRequest(_message.Message):
+    __slots__ = ("message_id", "status")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    status: _common_pb2.MessageStatus
+    def __init__(self, message_id: _Optional[str] = ..., status: _Optional[_Union[_common_pb2.MessageStatus, str]] = ...) -> None: ...
+
+class UpdateMessageStatusResponse(_message.Message):
+    __slots__ = ("delivered_seq", "read_seq")
+    DELIVERED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    READ_SEQ_FIELD_NUMBER: _ClassVar[int]
+    delivered_seq: int
+    read_seq: int
+    def __init__(self, delivered_seq: _Optional[int] = ..., read_seq: _Optional[int] = ...) -> None: ...
+
+class AddReactionRequest(_message.Message):
+    __slots__ = ("message_id", "emoji")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    emoji: str
+    def __init__(self, message_id: _Optional[str] = ..., emoji: _Optional[str] = ...) -> None: ...
+
+class AddReactionResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: _common_pb2.Message
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ...) -> None: ...
+
+class RemoveReactionRequest(_message.Message):
+    __slots__ = ("message_id", "emoji")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    EMOJI_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    emoji: str
+    def __init__(self, message_id: _Optional[str] = ..., emoji: _Optional[str] = ...) -> None: ...
+
+class RemoveReactionResponse(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: _common_pb2.Message
+    def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ...) -> None: ...
+
+class SubscribeEventsRequest(_message.Message):
+    __slots__ = ("user_id", "resume_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    resume_token: str
+    def __init__(self, user_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class SubscribeEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_common_pb2.Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[_common_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ("subscribe", "unsubscribe")
+    class Subscribe(_message.Message):
+        __slots__ = ("user_id", "resume_token", "subscription_id")
+        USER_ID_FIELD_NUMBER: _ClassVar[int]
+        RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+        SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+        user_id: str
+        resume_token: str
+        subscription_id: str
+        def __init__(self, user_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., subscription_id: _Optional[str] = ...) -> None: ...
+    class Unsubscribe(_message.Message):
+        __slots__ = ("subscription_id",)
+        SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+        subscription_id: str
+        def __init__(self, subscription_id: _Optional[str] = ...) -> None: ...
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    subscribe: StreamEventsRequest.Subscribe
+    unsubscribe: StreamEventsRequest.Unsubscribe
+    def __init__(self, subscribe: _Optional[_Union[StreamEventsRequest.Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[StreamEventsRequest.Unsubscribe, _Mapping]] = ...) -> None: ...
+
+class StreamEventsResponse(_message.Message):
+    __slots__ = ("batches",)
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedCompositeFieldContainer[SubscriptionEvents]
+    def __init__(self, batches: _Optional[_Iterable[_Union[SubscriptionEvents, _Mapping]]] = ...) -> None: ...
+
+class SubscriptionEvents(_message.Message):
+    __slots__ = ("subscription_id", "events")
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    events: _containers.RepeatedCompositeFieldContainer[_common_pb2.Event]
+    def __init__(self, subscription_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_common_pb2.Event, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,172 @@
+"""Serving a gRPC service: identity and errors in one interceptor, health and reflection beside the
+business servicer, and a graceful stop on SIGINT/SIGTERM (as uvicorn does it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from chatmesh.auth import AuthError, Identity, TokenVerifier
+from chatmesh.errors import ERROR_CODE_KEY, ChatError
+from chatmesh.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+identity_var: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity")
+_OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+STOP_GRACE_S = 20.0
+
+
+def current_identity() -> Identity:
+    """The verified caller of the RPC being served."""
+    return identity_var.get()
+
+
+def require_service() -> Identity:
+    """Internal RPCs answer only other services (and the edge), never an end user's token."""
+    identity = current_identity()
+    if not identity.is_service:
+        raise ChatError(grpc.StatusCode.PERMISSION_DENIED, "INTERNAL_ONLY", "this RPC is for services only")
+    return identity
+
+
+class MeshInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates every business call, binds its request id, and maps ChatError to a status."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_OPEN_PREFIXES):
+            return handler
+        metadata = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        scope = _CallScope(self._verifier, metadata, details.method)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                scope.wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                scope.wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                scope.wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+        return handler
+
+
+class _CallScope:
+    def __init__(self, verifier: TokenVerifier, metadata: dict[str, str], method: str) -> None:
+        self._verifier = verifier
+        self._metadata = metadata
+        self._method = method
+
+    async def _enter(self, context: grpc.aio.ServicerContext) -> None:
+        request_id_var.set(self._metadata.get("x-request-id") or uuid.uuid4().hex)
+        try:
+            identity_var.set(self._verifier.verify_bearer(self._metadata.get("authorization")))
+        except AuthError as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid credentials: {exc}")
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: ChatError) -> None:
+        context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
+        await context.abort(exc.status, exc.message)
+
+    def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._enter(context)
+            try:
+                return await behavior(request, context)
+            except ChatError as exc:
+                await self._fail(context, exc)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", self._method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+
+        return unary
+
+    def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._enter(context)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except ChatError as exc:
+                await self._fail(context, exc)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", self._method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+
+        return stream
+
+
+Registrar = Callable[[grpc.aio.Server], Iterable[str]]
+
+
+async def serve(
+    name: str,
+    listen: str,
+    verifier: TokenVerifier,
+    register: Registrar,
+    *,
+    stopping: asyncio.Event | None = None,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run a gRPC server until SIGINT/SIGTERM (or `stopping` is set), then drain it.
+
+    `register` adds the business servicers and returns their full service names, which the health
+    service reports SERVING and reflection lists. On stop, health turns NOT_SERVING first so load
+    balancers move away, then in-flight calls get STOP_GRACE_S to finish.
+    """
+    server = grpc.aio.server(interceptors=[MeshInterceptor(verifier)], options=[
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ])
+    names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    await server.start()
+    for service_name in ["", *names]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s serving on %s (port %d)", name, listen, port)
+    if ready:
+        ready(port)
+    stopping = stopping or stop_on_signals()
+    await stopping.wait()
+    log.info("%s stopping: draining in-flight calls", name)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(STOP_GRACE_S)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGINT/SIGTERM; a second one exits at once."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def _on_signal() -> None:
+        if stopping.is_set():
+            raise SystemExit(1)
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_signal)
+    return stopping

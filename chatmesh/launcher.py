@@ -1,0 +1,109 @@
+"""Start the mesh's four services as separate processes and wait until each answers its health check.
+
+Used by `chatmesh up` and by the end-to-end tests, so both run the services exactly the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVICES = ("conversation", "message", "presence", "edge")
+
+
+@dataclass
+class Mesh:
+    """Service processes sharing one environment; ports[name] is where each listens."""
+
+    env: dict[str, str]
+    ports: dict[str, int]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['edge']}"
+
+    def service_env(self, name: str) -> dict[str, str]:
+        env = {**os.environ, **self.env,
+               "CHAT_CONVERSATION_TARGET": f"127.0.0.1:{self.ports['conversation']}",
+               "CHAT_MESSAGE_TARGET": f"127.0.0.1:{self.ports['message']}",
+               "CHAT_PRESENCE_TARGET": f"127.0.0.1:{self.ports['presence']}",
+               "CHAT_EDGE_PORT": str(self.ports["edge"])}
+        if name != "edge":
+            env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{self.ports[name]}"
+        return env
+
+    def start(self, *names: str, timeout_s: float = 60) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        chosen = names or SERVICES
+        # Upstreams first, together; the edge once they answer, so its first calls find them.
+        for group in ([n for n in chosen if n != "edge"], [n for n in chosen if n == "edge"]):
+            for name in group:
+                self.spawn(name)
+            for name in group:
+                self.wait_ready(name, timeout_s)
+
+    def spawn(self, name: str) -> None:
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=self.service_env(name),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, name: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            process = self.processes[name]
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}\n"
+                                   + (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:])
+            if self._healthy(name):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} was not healthy within {timeout_s:.0f}s; see {self.log_dir / (name + '.log')}")
+
+    def _healthy(self, name: str) -> bool:
+        if name == "edge":
+            try:
+                with urllib.request.urlopen(f"{self.edge_url}/healthz", timeout=1) as reply:
+                    return bool(reply.status == 200)
+            except OSError:
+                return False
+        with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, *names: str, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        """Signal the named services (default all, edge first) and wait for them to exit."""
+        chosen = [n for n in (names or reversed(SERVICES)) if n in self.processes]
+        for name in chosen:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(sig)
+        for name in chosen:
+            process = self.processes.pop(name)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def wait(self) -> str | None:
+        """Block until a service exits on its own; returns its name (None if all were stopped)."""
+        while self.processes:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    return name
+            time.sleep(0.5)
+        return None

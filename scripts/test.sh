@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (a virtualenv with the package, and the buf CLI
+# from the npm registry) and runs the suite. Extra arguments go to pytest (e.g. --run-slow, -k name).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+. .venv/bin/activate
+pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+if [ ! -x .tools/node_modules/.bin/buf ]; then
+  npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
+fi
+export PATH="$PWD/.tools/node_modules/.bin:$PATH"
+
+exec python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""The chat services, one package each, each run as its own process (`python -m services.<name>`)."""

@@ -1,0 +1,1 @@
+"""The conversation service: users, conversations, participants and roles."""

@@ -1,0 +1,48 @@
+"""Run the conversation service: `python -m services.conversation`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from chatmesh import db, logs
+from chatmesh.auth import TokenVerifier
+from chatmesh.config import Settings
+from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
+from chatmesh.grpc_server import serve
+from chatmesh.outbox import OutboxRelay
+from chatmesh.redis_conn import Keys, open_redis
+from services.conversation.conversations import Conversations
+from services.conversation.server import ConversationServicer
+from services.conversation.store import SCHEMA
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
+    settings.require("database_url", "redis_url")
+    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await db.open_pool(settings.database_url, name="conversation")
+    redis_client = open_redis(settings.redis_url)
+    relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, Keys(settings.redis_prefix).events,
+                        settings.time_scale)
+    relay_task = asyncio.create_task(relay.run())
+    servicer = ConversationServicer(Conversations(pool))
+
+    def register(server: object) -> list[str]:
+        conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)
+        return [conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name]
+
+    try:
+        await serve("conversation", settings.listen("conversation"), TokenVerifier(settings), register,
+                    stopping=stopping)
+    finally:
+        relay_task.cancel()
+        await pool.close()
+        await redis_client.aclose()
+
+
+if __name__ == "__main__":
+    settings = Settings.from_env()
+    logs.setup("conversation", settings.log_level)
+    asyncio.run(main(settings))

@@ -1,0 +1,64 @@
+"""Rows to protos (and the membership events built from them)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chatmesh.gen.chat.v1 import common_pb2
+from services.conversation.store import ConversationView, UserRow
+
+ROLES = {"admin": common_pb2.ROLE_ADMIN, "moderator": common_pb2.ROLE_MODERATOR, "member": common_pb2.ROLE_MEMBER}
+KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def user(row: UserRow) -> common_pb2.User:
+    return common_pb2.User(user_id=row.user_id, display_name=row.display_name, created_at=timestamp(row.created_at))
+
+
+def conversation(view: ConversationView) -> common_pb2.Conversation:
+    row = view.row
+    preview = None
+    if row.last_message_id:
+        preview = common_pb2.MessagePreview(
+            message_id=row.last_message_id, sender_id=row.last_sender_id or "", seq=row.last_message_seq,
+            text="" if row.last_deleted else (row.last_preview or ""), deleted=row.last_deleted,
+            sent_at=timestamp(row.last_message_at),
+        )
+    return common_pb2.Conversation(
+        conversation_id=row.conversation_id,
+        type=KINDS[row.kind],
+        title=row.title,
+        participants=[
+            common_pb2.Participant(user_id=p.user_id, role=ROLES[p.role], joined_at=timestamp(p.joined_at),
+                                   display_name=p.display_name)
+            for p in view.participants
+        ],
+        participant_count=len(view.participants),
+        created_by=row.created_by,
+        created_at=timestamp(row.created_at),
+        last_message_at=timestamp(row.last_message_at),
+        last_message=preview,
+        active=row.active,
+    )
+
+
+def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",
+                     role: str = "") -> common_pb2.Event:
+    return common_pb2.Event(
+        event_id=uuid.uuid4().hex,
+        type=kind,
+        conversation_id=view.row.conversation_id,
+        conversation=common_pb2.ConversationEvent(
+            conversation=conversation(view), actor_id=actor, user_id=user_id, role=ROLES.get(role, 0)),
+    )

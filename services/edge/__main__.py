@@ -1,0 +1,20 @@
+"""Run the edge: `python -m services.edge` (uvicorn serving the Starlette app)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from chatmesh import logs
+from chatmesh.config import Settings
+from services.edge.app import create_app
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    logs.setup("edge", settings.log_level)
+    uvicorn.run(create_app(settings), host=settings.edge_host, port=settings.edge_port, log_config=None,
+                ws_max_size=64 * 1024, timeout_graceful_shutdown=20, loop="uvloop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The edge's ASGI app: health, REST (through the transcoder) and the WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from chatmesh.auth import AuthError
+from chatmesh.config import Settings
+from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
+from chatmesh.logs import request_id_var
+from services.edge.context import EdgeContext
+from services.edge.errors import error_response, from_rpc_error
+from services.edge.transcoder import BadRequest, Transcoder, routes_from
+from services.edge.ws import Connection
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+UPSTREAM_TIMEOUT_S = 10.0
+
+
+def create_app(settings: Settings) -> Starlette:
+    ctx = EdgeContext(settings)
+    transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2]))
+    callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ctx.start()
+        callables.update({r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name), r)
+                          for r in transcoder.routes})
+        try:
+            yield
+        finally:
+            await ctx.close()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, bool]:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                return name, reply.status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.aio.AioRpcError:
+                return name, False
+
+        results = dict(await asyncio.gather(*(check(n, c) for n, c in ctx.channels.items())))
+        ready = all(results.values()) and ctx.router.connected.is_set()
+        return JSONResponse({"ready": ready, "upstreams": results, "event_stream": ctx.router.connected.is_set()},
+                            status_code=200 if ready else 503)
+
+    async def rest(request: Request) -> Response:
+        request_id_var.set(request.headers.get("x-request-id") or uuid.uuid4().hex)
+        response = await _rest(request)
+        response.headers["x-request-id"] = request_id_var.get()
+        return response
+
+    async def _rest(request: Request) -> Response:
+        route, path_vars, path_known = transcoder.match(request.method, request.url.path)
+        if route is None:
+            if path_known:
+                return error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+            return error_response(404, "NOT_FOUND", f"no endpoint at {request.url.path}")
+        try:
+            identity = ctx.verifier.verify_bearer(request.headers.get("authorization"))
+        except AuthError as exc:
+            return error_response(401, "UNAUTHENTICATED", str(exc), {"WWW-Authenticate": "Bearer"})
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            return error_response(413, "BODY_TOO_LARGE", f"request bodies are limited to {MAX_BODY} bytes")
+        try:
+            body = json.loads(raw) if raw.strip() else None
+            grpc_request = transcoder.build_request(route, path_vars, list(request.query_params.multi_items()), body)
+        except ValueError as exc:
+            return error_response(400, "INVALID_JSON", f"the body is not valid JSON: {exc}")
+        except BadRequest as exc:
+            return error_response(400, "INVALID_ARGUMENT", str(exc))
+        try:
+            await ctx.ensure_user(identity)
+            reply = await callables[route.grpc_path](grpc_request, metadata=ctx.metadata(identity),
+                                                     timeout=UPSTREAM_TIMEOUT_S, wait_for_ready=True)
+        except grpc.aio.AioRpcError as exc:
+            status, code, message = from_rpc_error(exc)
+            if status >= 500:
+                log.error("%s %s failed upstream: %s %s", request.method, request.url.path, exc.code().name,
+                          exc.details())
+            return error_response(status, code, message)
+        return JSONResponse(transcoder.render(reply))
+
+    async def websocket(ws: WebSocket) -> None:
+        await Connection(ctx, ws).serve()
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            WebSocketRoute("/ws", websocket),
+            Route("/api/{path:path}", rest, methods=methods),
+        ],
+        lifespan=lifespan,
+    )

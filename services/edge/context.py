@@ -1,0 +1,79 @@
+"""What the edge holds for its lifetime: settings, the token verifier, one channel per upstream,
+the event router, and the users it has already recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+
+import grpc
+
+from chatmesh.auth import Identity, ServiceCredentials, TokenVerifier
+from chatmesh.config import Settings
+from chatmesh.grpc_client import open_channel
+from chatmesh.gen.chat.v1 import (
+    conversation_pb2,
+    conversation_pb2_grpc,
+    message_pb2_grpc,
+    presence_pb2_grpc,
+)
+from chatmesh.logs import request_id_var
+from services.edge.upstream import EventRouter
+
+USER_REFRESH_S = 300.0
+KNOWN_USERS = 100_000
+
+
+class EdgeContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.verifier = TokenVerifier(settings)
+        self.credentials = ServiceCredentials(settings, "edge")
+        self._known: OrderedDict[str, float] = OrderedDict()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the channels (grpc.aio binds them to the running loop, so not before it runs)."""
+        settings = self.settings
+        self.channels = {
+            "conversation": open_channel(settings.conversation_target),
+            "message": open_channel(settings.message_target),
+            "presence": open_channel(settings.presence_target),
+        }
+        self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channels["conversation"])
+        self.message = message_pb2_grpc.MessageServiceStub(self.channels["message"])
+        self.presence = presence_pb2_grpc.PresenceServiceStub(self.channels["presence"])
+        self.router = EventRouter(self.message, self.credentials)
+        self._tasks.append(asyncio.create_task(self.router.run()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for channel in self.channels.values():
+            await channel.close()
+
+    def channel_for(self, service_full_name: str) -> grpc.aio.Channel:
+        """`chat.v1.MessageService` -> the message service's channel."""
+        return self.channels[service_full_name.rsplit(".", 1)[-1].removesuffix("Service").lower()]
+
+    @staticmethod
+    def metadata(identity: Identity) -> tuple[tuple[str, str], ...]:
+        """Call metadata: the user's own token (services verify it again) and the request id."""
+        request_id = request_id_var.get() or uuid.uuid4().hex
+        return (("authorization", f"Bearer {identity.token}"), ("x-request-id", request_id))
+
+    async def ensure_user(self, identity: Identity) -> None:
+        """Record the verified identity in the user directory, at most every few minutes per user."""
+        now = time.monotonic()
+        seen = self._known.get(identity.user_id)
+        if seen is not None and now - seen < USER_REFRESH_S:
+            return
+        await self.conversation.UpsertUser(
+            conversation_pb2.UpsertUserRequest(display_name=identity.display_name),
+            metadata=self.metadata(identity), timeout=5, wait_for_ready=True)
+        self._known[identity.user_id] = now
+        self._known.move_to_end(identity.user_id)
+        while len(self._known) > KNOWN_USERS:
+            self._known.popitem(last=False)

@@ -1,0 +1,1 @@
+"""The message service: messages, receipts, reactions, and the durable delivery path."""

@@ -1,0 +1,72 @@
+"""Run the message service: `python -m services.message`.
+
+Besides the gRPC servicer, each replica runs the outbox relay, a fan-out worker and the live hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+from pathlib import Path
+
+import grpc
+
+from chatmesh import db, logs
+from chatmesh.auth import ServiceCredentials, TokenVerifier
+from chatmesh.config import Settings
+from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2_grpc
+from chatmesh.grpc_client import open_channel
+from chatmesh.grpc_server import serve
+from chatmesh.membership import MembershipCache
+from chatmesh.outbox import OutboxRelay
+from chatmesh.redis_conn import Keys, open_redis
+from services.message.events import offline_buffer
+from services.message.fanout import Fanout
+from services.message.hub import Hub
+from services.message.messages import Messages
+from services.message.server import MessageServicer
+from services.message.store import SCHEMA
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
+    settings.require("database_url", "redis_url")
+    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await db.open_pool(settings.database_url, max_size=20, name="message")
+    redis_client = open_redis(settings.redis_url)
+    keys = Keys(settings.redis_prefix)
+    channel = open_channel(settings.conversation_target)
+    membership = MembershipCache(conversation_pb2_grpc.ConversationServiceStub(channel),
+                                 ServiceCredentials(settings, "message"))
+    hub = Hub(redis_client, keys, functools.partial(offline_buffer, pool))
+    await hub.start()
+    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    background = [
+        asyncio.create_task(OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events,
+                                        settings.time_scale).run()),
+        asyncio.create_task(Fanout(redis_client, keys, membership, consumer, settings.time_scale).run()),
+    ]
+    servicer = MessageServicer(Messages(pool, membership), hub)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        message_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)
+        return [message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name]
+
+    try:
+        await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping)
+    finally:
+        for task in background:
+            task.cancel()
+        await hub.stop()
+        await channel.close()
+        await pool.close()
+        await redis_client.aclose()
+
+
+if __name__ == "__main__":
+    settings = Settings.from_env()
+    logs.setup("message", settings.log_level)
+    asyncio.run(main(settings))

@@ -1,0 +1,95 @@
+"""Event streams to subscribers: the offline buffer, and batching many subscriptions onto one gRPC stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from psycopg_pool import AsyncConnectionPool
+
+from chatmesh.gen.chat.v1 import common_pb2, message_pb2
+from services.message import store
+from services.message.hub import Hub, Outbox, Subscription
+
+MAX_BATCH = 1000
+
+
+async def offline_buffer(pool: AsyncConnectionPool, user_id: str,
+                         entries: list[tuple[str, common_pb2.Event]]) -> list[tuple[str, common_pb2.Event]]:
+    """What a connection without a token gets: the messages the user has not acknowledged as delivered."""
+    async with pool.connection() as conn:
+        delivered = await store.delivered_positions(conn, user_id)
+    return [(entry_id, event) for entry_id, event in entries
+            if event.type == "chat:message_received" and event.message.seq > delivered.get(event.conversation_id, 0)]
+
+
+async def _drain(out: Outbox) -> list[tuple[str, common_pb2.Event]] | None:
+    first = await out.get()
+    if first is None:  # type: ignore[comparison-overlap]
+        return None
+    items = [first]
+    while len(items) < MAX_BATCH and not out.empty():
+        item = out.get_nowait()
+        if item is None:  # type: ignore[comparison-overlap]
+            out.put_nowait(item)  # end after this batch
+            break
+        items.append(item)
+    return items
+
+
+class MultiplexedStream:
+    """One edge replica's stream: subscriptions come and go, events go out in batches."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._out: Outbox = asyncio.Queue()
+        self._subs: dict[str, Subscription] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, requests: AsyncIterator[message_pb2.StreamEventsRequest]
+                  ) -> AsyncIterator[message_pb2.StreamEventsResponse]:
+        reader = asyncio.create_task(self._read(requests))
+        try:
+            while (items := await _drain(self._out)) is not None:
+                batches: dict[str, message_pb2.SubscriptionEvents] = {}
+                for sub_id, event in items:
+                    if sub_id in self._subs:
+                        batches.setdefault(sub_id, message_pb2.SubscriptionEvents(subscription_id=sub_id)
+                                           ).events.append(event)
+                if batches:
+                    yield message_pb2.StreamEventsResponse(batches=list(batches.values()))
+        finally:
+            reader.cancel()
+            for task in self._tasks:
+                task.cancel()
+            for sub in self._subs.values():
+                await self._hub.unsubscribe(sub)
+
+    async def _read(self, requests: AsyncIterator[message_pb2.StreamEventsRequest]) -> None:
+        try:
+            async for request in requests:
+                if request.HasField("subscribe"):
+                    s = request.subscribe
+                    sub = Subscription(s.subscription_id, s.user_id, self._out)
+                    self._subs[s.subscription_id] = sub
+                    task = asyncio.create_task(self._hub.subscribe(sub, s.resume_token))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                elif request.HasField("unsubscribe"):
+                    if sub := self._subs.pop(request.unsubscribe.subscription_id, None):
+                        await self._hub.unsubscribe(sub)
+        finally:
+            self._out.put_nowait(None)  # type: ignore[arg-type]
+
+
+async def single_user(hub: Hub, user_id: str, resume_token: str
+                      ) -> AsyncIterator[message_pb2.SubscribeEventsResponse]:
+    out: Outbox = asyncio.Queue()
+    sub = Subscription("", user_id, out)
+    task = asyncio.create_task(hub.subscribe(sub, resume_token))
+    try:
+        while items := await _drain(out):
+            yield message_pb2.SubscribeEventsResponse(events=[event for _, event in items])
+    finally:
+        task.cancel()
+        await hub.unsubscribe(sub)

@@ -1,0 +1,143 @@
+"""Fan-out: a Redis consumer group reads the events stream and appends each event to every
+recipient's inbox, then announces it on their live channel.
+
+Per batch, the inbox appends, a done-marker per event and the XACKs go in one MULTI, so an event
+is either fanned out and acknowledged completely or not at all; the done-marker makes a re-read of
+the same event (the relay may publish a row twice if it dies between XADD and its commit) a no-op.
+A worker that dies leaves its entries pending; any worker claims entries idle past their backoff
+(2 s, 4 s, 8 s, scaled by CHAT_TIME_SCALE) and retries them; after MAX_RETRIES retries an entry
+goes to the dead-letter stream with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.membership import MembershipCache
+from chatmesh.redis_conn import Keys
+from services.message.inbox import INBOX_MAXLEN
+
+log = logging.getLogger(__name__)
+
+GROUP = "fanout"
+BATCH = 200
+BACKOFF_S = 2.0
+MAX_RETRIES = 3
+DONE_TTL_S = 24 * 3600
+
+
+class Fanout:
+    def __init__(self, redis_client: aioredis.Redis, keys: Keys, membership: MembershipCache, consumer: str,
+                 time_scale: float = 1.0) -> None:
+        self._redis = redis_client
+        self._keys = keys
+        self._membership = membership
+        self._consumer = consumer
+        self._scale = time_scale
+        self._errors: dict[str, str] = {}
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        last_retry_scan = 0.0
+        while True:
+            try:
+                reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
+                                                     count=BATCH, block=max(int(1000 * self._scale), 10))
+                for _, entries in reply or []:
+                    await self.process(entries)
+                if time.monotonic() - last_retry_scan >= BACKOFF_S * self._scale / 2:
+                    last_retry_scan = time.monotonic()
+                    await self.retry_pending()
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group()
+                    continue
+                raise
+            except (redis.exceptions.ConnectionError, OSError) as exc:
+                log.warning("fan-out lost Redis (%s); retrying", exc)
+                await asyncio.sleep(0.5 * self._scale)
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._keys.events, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Fan out a batch; entries that fail stay pending for a retry with backoff."""
+        plans: list[tuple[bytes, common_pb2.Event, bytes, list[str]]] = []
+        for entry_id, fields in entries:
+            try:
+                data = fields[b"e"]
+                event = common_pb2.Event.FromString(data)
+                plans.append((entry_id, event, data, await self._recipients(event)))
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered with its reason
+                self._errors[entry_id.decode()] = f"{type(exc).__name__}: {exc}"
+                log.warning("fan-out of %s failed: %s", entry_id, exc)
+        if not plans:
+            return
+        done = await self._redis.mget([self._done_key(event) for _, event, _, _ in plans])
+        async with self._redis.pipeline(transaction=True) as tx:
+            targets: list[tuple[str, bytes]] = []
+            for (entry_id, event, data, recipients), already in zip(plans, done, strict=True):
+                if not already:
+                    for user_id in recipients:
+                        tx.xadd(self._keys.inbox(user_id), {b"e": data}, maxlen=INBOX_MAXLEN, approximate=True)
+                        targets.append((user_id, data))
+                    tx.set(self._done_key(event), b"1", ex=DONE_TTL_S)
+                tx.xack(self._keys.events, GROUP, entry_id)
+            results = await tx.execute()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            inbox_ids = iter(r for r in results if isinstance(r, bytes))
+            for (user_id, data), inbox_id in zip(targets, inbox_ids, strict=False):
+                pipe.publish(self._keys.live(user_id), inbox_id + b" " + data)
+            await pipe.execute()
+
+    async def _recipients(self, event: common_pb2.Event) -> list[str]:
+        if event.HasField("conversation"):
+            self._membership.invalidate(event.conversation_id)
+            users = {p.user_id for p in event.conversation.conversation.participants}
+            if event.conversation.user_id:
+                users.add(event.conversation.user_id)
+            return sorted(users)
+        membership = await self._membership.get(event.conversation_id)
+        return sorted(membership.roles)
+
+    def _done_key(self, event: common_pb2.Event) -> str:
+        return f"{self._keys.prefix}:fanned:{event.event_id}"
+
+    async def retry_pending(self) -> None:
+        """Claim entries idle past their backoff (a failure here, or a dead worker), retry or dead-letter."""
+        base_ms = int(BACKOFF_S * 1000 * self._scale)
+        pending = await self._redis.xpending_range(self._keys.events, GROUP, min="-", max="+", count=BATCH,
+                                                   idle=base_ms)
+        # Delivery n (n = 1 is the first try) failed: retry n waits 2 s * 2^(n-1), so 2 s, 4 s, 8 s;
+        # once the last retry has failed, the entry goes to the dead letter stream.
+        dead = [p["message_id"] for p in pending if p["times_delivered"] > MAX_RETRIES]
+        retry = [p["message_id"] for p in pending if p["times_delivered"] <= MAX_RETRIES
+                 and p["time_since_delivered"] >= base_ms * 2 ** (p["times_delivered"] - 1)]
+        if dead:
+            await self._dead_letter(dead)
+        if retry:
+            claimed = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=base_ms,
+                                               message_ids=retry)
+            await self.process([(entry_id, fields) for entry_id, fields in claimed if fields])
+
+    async def _dead_letter(self, entry_ids: list[bytes]) -> None:
+        entries = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=0,
+                                           message_ids=entry_ids)
+        async with self._redis.pipeline(transaction=True) as tx:
+            for entry_id, fields in entries:
+                reason = self._errors.pop(entry_id.decode(), "retries exhausted")
+                tx.xadd(self._keys.dead_letter, {b"e": fields.get(b"e", b""), b"entry": entry_id,
+                                                 b"reason": reason.encode()})
+                tx.xack(self._keys.events, GROUP, entry_id)
+                log.error("event %s moved to dead letter after %d retries: %s", entry_id.decode(), MAX_RETRIES, reason)
+            await tx.execute()

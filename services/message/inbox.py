@@ -1,0 +1,70 @@
+"""Inboxes: one Redis stream per user holding the durable events addressed to them.
+
+A resume token is `<epoch>:<inbox entry id>`. The epoch is a random value stored once in Redis; if
+Redis loses its data the epoch is gone, a new one is made, and every older token reads as
+`resync_required` instead of replaying from a reused position.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from chatmesh.redis_conn import Keys
+
+INBOX_MAXLEN = 10_000
+INBOX_MAX_AGE_S = 7 * 24 * 3600
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Token:
+    epoch: str
+    entry_id: str
+
+    def encode(self) -> str:
+        return f"{self.epoch}:{self.entry_id}"
+
+    @classmethod
+    def decode(cls, token: str) -> Token | None:
+        epoch, sep, entry_id = token.partition(":")
+        if not sep or not epoch:
+            return None
+        try:
+            parse_id(entry_id)
+        except ValueError:
+            return None
+        return cls(epoch, entry_id)
+
+
+class Inboxes:
+    def __init__(self, redis_client: aioredis.Redis, keys: Keys) -> None:
+        self._redis = redis_client
+        self._keys = keys
+
+    async def epoch(self) -> str:
+        """The current epoch, creating one if Redis has none (first start, or data lost)."""
+        await self._redis.set(self._keys.epoch, secrets.token_hex(8), nx=True)
+        value = await self._redis.get(self._keys.epoch)
+        return value.decode() if value else ""
+
+    async def read_after(self, user_id: str, entry_id: str, count: int = 500) -> list[tuple[str, bytes]]:
+        """Entries strictly after entry_id ("0" for all), oldest first."""
+        start = "(" + entry_id if entry_id != "0" else "-"
+        rows = await self._redis.xrange(self._keys.inbox(user_id), min=start, max="+", count=count)
+        return [(rid.decode(), fields[b"e"]) for rid, fields in rows]
+
+    async def first_id(self, user_id: str) -> str | None:
+        rows = await self._redis.xrange(self._keys.inbox(user_id), count=1)
+        return rows[0][0].decode() if rows else None
+
+    async def covers(self, user_id: str, entry_id: str) -> bool:
+        """Whether the inbox still holds everything after entry_id (nothing was trimmed past it)."""
+        first = await self.first_id(user_id)
+        return first is None or parse_id(first) <= parse_id(entry_id)

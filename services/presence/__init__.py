@@ -1,0 +1,1 @@
+"""The presence service: who is online and who is typing, held in Redis."""

@@ -1,0 +1,145 @@
+"""Fixtures on real servers: PostgreSQL and Redis from CHAT_TEST_DATABASE_URL / CHAT_TEST_REDIS_URL
+when set, embedded ones otherwise. Each run gets its own database and Redis key prefix, and the
+mesh runs as real service processes on free ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from chatmesh.auth import sign
+from chatmesh.config import Settings
+from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from chatmesh.launcher import SERVICES, Mesh
+
+TIME_SCALE = "0.05"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run the slow soak tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    deselected = [item for item in items if "slow" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="chatmesh-test-") as tmp:
+        Path(tmp).chmod(0o755)
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(workdir: Path) -> Iterator[str]:
+    if url := os.environ.get("CHAT_TEST_DATABASE_URL"):
+        yield url
+        return
+    server = EmbeddedPostgres(workdir / "postgres", free_port())
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir: Path) -> Iterator[str]:
+    if url := os.environ.get("CHAT_TEST_REDIS_URL"):
+        yield url
+        return
+    server = EmbeddedRedis(workdir / "redis", free_port())
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database for this run, dropped at the end."""
+    name = f"chatmesh_test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(postgres_server)
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix for this run; its keys are deleted at the end."""
+    prefix = f"test-{secrets.token_hex(6)}"
+    yield prefix
+    client = redis.Redis.from_url(redis_server)
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def mesh_env(database_url: str, redis_server: str, redis_prefix: str) -> dict[str, str]:
+    return {
+        "CHAT_DATABASE_URL": database_url,
+        "CHAT_REDIS_URL": redis_server,
+        "CHAT_REDIS_PREFIX": redis_prefix,
+        "CHAT_JWT_SECRET": secrets.token_urlsafe(32),
+        "CHAT_TIME_SCALE": TIME_SCALE,
+        "CHAT_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(mesh_env: dict[str, str]) -> Settings:
+    return Settings.from_env(mesh_env)
+
+
+def new_mesh(mesh_env: dict[str, str], log_dir: Path) -> Mesh:
+    return Mesh(env=mesh_env, ports={name: free_port() for name in SERVICES}, log_dir=log_dir)
+
+
+def dump_logs(log_dir: Path) -> None:
+    """On failure, show what the services said (the temporary folder is gone afterwards)."""
+    for log in sorted(log_dir.glob("*.log")):
+        print(f"\n===== {log.name} (last lines) =====\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+
+
+@pytest.fixture(scope="session")
+def mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], workdir: Path) -> Iterator[Mesh]:
+    """The four services as real processes, shared by the tests that do not kill anything."""
+    running = new_mesh(mesh_env, workdir / "logs")
+    running.start()
+    yield running
+    running.stop()
+    if request.session.testsfailed:
+        dump_logs(running.log_dir)
+
+
+@pytest.fixture
+def user_id() -> str:
+    return f"u-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_token(settings: Settings):  # type: ignore[no-untyped-def]
+    def _make(user: str, **kwargs: object) -> str:
+        return sign(settings, user, **kwargs)  # type: ignore[arg-type]
+
+    return _make
+
+
+@pytest.fixture
+async def http(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=10) as client:
+        yield client

@@ -1,0 +1,79 @@
+"""Small helpers the tests share: users, conversations and WebSocket clients through the edge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+
+def new_user_id(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def register(http: httpx.AsyncClient, token: str) -> None:
+    """The edge records a user on their first authenticated request."""
+    reply = await http.put("/api/users/me", json={}, headers=bearer(token))
+    assert reply.status_code == 200, reply.text
+
+
+async def direct_conversation(http: httpx.AsyncClient, token: str, other: str) -> str:
+    reply = await http.post("/api/conversations/direct", json={"user_id": other}, headers=bearer(token))
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["conversation"]["conversation_id"])
+
+
+async def send(http: httpx.AsyncClient, token: str, conversation_id: str, content: str,
+               **extra: Any) -> dict[str, Any]:
+    reply = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": content, **extra},
+                            headers=bearer(token))
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json()["message"])
+
+
+class Socket:
+    """A real WebSocket client of the edge, authenticated with its first frame."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, edge_url: str, token: str, resume_token: str | None = None) -> Socket:
+        ws = await connect(edge_url.replace("http://", "ws://") + "/ws")
+        data = {"token": token} | ({"resume_token": resume_token} if resume_token else {})
+        await ws.send(json.dumps({"type": "auth", "data": data}))
+        socket = cls(ws)
+        ready = await socket.recv()
+        assert ready["type"] == "ready", ready
+        return socket
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        return dict(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+
+    async def next_of(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        """The next frame of a type, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame["type"] == kind:
+                    return frame
+
+    async def request(self, kind: str, data: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        await self.ws.send(json.dumps({"type": kind, "id": request_id, "data": data}))
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame.get("id") == request_id:
+                    return frame
+
+    async def close(self) -> None:
+        await self.ws.close()
