@@ -104,8 +104,14 @@ def create_app(settings: Settings) -> Starlette:
     async def websocket(ws: WebSocket) -> None:
         await Connection(ctx, ws).serve()
 
+    async def crash(request: Request, exc: Exception) -> Response:
+        """A bug: logged with its request id, answered without internals."""
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "INTERNAL", "internal error")
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(
+        exception_handlers={Exception: crash},
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -9,10 +9,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UpsertUserRequest(_message.Message):
-    __slots__ = ("display_name",)
+    __slots__ = ("display_name", "user_id")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     display_name: str
-    def __init__(self, display_name: _Optional[str] = ...) -> None: ...
+    user_id: str
+    def __init__(self, display_name: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class UpsertUserResponse(_message.Message):
     __slots__ = ("user",)

@@ -138,6 +138,24 @@ class RemoveReactionResponse(_message.Message):
     message: _common_pb2.Message
     def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ...) -> None: ...
 
+class ListMessageAuditEntriesRequest(_message.Message):
+    __slots__ = ("conversation_id", "limit", "cursor")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    limit: int
+    cursor: str
+    def __init__(self, conversation_id: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ListMessageAuditEntriesResponse(_message.Message):
+    __slots__ = ("entries", "next_cursor")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.AuditEntry]
+    next_cursor: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[_common_pb2.AuditEntry, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
 class SubscribeEventsRequest(_message.Message):
     __slots__ = ("user_id", "resume_token")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

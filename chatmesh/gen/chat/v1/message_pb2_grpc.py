@@ -76,6 +76,11 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_message__pb2.RemoveReactionRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_message__pb2.RemoveReactionResponse.FromString,
                 _registered_method=True)
+        self.ListMessageAuditEntries = channel.unary_unary(
+                '/chat.v1.MessageService/ListMessageAuditEntries',
+                request_serializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesResponse.FromString,
+                _registered_method=True)
         self.SubscribeEvents = channel.unary_stream(
                 '/chat.v1.MessageService/SubscribeEvents',
                 request_serializer=chat_dot_v1_dot_message__pb2.SubscribeEventsRequest.SerializeToString,
@@ -141,6 +146,14 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMessageAuditEntries(self, request, context):
+        """Internal: the audit entries of actions the message service performed in a conversation
+        (e.g. a message deleted by an admin), newest first; the conversation service's audit read path gathers them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubscribeEvents(self, request, context):
         """One user's durable events: first what the inbox holds after resume_token, then live.
         """
@@ -198,6 +211,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.RemoveReaction,
                     request_deserializer=chat_dot_v1_dot_message__pb2.RemoveReactionRequest.FromString,
                     response_serializer=chat_dot_v1_dot_message__pb2.RemoveReactionResponse.SerializeToString,
+            ),
+            'ListMessageAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessageAuditEntries,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesResponse.SerializeToString,
             ),
             'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeEvents,
@@ -428,6 +446,33 @@ class MessageService:
             '/chat.v1.MessageService/RemoveReaction',
             chat_dot_v1_dot_message__pb2.RemoveReactionRequest.SerializeToString,
             chat_dot_v1_dot_message__pb2.RemoveReactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessageAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/ListMessageAuditEntries',
+            chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
