@@ -37,6 +37,7 @@ ENV_VARS: dict[str, str] = {
     "CHAT_PRESENCE_TARGET": "gRPC target of the presence service (default `127.0.0.1:50153`).",
     "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
     "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
+    "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting before a slow reader is disconnected (default 1000).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
 }
@@ -77,6 +78,7 @@ class Settings:
     edge_host: str
     edge_port: int
     time_scale: float
+    ws_send_queue: int
     log_level: str
     listen_addr: str | None
 
@@ -100,6 +102,7 @@ class Settings:
             edge_host=_read(env, "CHAT_EDGE_HOST", str, "127.0.0.1"),
             edge_port=_read(env, "CHAT_EDGE_PORT", int, DEFAULT_PORTS["edge"]),
             time_scale=_read(env, "CHAT_TIME_SCALE", float, 1.0),
+            ws_send_queue=_read(env, "CHAT_WS_SEND_QUEUE", int, 1000),
             log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),
             listen_addr=env.get("CHAT_LISTEN_ADDR") or None,
         )

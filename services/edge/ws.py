@@ -3,7 +3,9 @@
 A socket authenticates with `Authorization: Bearer` on the upgrade or with its first frame
 {"type": "auth", "data": {"token", "resume_token"?}}, and gets {"type": "ready"}. Requests are
 answered with {"type": "ack", "id"} or {"type": "error", "id", "data": {"code", "message"}}. Events
-arrive as {"type": <event name>, "data": ..., "event_id", "resume_token", "conversation_id"}.
+arrive as {"type": <event name>, "data": ..., "event_id", "resume_token", "conversation_id"}; the
+client acknowledges durable ones with {"type": "chat:message_delivered", "data": {"message_id"}} (which
+also advances the user's delivered position) or {"type": "events_ack", "data": {"event_ids": [...]}}.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2
 from services.edge.context import EdgeContext
 from services.edge.errors import from_rpc_error
+from services.edge.outgoing import Outgoing
 
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
-SEND_QUEUE = 1000
+REDELIVERY_TICK_S = 0.5
 CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
 CLOSE_TOO_SLOW = 4008  # the client read too slowly; resume with the last resume_token
 
@@ -46,9 +49,10 @@ class Connection:
         self._ctx = ctx
         self._ws = ws
         self._identity: Identity | None = None
-        self._out: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SEND_QUEUE)
+        self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale)
         self._subscription_id = uuid.uuid4().hex
-        self._too_slow = False
+        self._delivered: dict[str, tuple[int, str]] = {}  # conversation -> (highest seq, message id) to report
+        self._delivered_ready = asyncio.Event()
 
     async def serve(self) -> None:
         await self._ws.accept()
@@ -58,7 +62,8 @@ class Connection:
         identity = self._identity
         await self._ctx.ensure_user(identity)
         await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
-        sender = asyncio.create_task(self._send_loop())
+        tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop()),
+                 asyncio.create_task(self._report_delivered_loop())]
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
         try:
             await self._receive_loop()
@@ -66,7 +71,8 @@ class Connection:
             pass
         finally:
             self._ctx.router.unsubscribe(self._subscription_id)
-            sender.cancel()
+            for task in tasks:
+                task.cancel()
 
     async def _authenticate(self) -> str:
         header = self._ws.headers.get("authorization")
@@ -89,18 +95,34 @@ class Connection:
             return ""
 
     def _on_event(self, event: common_pb2.Event) -> None:
-        try:
-            self._out.put_nowait(event_frame(event))
-        except asyncio.QueueFull:
-            self._too_slow = True
+        self._out.push_event(event_frame(event))
 
     async def _send_loop(self) -> None:
+        while (text := await self._out.next_frame()) is not None:
+            await self._ws.send_text(text)
+        await self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token")
+
+    async def _redeliver_loop(self) -> None:
+        tick = REDELIVERY_TICK_S * self._ctx.settings.time_scale
         while True:
-            frame = await self._out.get()
-            if self._too_slow:
-                await self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token")
-                return
-            await self._ws.send_text(json.dumps(frame, ensure_ascii=False))
+            await asyncio.sleep(tick)
+            self._out.redeliver_due()
+
+    async def _report_delivered_loop(self) -> None:
+        """Advance the user's delivered position, once per conversation for a burst of acknowledgements."""
+        assert self._identity is not None
+        while True:
+            await self._delivered_ready.wait()
+            self._delivered_ready.clear()
+            batch, self._delivered = self._delivered, {}
+            for _, message_id in batch.values():
+                try:
+                    await self._ctx.message.UpdateMessageStatus(
+                        message_pb2.UpdateMessageStatusRequest(message_id=message_id,
+                                                               status=common_pb2.MESSAGE_STATUS_DELIVERED),
+                        metadata=self._ctx.metadata(self._identity), timeout=10, wait_for_ready=True)
+                except grpc.aio.AioRpcError as exc:
+                    log.warning("could not record delivery of %s: %s", message_id, exc.code().name)
 
     async def _receive_loop(self) -> None:
         while True:
@@ -108,30 +130,56 @@ class Connection:
             try:
                 frame = json.loads(raw)
             except ValueError:
-                await self._error(None, "BAD_FRAME", "frames must be JSON objects")
+                self._error(None, "BAD_FRAME", "frames must be JSON objects")
                 continue
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-                await self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
+                self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
                 continue
             await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
 
     async def _handle(self, request_id: Any, kind: str, data: Any) -> None:
         if not isinstance(data, dict):
-            await self._error(request_id, "BAD_FRAME", "data must be an object")
+            self._error(request_id, "BAD_FRAME", "data must be an object")
             return
         if kind == "ping":
-            await self._reply({"type": "pong", "id": request_id})
+            self._out.push_reply({"type": "pong", "id": request_id})
         elif kind == "chat:message_send":
             await self._send_message(request_id, data)
+        elif kind == "chat:message_delivered":
+            self._acknowledge_message(request_id, data)
+        elif kind == "events_ack":
+            self._acknowledge_events(request_id, data)
         else:
-            await self._error(request_id, "UNKNOWN_TYPE", f"unknown frame type {kind!r}")
+            self._error(request_id, "UNKNOWN_TYPE", f"unknown frame type {kind!r}")
+
+    def _acknowledge_message(self, request_id: Any, data: dict[str, Any]) -> None:
+        message_id = data.get("message_id")
+        if not isinstance(message_id, str) or not message_id:
+            self._error(request_id, "INVALID_ARGUMENT", "message_id is required")
+            return
+        if (found := self._out.ack_message(message_id)) is not None:
+            conversation_id, seq = found
+            if seq > self._delivered.get(conversation_id, (0, ""))[0]:
+                self._delivered[conversation_id] = (seq, message_id)
+                self._delivered_ready.set()
+        if request_id is not None:
+            self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
+
+    def _acknowledge_events(self, request_id: Any, data: dict[str, Any]) -> None:
+        event_ids = data.get("event_ids")
+        if not isinstance(event_ids, list) or not all(isinstance(e, str) for e in event_ids):
+            self._error(request_id, "INVALID_ARGUMENT", "event_ids must be a list of strings")
+            return
+        self._out.ack_events(event_ids)
+        if request_id is not None:
+            self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
 
     async def _send_message(self, request_id: Any, data: dict[str, Any]) -> None:
         request = message_pb2.SendMessageRequest()
         try:
             json_format.ParseDict(data, request)
         except json_format.ParseError as exc:
-            await self._error(request_id, "INVALID_ARGUMENT", str(exc))
+            self._error(request_id, "INVALID_ARGUMENT", str(exc))
             return
         try:
             assert self._identity is not None
@@ -139,13 +187,10 @@ class Connection:
                                                         timeout=10, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             _, code, message = from_rpc_error(exc)
-            await self._error(request_id, code, message)
+            self._error(request_id, code, message)
             return
-        await self._reply({"type": "ack", "id": request_id,
-                           "data": json_format.MessageToDict(reply, preserving_proto_field_name=True)})
+        self._out.push_reply({"type": "ack", "id": request_id,
+                              "data": json_format.MessageToDict(reply, preserving_proto_field_name=True)})
 
-    async def _reply(self, frame: dict[str, Any]) -> None:
-        await self._ws.send_text(json.dumps(frame, ensure_ascii=False))
-
-    async def _error(self, request_id: Any, code: str, message: str) -> None:
-        await self._reply({"type": "error", "id": request_id, "data": {"code": code, "message": message}})
+    def _error(self, request_id: Any, code: str, message: str) -> None:
+        self._out.push_reply({"type": "error", "id": request_id, "data": {"code": code, "message": message}})
