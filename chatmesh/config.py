@@ -40,6 +40,7 @@ ENV_VARS: dict[str, str] = {
     "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting before a slow reader is disconnected (default 1000).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
+    "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
 }
 
 
@@ -81,6 +82,7 @@ class Settings:
     ws_send_queue: int
     log_level: str
     listen_addr: str | None
+    max_message_chars: int = 4000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +107,7 @@ class Settings:
             ws_send_queue=_read(env, "CHAT_WS_SEND_QUEUE", int, 1000),
             log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),
             listen_addr=env.get("CHAT_LISTEN_ADDR") or None,
+            max_message_chars=_read(env, "CHAT_MAX_MESSAGE_CHARS", int, 4000),
         )
 
     def require(self, *names: str) -> None:

@@ -25,7 +25,7 @@ from chatmesh.redis_conn import Keys, open_redis
 from services.message.events import offline_buffer
 from services.message.fanout import Fanout
 from services.message.hub import Hub
-from services.message.messages import Messages
+from services.message.messages import Limits, Messages
 from services.message.server import MessageServicer
 from services.message.store import SCHEMA
 
@@ -49,7 +49,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
                                         settings.time_scale).run()),
         asyncio.create_task(Fanout(redis_client, keys, membership, consumer, settings.time_scale).run()),
     ]
-    servicer = MessageServicer(Messages(pool, membership), hub)
+    servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
+                                        conversation_pb2_grpc.ConversationServiceStub(channel)), hub)
 
     def register(server: grpc.aio.Server) -> list[str]:
         message_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)

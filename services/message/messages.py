@@ -1,60 +1,77 @@
-"""Message rules: who may send and read, and how a send stays ordered and idempotent.
+"""Message rules: who may send, read, edit and delete, and how a send stays ordered and idempotent.
 
 Each write is one transaction that also writes its event to the outbox, so a committed change
-always has its event and a rolled-back one never does.
+always has its event and a rolled-back one never does. Receipts, reactions, search and the audit
+read path live in their own modules; `Messages` holds them so the servicer has one object to call.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
+from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2_grpc
+from chatmesh.logs import request_id_var
 from chatmesh.membership import MembershipCache
-from services.message import convert, store
+from services.message import access, convert, store, views
+from services.message.access import parse_id
+from services.message.audit import Audit
+from services.message.reactions import Reactions
+from services.message.receipts import Receipts
+from services.message.search import Search
 from services.message.store import MessageRow, NewMessage
+
+__all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Limits", "Messages", "parse_id"]
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 MAX_CLIENT_ID = 128
+MAX_ENCRYPTION_FIELD = 128
+DEFAULT_MAX_CONTENT = 4000
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_content: int = 4000
+    max_content: int = DEFAULT_MAX_CONTENT
+
+    def __post_init__(self) -> None:
+        if self.max_content < 1:
+            raise ValueError(f"CHAT_MAX_MESSAGE_CHARS must be at least 1, not {self.max_content}")
 
 
 class _Duplicate(Exception):
     """The (sender, client_message_id) already exists: roll back, so the seq taken is given back."""
 
 
-def parse_id(value: str, what: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise errors.invalid("INVALID_ID", f"{what} {value!r} is not a valid id") from None
-
-
 class Messages:
-    def __init__(self, pool: AsyncConnectionPool, membership: MembershipCache, limits: Limits = Limits()) -> None:
+    def __init__(self, pool: AsyncConnectionPool, membership: MembershipCache, limits: Limits = Limits(),
+                 conversations: conversation_pb2_grpc.ConversationServiceStub | None = None) -> None:
         self._pool = pool
         self._membership = membership
         self._limits = limits
+        self.receipts = Receipts(pool, membership)
+        self.reactions = Reactions(pool, membership)
+        self.search = Search(pool, membership, conversations)
+        self.audit = Audit(pool)
 
     async def send(self, sender: str, new: NewMessage) -> tuple[MessageRow, bool]:
         """Store a message with the next seq; a resend of a client_message_id returns the original."""
         new.conversation_id = parse_id(new.conversation_id, "conversation_id")
         if new.reply_to_id:
             new.reply_to_id = parse_id(new.reply_to_id, "reply_to_id")
-        self._validate_content(new)
-        if new.client_message_id and len(new.client_message_id) > MAX_CLIENT_ID:
-            raise errors.invalid("INVALID_ARGUMENT", f"client_message_id exceeds {MAX_CLIENT_ID} characters")
+        self._validate_new(new)
         (await self._membership.get(new.conversation_id)).require_participant(sender)
         async with self._pool.connection() as conn:
             if new.client_message_id and (old := await store.get_by_client_id(conn, sender, new.client_message_id)):
                 return self._same_conversation(old, new), False
+            if new.reply_to_id:
+                # Messages are never removed, so checking outside the transaction cannot go stale.
+                replied = await store.get_message(conn, new.reply_to_id)
+                if replied is None or replied.conversation_id != new.conversation_id:
+                    raise errors.not_found("REPLY_TO_NOT_FOUND",
+                                           "reply_to_id is not a message of this conversation")
             try:
                 async with conn.transaction():
                     seq = await store.next_seq(conn, new.conversation_id)
@@ -70,32 +87,89 @@ class Messages:
                 return self._same_conversation(old, new), False
 
     async def history(self, reader: str, conversation_id: str, *, limit: int, before_seq: int,
-                      after_seq: int) -> tuple[list[MessageRow], bool]:
+                      after_seq: int) -> tuple[list[common_pb2.Message], bool]:
+        """Ascending seq pages: the newest `limit` (before `before_seq`), or the oldest after `after_seq`.
+
+        Deleted messages stay in the page as placeholders, so a client never sees a gap it would
+        mistake for a lost message.
+        """
         conversation_id = parse_id(conversation_id, "conversation_id")
         if limit < 0 or before_seq < 0 or after_seq < 0:
             raise errors.invalid("INVALID_ARGUMENT", "limit, before_seq and after_seq must not be negative")
         if before_seq and after_seq:
             raise errors.invalid("INVALID_ARGUMENT", "give before_seq or after_seq, not both")
         limit = min(limit or DEFAULT_PAGE, MAX_PAGE)
-        (await self._membership.get(conversation_id)).require_participant(reader)
+        membership = await self._membership.get(conversation_id)
+        membership.require_participant(reader)
         async with self._pool.connection() as conn:
             rows = await store.list_messages(conn, conversation_id, limit=limit + 1,
                                              before_seq=before_seq or None, after_seq=after_seq or None)
-        has_more = len(rows) > limit
-        if has_more:
-            rows = rows[:limit] if after_seq else rows[1:]
-        return rows, has_more
+            has_more = len(rows) > limit
+            if has_more:
+                rows = rows[:limit] if after_seq else rows[1:]
+            return await views.render(conn, reader, rows, {conversation_id: membership.roles}), has_more
 
-    def _validate_content(self, new: NewMessage) -> None:
-        if new.content_encrypted:
-            if new.content:
-                raise errors.invalid("INVALID_ARGUMENT", "send content or content_encrypted, not both")
-            if len(new.content_encrypted) > self._limits.max_content * 4:
-                raise errors.invalid("CONTENT_TOO_LONG", "encrypted content is too large")
+    async def edit(self, editor: str, message_id: str, content: str) -> common_pb2.Message:
+        """The sender replaces the text; the text replaced is kept in message_edits."""
+        self._validate_text(content)
+        async with self._pool.connection() as conn:
+            found = await access.find(conn, self._membership, message_id, editor)
+            if found.row.sender_id != editor:
+                raise errors.forbidden("NOT_SENDER", "only the sender may edit a message")
+            if found.row.content_encrypted is not None:
+                raise errors.failed_precondition("ENCRYPTED_MESSAGE", "an encrypted message cannot be edited as text")
+            async with conn.transaction():
+                row = await store.get_message(conn, found.row.message_id, for_update=True)
+                assert row is not None
+                access.require_live(row)
+                if row.content != content:
+                    await store.record_edit(conn, row.message_id, row.content)
+                    row = await store.update_content(conn, row.message_id, content)
+                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_updated", row)])
+            return await views.render_one(conn, editor, row, found.membership.roles)
+
+    async def delete(self, actor: str, message_id: str) -> common_pb2.Message:
+        """Soft delete by the sender or a conversation admin/moderator; someone else's delete is audited.
+
+        Deleting a deleted message returns the placeholder again (idempotent, no second event).
+        """
+        async with self._pool.connection() as conn:
+            found = await access.find(conn, self._membership, message_id, actor)
+            if found.row.sender_id != actor and found.role not in access.MODERATING_ROLES:
+                raise errors.forbidden("NOT_ALLOWED", "only the sender or an admin or moderator may delete a message")
+            async with conn.transaction():
+                row = await store.get_message(conn, found.row.message_id, for_update=True)
+                assert row is not None
+                if row.deleted_at is None:
+                    row = await store.mark_deleted(conn, row.message_id, actor)
+                    if actor != row.sender_id:
+                        await store.append_audit(conn, row.conversation_id, actor, "message.deleted",
+                                                 f"message:{row.message_id}", request_id_var.get())
+                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_deleted", row)])
+            return convert.message(row)
+
+    def _validate_new(self, new: NewMessage) -> None:
+        if new.client_message_id and len(new.client_message_id) > MAX_CLIENT_ID:
+            raise errors.invalid("INVALID_ARGUMENT", f"client_message_id exceeds {MAX_CLIENT_ID} characters")
+        if len(new.enc_algorithm) > MAX_ENCRYPTION_FIELD or len(new.enc_key_id) > MAX_ENCRYPTION_FIELD:
+            raise errors.invalid("INVALID_ARGUMENT", f"encryption fields exceed {MAX_ENCRYPTION_FIELD} characters")
+        if not new.content_encrypted:
+            if new.enc_algorithm or new.enc_key_id:
+                raise errors.invalid("INVALID_ARGUMENT", "encryption metadata without content_encrypted")
+            self._validate_text(new.content)
             return
-        if not new.content.strip():
+        if new.content:
+            raise errors.invalid("INVALID_ARGUMENT", "send content or content_encrypted, not both")
+        if not new.enc_algorithm:
+            raise errors.invalid("ENCRYPTION_REQUIRED", "content_encrypted needs encryption.algorithm")
+        # Ciphertext is opaque: bound it by bytes, with room for the encoding overhead of the text limit.
+        if len(new.content_encrypted) > self._limits.max_content * 4:
+            raise errors.invalid("CONTENT_TOO_LONG", "encrypted content is too large")
+
+    def _validate_text(self, content: str) -> None:
+        if not content.strip():
             raise errors.invalid("EMPTY_CONTENT", "content must not be blank")
-        if len(new.content) > self._limits.max_content:
+        if len(content) > self._limits.max_content:
             raise errors.invalid("CONTENT_TOO_LONG", f"content exceeds {self._limits.max_content} characters")
 
     @staticmethod

@@ -34,10 +34,47 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
         return pb.SendMessageResponse(message=convert.message(row), created=created)
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext) -> pb.ListMessagesResponse:
-        rows, has_more = await self._messages.history(
+        messages, has_more = await self._messages.history(
             current_identity().user_id, request.conversation_id, limit=request.limit,
             before_seq=request.before_seq, after_seq=request.after_seq)
-        return pb.ListMessagesResponse(messages=[convert.message(r) for r in rows], has_more=has_more)
+        return pb.ListMessagesResponse(messages=messages, has_more=has_more)
+
+    async def EditMessage(self, request: pb.EditMessageRequest, context: grpc.aio.ServicerContext) -> pb.EditMessageResponse:
+        message = await self._messages.edit(current_identity().user_id, request.message_id, request.content)
+        return pb.EditMessageResponse(message=message)
+
+    async def DeleteMessage(self, request: pb.DeleteMessageRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.DeleteMessageResponse:
+        return pb.DeleteMessageResponse(message=await self._messages.delete(current_identity().user_id,
+                                                                            request.message_id))
+
+    async def UpdateMessageStatus(self, request: pb.UpdateMessageStatusRequest, context: grpc.aio.ServicerContext
+                                  ) -> pb.UpdateMessageStatusResponse:
+        position = await self._messages.receipts.update(current_identity().user_id, request.message_id,
+                                                        request.status)
+        return pb.UpdateMessageStatusResponse(delivered_seq=position.delivered_seq, read_seq=position.read_seq)
+
+    async def AddReaction(self, request: pb.AddReactionRequest, context: grpc.aio.ServicerContext) -> pb.AddReactionResponse:
+        message = await self._messages.reactions.add(current_identity().user_id, request.message_id, request.emoji)
+        return pb.AddReactionResponse(message=message)
+
+    async def RemoveReaction(self, request: pb.RemoveReactionRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.RemoveReactionResponse:
+        message = await self._messages.reactions.remove(current_identity().user_id, request.message_id,
+                                                        request.emoji)
+        return pb.RemoveReactionResponse(message=message)
+
+    async def SearchMessages(self, request: pb.SearchMessagesRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.SearchMessagesResponse:
+        messages = await self._messages.search.run(current_identity().user_id, request.q, request.conversation_id,
+                                                   request.limit)
+        return pb.SearchMessagesResponse(messages=messages)
+
+    async def ListMessageAuditEntries(self, request: pb.ListMessageAuditEntriesRequest,
+                                      context: grpc.aio.ServicerContext) -> pb.ListMessageAuditEntriesResponse:
+        require_service()
+        entries, next_cursor = await self._messages.audit.list(request.conversation_id, request.limit, request.cursor)
+        return pb.ListMessageAuditEntriesResponse(entries=entries, next_cursor=next_cursor)
 
     async def SubscribeEvents(self, request: pb.SubscribeEventsRequest, context: grpc.aio.ServicerContext
                               ) -> AsyncIterator[pb.SubscribeEventsResponse]:

@@ -81,10 +81,53 @@ async def get_by_client_id(conn: psycopg.AsyncConnection, sender_id: str, client
         return await cur.fetchone()
 
 
-async def get_message(conn: psycopg.AsyncConnection, message_id: str) -> MessageRow | None:
+async def get_message(conn: psycopg.AsyncConnection, message_id: str, *, for_update: bool = False
+                      ) -> MessageRow | None:
+    """One message; `for_update` locks its row until the transaction ends (edit, delete)."""
+    lock = " FOR UPDATE" if for_update else ""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} FROM message.messages WHERE message_id = %s", (message_id,))
+        await cur.execute(f"SELECT {_COLUMNS} FROM message.messages WHERE message_id = %s{lock}", (message_id,))
         return await cur.fetchone()
+
+
+async def record_edit(conn: psycopg.AsyncConnection, message_id: str, previous_content: str) -> None:
+    """Keep the text being replaced as the next version (the original is version 1)."""
+    await conn.execute(
+        """INSERT INTO message.message_edits (message_id, version, content)
+           SELECT %s, COALESCE(MAX(version), 0) + 1, %s FROM message.message_edits WHERE message_id = %s""",
+        (message_id, previous_content, message_id),
+    )
+
+
+async def update_content(conn: psycopg.AsyncConnection, message_id: str, content: str) -> MessageRow:
+    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
+        await cur.execute(
+            f"""UPDATE message.messages SET content = %s, edited_at = now() WHERE message_id = %s
+                RETURNING {_COLUMNS}""",
+            (content, message_id),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+
+async def list_edits(conn: psycopg.AsyncConnection, message_id: str) -> list[tuple[int, str]]:
+    cur = await conn.execute(
+        "SELECT version, content FROM message.message_edits WHERE message_id = %s ORDER BY version", (message_id,))
+    return [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+
+async def mark_deleted(conn: psycopg.AsyncConnection, message_id: str, actor_id: str) -> MessageRow:
+    """Soft delete: the row stays (seq without a gap, audit), every read path hides its content."""
+    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
+        await cur.execute(
+            f"""UPDATE message.messages SET deleted_at = now(), deleted_by = %s WHERE message_id = %s
+                RETURNING {_COLUMNS}""",
+            (actor_id, message_id),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
 
 
 async def list_messages(conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int,
@@ -106,7 +149,131 @@ async def list_messages(conn: psycopg.AsyncConnection, conversation_id: str, *, 
         return await cur.fetchall()
 
 
+async def search(conn: psycopg.AsyncConnection, conversation_ids: list[str], query: str, *, limit: int
+                 ) -> list[MessageRow]:
+    """Live plaintext messages of these conversations matching `query` (web-search syntax), newest first.
+
+    The GIN index on search_vector finds the matches; deleted and encrypted messages have no vector.
+    """
+    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
+        await cur.execute(
+            f"""SELECT {_COLUMNS} FROM message.messages
+                WHERE search_vector @@ websearch_to_tsquery('simple', %s) AND conversation_id = ANY(%s::uuid[])
+                ORDER BY created_at DESC, seq DESC LIMIT %s""",
+            (query, conversation_ids, limit),
+        )
+        return await cur.fetchall()
+
+
 async def delivered_positions(conn: psycopg.AsyncConnection, user_id: str) -> dict[str, int]:
     cur = await conn.execute(
         "SELECT conversation_id::text, delivered_seq FROM message.positions WHERE user_id = %s", (user_id,))
     return {row[0]: int(row[1]) for row in await cur.fetchall()}
+
+
+@dataclass
+class Position:
+    user_id: str
+    delivered_seq: int
+    read_seq: int
+
+
+async def positions(conn: psycopg.AsyncConnection, conversation_id: str) -> dict[str, Position]:
+    """Every participant's positions in a conversation (O(participants), whatever the history's length)."""
+    async with conn.cursor(row_factory=class_row(Position)) as cur:
+        await cur.execute(
+            "SELECT user_id, delivered_seq, read_seq FROM message.positions WHERE conversation_id = %s",
+            (conversation_id,))
+        return {p.user_id: p for p in await cur.fetchall()}
+
+
+async def advance_position(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, *,
+                           delivered_seq: int, read_seq: int) -> Position | None:
+    """Move a user's positions forward, never back; None when neither moved (nothing to announce).
+
+    One statement, so concurrent updates of the same user cannot interleave: the row lock of the
+    upsert serializes them and GREATEST keeps the highest. Read implies delivered: callers pass
+    delivered_seq >= read_seq.
+    """
+    async with conn.cursor(row_factory=class_row(Position)) as cur:
+        await cur.execute(
+            """INSERT INTO message.positions AS p (conversation_id, user_id, delivered_seq, read_seq)
+               VALUES (%s, %s, %s, %s)
+               ON CONFLICT (conversation_id, user_id) DO UPDATE
+                   SET delivered_seq = GREATEST(p.delivered_seq, EXCLUDED.delivered_seq),
+                       read_seq = GREATEST(p.read_seq, EXCLUDED.read_seq)
+                   WHERE p.delivered_seq < EXCLUDED.delivered_seq OR p.read_seq < EXCLUDED.read_seq
+               RETURNING user_id, delivered_seq, read_seq""",
+            (conversation_id, user_id, delivered_seq, read_seq),
+        )
+        return await cur.fetchone()
+
+
+async def position(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> Position:
+    async with conn.cursor(row_factory=class_row(Position)) as cur:
+        await cur.execute(
+            """SELECT user_id, delivered_seq, read_seq FROM message.positions
+               WHERE conversation_id = %s AND user_id = %s""",
+            (conversation_id, user_id))
+        return await cur.fetchone() or Position(user_id, 0, 0)
+
+
+async def add_reaction(conn: psycopg.AsyncConnection, message_id: str, user_id: str, emoji: str) -> bool:
+    """True when added; False when this user already left this emoji (idempotent)."""
+    cur = await conn.execute(
+        """INSERT INTO message.reactions (message_id, user_id, emoji) VALUES (%s, %s, %s)
+           ON CONFLICT DO NOTHING""",
+        (message_id, user_id, emoji))
+    return cur.rowcount == 1
+
+
+async def remove_reaction(conn: psycopg.AsyncConnection, message_id: str, user_id: str, emoji: str) -> bool:
+    """True when removed; False when there was nothing to remove (idempotent)."""
+    cur = await conn.execute(
+        "DELETE FROM message.reactions WHERE message_id = %s AND user_id = %s AND emoji = %s",
+        (message_id, user_id, emoji))
+    return cur.rowcount == 1
+
+
+async def reactions(conn: psycopg.AsyncConnection, message_ids: list[str]) -> dict[str, list[tuple[str, list[str]]]]:
+    """Per message: (emoji, user ids) in order of each emoji's first use, users in the order they reacted."""
+    cur = await conn.execute(
+        """SELECT message_id::text, emoji, array_agg(user_id ORDER BY created_at, user_id)
+           FROM message.reactions WHERE message_id = ANY(%s::uuid[])
+           GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at), emoji""",
+        (message_ids,))
+    result: dict[str, list[tuple[str, list[str]]]] = {}
+    for message_id, emoji, users in await cur.fetchall():
+        result.setdefault(message_id, []).append((emoji, list(users)))
+    return result
+
+
+@dataclass
+class AuditRow:
+    entry_id: int
+    conversation_id: str
+    actor_id: str
+    action: str
+    target: str
+    request_id: str
+    created_at: datetime
+
+
+async def append_audit(conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str,
+                       target: str, request_id: str) -> None:
+    await conn.execute(
+        """INSERT INTO message.audit_log (conversation_id, actor_id, action, target, request_id)
+           VALUES (%s, %s, %s, %s, %s)""",
+        (conversation_id, actor_id, action, target, request_id))
+
+
+async def list_audit(conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int,
+                     before_id: int | None) -> list[AuditRow]:
+    """Newest first, keyset on entry_id (the index audit_log_by_conversation)."""
+    async with conn.cursor(row_factory=class_row(AuditRow)) as cur:
+        await cur.execute(
+            """SELECT entry_id, conversation_id::text, actor_id, action, target, request_id, created_at
+               FROM message.audit_log WHERE conversation_id = %s AND entry_id < %s
+               ORDER BY entry_id DESC LIMIT %s""",
+            (conversation_id, before_id if before_id is not None else 2**62, limit))
+        return await cur.fetchall()

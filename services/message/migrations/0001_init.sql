@@ -23,9 +23,17 @@ CREATE TABLE messages (
     edited_at         timestamptz,
     deleted_at        timestamptz,
     deleted_by        text,
-    -- History pages walk (conversation_id, seq) in both directions.
+    -- Full-text search over live plaintext only: a deleted or encrypted message has no vector, so it
+    -- drops out of the index by itself. 'simple' (no stemming) because chats mix languages.
+    search_vector     tsvector GENERATED ALWAYS AS (
+        CASE WHEN deleted_at IS NULL AND content_encrypted IS NULL
+             THEN to_tsvector('simple'::regconfig, content) END) STORED,
+    -- History pages walk (conversation_id, seq) in both directions, and reply_to / status look a
+    -- message up by (conversation_id, seq) too: this unique index serves every per-conversation path.
     UNIQUE (conversation_id, seq)
 );
+-- Search: `search_vector @@ query AND conversation_id = ANY(...)`; the GIN index finds the matches.
+CREATE INDEX messages_search ON messages USING gin (search_vector);
 -- Idempotent sends: one message per (sender, client_message_id).
 CREATE UNIQUE INDEX messages_client_id ON messages (sender_id, client_message_id) WHERE client_message_id IS NOT NULL;
 
@@ -38,7 +46,12 @@ CREATE TABLE positions (
     PRIMARY KEY (conversation_id, user_id),
     CHECK (read_seq <= delivered_seq)
 );
+-- The offline buffer reads one user's positions across conversations (the primary key serves the
+-- per-conversation reads: a message's recipients, an upsert).
+CREATE INDEX positions_by_user ON positions (user_id);
 
+-- A user may leave several different emoji on a message, each once (the primary key). Aggregating a
+-- page's reactions reads by message_id, the key's leading column.
 CREATE TABLE reactions (
     message_id uuid NOT NULL REFERENCES messages (message_id),
     user_id    text NOT NULL,
@@ -47,6 +60,7 @@ CREATE TABLE reactions (
     PRIMARY KEY (message_id, user_id, emoji)
 );
 
+-- Previous versions of edited messages, for audit; version 1 is the original text.
 CREATE TABLE message_edits (
     message_id  uuid NOT NULL REFERENCES messages (message_id),
     version     int NOT NULL,
@@ -54,6 +68,26 @@ CREATE TABLE message_edits (
     replaced_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (message_id, version)
 );
+
+-- Append-only record of actions taken on someone else's message (an admin's delete), read newest
+-- first per conversation by the conversation service's audit path (keyset on entry_id).
+CREATE TABLE audit_log (
+    entry_id        bigserial PRIMARY KEY,
+    conversation_id uuid NOT NULL,
+    actor_id        text NOT NULL,
+    action          text NOT NULL,
+    target          text NOT NULL,
+    request_id      text NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_log_by_conversation ON audit_log (conversation_id, entry_id DESC);
+-- Append-only: the table refuses updates and deletes, whoever asks.
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only';
+END $$;
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
 CREATE TABLE outbox (
     id           bigserial PRIMARY KEY,

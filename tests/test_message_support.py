@@ -1,0 +1,44 @@
+"""Helpers the message tests share (no tests here): groups with chosen roles, and REST shortcuts.
+
+Groups are inserted straight into the conversation service's tables, so the tests pick every role
+(admin, moderator, member) without depending on the group API's own rules; the message service
+still learns membership the real way, by asking the conversation service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.helpers import bearer, new_user_id
+
+__all__ = ["api", "group", "new_user_id"]
+
+
+def group(database_url: str, roles: dict[str, str], title: str = "group") -> str:
+    """A group conversation with these users in these roles; returns its id."""
+    creator = next(iter(roles))
+    with psycopg.connect(database_url) as conn:
+        for user in roles:
+            conn.execute("INSERT INTO conversation.users (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user,))
+        row = conn.execute(
+            "INSERT INTO conversation.conversations (kind, title, created_by) VALUES ('group', %s, %s)"
+            " RETURNING conversation_id::text", (title, creator)).fetchone()
+        assert row is not None
+        for user, role in roles.items():
+            conn.execute("INSERT INTO conversation.participants (conversation_id, user_id, role) VALUES (%s, %s, %s)",
+                         (row[0], user, role))
+    return str(row[0])
+
+
+async def api(http: httpx.AsyncClient, token: str, method: str, path: str, body: Any = None,
+              params: dict[str, Any] | None = None) -> httpx.Response:
+    return await http.request(method, path, json=body, params=params, headers=bearer(token))
+
+
+def code_of(reply: httpx.Response) -> tuple[int, str]:
+    """(HTTP status, machine-readable code) of a reply, for one-line assertions on errors."""
+    body = reply.json()
+    return reply.status_code, body["error"]["code"] if "error" in body else "OK"
