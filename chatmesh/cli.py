@@ -1,18 +1,27 @@
-"""The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT."""
+"""The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT,
+`serve NAME` runs one service (the container image's entrypoint) and `migrate` applies the schema
+migrations (the Kubernetes migration Job)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import os
+import runpy
 import secrets
 import signal
 import sys
 from pathlib import Path
 
+from chatmesh import db
 from chatmesh.auth import sign
 from chatmesh.config import DEFAULT_PORTS, Settings
 from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
-from chatmesh.launcher import Mesh
+from chatmesh.launcher import SERVICES, Mesh
+
+# The services that own a PostgreSQL schema, in the order their migrations are applied.
+MIGRATED = ("conversation", "message")
 
 
 def _data_dir(value: str | None) -> Path:
@@ -82,6 +91,26 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Run one service in this process, exactly as `python -m services.<name>` does."""
+    runpy.run_module(f"services.{args.service}", run_name="__main__", alter_sys=True)
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Apply the pending migrations of every schema-owning service to CHAT_DATABASE_URL."""
+    settings = Settings.from_env({"CHAT_JWT_SECRET": "-", **os.environ})  # migrations sign nothing
+    settings.require("database_url")
+    for name in MIGRATED:
+        schema = importlib.import_module(f"services.{name}.store").SCHEMA
+        package = importlib.import_module(f"services.{name}")
+        folder = Path(next(iter(package.__path__))) / "migrations"
+        applied = asyncio.run(db.migrate(settings.database_url, schema, folder))
+        print(f"{schema}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})" if applied else ""),
+              flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatmesh", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--name", help="display name claim")
     p_token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires (default a day)")
     p_token.set_defaults(func=token)
+
+    p_serve = commands.add_parser("serve", help="run one service in the foreground (configured by CHAT_* variables)")
+    p_serve.add_argument("service", choices=SERVICES)
+    p_serve.set_defaults(func=serve)
+
+    p_migrate = commands.add_parser("migrate", help="apply the conversation and message schema migrations "
+                                                    "to CHAT_DATABASE_URL, then exit")
+    p_migrate.set_defaults(func=migrate)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

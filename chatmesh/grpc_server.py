@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import logging
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
@@ -15,15 +16,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from chatmesh import metrics
 from chatmesh.auth import AuthError, Identity, TokenVerifier
 from chatmesh.errors import ERROR_CODE_KEY, ChatError
 from chatmesh.logs import request_id_var
+from chatmesh.readiness import Readiness
 
 log = logging.getLogger(__name__)
 
 identity_var: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity")
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 STOP_GRACE_S = 20.0
+# A health name that only the stop turns NOT_SERVING (the liveness probe's); a lost dependency turns
+# the overall and business names NOT_SERVING (the readiness probe's) without restarting the pod.
+LIVENESS_SERVICE = "liveness"
 
 
 def current_identity() -> Identity:
@@ -86,34 +92,58 @@ class _CallScope:
 
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await self._enter(context)
+            started, cancelled = time.perf_counter(), False
             try:
-                return await behavior(request, context)
-            except ChatError as exc:
-                await self._fail(context, exc)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+                await self._enter(context)
+                try:
+                    return await behavior(request, context)
+                except ChatError as exc:
+                    await self._fail(context, exc)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception:
+                    log.exception("unhandled error in %s", self._method)
+                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+            except asyncio.CancelledError:
+                cancelled = True
                 raise
-            except Exception:
-                log.exception("unhandled error in %s", self._method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+            finally:
+                metrics.observe_grpc(self._method, "CANCELLED" if cancelled else _code_name(context), started)
 
         return unary
 
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            await self._enter(context)
+            started, cancelled = time.perf_counter(), False
             try:
-                async for response in behavior(request, context):
-                    yield response
-            except ChatError as exc:
-                await self._fail(context, exc)
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+                await self._enter(context)
+                try:
+                    async for response in behavior(request, context):
+                        yield response
+                except ChatError as exc:
+                    await self._fail(context, exc)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception:
+                    log.exception("unhandled error in %s", self._method)
+                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+            except asyncio.CancelledError:
+                cancelled = True
                 raise
-            except Exception:
-                log.exception("unhandled error in %s", self._method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+            finally:
+                metrics.observe_grpc(self._method, "CANCELLED" if cancelled else _code_name(context), started)
 
         return stream
+
+
+def _code_name(context: grpc.aio.ServicerContext) -> str:
+    """The status the call ended with, as its name (`OK` when the handler returned normally)."""
+    code = context.code()
+    if code is None:
+        return "OK"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
 Registrar = Callable[[grpc.aio.Server], Iterable[str]]
@@ -127,17 +157,26 @@ async def serve(
     *,
     stopping: asyncio.Event | None = None,
     ready: Callable[[int], None] | None = None,
+    readiness: Readiness | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run a gRPC server until SIGINT/SIGTERM (or `stopping` is set), then drain it.
 
     `register` adds the business servicers and returns their full service names, which the health
     service reports SERVING and reflection lists. On stop, health turns NOT_SERVING first so load
     balancers move away, then in-flight calls get STOP_GRACE_S to finish.
+
+    `readiness` (optional) turns the overall and business health names NOT_SERVING while a
+    dependency is lost and SERVING again when it returns; `metrics_port` (optional) serves
+    Prometheus metrics on the listen host.
     """
     server = grpc.aio.server(interceptors=[MeshInterceptor(verifier)], options=[
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # Clients re-resolve (a headless Service's DNS) when a connection ends; ending each one after
+        # a few minutes (GOAWAY: open streams carry on, new calls reconnect) lets round_robin find new pods.
+        ("grpc.max_connection_age_ms", 300_000),
     ])
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
@@ -145,16 +184,33 @@ async def serve(
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     port = server.add_insecure_port(listen)
     await server.start()
-    for service_name in ["", *names]:
+    for service_name in ["", *names, LIVENESS_SERVICE]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    metrics_server = metrics.start_metrics_server(listen, metrics_port)
+    watcher = asyncio.create_task(readiness.watch(_readiness_to_health(health_servicer, ["", *names]))) \
+        if readiness else None
     log.info("%s serving on %s (port %d)", name, listen, port)
     if ready:
         ready(port)
     stopping = stopping or stop_on_signals()
     await stopping.wait()
     log.info("%s stopping: draining in-flight calls", name)
+    if watcher:
+        watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(STOP_GRACE_S)
+    if metrics_server:
+        metrics_server.close()
+
+
+def _readiness_to_health(servicer: health.aio.HealthServicer,
+                         names: list[str]) -> Callable[[bool], Awaitable[None]]:
+    async def on_change(ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service_name in names:
+            await servicer.set(service_name, status)
+
+    return on_change
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 
 import psycopg
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from psycopg_pool import AsyncConnectionPool
 
+from chatmesh import metrics
 from chatmesh.gen.chat.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 POLL_S = 2.0
 EVENTS_MAXLEN = 1_000_000
+BACKLOG_SAMPLE_S = 1.0
 
 
 async def enqueue(conn: psycopg.AsyncConnection, schema: str, events: list[common_pb2.Event]) -> None:
@@ -46,6 +49,7 @@ class OutboxRelay:
         self._poll_s = POLL_S * time_scale
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"{schema}.outbox".encode())
+        self._sampled_at = -BACKLOG_SAMPLE_S
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
@@ -56,6 +60,7 @@ class OutboxRelay:
                         pass
                 except (redis.exceptions.RedisError, OSError, psycopg.Error) as exc:
                     log.warning("outbox relay for %s: %s; retrying", self._schema, exc)
+                await self._sample_backlog()
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll_s)
                 except TimeoutError:
@@ -85,6 +90,23 @@ class OutboxRelay:
                 f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY(%s)',
                 ([r[0] for r in rows],))
             return len(rows)
+
+    async def _sample_backlog(self) -> None:
+        """Set the outbox backlog gauge (rows not yet published, counted up to a cap on the partial index),
+        at most once a second however often commits wake the relay."""
+        now = time.monotonic()
+        if now - self._sampled_at < BACKLOG_SAMPLE_S:
+            return
+        self._sampled_at = now
+        try:
+            async with self._pool.connection(timeout=5) as conn:
+                cur = await conn.execute(
+                    f'SELECT count(*) FROM (SELECT 1 FROM "{self._schema}".outbox WHERE published_at IS NULL'
+                    " LIMIT 1000000) AS unpublished")
+                row = await cur.fetchone()
+            metrics.OUTBOX_BACKLOG.labels(self._schema).set(row[0] if row else 0)
+        except (OSError, psycopg.Error) as exc:
+            log.debug("outbox backlog for %s: %s", self._schema, exc)
 
     async def _listen(self) -> None:
         """Wake the relay on every commit that enqueued events (LISTEN/NOTIFY); reconnects on loss."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from chatmesh import db, logs
+from chatmesh import db, logs, readiness
 from chatmesh.auth import TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
@@ -34,8 +34,10 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         return [conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name]
 
     try:
+        # Ready while PostgreSQL answers; Redis only feeds the outbox relay, which catches up after an outage.
         await serve("conversation", settings.listen("conversation"), TokenVerifier(settings), register,
-                    stopping=stopping)
+                    stopping=stopping, metrics_port=settings.metrics_port,
+                    readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
     finally:
         relay_task.cancel()
         await pool.close()

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from chatmesh import metrics
 from chatmesh.auth import AuthError
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
@@ -104,6 +106,17 @@ def create_app(settings: Settings) -> Starlette:
     async def websocket(ws: WebSocket) -> None:
         await Connection(ctx, ws).serve()
 
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    def route_of(method: str, path: str) -> str:
+        """A request's route template for metric labels (bounded: never the raw path)."""
+        if path in ("/healthz", "/readyz", "/metrics"):
+            return path
+        route, _, _ = transcoder.match(method, path)
+        return route.template if route else "unmatched"
+
     async def crash(request: Request, exc: Exception) -> Response:
         """A bug: logged with its request id, answered without internals."""
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -115,8 +128,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
             WebSocketRoute("/ws", websocket),
             Route("/api/{path:path}", rest, methods=methods),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
     )

@@ -13,16 +13,18 @@ from pathlib import Path
 
 import grpc
 
-from chatmesh import db, logs
+from chatmesh import db, logs, readiness
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2_grpc
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache
+from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
 from services.message.events import offline_buffer
+from services.message.fanout import GROUP as FANOUT_GROUP
 from services.message.fanout import Fanout
 from services.message.hub import Hub
 from services.message.messages import Limits, Messages
@@ -48,6 +50,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         asyncio.create_task(OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events,
                                         settings.time_scale).run()),
         asyncio.create_task(Fanout(redis_client, keys, membership, consumer, settings.time_scale).run()),
+        asyncio.create_task(StreamSampler(redis_client, keys.events, FANOUT_GROUP, keys.dead_letter).run()),
     ]
     servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
                                         conversation_pb2_grpc.ConversationServiceStub(channel)), hub)
@@ -57,7 +60,10 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         return [message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name]
 
     try:
-        await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping)
+        await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping,
+                    metrics_port=settings.metrics_port,
+                    readiness=readiness.of(postgres_url=settings.database_url, redis_client=redis_client,
+                                           time_scale=settings.time_scale))
     finally:
         for task in background:
             task.cancel()

@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from chatmesh import logs
+from chatmesh import logs, readiness
 from chatmesh.auth import TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import presence_pb2, presence_pb2_grpc
@@ -25,7 +25,9 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         return [presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name]
 
     try:
-        await serve("presence", settings.listen("presence"), TokenVerifier(settings), register, stopping=stopping)
+        await serve("presence", settings.listen("presence"), TokenVerifier(settings), register, stopping=stopping,
+                    metrics_port=settings.metrics_port,
+                    readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
     finally:
         await redis_client.aclose()
 
