@@ -38,6 +38,7 @@ ENV_VARS: dict[str, str] = {
     "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
     "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
     "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting before a slow reader is disconnected (default 1000).",
+    "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
@@ -85,6 +86,7 @@ class Settings:
     listen_addr: str | None
     max_message_chars: int = 4000
     metrics_port: int | None = None
+    presence_ttl_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,6 +108,7 @@ class Settings:
             edge_host=_read(env, "CHAT_EDGE_HOST", str, "127.0.0.1"),
             edge_port=_read(env, "CHAT_EDGE_PORT", int, DEFAULT_PORTS["edge"]),
             time_scale=_read(env, "CHAT_TIME_SCALE", float, 1.0),
+            presence_ttl_s=_read(env, "CHAT_PRESENCE_TTL_S", float, 30.0),
             ws_send_queue=_read(env, "CHAT_WS_SEND_QUEUE", int, 1000),
             log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),
             listen_addr=env.get("CHAT_LISTEN_ADDR") or None,

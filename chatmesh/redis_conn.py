@@ -43,3 +43,18 @@ class Keys:
 
     def presence(self, name: str) -> str:
         return f"{self.prefix}:presence:{name}"
+
+    def presence_conns(self, user_id: str) -> str:
+        """A user's live connections: sorted set of `<edge id>:<connection id>` scored by deadline (ms)."""
+        return f"{self.prefix}:presence:conns:{{{user_id}}}"
+
+    def presence_state(self, user_id: str) -> str:
+        """A user's shown status, explicit (invisible) state and last seen time."""
+        return f"{self.prefix}:presence:state:{{{user_id}}}"
+
+    def presence_live(self, user_id: str) -> str:
+        """Pub/sub channel of a user's ephemeral events (presence and typing)."""
+        return f"{self.prefix}:presence:live:{{{user_id}}}"
+
+    def user_of_presence_live(self, channel: str) -> str:
+        return channel[len(self.prefix) + len(":presence:live:{"):-1]

@@ -20,6 +20,7 @@ from chatmesh.gen.chat.v1 import (
     presence_pb2_grpc,
 )
 from chatmesh.logs import request_id_var
+from services.edge.presence_link import PresenceLink
 from services.edge.upstream import EventRouter
 
 USER_REFRESH_S = 300.0
@@ -47,8 +48,11 @@ class EdgeContext:
         self.presence = presence_pb2_grpc.PresenceServiceStub(self.channels["presence"])
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(asyncio.create_task(self.router.run()))
+        self.presence_link = PresenceLink(self.presence, self.credentials, settings)
+        self._tasks.append(asyncio.create_task(self.presence_link.run()))
 
     async def close(self) -> None:
+        await self.presence_link.close()
         for task in self._tasks:
             task.cancel()
         for channel in self.channels.values():

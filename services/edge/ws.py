@@ -25,6 +25,7 @@ from chatmesh.gen.chat.v1 import common_pb2, message_pb2
 from services.edge.context import EdgeContext
 from services.edge.errors import from_rpc_error
 from services.edge.outgoing import Outgoing
+from services.edge.presence_link import PRESENCE_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,14 @@ class Connection:
         tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop()),
                  asyncio.create_task(self._report_delivered_loop())]
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
+        self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_event)
         try:
             await self._receive_loop()
         except WebSocketDisconnect:
             pass
         finally:
             self._ctx.router.unsubscribe(self._subscription_id)
+            self._ctx.presence_link.unregister(self._subscription_id)
             for task in tasks:
                 task.cancel()
 
@@ -149,6 +152,11 @@ class Connection:
             self._acknowledge_message(request_id, data)
         elif kind == "events_ack":
             self._acknowledge_events(request_id, data)
+        elif kind in PRESENCE_FRAMES:
+            assert self._identity is not None
+            if reply := await self._ctx.presence_link.handle_frame(request_id, kind, data,
+                                                                   self._ctx.metadata(self._identity)):
+                self._out.push_reply(reply)
         else:
             self._error(request_id, "UNKNOWN_TYPE", f"unknown frame type {kind!r}")
 

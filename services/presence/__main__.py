@@ -1,4 +1,8 @@
-"""Run the presence service: `python -m services.presence`."""
+"""Run the presence service: `python -m services.presence`.
+
+Besides the gRPC servicer, each replica runs the sweeper (expires connections and typing states) and
+one pub/sub connection for the ephemeral events of the users its edge streams subscribed.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,38 @@ import asyncio
 import grpc
 
 from chatmesh import logs, readiness
-from chatmesh.auth import TokenVerifier
+from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import presence_pb2, presence_pb2_grpc
+from chatmesh.gen.chat.v1 import conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
+from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
-from chatmesh.redis_conn import open_redis
+from chatmesh.membership import MembershipCache
+from chatmesh.redis_conn import Keys, open_redis
+from services.presence.hub import EventHub
+from services.presence.presence import TYPING_WINDOW_S, Contacts, Presence
 from services.presence.server import PresenceServicer
+from services.presence.store import PresenceStore
 
 
 async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     settings.require("redis_url")
     redis_client = open_redis(settings.redis_url)
     await redis_client.ping()
+    keys = Keys(settings.redis_prefix)
+    channel = open_channel(settings.conversation_target)
+    conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
+    credentials = ServiceCredentials(settings, "presence")
+    ttl_s = settings.presence_ttl_s * settings.time_scale
+    store = PresenceStore(redis_client, keys, ttl_s, TYPING_WINDOW_S * settings.time_scale)
+    hub = EventHub(redis_client, keys)
+    await hub.start()
+    presence = Presence(store, hub, Contacts(conversations, credentials), MembershipCache(conversations, credentials),
+                        ttl_s, settings.time_scale)
+    sweeper = asyncio.create_task(presence.sweep_forever())
+    servicer = PresenceServicer(presence, hub)
 
     def register(server: grpc.aio.Server) -> list[str]:
-        presence_pb2_grpc.add_PresenceServiceServicer_to_server(PresenceServicer(), server)
+        presence_pb2_grpc.add_PresenceServiceServicer_to_server(servicer, server)
         return [presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name]
 
     try:
@@ -29,6 +50,9 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
                     metrics_port=settings.metrics_port,
                     readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
     finally:
+        sweeper.cancel()
+        await hub.stop()
+        await channel.close()
         await redis_client.aclose()
 
 

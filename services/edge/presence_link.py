@@ -1,0 +1,223 @@
+"""The edge's link to the presence service: its connections and its users' ephemeral events.
+
+- Connections: every socket of this edge replica (one `edge_id` per process) is reported in batches:
+  new ones at once, all of them every TTL/3 as heartbeats, closed ones by DropConnections. If this
+  process dies without a goodbye, its heartbeats stop and presence expires its connections after the
+  TTL.
+- Events: one multiplexed StreamPresenceEvents call carries every user with a socket here; presence
+  and typing events come back in batches and are turned into frames once, then pushed to each of
+  the user's sockets as ephemeral frames (dropped first when a socket's queue is full). The stream
+  reconnects with backoff and resubscribes; events missed meanwhile are not replayed (ephemeral).
+- Frames: `chat:typing`, `presence:online`, `presence:offline` from a socket become SetTyping /
+  SetPresence calls, answered with ack or error frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from chatmesh.auth import ServiceCredentials
+from chatmesh.config import Settings
+from chatmesh.gen.chat.v1 import common_pb2, presence_pb2, presence_pb2_grpc
+from services.edge.errors import from_rpc_error
+
+log = logging.getLogger(__name__)
+
+PRESENCE_FRAMES = ("chat:typing", "presence:online", "presence:offline")
+REPORT_BATCH = 5000
+CALL_TIMEOUT_S = 5.0
+
+Sink = Callable[[dict[str, Any]], object]
+Metadata = tuple[tuple[str, str], ...]
+_STATUS_NAMES = {common_pb2.PRESENCE_STATUS_ONLINE: "online", common_pb2.PRESENCE_STATUS_OFFLINE: "offline"}
+
+
+def event_frame(event: common_pb2.Event) -> dict[str, Any] | None:
+    """The WebSocket frame of an ephemeral event (status as `online`/`offline`, `is_typing` always present)."""
+    if event.HasField("presence"):
+        p = event.presence
+        data: dict[str, Any] = {"user_id": p.user_id, "status": _STATUS_NAMES.get(p.status, "unknown")}
+        if p.HasField("last_seen_at"):
+            data["last_seen_at"] = p.last_seen_at.ToJsonString()
+        return {"type": event.type, "data": data}
+    if event.HasField("typing"):
+        t = event.typing
+        return {"type": event.type, "conversation_id": t.conversation_id,
+                "data": {"conversation_id": t.conversation_id, "user_id": t.user_id, "is_typing": t.is_typing}}
+    return None
+
+
+class PresenceLink:
+    def __init__(self, stub: presence_pb2_grpc.PresenceServiceStub, credentials: ServiceCredentials,
+                 settings: Settings) -> None:
+        self._stub = stub
+        self._credentials = credentials
+        self.edge_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._interval_s = settings.presence_ttl_s * settings.time_scale / 3
+        self._connections: dict[str, str] = {}  # connection id -> user id
+        self._sinks: dict[str, dict[str, Sink]] = {}  # user id -> connection id -> sink
+        self._new: set[str] = set()
+        self._closed: dict[str, str] = {}  # connection id -> user id, to drop
+        self._wake = asyncio.Event()
+        self._requests: asyncio.Queue[presence_pb2.StreamPresenceEventsRequest] = asyncio.Queue()
+        self.connected = asyncio.Event()
+
+    # sockets
+
+    def register(self, connection_id: str, user_id: str, sink: Sink) -> None:
+        self._connections[connection_id] = user_id
+        sinks = self._sinks.setdefault(user_id, {})
+        if not sinks:
+            self._requests.put_nowait(presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=user_id))
+        sinks[connection_id] = sink
+        self._new.add(connection_id)
+        self._wake.set()
+
+    def unregister(self, connection_id: str) -> None:
+        user_id = self._connections.pop(connection_id, None)
+        if user_id is None:
+            return
+        sinks = self._sinks.get(user_id, {})
+        sinks.pop(connection_id, None)
+        if not sinks:
+            self._sinks.pop(user_id, None)
+            self._requests.put_nowait(presence_pb2.StreamPresenceEventsRequest(unsubscribe_user_id=user_id))
+        self._new.discard(connection_id)
+        self._closed[connection_id] = user_id
+        self._wake.set()
+
+    async def run(self) -> None:
+        await asyncio.gather(self._stream_forever(), self._report_forever())
+
+    async def close(self) -> None:
+        """On a graceful stop: tell presence this edge's sockets are gone rather than wait for the TTL."""
+        for connection_id in list(self._connections):
+            self.unregister(connection_id)
+        try:
+            await asyncio.wait_for(self._send_drops(), 2)
+        except (TimeoutError, grpc.aio.AioRpcError):
+            pass
+
+    # connection reports
+
+    async def _report_forever(self) -> None:
+        next_full = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - time.monotonic()))
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                if time.monotonic() >= next_full:
+                    self._new.clear()
+                    await self._report(list(self._connections))
+                    next_full = time.monotonic() + self._interval_s
+                elif self._new:
+                    new, self._new = self._new, set()
+                    await self._report([c for c in new if c in self._connections])
+                await self._send_drops()  # after the reports, so a drop is never overtaken by its report
+            except grpc.aio.AioRpcError as exc:
+                log.warning("presence report failed (%s); retrying", exc.code().name)
+                next_full = min(next_full, time.monotonic() + min(0.5, self._interval_s / 2))
+                await asyncio.sleep(0.1)
+
+    async def _report(self, connection_ids: list[str]) -> None:
+        for start in range(0, len(connection_ids), REPORT_BATCH):
+            chunk = [presence_pb2.Connection(connection_id=c, user_id=self._connections[c])
+                     for c in connection_ids[start:start + REPORT_BATCH] if c in self._connections]
+            if chunk:
+                await self._stub.ReportConnections(
+                    presence_pb2.ReportConnectionsRequest(edge_id=self.edge_id, connections=chunk),
+                    metadata=self._credentials.metadata(), timeout=max(CALL_TIMEOUT_S, self._interval_s),
+                    wait_for_ready=True)
+
+    async def _send_drops(self) -> None:
+        while self._closed:
+            batch = dict(list(self._closed.items())[:REPORT_BATCH])
+            await self._stub.DropConnections(
+                presence_pb2.DropConnectionsRequest(edge_id=self.edge_id, connections=[
+                    presence_pb2.Connection(connection_id=c, user_id=u) for c, u in batch.items()]),
+                metadata=self._credentials.metadata(), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+            for connection_id in batch:
+                self._closed.pop(connection_id, None)
+
+    # ephemeral events
+
+    async def _stream_forever(self) -> None:
+        delay = 0.1
+        while True:
+            call = self._stub.StreamPresenceEvents(metadata=self._credentials.metadata(), wait_for_ready=True)
+            writer = asyncio.create_task(self._write(call))
+            try:
+                async for response in call:
+                    delay = 0.1
+                    self._dispatch(response)
+                log.warning("presence event stream ended; reconnecting")
+            except grpc.aio.AioRpcError as exc:
+                log.warning("presence event stream failed (%s); reconnecting", exc.code().name)
+            finally:
+                writer.cancel()
+                self.connected.clear()
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Subscribe every current user on the new stream, then forward changes as they come."""
+        self._requests = asyncio.Queue()
+        for user_id in list(self._sinks):
+            self._requests.put_nowait(presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=user_id))
+        await call.wait_for_connection()
+        self.connected.set()
+        while True:
+            await call.write(await self._requests.get())
+
+    def _dispatch(self, response: presence_pb2.StreamPresenceEventsResponse) -> None:
+        for batch in response.batches:
+            sinks = self._sinks.get(batch.user_id)
+            if not sinks:
+                continue
+            for event in batch.events:
+                if (frame := event_frame(event)) is not None:
+                    for sink in list(sinks.values()):
+                        sink(frame)
+
+    # frames from sockets
+
+    async def handle_frame(self, request_id: Any, kind: str, data: dict[str, Any], metadata: Metadata
+                           ) -> dict[str, Any] | None:
+        """Answer a presence frame: an error frame, an ack when the client gave an id, else None."""
+        try:
+            if kind == "chat:typing":
+                conversation_id, is_typing = data.get("conversation_id"), data.get("is_typing")
+                if not isinstance(conversation_id, str) or not conversation_id or not isinstance(is_typing, bool):
+                    return _error(request_id, "INVALID_ARGUMENT",
+                                  "chat:typing needs data {conversation_id: string, is_typing: boolean}")
+                await self._stub.SetTyping(
+                    presence_pb2.SetTypingRequest(conversation_id=conversation_id, is_typing=is_typing),
+                    metadata=metadata, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                reply: dict[str, Any] = {}
+            else:
+                status = common_pb2.PRESENCE_STATUS_ONLINE if kind == "presence:online" else common_pb2.PRESENCE_STATUS_OFFLINE
+                answer = await self._stub.SetPresence(presence_pb2.SetPresenceRequest(status=status), metadata=metadata,
+                                                      timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                reply = json_format.MessageToDict(answer, preserving_proto_field_name=True)
+        except grpc.aio.AioRpcError as exc:
+            _, code, message = from_rpc_error(exc)
+            return _error(request_id, code, message)
+        return {"type": "ack", "id": request_id, "data": reply} if request_id is not None else None
+
+
+def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "id": request_id, "data": {"code": code, "message": message}}

@@ -1,0 +1,198 @@
+"""Presence rules: who is online, who may see it, who is typing, and the sweeper that expires both.
+
+A user is online while at least one of their connections, on any edge, has a live deadline and they
+have not chosen to look offline (invisible mode); contacts are told only on a transition. Typing
+lasts TYPING_WINDOW_S after the last `is_typing: true` and is told to the other participants of the
+conversation; repeated frames within the window only extend it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from chatmesh import errors
+from chatmesh.auth import MAX_USER_ID_LENGTH, ServiceCredentials
+from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, presence_pb2
+from chatmesh.membership import MembershipCache
+from services.presence.hub import EventHub
+from services.presence.store import PresenceStore, Status
+
+log = logging.getLogger(__name__)
+
+TYPING_WINDOW_S = 3.0
+TYPING_LIMIT = 30  # typing frames per user per TYPING_LIMIT_WINDOW_S, across every edge
+TYPING_LIMIT_WINDOW_S = 10.0
+MAX_QUERY = 100
+CONTACTS_TTL_S = 2.0
+CONTACTS_CACHED = 50_000
+SWEEP_LIMIT = 500
+
+
+def _timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
+    if ms <= 0:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(ms)
+    return stamp
+
+
+def user_presence(status: Status) -> presence_pb2.UserPresence:
+    return presence_pb2.UserPresence(
+        user_id=status.user_id,
+        status=common_pb2.PRESENCE_STATUS_ONLINE if status.online else common_pb2.PRESENCE_STATUS_OFFLINE,
+        last_seen_at=_timestamp(status.last_seen_ms))
+
+
+class Contacts:
+    """Who shares a conversation with a user (ConversationService.ListContacts), cached briefly."""
+
+    def __init__(self, stub: conversation_pb2_grpc.ConversationServiceStub, credentials: ServiceCredentials) -> None:
+        self._stub = stub
+        self._credentials = credentials
+        self._entries: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[frozenset[str]]] = {}
+
+    async def of(self, user_id: str) -> frozenset[str]:
+        entry = self._entries.get(user_id)
+        if entry and entry[0] > time.monotonic():
+            return entry[1]
+        task = self._inflight.get(user_id)
+        if task is None:
+            task = asyncio.create_task(self._fetch(user_id))
+            self._inflight[user_id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(user_id, None))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, user_id: str) -> frozenset[str]:
+        reply = await self._stub.ListContacts(conversation_pb2.ListContactsRequest(user_id=user_id),
+                                              metadata=self._credentials.metadata(), timeout=5, wait_for_ready=True)
+        contacts = frozenset(reply.user_ids)
+        self._entries[user_id] = (time.monotonic() + CONTACTS_TTL_S, contacts)
+        self._entries.move_to_end(user_id)
+        while len(self._entries) > CONTACTS_CACHED:
+            self._entries.popitem(last=False)
+        return contacts
+
+
+class Presence:
+    def __init__(self, store: PresenceStore, hub: EventHub, contacts: Contacts, membership: MembershipCache,
+                 ttl_s: float, time_scale: float) -> None:
+        self._store = store
+        self._hub = hub
+        self._contacts = contacts
+        self._membership = membership
+        self._ttl_s = ttl_s
+        self._tick_s = min(0.5, max(0.05, TYPING_WINDOW_S * time_scale / 6))
+
+    # connections
+
+    async def report(self, edge_id: str, connections: Iterable[presence_pb2.Connection]) -> None:
+        await self._announce(await self._store.report(_members(edge_id, connections)))
+
+    async def drop(self, edge_id: str, connections: Iterable[presence_pb2.Connection]) -> None:
+        await self._announce(await self._store.drop(_members(edge_id, connections)))
+
+    async def set_explicit(self, user_id: str, status: int) -> presence_pb2.UserPresence:
+        explicit = {common_pb2.PRESENCE_STATUS_UNSPECIFIED: "", common_pb2.PRESENCE_STATUS_ONLINE: "online",
+                    common_pb2.PRESENCE_STATUS_OFFLINE: "offline"}.get(status)  # type: ignore[call-overload]
+        if explicit is None:
+            raise errors.invalid("INVALID_STATUS", "status must be PRESENCE_STATUS_ONLINE, _OFFLINE or _UNSPECIFIED")
+        result = await self._store.set_explicit(user_id, explicit)
+        await self._announce([result])
+        return user_presence(result)
+
+    async def query(self, caller: str, user_ids: list[str]) -> list[presence_pb2.UserPresence]:
+        """Status and last seen of up to MAX_QUERY users; those sharing no conversation read as unknown."""
+        if len(user_ids) > MAX_QUERY:
+            raise errors.invalid("TOO_MANY_USERS", f"ask for at most {MAX_QUERY} users at a time")
+        if any(not u or len(u) > MAX_USER_ID_LENGTH for u in user_ids):
+            raise errors.invalid("INVALID_USER_ID", f"user ids are 1 to {MAX_USER_ID_LENGTH} characters")
+        contacts = await self._contacts.of(caller) if user_ids else frozenset()
+        visible = [u for u in dict.fromkeys(user_ids) if u == caller or u in contacts]
+        known = {s.user_id: user_presence(s) for s in await self._store.read(visible)}
+        return [known.get(u) or presence_pb2.UserPresence(user_id=u, status=common_pb2.PRESENCE_STATUS_UNKNOWN)
+                for u in user_ids]
+
+    async def _announce(self, statuses: Iterable[Status]) -> None:
+        changed = [s for s in statuses if s.changed]
+        if changed:
+            await asyncio.gather(*(self._announce_one(s) for s in changed))
+
+    async def _announce_one(self, status: Status) -> None:
+        try:
+            contacts = await self._contacts.of(status.user_id)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("status of %s not announced: contacts unavailable (%s)", status.user_id, exc.code().name)
+            return
+        presence = user_presence(status)
+        event = common_pb2.Event(type="user:status_changed", presence=common_pb2.PresenceEvent(
+            user_id=status.user_id, status=presence.status, last_seen_at=presence.last_seen_at))
+        event.created_at.GetCurrentTime()
+        await self._hub.publish(contacts, event)
+
+    # typing
+
+    async def set_typing(self, user_id: str, conversation_id: str, is_typing: bool) -> None:
+        if not await self._store.allow("typing", user_id, TYPING_LIMIT, TYPING_LIMIT_WINDOW_S):
+            raise errors.ChatError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+                                   "too many typing updates; slow down")
+        if not conversation_id:
+            raise errors.invalid("INVALID_ID", "conversation_id is required")
+        membership = await self._membership.get(conversation_id)
+        membership.require_participant(user_id)
+        member = f"{conversation_id}|{user_id}"
+        started = await self._store.typing_on(member) if is_typing else await self._store.typing_off(member)
+        if started:  # a new typing state, or one that ended now: coalesced otherwise
+            await self._announce_typing(conversation_id, user_id, is_typing)
+
+    async def _announce_typing(self, conversation_id: str, user_id: str, is_typing: bool) -> None:
+        membership = await self._membership.get(conversation_id)
+        event = common_pb2.Event(type="chat:user_typing", conversation_id=conversation_id,
+                                 typing=common_pb2.TypingEvent(conversation_id=conversation_id, user_id=user_id,
+                                                               is_typing=is_typing))
+        event.created_at.GetCurrentTime()
+        await self._hub.publish((u for u in membership.roles if u != user_id), event)
+
+    # the sweeper
+
+    async def sweep_forever(self) -> None:
+        """Expire overdue connections and typing states. Safe with any number of replicas: each
+        expiry happens in one script, so exactly one replica announces it."""
+        ttl_ms = self._store.ttl_ms
+        swept_ms, grace_ms = max(int(self._tick_s * 3000), ttl_ms // 3), 2 * ttl_ms
+        while True:
+            try:
+                users, typing = await self._store.tick(swept_ms, grace_ms, SWEEP_LIMIT)
+                if users:
+                    await self._announce(await self._store.sweep(users))
+                for member in typing:
+                    conversation_id, _, user_id = member.partition("|")
+                    try:
+                        await self._announce_typing(conversation_id, user_id, False)
+                    except (errors.ChatError, grpc.aio.AioRpcError) as exc:
+                        log.warning("typing end in %s not announced: %s", conversation_id, exc)
+                if len(users) < SWEEP_LIMIT and len(typing) < SWEEP_LIMIT:
+                    await asyncio.sleep(self._tick_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence sweep failed; retrying")
+                await asyncio.sleep(1)
+
+
+def _members(edge_id: str, connections: Iterable[presence_pb2.Connection]) -> dict[str, list[str]]:
+    if not edge_id:
+        raise errors.invalid("INVALID_EDGE_ID", "edge_id is required")
+    members: dict[str, list[str]] = {}
+    for connection in connections:
+        if not connection.user_id or not connection.connection_id:
+            raise errors.invalid("INVALID_CONNECTION", "each connection needs a user_id and a connection_id")
+        members.setdefault(connection.user_id, []).append(f"{edge_id}:{connection.connection_id}")
+    return members

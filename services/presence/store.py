@@ -1,0 +1,231 @@
+"""Presence state in Redis, changed only by Lua scripts so that each change is atomic.
+
+Per user: `conns:{user}`, a sorted set of `<edge id>:<connection id>` scored by the connection's
+deadline (ms, Redis clock), and `state:{user}`, a hash with the status contacts were last told
+(`shown`), the explicit state (`explicit`, invisible mode) and `last_seen` (ms). Globally:
+`deadlines`, a sorted set of users scored by the deadline of their last connection (the sweeper's
+index), `typing`, a sorted set of `<conversation id>|<user id>` scored by when the typing state ends,
+and the sweeper's `swept` / `grace` markers.
+
+Every script ends in `settle`: it recomputes what contacts should see and returns whether that
+changed, so exactly one caller (whichever replica ran the script) broadcasts each transition. Times
+come from Redis (`TIME`), so replicas with skewed clocks agree. Only the sweeper expires
+connections; a heartbeat or a drop never turns a user offline because another of their connections
+looks overdue (it may only be late because presence itself was down).
+
+The scripts touch a user's keys and the global index together, so presence needs one Redis node
+(or every presence key under one hash tag on Redis Cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from chatmesh.redis_conn import Keys
+
+STATE_TTL_MS = 30 * 24 * 3600 * 1000  # last seen and invisible mode are kept a month after the last change
+
+_PRELUDE = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- KEYS[1] conns, KEYS[2] state, KEYS[3] deadlines. Returns {changed, status, last_seen_ms}.
+local function settle(user, now, last_seen, state_ttl)
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  local status = 'offline'
+  if #top == 0 then
+    redis.call('ZREM', KEYS[3], user)
+  else
+    local deadline = tonumber(top[2])
+    redis.call('ZADD', KEYS[3], deadline, user)
+    redis.call('PEXPIREAT', KEYS[1], deadline + 3600000)  -- Redis drops it if no sweeper ever comes
+    if redis.call('HGET', KEYS[2], 'explicit') ~= 'offline' then status = 'online' end
+  end
+  local shown = redis.call('HGET', KEYS[2], 'shown') or 'offline'
+  local changed = 0
+  if shown ~= status then
+    changed = 1
+    redis.call('HSET', KEYS[2], 'shown', status)
+    if status == 'offline' then redis.call('HSET', KEYS[2], 'last_seen', last_seen) end
+  end
+  redis.call('PEXPIRE', KEYS[2], state_ttl)
+  local seen = now
+  if status == 'offline' then seen = tonumber(redis.call('HGET', KEYS[2], 'last_seen') or 0) end
+  return {changed, status, seen}
+end
+"""
+
+# ARGV: user, ttl_ms, state_ttl_ms, member...
+_REPORT = _PRELUDE + """
+local now = now_ms()
+local ttl = tonumber(ARGV[2])
+-- Connections silent for two TTLs are gone; the ones reported now keep the user online anyway.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
+for i = 4, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+return settle(ARGV[1], now, now, tonumber(ARGV[3]))
+"""
+
+# ARGV: user, state_ttl_ms, member...
+_DROP = _PRELUDE + """
+local now = now_ms()
+for i = 3, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+return settle(ARGV[1], now, now, tonumber(ARGV[2]))
+"""
+
+# KEYS[4] grace. ARGV: user, ttl_ms, state_ttl_ms. Last seen is the last heartbeat of the last connection.
+_SWEEP = _PRELUDE + """
+local now = now_ms()
+if redis.call('EXISTS', KEYS[4]) == 1 then return {0, '', 0} end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
+local last_seen = now
+if #expired > 0 then
+  last_seen = tonumber(expired[#expired]) - tonumber(ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+end
+return settle(ARGV[1], now, last_seen, tonumber(ARGV[3]))
+"""
+
+# ARGV: user, explicit ('' clears), state_ttl_ms
+_EXPLICIT = _PRELUDE + """
+local now = now_ms()
+if ARGV[2] == '' then redis.call('HDEL', KEYS[2], 'explicit') else redis.call('HSET', KEYS[2], 'explicit', ARGV[2]) end
+return settle(ARGV[1], now, now, tonumber(ARGV[3]))
+"""
+
+# KEYS: state... ARGV: none. What each user's contacts currently see.
+_READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, #KEYS do
+  local shown = redis.call('HGET', KEYS[i], 'shown') or 'offline'
+  local seen = now
+  if shown == 'offline' then seen = tonumber(redis.call('HGET', KEYS[i], 'last_seen') or 0) end
+  out[#out + 1] = shown
+  out[#out + 1] = seen
+end
+return out
+"""
+
+# KEYS: swept, grace, deadlines, typing. ARGV: swept_px, grace_px, limit.
+# When no sweeper ran for a while, presence was down and edges could not heartbeat: give them a
+# grace period before expiring anyone, so nobody flaps offline because presence restarted.
+_TICK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+redis.call('SET', KEYS[1], now, 'PX', ARGV[1])
+local users = {}
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  users = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+end
+local typing = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+if #typing > 0 then redis.call('ZREM', KEYS[4], unpack(typing)) end
+return {users, typing}
+"""
+
+# KEYS[1] typing. ARGV: member, window_ms. 1 when the user starts typing (broadcast), 0 when already typing.
+_TYPING_ON = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if old then return 0 end
+return 1
+"""
+
+# KEYS[1] the user's counter. ARGV: limit, window_ms. 1 when allowed.
+_RATE = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return 0 end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Status:
+    user_id: str
+    online: bool
+    last_seen_ms: int
+    changed: bool = False
+
+
+def _status(user_id: str, reply: list[object]) -> Status:
+    changed, status, seen = reply
+    return Status(user_id, status in (b"online", "online"), int(seen or 0), bool(changed))  # type: ignore[call-overload]
+
+
+class PresenceStore:
+    def __init__(self, redis_client: aioredis.Redis, keys: Keys, ttl_s: float, typing_window_s: float) -> None:
+        self._redis = redis_client
+        self._keys = keys
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self._typing_ms = max(1, int(typing_window_s * 1000))
+        self._report = redis_client.register_script(_REPORT)
+        self._drop = redis_client.register_script(_DROP)
+        self._sweep = redis_client.register_script(_SWEEP)
+        self._explicit = redis_client.register_script(_EXPLICIT)
+        self._read = redis_client.register_script(_READ)
+        self._tick = redis_client.register_script(_TICK)
+        self._typing_on = redis_client.register_script(_TYPING_ON)
+        self._rate = redis_client.register_script(_RATE)
+
+    def _user_keys(self, user_id: str) -> list[str]:
+        return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id), self._keys.presence("deadlines")]
+
+    async def report(self, members: dict[str, list[str]]) -> list[Status]:
+        """Connect and heartbeat in one: each user's connections get a fresh deadline."""
+        return await self._per_user(members, lambda user, pipe: self._report(
+            keys=self._user_keys(user), args=[user, self.ttl_ms, STATE_TTL_MS, *members[user]], client=pipe))
+
+    async def drop(self, members: dict[str, list[str]]) -> list[Status]:
+        return await self._per_user(members, lambda user, pipe: self._drop(
+            keys=self._user_keys(user), args=[user, STATE_TTL_MS, *members[user]], client=pipe))
+
+    async def sweep(self, users: list[str]) -> list[Status]:
+        grace = self._keys.presence("grace")
+        return await self._per_user(users, lambda user, pipe: self._sweep(
+            keys=[*self._user_keys(user), grace], args=[user, self.ttl_ms, STATE_TTL_MS], client=pipe))
+
+    async def set_explicit(self, user_id: str, explicit: str) -> Status:
+        reply = await self._explicit(keys=self._user_keys(user_id), args=[user_id, explicit, STATE_TTL_MS])
+        return _status(user_id, reply)
+
+    async def read(self, user_ids: list[str]) -> list[Status]:
+        if not user_ids:
+            return []
+        reply = await self._read(keys=[self._keys.presence_state(u) for u in user_ids])
+        return [Status(u, reply[2 * i] in (b"online", "online"), int(reply[2 * i + 1] or 0))
+                for i, u in enumerate(user_ids)]
+
+    async def tick(self, swept_ms: int, grace_ms: int, limit: int) -> tuple[list[str], list[str]]:
+        """(users whose last connection is overdue, typing states that ended), the latter removed."""
+        keys = [self._keys.presence("swept"), self._keys.presence("grace"), self._keys.presence("deadlines"),
+                self._keys.presence("typing")]
+        users, typing = await self._tick(keys=keys, args=[swept_ms, grace_ms, limit])
+        return [u.decode() for u in users], [t.decode() for t in typing]
+
+    async def typing_on(self, member: str) -> bool:
+        return bool(await self._typing_on(keys=[self._keys.presence("typing")], args=[member, self._typing_ms]))
+
+    async def typing_off(self, member: str) -> bool:
+        return bool(await self._redis.zrem(self._keys.presence("typing"), member))
+
+    async def allow(self, name: str, user_id: str, limit: int, window_s: float) -> bool:
+        key = self._keys.presence(f"rate:{name}:{{{user_id}}}")
+        return bool(await self._rate(keys=[key], args=[limit, max(1, int(window_s * 1000))]))
+
+    async def _per_user(self, users: object, call: object) -> list[Status]:
+        user_list = list(users)  # type: ignore[call-overload]
+        if not user_list:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in user_list:
+                await call(user, pipe)  # type: ignore[operator]
+            replies = await pipe.execute()
+        return [_status(user, reply) for user, reply in zip(user_list, replies)]
