@@ -42,6 +42,7 @@ ENV_VARS: dict[str, str] = {
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
+    "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
     "CHAT_METRICS_PORT": "Port of a gRPC service's Prometheus /metrics, on its listen host (unset: none; the edge serves /metrics itself).",
 }
 
@@ -85,6 +86,7 @@ class Settings:
     log_level: str
     listen_addr: str | None
     max_message_chars: int = 4000
+    max_group_size: int = 1000
     metrics_port: int | None = None
     presence_ttl_s: float = 30.0
 
@@ -113,6 +115,7 @@ class Settings:
             log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),
             listen_addr=env.get("CHAT_LISTEN_ADDR") or None,
             max_message_chars=_read(env, "CHAT_MAX_MESSAGE_CHARS", int, 4000),
+            max_group_size=_read(env, "CHAT_MAX_GROUP_SIZE", int, 1000),
             metrics_port=_read(env, "CHAT_METRICS_PORT", int, 0) or None,
         )
 

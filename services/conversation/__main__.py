@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from pathlib import Path
 
 from chatmesh import db, logs, readiness
-from chatmesh.auth import TokenVerifier
-from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
+from chatmesh.auth import ServiceCredentials, TokenVerifier
+from chatmesh.config import ConfigError, Settings
+from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc, message_pb2_grpc
+from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
+from services.conversation.audit import AuditTrail, MessageAuditSource
 from services.conversation.conversations import Conversations
+from services.conversation.participants import Participants
+from services.conversation.projection import Projection
 from services.conversation.server import ConversationServicer
 from services.conversation.store import SCHEMA
 
@@ -21,13 +27,20 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     settings.require("database_url", "redis_url")
+    if settings.max_group_size < 1:
+        raise ConfigError(f"CHAT_MAX_GROUP_SIZE must be at least 1 (got {settings.max_group_size})")
     await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
     pool = await db.open_pool(settings.database_url, name="conversation")
     redis_client = open_redis(settings.redis_url)
-    relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, Keys(settings.redis_prefix).events,
-                        settings.time_scale)
-    relay_task = asyncio.create_task(relay.run())
-    servicer = ConversationServicer(Conversations(pool))
+    keys = Keys(settings.redis_prefix)
+    relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events, settings.time_scale)
+    projection = Projection(pool, redis_client, keys, f"{socket.gethostname()}-{os.getpid()}", settings.time_scale)
+    background = [asyncio.create_task(relay.run()), asyncio.create_task(projection.run())]
+    message_channel = open_channel(settings.message_target)
+    audit_source = MessageAuditSource(message_pb2_grpc.MessageServiceStub(message_channel),
+                                      ServiceCredentials(settings, "conversation"))
+    servicer = ConversationServicer(Conversations(pool, settings.max_group_size),
+                                    Participants(pool, settings.max_group_size), AuditTrail(pool, audit_source))
 
     def register(server: object) -> list[str]:
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)
@@ -39,7 +52,9 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
                     stopping=stopping, metrics_port=settings.metrics_port,
                     readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
     finally:
-        relay_task.cancel()
+        for task in background:
+            task.cancel()
+        await message_channel.close()
         await pool.close()
         await redis_client.aclose()
 

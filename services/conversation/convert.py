@@ -8,6 +8,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatmesh.gen.chat.v1 import common_pb2
+from services.conversation.audit_store import AuditRow
 from services.conversation.store import ConversationView, UserRow
 
 ROLES = {"admin": common_pb2.ROLE_ADMIN, "moderator": common_pb2.ROLE_MODERATOR, "member": common_pb2.ROLE_MEMBER}
@@ -44,13 +45,20 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
                                    display_name=p.display_name)
             for p in view.participants
         ],
-        participant_count=len(view.participants),
+        participant_count=len(view.participants) if view.with_participants else row.participant_count,
         created_by=row.created_by,
         created_at=timestamp(row.created_at),
         last_message_at=timestamp(row.last_message_at),
         last_message=preview,
+        unread_count=view.unread_count,
         active=row.active,
     )
+
+
+def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
+    return common_pb2.AuditEntry(
+        entry_id=str(row.id), conversation_id=row.conversation_id, actor_id=row.actor_id, action=row.action,
+        target=row.target, request_id=row.request_id, created_at=timestamp(row.created_at), service="conversation")
 
 
 def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",

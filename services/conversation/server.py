@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import grpc
 
-from chatmesh.grpc_server import current_identity, require_service
+from chatmesh import errors
 from chatmesh.gen.chat.v1 import conversation_pb2 as pb
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc
-from services.conversation import convert
+from chatmesh.grpc_server import current_identity, require_service
+from services.conversation import convert, validate
+from services.conversation.audit import AuditTrail
 from services.conversation.conversations import Conversations
+from services.conversation.participants import Participants
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, conversations: Conversations) -> None:
+    def __init__(self, conversations: Conversations, participants: Participants, audit: AuditTrail) -> None:
         self._conversations = conversations
+        self._participants = participants
+        self._audit = audit
 
     async def UpsertUser(self, request: pb.UpsertUserRequest, context: grpc.aio.ServicerContext) -> pb.UpsertUserResponse:
+        """Users record themselves; only services may name another user (and must name one)."""
         me = current_identity()
-        user = await self._conversations.upsert_user(me.user_id, request.display_name or me.display_name)
+        if request.user_id and request.user_id != me.user_id:
+            require_service()
+        elif me.is_service:
+            raise errors.invalid("INVALID_USER_ID", "service callers name the user_id to record")
+        user = await self._conversations.upsert_user(request.user_id or me.user_id,
+                                                     request.display_name or me.display_name)
         return pb.UpsertUserResponse(user=convert.user(user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.GetUserResponse:
@@ -30,11 +41,53 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         view, created = await self._conversations.create_direct(current_identity().user_id, request.user_id)
         return pb.CreateDirectConversationResponse(conversation=convert.conversation(view), created=created)
 
+    async def CreateGroupConversation(
+        self, request: pb.CreateGroupConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateGroupConversationResponse:
+        view = await self._conversations.create_group(current_identity().user_id, request.title,
+                                                      list(request.participant_ids))
+        return pb.CreateGroupConversationResponse(conversation=convert.conversation(view))
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConversationsResponse:
+        views, next_cursor = await self._conversations.list_for(current_identity().user_id, request.limit,
+                                                                request.cursor)
+        return pb.ListConversationsResponse(conversations=[convert.conversation(v) for v in views],
+                                            next_cursor=next_cursor)
+
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConversationResponse:
         view = await self._conversations.get_for(current_identity().user_id, request.conversation_id)
         return pb.GetConversationResponse(conversation=convert.conversation(view))
+
+    async def AddParticipant(
+        self, request: pb.AddParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddParticipantResponse:
+        view = await self._participants.add(current_identity().user_id, request.conversation_id, request.user_id,
+                                            validate.role(request.role, default="member"))
+        return pb.AddParticipantResponse(conversation=convert.conversation(view))
+
+    async def RemoveParticipant(
+        self, request: pb.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveParticipantResponse:
+        view = await self._participants.remove(current_identity().user_id, request.conversation_id, request.user_id)
+        return pb.RemoveParticipantResponse(conversation=convert.conversation(view))
+
+    async def ChangeParticipantRole(
+        self, request: pb.ChangeParticipantRoleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangeParticipantRoleResponse:
+        view = await self._participants.change_role(current_identity().user_id, request.conversation_id,
+                                                    request.user_id, validate.role(request.role))
+        return pb.ChangeParticipantRoleResponse(conversation=convert.conversation(view))
+
+    async def ListAuditEntries(
+        self, request: pb.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAuditEntriesResponse:
+        entries, next_cursor = await self._audit.read(current_identity().user_id, request.conversation_id,
+                                                      request.limit, request.cursor)
+        return pb.ListAuditEntriesResponse(entries=entries, next_cursor=next_cursor)
 
     async def GetMembership(
         self, request: pb.GetMembershipRequest, context: grpc.aio.ServicerContext

@@ -1,8 +1,12 @@
-"""SQL of the conversation service: one function per query, nothing else."""
+"""SQL of the conversation service's users, conversations and participants: one function per query.
+
+The projection's SQL (messages seen on the events stream) is in `projection_store.py`, the audit
+log's in `audit_store.py`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -33,6 +37,15 @@ class ConversationRow:
     last_preview: str | None
     last_deleted: bool
     membership_version: int
+    participant_count: int
+    activity_at: datetime
+
+
+@dataclass
+class ListedRow(ConversationRow):
+    """A conversation as one participant lists it: with their unread count."""
+
+    unread_count: int = 0
 
 
 @dataclass
@@ -45,14 +58,19 @@ class ParticipantRow:
 
 @dataclass
 class ConversationView:
-    """A conversation with its participants, as the read paths return it."""
+    """A conversation with its participants (and the caller's unread count), as the read paths return it."""
 
     row: ConversationRow
     participants: list[ParticipantRow]
+    unread_count: int = 0
+    # False when the view carries only the count (list pages of groups), not every participant.
+    with_participants: bool = field(default=True)
 
 
 _CONVERSATION_COLUMNS = """conversation_id::text, kind, title, created_by, active, created_at, last_message_at,
-    last_message_id::text, last_message_seq, last_sender_id, last_preview, last_deleted, membership_version"""
+    last_message_id::text, last_message_seq, last_sender_id, last_preview, last_deleted, membership_version,
+    participant_count, activity_at"""
+_C_COLUMNS = ", ".join(f"c.{c.strip()}" for c in _CONVERSATION_COLUMNS.split(","))
 
 
 async def upsert_user(conn: psycopg.AsyncConnection, user_id: str, display_name: str) -> UserRow:
@@ -70,11 +88,21 @@ async def upsert_user(conn: psycopg.AsyncConnection, user_id: str, display_name:
         return row
 
 
+async def ensure_user(conn: psycopg.AsyncConnection, user_id: str) -> None:
+    """Record a verified caller without touching an existing entry (a gRPC caller the edge never saw)."""
+    await conn.execute("INSERT INTO conversation.users (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user_id,))
+
+
 async def get_user(conn: psycopg.AsyncConnection, user_id: str) -> UserRow | None:
     async with conn.cursor(row_factory=class_row(UserRow)) as cur:
         await cur.execute(
             "SELECT user_id, display_name, created_at FROM conversation.users WHERE user_id = %s", (user_id,))
         return await cur.fetchone()
+
+
+async def existing_users(conn: psycopg.AsyncConnection, user_ids: list[str]) -> set[str]:
+    cur = await conn.execute("SELECT user_id FROM conversation.users WHERE user_id = ANY(%s)", (user_ids,))
+    return {row[0] for row in await cur.fetchall()}
 
 
 async def find_direct(conn: psycopg.AsyncConnection, low: str, high: str) -> ConversationRow | None:
@@ -91,8 +119,8 @@ async def insert_direct(conn: psycopg.AsyncConnection, creator: str, low: str, h
     """Insert the pair's direct conversation; None when a concurrent create won the unique index."""
     async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:
         await cur.execute(
-            f"""INSERT INTO conversation.conversations (kind, created_by, direct_low, direct_high)
-                VALUES ('direct', %s, %s, %s)
+            f"""INSERT INTO conversation.conversations (kind, created_by, direct_low, direct_high, participant_count)
+                VALUES ('direct', %s, %s, %s, 2)
                 ON CONFLICT (direct_low, direct_high) WHERE kind = 'direct' DO NOTHING
                 RETURNING {_CONVERSATION_COLUMNS}""",
             (creator, low, high),
@@ -100,25 +128,43 @@ async def insert_direct(conn: psycopg.AsyncConnection, creator: str, low: str, h
         return await cur.fetchone()
 
 
+async def insert_group(conn: psycopg.AsyncConnection, creator: str, title: str, size: int) -> ConversationRow:
+    async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:
+        await cur.execute(
+            f"""INSERT INTO conversation.conversations (kind, created_by, title, participant_count)
+                VALUES ('group', %s, %s, %s) RETURNING {_CONVERSATION_COLUMNS}""",
+            (creator, title, size),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row
+
+
 async def insert_participants(conn: psycopg.AsyncConnection, conversation_id: str,
-                              members: list[tuple[str, str]]) -> None:
+                              members: list[tuple[str, str]], read_seq: int = 0) -> None:
+    """Add participants; read_seq starts them at the conversation's current end (nothing unread)."""
     async with conn.cursor() as cur:
         await cur.executemany(
-            "INSERT INTO conversation.participants (conversation_id, user_id, role) VALUES (%s, %s, %s)",
-            [(conversation_id, user_id, role) for user_id, role in members],
+            """INSERT INTO conversation.participants (conversation_id, user_id, role, read_seq)
+               VALUES (%s, %s, %s, %s)""",
+            [(conversation_id, user_id, role, read_seq) for user_id, role in members],
         )
 
 
-async def get_conversation(conn: psycopg.AsyncConnection, conversation_id: str) -> ConversationRow | None:
+async def get_conversation(conn: psycopg.AsyncConnection, conversation_id: str, *,
+                           for_update: bool = False) -> ConversationRow | None:
+    """One conversation; for_update locks its row, which serializes the membership changes of a conversation."""
+    lock = " FOR UPDATE" if for_update else ""
     async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:
         await cur.execute(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversation.conversations WHERE conversation_id = %s",
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversation.conversations WHERE conversation_id = %s{lock}",
             (conversation_id,),
         )
         return await cur.fetchone()
 
 
 async def list_participants(conn: psycopg.AsyncConnection, conversation_id: str) -> list[ParticipantRow]:
+    """Participants in seniority order (participants_by_seniority)."""
     async with conn.cursor(row_factory=class_row(ParticipantRow)) as cur:
         await cur.execute(
             """SELECT p.user_id, p.role, p.joined_at, u.display_name
@@ -127,6 +173,100 @@ async def list_participants(conn: psycopg.AsyncConnection, conversation_id: str)
             (conversation_id,),
         )
         return await cur.fetchall()
+
+
+async def participants_of(conn: psycopg.AsyncConnection, conversation_ids: list[str]) -> dict[str, list[ParticipantRow]]:
+    """Participants of several conversations at once (a list page's direct conversations)."""
+    found: dict[str, list[ParticipantRow]] = {cid: [] for cid in conversation_ids}
+    cur = await conn.execute(
+        """SELECT p.conversation_id::text, p.user_id, p.role, p.joined_at, u.display_name
+           FROM conversation.participants p JOIN conversation.users u USING (user_id)
+           WHERE p.conversation_id = ANY(%s::uuid[]) ORDER BY p.conversation_id, p.joined_at, p.user_id""",
+        (conversation_ids,),
+    )
+    for cid, *rest in await cur.fetchall():
+        found[cid].append(ParticipantRow(*rest))
+    return found
+
+
+async def unread_count(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> int:
+    cur = await conn.execute(
+        """SELECT GREATEST(c.last_message_seq - p.read_seq - p.own_unread, 0)
+           FROM conversation.participants p JOIN conversation.conversations c USING (conversation_id)
+           WHERE p.conversation_id = %s AND p.user_id = %s""",
+        (conversation_id, user_id),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def list_for_user(conn: psycopg.AsyncConnection, user_id: str, limit: int,
+                        after: tuple[datetime, datetime, str] | None) -> list[ListedRow]:
+    """The user's active conversations, newest activity first, after a keyset position."""
+    keyset = "AND (c.activity_at, c.created_at, c.conversation_id) < (%s, %s, %s::uuid)" if after else ""
+    async with conn.cursor(row_factory=class_row(ListedRow)) as cur:
+        await cur.execute(
+            f"""SELECT {_C_COLUMNS}, GREATEST(c.last_message_seq - p.read_seq - p.own_unread, 0) AS unread_count
+                FROM conversation.participants p JOIN conversation.conversations c USING (conversation_id)
+                WHERE p.user_id = %s AND c.active {keyset}
+                ORDER BY c.activity_at DESC, c.created_at DESC, c.conversation_id DESC
+                LIMIT %s""",
+            (user_id, *(after or ()), limit),
+        )
+        return await cur.fetchall()
+
+
+async def get_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> str | None:
+    cur = await conn.execute(
+        "SELECT role FROM conversation.participants WHERE conversation_id = %s AND user_id = %s",
+        (conversation_id, user_id),
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
+async def delete_participant(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> None:
+    await conn.execute("DELETE FROM conversation.participants WHERE conversation_id = %s AND user_id = %s",
+                       (conversation_id, user_id))
+    await conn.execute("DELETE FROM conversation.own_messages WHERE conversation_id = %s AND user_id = %s",
+                       (conversation_id, user_id))
+
+
+async def set_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, role: str) -> None:
+    await conn.execute("UPDATE conversation.participants SET role = %s WHERE conversation_id = %s AND user_id = %s",
+                       (role, conversation_id, user_id))
+
+
+async def count_role(conn: psycopg.AsyncConnection, conversation_id: str, role: str) -> int:
+    cur = await conn.execute(
+        "SELECT count(*) FROM conversation.participants WHERE conversation_id = %s AND role = %s",
+        (conversation_id, role),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def longest_standing(conn: psycopg.AsyncConnection, conversation_id: str) -> str | None:
+    """The participant who joined first (participants_by_seniority)."""
+    cur = await conn.execute(
+        """SELECT user_id FROM conversation.participants WHERE conversation_id = %s
+           ORDER BY joined_at, user_id LIMIT 1""",
+        (conversation_id,),
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
+async def membership_changed(conn: psycopg.AsyncConnection, conversation_id: str, count_delta: int = 0,
+                             *, deactivate: bool = False) -> None:
+    """Bump membership_version (callers caching membership compare it) and the participant count."""
+    await conn.execute(
+        """UPDATE conversation.conversations
+           SET membership_version = membership_version + 1, participant_count = participant_count + %s,
+               active = active AND NOT %s
+           WHERE conversation_id = %s""",
+        (count_delta, deactivate, conversation_id),
+    )
 
 
 async def list_contacts(conn: psycopg.AsyncConnection, user_id: str) -> list[str]:

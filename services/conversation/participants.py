@@ -1,0 +1,136 @@
+"""Membership changes of group conversations: add, remove, change role.
+
+Each change runs in one transaction that first locks the conversation's row, so the permission
+check, the change, the membership_version bump, the audit entry and the outbox event are all
+decided against one consistent membership: two admins demoting each other, or the last two
+participants leaving together, cannot both pass a check the other invalidates.
+
+Who may do what (a member is anyone of role member; outsiders get 403 NOT_PARTICIPANT first):
+
+| action                 | admin  | moderator     | member | anyone                 |
+|------------------------|--------|---------------|--------|------------------------|
+| add a participant      | any role | members only | no     |                        |
+| remove a participant   | anyone | members only  | no     | themselves             |
+| change a role          | yes    | no            | no     |                        |
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from chatmesh import errors, outbox
+from services.conversation import audit, convert, store, validate
+from services.conversation.conversations import DEFAULT_MAX_GROUP_SIZE
+from services.conversation.store import ConversationRow, ConversationView
+
+
+class Participants:
+    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE) -> None:
+        self._pool = pool
+        self._max_group_size = max_group_size
+
+    async def add(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
+        conversation_id = validate.conversation_id(conversation_id)
+        user_id = validate.user_id(user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            row, caller_role = await _locked_group(conn, conversation_id, caller)
+            if caller_role == "member" or (caller_role == "moderator" and role != "member"):
+                raise _insufficient("admins add participants; moderators add members only")
+            if await store.get_user(conn, user_id) is None:
+                raise errors.not_found("USER_NOT_FOUND", f"user {user_id!r} does not exist")
+            if await store.get_role(conn, conversation_id, user_id) is not None:
+                raise errors.conflict("ALREADY_PARTICIPANT", f"{user_id!r} is already a participant")
+            if row.participant_count + 1 > self._max_group_size:
+                raise errors.failed_precondition(
+                    "GROUP_TOO_LARGE", f"a group has at most {self._max_group_size} participants")
+            # Joining starts at the conversation's current end: earlier history is not "unread".
+            await store.insert_participants(conn, conversation_id, [(user_id, role)], read_seq=row.last_message_seq)
+            await store.membership_changed(conn, conversation_id, +1)
+            await audit.record(conn, conversation_id, caller, "participant_added", user_id)
+            view = await _view(conn, conversation_id, caller)
+            await outbox.enqueue(conn, store.SCHEMA, [
+                convert.membership_event("conversation:participant_added", view, caller, user_id, role)])
+            return view
+
+    async def remove(self, caller: str, conversation_id: str, user_id: str) -> ConversationView:
+        """Remove (or leave). The last admin leaving promotes the longest-standing participant; the
+        last participant leaving deactivates the conversation."""
+        conversation_id = validate.conversation_id(conversation_id)
+        user_id = validate.user_id(user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            row, caller_role = await _locked_group(conn, conversation_id, caller)
+            target_role = await store.get_role(conn, conversation_id, user_id)
+            if target_role is None:
+                raise errors.not_found("PARTICIPANT_NOT_FOUND", f"{user_id!r} is not a participant")
+            if user_id != caller and not (caller_role == "admin"
+                                          or (caller_role == "moderator" and target_role == "member")):
+                raise _insufficient("admins remove anyone, moderators remove members, anyone removes themselves")
+            nobody_left = row.participant_count <= 1
+            await store.delete_participant(conn, conversation_id, user_id)
+            await store.membership_changed(conn, conversation_id, -1, deactivate=nobody_left)
+            if user_id != caller:
+                await audit.record(conn, conversation_id, caller, "participant_removed", user_id)
+            promoted = None
+            if nobody_left:
+                await audit.record(conn, conversation_id, caller, "conversation_deactivated", conversation_id)
+            elif target_role == "admin" and await store.count_role(conn, conversation_id, "admin") == 0:
+                promoted = await store.longest_standing(conn, conversation_id)
+                assert promoted is not None
+                await store.set_role(conn, conversation_id, promoted, "admin")
+                await store.membership_changed(conn, conversation_id)
+                await audit.record(conn, conversation_id, caller, "participant_promoted", promoted)
+            view = await _view(conn, conversation_id, caller)
+            events = [convert.membership_event("conversation:participant_removed", view, caller, user_id, target_role)]
+            if promoted:
+                events.append(convert.membership_event("conversation:role_changed", view, caller, promoted, "admin"))
+            await outbox.enqueue(conn, store.SCHEMA, events)
+            return view
+
+    async def change_role(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
+        """Admins only; a group always keeps at least one admin, so the last one cannot step down."""
+        conversation_id = validate.conversation_id(conversation_id)
+        user_id = validate.user_id(user_id)
+        async with self._pool.connection() as conn, conn.transaction():
+            _, caller_role = await _locked_group(conn, conversation_id, caller)
+            if caller_role != "admin":
+                raise _insufficient("only admins change roles")
+            current = await store.get_role(conn, conversation_id, user_id)
+            if current is None:
+                raise errors.not_found("PARTICIPANT_NOT_FOUND", f"{user_id!r} is not a participant")
+            if current == role:
+                return await _view(conn, conversation_id, caller)
+            if current == "admin" and await store.count_role(conn, conversation_id, "admin") == 1:
+                raise errors.failed_precondition("LAST_ADMIN", "a group needs an admin: promote another one first")
+            await store.set_role(conn, conversation_id, user_id, role)
+            await store.membership_changed(conn, conversation_id)
+            await audit.record(conn, conversation_id, caller, "role_changed", user_id)
+            view = await _view(conn, conversation_id, caller)
+            await outbox.enqueue(conn, store.SCHEMA, [
+                convert.membership_event("conversation:role_changed", view, caller, user_id, role)])
+            return view
+
+
+async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str) -> tuple[ConversationRow, str]:
+    """Lock the conversation and return it with the caller's role: 404, 403 for outsiders, 400 for direct."""
+    row = await store.get_conversation(conn, conversation_id, for_update=True)
+    if row is None:
+        raise errors.not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} does not exist")
+    caller_role = await store.get_role(conn, conversation_id, caller)
+    if caller_role is None:
+        raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
+    if row.kind == "direct":
+        raise errors.invalid("DIRECT_CONVERSATION", "a direct conversation's participants cannot change")
+    return row, caller_role
+
+
+async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationView:
+    row = await store.get_conversation(conn, conversation_id)
+    assert row is not None
+    return ConversationView(row, await store.list_participants(conn, conversation_id),
+                            await store.unread_count(conn, conversation_id, caller))
+
+
+def _insufficient(message: str) -> errors.ChatError:
+    return errors.forbidden("INSUFFICIENT_ROLE", message)
+

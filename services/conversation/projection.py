@@ -1,0 +1,167 @@
+"""The conversation list's live parts, projected from the message service's events.
+
+`last_message_at`, the last-message preview and each participant's read position (hence the unread
+count) belong to the conversation list, but messages and receipts belong to the message service.
+Rather than read its schema, this service follows the events stream with its own consumer group
+("conversation-projection"): each replica reads a share of the entries, applies them in one
+transaction and acknowledges them after the commit.
+
+Idempotent and order-safe: a replayed entry (the relay may publish twice; a crash between commit
+and XACK redelivers) changes nothing, and state only moves forward by seq, so entries applied out
+of order by two replicas end in the same state. Unread = last seq − read seq − the reader's own
+messages past their read position, the last counted once per seq in `own_messages`.
+
+Entries that cannot be parsed are acknowledged and logged (retrying would not help); entries whose
+transaction fails stay pending and are claimed again after CLAIM_IDLE_S by any replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timezone
+
+import psycopg
+import redis.asyncio as aioredis
+import redis.exceptions
+from google.protobuf.message import DecodeError
+from psycopg_pool import AsyncConnectionPool
+
+from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.redis_conn import Keys
+from services.conversation import projection_store as sql
+from services.conversation.projection_store import SeenMessage
+
+log = logging.getLogger(__name__)
+
+GROUP = "conversation-projection"
+BATCH = 200
+CLAIM_IDLE_S = 10.0
+PREVIEW_CHARS = 100
+MESSAGE_EVENTS = ("chat:message_received", "chat:message_updated", "chat:message_deleted")
+READ_EVENT = "chat:message_read"
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _seen(event: common_pb2.Event) -> SeenMessage:
+    m = event.message
+    deleted = m.deleted or event.type == "chat:message_deleted"
+    return SeenMessage(
+        conversation_id=m.conversation_id or event.conversation_id, message_id=m.message_id, seq=m.seq,
+        sender_id=m.sender_id, preview=None if deleted else m.content[:PREVIEW_CHARS], deleted=deleted,
+        sent_at=m.created_at.ToDatetime(tzinfo=timezone.utc) if m.HasField("created_at") else None,
+        edited_at=m.edited_at.ToDatetime(tzinfo=timezone.utc) if m.HasField("edited_at") else None,
+    )
+
+
+def relevant(event: common_pb2.Event) -> bool:
+    if event.type in MESSAGE_EVENTS:
+        return event.HasField("message") and event.message.seq > 0 and bool(event.message.message_id)
+    return event.type == READ_EVENT and event.HasField("receipt") and event.receipt.seq > 0
+
+
+async def apply(conn: psycopg.AsyncConnection, event: common_pb2.Event) -> None:
+    """Apply one relevant event inside the caller's transaction."""
+    if event.type == READ_EVENT:
+        r = event.receipt
+        conversation_id = r.conversation_id or event.conversation_id
+        read_seq = await sql.lock_read_seq(conn, conversation_id, r.user_id)
+        if read_seq is not None and r.seq > read_seq:
+            await sql.advance_read(conn, conversation_id, r.user_id, r.seq)
+        return
+    seen = _seen(event)
+    advanced = await sql.advance_last_message(conn, seen)
+    if not advanced and event.type != "chat:message_received":
+        await sql.refresh_last_message(conn, seen)
+    if event.type == "chat:message_received":
+        read_seq = await sql.lock_read_seq(conn, seen.conversation_id, seen.sender_id)
+        if read_seq is not None and seen.seq > read_seq:
+            await sql.add_own_message(conn, seen.conversation_id, seen.sender_id, seen.seq)
+
+
+class Projection:
+    def __init__(self, pool: AsyncConnectionPool, redis_client: aioredis.Redis, keys: Keys, consumer: str,
+                 time_scale: float = 1.0) -> None:
+        self._pool = pool
+        self._redis = redis_client
+        self._stream = keys.events
+        self._consumer = consumer
+        self._scale = time_scale
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        last_claim = time.monotonic()
+        while True:
+            try:
+                reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"}, count=BATCH,
+                                                     block=max(int(1000 * self._scale), 10))
+                for _, entries in reply or []:
+                    await self.process(entries)
+                if time.monotonic() - last_claim >= CLAIM_IDLE_S * self._scale / 2:
+                    last_claim = time.monotonic()
+                    await self._claim_stale()
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._ensure_group()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, psycopg.Error) as exc:
+                log.warning("projection: %s; retrying", exc)
+                await asyncio.sleep(max(0.5 * self._scale, 0.05))
+
+    async def _ensure_group(self) -> None:
+        """From the stream's start ("0"), so a new deployment catches up on the history the stream holds."""
+        try:
+            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def process(self, entries: list[Entry]) -> None:
+        """Apply a batch in one transaction; if that fails, entry by entry, leaving failures pending."""
+        work: list[tuple[bytes, common_pb2.Event]] = []
+        done: list[bytes] = []
+        for entry_id, fields in entries:
+            event = _parse(entry_id, fields)
+            if event is not None and relevant(event):
+                work.append((entry_id, event))
+            else:
+                done.append(entry_id)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                for _, event in work:
+                    await apply(conn, event)
+            done.extend(entry_id for entry_id, _ in work)
+        except psycopg.Error as exc:
+            log.warning("projection batch failed (%s); applying entry by entry", exc)
+            for entry_id, event in work:
+                try:
+                    async with self._pool.connection() as conn, conn.transaction():
+                        await apply(conn, event)
+                    done.append(entry_id)
+                except psycopg.Error as one:
+                    log.warning("projection of %s failed: %s; it stays pending", entry_id.decode(), one)
+        if done:
+            await self._redis.xack(self._stream, GROUP, *done)
+
+    async def _claim_stale(self) -> None:
+        """Entries a dead replica (or a failed transaction) left pending for CLAIM_IDLE_S."""
+        reply = await self._redis.xautoclaim(self._stream, GROUP, self._consumer,
+                                             min_idle_time=int(CLAIM_IDLE_S * 1000 * self._scale),
+                                             start_id="0-0", count=BATCH)
+        claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
+        trimmed = [entry_id for entry_id, fields in reply[1] if not fields]
+        if trimmed:  # trimmed from the stream while pending: nothing left to apply
+            await self._redis.xack(self._stream, GROUP, *trimmed)
+        if claimed:
+            await self.process(claimed)
+
+
+def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> common_pb2.Event | None:
+    try:
+        return common_pb2.Event.FromString(fields[b"e"])
+    except (KeyError, DecodeError) as exc:
+        log.error("projection skips unreadable entry %s: %s", entry_id.decode(), exc)
+        return None
+

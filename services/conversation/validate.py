@@ -1,0 +1,65 @@
+"""Checks on what callers send, each failing with a 400 and a machine-readable code.
+
+They run before any transaction opens, so bad input never costs a database round trip and never
+reaches a constraint that would surface as a 500.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from chatmesh import errors
+from chatmesh.auth import MAX_USER_ID_LENGTH
+from chatmesh.gen.chat.v1 import common_pb2
+
+MAX_TITLE = 200
+MAX_DISPLAY_NAME = 200
+ROLE_NAMES = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator",
+              common_pb2.ROLE_MEMBER: "member"}
+
+
+def conversation_id(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise errors.invalid("INVALID_ID", f"conversation_id {value!r} is not a valid id") from None
+
+
+def user_id(value: str, what: str = "user_id") -> str:
+    """A user id is the JWT `sub`: 1 to 128 characters, no surrounding whitespace."""
+    if not value:
+        raise errors.invalid("INVALID_USER_ID", f"{what} is required")
+    if len(value) > MAX_USER_ID_LENGTH or value != value.strip():
+        raise errors.invalid("INVALID_USER_ID", f"{what} must be 1 to {MAX_USER_ID_LENGTH} characters "
+                             "without surrounding whitespace")
+    return value
+
+
+def title(value: str) -> str:
+    trimmed = value.strip()
+    if not trimmed:
+        raise errors.invalid("TITLE_REQUIRED", "a group conversation needs a title")
+    if len(trimmed) > MAX_TITLE:
+        raise errors.invalid("TITLE_TOO_LONG", f"title exceeds {MAX_TITLE} characters ({len(trimmed)})")
+    return trimmed
+
+
+def role(value: int, *, default: str | None = None) -> str:
+    """A proto Role as a role name; ROLE_UNSPECIFIED takes the default, or is refused without one."""
+    if value == common_pb2.ROLE_UNSPECIFIED and default is not None:
+        return default
+    name = ROLE_NAMES.get(value)  # type: ignore[call-overload]
+    if name is None:
+        raise errors.invalid("INVALID_ROLE", f"role must be ROLE_ADMIN, ROLE_MODERATOR or ROLE_MEMBER (got {value})")
+    return name
+
+
+def participant_ids(values: list[str], creator: str) -> list[str]:
+    """The other participants of a new group: well-formed, no repeats; the creator is implied."""
+    seen: set[str] = set()
+    for value in values:
+        user_id(value, "participant_ids entry")
+        if value in seen:
+            raise errors.invalid("DUPLICATE_PARTICIPANT", f"{value!r} appears more than once in participant_ids")
+        seen.add(value)
+    return [value for value in values if value != creator]

@@ -1,0 +1,78 @@
+"""Helpers for the conversation service's tests (no tests here): users, groups, errors, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.helpers import bearer, new_user_id, register
+
+T = TypeVar("T")
+
+
+class Person:
+    """A registered user with their token, ready to call the edge."""
+
+    def __init__(self, user_id: str, token: str) -> None:
+        self.id = user_id
+        self.token = token
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return bearer(self.token)
+
+
+async def people(http: httpx.AsyncClient, make_token: Callable[..., str], *names: str) -> list[Person]:
+    found = []
+    for name in names:
+        user = new_user_id(name)
+        person = Person(user, make_token(user))
+        await register(http, person.token)
+        found.append(person)
+    return found
+
+
+async def create_group(http: httpx.AsyncClient, creator: Person, others: list[Person],
+                       title: str = "team") -> dict[str, Any]:
+    reply = await http.post("/api/conversations/group",
+                            json={"title": title, "participant_ids": [p.id for p in others]}, headers=creator.auth)
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json()["conversation"])
+
+
+async def staffed_group(http: httpx.AsyncClient, make_token: Callable[..., str]) -> tuple[str, dict[str, Person]]:
+    """A group with one of each: admin, moderator, member, plus an outsider and a spare user to add."""
+    admin, moderator, member, outsider, spare, spare_mod = await people(
+        http, make_token, "admin", "moderator", "member", "outsider", "spare", "sparemod")
+    group = await create_group(http, admin, [moderator, member, spare_mod])
+    cid = group["conversation_id"]
+    for person, role in ((moderator, "ROLE_MODERATOR"), (spare_mod, "ROLE_MODERATOR")):
+        reply = await http.patch(f"/api/conversations/{cid}/participants/{person.id}", json={"role": role},
+                                 headers=admin.auth)
+        assert reply.status_code == 200, reply.text
+    return cid, {"admin": admin, "moderator": moderator, "member": member, "outsider": outsider, "spare": spare,
+                 "spare_mod": spare_mod}
+
+
+def error_of(reply: httpx.Response) -> tuple[int, str]:
+    return reply.status_code, str(reply.json().get("error", {}).get("code", ""))
+
+
+def roles_of(conversation: dict[str, Any]) -> dict[str, str]:
+    return {p["user_id"]: p["role"] for p in conversation["participants"]}
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Poll until check returns something truthy; fail with the last value after a bounded wait."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
