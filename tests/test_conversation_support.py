@@ -45,17 +45,17 @@ async def create_group(http: httpx.AsyncClient, creator: Person, others: list[Pe
 
 
 async def staffed_group(http: httpx.AsyncClient, make_token: Callable[..., str]) -> tuple[str, dict[str, Person]]:
-    """A group with one of each: admin, moderator, member, plus an outsider and a spare user to add."""
-    admin, moderator, member, outsider, spare, spare_mod = await people(
-        http, make_token, "admin", "moderator", "member", "outsider", "spare", "sparemod")
-    group = await create_group(http, admin, [moderator, member, spare_mod])
+    """A group with an admin, two moderators and two members, plus an outsider and a spare user to add."""
+    admin, moderator, moderator2, member, member2, outsider, spare = await people(
+        http, make_token, "admin", "moderator", "moderator2", "member", "member2", "outsider", "spare")
+    group = await create_group(http, admin, [moderator, moderator2, member, member2])
     cid = group["conversation_id"]
-    for person, role in ((moderator, "ROLE_MODERATOR"), (spare_mod, "ROLE_MODERATOR")):
-        reply = await http.patch(f"/api/conversations/{cid}/participants/{person.id}", json={"role": role},
-                                 headers=admin.auth)
+    for person in (moderator, moderator2):
+        reply = await http.patch(f"/api/conversations/{cid}/participants/{person.id}",
+                                 json={"role": "ROLE_MODERATOR"}, headers=admin.auth)
         assert reply.status_code == 200, reply.text
-    return cid, {"admin": admin, "moderator": moderator, "member": member, "outsider": outsider, "spare": spare,
-                 "spare_mod": spare_mod}
+    return cid, {"admin": admin, "moderator": moderator, "moderator2": moderator2, "member": member,
+                 "member2": member2, "outsider": outsider, "spare": spare}
 
 
 def error_of(reply: httpx.Response) -> tuple[int, str]:
