@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import psycopg
 
+from chatmesh.gen.chat.v1 import common_pb2
 from tests.helpers import bearer, new_user_id
 
-__all__ = ["api", "group", "new_user_id"]
+__all__ = ["api", "code_of", "group", "mark", "new_user_id", "outbox_events"]
 
 
 def group(database_url: str, roles: dict[str, str], title: str = "group") -> str:
@@ -42,3 +43,16 @@ def code_of(reply: httpx.Response) -> tuple[int, str]:
     """(HTTP status, machine-readable code) of a reply, for one-line assertions on errors."""
     body = reply.json()
     return reply.status_code, body["error"]["code"] if "error" in body else "OK"
+
+
+def outbox_events(database_url: str, conversation_id: str) -> list[common_pb2.Event]:
+    """The events the message service wrote for a conversation, in outbox (commit) order."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT payload FROM message.outbox ORDER BY id").fetchall()
+    events = [common_pb2.Event.FromString(bytes(r[0])) for r in rows]
+    return [e for e in events if e.conversation_id == conversation_id]
+
+
+async def mark(http: httpx.AsyncClient, token: str, message_id: str, status: str) -> httpx.Response:
+    return await api(http, token, "POST", f"/api/messages/{message_id}/status",
+                     {"status": f"MESSAGE_STATUS_{status.upper()}"})

@@ -24,7 +24,7 @@ from services.message.access import parse_id
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_QUERY = 256
-LIST_PAGE = 200
+LIST_PAGE = 100  # the conversation service refuses larger pages
 MAX_SCOPE = 5000  # conversations searched at most when no conversation_id is given
 
 
