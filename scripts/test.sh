@@ -15,4 +15,10 @@ if [ ! -x .tools/node_modules/.bin/buf ]; then
 fi
 export PATH="$PWD/.tools/node_modules/.bin:$PATH"
 
+# The manifest tests (tests/test_k8s.py) render deploy/k8s with kustomize, which kubectl embeds;
+# this machine image ships kubectl (Debian's kubernetes-client is too old for kustomize v5 files).
+if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
+  echo "warning: neither kubectl nor kustomize is on PATH: tests/test_k8s.py will fail" >&2
+fi
+
 exec python -m pytest "$@"
