@@ -22,9 +22,9 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def message(row: MessageRow, status: int = common_pb2.MESSAGE_STATUS_SENT,
+def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSAGE_STATUS_SENT,
             reactions: Sequence[tuple[str, list[str]]] = (),
-            recipients: Sequence[tuple[str, int]] = ()) -> common_pb2.Message:
+            recipients: Sequence[tuple[str, common_pb2.MessageStatus]] = ()) -> common_pb2.Message:
     """A message as clients see it: a deleted one is a placeholder (id, seq, sender, deleted) and
     nothing else, whatever the caller passes, so no read path can leak its content or reactions."""
     deleted = row.deleted_at is not None
@@ -65,7 +65,8 @@ def message_event(kind: str, row: MessageRow) -> common_pb2.Event:
     return event
 
 
-def receipt_event(kind: str, row: MessageRow, user_id: str, status: int) -> common_pb2.Event:
+def receipt_event(kind: str, row: MessageRow, user_id: str, status: common_pb2.MessageStatus
+                  ) -> common_pb2.Event:
     event = _event(kind, row.conversation_id)
     event.receipt.CopyFrom(common_pb2.ReceiptEvent(
         conversation_id=row.conversation_id, user_id=user_id, message_id=row.message_id, seq=row.seq, status=status))

@@ -16,7 +16,7 @@ from chatmesh.membership import MembershipCache
 from services.message import access, convert, store
 from services.message.store import Position
 
-_EVENTS = {common_pb2.MESSAGE_STATUS_DELIVERED: "chat:message_delivered",
+_EVENTS: dict[common_pb2.MessageStatus, str] = {common_pb2.MESSAGE_STATUS_DELIVERED: "chat:message_delivered",
            common_pb2.MESSAGE_STATUS_READ: "chat:message_read"}
 
 
@@ -25,7 +25,7 @@ class Receipts:
         self._pool = pool
         self._membership = membership
 
-    async def update(self, user: str, message_id: str, status: int) -> Position:
+    async def update(self, user: str, message_id: str, status: common_pb2.MessageStatus) -> Position:
         """Advance the user's position to the message's seq; announce it only when it moved.
 
         The upsert and its event are one transaction; the event carries the seq the position moved

@@ -9,7 +9,7 @@ group's members do not watch each other read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psycopg
 
@@ -21,7 +21,7 @@ SENT, DELIVERED, READ = (common_pb2.MESSAGE_STATUS_SENT, common_pb2.MESSAGE_STAT
                          common_pb2.MESSAGE_STATUS_READ)
 
 
-def status_at(position: Position | None, seq: int) -> int:
+def status_at(position: Position | None, seq: int) -> common_pb2.MessageStatus:
     if position is None:
         return SENT
     if position.read_seq >= seq:
@@ -32,7 +32,7 @@ def status_at(position: Position | None, seq: int) -> int:
 
 
 def _statuses(row: MessageRow, reader: str, participants: Iterable[str],
-              positions: dict[str, Position]) -> tuple[int, list[tuple[str, int]]]:
+              positions: dict[str, Position]) -> tuple[common_pb2.MessageStatus, list[tuple[str, common_pb2.MessageStatus]]]:
     if row.sender_id != reader:
         return status_at(positions.get(reader), row.seq), []
     recipients = [(user, status_at(positions.get(user), row.seq)) for user in sorted(participants)
@@ -41,7 +41,7 @@ def _statuses(row: MessageRow, reader: str, participants: Iterable[str],
 
 
 async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageRow],
-                 participants: dict[str, Iterable[str]]) -> list[common_pb2.Message]:
+                 participants: Mapping[str, Iterable[str]]) -> list[common_pb2.Message]:
     """Protos for `rows` as `reader` sees them; `participants` maps each conversation to its users.
 
     Two queries per conversation whatever the page size: the page's reactions, the positions.
