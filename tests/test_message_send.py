@@ -104,3 +104,19 @@ async def test_content_is_required_and_bounded(http: httpx.AsyncClient, make_tok
     assert code_of(over) == (400, "CONTENT_TOO_LONG")
     assert code_of(blank) == (400, "EMPTY_CONTENT")
     assert code_of(missing) == (400, "EMPTY_CONTENT")
+
+
+async def test_nul_characters_are_bad_input_not_a_server_error(http: httpx.AsyncClient, make_token,
+                                                               database_url: str) -> None:
+    alice = new_user_id("alice")
+    cid = group(database_url, {alice: "admin"})
+    token = make_token(alice)
+    mid = (await send(http, token, cid, "fine"))["message_id"]
+    replies = [
+        await api(http, token, "POST", "/api/messages", {"conversation_id": cid, "content": "a\u0000b"}),
+        await api(http, token, "POST", "/api/messages", {"conversation_id": cid, "content": "a",
+                                                         "client_message_id": "c\u0000"}),
+        await api(http, token, "PATCH", f"/api/messages/{mid}", {"content": "\u0000"}),
+        await api(http, token, "GET", "/api/messages/search", params={"q": "a\u0000", "conversation_id": cid}),
+    ]
+    assert [code_of(r) for r in replies] == [(400, "INVALID_TEXT")] * 4

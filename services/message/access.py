@@ -46,6 +46,13 @@ async def find(conn: psycopg.AsyncConnection, membership: MembershipCache, messa
     return Found(row, found_membership, found_membership.require_participant(caller))
 
 
+def require_text(value: str, what: str) -> str:
+    """PostgreSQL text cannot hold NUL: refuse it as bad input (400), never let it become a 500."""
+    if "\x00" in value:
+        raise errors.invalid("INVALID_TEXT", f"{what} must not contain NUL characters")
+    return value
+
+
 def require_live(row: MessageRow) -> None:
     if row.deleted_at is not None:
         raise errors.failed_precondition("MESSAGE_DELETED", "the message was deleted")

@@ -149,6 +149,9 @@ class Messages:
             return convert.message(row)
 
     def _validate_new(self, new: NewMessage) -> None:
+        for value, what in ((new.client_message_id or "", "client_message_id"), (new.enc_algorithm, "encryption"),
+                            (new.enc_key_id, "encryption")):
+            access.require_text(value, what)
         if new.client_message_id and len(new.client_message_id) > MAX_CLIENT_ID:
             raise errors.invalid("INVALID_ARGUMENT", f"client_message_id exceeds {MAX_CLIENT_ID} characters")
         if len(new.enc_algorithm) > MAX_ENCRYPTION_FIELD or len(new.enc_key_id) > MAX_ENCRYPTION_FIELD:
@@ -167,6 +170,7 @@ class Messages:
             raise errors.invalid("CONTENT_TOO_LONG", "encrypted content is too large")
 
     def _validate_text(self, content: str) -> None:
+        access.require_text(content, "content")
         if not content.strip():
             raise errors.invalid("EMPTY_CONTENT", "content must not be blank")
         if len(content) > self._limits.max_content:

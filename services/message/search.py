@@ -18,7 +18,7 @@ from chatmesh import errors
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from chatmesh.grpc_server import current_identity
 from chatmesh.membership import MembershipCache
-from services.message import store, views
+from services.message import access, store, views
 from services.message.access import parse_id
 
 DEFAULT_LIMIT = 20
@@ -36,7 +36,7 @@ class Search:
         self._conversations = conversations
 
     async def run(self, user: str, q: str, conversation_id: str, limit: int) -> list[common_pb2.Message]:
-        q = q.strip()
+        q = access.require_text(q, "q").strip()
         if not q:
             raise errors.invalid("EMPTY_QUERY", "q must not be blank")
         if len(q) > MAX_QUERY:
