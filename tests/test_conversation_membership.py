@@ -48,9 +48,9 @@ async def test_last_admin_leaving_promotes_the_longest_standing(http: httpx.Asyn
     assert roles_of(left.json()["conversation"]) == {first.id: "ROLE_ADMIN", second.id: "ROLE_MODERATOR"}
     audit = await http.get(f"/api/conversations/{cid}/audit", headers=first.auth)
     actions = [(e["action"], e["target"], e["actor_id"]) for e in audit.json()["entries"]]
-    assert ("participant_promoted", first.id, admin.id) in actions
+    assert ("participant.promoted", first.id, admin.id) in actions
     # Leaving oneself is not a privileged action: no participant_removed entry for it.
-    assert ("participant_removed", admin.id, admin.id) not in actions
+    assert ("participant.removed", admin.id, admin.id) not in actions
 
 
 async def test_an_admin_leaving_with_another_admin_promotes_nobody(http: httpx.AsyncClient, make_token) -> None:
@@ -82,7 +82,7 @@ async def test_last_participant_leaving_deactivates(http: httpx.AsyncClient, mak
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT actor_id, action, target FROM conversation.audit_log WHERE conversation_id = %s"
                             " ORDER BY id", (cid,)).fetchall()
-    assert (admin.id, "conversation_deactivated", cid) in rows
+    assert (admin.id, "conversation.deactivated", cid) in rows
 
 
 async def test_every_membership_change_bumps_the_version(http: httpx.AsyncClient, make_token, internal) -> None:

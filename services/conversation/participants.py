@@ -47,7 +47,7 @@ class Participants:
             # Joining starts at the conversation's current end: earlier history is not "unread".
             await store.insert_participants(conn, conversation_id, [(user_id, role)], read_seq=row.last_message_seq)
             await store.membership_changed(conn, conversation_id, +1)
-            await audit.record(conn, conversation_id, caller, "participant_added", user_id)
+            await audit.record(conn, conversation_id, caller, "participant.added", user_id)
             view = await _view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [
                 convert.membership_event("conversation:participant_added", view, caller, user_id, role)])
@@ -70,16 +70,16 @@ class Participants:
             await store.delete_participant(conn, conversation_id, user_id)
             await store.membership_changed(conn, conversation_id, -1, deactivate=nobody_left)
             if user_id != caller:
-                await audit.record(conn, conversation_id, caller, "participant_removed", user_id)
+                await audit.record(conn, conversation_id, caller, "participant.removed", user_id)
             promoted = None
             if nobody_left:
-                await audit.record(conn, conversation_id, caller, "conversation_deactivated", conversation_id)
+                await audit.record(conn, conversation_id, caller, "conversation.deactivated", conversation_id)
             elif target_role == "admin" and await store.count_role(conn, conversation_id, "admin") == 0:
                 promoted = await store.longest_standing(conn, conversation_id)
                 assert promoted is not None
                 await store.set_role(conn, conversation_id, promoted, "admin")
                 await store.membership_changed(conn, conversation_id)
-                await audit.record(conn, conversation_id, caller, "participant_promoted", promoted)
+                await audit.record(conn, conversation_id, caller, "participant.promoted", promoted)
             view = await _view(conn, conversation_id, caller)
             events = [convert.membership_event("conversation:participant_removed", view, caller, user_id, target_role)]
             if promoted:
@@ -104,7 +104,7 @@ class Participants:
                 raise errors.failed_precondition("LAST_ADMIN", "a group needs an admin: promote another one first")
             await store.set_role(conn, conversation_id, user_id, role)
             await store.membership_changed(conn, conversation_id)
-            await audit.record(conn, conversation_id, caller, "role_changed", user_id)
+            await audit.record(conn, conversation_id, caller, "participant.role_changed", user_id)
             view = await _view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [
                 convert.membership_event("conversation:role_changed", view, caller, user_id, role)])
