@@ -175,7 +175,7 @@ async def test_typing_reaches_only_participants_and_expires(http: httpx.AsyncCli
 
 
 async def test_typing_bad_input_gets_error_frames_and_4xx(http: httpx.AsyncClient, mesh: Mesh, make_token) -> None:
-    alice, alice_token, bob, bob_token, conversation_id = await pair(http, make_token)
+    _, alice_token, _, _, conversation_id = await pair(http, make_token)
     eve_token = make_token(new_user_id("eve"))
     eve = await Socket.open(mesh.edge_url, eve_token)
     unknown = "00000000-0000-0000-0000-000000000000"
@@ -213,7 +213,7 @@ async def test_typing_bad_input_gets_error_frames_and_4xx(http: httpx.AsyncClien
 
 async def test_typing_flood_is_rate_limited_across_edges_without_dropping(http: httpx.AsyncClient, mesh: Mesh,
                                                                           make_token) -> None:
-    alice, alice_token, bob, bob_token, conversation_id = await pair(http, make_token)
+    _, alice_token, _, _, conversation_id = await pair(http, make_token)
     socket = await Socket.open(mesh.edge_url, alice_token)
     answers = []
     for i in range(40):

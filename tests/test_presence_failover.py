@@ -29,40 +29,56 @@ TTL_S = 30 * 0.05
 
 
 class Replicas:
-    """One presence service and edges `a` and `b` pointing at it."""
+    """Edges `a` and `b`, each pointing at a presence service: one shared, or one each (`split`)."""
 
-    def __init__(self, mesh: Mesh, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, mesh: Mesh, env: dict[str, str], log_dir: Path, split: bool = False) -> None:
         self.prefix = env["CHAT_REDIS_PREFIX"]
-        presence_port = free_port()
+        self.presences = [Mesh(env=env, log_dir=log_dir / f"p{i}", ports={**mesh.ports, "presence": free_port(),
+                                                                          "edge": free_port()})
+                          for i in range(2 if split else 1)]
+        self.presence = self.presences[0]
         self.edges: dict[str, Mesh] = {}
-        self.presence = Mesh(env=env, log_dir=log_dir, ports={**mesh.ports, "presence": presence_port,
-                                                              "edge": free_port()})
-        for name in ("a", "b"):
+        for i, name in enumerate(("a", "b")):
+            presence_port = self.presences[i % len(self.presences)].ports["presence"]
             self.edges[name] = Mesh(env=env, log_dir=log_dir / name,
                                     ports={**mesh.ports, "presence": presence_port, "edge": free_port()})
 
     def start(self) -> None:
-        self.presence.start("presence")
+        for presence in self.presences:
+            presence.start("presence")
         for edge in self.edges.values():
             edge.start("edge")
 
     def stop(self) -> None:
         for edge in self.edges.values():
             edge.stop()
-        self.presence.stop()
+        for presence in self.presences:
+            presence.stop()
+
+
+def _replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
+              workdir: Path, split: bool) -> Iterator[Replicas]:
+    log_dir = workdir / f"presence-{secrets.token_hex(4)}"
+    running = Replicas(mesh, {**mesh_env, "CHAT_REDIS_PREFIX": f"{redis_prefix}:iso{secrets.token_hex(4)}"},
+                       log_dir, split)
+    running.start()
+    yield running
+    running.stop()
+    if request.session.testsfailed:
+        for folder in sorted(p for p in log_dir.iterdir() if p.is_dir()):
+            dump_logs(folder)
 
 
 @pytest.fixture
 def replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
              workdir: Path) -> Iterator[Replicas]:
-    log_dir = workdir / f"presence-{secrets.token_hex(4)}"
-    running = Replicas(mesh, {**mesh_env, "CHAT_REDIS_PREFIX": f"{redis_prefix}:iso{secrets.token_hex(4)}"}, log_dir)
-    running.start()
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        for folder in (log_dir, log_dir / "a", log_dir / "b"):
-            dump_logs(folder)
+    yield from _replicas(request, mesh, mesh_env, redis_prefix, workdir, split=False)
+
+
+@pytest.fixture
+def split_replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
+                   workdir: Path) -> Iterator[Replicas]:
+    yield from _replicas(request, mesh, mesh_env, redis_prefix, workdir, split=True)
 
 
 @pytest.fixture
@@ -143,3 +159,28 @@ async def test_presence_restart_neither_strands_nor_flaps(replicas: Replicas, ed
     assert (await status_frame(watcher, alice))["data"]["status"] == "offline"
     del carol_socket
     await watcher.close()
+
+
+async def test_two_presence_replicas_deliver_across_and_announce_once(split_replicas: Replicas, make_token) -> None:
+    """Edge a talks to presence replica 0, edge b to replica 1; both sweep the same Redis."""
+    bob, alice = new_user_id("bob"), new_user_id("alice")
+    async with httpx.AsyncClient(base_url=split_replicas.edges["a"].edge_url, timeout=10) as edge_a:
+        await contacts(edge_a, make_token, bob, alice)
+        conversation_id = await direct_conversation(edge_a, make_token(alice), bob)
+        watcher = await Socket.open(split_replicas.edges["a"].edge_url, make_token(bob))
+        await wait_status(edge_a, make_token(alice), bob, "PRESENCE_STATUS_ONLINE")
+        alice_socket = await Socket.open(split_replicas.edges["b"].edge_url, make_token(alice))
+        # Announced by replica 1, delivered over replica 0's stream.
+        assert (await status_frame(watcher, alice))["data"]["status"] == "online"
+        ack = await alice_socket.request("chat:typing", {"conversation_id": conversation_id, "is_typing": True})
+        assert ack["type"] == "ack", ack
+        typing = await frames_of(watcher, "chat:user_typing", 1.5)
+        # Both replicas sweep: the typing state still ends exactly once.
+        assert [f["data"]["is_typing"] for f in typing] == [True, False]
+
+        split_replicas.edges["b"].stop("edge", sig=signal.SIGKILL)
+        assert (await status_frame(watcher, alice, timeout=4 * TTL_S + 10))["data"]["status"] == "offline"
+        # Two sweepers, one announcement.
+        assert [f for f in await frames_of(watcher, "user:status_changed", 2 * TTL_S)
+                if f["data"]["user_id"] == alice] == []
+        await watcher.close()
