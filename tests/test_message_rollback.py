@@ -121,3 +121,25 @@ async def test_the_audit_log_is_append_only(messages: Messages, database_url: st
                           "DELETE FROM message.audit_log WHERE conversation_id = %s"):
             with pytest.raises(psycopg.errors.RaiseException), conn.transaction():
                 conn.execute(statement, (cid,))
+
+
+@pytest.mark.parametrize("step", ["insert_message", "update_content", "append_audit"])
+async def test_a_failure_between_two_sql_steps_rolls_back_the_first(messages: Messages, database_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    step: str) -> None:
+    """Fail the second statement of a write (after the seq was taken, after the old text was kept,
+    after the message was marked deleted): the first statement's effect must be gone too."""
+    cid = str(uuid.uuid4())
+    row, _ = await messages.send(ALICE, _new(cid, "original"))
+    before = _snapshot(database_url, cid)
+
+    async def boom(*args: Any, **kwargs: Any) -> None:
+        raise _Boom
+
+    monkeypatch.setattr(store, step, boom)
+    attempts = {"insert_message": lambda: messages.send(ALICE, _new(cid, "second")),
+                "update_content": lambda: messages.edit(ALICE, row.message_id, "changed"),
+                "append_audit": lambda: messages.delete(ADMIN, row.message_id)}
+    with pytest.raises(_Boom):
+        await attempts[step]()
+    assert _snapshot(database_url, cid) == before
