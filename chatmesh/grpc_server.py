@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 identity_var: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity")
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 STOP_GRACE_S = 20.0
+# Between NOT_SERVING and the stop: clients that watch health (a service config's healthCheckConfig)
+# move their new calls to other replicas, so none arrives as the server stops matching new calls
+# (the core cancels calls received but not yet dispatched at that moment).
+LAME_DUCK_S = 1.0
 # A health name that only the stop turns NOT_SERVING (the liveness probe's); a lost dependency turns
 # the overall and business names NOT_SERVING (the readiness probe's) without restarting the pod.
 LIVENESS_SERVICE = "liveness"
@@ -198,6 +202,7 @@ async def serve(
     if watcher:
         watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(LAME_DUCK_S)
     await server.stop(STOP_GRACE_S)
     if metrics_server:
         metrics_server.close()

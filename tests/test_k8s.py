@@ -210,7 +210,7 @@ def test_termination_grace_covers_prestop_and_the_drain(rendered: dict[str, list
             spec = deployment["spec"]["template"]["spec"]
             pre_stop = _container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
             assert pre_stop[0] == "sleep"
-            drain = _edge_drain_s() if name == "edge" else grpc_server.STOP_GRACE_S
+            drain = _edge_drain_s() if name == "edge" else grpc_server.LAME_DUCK_S + grpc_server.STOP_GRACE_S
             # SIGTERM comes after preStop; the process then drains, closes its pools and exits.
             assert spec["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain + 5, (tree, name)
 
