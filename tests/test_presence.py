@@ -227,3 +227,24 @@ async def test_typing_flood_is_rate_limited_across_edges_without_dropping(http: 
     assert rest.status_code == 429 and rest.json()["error"]["code"] == "RATE_LIMITED"
     assert (await socket.request("ping", {}))["type"] == "pong"
     await socket.close()
+
+
+async def test_typing_is_not_replayed_after_reconnect(http: httpx.AsyncClient, mesh: Mesh, make_token) -> None:
+    _, alice_token, bob, bob_token, conversation_id = await pair(http, make_token)
+    bob_socket = await Socket.open(mesh.edge_url, bob_token)
+    alice_socket = await Socket.open(mesh.edge_url, alice_token)
+    await wait_status(http, alice_token, bob, "PRESENCE_STATUS_ONLINE")
+    message = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": "hi"},
+                              headers=bearer(alice_token))
+    assert message.status_code == 200, message.text
+    received = await bob_socket.next_of("chat:message_received")
+    await bob_socket.close()
+
+    # Alice types while bob is away; bob comes back resuming from his token.
+    ack = await alice_socket.request("chat:typing", {"conversation_id": conversation_id, "is_typing": True})
+    assert ack["type"] == "ack", ack
+    bob_again = await Socket.open(mesh.edge_url, bob_token, resume_token=received["resume_token"])
+    typing = await frames_of(bob_again, "chat:user_typing", 1.0)
+    assert [f for f in typing if f["data"]["is_typing"]] == []  # at most the live end of it, never the start
+    await bob_again.close()
+    await alice_socket.close()

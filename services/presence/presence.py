@@ -32,6 +32,7 @@ TYPING_LIMIT_WINDOW_S = 10.0
 MAX_QUERY = 100
 CONTACTS_TTL_S = 2.0
 CONTACTS_CACHED = 50_000
+CONTACTS_CONCURRENCY = 64  # a mass reconnect must not fire thousands of ListContacts at once
 SWEEP_LIMIT = 500
 
 
@@ -58,6 +59,7 @@ class Contacts:
         self._credentials = credentials
         self._entries: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[frozenset[str]]] = {}
+        self._slots = asyncio.Semaphore(CONTACTS_CONCURRENCY)
 
     async def of(self, user_id: str) -> frozenset[str]:
         entry = self._entries.get(user_id)
@@ -71,8 +73,10 @@ class Contacts:
         return await asyncio.shield(task)
 
     async def _fetch(self, user_id: str) -> frozenset[str]:
-        reply = await self._stub.ListContacts(conversation_pb2.ListContactsRequest(user_id=user_id),
-                                              metadata=self._credentials.metadata(), timeout=5, wait_for_ready=True)
+        async with self._slots:
+            reply = await self._stub.ListContacts(conversation_pb2.ListContactsRequest(user_id=user_id),
+                                                  metadata=self._credentials.metadata(), timeout=5,
+                                                  wait_for_ready=True)
         contacts = frozenset(reply.user_ids)
         self._entries[user_id] = (time.monotonic() + CONTACTS_TTL_S, contacts)
         self._entries.move_to_end(user_id)
