@@ -146,8 +146,8 @@ def _code_name(context: grpc.aio.ServicerContext) -> str:
     if code is None:
         return "OK"
     if isinstance(code, grpc.StatusCode):
-        return code.name
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+        return str(code.name)
+    return next((str(c.name) for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
 Registrar = Callable[[grpc.aio.Server], Iterable[str]]

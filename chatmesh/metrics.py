@@ -16,7 +16,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 log = logging.getLogger(__name__)
 

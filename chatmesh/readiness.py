@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import psycopg
 import redis.asyncio as aioredis
@@ -25,7 +26,7 @@ TIMEOUT_S = 1.0
 
 def redis_check(client: aioredis.Redis) -> Check:
     async def ping() -> object:
-        return await client.ping()
+        return await cast(Awaitable[object], client.ping())  # the asyncio client's ping is awaitable
 
     return ping
 
@@ -66,7 +67,7 @@ class Readiness:
             return name, None
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # any failure of a ping is an outage of that dependency
+        except Exception as exc:  # noqa: BLE001 - any failure of a ping is an outage of that dependency
             return name, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
     async def check_once(self) -> bool:

@@ -3,6 +3,7 @@ service's /metrics finds the named series with non-zero values."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import urllib.request
@@ -102,7 +103,7 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
     prefix = metrics_mesh.env["CHAT_REDIS_PREFIX"]
     deadline = time.monotonic() + 10
     while value(message, "chat_stream_length", stream=f"{prefix}:events") < 5 and time.monotonic() < deadline:
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
         message = scrape(f"http://127.0.0.1:{metrics_mesh.metrics_ports['message']}/metrics")
     assert value(message, "chat_stream_length", stream=f"{prefix}:events") >= 5
     assert ("chat_outbox_backlog", frozenset({("schema", "message")})) in message

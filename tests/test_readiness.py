@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -84,7 +85,7 @@ async def test_a_check_that_hangs_counts_as_down() -> None:
 
 async def test_postgres_check_fails_on_a_server_that_is_not_there() -> None:
     check = readiness.postgres_check(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
-    with pytest.raises(Exception):
+    with pytest.raises(psycopg.OperationalError):
         await check()
 
 
