@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -118,7 +118,7 @@ def _ts(value: datetime) -> Timestamp:
 
 def message_event(kind: str, cid: str, seq: int, sender: str, content: str, message_id: str = "",
                   edited: datetime | None = None, deleted: bool = False) -> common_pb2.Event:
-    sent = datetime(2030, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seq)
+    sent = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=seq)
     message = common_pb2.Message(
         message_id=message_id or str(uuid.UUID(int=seq)), conversation_id=cid, seq=seq, sender_id=sender,
         content="" if deleted else content, created_at=_ts(sent), deleted=deleted,
@@ -152,7 +152,7 @@ async def test_replayed_and_reordered_events_change_nothing(http: httpx.AsyncCli
     await settles(http, bob, cid, {"unread_count": "1"})  # 3 - read 1 - own (seq 2) 1
 
     # An older edit arriving after a newer one never wins; a deletion sticks.
-    t = datetime(2030, 1, 2, tzinfo=timezone.utc)
+    t = datetime(2030, 1, 2, tzinfo=UTC)
     mid = str(uuid.UUID(int=3))
     await events_stream(message_event("chat:message_updated", cid, 3, ann.id, "newest", mid, edited=t + timedelta(1)),
                         message_event("chat:message_updated", cid, 3, ann.id, "stale", mid, edited=t))

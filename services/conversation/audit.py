@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 
 import grpc
 import psycopg
@@ -115,13 +115,14 @@ class AuditTrail:
             if not position.ours_done:
                 after = (paging.timestamp_of(position.ours[0]), position.ours[1]) if position.ours else None
                 ours = [convert.audit_entry(r) for r in await audit_store.page(conn, conversation_id, limit + 1, after)]
-        theirs, theirs_next = [], ""
+        theirs: list[common_pb2.AuditEntry] = []
+        theirs_next = ""
         if not position.theirs_done and self._source is not None:
             theirs, theirs_next = await self._source.page(conversation_id, limit, position.theirs)
         page, taken_ours, taken_theirs = _merge(ours, theirs, limit)
         if taken_ours:
             last = ours[taken_ours - 1]
-            position.ours = (last.created_at.ToDatetime(tzinfo=timezone.utc).isoformat(), int(last.entry_id))
+            position.ours = (last.created_at.ToDatetime(tzinfo=UTC).isoformat(), int(last.entry_id))
         position.ours_done = position.ours_done or taken_ours == len(ours)
         if self._source is None:
             position.theirs_done = True

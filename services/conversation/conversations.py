@@ -8,6 +8,8 @@ Membership changes of existing conversations (add, remove, change role) are in `
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -134,7 +136,7 @@ class Conversations:
         return ConversationView(row, await store.list_participants(conn, row.conversation_id), unread)
 
 
-def _parse_list_cursor(cursor: str) -> tuple[object, object, str]:
+def _parse_list_cursor(cursor: str) -> tuple[datetime, datetime, str]:
     data = paging.decode(cursor)
     conversation_id = data.get("i")
     if not isinstance(conversation_id, str):

@@ -68,5 +68,5 @@ def membership_event(kind: str, view: ConversationView, actor: str, user_id: str
         type=kind,
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
-            conversation=conversation(view), actor_id=actor, user_id=user_id, role=ROLES.get(role, 0)),
+            conversation=conversation(view), actor_id=actor, user_id=user_id, role=ROLES.get(role, common_pb2.ROLE_UNSPECIFIED)),
     )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timezone
+from datetime import UTC
 
 import psycopg
 import redis.asyncio as aioredis
@@ -51,8 +51,8 @@ def _seen(event: common_pb2.Event) -> SeenMessage:
     return SeenMessage(
         conversation_id=m.conversation_id or event.conversation_id, message_id=m.message_id, seq=m.seq,
         sender_id=m.sender_id, preview=None if deleted else m.content[:PREVIEW_CHARS], deleted=deleted,
-        sent_at=m.created_at.ToDatetime(tzinfo=timezone.utc) if m.HasField("created_at") else None,
-        edited_at=m.edited_at.ToDatetime(tzinfo=timezone.utc) if m.HasField("edited_at") else None,
+        sent_at=m.created_at.ToDatetime(tzinfo=UTC) if m.HasField("created_at") else None,
+        edited_at=m.edited_at.ToDatetime(tzinfo=UTC) if m.HasField("edited_at") else None,
     )
 
 
@@ -160,7 +160,8 @@ class Projection:
 
 def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> common_pb2.Event | None:
     try:
-        return common_pb2.Event.FromString(fields[b"e"])
+        event: common_pb2.Event = common_pb2.Event.FromString(fields[b"e"])
+        return event
     except (KeyError, DecodeError) as exc:
         log.error("projection skips unreadable entry %s: %s", entry_id.decode(), exc)
         return None

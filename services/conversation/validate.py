@@ -14,7 +14,7 @@ from chatmesh.gen.chat.v1 import common_pb2
 
 MAX_TITLE = 200
 MAX_DISPLAY_NAME = 200
-ROLE_NAMES = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator",
+ROLE_NAMES: dict[int, str] = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator",
               common_pb2.ROLE_MEMBER: "member"}
 
 
@@ -48,7 +48,7 @@ def role(value: int, *, default: str | None = None) -> str:
     """A proto Role as a role name; ROLE_UNSPECIFIED takes the default, or is refused without one."""
     if value == common_pb2.ROLE_UNSPECIFIED and default is not None:
         return default
-    name = ROLE_NAMES.get(value)  # type: ignore[call-overload]
+    name = ROLE_NAMES.get(value)
     if name is None:
         raise errors.invalid("INVALID_ROLE", f"role must be ROLE_ADMIN, ROLE_MODERATOR or ROLE_MEMBER (got {value})")
     return name
