@@ -184,6 +184,7 @@ async def test_typing_bad_input_gets_error_frames_and_4xx(http: httpx.AsyncClien
         ({"conversation_id": conversation_id, "is_typing": True}, "NOT_PARTICIPANT"),
         ({"conversation_id": unknown, "is_typing": True}, "CONVERSATION_NOT_FOUND"),
         ({"conversation_id": "nope", "is_typing": True}, "INVALID_ID"),
+        ({"conversation_id": "a" * 30_000, "is_typing": True}, "INVALID_ID"),
         ({"conversation_id": conversation_id}, "INVALID_ARGUMENT"),
         ({"conversation_id": 5, "is_typing": "yes"}, "INVALID_ARGUMENT"),
     ]

@@ -113,6 +113,7 @@ class PresenceLink:
 
     async def _report_forever(self) -> None:
         next_full = 0.0
+        failures = 0
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - time.monotonic()))
@@ -128,10 +129,16 @@ class PresenceLink:
                     new, self._new = self._new, set()
                     await self._report([c for c in new if c in self._connections])
                 await self._send_drops()  # after the reports, so a drop is never overtaken by its report
+                failures = 0
             except grpc.aio.AioRpcError as exc:
-                log.warning("presence report failed (%s); retrying", exc.code().name)
-                next_full = min(next_full, time.monotonic() + min(0.5, self._interval_s / 2))
-                await asyncio.sleep(0.1)
+                # Everything is reported again soon (a failed report of new sockets included), backing
+                # off up to half a heartbeat interval so an outage is neither hammered nor outlasted.
+                failures += 1
+                if failures == 1 or failures % 50 == 0:
+                    log.warning("presence report failed (%s, %d in a row); retrying", exc.code().name, failures)
+                retry = min(self._interval_s / 2, 0.05 * 2 ** min(failures, 8))
+                next_full = min(next_full, time.monotonic() + retry)
+                await asyncio.sleep(min(retry, 0.1))
 
     async def _report(self, connection_ids: list[str]) -> None:
         for start in range(0, len(connection_ids), REPORT_BATCH):

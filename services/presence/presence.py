@@ -30,6 +30,7 @@ TYPING_WINDOW_S = 3.0
 TYPING_LIMIT = 30  # typing frames per user per TYPING_LIMIT_WINDOW_S, across every edge
 TYPING_LIMIT_WINDOW_S = 10.0
 MAX_QUERY = 100
+MAX_CONVERSATION_ID = 64  # ids are UUIDs; longer input is refused before it travels further
 CONTACTS_TTL_S = 2.0
 CONTACTS_CACHED = 50_000
 CONTACTS_CONCURRENCY = 64  # a mass reconnect must not fire thousands of ListContacts at once
@@ -147,8 +148,8 @@ class Presence:
         if not await self._store.allow("typing", user_id, TYPING_LIMIT, TYPING_LIMIT_WINDOW_S):
             raise errors.ChatError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
                                    "too many typing updates; slow down")
-        if not conversation_id:
-            raise errors.invalid("INVALID_ID", "conversation_id is required")
+        if not conversation_id or len(conversation_id) > MAX_CONVERSATION_ID:
+            raise errors.invalid("INVALID_ID", "conversation_id must be a conversation's id")
         membership = await self._membership.get(conversation_id)
         membership.require_participant(user_id)
         member = f"{conversation_id}|{user_id}"
