@@ -14,11 +14,12 @@ import signal
 import sys
 from pathlib import Path
 
-from chatmesh import db
+from chatmesh import db, deadletter
 from chatmesh.auth import sign
 from chatmesh.config import DEFAULT_PORTS, Settings
 from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
 from chatmesh.launcher import SERVICES, Mesh
+from chatmesh.redis_conn import Keys, open_redis
 
 # The services that own a PostgreSQL schema, in the order their migrations are applied.
 MIGRATED = ("conversation", "message")
@@ -111,6 +112,27 @@ def migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def dead_letter(args: argparse.Namespace) -> int:
+    """List or replay the events delivery gave up on (CHAT_REDIS_URL, CHAT_REDIS_PREFIX)."""
+    settings = Settings.from_env({"CHAT_JWT_SECRET": "-", **os.environ})  # signs nothing
+    settings.require("redis_url")
+
+    async def run() -> int:
+        client = open_redis(settings.redis_url)
+        keys = Keys(settings.redis_prefix)
+        try:
+            if args.action == "replay":
+                print(f"replayed {await deadletter.replay(client, keys)} event(s)")
+            else:
+                for dead_id, entry_id, reason in await deadletter.list_entries(client, keys):
+                    print(f"{dead_id}  entry {entry_id}  {reason}")
+        finally:
+            await client.aclose()
+        return 0
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatmesh", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     p_migrate = commands.add_parser("migrate", help="apply the conversation and message schema migrations "
                                                     "to CHAT_DATABASE_URL, then exit")
     p_migrate.set_defaults(func=migrate)
+
+    p_dead = commands.add_parser("dead-letter", help="list or replay events that delivery gave up on")
+    p_dead.add_argument("action", choices=["list", "replay"])
+    p_dead.set_defaults(func=dead_letter)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

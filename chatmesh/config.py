@@ -37,7 +37,10 @@ ENV_VARS: dict[str, str] = {
     "CHAT_PRESENCE_TARGET": "gRPC target of the presence service (default `127.0.0.1:50153`).",
     "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
     "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
-    "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting before a slow reader is disconnected (default 1000).",
+    "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting (a catch-up burst included) before it is "
+                          "disconnected as too slow (default 10000, the inbox bound).",
+    "CHAT_WS_SEND_TIMEOUT": "Seconds one WebSocket write may wait on a client that is not reading before the "
+                            "socket is closed as too slow (default 10).",
     "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
@@ -83,6 +86,7 @@ class Settings:
     edge_port: int
     time_scale: float
     ws_send_queue: int
+    ws_send_timeout: float
     log_level: str
     listen_addr: str | None
     max_message_chars: int = 4000
@@ -111,7 +115,8 @@ class Settings:
             edge_port=_read(env, "CHAT_EDGE_PORT", int, DEFAULT_PORTS["edge"]),
             time_scale=_read(env, "CHAT_TIME_SCALE", float, 1.0),
             presence_ttl_s=_read(env, "CHAT_PRESENCE_TTL_S", float, 30.0),
-            ws_send_queue=_read(env, "CHAT_WS_SEND_QUEUE", int, 1000),
+            ws_send_queue=_read(env, "CHAT_WS_SEND_QUEUE", int, 10_000),
+            ws_send_timeout=_read(env, "CHAT_WS_SEND_TIMEOUT", float, 10.0),
             log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),
             listen_addr=env.get("CHAT_LISTEN_ADDR") or None,
             max_message_chars=_read(env, "CHAT_MAX_MESSAGE_CHARS", int, 4000),

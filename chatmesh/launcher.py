@@ -20,9 +20,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 SERVICES = ("conversation", "message", "presence", "edge")
 
 
+def kind_of(name: str) -> str:
+    """Instance names are a service name, or a replica of one: `message`, `message-2`, `edge-2`."""
+    return name.split("-", 1)[0]
+
+
 @dataclass
 class Mesh:
-    """Service processes sharing one environment; ports[name] is where each listens."""
+    """Service processes sharing one environment; ports[name] is where each instance listens.
+
+    Several replicas of a service get names like `message-2`; callers reach all replicas of a service
+    through one round-robin target (`ipv4:127.0.0.1:p1,127.0.0.1:p2`).
+    """
 
     env: dict[str, str]
     ports: dict[str, int]
@@ -31,32 +40,44 @@ class Mesh:
 
     @property
     def edge_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['edge']}"
+        return self.url_of("edge")
+
+    def url_of(self, edge: str) -> str:
+        return f"http://127.0.0.1:{self.ports[edge]}"
+
+    def _target(self, kind: str) -> str:
+        ports = [port for name, port in sorted(self.ports.items()) if kind_of(name) == kind]
+        return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
     def service_env(self, name: str) -> dict[str, str]:
         env = {**os.environ, **self.env,
-               "CHAT_CONVERSATION_TARGET": f"127.0.0.1:{self.ports['conversation']}",
-               "CHAT_MESSAGE_TARGET": f"127.0.0.1:{self.ports['message']}",
-               "CHAT_PRESENCE_TARGET": f"127.0.0.1:{self.ports['presence']}",
-               "CHAT_EDGE_PORT": str(self.ports["edge"])}
-        if name != "edge":
+               "CHAT_CONVERSATION_TARGET": self._target("conversation"),
+               "CHAT_MESSAGE_TARGET": self._target("message"),
+               "CHAT_PRESENCE_TARGET": self._target("presence")}
+        if kind_of(name) == "edge":
+            env["CHAT_EDGE_PORT"] = str(self.ports[name])
+        else:
             env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{self.ports[name]}"
         return env
 
     def start(self, *names: str, timeout_s: float = 60) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        chosen = names or SERVICES
-        # Upstreams first, together; the edge once they answer, so its first calls find them.
-        for group in ([n for n in chosen if n != "edge"], [n for n in chosen if n == "edge"]):
-            for name in group:
-                self.spawn(name)
-            for name in group:
-                self.wait_ready(name, timeout_s)
+        chosen = names or tuple(self.ports)
+        # Upstreams first, together; edges once they answer, so their first calls find them.
+        try:
+            for group in ([n for n in chosen if kind_of(n) != "edge"], [n for n in chosen if kind_of(n) == "edge"]):
+                for name in group:
+                    self.spawn(name)
+                for name in group:
+                    self.wait_ready(name, timeout_s)
+        except BaseException:
+            self.stop(*chosen)  # leave nothing running behind a failed start
+            raise
 
     def spawn(self, name: str) -> None:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=self.service_env(name),
+                [sys.executable, "-m", f"services.{kind_of(name)}"], env=self.service_env(name),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self, name: str, timeout_s: float) -> None:
@@ -72,9 +93,9 @@ class Mesh:
         raise RuntimeError(f"{name} was not healthy within {timeout_s:.0f}s; see {self.log_dir / (name + '.log')}")
 
     def _healthy(self, name: str) -> bool:
-        if name == "edge":
+        if kind_of(name) == "edge":
             try:
-                with urllib.request.urlopen(f"{self.edge_url}/healthz", timeout=1) as reply:
+                with urllib.request.urlopen(f"{self.url_of(name)}/healthz", timeout=1) as reply:
                     return bool(reply.status == 200)
             except OSError:
                 return False
@@ -87,7 +108,8 @@ class Mesh:
 
     def stop(self, *names: str, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
         """Signal the named services (default all, edge first) and wait for them to exit."""
-        chosen = [n for n in (names or reversed(SERVICES)) if n in self.processes]
+        everything = sorted(self.processes, key=lambda n: kind_of(n) != "edge")  # edges first
+        chosen = [n for n in (names or everything) if n in self.processes]
         for name in chosen:
             if self.processes[name].poll() is None:
                 self.processes[name].send_signal(sig)

@@ -77,3 +77,37 @@ class Socket:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def collect(socket: Socket, kind: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    """The next `count` distinct events of a type, in arrival order (redelivered copies skipped, as a
+    client dedupes by event id)."""
+    frames: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    async with asyncio.timeout(timeout):
+        while len(frames) < count:
+            frame = await socket.next_of(kind, timeout)
+            if frame.get("event_id") not in seen:
+                seen.add(frame.get("event_id", ""))
+                frames.append(frame)
+    return frames
+
+
+async def quiet(socket: Socket, kind: str, seconds: float) -> list[dict[str, Any]]:
+    """Frames of a type that arrive within a short window (to show that nothing more comes)."""
+    frames = []
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                frame = await socket.recv(seconds)
+                if frame["type"] == kind:
+                    frames.append(frame)
+    except TimeoutError:
+        pass
+    return frames
+
+
+def unique(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Frames deduplicated by event id, as a client does (a redelivered event repeats its id)."""
+    seen: set[str] = set()
+    return [f for f in frames if not (f["event_id"] in seen or seen.add(f["event_id"]))]  # type: ignore[func-returns-value]

@@ -13,19 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
 REDELIVERY_DELAYS_S = (2.0, 4.0, 8.0)
+SENT_MESSAGES_KEPT = 10_000
 
 
 @dataclass
 class _Pending:
     text: str
-    conversation_id: str
     message_id: str
-    seq: int
     attempt: int
     due: float
 
@@ -37,7 +36,9 @@ class Outgoing:
         self._frames: deque[tuple[str, bool]] = deque()  # (text, durable)
         self._ready = asyncio.Event()
         self._pending: dict[str, _Pending] = {}
-        self._by_message: dict[str, str] = {}  # message id -> event id
+        self._by_message: dict[str, str] = {}  # message id -> event id, while pending
+        # Messages sent on this socket, so a late acknowledgement still advances the delivered position.
+        self._sent_messages: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self.overflowed = False
 
     def push_event(self, frame: dict[str, Any]) -> bool:
@@ -47,11 +48,12 @@ class Outgoing:
         if durable and frame.get("event_id"):
             data = frame.get("data") or {}
             message_id = data.get("message_id", "") if frame["type"] == "chat:message_received" else ""
-            self._pending[frame["event_id"]] = _Pending(text, frame.get("conversation_id", ""), message_id,
-                                                        int(data.get("seq") or 0), 0,
-                                                        time.monotonic() + self._delays[0])
+            self._pending[frame["event_id"]] = _Pending(text, message_id, 0, time.monotonic() + self._delays[0])
             if message_id:
                 self._by_message[message_id] = frame["event_id"]
+                self._sent_messages[message_id] = (frame.get("conversation_id", ""), int(data.get("seq") or 0))
+                if len(self._sent_messages) > SENT_MESSAGES_KEPT:
+                    self._sent_messages.popitem(last=False)
         return self._enqueue(text, durable)
 
     def push_reply(self, frame: dict[str, Any]) -> bool:
@@ -89,10 +91,10 @@ class Outgoing:
                 self._by_message.pop(pending.message_id, None)
 
     def ack_message(self, message_id: str) -> tuple[str, int] | None:
-        """Acknowledge a message's event; returns (conversation_id, seq) when it was pending."""
-        event_id = self._by_message.pop(message_id, None)
-        pending = self._pending.pop(event_id, None) if event_id else None
-        return (pending.conversation_id, pending.seq) if pending else None
+        """Acknowledge a message's event; (conversation_id, seq) when this socket delivered it."""
+        if event_id := self._by_message.pop(message_id, None):
+            self._pending.pop(event_id, None)
+        return self._sent_messages.get(message_id)
 
     def redeliver_due(self) -> None:
         """Push again the events whose acknowledgement is overdue; forget them after the last try."""

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
 REDELIVERY_TICK_S = 0.5
+DELIVERED_FLUSH_TIMEOUT_S = 10.0
+SLOW_CLOSE_TIMEOUT_S = 60.0
 CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
 CLOSE_TOO_SLOW = 4008  # the client read too slowly; resume with the last resume_token
 
@@ -54,6 +56,10 @@ class Connection:
         self._subscription_id = uuid.uuid4().hex
         self._delivered: dict[str, tuple[int, str]] = {}  # conversation -> (highest seq, message id) to report
         self._delivered_ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing: asyncio.Task[None] | None = None
+        self._open = True
+        self._receiver: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
         await self._ws.accept()
@@ -63,19 +69,24 @@ class Connection:
         identity = self._identity
         await self._ctx.ensure_user(identity)
         await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
-        tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop()),
-                 asyncio.create_task(self._report_delivered_loop())]
+        self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop())]
+        reporter = asyncio.create_task(self._report_delivered_loop())
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
         self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_event)
+        self._receiver = asyncio.create_task(self._receive_loop())
         try:
-            await self._receive_loop()
-        except WebSocketDisconnect:
+            await self._receiver
+        except (WebSocketDisconnect, asyncio.CancelledError):
             pass
         finally:
             self._ctx.router.unsubscribe(self._subscription_id)
             self._ctx.presence_link.unregister(self._subscription_id)
-            for task in tasks:
+            for task in self._tasks:
                 task.cancel()
+            # Acknowledgements that arrived just before the close still advance the delivered position.
+            self._open = False
+            self._delivered_ready.set()
+            await asyncio.wait_for(reporter, DELIVERED_FLUSH_TIMEOUT_S)
 
     async def _authenticate(self) -> str:
         header = self._ws.headers.get("authorization")
@@ -98,12 +109,33 @@ class Connection:
             return ""
 
     def _on_event(self, event: common_pb2.Event) -> None:
-        self._out.push_event(event_frame(event))
+        if not self._out.push_event(event_frame(event)) and self._closing is None:
+            self._closing = asyncio.create_task(self._close_too_slow())
 
     async def _send_loop(self) -> None:
         while (text := await self._out.next_frame()) is not None:
-            await self._ws.send_text(text)
-        await self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token")
+            try:
+                await asyncio.wait_for(self._ws.send_text(text), self._ctx.settings.ws_send_timeout)
+            except TimeoutError:  # the client's buffers have been full for that long: it is not reading
+                if self._closing is None:
+                    self._closing = asyncio.create_task(self._close_too_slow())
+                return
+
+    async def _close_too_slow(self) -> None:
+        """The client reads slower than its events arrive: close it (it resumes from its token) rather
+        than buffer without bound. The writer may be stuck on a full socket, so it is cancelled first;
+        the close frame waits for room in the socket's buffer for a while, then the connection is dropped."""
+        log.info("closing a slow WebSocket of %s", self._identity.user_id if self._identity else "?")
+        self._ctx.router.unsubscribe(self._subscription_id)
+        for task in self._tasks:
+            task.cancel()
+        try:
+            await asyncio.wait_for(self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token"),
+                                   SLOW_CLOSE_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the peer may be gone or stuck; the socket is dropped either way
+            log.info("slow WebSocket dropped without a close frame: %r", exc)
+        if self._receiver:
+            self._receiver.cancel()
 
     async def _redeliver_loop(self) -> None:
         tick = REDELIVERY_TICK_S * self._ctx.settings.time_scale
@@ -113,19 +145,24 @@ class Connection:
 
     async def _report_delivered_loop(self) -> None:
         """Advance the user's delivered position, once per conversation for a burst of acknowledgements."""
-        assert self._identity is not None
         while True:
             await self._delivered_ready.wait()
             self._delivered_ready.clear()
-            batch, self._delivered = self._delivered, {}
-            for _, message_id in batch.values():
-                try:
-                    await self._ctx.message.UpdateMessageStatus(
-                        message_pb2.UpdateMessageStatusRequest(message_id=message_id,
-                                                               status=common_pb2.MESSAGE_STATUS_DELIVERED),
-                        metadata=self._ctx.metadata(self._identity), timeout=10, wait_for_ready=True)
-                except grpc.aio.AioRpcError as exc:
-                    log.warning("could not record delivery of %s: %s", message_id, exc.code().name)
+            await self._flush_delivered()
+            if not self._open and not self._delivered:
+                return
+
+    async def _flush_delivered(self) -> None:
+        assert self._identity is not None
+        batch, self._delivered = self._delivered, {}
+        for _, message_id in batch.values():
+            try:
+                await self._ctx.message.UpdateMessageStatus(
+                    message_pb2.UpdateMessageStatusRequest(message_id=message_id,
+                                                           status=common_pb2.MESSAGE_STATUS_DELIVERED),
+                    metadata=self._ctx.metadata(self._identity), timeout=10, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("could not record delivery of %s: %s", message_id, exc.code().name)
 
     async def _receive_loop(self) -> None:
         while True:

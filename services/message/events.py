@@ -12,6 +12,7 @@ from services.message import store
 from services.message.hub import Hub, Outbox, Subscription
 
 MAX_BATCH = 1000
+MAX_BATCH_BYTES = 1 << 20
 
 
 async def offline_buffer(pool: AsyncConnectionPool, user_id: str,
@@ -24,16 +25,19 @@ async def offline_buffer(pool: AsyncConnectionPool, user_id: str,
 
 
 async def _drain(out: Outbox) -> list[tuple[str, common_pb2.Event]] | None:
+    """What is waiting, as one batch bounded in count and bytes (a gRPC message is at most 4 MB by default)."""
     first = await out.get()
     if first is None:  # type: ignore[comparison-overlap]
         return None
     items = [first]
-    while len(items) < MAX_BATCH and not out.empty():
+    size = first[1].ByteSize()
+    while len(items) < MAX_BATCH and size < MAX_BATCH_BYTES and not out.empty():
         item = out.get_nowait()
         if item is None:  # type: ignore[comparison-overlap]
             out.put_nowait(item)  # end after this batch
             break
         items.append(item)
+        size += item[1].ByteSize()
     return items
 
 
@@ -44,7 +48,7 @@ class MultiplexedStream:
         self._hub = hub
         self._out: Outbox = asyncio.Queue()
         self._subs: dict[str, Subscription] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, requests: AsyncIterator[message_pb2.StreamEventsRequest]
                   ) -> AsyncIterator[message_pb2.StreamEventsResponse]:
@@ -60,7 +64,7 @@ class MultiplexedStream:
                     yield message_pb2.StreamEventsResponse(batches=list(batches.values()))
         finally:
             reader.cancel()
-            for task in self._tasks:
+            for task in self._starting.values():
                 task.cancel()
             for sub in self._subs.values():
                 await self._hub.unsubscribe(sub)
@@ -73,10 +77,13 @@ class MultiplexedStream:
                     sub = Subscription(s.subscription_id, s.user_id, self._out)
                     self._subs[s.subscription_id] = sub
                     task = asyncio.create_task(self._hub.subscribe(sub, s.resume_token))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._starting[s.subscription_id] = task
+                    task.add_done_callback(lambda _, key=s.subscription_id: self._starting.pop(key, None))
                 elif request.HasField("unsubscribe"):
-                    if sub := self._subs.pop(request.unsubscribe.subscription_id, None):
+                    subscription_id = request.unsubscribe.subscription_id
+                    if task := self._starting.pop(subscription_id, None):
+                        task.cancel()  # a socket gone before its replay finished
+                    if sub := self._subs.pop(subscription_id, None):
                         await self._hub.unsubscribe(sub)
         finally:
             self._out.put_nowait(None)  # type: ignore[arg-type]

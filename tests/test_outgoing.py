@@ -1,0 +1,55 @@
+"""A socket's send queue: what is dropped first when a client falls behind, and when it is redelivered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.edge.outgoing import Outgoing
+
+
+def durable(n: int) -> dict:
+    return {"type": "chat:message_received", "event_id": f"e{n}", "resume_token": f"t:{n}", "conversation_id": "c",
+            "data": {"message_id": f"m{n}", "seq": str(n)}}
+
+
+def typing(n: int) -> dict:
+    return {"type": "chat:user_typing", "data": {"n": n}}
+
+
+async def drain(out: Outgoing) -> list[str]:
+    frames = []
+    while True:
+        try:
+            frames.append(await asyncio.wait_for(out.next_frame(), 0.01))
+        except TimeoutError:
+            return frames
+
+
+async def test_ephemeral_frames_go_first_and_durable_overflow_closes() -> None:
+    out = Outgoing(limit=3)
+    assert out.push_event(typing(1)) and out.push_event(durable(1)) and out.push_event(typing(2))
+    assert out.push_event(typing(3))  # full: a new ephemeral frame is dropped, not queued
+    assert out.push_event(durable(2))  # full: the oldest ephemeral frame makes room
+    frames = await drain(out)
+    assert [('"e1"' in f, '"e2"' in f, '"n": 2' in f) for f in frames] == [
+        (True, False, False), (False, False, True), (False, True, False)]
+
+    for n in range(3, 6):
+        out.push_event(durable(n))
+    assert not out.push_event(durable(6))  # no ephemeral frame left to drop: over budget
+    assert await out.next_frame() is None and out.overflowed
+
+
+async def test_unacknowledged_events_are_pushed_again_after_2_4_8_then_left() -> None:
+    out = Outgoing(limit=100, time_scale=0.01)  # 20 ms, 40 ms, 80 ms
+    out.push_event(durable(1))
+    out.push_event(durable(2))
+    assert out.ack_message("m2") == ("c", 2)
+    pushes = len(await drain(out))
+    for _ in range(40):
+        await asyncio.sleep(0.01)
+        out.redeliver_due()
+        pushes += len(await drain(out))
+    assert pushes == 2 + 3  # each sent once, then e1 three more times
+    assert out.unacknowledged == 0
+    assert out.ack_message("m1") == ("c", 1)  # a late acknowledgement still names its position
