@@ -76,3 +76,30 @@ async def eventually(check: Callable[[], Awaitable[T | None]], timeout: float = 
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+async def view(http: httpx.AsyncClient, person: Person, conversation_id: str) -> dict[str, Any]:
+    reply = await http.get(f"/api/conversations/{conversation_id}", headers=person.auth)
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json()["conversation"])
+
+
+async def settles(http: httpx.AsyncClient, person: Person, conversation_id: str,
+                  expect: dict[str, Any]) -> dict[str, Any]:
+    """Poll the conversation until the listed fields (dotted paths) have the expected values."""
+    seen: list[dict[str, Any]] = []
+
+    async def check() -> dict[str, Any] | None:
+        seen[:] = [await view(http, person, conversation_id)]
+        return seen[0] if all(_at(seen[0], path) == value for path, value in expect.items()) else None
+
+    try:
+        return await eventually(check)
+    except AssertionError:
+        raise AssertionError(f"expected {expect}, last seen {seen}") from None
+
+
+def _at(data: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        data = data.get(key, {}) if isinstance(data, dict) else {}
+    return data if data != {} else None
