@@ -130,6 +130,11 @@ class Conversations:
         async with self._pool.connection() as conn:
             return await store.list_contacts(conn, user_id)
 
+    async def conversation_ids(self, user_id: str) -> list[str]:
+        user_id = validate.user_id(user_id)
+        async with self._pool.connection() as conn:
+            return await store.list_conversation_ids(conn, user_id)
+
     @staticmethod
     async def _view(conn: AsyncConnection, row: ConversationRow, caller: str = "") -> ConversationView:
         unread = await store.unread_count(conn, row.conversation_id, caller) if caller else 0

@@ -102,3 +102,9 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
     async def ListContacts(self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
         require_service()
         return pb.ListContactsResponse(user_ids=await self._conversations.contacts(request.user_id))
+
+    async def ListConversationIds(self, request: pb.ListConversationIdsRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.ListConversationIdsResponse:
+        require_service()
+        return pb.ListConversationIdsResponse(
+            conversation_ids=await self._conversations.conversation_ids(request.user_id))

@@ -278,3 +278,10 @@ async def list_contacts(conn: psycopg.AsyncConnection, user_id: str) -> list[str
         (user_id,),
     )
     return [row[0] for row in await cur.fetchall()]
+
+
+async def list_conversation_ids(conn: psycopg.AsyncConnection, user_id: str) -> list[str]:
+    """Served by participants_by_user (user_id, conversation_id)."""
+    cur = await conn.execute(
+        "SELECT conversation_id::text FROM conversation.participants WHERE user_id = %s", (user_id,))
+    return [row[0] for row in await cur.fetchall()]

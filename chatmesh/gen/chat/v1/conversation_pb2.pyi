@@ -185,3 +185,15 @@ class ListContactsResponse(_message.Message):
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
     user_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListConversationIdsRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ListConversationIdsResponse(_message.Message):
+    __slots__ = ("conversation_ids",)
+    CONVERSATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    conversation_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, conversation_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -96,6 +96,11 @@ class ConversationServiceStub:
                 request_serializer=chat_dot_v1_dot_conversation__pb2.ListContactsRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_conversation__pb2.ListContactsResponse.FromString,
                 _registered_method=True)
+        self.ListConversationIds = channel.unary_unary(
+                '/chat.v1.ConversationService/ListConversationIds',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsResponse.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -179,6 +184,13 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConversationIds(self, request, context):
+        """Internal: the ids of every conversation a user takes part in (the offline buffer is built from them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +253,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.ListContacts,
                     request_deserializer=chat_dot_v1_dot_conversation__pb2.ListContactsRequest.FromString,
                     response_serializer=chat_dot_v1_dot_conversation__pb2.ListContactsResponse.SerializeToString,
+            ),
+            'ListConversationIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversationIds,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -569,6 +586,33 @@ class ConversationService:
             '/chat.v1.ConversationService/ListContacts',
             chat_dot_v1_dot_conversation__pb2.ListContactsRequest.SerializeToString,
             chat_dot_v1_dot_conversation__pb2.ListContactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversationIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/ListConversationIds',
+            chat_dot_v1_dot_conversation__pb2.ListConversationIdsRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.ListConversationIdsResponse.FromString,
             options,
             channel_credentials,
             insecure,
