@@ -143,3 +143,18 @@ async def test_membership_changes_reach_websockets(http: httpx.AsyncClient, make
     finally:
         for socket in sockets.values():
             await socket.close()
+
+
+async def test_conversation_ids_of_a_user_for_services(http: httpx.AsyncClient, make_token, internal) -> None:
+    ann, bob = await people(http, make_token, "ann", "bob")
+    group = (await create_group(http, ann, [bob]))["conversation_id"]
+    left = (await create_group(http, ann, [bob]))["conversation_id"]
+    await http.delete(f"/api/conversations/{left}/participants/{bob.id}", headers=bob.auth)
+    stub, metadata = internal
+    reply = await stub.ListConversationIds(conversation_pb2.ListConversationIdsRequest(user_id=bob.id),
+                                           metadata=metadata)
+    assert set(reply.conversation_ids) == {group}
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.ListConversationIds(conversation_pb2.ListConversationIdsRequest(user_id=bob.id),
+                                       metadata=(("authorization", f"Bearer {bob.token}"),))
+    assert error_code_of(refused.value) == "INTERNAL_ONLY"

@@ -4,9 +4,11 @@ characters; none for a deleted message) and unread counts, kept from the events 
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,10 +16,13 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chatmesh.embedded import free_port
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.launcher import Mesh
 from chatmesh.redis_conn import Keys
+from services.conversation.projection import GROUP
 from tests.helpers import send
-from tests.test_conversation_support import create_group, people, settles
+from tests.test_conversation_support import create_group, eventually, people, settles
 
 
 async def test_messages_update_preview_activity_and_unread(http: httpx.AsyncClient, make_token) -> None:
@@ -149,3 +154,29 @@ async def test_unreadable_entries_do_not_stop_the_projection(http: httpx.AsyncCl
         await client.aclose()
     await events_stream(message_event("chat:message_received", cid, 1, ann.id, "after the junk"))
     await settles(http, bob, cid, {"last_message.text": "after the junk", "unread_count": "1"})
+
+
+async def test_a_stopped_replica_leaves_the_consumer_group(mesh: Mesh, mesh_env: dict[str, str], workdir: Path,
+                                                           redis_server: str, redis_prefix: str) -> None:
+    """A clean stop removes the replica's consumer (it holds nothing pending), so restarts do not pile up."""
+    client = aioredis.Redis.from_url(redis_server)
+    stream = Keys(redis_prefix).events
+    # An event nobody acts on: no recipients for fan-out, nothing for the projection.
+    noop = common_pb2.Event(event_id=uuid.uuid4().hex, type="test:noop", conversation=common_pb2.ConversationEvent())
+
+    async def has(name: bytes) -> bool:
+        await client.xadd(stream, {b"e": noop.SerializeToString()})  # Redis 7.0 adds a consumer once served
+        return name in {c["name"] for c in await client.xinfo_consumers(stream, GROUP)}
+
+    extra = Mesh(env=mesh_env, ports={"conversation": free_port(), "message": mesh.ports["message"]},
+                 log_dir=workdir / "projection-replica")
+    try:
+        extra.start("conversation")
+        name = f"{socket.gethostname()}-{extra.processes['conversation'].pid}".encode()
+        await eventually(lambda: has(name))
+    finally:
+        extra.stop()
+    try:
+        assert name not in {c["name"] for c in await client.xinfo_consumers(stream, GROUP)}
+    finally:
+        await client.aclose()

@@ -54,6 +54,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     finally:
         for task in background:
             task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await projection.leave()
         await message_channel.close()
         await pool.close()
         await redis_client.aclose()

@@ -110,6 +110,21 @@ class Projection:
                 log.warning("projection: %s; retrying", exc)
                 await asyncio.sleep(max(0.5 * self._scale, 0.05))
 
+    async def leave(self) -> None:
+        """On a clean stop, drop this consumer from the group unless it still holds pending entries
+        (deleting a consumer drops its pending list, and those entries would never be applied)."""
+        try:
+            async with asyncio.timeout(2):
+                await self._leave()
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            log.warning("projection consumer %s not removed: %r", self._consumer, exc)
+
+    async def _leave(self) -> None:
+        pending = await self._redis.xpending_range(self._stream, GROUP, min="-", max="+", count=1,
+                                                   consumername=self._consumer)
+        if not pending:
+            await self._redis.xgroup_delconsumer(self._stream, GROUP, self._consumer)
+
     async def _ensure_group(self) -> None:
         """From the stream's start ("0"), so a new deployment catches up on the history the stream holds."""
         try:
