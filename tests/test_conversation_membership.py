@@ -16,8 +16,8 @@ from chatmesh.config import Settings
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 from chatmesh.launcher import Mesh
-from tests.helpers import Socket
-from tests.test_conversation_support import create_group, error_of, people, roles_of
+from tests.helpers import Socket, send
+from tests.test_conversation_support import create_group, error_of, people, roles_of, settles
 
 
 @pytest.fixture
@@ -158,3 +158,19 @@ async def test_conversation_ids_of_a_user_for_services(http: httpx.AsyncClient, 
         await stub.ListConversationIds(conversation_pb2.ListConversationIdsRequest(user_id=bob.id),
                                        metadata=(("authorization", f"Bearer {bob.token}"),))
     assert error_code_of(refused.value) == "INTERNAL_ONLY"
+
+
+async def test_events_do_not_carry_the_actors_unread_count(http: httpx.AsyncClient, make_token, mesh: Mesh) -> None:
+    ann, bob, cat = await people(http, make_token, "ann", "bob", "cat")
+    cid = (await create_group(http, ann, [bob]))["conversation_id"]
+    for text in ("one", "two"):
+        await send(http, bob.token, cid, text)
+    await settles(http, ann, cid, {"unread_count": "2"})
+    socket = await Socket.open(mesh.edge_url, cat.token)
+    try:
+        await http.post(f"/api/conversations/{cid}/participants", json={"user_id": cat.id}, headers=ann.auth)
+        added = await socket.next_of("conversation:participant_added")
+        assert "unread_count" not in added["data"]["conversation"]
+        assert added["data"]["conversation"]["last_message"]["text"] == "two"
+    finally:
+        await socket.close()

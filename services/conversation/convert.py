@@ -63,10 +63,13 @@ def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
 
 def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",
                      role: str = "") -> common_pb2.Event:
+    """The event every participant receives: without the actor's own unread count."""
+    shared = conversation(view)
+    shared.ClearField("unread_count")
     return common_pb2.Event(
         event_id=uuid.uuid4().hex,
         type=kind,
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
-            conversation=conversation(view), actor_id=actor, user_id=user_id, role=ROLES.get(role, common_pb2.ROLE_UNSPECIFIED)),
+            conversation=shared, actor_id=actor, user_id=user_id, role=ROLES.get(role, common_pb2.ROLE_UNSPECIFIED)),
     )
