@@ -123,6 +123,8 @@ async def test_an_empty_trail_is_one_empty_page(http: httpx.AsyncClient, make_to
     ({"cursor": base64.urlsafe_b64encode(b'{"c": ["yesterday", 1]}').decode()}, "INVALID_CURSOR"),
     ({"cursor": base64.urlsafe_b64encode(b'{"c": ["2026-01-01T00:00:00+00:00", "x"]}').decode()}, "INVALID_CURSOR"),
     ({"cursor": base64.urlsafe_b64encode(b'{"m": 5}').decode()}, "INVALID_CURSOR"),
+    # The message service's part of the cursor, tampered with: it refuses it, and so do we.
+    ({"cursor": base64.urlsafe_b64encode(b'{"c": null, "m": "not-theirs"}').decode()}, "INVALID_CURSOR"),
 ])
 async def test_bad_audit_paging_is_400(http: httpx.AsyncClient, make_token, params: dict[str, str], code: str) -> None:
     (admin,) = await people(http, make_token, "admin")

@@ -51,6 +51,7 @@ async def test_group_of_one(http: httpx.AsyncClient, make_token) -> None:
     ("", "TITLE_REQUIRED"),
     ("   \t ", "TITLE_REQUIRED"),
     ("x" * 201, "TITLE_TOO_LONG"),
+    ("nul\x00title", "INVALID_TEXT"),
 ])
 async def test_bad_titles_are_400(http: httpx.AsyncClient, make_token, title: str, code: str) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
@@ -83,6 +84,7 @@ async def test_unknown_participant_is_404_and_nothing_is_created(http: httpx.Asy
     (["{bob}", ""], "INVALID_USER_ID"),
     (["x" * 129], "INVALID_USER_ID"),
     ([" {bob}"], "INVALID_USER_ID"),
+    (["nul\x00id"], "INVALID_USER_ID"),
 ])
 async def test_bad_participant_lists_are_400(http: httpx.AsyncClient, make_token, ids: list[str], code: str) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")

@@ -45,6 +45,8 @@ async def test_users_upsert_themselves(http: httpx.AsyncClient, make_token) -> N
     again = await http.put("/api/users/me", json={}, headers=bearer(token))  # an empty name keeps the old one
     assert first.json()["user"] == again.json()["user"]
     assert first.json()["user"]["display_name"] == "Me"
+    nul = await http.put("/api/users/me", json={"display_name": "bad\x00name"}, headers=bearer(token))
+    assert error_of(nul) == (400, "INVALID_TEXT")
 
 
 async def test_only_services_upsert_other_users(stub: Stub, settings: Settings, make_token) -> None:
@@ -80,7 +82,7 @@ async def test_unknown_users_are_404_never_inserted(http: httpx.AsyncClient, mak
 
 
 @pytest.mark.parametrize(("other", "code"), [("", "INVALID_USER_ID"), ("x" * 129, "INVALID_USER_ID"),
-                                            ("{self}", "SELF_CONVERSATION")])
+                                            ("a\x00b", "INVALID_USER_ID"), ("{self}", "SELF_CONVERSATION")])
 async def test_bad_direct_requests_are_400(http: httpx.AsyncClient, make_token, other: str, code: str) -> None:
     (ann,) = await people(http, make_token, "ann")
     reply = await http.post("/api/conversations/direct", json={"user_id": other.format(self=ann.id)}, headers=ann.auth)

@@ -49,6 +49,8 @@ class MessageAuditSource:
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return [], ""
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # their part of our cursor was tampered with
+                raise paging.bad_cursor() from None
             log.warning("message audit entries unavailable: %s %s", exc.code().name, exc.details())
             raise errors.ChatError(grpc.StatusCode.UNAVAILABLE, "AUDIT_SOURCE_UNAVAILABLE",
                                    "the message service's audit entries are unavailable; retry") from None

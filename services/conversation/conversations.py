@@ -28,7 +28,8 @@ class Conversations:
     async def upsert_user(self, user_id: str, display_name: str) -> UserRow:
         user_id = validate.user_id(user_id)
         async with self._pool.connection() as conn:
-            return await store.upsert_user(conn, user_id, display_name.strip()[:validate.MAX_DISPLAY_NAME])
+            name = validate.text(display_name, "display_name").strip()[:validate.MAX_DISPLAY_NAME]
+            return await store.upsert_user(conn, user_id, name)
 
     async def get_user(self, user_id: str) -> UserRow:
         user_id = validate.user_id(user_id)

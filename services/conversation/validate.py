@@ -29,14 +29,21 @@ def user_id(value: str, what: str = "user_id") -> str:
     """A user id is the JWT `sub`: 1 to 128 characters, no surrounding whitespace."""
     if not value:
         raise errors.invalid("INVALID_USER_ID", f"{what} is required")
-    if len(value) > MAX_USER_ID_LENGTH or value != value.strip():
+    if len(value) > MAX_USER_ID_LENGTH or value != value.strip() or "\x00" in value:
         raise errors.invalid("INVALID_USER_ID", f"{what} must be 1 to {MAX_USER_ID_LENGTH} characters "
-                             "without surrounding whitespace")
+                             "without surrounding whitespace or NUL characters")
+    return value
+
+
+def text(value: str, what: str) -> str:
+    """PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database."""
+    if "\x00" in value:
+        raise errors.invalid("INVALID_TEXT", f"{what} must not contain NUL characters")
     return value
 
 
 def title(value: str) -> str:
-    trimmed = value.strip()
+    trimmed = text(value, "title").strip()
     if not trimmed:
         raise errors.invalid("TITLE_REQUIRED", "a group conversation needs a title")
     if len(trimmed) > MAX_TITLE:
