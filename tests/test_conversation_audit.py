@@ -5,12 +5,18 @@ entries (a message deleted by an admin)."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import psycopg
 import pytest
 
+from chatmesh.embedded import free_port
+from chatmesh.errors import error_code_of
+from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
+from chatmesh.launcher import Mesh
 from tests.helpers import send
 from tests.test_conversation_support import Person, create_group, error_of, people
 
@@ -139,3 +145,40 @@ async def test_audit_of_unknown_or_malformed_conversation(http: httpx.AsyncClien
     malformed = await http.get("/api/conversations/zzz/audit", headers=admin.auth)
     assert error_of(unknown) == (404, "CONVERSATION_NOT_FOUND")
     assert error_of(malformed) == (400, "INVALID_ID")
+
+
+async def _audit_via(mesh: Mesh, mesh_env: dict[str, str], workdir: Path, message_port: int, name: str,
+                     admin: Person, cid: str) -> conversation_pb2.ListAuditEntriesResponse:
+    """ListAuditEntries on a second conversation service whose message target is message_port."""
+    other = Mesh(env=mesh_env, ports={"conversation": free_port(), "message": message_port}, log_dir=workdir / name)
+    other.start("conversation")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{other.ports['conversation']}") as channel:
+            stub = conversation_pb2_grpc.ConversationServiceStub(channel)
+            reply: conversation_pb2.ListAuditEntriesResponse = await stub.ListAuditEntries(
+                conversation_pb2.ListAuditEntriesRequest(conversation_id=cid),
+                metadata=(("authorization", f"Bearer {admin.token}"),), timeout=15)
+            return reply
+    finally:
+        other.stop()
+
+
+async def test_a_message_service_without_the_rpc_means_no_entries(http: httpx.AsyncClient, make_token, mesh: Mesh,
+                                                                  mesh_env: dict[str, str], workdir: Path) -> None:
+    admin, bob = await people(http, make_token, "admin", "bob")
+    cid = (await create_group(http, admin, []))["conversation_id"]
+    await http.post(f"/api/conversations/{cid}/participants", json={"user_id": bob.id}, headers=admin.auth)
+    # The presence service answers UNIMPLEMENTED for MessageService methods.
+    reply = await _audit_via(mesh, mesh_env, workdir, mesh.ports["presence"], "audit-unimplemented", admin, cid)
+    assert [(e.action, e.target) for e in reply.entries] == [("participant.added", bob.id)]
+    assert reply.next_cursor == ""
+
+
+async def test_an_unreachable_message_service_is_503_not_a_partial_trail(
+        http: httpx.AsyncClient, make_token, mesh: Mesh, mesh_env: dict[str, str], workdir: Path) -> None:
+    (admin,) = await people(http, make_token, "admin")
+    cid = (await create_group(http, admin, []))["conversation_id"]
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await _audit_via(mesh, mesh_env, workdir, free_port(), "audit-unreachable", admin, cid)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_code_of(failed.value) == "AUDIT_SOURCE_UNAVAILABLE"
