@@ -101,7 +101,7 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
 
     # delivery: the events stream's length (sampled every few seconds) and the outbox backlog gauge
     prefix = metrics_mesh.env["CHAT_REDIS_PREFIX"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while value(message, "chat_stream_length", stream=f"{prefix}:events") < 5 and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
         message = scrape(f"http://127.0.0.1:{metrics_mesh.metrics_ports['message']}/metrics")

@@ -50,7 +50,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         asyncio.create_task(OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events,
                                         settings.time_scale).run()),
         asyncio.create_task(Fanout(redis_client, keys, membership, consumer, settings.time_scale).run()),
-        asyncio.create_task(StreamSampler(redis_client, keys.events, FANOUT_GROUP, keys.dead_letter).run()),
+        asyncio.create_task(StreamSampler(redis_client, keys.events, FANOUT_GROUP, keys.dead_letter,
+                                          5.0 * settings.time_scale).run()),
     ]
     servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
                                         conversation_pb2_grpc.ConversationServiceStub(channel)), hub)
