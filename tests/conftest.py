@@ -8,7 +8,7 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -66,15 +66,39 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(postgres_server: str) -> Iterator[str]:
-    """A fresh database for this run, dropped at the end."""
-    name = f"chatmesh_test_{secrets.token_hex(6)}"
+def make_database(postgres_server: str) -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the server; all are dropped at the end of the run."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"chatmesh_test_{secrets.token_hex(6)}"
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
+
+    yield make
     with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    parts = urlsplit(postgres_server)
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url(make_database: Callable[[], str]) -> str:
+    """This run's database."""
+    return make_database()
+
+
+@pytest.fixture
+def isolated_env(mesh_env: dict[str, str], make_database: Callable[[], str]) -> Callable[..., dict[str, str]]:
+    """The environment of a mesh of its own: its own database and Redis prefix, so its outbox relay and
+    consumer groups never see another mesh's events (meshes sharing a database share an outbox)."""
+
+    def make(**overrides: str) -> dict[str, str]:
+        return {**mesh_env, "CHAT_DATABASE_URL": make_database(),
+                "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}", **overrides}
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +167,12 @@ def make_token(settings: Settings):  # type: ignore[no-untyped-def]
 async def http(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture(autouse=True)
+async def close_sockets() -> AsyncIterator[None]:
+    """Every WebSocket a test opened is closed after it, passed or failed."""
+    from tests.helpers import Socket
+
+    yield
+    await Socket.close_all()

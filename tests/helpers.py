@@ -42,8 +42,16 @@ async def send(http: httpx.AsyncClient, token: str, conversation_id: str, conten
 class Socket:
     """A real WebSocket client of the edge, authenticated with its first frame."""
 
+    opened: list[Socket] = []  # closed after each test by the close_sockets fixture
+
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
+        Socket.opened.append(self)
+
+    @classmethod
+    async def close_all(cls) -> None:
+        while cls.opened:
+            await cls.opened.pop().ws.close()
 
     @classmethod
     async def open(cls, edge_url: str, token: str, resume_token: str | None = None) -> Socket:

@@ -26,11 +26,9 @@ from tests.conftest import dump_logs
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send
 
 
-def private_mesh(mesh_env: dict[str, str], log_dir: Path, names: tuple[str, ...] = SERVICES,
-                 **env: str) -> Mesh:
-    """A mesh of its own (own Redis prefix) that a test may kill parts of."""
-    return Mesh(env={**mesh_env, "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}", **env},
-                ports={name: free_port() for name in names}, log_dir=log_dir)
+def private_mesh(env: dict[str, str], log_dir: Path, names: tuple[str, ...] = SERVICES) -> Mesh:
+    """A mesh of its own (see isolated_env) that a test may kill parts of."""
+    return Mesh(env=env, ports={name: free_port() for name in names}, log_dir=log_dir)
 
 
 @pytest.fixture
@@ -99,9 +97,9 @@ def contents(frames: list[dict]) -> list[str]:
 REPLICATED = ("conversation", "message", "message-2", "presence", "edge", "edge-2")
 
 
-async def test_two_edges_and_two_message_services_deliver_each_event_once(mesh_env, tmp_path, running,
+async def test_two_edges_and_two_message_services_deliver_each_event_once(isolated_env, tmp_path, running,
                                                                          make_token) -> None:
-    mesh = private_mesh(mesh_env, tmp_path / "logs", REPLICATED)
+    mesh = private_mesh(isolated_env(), tmp_path / "logs", REPLICATED)
     running.append(mesh)
     mesh.start()
     http, alice_token, bob_token, conversation_id = await chat(mesh.url_of("edge"), make_token)
@@ -126,8 +124,8 @@ async def test_two_edges_and_two_message_services_deliver_each_event_once(mesh_e
     await http2.aclose()
 
 
-async def test_killed_fanout_worker_loses_nothing(mesh_env, tmp_path, running, make_token) -> None:
-    mesh = private_mesh(mesh_env, tmp_path / "logs", REPLICATED)
+async def test_killed_fanout_worker_loses_nothing(isolated_env, tmp_path, running, make_token) -> None:
+    mesh = private_mesh(isolated_env(), tmp_path / "logs", REPLICATED)
     running.append(mesh)
     mesh.start()
     http, alice_token, bob_token, conversation_id = await chat(mesh.edge_url, make_token)
@@ -158,11 +156,11 @@ async def test_killed_fanout_worker_loses_nothing(mesh_env, tmp_path, running, m
     await http.aclose()
 
 
-async def test_sends_succeed_while_redis_is_down_and_arrive_when_it_returns(mesh_env, tmp_path, running,
+async def test_sends_succeed_while_redis_is_down_and_arrive_when_it_returns(isolated_env, tmp_path, running,
                                                                            make_token) -> None:
     redis_server = EmbeddedRedis(tmp_path / "redis", free_port())
     url = redis_server.start()
-    mesh = private_mesh(mesh_env, tmp_path / "logs", CHAT_REDIS_URL=url)
+    mesh = private_mesh(isolated_env(CHAT_REDIS_URL=url), tmp_path / "logs")
     running.append(mesh)
     try:
         mesh.start()
@@ -185,9 +183,9 @@ async def test_sends_succeed_while_redis_is_down_and_arrive_when_it_returns(mesh
         redis_server.stop()
 
 
-async def test_redis_emptied_means_resync_not_a_silent_gap(mesh_env, tmp_path, running, make_token,
+async def test_redis_emptied_means_resync_not_a_silent_gap(isolated_env, tmp_path, running, make_token,
                                                           redis_server: str) -> None:
-    mesh = private_mesh(mesh_env, tmp_path / "logs")
+    mesh = private_mesh(isolated_env(), tmp_path / "logs")
     running.append(mesh)
     mesh.start()
     http, alice_token, bob_token, conversation_id = await chat(mesh.edge_url, make_token)
@@ -211,9 +209,9 @@ async def test_redis_emptied_means_resync_not_a_silent_gap(mesh_env, tmp_path, r
     await http.aclose()
 
 
-async def test_resend_after_edge_died_between_commit_and_ack_is_stored_once(mesh_env, tmp_path, running,
-                                                                           make_token, database_url) -> None:
-    mesh = private_mesh(mesh_env, tmp_path / "logs")
+async def test_resend_after_edge_died_between_commit_and_ack_is_stored_once(isolated_env, tmp_path, running,
+                                                                           make_token) -> None:
+    mesh = private_mesh(isolated_env(), tmp_path / "logs")
     running.append(mesh)
     mesh.start()
     http, alice_token, bob_token, conversation_id = await chat(mesh.edge_url, make_token)
@@ -233,7 +231,7 @@ async def test_resend_after_edge_died_between_commit_and_ack_is_stored_once(mesh
     frames = await collect(bob, "chat:message_received", 1)
     assert contents(frames) == ["once"]
     assert [f for f in await quiet(bob, "chat:message_received", 0.3) if f["event_id"] != frames[0]["event_id"]] == []
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(mesh.env["CHAT_DATABASE_URL"]) as conn:
         count = conn.execute("SELECT count(*) FROM message.messages WHERE client_message_id = 'cm-1'"
                              " AND conversation_id = %s", (conversation_id,)).fetchone()
     assert count == (1,)
@@ -241,8 +239,8 @@ async def test_resend_after_edge_died_between_commit_and_ack_is_stored_once(mesh
     await bob_http.aclose()
 
 
-async def test_slow_reader_is_disconnected_while_others_keep_up(mesh_env, tmp_path, running, make_token) -> None:
-    mesh = private_mesh(mesh_env, tmp_path / "logs", CHAT_WS_SEND_TIMEOUT="2")
+async def test_slow_reader_is_disconnected_while_others_keep_up(isolated_env, tmp_path, running, make_token) -> None:
+    mesh = private_mesh(isolated_env(CHAT_WS_SEND_TIMEOUT="2"), tmp_path / "logs")
     running.append(mesh)
     mesh.start()
     http, alice_token, bob_token, conversation_id = await chat(mesh.edge_url, make_token)
@@ -263,6 +261,7 @@ async def test_slow_reader_is_disconnected_while_others_keep_up(mesh_env, tmp_pa
     assert frame["data"]["content"] == "for carol"
 
     assert await slow.read_until_close() == 4008
+    await fast.close()
     # bob resumes and loses nothing: the offline buffer holds them all.
     again = await Socket.open(mesh.edge_url, bob_token)
     frames = await collect(again, "chat:message_received", total, timeout=60)

@@ -6,7 +6,6 @@ Besides the gRPC servicer, each replica runs the outbox relay, a fan-out worker 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import socket
 from pathlib import Path
@@ -23,7 +22,7 @@ from chatmesh.membership import MembershipCache
 from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
-from services.message.events import offline_buffer
+from services.message.events import OfflineBuffer
 from services.message.fanout import GROUP as FANOUT_GROUP
 from services.message.fanout import Fanout
 from services.message.hub import Hub
@@ -43,7 +42,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     channel = open_channel(settings.conversation_target)
     membership = MembershipCache(conversation_pb2_grpc.ConversationServiceStub(channel),
                                  ServiceCredentials(settings, "message"))
-    hub = Hub(redis_client, keys, functools.partial(offline_buffer, pool))
+    conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
+    hub = Hub(redis_client, keys, OfflineBuffer(pool, conversations, ServiceCredentials(settings, "message")))
     await hub.start()
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     background = [

@@ -61,6 +61,10 @@ def _event(kind: str, conversation_id: str) -> common_pb2.Event:
 
 def message_event(kind: str, row: MessageRow) -> common_pb2.Event:
     event = _event(kind, row.conversation_id)
+    if kind == "chat:message_received":
+        # One id per message however it reaches a client (live, inbox replay or the offline buffer
+        # rebuilt from PostgreSQL), so clients dedupe across all three.
+        event.event_id = f"received:{row.message_id}"
     event.message.CopyFrom(message(row))
     return event
 

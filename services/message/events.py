@@ -7,21 +7,36 @@ from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh.gen.chat.v1 import common_pb2, message_pb2
-from services.message import store
+from chatmesh.auth import ServiceCredentials
+from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, message_pb2
+from services.message import convert, store
 from services.message.hub import Hub, Outbox, Subscription
 
 MAX_BATCH = 1000
+# The most a connection's offline buffer replays; older undelivered messages are in history (REST).
+OFFLINE_LIMIT = 5000
 MAX_BATCH_BYTES = 1 << 20
 
 
-async def offline_buffer(pool: AsyncConnectionPool, user_id: str,
-                         entries: list[tuple[str, common_pb2.Event]]) -> list[tuple[str, common_pb2.Event]]:
-    """What a connection without a token gets: the messages the user has not acknowledged as delivered."""
-    async with pool.connection() as conn:
-        delivered = await store.delivered_positions(conn, user_id)
-    return [(entry_id, event) for entry_id, event in entries
-            if event.type == "chat:message_received" and event.message.seq > delivered.get(event.conversation_id, 0)]
+class OfflineBuffer:
+    """What a connection without a usable token gets first: the messages its user has not
+    acknowledged as delivered, oldest first, built from PostgreSQL (so it survives Redis losing data)."""
+
+    def __init__(self, pool: AsyncConnectionPool, conversations: conversation_pb2_grpc.ConversationServiceStub,
+                 credentials: ServiceCredentials) -> None:
+        self._pool = pool
+        self._conversations = conversations
+        self._credentials = credentials
+
+    async def __call__(self, user_id: str) -> list[common_pb2.Event]:
+        reply = await self._conversations.ListConversationIds(
+            conversation_pb2.ListConversationIdsRequest(user_id=user_id), metadata=self._credentials.metadata(),
+            timeout=10, wait_for_ready=True)
+        if not reply.conversation_ids:
+            return []
+        async with self._pool.connection() as conn:
+            rows = await store.undelivered_messages(conn, user_id, list(reply.conversation_ids), OFFLINE_LIMIT)
+        return [convert.message_event("chat:message_received", row) for row in rows]
 
 
 async def _drain(out: Outbox) -> list[tuple[str, common_pb2.Event]] | None:

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 # (subscription_id, event) pairs are pushed onto the queue of the stream that owns the subscription.
 Outbox = asyncio.Queue[tuple[str, common_pb2.Event]]
-# Builds the offline buffer for a subscription without a usable token: inbox entries to replay.
-OfflineFilter = Callable[[str, list[tuple[str, common_pb2.Event]]], Awaitable[list[tuple[str, common_pb2.Event]]]]
+# The offline buffer of a subscription without a usable token: the messages its user has not
+# acknowledged as delivered, from PostgreSQL (the source of truth, whatever Redis still holds).
+OfflineBuffer = Callable[[str], Awaitable[list[common_pb2.Event]]]
 
 
 class Subscription:
@@ -38,6 +39,7 @@ class Subscription:
         self.last_id = "0"
         self._replaying = True
         self._held: list[tuple[str, bytes]] = []
+        self._from_buffer: set[str] = set()  # event ids sent from the offline buffer, not to repeat live
 
     def on_live(self, entry_id: str, data: bytes) -> None:
         if self._replaying:
@@ -49,7 +51,17 @@ class Subscription:
         if parse_id(entry_id) <= parse_id(self.last_id):
             return
         event = common_pb2.Event.FromString(data)
+        if event.event_id in self._from_buffer:
+            self.last_id = entry_id
+            return
         self._emit_event(entry_id, event)
+
+    def emit_buffered(self, events: list[common_pb2.Event]) -> None:
+        """The offline buffer: each event resumes at the inbox position the replay started from."""
+        for event in events:
+            event.resume_token = Token(self.epoch, self.last_id).encode()
+            self._from_buffer.add(event.event_id)
+            self._out.put_nowait((self.subscription_id, event))
 
     def _emit_event(self, entry_id: str, event: common_pb2.Event) -> None:
         event.resume_token = Token(self.epoch, entry_id).encode()
@@ -66,7 +78,7 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, offline: OfflineFilter) -> None:
+    def __init__(self, redis_client: aioredis.Redis, keys: Keys, offline: OfflineBuffer) -> None:
         self._redis = redis_client
         self._keys = keys
         self._inboxes = Inboxes(redis_client, keys)
@@ -118,24 +130,13 @@ class Hub:
                 reason = "token_invalid"
             sub.emit_control(common_pb2.Event(type="resync_required",
                                               resync=common_pb2.ResyncRequired(reason=reason)))
-        entries = await self._read_all(sub.user_id)
-        for entry_id, event in await self._offline(sub.user_id, entries):
-            sub._emit_event(entry_id, event)
-        if entries:
-            sub.last_id = max(sub.last_id, entries[-1][0], key=parse_id)
+        sub.last_id = await self._inboxes.last_id(sub.user_id) or "0"
+        sub.emit_buffered(await self._offline(sub.user_id))
 
     async def _replay_after(self, sub: Subscription) -> None:
         while batch := await self._inboxes.read_after(sub.user_id, sub.last_id):
             for entry_id, data in batch:
                 sub._emit(entry_id, data)
-
-    async def _read_all(self, user_id: str) -> list[tuple[str, common_pb2.Event]]:
-        entries: list[tuple[str, common_pb2.Event]] = []
-        last = "0"
-        while batch := await self._inboxes.read_after(user_id, last):
-            entries.extend((entry_id, common_pb2.Event.FromString(data)) for entry_id, data in batch)
-            last = batch[-1][0]
-        return entries
 
     async def _read(self) -> None:
         while True:

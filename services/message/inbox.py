@@ -64,6 +64,10 @@ class Inboxes:
         rows = await self._redis.xrange(self._keys.inbox(user_id), count=1)
         return rows[0][0].decode() if rows else None
 
+    async def last_id(self, user_id: str) -> str | None:
+        rows = await self._redis.xrevrange(self._keys.inbox(user_id), count=1)
+        return rows[0][0].decode() if rows else None
+
     async def covers(self, user_id: str, entry_id: str) -> bool:
         """Whether the inbox still holds everything after entry_id (nothing was trimmed past it)."""
         first = await self.first_id(user_id)

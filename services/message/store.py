@@ -165,12 +165,6 @@ async def search(conn: psycopg.AsyncConnection, conversation_ids: list[str], que
         return await cur.fetchall()
 
 
-async def delivered_positions(conn: psycopg.AsyncConnection, user_id: str) -> dict[str, int]:
-    cur = await conn.execute(
-        "SELECT conversation_id::text, delivered_seq FROM message.positions WHERE user_id = %s", (user_id,))
-    return {row[0]: int(row[1]) for row in await cur.fetchall()}
-
-
 @dataclass
 class Position:
     user_id: str
@@ -276,4 +270,23 @@ async def list_audit(conn: psycopg.AsyncConnection, conversation_id: str, *, lim
                FROM message.audit_log WHERE conversation_id = %s AND entry_id < %s
                ORDER BY entry_id DESC LIMIT %s""",
             (conversation_id, before_id if before_id is not None else 2**62, limit))
+        return await cur.fetchall()
+
+
+async def undelivered_messages(conn: psycopg.AsyncConnection, user_id: str, conversation_ids: list[str],
+                               limit: int) -> list[MessageRow]:
+    """Others' messages past the user's delivered position in each conversation: the offline buffer,
+    from the source of truth. In seq order within a conversation (created_at can disagree with seq under
+    concurrent sends); conversations by their oldest undelivered message. Served by UNIQUE
+    (conversation_id, seq) and the positions key."""
+    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
+        await cur.execute(
+            f"""SELECT {_COLUMNS} FROM message.messages m
+                WHERE m.conversation_id = ANY(%s::uuid[]) AND m.sender_id <> %s
+                  AND m.seq > COALESCE((SELECT p.delivered_seq FROM message.positions p
+                                         WHERE p.conversation_id = m.conversation_id AND p.user_id = %s), 0)
+                ORDER BY min(m.created_at) OVER (PARTITION BY m.conversation_id), m.conversation_id, m.seq
+                LIMIT %s""",
+            (conversation_ids, user_id, user_id, limit),
+        )
         return await cur.fetchall()
