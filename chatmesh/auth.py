@@ -5,12 +5,21 @@ metadata on every gRPC call; each service verifies it again with the same key so
 that reaches a service directly without a valid token gets UNAUTHENTICATED. Services calling each
 other (and the edge's own streams) use short-lived service tokens (`typ: service`) signed with the
 same key. The acting user is always the verified `sub`, never a field of a request.
+
+Keys: with CHAT_JWT_JWKS_URL unset (development), user and service tokens are HS256 with
+CHAT_JWT_SECRET. With it set (production), user tokens are verified with the JWKS key named by their
+`kid` (PyJWKClient: cached, refetched on an unknown kid, so keys rotate without a restart) and only
+the configured asymmetric algorithms; an HS256 token is then accepted only as a service token
+(`typ: service`) signed with the shared secret. The JWKS fetch is blocking I/O, so async callers use
+`averify`/`averify_bearer`, which run it in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -18,7 +27,9 @@ from chatmesh.config import Settings
 
 MAX_USER_ID_LENGTH = 128
 SERVICE_TOKEN_TTL_S = 3600
-LEEWAY_S = 30
+LEEWAY_S = 30  # clock skew allowed on exp, nbf and iat
+JWKS_CACHE_S = 300  # how long a fetched JWKS is trusted before it is fetched again
+JWKS_TIMEOUT_S = 5
 
 
 class AuthError(Exception):
@@ -38,24 +49,60 @@ class TokenVerifier:
     """Verifies tokens with pinned algorithms; `exp` is required, `none` is never accepted."""
 
     def __init__(self, settings: Settings) -> None:
-        self._key = settings.jwt_secret
+        self._secret = settings.jwt_secret
         self._algorithms = list(settings.jwt_algorithms)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._jwks = (jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=JWKS_CACHE_S,
+                                      timeout=JWKS_TIMEOUT_S) if settings.jwt_jwks_url else None)
+        self._asymmetric = [a for a in self._algorithms if not a.startswith("HS")]
+
+    def _key(self, token: str) -> tuple[Any, list[str], bool]:
+        """(key, algorithms, service only). The algorithm lists are pinned here; the header only
+        picks between the two key sources, and each source accepts its own algorithms alone."""
+        if self._jwks is None:
+            return self._secret, self._algorithms, False
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError(str(exc)) from exc
+        if header.get("alg") == "HS256":
+            return self._secret, ["HS256"], True
+        try:
+            return self._jwks.get_signing_key_from_jwt(token).key, self._asymmetric, False
+        except (jwt.PyJWTError, jwt.PyJWKClientError) as exc:
+            raise AuthError(f"no trusted signing key: {exc}") from exc
 
     def verify(self, token: str) -> Identity:
+        """Blocking when a JWKS must be fetched; async code uses `averify`."""
+        return self._decode(token, *self._key(token))
+
+    async def averify(self, token: str) -> Identity:
+        if self._jwks is None:
+            return self.verify(token)
+        return self._decode(token, *await asyncio.to_thread(self._key, token))
+
+    async def averify_bearer(self, header: str | None) -> Identity:
+        return await self.averify(_bearer_token(header))
+
+    def _decode(self, token: str, key: Any, algorithms: list[str], service_only: bool) -> Identity:
+        if not algorithms:
+            raise AuthError("no algorithm is accepted for this key")
         try:
             claims = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
-                issuer=self._issuer,
-                audience=self._audience,
+                key,
+                algorithms=algorithms,
+                issuer=self._issuer if not service_only else None,
+                audience=self._audience if not service_only else None,
                 leeway=LEEWAY_S,
-                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                options={"require": ["exp", "sub"], "verify_exp": True, "verify_nbf": True, "verify_iat": True,
+                         "verify_aud": self._audience is not None and not service_only},
             )
         except jwt.PyJWTError as exc:
             raise AuthError(str(exc)) from exc
+        if service_only and claims.get("typ") != "service":
+            raise AuthError("user tokens must be signed by a key of the JWKS")
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID_LENGTH:
             raise AuthError(f"sub must be a string of 1 to {MAX_USER_ID_LENGTH} characters")
@@ -69,12 +116,16 @@ class TokenVerifier:
         )
 
     def verify_bearer(self, header: str | None) -> Identity:
-        if not header:
-            raise AuthError("missing bearer token")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("authorization must be 'Bearer <token>'")
-        return self.verify(token.strip())
+        return self.verify(_bearer_token(header))
+
+
+def _bearer_token(header: str | None) -> str:
+    if not header:
+        raise AuthError("missing bearer token")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("authorization must be 'Bearer <token>'")
+    return token.strip()
 
 
 def sign(settings: Settings, user_id: str, *, ttl_s: int = 24 * 3600, name: str | None = None,

@@ -31,6 +31,17 @@ ENV_VARS: dict[str, str] = {
     "CHAT_JWT_ALGORITHMS": "Comma-separated algorithms accepted (default `HS256`); never taken from the token.",
     "CHAT_JWT_ISSUER": "Required `iss` claim, when set.",
     "CHAT_JWT_AUDIENCE": "Required `aud` claim, when set.",
+    "CHAT_JWT_JWKS_URL": "JWKS URL of the identity provider (production): user tokens are verified with its key "
+                         "named by `kid` (cached, refetched on rotation); the secret then signs only service tokens.",
+    "CHAT_CORS_ORIGINS": "Comma-separated origins allowed by CORS at the edge (`*` for any; unset: no CORS).",
+    "CHAT_WS_ALLOWED_ORIGINS": "Comma-separated origins allowed to open a WebSocket (`*` for any; unset: same host "
+                               "only). Requests without an Origin (non-browser clients) are allowed.",
+    "CHAT_RATE_REST": "Per-user REST requests allowed, as `count/seconds` (default `1200/60`; `0` disables).",
+    "CHAT_RATE_MESSAGES": "Per-user message sends allowed (REST and WebSocket), as `count/seconds` (default `600/60`).",
+    "CHAT_WS_MAX_SOCKETS": "Concurrent WebSockets per user, across every edge replica (default 20).",
+    "CHAT_WS_MAX_FRAMES_PER_S": "Frames a WebSocket may send per second before its frames are refused (default 50).",
+    "CHAT_WS_MAX_FRAME_BYTES": "Largest WebSocket frame answered with an error (default 65536); frames over 16 times "
+                               "that close the socket with 1009.",
     "CHAT_LISTEN_ADDR": "Where a gRPC service listens (default `127.0.0.1:<its port>`).",
     "CHAT_CONVERSATION_TARGET": "gRPC target of the conversation service (default `127.0.0.1:50151`).",
     "CHAT_MESSAGE_TARGET": "gRPC target of the message service (default `127.0.0.1:50152`).",
@@ -66,6 +77,21 @@ def _read(env: Mapping[str, str], key: str, cast: Callable[[str], T], default: T
         raise ConfigError(f"{key}={raw!r} is malformed: {exc}") from exc
 
 
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _rate(raw: str) -> tuple[int, float]:
+    """`count/seconds`; `0` (no limit) is (0, 1)."""
+    if raw.strip() == "0":
+        return 0, 1.0
+    count, _, seconds = raw.partition("/")
+    limit = (int(count), float(seconds or "1"))
+    if limit[0] < 0 or limit[1] <= 0:
+        raise ValueError("expected count/seconds, both positive")
+    return limit
+
+
 def _target(service: str) -> str:
     return f"127.0.0.1:{DEFAULT_PORTS[service]}"
 
@@ -93,11 +119,21 @@ class Settings:
     max_group_size: int = 1000
     metrics_port: int | None = None
     presence_ttl_s: float = 30.0
+    jwt_jwks_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    ws_allowed_origins: tuple[str, ...] = ()
+    rate_rest: tuple[int, float] = (1200, 60.0)
+    rate_messages: tuple[int, float] = (600, 60.0)
+    ws_max_sockets: int = 20
+    ws_max_frames_per_s: int = 50
+    ws_max_frame_bytes: int = 65536
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        algorithms = tuple(a.strip() for a in _read(env, "CHAT_JWT_ALGORITHMS", str, "HS256").split(","))
+        jwks_url = env.get("CHAT_JWT_JWKS_URL") or None
+        algorithms = tuple(a.strip() for a in _read(env, "CHAT_JWT_ALGORITHMS", str,
+                                                    "RS256" if jwks_url else "HS256").split(","))
         if "none" in (a.lower() for a in algorithms):
             raise ConfigError("CHAT_JWT_ALGORITHMS must not include 'none'")
         return cls(
@@ -122,6 +158,14 @@ class Settings:
             max_message_chars=_read(env, "CHAT_MAX_MESSAGE_CHARS", int, 4000),
             max_group_size=_read(env, "CHAT_MAX_GROUP_SIZE", int, 1000),
             metrics_port=_read(env, "CHAT_METRICS_PORT", int, 0) or None,
+            jwt_jwks_url=jwks_url,
+            cors_origins=_read(env, "CHAT_CORS_ORIGINS", _csv, ()),
+            ws_allowed_origins=_read(env, "CHAT_WS_ALLOWED_ORIGINS", _csv, ()),
+            rate_rest=_read(env, "CHAT_RATE_REST", _rate, (1200, 60.0)),
+            rate_messages=_read(env, "CHAT_RATE_MESSAGES", _rate, (600, 60.0)),
+            ws_max_sockets=_read(env, "CHAT_WS_MAX_SOCKETS", int, 20),
+            ws_max_frames_per_s=_read(env, "CHAT_WS_MAX_FRAMES_PER_S", int, 50),
+            ws_max_frame_bytes=_read(env, "CHAT_WS_MAX_FRAME_BYTES", int, 65536),
         )
 
     def require(self, *names: str) -> None:

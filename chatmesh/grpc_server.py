@@ -86,7 +86,7 @@ class _CallScope:
     async def _enter(self, context: grpc.aio.ServicerContext) -> None:
         request_id_var.set(self._metadata.get("x-request-id") or uuid.uuid4().hex)
         try:
-            identity_var.set(self._verifier.verify_bearer(self._metadata.get("authorization")))
+            identity_var.set(await self._verifier.averify_bearer(self._metadata.get("authorization")))
         except AuthError as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid credentials: {exc}")
 

@@ -7,13 +7,14 @@ import uvicorn
 from chatmesh import logs
 from chatmesh.config import Settings
 from services.edge.app import create_app
+from services.edge.ws import WS_HARD_CAP_FACTOR
 
 
 def main() -> None:
     settings = Settings.from_env()
     logs.setup("edge", settings.log_level)
     uvicorn.run(create_app(settings), host=settings.edge_host, port=settings.edge_port, log_config=None,
-                ws_max_size=64 * 1024, timeout_graceful_shutdown=20, loop="uvloop")
+                ws_max_size=settings.ws_max_frame_bytes * WS_HARD_CAP_FACTOR, timeout_graceful_shutdown=20, loop="uvloop")
 
 
 if __name__ == "__main__":

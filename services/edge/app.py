@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -25,6 +27,8 @@ from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.logs import request_id_var
 from services.edge.context import EdgeContext
 from services.edge.errors import error_response, from_rpc_error
+from services.edge.openapi import build_openapi
+from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
 from services.edge.ws import Connection
 
@@ -32,11 +36,33 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 UPSTREAM_TIMEOUT_S = 10.0
+SEND_MESSAGE = "/chat.v1.MessageService/SendMessage"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused as soon as it passes MAX_BODY (never buffered whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(settings: Settings) -> Starlette:
+    methods_all = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     ctx = EdgeContext(settings)
     transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2]))
+    openapi_document = build_openapi(transcoder.routes)
     callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
 
     @contextlib.asynccontextmanager
@@ -65,27 +91,37 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"ready": ready, "upstreams": results, "event_stream": ctx.router.connected.is_set()},
                             status_code=200 if ready else 503)
 
-    async def rest(request: Request) -> Response:
-        request_id_var.set(request.headers.get("x-request-id") or uuid.uuid4().hex)
-        response = await _rest(request)
-        response.headers["x-request-id"] = request_id_var.get()
-        return response
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document)
 
-    async def _rest(request: Request) -> Response:
+    async def rest(request: Request) -> Response:
         route, path_vars, path_known = transcoder.match(request.method, request.url.path)
         if route is None:
             if path_known:
                 return error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
             return error_response(404, "NOT_FOUND", f"no endpoint at {request.url.path}")
         try:
-            identity = ctx.verifier.verify_bearer(request.headers.get("authorization"))
+            identity = await ctx.verifier.averify_bearer(request.headers.get("authorization"))
         except AuthError as exc:
             return error_response(401, "UNAUTHENTICATED", str(exc), {"WWW-Authenticate": "Bearer"})
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            return error_response(413, "BODY_TOO_LARGE", f"request bodies are limited to {MAX_BODY} bytes")
+        if identity.is_service:
+            return error_response(401, "UNAUTHENTICATED", "service tokens are not accepted at the edge",
+                                  {"WWW-Authenticate": "Bearer"})
+        limits: list[tuple[str, tuple[int, float]]] = [("rest", ctx.settings.rate_rest)]
+        if route.grpc_path == SEND_MESSAGE:
+            limits.append(("messages", ctx.settings.rate_messages))
+        for name, limit in limits:
+            if retry_after := await ctx.limits.hit(name, identity.user_id, limit):
+                return error_response(429, "RATE_LIMITED", f"too many {name} requests; retry in {retry_after:.0f} s",
+                                      {"Retry-After": f"{retry_after:.0f}"})
         try:
-            body = json.loads(raw) if raw.strip() else None
+            raw = await _read_body(request)
+        except _BodyTooLarge:
+            return error_response(413, "BODY_TOO_LARGE", f"request bodies are limited to {MAX_BODY} bytes")
+        except ClientDisconnect:
+            return error_response(400, "CLIENT_DISCONNECTED", "the client went away")
+        try:
+            body: Any = json.loads(raw) if raw.strip() else None
             grpc_request = transcoder.build_request(route, path_vars, list(request.query_params.multi_items()), body)
         except ValueError as exc:
             return error_response(400, "INVALID_JSON", f"the body is not valid JSON: {exc}")
@@ -112,7 +148,7 @@ def create_app(settings: Settings) -> Starlette:
 
     def route_of(method: str, path: str) -> str:
         """A request's route template for metric labels (bounded: never the raw path)."""
-        if path in ("/healthz", "/readyz", "/metrics"):
+        if path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
             return path
         route, _, _ = transcoder.match(method, path)
         return route.template if route else "unmatched"
@@ -120,18 +156,31 @@ def create_app(settings: Settings) -> Starlette:
     async def crash(request: Request, exc: Exception) -> Response:
         """A bug: logged with its request id, answered without internals."""
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "INTERNAL", "internal error")
+        return error_response(500, "INTERNAL", "internal error", {"x-request-id": request_id_var.get()})
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404/405 (paths outside /api) in the one error body."""
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    cors: list[Middleware] = []
+    if settings.cors_origins:
+        cors = [Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=methods_all,
+                           allow_headers=["authorization", "content-type", "x-request-id"],
+                           expose_headers=["x-request-id", "retry-after"], max_age=600)]
+
     return Starlette(
-        exception_handlers={Exception: crash},
+        exception_handlers={Exception: crash, HTTPException: http_error},
         routes=[
+            Route("/openapi.json", openapi),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             WebSocketRoute("/ws", websocket),
-            Route("/api/{path:path}", rest, methods=methods),
+            Route("/api/{path:path}", rest, methods=methods_all),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
+        middleware=[Middleware(RequestIdMiddleware), *cors,
+                    Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
     )

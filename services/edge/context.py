@@ -12,15 +12,16 @@ import grpc
 
 from chatmesh.auth import Identity, ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
-from chatmesh.grpc_client import open_channel
 from chatmesh.gen.chat.v1 import (
     conversation_pb2,
     conversation_pb2_grpc,
     message_pb2_grpc,
     presence_pb2_grpc,
 )
+from chatmesh.grpc_client import open_channel
 from chatmesh.logs import request_id_var
 from services.edge.presence_link import PresenceLink
+from services.edge.ratelimit import RateLimiter
 from services.edge.upstream import EventRouter
 
 USER_REFRESH_S = 300.0
@@ -46,6 +47,7 @@ class EdgeContext:
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channels["conversation"])
         self.message = message_pb2_grpc.MessageServiceStub(self.channels["message"])
         self.presence = presence_pb2_grpc.PresenceServiceStub(self.channels["presence"])
+        self.limits = RateLimiter(settings.redis_url, settings.redis_prefix)
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(asyncio.create_task(self.router.run()))
         self.presence_link = PresenceLink(self.presence, self.credentials, settings)
@@ -57,6 +59,7 @@ class EdgeContext:
             task.cancel()
         for channel in self.channels.values():
             await channel.close()
+        await self.limits.close()
 
     def channel_for(self, service_full_name: str) -> grpc.aio.Channel:
         """`chat.v1.MessageService` -> the message service's channel."""

@@ -7,6 +7,11 @@ string; responses are rendered with `MessageToDict(preserving_proto_field_name=T
 follow google/api/http.proto and Envoy's gRPC-JSON transcoder: `{var}` matches one segment,
 `{var=**}` and `**` match the rest, int64 renders as a string, timestamps as RFC 3339. Adding an
 annotated RPC is all it takes to serve a new endpoint.
+
+Enums: a JSON body or query value may name an enum value by its proto name (`MESSAGE_STATUS_READ`),
+by its number, or by its short lowercase form (`read`: the name without the enum's common prefix,
+as the API docs write it). `_normalize_enums` is the one place that maps the short form; responses
+always use the proto name.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class Route:
     request_class: type[Message]
     response_class: type[Message]
     literal_segments: int
+    is_primary: bool = True  # False for an additional_binding
 
     @property
     def grpc_path(self) -> str:
@@ -90,7 +96,7 @@ def routes_from(modules: list[ModuleType]) -> list[Route]:
                     routes.append(Route(
                         http_method, template, regex, variables, binding.body, method,
                         message_factory.GetMessageClass(method.input_type),
-                        message_factory.GetMessageClass(method.output_type), literals,
+                        message_factory.GetMessageClass(method.output_type), literals, binding is rule,
                     ))
     # Literal segments win over variables: GET /api/messages/search before /api/messages/{conversation_id}.
     routes.sort(key=lambda r: (-r.literal_segments, r.template))
@@ -122,10 +128,9 @@ class Transcoder:
                 if body is not None:
                     if not isinstance(body, dict):
                         raise BadRequest("the request body must be a JSON object")
-                    json_format.ParseDict(body, request)
-            elif route.body:
-                if body is not None:
-                    json_format.ParseDict({route.body: body}, request)
+                    json_format.ParseDict(_normalize_enums(body, request.DESCRIPTOR), request)
+            elif route.body and body is not None:
+                json_format.ParseDict(_normalize_enums({route.body: body}, request.DESCRIPTOR), request)
             fixed = set(path_vars) | ({route.body} if route.body else set())
             merged: dict[str, Any] = {}
             if route.body != "*":
@@ -134,7 +139,7 @@ class Transcoder:
                         _set_path(merged, key, value, request.DESCRIPTOR)
             for key, value in path_vars.items():
                 _set_path(merged, key, value, request.DESCRIPTOR)
-            json_format.ParseDict(merged, request)
+            json_format.ParseDict(_normalize_enums(merged, request.DESCRIPTOR), request)
         except json_format.ParseError as exc:
             raise BadRequest(str(exc)) from None
         return request
@@ -178,3 +183,46 @@ def _scalar(field: descriptor.FieldDescriptor, raw: str) -> Any:
             "google.protobuf.Timestamp", "google.protobuf.Duration"):
         raise BadRequest(f"{field.name} cannot be set from the query string")
     return raw
+
+
+def enum_prefix(enum: descriptor.EnumDescriptor) -> str:
+    """`MESSAGE_STATUS_` for MessageStatus: what the short form leaves out."""
+    names = [v.name for v in enum.values]
+    prefix = names[0]
+    for name in names[1:]:
+        while not name.startswith(prefix):
+            prefix = prefix[:-1]
+    return prefix[: prefix.rfind("_") + 1]
+
+
+def enum_short_names(enum: descriptor.EnumDescriptor) -> list[str]:
+    prefix = enum_prefix(enum)
+    return [v.name[len(prefix):].lower() for v in enum.values if v.number != 0]
+
+
+def _enum_value(enum: descriptor.EnumDescriptor, value: Any) -> Any:
+    if isinstance(value, str) and value not in enum.values_by_name:
+        full = enum_prefix(enum) + value.upper()
+        if value == value.lower() and full in enum.values_by_name:
+            return full
+    return value
+
+
+def _normalize_enums(value: Any, desc: descriptor.Descriptor) -> Any:
+    """A copy of a JSON object for `desc` with short enum names replaced by proto names."""
+    if not isinstance(value, dict) or desc.full_name.startswith("google.protobuf."):
+        return value
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        field = desc.fields_by_name.get(key) if isinstance(key, str) else None
+        if field is None:
+            out[key] = item
+        elif field.enum_type is not None:
+            out[key] = [_enum_value(field.enum_type, v) for v in item] if field.is_repeated and isinstance(
+                item, list) else _enum_value(field.enum_type, item)
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            out[key] = [_normalize_enums(v, field.message_type) for v in item] if field.is_repeated and isinstance(
+                item, list) else _normalize_enums(item, field.message_type)
+        else:
+            out[key] = item
+    return out

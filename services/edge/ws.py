@@ -6,6 +6,17 @@ answered with {"type": "ack", "id"} or {"type": "error", "id", "data": {"code", 
 arrive as {"type": <event name>, "data": ..., "event_id", "resume_token", "conversation_id"}; the
 client acknowledges durable ones with {"type": "chat:message_delivered", "data": {"message_id"}} (which
 also advances the user's delivered position) or {"type": "events_ack", "data": {"event_ids": [...]}}.
+
+Limits (abuse): a browser's `Origin` must be allowed (CHAT_WS_ALLOWED_ORIGINS; unset: the edge's own
+host) or the upgrade is refused with 403; a user holds at most CHAT_WS_MAX_SOCKETS sockets across
+replicas (more: error TOO_MANY_SOCKETS, close 1008); a frame over CHAT_WS_MAX_FRAME_BYTES gets error
+FRAME_TOO_LARGE, one over 16 times that is closed by the server with 1009; past
+CHAT_WS_MAX_FRAMES_PER_S a frame gets error RATE_LIMITED, and a socket that keeps flooding is closed
+with 1008; message sends share the user's REST send limit (RATE_LIMITED with `retry_after`).
+
+Token expiry: `token_expiring` ({"expires_at"}) arrives TOKEN_WARNING_S before the token's `exp`; the
+client may send a new {"type": "auth", "data": {"token"}} for the same user (answered with an ack),
+otherwise the socket is closed with 4001 when the token expires.
 """
 
 from __future__ import annotations
@@ -13,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import json_format
@@ -35,6 +48,20 @@ DELIVERED_FLUSH_TIMEOUT_S = 10.0
 SLOW_CLOSE_TIMEOUT_S = 60.0
 CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
 CLOSE_TOO_SLOW = 4008  # the client read too slowly; resume with the last resume_token
+CLOSE_TOKEN_EXPIRED = 4001  # the token expired without an in-band re-authentication
+WS_HARD_CAP_FACTOR = 16  # frames over max_frame_bytes * this are closed by uvicorn with 1009
+TOKEN_WARNING_S = 60.0  # token_expiring comes this long before exp (scaled by CHAT_TIME_SCALE)
+FLOOD_CLOSE_FACTOR = 4  # refused frames in one second, in multiples of the limit, before the socket is closed
+LEASE_RENEW_S = 30.0
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """No Origin: not a browser, so no cross-site hijacking. Otherwise the allow-list, or the same host."""
+    if origin is None:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    return not allowed and urlsplit(origin).netloc == (host or "")
 
 
 def event_frame(event: common_pb2.Event) -> dict[str, Any]:
@@ -60,16 +87,37 @@ class Connection:
         self._closing: asyncio.Task[None] | None = None
         self._open = True
         self._receiver: asyncio.Task[None] | None = None
+        self._expiry: asyncio.Task[None]
 
     async def serve(self) -> None:
+        settings = self._ctx.settings
+        if not origin_allowed(self._ws.headers.get("origin"), self._ws.headers.get("host"),
+                              settings.ws_allowed_origins):
+            log.info("WebSocket from origin %r refused", self._ws.headers.get("origin"))
+            await self._ws.close(CLOSE_POLICY)  # before accept: the upgrade is answered 403
+            return
         await self._ws.accept()
         resume_token = await self._authenticate()
         if self._identity is None:
             return
         identity = self._identity
+        if not await self._ctx.limits.acquire_socket(identity.user_id, self._subscription_id, settings.ws_max_sockets):
+            await self._ws.send_json({"type": "error", "data": {
+                "code": "TOO_MANY_SOCKETS", "message": f"at most {settings.ws_max_sockets} sockets per user"}})
+            await self._ws.close(CLOSE_POLICY, "too many sockets")
+            return
+        try:
+            await self._serve(identity, resume_token)
+        finally:
+            await self._ctx.limits.release_socket(identity.user_id, self._subscription_id)
+
+    async def _serve(self, identity: Identity, resume_token: str) -> None:
         await self._ctx.ensure_user(identity)
         await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
-        self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop())]
+        self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop()),
+                       asyncio.create_task(self._lease_loop())]
+        self._expiry = asyncio.create_task(self._expiry_loop())
+        self._tasks.append(self._expiry)
         reporter = asyncio.create_task(self._report_delivered_loop())
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
         self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_event)
@@ -92,13 +140,13 @@ class Connection:
         header = self._ws.headers.get("authorization")
         try:
             if header:
-                self._identity = self._ctx.verifier.verify_bearer(header)
+                self._identity = self._user(await self._ctx.verifier.averify_bearer(header))
                 return ""
             raw = await asyncio.wait_for(self._ws.receive_text(), AUTH_TIMEOUT_S * self._ctx.settings.time_scale)
             frame = json.loads(raw)
             if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("data"), dict):
                 raise AuthError("the first frame must be {\"type\": \"auth\", \"data\": {\"token\": ...}}")
-            self._identity = self._ctx.verifier.verify(str(frame["data"].get("token", "")))
+            self._identity = self._user(await self._ctx.verifier.averify(str(frame["data"].get("token", ""))))
             return str(frame["data"].get("resume_token") or "")
         except (AuthError, ValueError, TimeoutError) as exc:
             message = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
@@ -107,6 +155,57 @@ class Connection:
             return ""
         except WebSocketDisconnect:
             return ""
+
+    @staticmethod
+    def _user(identity: Identity) -> Identity:
+        if identity.is_service:
+            raise AuthError("service tokens are not accepted at the edge")
+        return identity
+
+    async def _lease_loop(self) -> None:
+        """Keep this socket's slot in the user's socket count (it expires if this replica dies)."""
+        assert self._identity is not None
+        while True:
+            await asyncio.sleep(LEASE_RENEW_S)
+            await self._ctx.limits.acquire_socket(self._identity.user_id, self._subscription_id, 1 << 30)
+
+    async def _expiry_loop(self) -> None:
+        """token_expiring before exp, then close with 4001 unless a new token arrived (which restarts this)."""
+        assert self._identity is not None
+        expires_at = self._identity.expires_at
+        warning = TOKEN_WARNING_S * self._ctx.settings.time_scale
+        await asyncio.sleep(max(0.0, expires_at - warning - time.time()))
+        self._out.push_reply({"type": "token_expiring", "data": {"expires_at": int(expires_at)}})
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        log.info("closing the WebSocket of %s: token expired", self._identity.user_id)
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        try:
+            await self._ws.send_json({"type": "error", "data": {"code": "TOKEN_EXPIRED",
+                                                                "message": "the token expired; reconnect"}})
+            await self._ws.close(CLOSE_TOKEN_EXPIRED, "token expired")
+        except Exception as exc:  # noqa: BLE001 - the peer may already be gone
+            log.info("expired WebSocket dropped: %r", exc)
+        if self._receiver:
+            self._receiver.cancel()
+
+    async def _reauthenticate(self, request_id: Any, data: dict[str, Any]) -> None:
+        assert self._identity is not None
+        try:
+            identity = self._user(await self._ctx.verifier.averify(str(data.get("token", ""))))
+        except AuthError as exc:
+            self._error(request_id, "UNAUTHENTICATED", str(exc))
+            return
+        if identity.user_id != self._identity.user_id:
+            self._error(request_id, "UNAUTHENTICATED", "a socket cannot change user; open a new one")
+            return
+        self._identity = identity
+        self._expiry.cancel()
+        self._tasks.remove(self._expiry)
+        self._expiry = asyncio.create_task(self._expiry_loop())
+        self._tasks.append(self._expiry)
+        self._out.push_reply({"type": "ack", "id": request_id, "data": {"expires_at": int(identity.expires_at)}})
 
     def _on_event(self, event: common_pb2.Event) -> None:
         if not self._out.push_event(event_frame(event)) and self._closing is None:
@@ -165,8 +264,29 @@ class Connection:
                 log.warning("could not record delivery of %s: %s", message_id, exc.code().name)
 
     async def _receive_loop(self) -> None:
+        settings = self._ctx.settings
+        window_start, in_window = time.monotonic(), 0
         while True:
-            raw = await self._ws.receive_text()
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            raw = message.get("text")
+            if raw is None:
+                raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+            now = time.monotonic()
+            if now - window_start >= 1.0:
+                window_start, in_window = now, 0
+            in_window += 1
+            if in_window > settings.ws_max_frames_per_s:
+                if in_window > settings.ws_max_frames_per_s * FLOOD_CLOSE_FACTOR:
+                    log.info("closing a flooding WebSocket of %s", self._identity.user_id if self._identity else "?")
+                    await self._ws.close(CLOSE_POLICY, "too many frames")
+                    return
+                self._error(None, "RATE_LIMITED", f"at most {settings.ws_max_frames_per_s} frames per second")
+                continue
+            if len(raw) > settings.ws_max_frame_bytes:
+                self._error(None, "FRAME_TOO_LARGE", f"frames are limited to {settings.ws_max_frame_bytes} bytes")
+                continue
             try:
                 frame = json.loads(raw)
             except ValueError:
@@ -183,6 +303,8 @@ class Connection:
             return
         if kind == "ping":
             self._out.push_reply({"type": "pong", "id": request_id})
+        elif kind == "auth":
+            await self._reauthenticate(request_id, data)
         elif kind == "chat:message_send":
             await self._send_message(request_id, data)
         elif kind == "chat:message_delivered":
@@ -226,8 +348,13 @@ class Connection:
         except json_format.ParseError as exc:
             self._error(request_id, "INVALID_ARGUMENT", str(exc))
             return
+        assert self._identity is not None
+        if retry_after := await self._ctx.limits.hit("messages", self._identity.user_id,
+                                                     self._ctx.settings.rate_messages):
+            self._out.push_reply({"type": "error", "id": request_id, "data": {
+                "code": "RATE_LIMITED", "message": "too many messages; slow down", "retry_after": retry_after}})
+            return
         try:
-            assert self._identity is not None
             reply = await self._ctx.message.SendMessage(request, metadata=self._ctx.metadata(self._identity),
                                                         timeout=10, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
