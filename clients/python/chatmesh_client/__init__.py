@@ -1,0 +1,50 @@
+"""chatmesh's Python client: `Client(base_url)`, `await client.connect(token)`,
+`await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
+
+from chatmesh_client.client import Client, Page, PendingSend
+from chatmesh_client.errors import ChatError, ConnectionLost, SendTimeout, Unauthenticated
+from chatmesh_client.models import (
+                                    Conversation,
+                                    ConversationEvent,
+                                    Event,
+                                    Message,
+                                    MessageEvent,
+                                    Participant,
+                                    Presence,
+                                    PresenceEvent,
+                                    Preview,
+                                    Reaction,
+                                    ReactionEvent,
+                                    ReceiptEvent,
+                                    ResyncEvent,
+                                    StateEvent,
+                                    TypingEvent,
+)
+from chatmesh_client.store import Position, Store
+
+__all__ = [
+                                    "ChatError",
+                                    "Client",
+                                    "ConnectionLost",
+                                    "Conversation",
+                                    "ConversationEvent",
+                                    "Event",
+                                    "Message",
+                                    "MessageEvent",
+                                    "Page",
+                                    "Participant",
+                                    "PendingSend",
+                                    "Position",
+                                    "Presence",
+                                    "PresenceEvent",
+                                    "Preview",
+                                    "Reaction",
+                                    "ReactionEvent",
+                                    "ReceiptEvent",
+                                    "ResyncEvent",
+                                    "SendTimeout",
+                                    "StateEvent",
+                                    "Store",
+                                    "TypingEvent",
+                                    "Unauthenticated",
+]
