@@ -18,7 +18,7 @@ import logging
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from chatmesh_client.store import Position, Store
 log = logging.getLogger("chatmesh_client")
 
 SEEN_KEPT = 50_000  # event and message ids remembered for deduplication
-CLOSE_POLICY = 1008
+CLOSE_TOKEN_EXPIRED = 4001
 
 
 @dataclass
@@ -86,7 +86,10 @@ class _Seen:
 class Client:
     def __init__(self, base_url: str, *, send_timeout: float = 5.0, send_attempts: int = 4,
                  backoff_initial: float = 0.1, backoff_max: float = 5.0, typing_interval: float = 2.0,
-                 open_timeout: float = 10.0) -> None:
+                 open_timeout: float = 10.0, ack_delay: float = 0.05,
+                 token_provider: Callable[[], Awaitable[str]] | None = None) -> None:
+        """`token_provider`, when given, is asked for a fresh token when the edge warns that the
+        current one expires (`token_expiring`) and before reconnecting after it did (close 4001)."""
         self.base_url = base_url.rstrip("/")
         self.ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self.rest = Rest(self.base_url)
@@ -113,8 +116,14 @@ class Client:
         self._runner: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._closed = False
+        self._renewal: asyncio.Task[None] | None = None
         self._typing_sent: dict[str, tuple[bool, float]] = {}
         self._sends: set[asyncio.Task[Message]] = set()
+        self.ack_delay = ack_delay
+        self._ack_ids: list[str] = []
+        self._ack_delivered: dict[str, tuple[int, str]] = {}  # conversation -> latest (seq, message id)
+        self._ack_task: asyncio.Task[None] | None = None
+        self._token_provider = token_provider
 
     # connection -----------------------------------------------------------------------------------
 
@@ -178,6 +187,9 @@ class Client:
             except ConnectionClosed as exc:
                 self.close_codes.append(exc.rcvd.code if exc.rcvd else None)
                 log.info("chatmesh socket closed: %r", exc)
+                if exc.rcvd and exc.rcvd.code == CLOSE_TOKEN_EXPIRED and self._token_provider is not None:
+                    with contextlib.suppress(Exception):
+                        self._token = self.rest.token = await self._token_provider()
             except (InvalidHandshake, OSError, TimeoutError, ValueError) as exc:
                 log.info("chatmesh socket lost: %r", exc)
             finally:
@@ -218,6 +230,10 @@ class Client:
         if kind in ("ack", "error", "pong"):
             self._on_reply(frame)
             return
+        if kind == "token_expiring":
+            if self._token_provider is not None:
+                self._renewal = asyncio.create_task(self._renew_token())
+            return
         event = event_from_frame(frame)
         if frame.get("resume_token"):
             await self._acknowledge(event)
@@ -232,6 +248,15 @@ class Client:
         if isinstance(event, ResyncEvent):
             await self._resync()
 
+    async def _renew_token(self) -> None:
+        """Re-authenticate in band with a fresh token, so the socket is not closed at expiry (4001)."""
+        assert self._token_provider is not None
+        try:
+            self._token = self.rest.token = await self._token_provider()
+            await self._request("auth", {"token": self._token}, self.send_timeout)
+        except (ChatError, TimeoutError) as exc:
+            log.warning("token renewal failed: %r", exc)
+
     def _on_reply(self, frame: dict[str, Any]) -> None:
         future = self._requests.get(str(frame.get("id")))
         if future is None or future.done():
@@ -245,13 +270,29 @@ class Client:
             future.set_result(dict(frame.get("data") or {}))
 
     async def _acknowledge(self, event: Event) -> None:
+        """Queue the acknowledgement; they go out together shortly after (the edge limits frames per
+        second): one `events_ack` with every event id, and per conversation one `chat:message_delivered`
+        for the latest message, which advances the user's delivered position."""
+        self._ack_ids.append(event.event_id)
         if isinstance(event, MessageEvent) and event.type == "chat:message_received":
-            frame = {"type": "chat:message_delivered", "data": {"message_id": event.message.message_id}}
-        else:
-            frame = {"type": "events_ack", "data": {"event_ids": [event.event_id]}}
-        if self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(json.dumps(frame))
+            cid, seq = event.message.conversation_id, event.message.seq
+            if seq >= self._ack_delivered.get(cid, (0, ""))[0]:
+                self._ack_delivered[cid] = (seq, event.message.message_id)
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        await asyncio.sleep(self.ack_delay)
+        ids, self._ack_ids = self._ack_ids, []
+        delivered, self._ack_delivered = self._ack_delivered, {}
+        ws = self._ws
+        if ws is None:
+            return
+        frames = [{"type": "events_ack", "data": {"event_ids": ids}}] if ids else []
+        frames += [{"type": "chat:message_delivered", "data": {"message_id": m}} for _, m in delivered.values()]
+        with contextlib.suppress(ConnectionClosed):
+            for frame in frames:
+                await ws.send(json.dumps(frame))
 
     def _note_seq(self, message: Message) -> None:
         if message.seq > self._seq_seen.get(message.conversation_id, 0):
