@@ -4,9 +4,11 @@ recipient's inbox, then announces it on their live channel.
 Per batch, the inbox appends, a done-marker per event and the XACKs go in one MULTI, so an event
 is either fanned out and acknowledged completely or not at all; the done-marker makes a re-read of
 the same event (the relay may publish a row twice if it dies between XADD and its commit) a no-op.
-A worker that dies leaves its entries pending; any worker claims entries idle past their backoff
-(2 s, 4 s, 8 s, scaled by CHAT_TIME_SCALE) and retries them; after MAX_RETRIES retries an entry
-goes to the dead-letter stream with its reason.
+One replica at a time fans out, by a lease in Redis, so a conversation's events reach each inbox in
+order; the others stand by and take over within the lease's TTL when it dies, first finishing the
+entries it had read but not acknowledged. An entry that fails stays pending and is retried after
+2 s, 4 s, 8 s (scaled by CHAT_TIME_SCALE); after MAX_RETRIES retries it goes to the dead-letter stream
+with its reason.
 """
 
 from __future__ import annotations
@@ -30,6 +32,27 @@ BATCH = 200
 BACKOFF_S = 2.0
 MAX_RETRIES = 3
 DONE_TTL_S = 24 * 3600
+LEASE_S = 3.0
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class _Lease:
+    """A Redis key naming the one fan-out worker; it lapses TTL after its holder stops renewing."""
+
+    def __init__(self, redis_client: aioredis.Redis, key: str, holder: str, ttl_s: float) -> None:
+        self._redis = redis_client
+        self._key = key
+        self._holder = holder
+        self.ttl_s = ttl_s
+        self._script = redis_client.register_script(_RENEW)
+
+    async def hold(self) -> bool:
+        """Renew the lease if ours, take it if free; whether we hold it now."""
+        return bool(await self._script(keys=[self._key], args=[self._holder, max(int(self.ttl_s * 1000), 50)]))
 
 
 class Fanout:
@@ -43,12 +66,27 @@ class Fanout:
         self._errors: dict[str, str] = {}
 
     async def run(self) -> None:
+        """Fan out while this replica holds the lease; stand by (and take over when it lapses) otherwise.
+
+        One worker at a time keeps each conversation's events in order in every inbox: competing
+        consumers would append a conversation's seq n+1 before seq n whenever their batches race.
+        """
         await self._ensure_group()
+        lease = _Lease(self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer, LEASE_S * self._scale)
+        block_ms = max(int(lease.ttl_s * 1000 / 3), 10)
+        leading = False
         last_retry_scan = 0.0
         while True:
             try:
+                if not await lease.hold():
+                    leading = False
+                    await asyncio.sleep(lease.ttl_s / 3)
+                    continue
+                if not leading:
+                    leading = True
+                    await self.take_over()
                 reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
-                                                     count=BATCH, block=max(int(1000 * self._scale), 10))
+                                                     count=BATCH, block=block_ms)
                 for _, entries in reply or []:
                     await self.process(entries)
                 if time.monotonic() - last_retry_scan >= BACKOFF_S * self._scale / 2:
@@ -61,7 +99,20 @@ class Fanout:
                 raise
             except (redis.exceptions.ConnectionError, OSError) as exc:
                 log.warning("fan-out lost Redis (%s); retrying", exc)
+                leading = False
                 await asyncio.sleep(0.5 * self._scale)
+
+    async def take_over(self) -> None:
+        """On becoming the worker: first finish what a previous worker read but never acknowledged
+        (it died mid-batch), in stream order, before reading anything new."""
+        while True:
+            pending = await self._redis.xpending_range(self._keys.events, GROUP, min="-", max="+", count=BATCH)
+            others = [p["message_id"] for p in pending if p["consumer"].decode() != self._consumer]
+            if not others:
+                return
+            claimed = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=0,
+                                               message_ids=others)
+            await self.process([(entry_id, fields) for entry_id, fields in claimed if fields])
 
     async def _ensure_group(self) -> None:
         try:
