@@ -37,6 +37,7 @@ from chatmesh.grpc_server import LAME_DUCK_S, STOP_GRACE_S
 from chatmesh.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
+from tests.test_k8s_support import private_database
 
 WORKERS = 8
 LOAD_BEFORE_S = 1.0
@@ -54,13 +55,16 @@ class Result:
 
 
 @pytest.fixture(scope="module")
-def drain_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], workdir: Path) -> Iterator[Mesh]:
-    running = new_mesh({**mesh_env, "CHAT_REDIS_PREFIX": f"drain-{secrets.token_hex(4)}"}, workdir / "drain-logs")
-    running.start()
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        dump_logs(running.log_dir)
+def drain_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], postgres_server: str,
+               workdir: Path) -> Iterator[Mesh]:
+    with private_database(postgres_server) as database_url:
+        running = new_mesh({**mesh_env, "CHAT_DATABASE_URL": database_url,
+                            "CHAT_REDIS_PREFIX": f"drain-{secrets.token_hex(4)}"}, workdir / "drain-logs")
+        running.start()
+        yield running
+        running.stop()
+        if request.session.testsfailed:
+            dump_logs(running.log_dir)
 
 
 class ResumingClient:

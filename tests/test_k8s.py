@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -428,11 +429,17 @@ def test_chatmesh_serve_starts_a_service_that_drains_on_sigterm(redis_server: st
     process = subprocess.Popen([str(Path(sys.executable).parent / "chatmesh"), "serve", "presence"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
+        deadline, status = time.monotonic() + 60, None
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            reply = health.Check(health_pb2.HealthCheckRequest(service=grpc_server.LIVENESS_SERVICE),
-                                 timeout=30, wait_for_ready=True)
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            while status != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+                assert process.poll() is None, (tmp_path / "presence.log").read_text()
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(service=grpc_server.LIVENESS_SERVICE),
+                                          timeout=1).status
+                except grpc.RpcError:
+                    time.sleep(0.2)
+        assert status == health_pb2.HealthCheckResponse.SERVING, (tmp_path / "presence.log").read_text()
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, (tmp_path / "presence.log").read_text()
     finally:

@@ -19,6 +19,7 @@ from chatmesh.embedded import free_port
 from chatmesh.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
+from tests.test_k8s_support import private_database
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -36,15 +37,18 @@ class MetricsMesh(Mesh):
 
 
 @pytest.fixture(scope="module")
-def metrics_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], workdir: Path) -> Iterator[MetricsMesh]:
-    base = new_mesh({**mesh_env, "CHAT_REDIS_PREFIX": f"metrics-{secrets.token_hex(4)}"}, workdir / "metrics-logs")
-    running = MetricsMesh(env=base.env, ports=base.ports, log_dir=base.log_dir)
-    running.metrics_ports = {name: free_port() for name in ("conversation", "message", "presence")}
-    running.start()
-    yield running
-    running.stop()
-    if request.session.testsfailed:
-        dump_logs(running.log_dir)
+def metrics_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], postgres_server: str,
+                 workdir: Path) -> Iterator[MetricsMesh]:
+    with private_database(postgres_server) as database_url:
+        base = new_mesh({**mesh_env, "CHAT_DATABASE_URL": database_url,
+                         "CHAT_REDIS_PREFIX": f"metrics-{secrets.token_hex(4)}"}, workdir / "metrics-logs")
+        running = MetricsMesh(env=base.env, ports=base.ports, log_dir=base.log_dir)
+        running.metrics_ports = {name: free_port() for name in ("conversation", "message", "presence")}
+        running.start()
+        yield running
+        running.stop()
+        if request.session.testsfailed:
+            dump_logs(running.log_dir)
 
 
 def scrape(url: str) -> Samples:

@@ -20,6 +20,7 @@ from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from chatmesh.grpc_server import LIVENESS_SERVICE
 from chatmesh.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
+from tests.test_k8s_support import private_database
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -99,9 +100,15 @@ def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
+@pytest.fixture
+def private_db(postgres_server: str) -> Iterator[str]:
+    with private_database(postgres_server) as url:
+        yield url
+
+
 def test_losing_redis_makes_message_and_presence_not_ready_until_it_returns(
-        mesh_env: dict[str, str], database_url: str, private_redis: EmbeddedRedis, tmp_path: Path) -> None:
-    mesh = _private(mesh_env, tmp_path / "logs", CHAT_REDIS_URL=private_redis.url)
+        mesh_env: dict[str, str], private_db: str, private_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    mesh = _private(mesh_env, tmp_path / "logs", CHAT_REDIS_URL=private_redis.url, CHAT_DATABASE_URL=private_db)
     try:
         mesh.start("conversation", "message", "presence")
         _wait_for(mesh, ["message", "presence"], SERVING)
