@@ -1,6 +1,6 @@
 """The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT,
-`serve NAME` runs one service (the container image's entrypoint) and `migrate` applies the schema
-migrations (the Kubernetes migration Job)."""
+`serve NAME` runs one service (the container image's entrypoint), `migrate` applies the schema
+migrations (the Kubernetes migration Job) and `bench` measures the mesh (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from chatmesh import db, deadletter
 from chatmesh.auth import sign
+from chatmesh.bench.args import add_arguments as add_bench_arguments
 from chatmesh.config import DEFAULT_PORTS, Settings
 from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
 from chatmesh.launcher import SERVICES, Mesh
@@ -133,6 +134,13 @@ def dead_letter(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def bench(args: argparse.Namespace) -> int:
+    """Measure connections, throughput, history and the storage ceiling (needs the `bench` extra)."""
+    from chatmesh.bench.runner import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatmesh", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     p_dead = commands.add_parser("dead-letter", help="list or replay events that delivery gave up on")
     p_dead.add_argument("action", choices=["list", "replay"])
     p_dead.set_defaults(func=dead_letter)
+
+    p_bench = commands.add_parser("bench", help="measure the mesh: connections, throughput, history, ceiling "
+                                                "(pip install 'chatmesh[bench]')")
+    add_bench_arguments(p_bench)
+    p_bench.set_defaults(func=bench)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

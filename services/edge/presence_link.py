@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -31,6 +30,7 @@ from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2, presence_pb2_grpc
 from services.edge.errors import from_rpc_error
+from services.edge.streams import ResilientStream
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,14 @@ class PresenceLink:
         self._new: set[str] = set()
         self._closed: dict[str, str] = {}  # connection id -> user id, to drop
         self._wake = asyncio.Event()
-        self._requests: asyncio.Queue[presence_pb2.StreamPresenceEventsRequest] = asyncio.Queue()
-        self.connected = asyncio.Event()
+        self._stream: ResilientStream[presence_pb2.StreamPresenceEventsRequest,
+                                      presence_pb2.StreamPresenceEventsResponse] = ResilientStream(
+            "presence event stream",
+            lambda: stub.StreamPresenceEvents(metadata=credentials.metadata(), wait_for_ready=True),
+            lambda: [presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=u) for u in list(self._sinks)],
+            self._dispatch,
+        )
+        self.connected = self._stream.connected
 
     # sockets
 
@@ -79,7 +85,7 @@ class PresenceLink:
         self._connections[connection_id] = user_id
         sinks = self._sinks.setdefault(user_id, {})
         if not sinks:
-            self._requests.put_nowait(presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=user_id))
+            self._stream.send(presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=user_id))
         sinks[connection_id] = sink
         self._new.add(connection_id)
         self._wake.set()
@@ -92,13 +98,13 @@ class PresenceLink:
         sinks.pop(connection_id, None)
         if not sinks:
             self._sinks.pop(user_id, None)
-            self._requests.put_nowait(presence_pb2.StreamPresenceEventsRequest(unsubscribe_user_id=user_id))
+            self._stream.send(presence_pb2.StreamPresenceEventsRequest(unsubscribe_user_id=user_id))
         self._new.discard(connection_id)
         self._closed[connection_id] = user_id
         self._wake.set()
 
     async def run(self) -> None:
-        await asyncio.gather(self._stream_forever(), self._report_forever())
+        await asyncio.gather(self._stream.run(), self._report_forever())
 
     async def close(self) -> None:
         """On a graceful stop: tell presence this edge's sockets are gone rather than wait for the TTL."""
@@ -161,34 +167,6 @@ class PresenceLink:
                 self._closed.pop(connection_id, None)
 
     # ephemeral events
-
-    async def _stream_forever(self) -> None:
-        delay = 0.1
-        while True:
-            call = self._stub.StreamPresenceEvents(metadata=self._credentials.metadata(), wait_for_ready=True)
-            writer = asyncio.create_task(self._write(call))
-            try:
-                async for response in call:
-                    delay = 0.1
-                    self._dispatch(response)
-                log.warning("presence event stream ended; reconnecting")
-            except grpc.aio.AioRpcError as exc:
-                log.warning("presence event stream failed (%s); reconnecting", exc.code().name)
-            finally:
-                writer.cancel()
-                self.connected.clear()
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 5.0)
-
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
-        """Subscribe every current user on the new stream, then forward changes as they come."""
-        self._requests = asyncio.Queue()
-        for user_id in list(self._sinks):
-            self._requests.put_nowait(presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=user_id))
-        await call.wait_for_connection()
-        self.connected.set()
-        while True:
-            await call.write(await self._requests.get())
 
     def _dispatch(self, response: presence_pb2.StreamPresenceEventsResponse) -> None:
         for batch in response.batches:

@@ -8,18 +8,12 @@ every socket from the last resume token it delivered, so nothing is skipped.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
-
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
-
-log = logging.getLogger(__name__)
+from services.edge.streams import ResilientStream
 
 Sink = Callable[[common_pb2.Event], None]
 
@@ -33,19 +27,23 @@ class _Subscriber:
 
 class EventRouter:
     def __init__(self, stub: message_pb2_grpc.MessageServiceStub, credentials: ServiceCredentials) -> None:
-        self._stub = stub
-        self._credentials = credentials
         self._subs: dict[str, _Subscriber] = {}
-        self._requests: asyncio.Queue[message_pb2.StreamEventsRequest] = asyncio.Queue()
-        self.connected = asyncio.Event()
+        self._stream: ResilientStream[message_pb2.StreamEventsRequest, message_pb2.StreamEventsResponse] = \
+            ResilientStream(
+                "event stream",
+                lambda: stub.StreamEvents(metadata=credentials.metadata(), wait_for_ready=True),
+                lambda: [self._subscribe_request(subscription_id) for subscription_id in list(self._subs)],
+                self._dispatch,
+            )
+        self.connected = self._stream.connected
 
     def subscribe(self, subscription_id: str, user_id: str, resume_token: str, sink: Sink) -> None:
         self._subs[subscription_id] = _Subscriber(user_id, resume_token, sink)
-        self._requests.put_nowait(self._subscribe_request(subscription_id))
+        self._stream.send(self._subscribe_request(subscription_id))
 
     def unsubscribe(self, subscription_id: str) -> None:
         if self._subs.pop(subscription_id, None) is not None:
-            self._requests.put_nowait(message_pb2.StreamEventsRequest(
+            self._stream.send(message_pb2.StreamEventsRequest(
                 unsubscribe=message_pb2.StreamEventsRequest.Unsubscribe(subscription_id=subscription_id)))
 
     def _subscribe_request(self, subscription_id: str) -> message_pb2.StreamEventsRequest:
@@ -54,32 +52,7 @@ class EventRouter:
             subscription_id=subscription_id, user_id=sub.user_id, resume_token=sub.resume_token))
 
     async def run(self) -> None:
-        delay = 0.1
-        while True:
-            call = self._stub.StreamEvents(metadata=self._credentials.metadata(), wait_for_ready=True)
-            writer = asyncio.create_task(self._write(call))
-            try:
-                async for response in call:
-                    delay = 0.1
-                    self._dispatch(response)
-                log.warning("event stream ended; reconnecting")
-            except grpc.aio.AioRpcError as exc:
-                log.warning("event stream failed (%s); reconnecting", exc.code().name)
-            finally:
-                writer.cancel()
-                self.connected.clear()
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 5.0)
-
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
-        """Subscribe every current socket on the new stream, then forward changes as they come."""
-        self._requests = asyncio.Queue()
-        for subscription_id in list(self._subs):
-            self._requests.put_nowait(self._subscribe_request(subscription_id))
-        await call.wait_for_connection()
-        self.connected.set()
-        while True:
-            await call.write(await self._requests.get())
+        await self._stream.run()
 
     def _dispatch(self, response: message_pb2.StreamEventsResponse) -> None:
         for batch in response.batches:
