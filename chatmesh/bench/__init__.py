@@ -1,0 +1,1 @@
+"""`chatmesh bench`: the mesh's own load generator and measurements (see docs/performance.md)."""

@@ -1,0 +1,81 @@
+"""connections: N authenticated idle WebSockets on one edge process.
+
+Each socket is its own user, authenticated with a Bearer token on the upgrade (the edge records the
+user on first sight, subscribes it on its event stream and reports it to presence). Reports the
+connect rate, the edge's RSS against open sockets (and per socket, from the growth over the
+pre-connect baseline) and the heartbeat cost: the CPU the mesh spends per second holding the
+idle sockets (uvicorn's WebSocket pings every 20 s, the edge's presence heartbeats every TTL/3).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chatmesh.bench import fixtures, procstats
+from chatmesh.bench.pool import LoadGen, log
+from chatmesh.bench.progress import Progress
+from chatmesh.bench.target import Target
+
+MB = 1024 * 1024
+
+
+def run(target: Target, *, sockets: int, workers: int, idle_s: float) -> dict[str, Any]:
+    users, _ = fixtures.make(target, f"conn{int(time.time())}", sockets, 0, register=False)
+    edge_pid = {"edge": target.pids["edge"]} if "edge" in target.pids else {}
+    base = procstats.sample(edge_pid).get("edge")
+    series: list[list[float]] = [[0, round(base.rss / MB, 1)]] if base else []
+    marks = sorted({max(1, sockets * k // 20) for k in range(1, 21)})
+
+    def on_tick(done: int) -> None:
+        if edge_pid and marks and done >= marks[0]:
+            while marks and done >= marks[0]:
+                marks.pop(0)
+            series.append([done, round(procstats.sample(edge_pid)["edge"].rss / MB, 1)])
+
+    gen = LoadGen(target.ws_url, users, [""] * len(users), workers)
+    pids = {**target.pids, **gen.pids}
+    load = procstats.machine_load()
+    try:
+        before_connect = procstats.sample(pids)
+        gen.wait_connected(Progress("connect", sockets), on_tick=on_tick)
+        connect_cpu = procstats.delta(before_connect, procstats.sample(pids))
+        log(f"  {gen.connected} sockets in {gen.connect_s:.1f}s ({gen.failed} failed)")
+        time.sleep(min(5.0, idle_s))  # let subscriptions and presence reports settle
+        before = procstats.sample(pids)
+        progress = Progress("idle", idle_s, "s")
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < idle_s:
+            progress.update(elapsed)
+            time.sleep(0.5)
+        progress.done()
+        after = procstats.sample(pids)
+        idle_cpu = procstats.delta(before, after)
+        loadgen_rss = sum(v.rss for k, v in after.items() if k.startswith("loadgen-"))
+        edge = after.get("edge")
+        if edge and base:
+            series.append([gen.connected, round(edge.rss / MB, 1)])
+        result: dict[str, Any] = {
+            "sockets": sockets, "connected": gen.connected, "failed": gen.failed,
+            "connect_s": round(gen.connect_s, 2),
+            "connect_per_s": round(gen.connected / gen.connect_s, 1) if gen.connect_s else 0,
+            "connect_cpu_s": connect_cpu,
+            "edge_rss_mb_before": round(base.rss / MB, 1) if base else None,
+            "edge_rss_mb_after": round(edge.rss / MB, 1) if edge else None,
+            "edge_rss_kb_per_socket": round((edge.rss - base.rss) / 1024 / max(1, gen.connected), 1)
+            if edge and base else None,
+            "rss_mb_after": {k: round(v.rss / MB, 1) for k, v in after.items() if not k.startswith("loadgen-")},
+            "loadgen_rss_kb_per_socket": round(loadgen_rss / 1024 / max(1, gen.connected), 1),
+            "idle_s": idle_s,
+            "idle_cpu_cores": {k: round(v / idle_s, 4) for k, v in idle_cpu.items() if not k.startswith("loadgen-")},
+            "heartbeat_cpu_ms_per_socket_per_min": round(
+                1000 * 60 * sum(v for k, v in idle_cpu.items() if not k.startswith("loadgen-"))
+                / idle_s / max(1, gen.connected), 4),
+            "rss_series": series, "machine_load": load, "machine_load_after": procstats.machine_load(),
+        }
+        log(f"  edge RSS {result['edge_rss_mb_before']} -> {result['edge_rss_mb_after']} MB, "
+            f"{result['edge_rss_kb_per_socket']} KB/socket; connect {result['connect_per_s']}/s; idle mesh CPU "
+            f"{sum(result['idle_cpu_cores'].values()):.3f} cores")
+        return result
+    finally:
+        gen.stop()

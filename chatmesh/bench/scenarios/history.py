@@ -1,0 +1,138 @@
+"""history: paged reads of a long conversation, GET /api/messages/{id}?limit=50&before_seq=<random>.
+
+The conversation is made through the API; its messages are a benchmark fixture seeded straight into
+the message service's own tables with COPY (message.messages rows with consecutive seqs, and
+message.conversation_seq moved to the last one), because sending 100,000 messages through the mesh
+first would measure sends, not history. Seeded rows are exactly what a send stores, minus the outbox
+event (nothing is delivered for them). Without --database-url the conversation is filled through the
+API instead (slower; fewer messages by default). Readers run in their own process: first one at a
+time (latency), then several concurrently (pages/s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import random
+import time
+from array import array
+from typing import Any
+
+import httpx
+
+from chatmesh.bench import fixtures, procstats
+from chatmesh.bench.pool import log
+from chatmesh.bench.progress import Progress
+from chatmesh.bench.stats import percentiles
+from chatmesh.bench.target import Target
+
+
+def seed_copy(database_url: str, conversation_id: str, sender: str, count: int) -> float:
+    import psycopg
+
+    started = time.monotonic()
+    with psycopg.connect(database_url) as conn:
+        with conn.cursor() as cur, cur.copy(
+                "COPY message.messages (conversation_id, seq, sender_id, content, client_message_id) FROM STDIN") as copy:
+            for seq in range(1, count + 1):
+                copy.write_row((conversation_id, seq, sender, f"history message {seq} " + "y" * 40, f"seed-{seq}"))
+        conn.execute("""INSERT INTO message.conversation_seq (conversation_id, last_seq) VALUES (%s, %s)
+                        ON CONFLICT (conversation_id) DO UPDATE SET last_seq = EXCLUDED.last_seq""",
+                     (conversation_id, count))
+        conn.execute("ANALYZE message.messages")
+    return time.monotonic() - started
+
+
+def seed_api(target: Target, conversation_id: str, token: str, count: int) -> float:
+    async def run() -> None:
+        limit = asyncio.Semaphore(32)
+        async with httpx.AsyncClient(base_url=target.url, timeout=60,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            async def one(i: int) -> None:
+                async with limit:
+                    r = await client.post("/api/messages", json={"conversation_id": conversation_id,
+                                                                 "content": f"history message {i}",
+                                                                 "client_message_id": f"seed-{i}"})
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one(i) for i in range(count)))
+
+    started = time.monotonic()
+    asyncio.run(run())
+    return time.monotonic() - started
+
+
+def _reader(url: str, token: str, conversation_id: str, last_seq: int, page: int, concurrency: int,
+            duration_s: float, out: Any) -> None:
+    import uvloop
+
+    async def run() -> tuple[bytes, int]:
+        lat = array("d")
+        errors = 0
+        stop_at = time.monotonic() + duration_s
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits,
+                                     headers={"Authorization": f"Bearer {token}"}) as client:
+            async def loop(seed: int) -> None:
+                nonlocal errors
+                rnd = random.Random(seed)
+                while time.monotonic() < stop_at:
+                    before = rnd.randint(page + 1, last_seq + 1)
+                    t = time.monotonic_ns()
+                    r = await client.get(f"/api/messages/{conversation_id}", params={"limit": page,
+                                                                                    "before_seq": before})
+                    if r.status_code != 200 or len(r.json().get("messages", [])) != page:
+                        errors += 1
+                    lat.append((time.monotonic_ns() - t) / 1e6)
+
+            await client.get(f"/api/messages/{conversation_id}", params={"limit": page})  # warm up
+            await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        return lat.tobytes(), errors
+
+    out.send(uvloop.run(run()))
+
+
+def run(target: Target, *, messages: int, page: int, duration_s: float, concurrency: list[int]) -> dict[str, Any]:
+    users, conversations = fixtures.make(target, f"hist{int(time.time())}", 2, 2)
+    (sender, sender_token), (reader, reader_token) = users
+    cid = conversations[0]
+    if target.database_url:
+        seeded_by = "COPY into message.messages"
+        seed_s = seed_copy(target.database_url, cid, sender, messages)
+    else:
+        seeded_by = "POST /api/messages"
+        seed_s = seed_api(target, cid, sender_token, messages)
+    log(f"  seeded {messages:,} messages in {seed_s:.1f}s ({seeded_by})")
+    ctx = multiprocessing.get_context("spawn")
+    phases = []
+    for c in concurrency:
+        parent, child = ctx.Pipe()
+        load = procstats.machine_load()
+        proc = ctx.Process(target=_reader, args=(target.url, reader_token, cid, messages, page, c, duration_s, child),
+                           daemon=True)
+        pids = {**target.pids, "loadgen": 0}
+        proc.start()
+        pids["loadgen"] = proc.pid or 0
+        before = procstats.sample(pids)
+        progress = Progress(f"history c={c}", duration_s, "s")
+        started = time.monotonic()
+        while not parent.poll(0.5):
+            progress.update(time.monotonic() - started)
+            if not proc.is_alive():
+                raise RuntimeError("the history reader died")
+        after = procstats.sample(pids)
+        raw, errors = parent.recv()
+        proc.join()
+        progress.done()
+        lat = array("d")
+        lat.frombytes(raw)
+        cpu = procstats.delta(before, after)
+        phase = {"concurrency": c, "pages": len(lat), "errors": errors,
+                 "pages_per_s": round(len(lat) / duration_s, 1), "latency_ms": percentiles(lat),
+                 "cpu_s": cpu, "cpu_ms_per_page": {k: round(1000 * v / max(1, len(lat)), 3) for k, v in cpu.items()},
+                 "machine_load": load}
+        log(f"  c={c}: {phase['pages_per_s']:,.0f} pages/s, p50/p99 {phase['latency_ms'].get('p50')}/"
+            f"{phase['latency_ms'].get('p99')} ms, errors {errors}, load {load['load1']}")
+        phases.append(phase)
+    return {"messages": messages, "page": page, "seeded_by": seeded_by, "seed_s": round(seed_s, 1),
+            "phases": phases}

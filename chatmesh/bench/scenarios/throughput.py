@@ -1,0 +1,79 @@
+"""throughput: open-loop senders at a fixed offered rate into groups, receivers on WebSockets.
+
+Every user of a group has one socket that both sends (its share of the offered rate, on a fixed
+schedule: a late reply cannot slow the senders, so queueing shows as latency) and receives. Latency
+is from a message's scheduled send time to its arrival at each recipient, the sender's own copy
+included. A step counts only with zero lost and zero duplicated deliveries and every send accepted.
+The ramp mode raises the rate step by step and reports the highest one whose p99 stays under a bound.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chatmesh.bench import fixtures, procstats
+from chatmesh.bench.pool import LoadGen, log
+from chatmesh.bench.progress import Progress
+from chatmesh.bench.stats import cdf, cpu_per_1000, percentiles
+from chatmesh.bench.target import Target
+
+
+def _step(gen: LoadGen, target: Target, step: int, rate: float, duration_s: float, group_size: int,
+          label: str) -> dict[str, Any]:
+    pids = {**target.pids, **gen.pids}
+    load = procstats.machine_load()
+    before = procstats.sample(pids)
+    started = time.monotonic()
+    result = gen.run_step(step, duration_s, rate, group_size,
+                          Progress(label, duration_s, "s"))
+    wall = time.monotonic() - started
+    cpu = procstats.delta(before, procstats.sample(pids))
+    lat = result.pop("latencies_ms")
+    acks = result.pop("ack_ms")
+    cpu["loadgen"] = round(sum(v for k, v in cpu.items() if k.startswith("loadgen-")), 3)
+    cpu = {k: v for k, v in cpu.items() if not k.startswith("loadgen-")}
+    ok = (result["lost"] == 0 and result["duplicated"] == 0 and result["accepted"] == result["sent"]
+          and result["sent"] > 0 and result["unexpected"] == 0)
+    out = {
+        "offered_per_s": rate, "duration_s": duration_s, "group_size": group_size, **result,
+        "accepted_per_s": round(result["accepted"] / duration_s, 1),
+        "deliveries_per_s": round(result["received"] / duration_s, 1),
+        "latency_ms": percentiles(lat), "send_ack_ms": percentiles(acks), "cdf": cdf(lat),
+        "cpu_s": cpu, "cpu_s_per_1000_deliveries": cpu_per_1000(cpu, result["received"]),
+        "cpu_cores_busy": round(sum(cpu.values()) / wall, 2), "wall_s": round(wall, 1),
+        "machine_load_before": load, "machine_load_after": procstats.machine_load(), "counts": ok,
+    }
+    log(f"  rate {rate:,.0f}/s: accepted {out['accepted_per_s']:,.0f}/s, deliveries {out['deliveries_per_s']:,.0f}/s, "
+        f"p50/p99/max {out['latency_ms'].get('p50')}/{out['latency_ms'].get('p99')}/{out['latency_ms'].get('max')} ms, "
+        f"lost {result['lost']}, dup {result['duplicated']}, errors {result['errors'] or '-'}, load {load['load1']}")
+    return out
+
+
+def run(target: Target, *, groups: int, group_size: int, rates: list[float], duration_s: float, workers: int,
+        ack: str, ramp: bool, ramp_p99_ms: float, ramp_max_rate: float) -> dict[str, Any]:
+    users, conversations = fixtures.make(target, f"tp{int(time.time())}-{group_size}", groups * group_size, group_size)
+    gen = LoadGen(target.ws_url, users, conversations, workers, ack=ack)
+    try:
+        gen.wait_connected(Progress("connect", len(users)))
+        log(f"  {gen.connected} sockets in {gen.connect_s:.1f}s ({gen.failed} failed)")
+        steps: list[dict[str, Any]] = []
+        if ramp:
+            rate, step = rates[0], 0
+            best: dict[str, Any] | None = None
+            while rate <= ramp_max_rate:
+                step += 1
+                result = _step(gen, target, step, rate, duration_s, group_size, f"ramp {rate:,.0f}/s")
+                steps.append(result)
+                good = result["counts"] and result["latency_ms"].get("p99", 1e9) <= ramp_p99_ms
+                if not good:
+                    break
+                best = result
+                rate = round(rate * 1.25)
+            return {"mode": "ramp", "p99_bound_ms": ramp_p99_ms, "steps": steps,
+                    "best_rate": best["offered_per_s"] if best else 0, "sockets": gen.connected, "ack": ack}
+        for step, rate in enumerate(rates, 1):
+            steps.append(_step(gen, target, step, rate, duration_s, group_size, f"{rate:,.0f} msg/s"))
+        return {"mode": "fixed", "steps": steps, "sockets": gen.connected, "ack": ack}
+    finally:
+        gen.stop()
