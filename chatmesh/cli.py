@@ -45,7 +45,8 @@ def jwt_secret(data_dir: Path) -> str:
 def up(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {"CHAT_JWT_SECRET": jwt_secret(data_dir)}
+    # A development mesh: the page's sign-in may sign tokens for any name (CHAT_DEV_LOGIN=0 to refuse).
+    env = {"CHAT_JWT_SECRET": jwt_secret(data_dir), "CHAT_DEV_LOGIN": os.environ.get("CHAT_DEV_LOGIN", "1")}
     embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
     mesh: Mesh | None = None
     # Stop cleanly on SIGTERM as on Ctrl-C.
@@ -68,6 +69,7 @@ def up(args: argparse.Namespace) -> int:
         print("starting conversation, message, presence and edge ...", flush=True)
         mesh.start()
         print(f"\nchatmesh is up: {mesh.edge_url}  (WebSocket: ws://127.0.0.1:{ports['edge']}/ws)")
+        print(f"chat in a browser: {mesh.edge_url}/  (sign in with any user name)")
         print(f"logs in {mesh.log_dir}; a token: chatmesh token alice --data-dir {data_dir}")
         print("Ctrl-C stops everything.", flush=True)
         crashed = mesh.wait()

@@ -57,6 +57,9 @@ ENV_VARS: dict[str, str] = {
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
     "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
+    "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
+    "CHAT_DEV_LOGIN": "Development only: `1` lets the edge sign a token for any user name at `POST /dev/token` "
+                      "(the page's sign-in). Never set it in production (default `0`; `chatmesh up` sets it).",
     "CHAT_METRICS_PORT": "Port of a gRPC service's Prometheus /metrics, on its listen host (unset: none; the edge serves /metrics itself).",
 }
 
@@ -79,6 +82,14 @@ def _read(env: Mapping[str, str], key: str, cast: Callable[[str], T], default: T
 
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _flag(raw: str) -> bool:
+    """`1/true/yes/on` or `0/false/no/off`."""
+    value = raw.strip().lower()
+    if value not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise ValueError("expected 1 or 0")
+    return value in ("1", "true", "yes", "on")
 
 
 def _rate(raw: str) -> tuple[int, float]:
@@ -127,6 +138,8 @@ class Settings:
     ws_max_sockets: int = 20
     ws_max_frames_per_s: int = 50
     ws_max_frame_bytes: int = 65536
+    web_enabled: bool = True
+    dev_login: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -166,6 +179,8 @@ class Settings:
             ws_max_sockets=_read(env, "CHAT_WS_MAX_SOCKETS", int, 20),
             ws_max_frames_per_s=_read(env, "CHAT_WS_MAX_FRAMES_PER_S", int, 50),
             ws_max_frame_bytes=_read(env, "CHAT_WS_MAX_FRAME_BYTES", int, 65536),
+            web_enabled=_read(env, "CHAT_WEB_ENABLED", _flag, True),
+            dev_login=_read(env, "CHAT_DEV_LOGIN", _flag, False),
         )
 
     def require(self, *names: str) -> None:

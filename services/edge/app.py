@@ -30,6 +30,7 @@ from services.edge.errors import error_response, from_rpc_error
 from services.edge.openapi import build_openapi
 from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
+from services.edge.web import web_routes
 from services.edge.ws import Connection
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", metrics_endpoint),
             WebSocketRoute("/ws", websocket),
             Route("/api/{path:path}", rest, methods=methods_all),
+            *web_routes(settings),  # the browser page at / (last: it serves any other path)
         ],
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware), *cors,

@@ -1,0 +1,54 @@
+"""The browser chat page (clients/web) at `/`, and the development sign-in it can use.
+
+The page is plain files served as they are (no build step); CHAT_WEB_ENABLED=0 turns it off, and an
+installation without the clients/web folder (the wheel) simply has no page. `POST /dev/token`
+({"user_id", "display_name"?} -> {"token", "user_id"}) signs a token for any user name with the
+mesh's secret: it exists only when CHAT_DEV_LOGIN=1 (`chatmesh up` sets it), never by default, since
+it lets anyone be anyone. In production the host application hands the page its token
+(`window.CHATMESH_TOKEN` or `#token=` in the URL).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from chatmesh.auth import sign
+from chatmesh.config import Settings
+from services.edge.errors import error_response
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
+DEV_TOKEN_TTL_S = 12 * 3600
+MAX_USER_ID = 128
+
+
+def web_routes(settings: Settings) -> list[BaseRoute]:
+    """Routes to append after the API's (the page's mount catches every other path)."""
+    routes: list[BaseRoute] = []
+    if settings.dev_login:
+        log.warning("CHAT_DEV_LOGIN is on: POST /dev/token signs a token for any user (development only)")
+
+        async def dev_token(request: Request) -> Response:
+            try:
+                body = json.loads(await request.body() or b"{}")
+                user_id = str(body.get("user_id", "")).strip()
+                name = str(body.get("display_name", "") or "")[:200]
+            except (ValueError, AttributeError):
+                return error_response(400, "INVALID_JSON", "the body must be a JSON object")
+            if not user_id or len(user_id) > MAX_USER_ID or any(ord(c) < 32 for c in user_id):
+                return error_response(400, "INVALID_ARGUMENT", f"user_id must be 1-{MAX_USER_ID} printable characters")
+            return JSONResponse({"token": sign(settings, user_id, ttl_s=DEV_TOKEN_TTL_S, name=name or None),
+                                 "user_id": user_id})
+
+        routes.append(Route("/dev/token", dev_token, methods=["POST"]))
+    if settings.web_enabled and (WEB_DIR / "index.html").is_file():
+        routes.append(Mount("/", app=StaticFiles(directory=WEB_DIR, html=True), name="web"))
+    return routes

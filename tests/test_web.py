@@ -1,0 +1,174 @@
+"""The browser page (clients/web) in Debian's Chromium, driven by Playwright: two people chat live,
+ticks turn read, typing shows and goes, and an edge restart loses and doubles nothing.
+
+Runs on a private mesh (its own database and Redis prefix) at time scale 0.2, so the 3 s typing
+expiry is 0.6 s and the edge can be restarted without disturbing other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatmesh.embedded import free_port
+from chatmesh.launcher import SERVICES, Mesh
+from tests.conftest import dump_logs
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIME_SCALE = 0.2
+TYPING_EXPIRY_S = 3.0 * TIME_SCALE
+WAIT_MS = 15_000
+# Set CHAT_WEB_SCREENSHOT=docs/screenshot.png to refresh the README's picture.
+SCREENSHOT = os.environ.get("CHAT_WEB_SCREENSHOT", "")
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
+                                reason="Debian's chromium is not installed (scripts/test.sh installs it)")
+
+
+@pytest.fixture
+def web_mesh(request: pytest.FixtureRequest, isolated_env, tmp_path: Path) -> Iterator[Mesh]:  # type: ignore[no-untyped-def]
+    env = isolated_env(CHAT_TIME_SCALE=str(TIME_SCALE), CHAT_DEV_LOGIN="1")
+    mesh = Mesh(env=env, ports={name: free_port() for name in SERVICES}, log_dir=tmp_path / "logs")
+    failed_before = request.session.testsfailed
+    mesh.start()
+    yield mesh
+    mesh.stop(sig=signal.SIGKILL, timeout_s=5)
+    if request.session.testsfailed > failed_before:
+        dump_logs(mesh.log_dir)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    async with playwright_api.async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+async def sign_in(browser, url: str, user: str):  # type: ignore[no-untyped-def]
+    context = await browser.new_context(viewport={"width": 1000, "height": 640})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    await page.goto(url)
+    await page.get_by_label("User name (development sign-in)").fill(user)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("#conn[data-state=connected]").wait_for()
+    return page
+
+
+async def contents(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return list(await page.locator("#messages li.message .content").all_inner_texts())
+
+
+async def wait_contents(page, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while (got := await contents(page)) != expected:
+        assert time.monotonic() < deadline, f"{got} != {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
+    await page.get_by_label("Message", exact=True).fill(text)
+    await page.keyboard.press("Enter")
+
+
+async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, browser, tmp_path: Path) -> None:
+    url = web_mesh.edge_url + "/"
+    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    bob = await sign_in(browser, url, bob_id)
+    alice = await sign_in(browser, url, alice_id)
+
+    # Alice starts a chat with bob (keyboard only) and sends; bob sees it live in his list.
+    await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
+    await alice.keyboard.press("Enter")
+    await alice.get_by_label("Message", exact=True).wait_for()
+    await send(alice, "hello bob")
+    mine = alice.locator("#messages li.message.mine").last
+    await mine.wait_for()
+    assert await mine.locator(".content").inner_text() == "hello bob"  # the optimistic bubble, at once
+    await alice.locator("li.message.mine[data-status=delivered]").wait_for()  # bob's page acknowledged it
+    conversation = bob.locator("#conversations button.conversation")
+    await conversation.locator(".unread", has_text="1").wait_for()
+    assert "hello bob" in await conversation.locator(".preview").inner_text()
+
+    # Bob opens it: he reads it, and alice's ticks turn read.
+    await conversation.click()
+    await wait_contents(bob, ["hello bob"])
+    await alice.locator("li.message.mine[data-status=read]").wait_for()
+    assert await alice.locator("li.message.mine .ticks").get_attribute("aria-label") == "read"
+
+    # Bob types: alice sees it, and it vanishes 3 s (scaled) after his last keystroke.
+    await bob.get_by_label("Message", exact=True).press_sequentially("typ")
+    typing = alice.locator("#typing")
+    await typing.filter(has_text=f"{bob_id} is typing").wait_for()
+    shown = time.monotonic()
+    await typing.wait_for(state="hidden")
+    gone_after = time.monotonic() - shown
+    assert TYPING_EXPIRY_S * 0.5 <= gone_after <= TYPING_EXPIRY_S + 3, gone_after
+    await bob.get_by_label("Message", exact=True).fill("")
+
+    # Reactions, edits and deletes travel too.
+    await bob.locator("li.message", has_text="hello bob").get_by_role("button", name="React 👍").click()
+    await alice.locator("li.message.mine .reactions button", has_text="👍 1").wait_for()
+    await send(alice, "typo mesage")
+    await wait_contents(bob, ["hello bob", "typo mesage"])
+    await alice.locator("li.message.mine", has_text="typo mesage").get_by_role("button", name="Edit").click()
+    await alice.get_by_label("Message", exact=True).fill("typo message")
+    await alice.keyboard.press("Enter")
+    await wait_contents(bob, ["hello bob", "typo message"])
+    await alice.locator("li.message.mine", has_text="typo message").get_by_role("button", name="Delete").click()
+    await wait_contents(bob, ["hello bob", "This message was deleted"])
+
+    # The edge restarts mid-conversation: both pages say so, recover, and nothing is lost or doubled.
+    await send(alice, "before restart")
+    await wait_contents(bob, ["hello bob", "This message was deleted", "before restart"])
+    await asyncio.to_thread(web_mesh.stop, "edge")
+    await alice.locator("#conn[data-state=reconnecting]").wait_for()
+    await bob.locator("#conn[data-state=reconnecting]").wait_for()
+    assert await alice.locator("#conn").inner_text() == "Reconnecting…"
+    await send(alice, "during restart")  # pending until the edge is back, then sent once
+    await alice.locator("li.message.mine[data-status=pending]", has_text="during restart").wait_for()
+    await asyncio.to_thread(web_mesh.start, "edge")
+    await alice.locator("#conn[data-state=connected]").wait_for()
+    await bob.locator("#conn[data-state=connected]").wait_for()
+    await send(alice, "after restart")
+    expected = ["hello bob", "This message was deleted", "before restart", "during restart", "after restart"]
+    await wait_contents(bob, expected)
+    await wait_contents(alice, expected)
+    await alice.locator("li.message.mine[data-status=read]", has_text="after restart").wait_for()
+    await asyncio.sleep(1.0)  # redeliveries and replays would show up by now
+    assert await contents(bob) == expected and await contents(alice) == expected
+
+    async with httpx.AsyncClient(base_url=web_mesh.edge_url) as http:
+        token = (await http.post("/dev/token", json={"user_id": alice_id})).json()["token"]
+        cid = await alice.locator("#conversations button.conversation").get_attribute("data-id")
+        stored = (await http.get(f"/api/messages/{cid}", headers={"Authorization": f"Bearer {token}"})).json()
+    assert [m.get("content", "") for m in stored["messages"]] == ["hello bob", "", "before restart", "during restart",
+                                                                  "after restart"]
+
+    await alice.screenshot(path=str(tmp_path / "screenshot.png"))
+    if SCREENSHOT:
+        await alice.screenshot(path=SCREENSHOT)
+
+
+async def test_page_and_dev_login_follow_configuration(mesh: Mesh, http: httpx.AsyncClient) -> None:
+    """The shared mesh runs with defaults: the page is served, development sign-in is not."""
+    page = await http.get("/")
+    assert page.status_code == 200 and "<title>chatmesh</title>" in page.text
+    script = await http.get("/chat.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert (await http.post("/dev/token", json={"user_id": "mallory"})).status_code in (404, 405)
+    assert (await http.get("/api/nope")).status_code == 404  # the API's own 404s are untouched
