@@ -15,6 +15,13 @@ if [ ! -x .tools/node_modules/.bin/buf ]; then
 fi
 export PATH="$PWD/.tools/node_modules/.bin:$PATH"
 
+# The browser tests (tests/test_web.py) drive Debian's Chromium through Playwright; Playwright's own
+# browser download does not work here. Installed once (needs root, as in the CI image).
+if ! command -v chromium >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji) >/dev/null \
+    || echo "warning: could not install chromium: tests/test_web.py will be skipped" >&2
+fi
+
 # The manifest tests (tests/test_k8s.py) render deploy/k8s with kustomize, which kubectl embeds;
 # this machine image ships kubectl (Debian's kubernetes-client is too old for kustomize v5 files).
 if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
