@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 
 from chatmesh.config import Settings
+from chatmesh.logs import request_id_var
 
 MAX_USER_ID_LENGTH = 128
 SERVICE_TOKEN_TTL_S = 3600
@@ -158,4 +159,6 @@ class ServiceCredentials:
         if now >= self._renew_at:
             self._token = sign(self._settings, f"service:{self._service}", ttl_s=SERVICE_TOKEN_TTL_S, service=True)
             self._renew_at = now + SERVICE_TOKEN_TTL_S / 2
+        if request_id := request_id_var.get():  # a call made while serving a request carries its id on
+            return (("authorization", f"Bearer {self._token}"), ("x-request-id", request_id))
         return (("authorization", f"Bearer {self._token}"),)
