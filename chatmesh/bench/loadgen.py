@@ -128,7 +128,8 @@ class Socket:
                     w.ack_ready.set()
         except Exception as exc:  # noqa: BLE001 - a closed socket is counted, the run decides
             if not self.closed:
-                w.current().errors[f"closed:{type(exc).__name__}"] += 1
+                code = getattr(getattr(exc, "rcvd", None), "code", "")
+                w.current().errors[f"closed:{type(exc).__name__}:{code}"] += 1
 
     async def flush_acks(self) -> None:
         """One events_ack for everything received since the last flush, and (ack=delivered) one

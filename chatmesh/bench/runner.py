@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
                     f"{' (ramp)' if args.ramp else ''}, ack={args.ack}")
                 r = throughput.run(target, groups=groups, group_size=size, rates=rates, duration_s=args.duration,
                                    workers=args.workers, ack=args.ack, ramp=args.ramp, ramp_p99_ms=args.ramp_p99_ms,
-                                   ramp_max_rate=args.ramp_max)
+                                   ramp_max_rate=args.ramp_max,
+                                   profile_dir=out / f"profile-g{size}" if args.profile else None)
                 results["throughput"].append(r)
                 if not args.ramp:
                     ok &= all(s["counts"] for s in r["steps"])

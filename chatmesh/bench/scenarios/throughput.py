@@ -10,9 +10,10 @@ The ramp mode raises the rate step by step and reports the highest one whose p99
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import fixtures, procstats
+from chatmesh.bench import fixtures, procstats, profile
 from chatmesh.bench.pool import LoadGen, log
 from chatmesh.bench.progress import Progress
 from chatmesh.bench.stats import cdf, cpu_per_1000, percentiles
@@ -20,15 +21,18 @@ from chatmesh.bench.target import Target
 
 
 def _step(gen: LoadGen, target: Target, step: int, rate: float, duration_s: float, group_size: int,
-          label: str) -> dict[str, Any]:
+          label: str, profile_dir: Path | None = None) -> dict[str, Any]:
     pids = {**target.pids, **gen.pids}
     load = procstats.machine_load()
+    spies = profile.start(target.pids, profile_dir, duration_s) if profile_dir else []
     before = procstats.sample(pids)
     started = time.monotonic()
     result = gen.run_step(step, duration_s, rate, group_size,
                           Progress(label, duration_s, "s"))
     wall = time.monotonic() - started
     cpu = procstats.delta(before, procstats.sample(pids))
+    if spies and profile_dir:
+        log(profile.finish(spies, profile_dir, top=12))
     lat = result.pop("latencies_ms")
     acks = result.pop("ack_ms")
     cpu["loadgen"] = round(sum(v for k, v in cpu.items() if k.startswith("loadgen-")), 3)
@@ -51,7 +55,8 @@ def _step(gen: LoadGen, target: Target, step: int, rate: float, duration_s: floa
 
 
 def run(target: Target, *, groups: int, group_size: int, rates: list[float], duration_s: float, workers: int,
-        ack: str, ramp: bool, ramp_p99_ms: float, ramp_max_rate: float) -> dict[str, Any]:
+        ack: str, ramp: bool, ramp_p99_ms: float, ramp_max_rate: float,
+        profile_dir: Path | None = None) -> dict[str, Any]:
     users, conversations = fixtures.make(target, f"tp{int(time.time())}-{group_size}", groups * group_size, group_size)
     gen = LoadGen(target.ws_url, users, conversations, workers, ack=ack)
     try:
@@ -73,7 +78,8 @@ def run(target: Target, *, groups: int, group_size: int, rates: list[float], dur
             return {"mode": "ramp", "p99_bound_ms": ramp_p99_ms, "steps": steps,
                     "best_rate": best["offered_per_s"] if best else 0, "sockets": gen.connected, "ack": ack}
         for step, rate in enumerate(rates, 1):
-            steps.append(_step(gen, target, step, rate, duration_s, group_size, f"{rate:,.0f} msg/s"))
+            steps.append(_step(gen, target, step, rate, duration_s, group_size, f"{rate:,.0f} msg/s",
+                               profile_dir if step == 1 else None))
         return {"mode": "fixed", "steps": steps, "sockets": gen.connected, "ack": ack}
     finally:
         gen.stop()
