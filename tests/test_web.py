@@ -178,3 +178,40 @@ async def test_page_and_dev_login_follow_configuration(mesh: Mesh, http: httpx.A
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert (await http.post("/dev/token", json={"user_id": "mallory"})).status_code in (404, 405)
     assert (await http.get("/api/nope")).status_code == 404  # the API's own 404s are untouched
+
+
+async def test_history_loads_older_pages_on_scroll_with_a_host_token(mesh: Mesh, http: httpx.AsyncClient, browser,
+                                                                    make_token) -> None:
+    """Production sign-in (the host hands the page a token in the URL fragment) and paged history."""
+    from tests.helpers import direct_conversation, new_user_id, register
+    from tests.helpers import send as rest_send
+
+    alice, bob = new_user_id("alice"), new_user_id("bob")
+    await register(http, make_token(bob))
+    conversation_id = await direct_conversation(http, make_token(alice), bob)
+    for i in range(110):
+        last = await rest_send(http, make_token(alice), conversation_id, f"m{i}")
+    # Delivered to another device of bob's already, so this page gets no offline buffer: only history.
+    delivered = await http.post(f"/api/messages/{last['message_id']}/status", json={"status": "MESSAGE_STATUS_DELIVERED"},
+                                headers={"Authorization": f"Bearer {make_token(bob)}"})
+    assert delivered.status_code == 200, delivered.text
+
+    context = await browser.new_context(viewport={"width": 900, "height": 600})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    await page.goto(f"{mesh.edge_url}/#token={make_token(bob)}")
+    await page.locator("#conn[data-state=connected]").wait_for()
+    assert "token" not in page.url  # taken out of the address bar
+    conversation = page.locator("#conversations button.conversation")
+    await conversation.locator(".unread", has_text="110").wait_for()
+    await conversation.click()
+    await page.locator("#messages li.message").nth(49).wait_for()
+    assert len(await contents(page)) == 50  # the latest page first
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while len(await contents(page)) < 110:
+        assert time.monotonic() < deadline, len(await contents(page))
+        await page.locator("#messages").evaluate("list => { list.scrollTop = 0; }")
+        await asyncio.sleep(0.1)
+    assert await contents(page) == [f"m{i}" for i in range(110)]
+    await conversation.locator(".unread").wait_for(state="hidden")  # opened and read
+    await context.close()
