@@ -115,13 +115,13 @@ async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, brow
     assert await alice.locator("li.message.mine .ticks").get_attribute("aria-label") == "read"
 
     # Bob types: alice sees it, and it vanishes 3 s (scaled) after his last keystroke.
+    typed = time.monotonic()
     await bob.get_by_label("Message", exact=True).press_sequentially("typ")
     typing = alice.locator("#typing")
     await typing.filter(has_text=f"{bob_id} is typing").wait_for()
-    shown = time.monotonic()
     await typing.wait_for(state="hidden")
-    gone_after = time.monotonic() - shown
-    assert TYPING_EXPIRY_S * 0.5 <= gone_after <= TYPING_EXPIRY_S + 3, gone_after
+    gone_after = time.monotonic() - typed  # the page throttles: its one `true` went with the first key
+    assert TYPING_EXPIRY_S * 0.9 <= gone_after <= TYPING_EXPIRY_S + 4, gone_after
     await bob.get_by_label("Message", exact=True).fill("")
 
     # Reactions, edits and deletes travel too.

@@ -12,6 +12,16 @@ export function shortEnum(value, prefix, fallback = "") {
   return (text.startsWith(prefix) ? text.slice(prefix.length) : text).toLowerCase();
 }
 
+const SEEN_KEPT = 50000; // event and message ids remembered for deduplication
+
+// Add to a bounded set (oldest forgotten first); false when the key was there already.
+function remember(set, key) {
+  if (set.has(key)) return false;
+  set.add(key);
+  if (set.size > SEEN_KEPT) set.delete(set.values().next().value);
+  return true;
+}
+
 function later(a, b) {
   return (STATUS_RANK[a] ?? 1) >= (STATUS_RANK[b] ?? 1) ? a : b;
 }
@@ -225,12 +235,10 @@ export class ChatClient extends EventTarget {
     const data = frame.data || {};
     if (frame.resume_token) {
       this._queueAck(frame);
-      if (this.seenEvents.has(frame.event_id)) return; // a redelivered copy
-      this.seenEvents.add(frame.event_id);
+      if (!remember(this.seenEvents, frame.event_id)) return; // a redelivered copy
       this.resumeToken = frame.resume_token;
       if (frame.type === "chat:message_received") {
-        if (this.seenMessages.has(data.message_id)) return;
-        this.seenMessages.add(data.message_id);
+        if (!remember(this.seenMessages, data.message_id)) return; // already fetched over REST
         this._noteSeq(data.conversation_id, Number(data.seq || 0));
       }
     }
@@ -272,8 +280,7 @@ export class ChatClient extends EventTarget {
             if (!messages.length) break;
             for (const m of messages) {
               after = Math.max(after, m.seq);
-              if (this.seenMessages.has(m.message_id)) continue;
-              this.seenMessages.add(m.message_id);
+              if (!remember(this.seenMessages, m.message_id)) continue;
               this._noteSeq(cid, m.seq);
               this._apply("chat:message_received", m, { recovered: true });
             }
@@ -454,7 +461,7 @@ export class ChatClient extends EventTarget {
     const query = `limit=${limit}${beforeSeq ? `&before_seq=${beforeSeq}` : ""}`;
     const page = await this.api("GET", `/api/messages/${encodeURIComponent(cid)}?${query}`);
     const messages = (page.messages || []).map((m) => this.putMessage(normalizeMessage(m)));
-    for (const m of messages) { this.seenMessages.add(m.message_id); }
+    for (const m of messages) remember(this.seenMessages, m.message_id);
     if (messages.length) this._noteSeq(cid, messages[messages.length - 1].seq);
     return { messages, hasMore: Boolean(page.has_more) };
   }
