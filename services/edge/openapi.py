@@ -46,7 +46,7 @@ ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "429", "500",
 
 
 def _name(desc: descriptor.Descriptor | descriptor.EnumDescriptor) -> str:
-    return desc.full_name.removeprefix("chat.v1.").replace(".", "_")
+    return str(desc.full_name).removeprefix("chat.v1.").replace(".", "_")
 
 
 class _Builder:
@@ -59,14 +59,14 @@ class _Builder:
             return {"type": "string", "enum": values + enum_short_names(enum)}
         return {"type": "string", "enum": values}
 
-    def field(self, field: FD, request: bool) -> dict[str, Any]:
+    def field(self, field: descriptor.FieldDescriptor, request: bool) -> dict[str, Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value = field.message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value, request)}
         single = self._single(field, request)
         return {"type": "array", "items": single} if field.is_repeated else single
 
-    def _single(self, field: FD, request: bool) -> dict[str, Any]:
+    def _single(self, field: descriptor.FieldDescriptor, request: bool) -> dict[str, Any]:
         if field.message_type is not None:
             return self.message_ref(field.message_type, request)
         if field.enum_type is not None:

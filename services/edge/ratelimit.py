@@ -49,6 +49,8 @@ class RateLimiter:
     def __init__(self, redis_url: str, prefix: str) -> None:
         self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
         self._prefix = f"{prefix}:edge"
+        if self._redis is None:
+            log.warning("CHAT_REDIS_URL is not set: per-user rate and socket limits are off")
         if self._redis is not None:
             self._rate = self._redis.register_script(_RATE)
             self._acquire = self._redis.register_script(_ACQUIRE)

@@ -187,7 +187,7 @@ def _scalar(field: descriptor.FieldDescriptor, raw: str) -> Any:
 
 def enum_prefix(enum: descriptor.EnumDescriptor) -> str:
     """`MESSAGE_STATUS_` for MessageStatus: what the short form leaves out."""
-    names = [v.name for v in enum.values]
+    names: list[str] = [str(v.name) for v in enum.values]
     prefix = names[0]
     for name in names[1:]:
         while not name.startswith(prefix):
