@@ -26,6 +26,7 @@ from tests.helpers import bearer, direct_conversation, new_user_id, register
 
 REPLICAS = ("conversation", "message", "message-2", "presence", "edge", "edge-2")
 RATE_PER_S = 20
+DURATION_S = float(os.environ.get("CHAT_SOAK_SECONDS", "600"))
 
 
 class Receiver:
@@ -71,8 +72,9 @@ class Receiver:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(DURATION_S + 300)
 async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) -> None:  # type: ignore[no-untyped-def]
-    duration = float(os.environ.get("CHAT_SOAK_SECONDS", "600"))
+    duration = DURATION_S
     # One sender at a steady 20/s for ten minutes: above the per-user abuse limits on purpose.
     mesh = Mesh(env=isolated_env(CHAT_RATE_MESSAGES="0", CHAT_RATE_REST="0"),
                 ports={name: free_port() for name in REPLICAS}, log_dir=tmp_path / "logs")
@@ -106,9 +108,15 @@ async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) 
                     await asyncio.sleep(0.2)
                 raise AssertionError(f"message {n} was never acknowledged")
 
+            calm = asyncio.Event()
+
             async def chaos() -> None:
-                while not stop.is_set():
-                    await asyncio.sleep(random.uniform(10, 20))
+                while not calm.is_set():
+                    try:
+                        await asyncio.wait_for(calm.wait(), random.uniform(10, 20))
+                        return
+                    except TimeoutError:
+                        pass
                     victim = random.choice(["message-2", "edge-2"])
                     mesh.stop(victim, sig=signal.SIGKILL)
                     await asyncio.sleep(2)
@@ -122,7 +130,8 @@ async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) 
                     n += 1
                 await asyncio.sleep(len(conversations) / RATE_PER_S)
             await asyncio.gather(*sends)
-            chaos_task.cancel()
+            calm.set()
+            await chaos_task  # a restart in progress finishes first
 
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
