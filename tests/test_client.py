@@ -226,3 +226,24 @@ async def test_readme_python_tour_runs(http, mesh: Mesh, make_token) -> None:
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["stored as seq 1", f"{alice} says hi from Python"]
+
+
+async def test_dropped_sockets_lose_and_repeat_nothing(http, mesh: Mesh, make_token, clients) -> None:
+    """Network drops in the middle of a stream of messages: the client resumes each time."""
+    _, alice_token, _, bob_token, conversation_id = await chat_pair(http, make_token)
+    bob = Client(mesh.edge_url, backoff_initial=0.02, backoff_max=0.2)
+    clients.append(bob)
+    await bob.connect(bob_token)
+
+    async def alice_sends() -> None:
+        for i in range(30):
+            await send(http, alice_token, conversation_id, f"m{i}")
+            if i in (8, 19):
+                await bob.drop()
+
+    sender = asyncio.create_task(alice_sends())
+    got = await messages_of(bob, 30, timeout=30)
+    await sender
+    got += await nothing_more(bob, 1.0)
+    assert [e.message.content for e in got] == [f"m{i}" for i in range(30)]
+    assert bob.reconnects >= 2 and bob.close_codes.count(4000) >= 2

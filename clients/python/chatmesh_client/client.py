@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -83,13 +83,36 @@ class _Seen:
         return key in self._items
 
 
+class _FrameBudget:
+    """At most `limit` frames in any second (the edge refuses frames past its per-socket limit and
+    closes a socket that keeps flooding): a sender waits for room instead."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._sent: deque[float] = deque()
+
+    async def take(self) -> None:
+        if self._limit <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            while self._sent and now - self._sent[0] >= 1.0:
+                self._sent.popleft()
+            if len(self._sent) < self._limit:
+                self._sent.append(now)
+                return
+            await asyncio.sleep(1.0 - (now - self._sent[0]))
+
+
 class Client:
     def __init__(self, base_url: str, *, send_timeout: float = 5.0, send_attempts: int = 4,
                  backoff_initial: float = 0.1, backoff_max: float = 5.0, typing_interval: float = 2.0,
-                 open_timeout: float = 10.0, ack_delay: float = 0.05,
+                 open_timeout: float = 10.0, ack_delay: float = 0.05, max_frames_per_s: int = 40,
                  token_provider: Callable[[], Awaitable[str]] | None = None) -> None:
         """`token_provider`, when given, is asked for a fresh token when the edge warns that the
-        current one expires (`token_expiring`) and before reconnecting after it did (close 4001)."""
+        current one expires (`token_expiring`) and before reconnecting after it did (close 4001).
+        `max_frames_per_s` keeps the socket under the edge's CHAT_WS_MAX_FRAMES_PER_S (default 50)."""
         self.base_url = base_url.rstrip("/")
         self.ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self.rest = Rest(self.base_url)
@@ -124,6 +147,7 @@ class Client:
         self._ack_delivered: dict[str, tuple[int, str]] = {}  # conversation -> latest (seq, message id)
         self._ack_task: asyncio.Task[None] | None = None
         self._token_provider = token_provider
+        self._budget = _FrameBudget(max_frames_per_s)
 
     # connection -----------------------------------------------------------------------------------
 
@@ -282,17 +306,22 @@ class Client:
             self._ack_task = asyncio.create_task(self._flush_acks())
 
     async def _flush_acks(self) -> None:
-        await asyncio.sleep(self.ack_delay)
-        ids, self._ack_ids = self._ack_ids, []
-        delivered, self._ack_delivered = self._ack_delivered, {}
-        ws = self._ws
-        if ws is None:
-            return
-        frames = [{"type": "events_ack", "data": {"event_ids": ids}}] if ids else []
-        frames += [{"type": "chat:message_delivered", "data": {"message_id": m}} for _, m in delivered.values()]
-        with contextlib.suppress(ConnectionClosed):
-            for frame in frames:
-                await ws.send(json.dumps(frame))
+        while True:
+            await asyncio.sleep(self.ack_delay)
+            ids, self._ack_ids = self._ack_ids, []
+            delivered, self._ack_delivered = self._ack_delivered, {}
+            ws = self._ws
+            if ws is None or not (ids or delivered):
+                return  # nothing more (or the socket is gone: the next one resumes after our token)
+            frames = [{"type": "events_ack", "data": {"event_ids": ids}}] if ids else []
+            frames += [{"type": "chat:message_delivered", "data": {"message_id": m}} for _, m in delivered.values()]
+            with contextlib.suppress(ConnectionClosed):
+                for frame in frames:
+                    await self._send_frame(ws, frame)
+
+    async def _send_frame(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        await self._budget.take()
+        await ws.send(json.dumps(frame))
 
     def _note_seq(self, message: Message) -> None:
         if message.seq > self._seq_seen.get(message.conversation_id, 0):
@@ -347,7 +376,7 @@ class Client:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
         try:
-            await ws.send(json.dumps({"type": kind, "id": request_id, "data": data}))
+            await self._send_frame(ws, {"type": kind, "id": request_id, "data": data})
             return await asyncio.wait_for(future, timeout)
         except ConnectionClosed as exc:
             raise ConnectionLost() from exc
@@ -505,7 +534,7 @@ class Client:
             return False
         frame = {"type": "chat:typing", "data": {"conversation_id": conversation_id, "is_typing": is_typing}}
         try:
-            await ws.send(json.dumps(frame))
+            await self._send_frame(ws, frame)
         except ConnectionClosed:
             return False
         self._typing_sent[conversation_id] = (is_typing, loop.time())
