@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2
+from chatmesh.metrics import DELIVERY_LAG
 from services.edge.context import EdgeContext
 from services.edge.errors import from_rpc_error
 from services.edge.outgoing import Outgoing
@@ -208,6 +209,8 @@ class Connection:
         self._out.push_reply({"type": "ack", "id": request_id, "data": {"expires_at": int(identity.expires_at)}})
 
     def _on_event(self, event: common_pb2.Event) -> None:
+        if event.created_at.seconds:  # catch-up replays count too: that is lag a user sees
+            DELIVERY_LAG.observe(max(time.time() - event.created_at.ToNanoseconds() / 1e9, 0.0))
         if not self._out.push_event(event_frame(event)) and self._closing is None:
             self._closing = asyncio.create_task(self._close_too_slow())
 

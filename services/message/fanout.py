@@ -22,6 +22,7 @@ import redis.exceptions
 
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
+from chatmesh.metrics import DEAD_LETTER
 from chatmesh.redis_conn import Keys
 from services.message.inbox import INBOX_MAXLEN
 
@@ -191,4 +192,5 @@ class Fanout:
                                                  b"reason": reason.encode()})
                 tx.xack(self._keys.events, GROUP, entry_id)
                 log.error("event %s moved to dead letter after %d retries: %s", entry_id.decode(), MAX_RETRIES, reason)
+                DEAD_LETTER.inc()
             await tx.execute()
