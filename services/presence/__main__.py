@@ -10,7 +10,7 @@ import asyncio
 
 import grpc
 
-from chatmesh import logs, readiness
+from chatmesh import eventloop, logs, readiness
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
@@ -59,4 +59,4 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 if __name__ == "__main__":
     settings = Settings.from_env()
     logs.setup("presence", settings.log_level)
-    asyncio.run(main(settings))
+    eventloop.run(main(settings))
