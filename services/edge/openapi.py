@@ -126,6 +126,7 @@ class _Builder:
                 "200": {"description": "OK", "content": {"application/json": {
                     "schema": self.message_ref(route.response_class.DESCRIPTOR, request=False)}}},
                 **{status: {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
+                "429": {"$ref": "#/components/responses/RateLimited"},
             },
         }
         if route.body:
@@ -173,8 +174,13 @@ def build_openapi(routes: list[Route], title: str = "chatmesh", version: str = "
         "components": {
             "schemas": builder.schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
-            "responses": {"Error": {"description": "The one error body",
-                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "responses": {
+                "Error": {"description": "The one error body",
+                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "RateLimited": {"description": "Over a per-user limit: retry after the given seconds",
+                                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            },
         },
         "security": [{"bearer": []}],
     }

@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2
+from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
 from services.edge.context import EdgeContext
 from services.edge.errors import from_rpc_error
@@ -298,6 +299,7 @@ class Connection:
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
                 continue
+            request_id_var.set(uuid.uuid4().hex)  # each frame's upstream calls get their own request id
             await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
 
     async def _handle(self, request_id: Any, kind: str, data: Any) -> None:
