@@ -30,7 +30,7 @@ def write(results: dict[str, Any], folder: Path) -> list[Path]:
                 ax.annotate("loss/dup", (s["offered_per_s"], s["latency_ms"]["p99"]), fontsize=7, color="red")
         ax.axhline(100, color="grey", lw=0.8, ls=":", label="target p99 100 ms")
         ax.set_yscale("log")
-        ax.set_xlabel("offered messages/s (groups of %s)" % steps[0]["group_size"])
+        ax.set_xlabel(f"offered messages/s (groups of {steps[0]['group_size']})")
         ax.set_ylabel("send → receive latency, ms")
         ax.set_title("Latency against offered load")
         ax.legend(fontsize=8)

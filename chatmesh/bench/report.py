@@ -11,24 +11,24 @@ TARGETS = {"throughput_rate": 1000, "throughput_p99_ms": 100, "kb_per_socket": 4
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     if c := results.get("connections"):
+        idle = sum(c["idle_cpu_cores"].values())
         out.append(("connections", f"{c['connected']:,} sockets ({c['failed']} failed), {c['connect_per_s']:,.0f}/s",
-                    f"edge {c['edge_rss_kb_per_socket']} KB/socket; idle mesh "
-                    f"{sum(c['idle_cpu_cores'].values()):.3f} cores"))
+                    f"edge {c['edge_rss_kb_per_socket']} KB/socket; idle mesh {idle:.3f} cores"))
     for run in results.get("throughput", []):
         for s in run["steps"]:
             lat = s["latency_ms"]
-            out.append((f"throughput g{s['group_size']} ack={run['ack']}",
-                        f"{s['offered_per_s']:,.0f} offered -> {s['accepted_per_s']:,.0f} msg/s, "
-                        f"{s['deliveries_per_s']:,.0f} deliveries/s",
-                        f"p50 {lat.get('p50')} p95 {lat.get('p95')} p99 {lat.get('p99')} max {lat.get('max')} ms; "
-                        f"lost {s['lost']} dup {s['duplicated']}{'' if s['counts'] else ' (does not count)'}"))
+            rate = (f"{s['offered_per_s']:,.0f} offered -> {s['accepted_per_s']:,.0f} msg/s, "
+                    f"{s['deliveries_per_s']:,.0f} deliveries/s")
+            verdict = (f"p50 {lat.get('p50')} p95 {lat.get('p95')} p99 {lat.get('p99')} max {lat.get('max')} ms; "
+                       f"lost {s['lost']} dup {s['duplicated']}{'' if s['counts'] else ' (does not count)'}")
+            out.append((f"throughput g{s['group_size']} ack={run['ack']}", rate, verdict))
         if run["mode"] == "ramp":
             out.append(("ramp", f"best {run['best_rate']:,.0f} msg/s", f"p99 <= {run['p99_bound_ms']} ms, no loss"))
     if h := results.get("history"):
         for p in h["phases"]:
             lat = p["latency_ms"]
-            out.append((f"history c={p['concurrency']}", f"{p['pages_per_s']:,.0f} pages/s of {h['page']}",
-                        f"p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; errors {p['errors']}"))
+            verdict = f"p50 {lat.get('p50')} p99 {lat.get('p99')} max {lat.get('max')} ms; errors {p['errors']}"
+            out.append((f"history c={p['concurrency']}", f"{p['pages_per_s']:,.0f} pages/s of {h['page']}", verdict))
     if ce := results.get("ceiling"):
         if pg := ce.get("postgres"):
             out.append(("ceiling postgres", f"{pg['commits_per_s']:,.0f} send txns/s", pg["what"]))

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import plots, procstats, report, target as targets
+from chatmesh.bench import plots, procstats, report
+from chatmesh.bench import target as targets
 from chatmesh.bench.args import SCENARIOS, apply_quick
 from chatmesh.bench.pool import log
 
@@ -28,7 +29,7 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        uptime = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+        uptime = subprocess.run(["uptime"], check=False, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         uptime = ""
     return {"cpus": psutil.cpu_count(), "cpu": cpu, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),

@@ -63,7 +63,7 @@ def _pg_worker(url: str, connections: int, duration_s: float, conversations: lis
                           FROM {SCHEMA}.conversation_seq WHERE conversation_id = '{cid}';
                         INSERT INTO {SCHEMA}.outbox (payload) VALUES ('\\x{payload}'::bytea);
                         NOTIFY {SCHEMA}_outbox;
-                        COMMIT;""".encode())  # noqa: S608 - literal benchmark values
+                        COMMIT;""".encode())
                     count += 1
 
         await asyncio.gather(*(one(i) for i in range(connections)))

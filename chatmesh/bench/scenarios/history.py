@@ -5,8 +5,9 @@ the message service's own tables with COPY (message.messages rows with consecuti
 message.conversation_seq moved to the last one), because sending 100,000 messages through the mesh
 first would measure sends, not history. Seeded rows are exactly what a send stores, minus the outbox
 event (nothing is delivered for them). Without --database-url the conversation is filled through the
-API instead (slower; fewer messages by default). Readers run in their own process: first one at a
-time (latency), then several concurrently (pages/s).
+API instead (slower). Readers run in their own process (a minimal keep-alive HTTP client, not
+httpx, whose CPU per request exceeds the edge's): first one at a time (latency), then several
+concurrently (pages/s).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 
 from chatmesh.bench import fixtures, procstats
+from chatmesh.bench.lean_http import LeanHTTP
+from chatmesh.bench.loadgen import loads
 from chatmesh.bench.pool import log
 from chatmesh.bench.progress import Progress
 from chatmesh.bench.stats import percentiles
@@ -66,35 +69,38 @@ def _reader(url: str, token: str, conversation_id: str, last_seq: int, page: int
             duration_s: float, out: Any) -> None:
     import uvloop
 
-    async def run() -> tuple[bytes, int]:
+    async def run() -> tuple[bytes, int, float]:
         lat = array("d")
         errors = 0
         stop_at = time.monotonic() + duration_s
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits,
-                                     headers={"Authorization": f"Bearer {token}"}) as client:
-            async def loop(seed: int) -> None:
-                nonlocal errors
-                rnd = random.Random(seed)
+        path = f"/api/messages/{conversation_id}"
+
+        async def loop(seed: int) -> None:
+            nonlocal errors
+            rnd = random.Random(seed)
+            client = LeanHTTP(url, {"Authorization": f"Bearer {token}"})
+            await client.get(path, {"limit": page})  # warm up: connect, first request
+            try:
                 while time.monotonic() < stop_at:
                     before = rnd.randint(page + 1, last_seq + 1)
                     t = time.monotonic_ns()
-                    r = await client.get(f"/api/messages/{conversation_id}", params={"limit": page,
-                                                                                    "before_seq": before})
-                    if r.status_code != 200 or len(r.json().get("messages", [])) != page:
-                        errors += 1
+                    status, body = await client.get(path, {"limit": page, "before_seq": before})
                     lat.append((time.monotonic_ns() - t) / 1e6)
+                    if status != 200 or len(loads(body).get("messages", [])) != page:
+                        errors += 1
+            finally:
+                await client.close()
 
-            await client.get(f"/api/messages/{conversation_id}", params={"limit": page})  # warm up
-            await asyncio.gather(*(loop(i) for i in range(concurrency)))
-        return lat.tobytes(), errors
+        cpu_before = time.process_time()
+        await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        return lat.tobytes(), errors, time.process_time() - cpu_before
 
     out.send(uvloop.run(run()))
 
 
 def run(target: Target, *, messages: int, page: int, duration_s: float, concurrency: list[int]) -> dict[str, Any]:
     users, conversations = fixtures.make(target, f"hist{int(time.time())}", 2, 2)
-    (sender, sender_token), (reader, reader_token) = users
+    (sender, sender_token), (_, reader_token) = users
     cid = conversations[0]
     if target.database_url:
         seeded_by = "COPY into message.messages"
@@ -121,12 +127,13 @@ def run(target: Target, *, messages: int, page: int, duration_s: float, concurre
             if not proc.is_alive():
                 raise RuntimeError("the history reader died")
         after = procstats.sample(pids)
-        raw, errors = parent.recv()
+        raw, errors, loadgen_cpu = parent.recv()
         proc.join()
         progress.done()
         lat = array("d")
         lat.frombytes(raw)
         cpu = procstats.delta(before, after)
+        cpu["loadgen"] = round(loadgen_cpu, 3)  # its own count: the process's start-up is not the benchmark
         phase = {"concurrency": c, "pages": len(lat), "errors": errors,
                  "pages_per_s": round(len(lat) / duration_s, 1), "latency_ms": percentiles(lat),
                  "cpu_s": cpu, "cpu_ms_per_page": {k: round(1000 * v / max(1, len(lat)), 3) for k, v in cpu.items()},
