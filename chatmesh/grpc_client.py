@@ -1,14 +1,22 @@
 """Channels to other services: round-robin over every address the target resolves to (a headless
 Kubernetes Service gives one per pod), keepalives, and a short reconnect backoff so a restarted
 upstream is back within a second or two. Callers pass wait_for_ready=True with a deadline, so a
-call during a restart waits for the upstream instead of failing at once."""
+call during a restart waits for the upstream instead of failing at once.
+
+Client-side health checking (`healthCheckConfig`) makes a channel leave a server as soon as it reports
+NOT_SERVING, which `serve()` does before it stops (and while it has lost PostgreSQL or Redis): calls go
+to the other replicas instead of being cancelled by a stopping server."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+
 CHANNEL_OPTIONS = [
-    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.service_config", SERVICE_CONFIG),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.initial_reconnect_backoff_ms", 100),
