@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how receivers acknowledge: events_ack in batches, or chat:message_delivered per message "
                         "(which also records a delivery receipt and announces it)")
     g.add_argument("--profile", action="store_true",
-                   help="sample each service with py-spy during the first step of each run (profile-g<size>/)")
+                   help="sample the services with py-spy: during the first throughput step of each run (profile-g<size>/) "
+                        "and the edge while it holds the idle sockets (profile-idle/)")
     g.add_argument("--ramp", action="store_true", help="raise the first rate by 25%% a step until p99 or loss fails")
     g.add_argument("--ramp-p99-ms", type=float, default=100.0)
     g.add_argument("--ramp-max", type=float, default=20_000.0)

@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if "connections" in chosen:
             log(f"connections: {args.sockets:,} idle WebSockets")
             results["connections"] = __import__("chatmesh.bench.scenarios.connections", fromlist=["run"]).run(
-                target, sockets=args.sockets, workers=max(1, min(8, args.sockets // 2500 + 1)), idle_s=args.idle_s)
+                target, sockets=args.sockets, workers=max(1, min(8, args.sockets // 2500 + 1)), idle_s=args.idle_s,
+                profile_dir=out / "profile-idle" if args.profile else None)
             ok &= results["connections"]["failed"] == 0
         if "throughput" in chosen:
             from chatmesh.bench.scenarios import throughput

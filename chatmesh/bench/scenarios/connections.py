@@ -10,9 +10,10 @@ idle sockets (uvicorn's WebSocket pings every 20 s, the edge's presence heartbea
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import fixtures, procstats
+from chatmesh.bench import fixtures, procstats, profile
 from chatmesh.bench.pool import LoadGen, log
 from chatmesh.bench.progress import Progress
 from chatmesh.bench.target import Target
@@ -20,7 +21,7 @@ from chatmesh.bench.target import Target
 MB = 1024 * 1024
 
 
-def run(target: Target, *, sockets: int, workers: int, idle_s: float) -> dict[str, Any]:
+def run(target: Target, *, sockets: int, workers: int, idle_s: float, profile_dir: Path | None = None) -> dict[str, Any]:
     users, _ = fixtures.make(target, f"conn{int(time.time())}", sockets, 0, register=False)
     edge_pid = {"edge": target.pids["edge"]} if "edge" in target.pids else {}
     base = procstats.sample(edge_pid).get("edge")
@@ -42,6 +43,7 @@ def run(target: Target, *, sockets: int, workers: int, idle_s: float) -> dict[st
         connect_cpu = procstats.delta(before_connect, procstats.sample(pids))
         log(f"  {gen.connected} sockets in {gen.connect_s:.1f}s ({gen.failed} failed)")
         time.sleep(min(5.0, idle_s))  # let subscriptions and presence reports settle
+        spies = profile.start(edge_pid, profile_dir, idle_s) if profile_dir else []
         before = procstats.sample(pids)
         progress = Progress("idle", idle_s, "s")
         started = time.monotonic()
@@ -51,6 +53,8 @@ def run(target: Target, *, sockets: int, workers: int, idle_s: float) -> dict[st
         progress.done()
         after = procstats.sample(pids)
         idle_cpu = procstats.delta(before, after)
+        if spies and profile_dir:
+            log(profile.finish(spies, profile_dir, top=12))
         loadgen_rss = sum(v.rss for k, v in after.items() if k.startswith("loadgen-"))
         edge = after.get("edge")
         if edge and base:
