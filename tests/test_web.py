@@ -99,6 +99,7 @@ async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, brow
     await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
     await alice.keyboard.press("Enter")
     await alice.get_by_label("Message", exact=True).wait_for()
+    await alice.locator("#conversations .dot[data-status=online]").wait_for()  # bob's presence dot
     await send(alice, "hello bob")
     mine = alice.locator("#messages li.message.mine").last
     await mine.wait_for()

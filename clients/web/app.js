@@ -57,7 +57,7 @@ async function signIn(token) {
   client = new ChatClient(location.origin);
   client.addEventListener("state", (e) => renderConnection(e.detail.state));
   client.addEventListener("fatal", (e) => { signOut(); $("signin-error").textContent = `Signed out: ${e.detail.message}`; });
-  client.addEventListener("conversations", renderConversations);
+  client.addEventListener("conversations", () => { renderConversations(); askPresence(); });
   client.addEventListener("message", onMessage);
   client.addEventListener("receipt", (e) => { if (e.detail.conversation_id === openId) renderMessages(); });
   client.addEventListener("typing", onTyping);
@@ -76,16 +76,32 @@ async function signIn(token) {
   $("app").hidden = false;
   $("signout").hidden = false;
   $("me").textContent = `signed in as ${client.userId}`;
-  const conversations = await client.loadConversations();
-  const others = [...new Set(conversations.map(otherUser).filter(Boolean))];
-  client.loadPresence(others.slice(0, 100)).catch(() => {});
+  await client.loadConversations();
   $("new-chat-user").focus();
+}
+
+// Presence of the people in direct conversations: asked once each, then kept up to date by events.
+// A brand-new contact may read "unknown" for a moment (presence caches contacts): asked again.
+const presenceAsked = new Map(); // user -> times asked
+const presencePending = new Set();
+function askPresence() {
+  if (!client) return;
+  const users = [...client.conversations.values()].map(otherUser)
+    .filter((u) => u && !presencePending.has(u) && (presenceAsked.get(u) || 0) < 5
+                   && (client.presence.get(u) || "unknown") === "unknown").slice(0, 100);
+  if (!users.length) return;
+  users.forEach((u) => { presencePending.add(u); presenceAsked.set(u, (presenceAsked.get(u) || 0) + 1); });
+  client.loadPresence([...new Set(users)]).catch(() => {}).finally(() => {
+    setTimeout(() => { users.forEach((u) => presencePending.delete(u)); askPresence(); }, 1500);
+  });
 }
 
 function signOut() {
   if (client) client.close();
   client = null;
   openId = "";
+  presenceAsked.clear();
+  presencePending.clear();
   sessionStorage.removeItem("chatmesh.token");
   showSignIn("");
 }
