@@ -216,3 +216,36 @@ async def test_history_loads_older_pages_on_scroll_with_a_host_token(mesh: Mesh,
     assert await contents(page) == [f"m{i}" for i in range(110)]
     await conversation.locator(".unread").wait_for(state="hidden")  # opened and read
     await context.close()
+
+
+async def test_page_answers_resync_required_from_history(mesh: Mesh, http: httpx.AsyncClient, browser,
+                                                         make_token) -> None:
+    """A resume token the server cannot use (here: a garbage one) means resync_required: the page
+    fetches what it missed over REST, and the replayed offline buffer doubles nothing."""
+    from tests.helpers import direct_conversation, new_user_id, register
+    from tests.helpers import send as rest_send
+
+    alice, bob = new_user_id("alice"), new_user_id("bob")
+    await register(http, make_token(bob))
+    conversation_id = await direct_conversation(http, make_token(alice), bob)
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    await page.goto(f"{mesh.edge_url}/#token={make_token(bob)}")
+    await page.locator("#conn[data-state=connected]").wait_for()
+    await page.locator("#conversations button.conversation").click()
+    await rest_send(http, make_token(alice), conversation_id, "m0")
+    await wait_contents(page, ["m0"])
+
+    await page.evaluate("""() => { const c = window.chatmeshClient;
+        c.resumeToken = "garbage"; c.backoffInitialMs = 1500; c.ws.close(); }""")
+    await page.locator("#conn[data-state=reconnecting]").wait_for()
+    for text in ("m1", "m2"):
+        await rest_send(http, make_token(alice), conversation_id, text)
+    await page.locator("#conn[data-state=connected]").wait_for()
+    await rest_send(http, make_token(alice), conversation_id, "m3")
+    await wait_contents(page, ["m0", "m1", "m2", "m3"])
+    await asyncio.sleep(1.0)
+    assert await contents(page) == ["m0", "m1", "m2", "m3"]
+    assert await page.evaluate("window.chatmeshClient.resyncs") == 1
+    await context.close()

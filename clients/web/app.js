@@ -55,6 +55,7 @@ function tokenFromHost() {
 async function signIn(token) {
   $("signin-error").textContent = "";
   client = new ChatClient(location.origin);
+  window.chatmeshClient = client; // for the host application and for debugging
   client.addEventListener("state", (e) => renderConnection(e.detail.state));
   client.addEventListener("fatal", (e) => { signOut(); $("signin-error").textContent = `Signed out: ${e.detail.message}`; });
   client.addEventListener("conversations", () => { renderConversations(); askPresence(); });

@@ -268,6 +268,7 @@ export class ChatClient extends EventTarget {
   }
 
   async _resync() {
+    this.resyncs = (this.resyncs || 0) + 1;
     for (let attempt = 0; attempt < 6; attempt++) {
       try {
         for (const conversation of await this.loadConversations()) {
