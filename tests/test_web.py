@@ -249,3 +249,20 @@ async def test_page_answers_resync_required_from_history(mesh: Mesh, http: httpx
     assert await contents(page) == ["m0", "m1", "m2", "m3"]
     assert await page.evaluate("window.chatmeshClient.resyncs") == 1
     await context.close()
+
+
+def test_web_settings_choose_the_routes() -> None:
+    from starlette.routing import Mount, Route
+
+    from chatmesh.config import ConfigError, Settings
+    from services.edge.web import web_routes
+
+    def paths(**env: str) -> list[str]:
+        routes = web_routes(Settings.from_env({"CHAT_JWT_SECRET": "s", **env}))
+        return [r.path if isinstance(r, Route) else "mount:" + r.path for r in routes if isinstance(r, (Route, Mount))]
+
+    assert paths() == ["mount:"]  # defaults: the page, no development sign-in
+    assert paths(CHAT_WEB_ENABLED="0") == []
+    assert paths(CHAT_DEV_LOGIN="1") == ["/dev/token", "mount:"]
+    with pytest.raises(ConfigError):
+        paths(CHAT_DEV_LOGIN="maybe")
