@@ -61,3 +61,14 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     if best and (rd := ce.get("redis")) and rd["messages_per_s"]:
         out["sends_vs_redis"] = round(best / rd["messages_per_s"], 3)
     return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The summary as a Markdown table, with the machine and its load, for docs/performance.md."""
+    m = results.get("machine", {})
+    intro = (f"Run {results.get('started_at', '?')} – {results.get('finished_at', '?')}: {m.get('cpus')} CPUs "
+             f"({m.get('cpu')}), {m.get('memory_gib')} GiB, Python {m.get('python')}; `uptime` at start: "
+             f"`{m.get('uptime')}`; load at end {results.get('machine_load_end', {}).get('load1')}.")
+    head = [intro, "",
+            "| scenario | rate | result |", "|---|---|---|"]
+    return "\n".join(head + [f"| {a} | {b} | {c} |" for a, b, c in rows(results)]) + "\n"

@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             results["service_logs"] = str(target.log_dir)
         target.stop()
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "results.md").write_text(report.markdown(results))
     written = [] if args.no_plots else plots.write(results, out)
     print("\n" + report.table(results))
     print(f"\nresults: {out / 'results.json'}" + (f"; plots: {', '.join(p.name for p in written)}" if written else ""))
