@@ -218,7 +218,7 @@ async def test_state_events_and_bad_token(mesh: Mesh, clients) -> None:
 async def test_readme_python_tour_runs(http, mesh: Mesh, make_token) -> None:
     """The README's ten lines of Python, run as written against the mesh."""
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    code = readme.split("### From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     alice, bob = new_user_id("alice"), new_user_id("bob")
     await register(http, make_token(bob))
     result = await asyncio.to_thread(
