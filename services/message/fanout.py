@@ -34,6 +34,7 @@ BACKOFF_S = 2.0
 MAX_RETRIES = 3
 DONE_TTL_S = 24 * 3600
 LEASE_S = 3.0
+MIN_LEASE_S = 1.0  # however scaled: a loaded machine must not lapse a live worker's lease
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -51,9 +52,18 @@ class _Lease:
         self.ttl_s = ttl_s
         self._script = redis_client.register_script(_RENEW)
 
-    async def hold(self) -> bool:
-        """Renew the lease if ours, take it if free; whether we hold it now."""
-        return bool(await self._script(keys=[self._key], args=[self._holder, max(int(self.ttl_s * 1000), 50)]))
+        self.held = False
+
+    async def keep(self) -> None:
+        """Renew the lease if ours, take it if free, every third of its TTL, whatever the worker is
+        busy with (a long batch must not lapse it)."""
+        while True:
+            try:
+                self.held = bool(await self._script(keys=[self._key],
+                                                    args=[self._holder, max(int(self.ttl_s * 1000), 50)]))
+            except (redis.exceptions.ConnectionError, OSError):
+                self.held = False
+            await asyncio.sleep(self.ttl_s / 3)
 
 
 class Fanout:
@@ -73,35 +83,40 @@ class Fanout:
         consumers would append a conversation's seq n+1 before seq n whenever their batches race.
         """
         await self._ensure_group()
-        lease = _Lease(self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer, LEASE_S * self._scale)
+        lease = _Lease(self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer,
+                       max(LEASE_S * self._scale, MIN_LEASE_S))
         block_ms = max(int(lease.ttl_s * 1000 / 3), 10)
-        leading = False
-        last_retry_scan = 0.0
-        while True:
-            try:
-                if not await lease.hold():
+        keeper = asyncio.create_task(lease.keep())
+        try:
+            leading = False
+            last_retry_scan = 0.0
+            while True:
+                try:
+                    if not lease.held:
+                        leading = False
+                        await asyncio.sleep(lease.ttl_s / 3)
+                        continue
+                    if not leading:
+                        leading = True
+                        await self.take_over()
+                    reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
+                                                         count=BATCH, block=block_ms)
+                    for _, entries in reply or []:
+                        await self.process(entries)
+                    if time.monotonic() - last_retry_scan >= BACKOFF_S * self._scale / 2:
+                        last_retry_scan = time.monotonic()
+                        await self.retry_pending()
+                except redis.exceptions.ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        await self._ensure_group()
+                        continue
+                    raise
+                except (redis.exceptions.ConnectionError, OSError) as exc:
+                    log.warning("fan-out lost Redis (%s); retrying", exc)
                     leading = False
-                    await asyncio.sleep(lease.ttl_s / 3)
-                    continue
-                if not leading:
-                    leading = True
-                    await self.take_over()
-                reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
-                                                     count=BATCH, block=block_ms)
-                for _, entries in reply or []:
-                    await self.process(entries)
-                if time.monotonic() - last_retry_scan >= BACKOFF_S * self._scale / 2:
-                    last_retry_scan = time.monotonic()
-                    await self.retry_pending()
-            except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    await self._ensure_group()
-                    continue
-                raise
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                log.warning("fan-out lost Redis (%s); retrying", exc)
-                leading = False
-                await asyncio.sleep(0.5 * self._scale)
+                    await asyncio.sleep(0.5 * self._scale)
+        finally:
+            keeper.cancel()
 
     async def take_over(self) -> None:
         """On becoming the worker: first finish what a previous worker read but never acknowledged
@@ -148,8 +163,8 @@ class Fanout:
             results = await tx.execute()
         async with self._redis.pipeline(transaction=False) as pipe:
             inbox_ids = iter(r for r in results if isinstance(r, bytes))
-            for (user_id, data), inbox_id in zip(targets, inbox_ids, strict=False):
-                pipe.publish(self._keys.live(user_id), inbox_id + b" " + data)
+            for (user_id, _), inbox_id in zip(targets, inbox_ids, strict=False):
+                pipe.publish(self._keys.live(user_id), inbox_id)  # a wake-up: subscribers read the inbox
             await pipe.execute()
 
     async def _recipients(self, event: common_pb2.Event) -> list[str]:

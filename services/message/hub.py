@@ -1,10 +1,10 @@
-"""The live path: one Redis pub/sub connection per process carries every subscriber's live events.
+"""The live path: one Redis pub/sub connection per process wakes every subscriber of that process.
 
-Fan-out appends an event to a user's inbox stream and then publishes `<entry id> <event>` on the
-user's live channel. A subscription first replays its inbox after its resume token, buffering live
-events meanwhile, then forwards live events whose entry id is newer than the last it sent, so the
-seam between replay and live neither drops nor repeats. If pub/sub drops (Redis restart), each
-subscription replays its inbox after its last sent id again.
+Fan-out appends an event to a user's inbox stream and then publishes the entry id on the user's live
+channel. A subscription first replays its inbox after its resume token (or gets the offline buffer),
+then goes live: each notification makes it read its inbox after the last entry it sent, so the seam
+between replay and live neither drops nor repeats, and a lost or late notification only delays an
+event until the next one (or the next pub/sub reconnect, which reads every inbox).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from services.message.inbox import Inboxes, Token, parse_id
 
 log = logging.getLogger(__name__)
 
+READ_BATCH = 500
+
 # (subscription_id, event) pairs are pushed onto the queue of the stream that owns the subscription.
 Outbox = asyncio.Queue[tuple[str, common_pb2.Event]]
 # The offline buffer of a subscription without a usable token: the messages its user has not
@@ -37,24 +39,21 @@ class Subscription:
         self._out = out
         self.epoch = ""
         self.last_id = "0"
-        self._replaying = True
-        self._held: list[tuple[str, bytes]] = []
-        self._from_buffer: set[str] = set()  # event ids sent from the offline buffer, not to repeat live
+        self.live = False  # replay done: the pump reads its inbox from here on
+        self._from_buffer: set[str] = set()  # event ids sent from the offline buffer, not to repeat
 
-    def on_live(self, entry_id: str, data: bytes) -> None:
-        if self._replaying:
-            self._held.append((entry_id, data))
-        else:
-            self._emit(entry_id, data)
-
-    def _emit(self, entry_id: str, data: bytes) -> None:
-        if parse_id(entry_id) <= parse_id(self.last_id):
-            return
-        event = common_pb2.Event.FromString(data)
-        if event.event_id in self._from_buffer:
+    def emit_entries(self, entries: list[tuple[str, bytes]]) -> None:
+        """Inbox entries, oldest first; only those past the last one sent."""
+        for entry_id, data in entries:
+            if parse_id(entry_id) <= parse_id(self.last_id):
+                continue
+            event = common_pb2.Event.FromString(data)
+            if event.event_id in self._from_buffer:
+                self.last_id = entry_id
+                continue
+            event.resume_token = Token(self.epoch, entry_id).encode()
             self.last_id = entry_id
-            return
-        self._emit_event(entry_id, event)
+            self._out.put_nowait((self.subscription_id, event))
 
     def emit_buffered(self, events: list[common_pb2.Event]) -> None:
         """The offline buffer: each event resumes at the inbox position the replay started from."""
@@ -63,21 +62,15 @@ class Subscription:
             self._from_buffer.add(event.event_id)
             self._out.put_nowait((self.subscription_id, event))
 
-    def _emit_event(self, entry_id: str, event: common_pb2.Event) -> None:
-        event.resume_token = Token(self.epoch, entry_id).encode()
-        self.last_id = entry_id
-        self._out.put_nowait((self.subscription_id, event))
-
     def emit_control(self, event: common_pb2.Event) -> None:
         self._out.put_nowait((self.subscription_id, event))
 
-    def go_live(self) -> None:
-        held, self._held, self._replaying = self._held, [], False
-        for entry_id, data in held:
-            self._emit(entry_id, data)
-
 
 class Hub:
+    """Pub/sub is only a wake-up: a notified subscription reads its inbox after the last entry it
+    sent. So a notification that never came (a fan-out worker that died between its MULTI and its
+    PUBLISH), or came out of order, can delay an event until the next one but never skip it."""
+
     def __init__(self, redis_client: aioredis.Redis, keys: Keys, offline: OfflineBuffer) -> None:
         self._redis = redis_client
         self._keys = keys
@@ -85,16 +78,18 @@ class Hub:
         self._offline = offline
         self._pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
         self._by_user: dict[str, set[Subscription]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._dirty: set[Subscription] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         await self._pubsub.subscribe(self._keys.live("_hub"))  # a pub/sub connection needs one channel
-        self._task = asyncio.create_task(self._read())
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._pump())]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self._pubsub.aclose()
 
     async def subscribe(self, sub: Subscription, resume_token: str) -> None:
@@ -105,7 +100,8 @@ class Hub:
             if first:
                 await self._pubsub.subscribe(self._keys.live(sub.user_id))
         await self._replay(sub, resume_token)
-        sub.go_live()
+        sub.live = True
+        self._notify(sub)  # whatever was appended while the replay ran
 
     async def unsubscribe(self, sub: Subscription) -> None:
         async with self._lock:
@@ -113,6 +109,7 @@ class Hub:
             if subs is None:
                 return
             subs.discard(sub)
+            self._dirty.discard(sub)
             if not subs:
                 del self._by_user[sub.user_id]
                 await self._pubsub.unsubscribe(self._keys.live(sub.user_id))
@@ -122,7 +119,8 @@ class Hub:
         token = Token.decode(resume_token) if resume_token else None
         if token and token.epoch == sub.epoch and await self._inboxes.covers(sub.user_id, token.entry_id):
             sub.last_id = token.entry_id
-            await self._replay_after(sub)
+            while batch := await self._inboxes.read_after(sub.user_id, sub.last_id):
+                sub.emit_entries(batch)
             return
         if resume_token:
             reason = "epoch_changed" if token and token.epoch != sub.epoch else "token_expired"
@@ -133,10 +131,34 @@ class Hub:
         sub.last_id = await self._inboxes.last_id(sub.user_id) or "0"
         sub.emit_buffered(await self._offline(sub.user_id))
 
-    async def _replay_after(self, sub: Subscription) -> None:
-        while batch := await self._inboxes.read_after(sub.user_id, sub.last_id):
-            for entry_id, data in batch:
-                sub._emit(entry_id, data)
+    def _notify(self, sub: Subscription) -> None:
+        self._dirty.add(sub)
+        self._wake.set()
+
+    async def _pump(self) -> None:
+        """Read the inboxes of notified live subscriptions, one pipeline per round."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ready = [sub for sub in self._dirty if sub.live]
+            self._dirty.difference_update(ready)
+            if not ready:
+                continue
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sub in ready:
+                        pipe.xrange(self._keys.inbox(sub.user_id), min="(" + sub.last_id, count=READ_BATCH)
+                    results = await pipe.execute()
+            except (redis.exceptions.ConnectionError, OSError) as exc:
+                log.warning("inbox read failed (%s); retrying", exc)
+                self._dirty.update(ready)
+                await asyncio.sleep(0.5)
+                self._wake.set()
+                continue
+            for sub, rows in zip(ready, results, strict=True):
+                sub.emit_entries([(rid.decode(), fields[b"e"]) for rid, fields in rows])
+                if len(rows) == READ_BATCH:
+                    self._notify(sub)  # more to read
 
     async def _read(self) -> None:
         while True:
@@ -144,23 +166,21 @@ class Hub:
                 async for message in self._pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    user_id = self._keys.user_of_live(message["channel"].decode())
-                    entry_id, _, data = message["data"].partition(b" ")
-                    for sub in list(self._by_user.get(user_id, ())):
-                        sub.on_live(entry_id.decode(), data)
+                    for sub in self._by_user.get(self._keys.user_of_live(message["channel"].decode()), ()):
+                        self._notify(sub)
             except (redis.exceptions.ConnectionError, OSError) as exc:
-                log.warning("live pub/sub lost (%s); resubscribing and replaying inboxes", exc)
+                log.warning("live pub/sub lost (%s); resubscribing and reading every inbox", exc)
                 await asyncio.sleep(0.5)
                 await self._recover()
 
     async def _recover(self) -> None:
-        """After a pub/sub drop, live events may have been missed: replay each inbox after last sent."""
+        """After a pub/sub drop, notifications may have been missed: read every inbox after last sent."""
         try:
             async with self._lock:
                 channels = [self._keys.live(u) for u in self._by_user] + [self._keys.live("_hub")]
                 await self._pubsub.subscribe(*channels)
             for subs in list(self._by_user.values()):
-                for sub in list(subs):
-                    await self._replay_after(sub)
+                for sub in subs:
+                    self._notify(sub)
         except (redis.exceptions.ConnectionError, OSError) as exc:
             log.warning("recovery failed (%s); will retry", exc)
