@@ -21,7 +21,10 @@ PY
 RUN pip install --only-binary=:all: -r /tmp/requirements.txt
 COPY chatmesh ./chatmesh
 COPY services ./services
+COPY clients/python ./clients/python
 RUN pip install --no-deps --no-compile . && python -m compileall -q /opt/venv/lib
+# The browser page: the edge serves it from clients/web beside the installed packages.
+COPY clients/web /opt/venv/lib/python3.11/site-packages/clients/web
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
