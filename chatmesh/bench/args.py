@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", action="store_true",
                    help="sample the services with py-spy: during the first throughput step of each run (profile-g<size>/) "
                         "and the edge while it holds the idle sockets (profile-idle/)")
-    g.add_argument("--ramp", action="store_true", help="raise the first rate by 25%% a step until p99 or loss fails")
+    g.add_argument("--ramp", action="store_true", help="raise the first rate by 25%% a step until p99 misses twice in a row, or a step loses")
     g.add_argument("--ramp-p99-ms", type=float, default=100.0)
     g.add_argument("--ramp-max", type=float, default=20_000.0)
     g = p.add_argument_group("history")

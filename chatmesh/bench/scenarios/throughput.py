@@ -4,7 +4,8 @@ Every user of a group has one socket that both sends (its share of the offered r
 schedule: a late reply cannot slow the senders, so queueing shows as latency) and receives. Latency
 is from a message's scheduled send time to its arrival at each recipient, the sender's own copy
 included. A step counts only with zero lost and zero duplicated deliveries and every send accepted.
-The ramp mode raises the rate step by step and reports the highest one whose p99 stays under a bound.
+The ramp mode raises the rate by 25% a step (until two steps in a row miss the p99 bound, or one loses
+or duplicates) and reports the highest rate whose p99 stayed under the bound.
 """
 
 from __future__ import annotations
@@ -64,16 +65,19 @@ def run(target: Target, *, groups: int, group_size: int, rates: list[float], dur
         log(f"  {gen.connected} sockets in {gen.connect_s:.1f}s ({gen.failed} failed)")
         steps: list[dict[str, Any]] = []
         if ramp:
-            rate, step = rates[0], 0
+            rate, step, misses = rates[0], 0, 0
             best: dict[str, Any] | None = None
             while rate <= ramp_max_rate:
                 step += 1
                 result = _step(gen, target, step, rate, duration_s, group_size, f"ramp {rate:,.0f}/s")
                 steps.append(result)
                 good = result["counts"] and result["latency_ms"].get("p99", 1e9) <= ramp_p99_ms
-                if not good:
+                # On a shared machine one step can miss by a noise spike: stop after two misses in a row.
+                misses = 0 if good else misses + 1
+                if good and (best is None or rate > best["offered_per_s"]):
+                    best = result
+                if misses >= 2 or not result["counts"]:
                     break
-                best = result
                 rate = round(rate * 1.25)
             return {"mode": "ramp", "p99_bound_ms": ramp_p99_ms, "steps": steps,
                     "best_rate": best["offered_per_s"] if best else 0, "sockets": gen.connected, "ack": ack}
