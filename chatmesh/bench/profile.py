@@ -2,7 +2,9 @@
 
 `chatmesh bench --profile` records each service for the first throughput step (collapsed stacks,
 `<name>.folded`, loadable in speedscope or flamegraph.pl) and writes `profile.txt`: per process, the
-functions with the most samples on-CPU at the top of the stack (self) and anywhere on it (total).
+functions with the most samples at the top of the stack (self), by the innermost function of the
+project's own code (what a change there would save), and anywhere on the stack (total). These are
+wall-clock samples of a busy thread: read them as shares, and results.json's CPU columns as the cost.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def finish(procs: list[subprocess.Popen[bytes]], folder: Path, top: int = 25) ->
     for path in sorted(folder.glob("*.folded")):
         own: Counter[str] = Counter()
         total: Counter[str] = Counter()
+        ours: Counter[str] = Counter()  # by the innermost frame of the project's own code
         samples = 0
         for line in path.read_text(errors="replace").splitlines():
             stack, _, count = line.rpartition(" ")
@@ -48,11 +51,16 @@ def finish(procs: list[subprocess.Popen[bytes]], folder: Path, top: int = 25) ->
             samples += n
             frames = stack.split(";")
             own[frames[-1]] += n
+            mine = [f for f in frames if ("services/" in f or "chatmesh/" in f)
+                    and "__main__" not in f and "eventloop.py" not in f]
+            ours[mine[-1].split(" (")[0] if mine else "(event loop and libraries only)"] += n
             for frame in set(frames):
                 total[frame] += n
         lines.append(f"== {path.stem}: {samples} samples")
         lines.append("  self:")
         lines += [f"    {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)] if samples else []
+        lines.append("  by innermost project function (the libraries it calls included):")
+        lines += [f"    {100 * n / samples:5.1f}%  {f}" for f, n in ours.most_common(top)] if samples else []
         lines.append("  total:")
         lines += [f"    {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top)] if samples else []
     text = "\n".join(lines)

@@ -20,6 +20,8 @@ from chatmesh.bench.progress import Progress
 from chatmesh.bench.stats import cdf, cpu_per_1000, percentiles
 from chatmesh.bench.target import Target
 
+SETTLE_S = 3.0
+
 
 def _step(gen: LoadGen, target: Target, step: int, rate: float, duration_s: float, group_size: int,
           label: str, profile_dir: Path | None = None) -> dict[str, Any]:
@@ -63,6 +65,7 @@ def run(target: Target, *, groups: int, group_size: int, rates: list[float], dur
     try:
         gen.wait_connected(Progress("connect", len(users)))
         log(f"  {gen.connected} sockets in {gen.connect_s:.1f}s ({gen.failed} failed)")
+        time.sleep(SETTLE_S)  # subscriptions (offline buffers, presence) finish before the first step
         steps: list[dict[str, Any]] = []
         if ramp:
             rate, step, misses = rates[0], 0, 0
