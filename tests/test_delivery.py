@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.launcher import Mesh
 from chatmesh.redis_conn import Keys
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send, unique
@@ -89,6 +90,10 @@ async def test_token_older_than_the_inbox_gets_resync_required(http, mesh: Mesh,
     await bob.close()
     await send(http, alice_token, conversation_id, "new")
     inbox = Keys(redis_prefix).inbox(bob_id)
+    async with asyncio.timeout(10):  # fan-out is asynchronous: wait until "new" is in bob's inbox
+        while not (last := await redis_client.xrevrange(inbox, count=1)) or \
+                common_pb2.Event.FromString(last[0][1][b"e"]).message.content != "new":
+            await asyncio.sleep(0.02)
     await redis_client.xtrim(inbox, maxlen=1, approximate=False)  # the inbox no longer holds what follows the token
 
     resumed = await Socket.open(mesh.edge_url, bob_token, resume_token=token)
@@ -160,8 +165,6 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
     """A dead-lettered event whose cause is gone (here: a valid event parked by hand) is delivered on replay."""
     import subprocess
     import sys
-
-    from chatmesh.gen.chat.v1 import common_pb2
 
     alice_token, _, bob_token, conversation_id, _ = pair
     sent = await send(http, alice_token, conversation_id, "parked")
