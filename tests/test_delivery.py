@@ -177,11 +177,13 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
     await redis_client.xadd(keys.dead_letter, {b"e": event.SerializeToString(), b"entry": b"0-1",
                                                b"reason": b"test: upstream was down"})
     env = {**mesh_env, "PATH": ""}
-    listed = subprocess.run([sys.executable, "-m", "chatmesh.cli", "dead-letter", "list"], env=env,
-                            capture_output=True, text=True, check=True).stdout
-    assert "test: upstream was down" in listed
-    replayed = subprocess.run([sys.executable, "-m", "chatmesh.cli", "dead-letter", "replay"], env=env,
+    def cli(action: str) -> str:
+        return subprocess.run([sys.executable, "-m", "chatmesh.cli", "dead-letter", action], env=env,
                               capture_output=True, text=True, check=True).stdout
+
+    listed = await asyncio.to_thread(cli, "list")
+    assert "test: upstream was down" in listed
+    replayed = await asyncio.to_thread(cli, "replay")
     assert replayed.startswith("replayed ")
     async with asyncio.timeout(10):
         while (await bob.next_of("chat:message_received"))["event_id"] != event.event_id:
