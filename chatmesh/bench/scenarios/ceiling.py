@@ -6,7 +6,9 @@ conversation's seq row, inserts the message row and its outbox row, and NOTIFYs,
 message service's tables (a scratch schema, `CREATE TABLE ... (LIKE message.x INCLUDING ALL)`), from
 many connections at once, each transaction one round trip. Redis: the same entries per message as
 the delivery path writes (XADD to the events stream; per recipient an inbox XADD and a PUBLISH; a
-done-marker SET), pipelined. The mesh's throughput is then reported as a fraction of each.
+done-marker SET), pipelined. The mesh's throughput is then reported as a fraction of each. The
+PostgreSQL work runs a second time without the NOTIFY: a transaction that notifies takes a
+database-wide lock at commit, so notifying commits are serialized on the WAL flush.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _payload(conversation_id: str, seq: int, content: str) -> bytes:
     return event.SerializeToString()
 
 
-def _pg_worker(url: str, connections: int, duration_s: float, conversations: list[str], out: Any) -> None:
+def _pg_worker(url: str, connections: int, duration_s: float, conversations: list[str], notify: bool,
+               out: Any) -> None:
     import psycopg
     import uvloop
 
@@ -59,10 +62,10 @@ def _pg_worker(url: str, connections: int, duration_s: float, conversations: lis
                         INSERT INTO {SCHEMA}.conversation_seq AS s (conversation_id, last_seq) VALUES ('{cid}', 1)
                           ON CONFLICT (conversation_id) DO UPDATE SET last_seq = s.last_seq + 1;
                         INSERT INTO {SCHEMA}.messages (conversation_id, seq, sender_id, content, client_message_id)
-                          SELECT '{cid}', last_seq, 'ceiling-{i}', 'bench x {'x' * 40}', 'c{i}-{k}'
+                          SELECT '{cid}', last_seq, 'ceiling-{i}-{int(notify)}', 'bench x {'x' * 40}', 'c{i}-{k}'
                           FROM {SCHEMA}.conversation_seq WHERE conversation_id = '{cid}';
                         INSERT INTO {SCHEMA}.outbox (payload) VALUES ('\\x{payload}'::bytea);
-                        NOTIFY {SCHEMA}_outbox;
+                        {f"NOTIFY {SCHEMA}_outbox;" if notify else ""}
                         COMMIT;""".encode())
                     count += 1
 
@@ -160,16 +163,19 @@ def run(target: Target, *, duration_s: float, pg_connections: int, group_size: i
         conversations = _prepare_pg(target.database_url, 100)
         pids = {k: v for k, v in target.pids.items() if k == "postgres"}
         try:
-            count, cpu, load = _measure("ceiling pg", _pg_worker,
-                                        (target.database_url, pg_connections, duration_s, conversations),
-                                        duration_s, pids)
+            for notify in (True, False):
+                label = "postgres" if notify else "postgres_without_notify"
+                count, cpu, load = _measure(f"ceiling pg{'' if notify else ' -notify'}", _pg_worker,
+                                            (target.database_url, pg_connections, duration_s, conversations, notify),
+                                            duration_s, pids)
+                result[label] = {"commits": count, "commits_per_s": round(count / duration_s, 1),
+                                 "connections": pg_connections, "cpu_s": cpu, "machine_load": load,
+                                 "what": "BEGIN; seq upsert; message insert; outbox insert; "
+                                         + ("NOTIFY; " if notify else "") + "COMMIT"}
+                log(f"  PostgreSQL{'' if notify else ' without NOTIFY'}: {result[label]['commits_per_s']:,.0f} "
+                    f"send transactions/s ({pg_connections} connections), load {load['load1']}")
         finally:
             _drop_pg(target.database_url)
-        result["postgres"] = {"commits": count, "commits_per_s": round(count / duration_s, 1),
-                              "connections": pg_connections, "cpu_s": cpu, "machine_load": load,
-                              "what": "BEGIN; seq upsert; message insert; outbox insert; NOTIFY; COMMIT"}
-        log(f"  PostgreSQL: {result['postgres']['commits_per_s']:,.0f} send transactions/s "
-            f"({pg_connections} connections), load {load['load1']}")
     if target.redis_url:
         pids = {k: v for k, v in target.pids.items() if k == "redis"}
         count, cpu, load = _measure("ceiling redis", _redis_worker,
