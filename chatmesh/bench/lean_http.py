@@ -16,12 +16,13 @@ class LeanHTTP:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def get(self, path: str, params: dict[str, object]) -> tuple[int, bytes]:
+    async def get(self, path: str, params: dict[str, object], token: str = "") -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
         target = f"{path}?{urlencode(params)}" if params else path
-        self._writer.write(f"GET {target} HTTP/1.1\r\nHost: {self._host}\r\n{self._extra}\r\n".encode())
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self._writer.write(f"GET {target} HTTP/1.1\r\nHost: {self._host}\r\n{auth}{self._extra}\r\n".encode())
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])

@@ -1,6 +1,7 @@
 """history: paged reads of a long conversation, GET /api/messages/{id}?limit=50&before_seq=<random>.
 
-The conversation is made through the API; its messages are a benchmark fixture seeded straight into
+The conversation (a group of the sender and 100 readers, who take turns, since the edge limits each
+user's REST requests per minute) is made through the API; its messages are a benchmark fixture seeded straight into
 the message service's own tables with COPY (message.messages rows with consecutive seqs, and
 message.conversation_seq moved to the last one), because sending 100,000 messages through the mesh
 first would measure sends, not history. Seeded rows are exactly what a send stores, minus the outbox
@@ -28,6 +29,8 @@ from chatmesh.bench.pool import log
 from chatmesh.bench.progress import Progress
 from chatmesh.bench.stats import percentiles
 from chatmesh.bench.target import Target
+
+READERS = 100
 
 
 def seed_copy(database_url: str, conversation_id: str, sender: str, count: int) -> float:
@@ -65,7 +68,7 @@ def seed_api(target: Target, conversation_id: str, token: str, count: int) -> fl
     return time.monotonic() - started
 
 
-def _reader(url: str, token: str, conversation_id: str, last_seq: int, page: int, concurrency: int,
+def _reader(url: str, tokens: list[str], conversation_id: str, last_seq: int, page: int, concurrency: int,
             duration_s: float, out: Any) -> None:
     import uvloop
 
@@ -78,13 +81,15 @@ def _reader(url: str, token: str, conversation_id: str, last_seq: int, page: int
         async def loop(seed: int) -> None:
             nonlocal errors
             rnd = random.Random(seed)
-            client = LeanHTTP(url, {"Authorization": f"Bearer {token}"})
-            await client.get(path, {"limit": page})  # warm up: connect, first request
+            client = LeanHTTP(url, {})
+            await client.get(path, {"limit": page}, tokens[seed % len(tokens)])  # warm up: connect, first request
+            k = seed
             try:
                 while time.monotonic() < stop_at:
                     before = rnd.randint(page + 1, last_seq + 1)
                     t = time.monotonic_ns()
-                    status, body = await client.get(path, {"limit": page, "before_seq": before})
+                    k += 1
+                    status, body = await client.get(path, {"limit": page, "before_seq": before}, tokens[k % len(tokens)])
                     lat.append((time.monotonic_ns() - t) / 1e6)
                     if status != 200 or len(loads(body).get("messages", [])) != page:
                         errors += 1
@@ -99,8 +104,9 @@ def _reader(url: str, token: str, conversation_id: str, last_seq: int, page: int
 
 
 def run(target: Target, *, messages: int, page: int, duration_s: float, concurrency: list[int]) -> dict[str, Any]:
-    users, conversations = fixtures.make(target, f"hist{int(time.time())}", 2, 2)
-    (sender, sender_token), (_, reader_token) = users
+    # Readers take turns among many users: the edge limits each user's REST requests (CHAT_RATE_REST).
+    users, conversations = fixtures.make(target, f"hist{int(time.time())}", READERS + 1, READERS + 1)
+    (sender, sender_token), reader_tokens = users[0], [t for _, t in users[1:]]
     cid = conversations[0]
     if target.database_url:
         seeded_by = "COPY into message.messages"
@@ -114,7 +120,7 @@ def run(target: Target, *, messages: int, page: int, duration_s: float, concurre
     for c in concurrency:
         parent, child = ctx.Pipe()
         load = procstats.machine_load()
-        proc = ctx.Process(target=_reader, args=(target.url, reader_token, cid, messages, page, c, duration_s, child),
+        proc = ctx.Process(target=_reader, args=(target.url, reader_tokens, cid, messages, page, c, duration_s, child),
                            daemon=True)
         pids = {**target.pids, "loadgen": 0}
         proc.start()
