@@ -4,6 +4,7 @@ business servicer, and a graceful stop on SIGINT/SIGTERM (as uvicorn does it).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import signal
@@ -94,48 +95,39 @@ class _CallScope:
         context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
         await context.abort(exc.status, exc.message)
 
+    @contextlib.asynccontextmanager
+    async def _call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """One call's life, unary or streaming: identity in, ChatError and crashes out as statuses, metrics."""
+        started, cancelled = time.perf_counter(), False
+        try:
+            await self._enter(context)
+            try:
+                yield
+            except ChatError as exc:
+                await self._fail(context, exc)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", self._method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            metrics.observe_grpc(self._method, "CANCELLED" if cancelled else _code_name(context), started)
+
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started, cancelled = time.perf_counter(), False
-            try:
-                await self._enter(context)
-                try:
-                    return await behavior(request, context)
-                except ChatError as exc:
-                    await self._fail(context, exc)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception:
-                    log.exception("unhandled error in %s", self._method)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
-            except asyncio.CancelledError:
-                cancelled = True
-                raise
-            finally:
-                metrics.observe_grpc(self._method, "CANCELLED" if cancelled else _code_name(context), started)
+            async with self._call(context):
+                return await behavior(request, context)
 
         return unary
 
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started, cancelled = time.perf_counter(), False
-            try:
-                await self._enter(context)
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except ChatError as exc:
-                    await self._fail(context, exc)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception:
-                    log.exception("unhandled error in %s", self._method)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
-            except asyncio.CancelledError:
-                cancelled = True
-                raise
-            finally:
-                metrics.observe_grpc(self._method, "CANCELLED" if cancelled else _code_name(context), started)
+            async with self._call(context):
+                async for response in behavior(request, context):
+                    yield response
 
         return stream
 

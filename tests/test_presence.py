@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from chatmesh.launcher import Mesh
-from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
+from tests.helpers import Socket, bearer, direct_conversation, new_user_id, quiet, register
 
 TYPING_WINDOW_S = 3.0 * 0.05
 
@@ -27,20 +27,6 @@ async def wait_status(http: httpx.AsyncClient, token: str, user_id: str, status:
     async with asyncio.timeout(timeout):
         while (await presence_of(http, token, user_id))[user_id]["status"] != status:
             await asyncio.sleep(0.05)
-
-
-async def frames_of(socket: Socket, kind: str, seconds: float) -> list[dict[str, Any]]:
-    """Every frame of a type that arrives within the next few seconds."""
-    found: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                frame = await socket.recv(seconds)
-                if frame["type"] == kind:
-                    found.append(frame)
-    except TimeoutError:
-        pass
-    return found
 
 
 async def status_frame(socket: Socket, user_id: str, timeout: float = 10) -> dict[str, Any]:
@@ -71,14 +57,14 @@ async def test_two_tabs_one_closes_still_online_both_close_offline_once(http: ht
     second = await Socket.open(mesh.edge_url, alice_token)
     await first.close()
     # The second tab neither re-announces alice nor lets the first one's close take her offline.
-    assert [f for f in await frames_of(watcher, "user:status_changed", 1.0) if f["data"]["user_id"] == alice] == []
+    assert [f for f in await quiet(watcher, "user:status_changed", 1.0) if f["data"]["user_id"] == alice] == []
     assert (await presence_of(http, bob_token, alice))[alice]["status"] == "PRESENCE_STATUS_ONLINE"
 
     await second.close()
     offline = await status_frame(watcher, alice)
     assert offline["data"]["status"] == "offline" and offline["data"]["last_seen_at"]
     # Exactly once: nothing more for alice, not even when her connections' TTL (1.5 s) passes.
-    assert [f for f in await frames_of(watcher, "user:status_changed", 2.5) if f["data"]["user_id"] == alice] == []
+    assert [f for f in await quiet(watcher, "user:status_changed", 2.5) if f["data"]["user_id"] == alice] == []
     seen = (await presence_of(http, bob_token, alice))[alice]
     assert seen["status"] == "PRESENCE_STATUS_OFFLINE" and seen["last_seen_at"]
     await watcher.close()
@@ -123,7 +109,7 @@ async def test_invisible_mode_wins_over_connections(http: httpx.AsyncClient, mes
     # Another tab while invisible: still offline to others, and nothing is announced.
     other_tab = await Socket.open(mesh.edge_url, alice_token)
     await other_tab.close()
-    assert [f for f in await frames_of(watcher, "user:status_changed", 1.0) if f["data"]["user_id"] == alice] == []
+    assert [f for f in await quiet(watcher, "user:status_changed", 1.0) if f["data"]["user_id"] == alice] == []
     assert (await presence_of(http, bob_token, alice))[alice]["status"] == "PRESENCE_STATUS_OFFLINE"
 
     # Back to visible over REST: online again while the socket is open.
@@ -160,7 +146,7 @@ async def test_typing_reaches_only_participants_and_expires(http: httpx.AsyncCli
         await asyncio.sleep(TYPING_WINDOW_S / 4)
     await alice_socket.ws.send(json.dumps({"type": "chat:typing",
                                            "data": {"conversation_id": conversation_id, "is_typing": False}}))
-    frames = await frames_of(bob_socket, "chat:user_typing", 1.5)
+    frames = await quiet(bob_socket, "chat:user_typing", 1.5)
     assert [f["data"]["is_typing"] for f in frames] == [True, False]
 
     # REST too, and the sender does not hear their own typing; strangers hear nothing.
@@ -168,8 +154,8 @@ async def test_typing_reaches_only_participants_and_expires(http: httpx.AsyncCli
                             headers=bearer(alice_token))
     assert reply.status_code == 200, reply.text
     assert (await bob_socket.next_of("chat:user_typing"))["data"]["is_typing"] is True
-    assert await frames_of(eve_socket, "chat:user_typing", 0.5) == []
-    assert await frames_of(alice_socket, "chat:user_typing", 0.1) == []
+    assert await quiet(eve_socket, "chat:user_typing", 0.5) == []
+    assert await quiet(alice_socket, "chat:user_typing", 0.1) == []
     for socket in (alice_socket, bob_socket, eve_socket):
         await socket.close()
 
@@ -245,7 +231,7 @@ async def test_typing_is_not_replayed_after_reconnect(http: httpx.AsyncClient, m
     ack = await alice_socket.request("chat:typing", {"conversation_id": conversation_id, "is_typing": True})
     assert ack["type"] == "ack", ack
     bob_again = await Socket.open(mesh.edge_url, bob_token, resume_token=received["resume_token"])
-    typing = await frames_of(bob_again, "chat:user_typing", 1.0)
+    typing = await quiet(bob_again, "chat:user_typing", 1.0)
     assert [f for f in typing if f["data"]["is_typing"]] == []  # at most the live end of it, never the start
     await bob_again.close()
     await alice_socket.close()
