@@ -22,8 +22,8 @@ import redis
 from chatmesh.embedded import free_port
 from chatmesh.launcher import Mesh
 from tests.conftest import dump_logs
-from tests.helpers import Socket, direct_conversation, new_user_id, register
-from tests.test_presence import frames_of, presence_of, status_frame, wait_status
+from tests.helpers import Socket, direct_conversation, new_user_id, quiet, register
+from tests.test_presence import presence_of, status_frame, wait_status
 
 TTL_S = 30 * 0.05
 
@@ -146,7 +146,7 @@ async def test_presence_restart_neither_strands_nor_flaps(replicas: Replicas, ed
                 break
             await asyncio.sleep(0.05)
     # ...while alice, whose socket never closed, never flapped offline and back.
-    frames = await frames_of(watcher, "user:status_changed", 2 * TTL_S)
+    frames = await quiet(watcher, "user:status_changed", 2 * TTL_S)
     assert [f for f in frames if f["data"]["user_id"] == alice] == []
     assert (await presence_of(edge_a, bob_token, alice))[alice]["status"] == "PRESENCE_STATUS_ONLINE"
     # Not even unseen by bob while his stream reconnected: going offline records a last seen time.
@@ -174,13 +174,13 @@ async def test_two_presence_replicas_deliver_across_and_announce_once(split_repl
         assert (await status_frame(watcher, alice))["data"]["status"] == "online"
         ack = await alice_socket.request("chat:typing", {"conversation_id": conversation_id, "is_typing": True})
         assert ack["type"] == "ack", ack
-        typing = await frames_of(watcher, "chat:user_typing", 1.5)
+        typing = await quiet(watcher, "chat:user_typing", 1.5)
         # Both replicas sweep: the typing state still ends exactly once.
         assert [f["data"]["is_typing"] for f in typing] == [True, False]
 
         split_replicas.edges["b"].stop("edge", sig=signal.SIGKILL)
         assert (await status_frame(watcher, alice, timeout=4 * TTL_S + 10))["data"]["status"] == "offline"
         # Two sweepers, one announcement.
-        assert [f for f in await frames_of(watcher, "user:status_changed", 2 * TTL_S)
+        assert [f for f in await quiet(watcher, "user:status_changed", 2 * TTL_S)
                 if f["data"]["user_id"] == alice] == []
         await watcher.close()
