@@ -1,7 +1,7 @@
 """Redis: one client per process, and every key under the configured prefix.
 
-Keys that belong to one user carry the user id as a hash tag (`{alice}`), so a user's inbox and
-live channel land in one slot on Redis Cluster.
+Keys that belong to one user carry the user id as a hash tag (`{alice}`), so a user's keys land in
+one slot on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ class Keys:
     def inbox(self, user_id: str) -> str:
         return f"{self.prefix}:inbox:{{{user_id}}}"
 
-    def live(self, user_id: str) -> str:
-        return f"{self.prefix}:live:{{{user_id}}}"
-
-    def user_of_live(self, channel: str) -> str:
-        return channel[len(self.prefix) + len(":live:{"):-1]
+    @property
+    def wake(self) -> str:
+        """Pub/sub channel on which fan-out names, once per batch, the users whose inboxes grew."""
+        return f"{self.prefix}:wake"
 
     def presence(self, name: str) -> str:
         return f"{self.prefix}:presence:{name}"

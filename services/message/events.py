@@ -10,7 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, message_pb2
 from services.message import convert, store
-from services.message.hub import Hub, Outbox, Subscription
+from services.message.hub import Hub, Item, Outbox, Subscription, item_size, to_event
 
 MAX_BATCH = 1000
 # The most a connection's offline buffer replays; older undelivered messages are in history (REST).
@@ -39,20 +39,20 @@ class OfflineBuffer:
         return [convert.message_event("chat:message_received", row) for row in rows]
 
 
-async def _drain(out: Outbox) -> list[tuple[str, common_pb2.Event]] | None:
+async def _drain(out: Outbox) -> list[Item] | None:
     """What is waiting, as one batch bounded in count and bytes (a gRPC message is at most 4 MB by default)."""
     first = await out.get()
     if first is None:  # type: ignore[comparison-overlap]
         return None
     items = [first]
-    size = first[1].ByteSize()
+    size = item_size(first)
     while len(items) < MAX_BATCH and size < MAX_BATCH_BYTES and not out.empty():
         item = out.get_nowait()
         if item is None:  # type: ignore[comparison-overlap]
             out.put_nowait(item)  # end after this batch
             break
         items.append(item)
-        size += item[1].ByteSize()
+        size += item_size(item)
     return items
 
 
@@ -70,13 +70,15 @@ class MultiplexedStream:
         reader = asyncio.create_task(self._read(requests))
         try:
             while (items := await _drain(self._out)) is not None:
+                response = message_pb2.StreamEventsResponse()
                 batches: dict[str, message_pb2.SubscriptionEvents] = {}
-                for sub_id, event in items:
-                    if sub_id in self._subs:
-                        batches.setdefault(sub_id, message_pb2.SubscriptionEvents(subscription_id=sub_id)
-                                           ).events.append(event)
+                for item in items:
+                    if (sub_id := item[0]) in self._subs:
+                        if (batch := batches.get(sub_id)) is None:
+                            batch = batches[sub_id] = response.batches.add(subscription_id=sub_id)
+                        to_event(batch.events.add(), item)
                 if batches:
-                    yield message_pb2.StreamEventsResponse(batches=list(batches.values()))
+                    yield response
         finally:
             reader.cancel()
             for task in self._starting.values():
@@ -111,7 +113,10 @@ async def single_user(hub: Hub, user_id: str, resume_token: str
     task = asyncio.create_task(hub.subscribe(sub, resume_token))
     try:
         while items := await _drain(out):
-            yield message_pb2.SubscribeEventsResponse(events=[event for _, event in items])
+            response = message_pb2.SubscribeEventsResponse()
+            for item in items:
+                to_event(response.events.add(), item)
+            yield response
     finally:
         task.cancel()
         await hub.unsubscribe(sub)

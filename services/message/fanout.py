@@ -1,5 +1,5 @@
 """Fan-out: a Redis consumer group reads the events stream and appends each event to every
-recipient's inbox, then announces it on their live channel.
+recipient's inbox, then wakes the hubs once per batch with the names of the users it wrote to.
 
 Per batch, the inbox appends, a done-marker per event and the XACKs go in one MULTI, so an event
 is either fanned out and acknowledged completely or not at all; the done-marker makes a re-read of
@@ -14,6 +14,7 @@ with its reason.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -151,21 +152,22 @@ class Fanout:
         if not plans:
             return
         done = await self._redis.mget([self._done_key(event) for _, event, _, _ in plans])
+        woken: set[str] = set()
         async with self._redis.pipeline(transaction=True) as tx:
-            targets: list[tuple[str, bytes]] = []
             for (entry_id, event, data, recipients), already in zip(plans, done, strict=True):
                 if not already:
                     for user_id in recipients:
-                        tx.xadd(self._keys.inbox(user_id), {b"e": data}, maxlen=INBOX_MAXLEN, approximate=True)
-                        targets.append((user_id, data))
+                        # The event id beside the payload lets a reader skip an event without parsing it.
+                        tx.xadd(self._keys.inbox(user_id), {b"e": data, b"i": event.event_id.encode()},
+                                maxlen=INBOX_MAXLEN, approximate=True)
+                    woken.update(recipients)
                     tx.set(self._done_key(event), b"1", ex=DONE_TTL_S)
                 tx.xack(self._keys.events, GROUP, entry_id)
-            results = await tx.execute()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            inbox_ids = iter(r for r in results if isinstance(r, bytes))
-            for (user_id, _), inbox_id in zip(targets, inbox_ids, strict=False):
-                pipe.publish(self._keys.live(user_id), inbox_id)  # a wake-up: subscribers read the inbox
-            await pipe.execute()
+            await tx.execute()
+        if woken:
+            # One wake-up per batch, naming its users; hubs read those users' inboxes. A lost one only
+            # delays delivery until the next (each hub reads after the last entry it sent).
+            await self._redis.publish(self._keys.wake, json.dumps(sorted(woken)))
 
     async def _recipients(self, event: common_pb2.Event) -> list[str]:
         if event.HasField("conversation"):

@@ -1,15 +1,20 @@
 """The live path: one Redis pub/sub connection per process wakes every subscriber of that process.
 
-Fan-out appends an event to a user's inbox stream and then publishes the entry id on the user's live
-channel. A subscription first replays its inbox after its resume token (or gets the offline buffer),
-then goes live: each notification makes it read its inbox after the last entry it sent, so the seam
-between replay and live neither drops nor repeats, and a lost or late notification only delays an
-event until the next one (or the next pub/sub reconnect, which reads every inbox).
+Fan-out appends an event to each recipient's inbox stream and then publishes, once per batch, the
+names of the users it wrote to on one wake channel. A subscription first replays its inbox after its
+resume token (or gets the offline buffer), then goes live: each wake-up naming its user makes it read
+its inbox after the last entry it sent, so the seam between replay and live neither drops nor
+repeats, and a lost or late wake-up only delays an event until the next one (or the next pub/sub
+reconnect, which reads every inbox).
+
+Inbox entries travel on as the bytes fan-out stored: they are parsed once, into the gRPC response
+(`to_event`), not per step on the way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -25,8 +30,10 @@ log = logging.getLogger(__name__)
 
 READ_BATCH = 500
 
-# (subscription_id, event) pairs are pushed onto the queue of the stream that owns the subscription.
-Outbox = asyncio.Queue[tuple[str, common_pb2.Event]]
+# (subscription_id, event, resume_token) is pushed onto the queue of the stream that owns the
+# subscription; the event is an inbox entry's serialized bytes, or an Event already complete.
+Item = tuple[str, common_pb2.Event | bytes, str]
+Outbox = asyncio.Queue[Item]
 # The offline buffer of a subscription without a usable token: the messages its user has not
 # acknowledged as delivered, from PostgreSQL (the source of truth, whatever Redis still holds).
 OfflineBuffer = Callable[[str], Awaitable[list[common_pb2.Event]]]
@@ -42,28 +49,49 @@ class Subscription:
         self.live = False  # replay done: the pump reads its inbox from here on
         self._from_buffer: set[str] = set()  # event ids sent from the offline buffer, not to repeat
 
-    def emit_entries(self, entries: list[tuple[str, bytes]]) -> None:
-        """Inbox entries, oldest first; only those past the last one sent."""
-        for entry_id, data in entries:
-            if parse_id(entry_id) <= parse_id(self.last_id):
+    def emit_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Inbox entries (XRANGE rows), oldest first; only those past the last one sent."""
+        last = parse_id(self.last_id)
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode()
+            if parse_id(entry_id) <= last:
                 continue
-            event = common_pb2.Event.FromString(data)
-            if event.event_id in self._from_buffer:
-                self.last_id = entry_id
-                continue
-            event.resume_token = Token(self.epoch, entry_id).encode()
             self.last_id = entry_id
-            self._out.put_nowait((self.subscription_id, event))
+            if self._from_buffer and _event_id(fields) in self._from_buffer:
+                continue
+            self._out.put_nowait((self.subscription_id, fields[b"e"], Token(self.epoch, entry_id).encode()))
 
     def emit_buffered(self, events: list[common_pb2.Event]) -> None:
         """The offline buffer: each event resumes at the inbox position the replay started from."""
         for event in events:
             event.resume_token = Token(self.epoch, self.last_id).encode()
             self._from_buffer.add(event.event_id)
-            self._out.put_nowait((self.subscription_id, event))
+            self._out.put_nowait((self.subscription_id, event, ""))
 
     def emit_control(self, event: common_pb2.Event) -> None:
-        self._out.put_nowait((self.subscription_id, event))
+        self._out.put_nowait((self.subscription_id, event, ""))
+
+
+def _event_id(fields: dict[bytes, bytes]) -> str:
+    """Fan-out stores the event id beside the payload; entries written before it did are parsed."""
+    if (event_id := fields.get(b"i")) is not None:
+        return event_id.decode()
+    return common_pb2.Event.FromString(fields[b"e"]).event_id
+
+
+def to_event(target: common_pb2.Event, item: Item) -> None:
+    """Fill a response's Event from a queued item: stored bytes are parsed straight into it."""
+    _, event, resume_token = item
+    if isinstance(event, bytes):
+        target.MergeFromString(event)
+        target.resume_token = resume_token
+    else:
+        target.CopyFrom(event)
+
+
+def item_size(item: Item) -> int:
+    _, event, resume_token = item
+    return len(event) + len(resume_token) if isinstance(event, bytes) else event.ByteSize()
 
 
 class Hub:
@@ -81,10 +109,9 @@ class Hub:
         self._dirty: set[Subscription] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self._keys.live("_hub"))  # a pub/sub connection needs one channel
+        await self._pubsub.subscribe(self._keys.wake)
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._pump())]
 
     async def stop(self) -> None:
@@ -94,25 +121,17 @@ class Hub:
 
     async def subscribe(self, sub: Subscription, resume_token: str) -> None:
         """Replay what the inbox holds after the token (or the offline buffer), then go live."""
-        async with self._lock:
-            first = not self._by_user[sub.user_id]
-            self._by_user[sub.user_id].add(sub)
-            if first:
-                await self._pubsub.subscribe(self._keys.live(sub.user_id))
+        self._by_user[sub.user_id].add(sub)
         await self._replay(sub, resume_token)
         sub.live = True
         self._notify(sub)  # whatever was appended while the replay ran
 
     async def unsubscribe(self, sub: Subscription) -> None:
-        async with self._lock:
-            subs = self._by_user.get(sub.user_id)
-            if subs is None:
-                return
+        self._dirty.discard(sub)
+        if (subs := self._by_user.get(sub.user_id)) is not None:
             subs.discard(sub)
-            self._dirty.discard(sub)
             if not subs:
                 del self._by_user[sub.user_id]
-                await self._pubsub.unsubscribe(self._keys.live(sub.user_id))
 
     async def _replay(self, sub: Subscription, resume_token: str) -> None:
         sub.epoch = await self._inboxes.epoch()
@@ -156,7 +175,7 @@ class Hub:
                 self._wake.set()
                 continue
             for sub, rows in zip(ready, results, strict=True):
-                sub.emit_entries([(rid.decode(), fields[b"e"]) for rid, fields in rows])
+                sub.emit_entries(rows)
                 if len(rows) == READ_BATCH:
                     self._notify(sub)  # more to read
 
@@ -166,8 +185,9 @@ class Hub:
                 async for message in self._pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    for sub in self._by_user.get(self._keys.user_of_live(message["channel"].decode()), ()):
-                        self._notify(sub)
+                    for user_id in json.loads(message["data"]):
+                        for sub in self._by_user.get(user_id, ()):
+                            self._notify(sub)
             except (redis.exceptions.ConnectionError, OSError) as exc:
                 log.warning("live pub/sub lost (%s); resubscribing and reading every inbox", exc)
                 await asyncio.sleep(0.5)
@@ -176,9 +196,7 @@ class Hub:
     async def _recover(self) -> None:
         """After a pub/sub drop, notifications may have been missed: read every inbox after last sent."""
         try:
-            async with self._lock:
-                channels = [self._keys.live(u) for u in self._by_user] + [self._keys.live("_hub")]
-                await self._pubsub.subscribe(*channels)
+            await self._pubsub.subscribe(self._keys.wake)
             for subs in list(self._by_user.values()):
                 for sub in subs:
                     self._notify(sub)

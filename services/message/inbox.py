@@ -54,11 +54,11 @@ class Inboxes:
         value = await self._redis.get(self._keys.epoch)
         return value.decode() if value else ""
 
-    async def read_after(self, user_id: str, entry_id: str, count: int = 500) -> list[tuple[str, bytes]]:
-        """Entries strictly after entry_id ("0" for all), oldest first."""
+    async def read_after(self, user_id: str, entry_id: str, count: int = 500
+                         ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries (XRANGE rows) strictly after entry_id ("0" for all), oldest first."""
         start = "(" + entry_id if entry_id != "0" else "-"
-        rows = await self._redis.xrange(self._keys.inbox(user_id), min=start, max="+", count=count)
-        return [(rid.decode(), fields[b"e"]) for rid, fields in rows]
+        return await self._redis.xrange(self._keys.inbox(user_id), min=start, max="+", count=count)
 
     async def first_id(self, user_id: str) -> str | None:
         rows = await self._redis.xrange(self._keys.inbox(user_id), count=1)
