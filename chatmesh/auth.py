@@ -12,12 +12,18 @@ CHAT_JWT_SECRET. With it set (production), user tokens are verified with the JWK
 the configured asymmetric algorithms; an HS256 token is then accepted only as a service token
 (`typ: service`) signed with the shared secret. The JWKS fetch is blocking I/O, so async callers use
 `averify`/`averify_bearer`, which run it in a thread.
+
+Every RPC carries the user's token again, so a service sees the same token many times a second.
+A verified token is remembered (a bounded LRU keyed by the token string) until its `exp`, and a
+repeat skips the signature check. Only successes are remembered, and nothing past `exp`: an expired
+token goes through the full check (with its leeway) and is refused exactly as without the cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +37,12 @@ SERVICE_TOKEN_TTL_S = 3600
 LEEWAY_S = 30  # clock skew allowed on exp, nbf and iat
 JWKS_CACHE_S = 300  # how long a fetched JWKS is trusted before it is fetched again
 JWKS_TIMEOUT_S = 5
+VERIFIED_CACHE_SIZE = 10_000  # tokens remembered as verified; about 1 KB each with their identity
+
+
+def _clock() -> float:
+    """The cache's clock (a seam for tests that move time past a token's exp)."""
+    return time.time()
 
 
 class AuthError(Exception):
@@ -57,6 +69,26 @@ class TokenVerifier:
         self._jwks = (jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=JWKS_CACHE_S,
                                       timeout=JWKS_TIMEOUT_S) if settings.jwt_jwks_url else None)
         self._asymmetric = [a for a in self._algorithms if not a.startswith("HS")]
+        self._verified: OrderedDict[str, Identity] = OrderedDict()
+
+    def _cached(self, token: str) -> Identity | None:
+        """The identity of a token verified before and not yet at its exp; an expired entry is dropped."""
+        identity = self._verified.get(token)
+        if identity is None:
+            return None
+        if _clock() >= identity.expires_at:
+            del self._verified[token]
+            return None
+        self._verified.move_to_end(token)
+        return identity
+
+    def _remember(self, identity: Identity) -> Identity:
+        if _clock() < identity.expires_at:
+            self._verified[identity.token] = identity
+            self._verified.move_to_end(identity.token)
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return identity
 
     def _key(self, token: str) -> tuple[Any, list[str], bool]:
         """(key, algorithms, service only). The algorithm lists are pinned here; the header only
@@ -76,12 +108,16 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """Blocking when a JWKS must be fetched; async code uses `averify`."""
-        return self._decode(token, *self._key(token))
+        if (identity := self._cached(token)) is not None:
+            return identity
+        return self._remember(self._decode(token, *self._key(token)))
 
     async def averify(self, token: str) -> Identity:
         if self._jwks is None:
             return self.verify(token)
-        return self._decode(token, *await asyncio.to_thread(self._key, token))
+        if (identity := self._cached(token)) is not None:
+            return identity
+        return self._remember(self._decode(token, *await asyncio.to_thread(self._key, token)))
 
     async def averify_bearer(self, header: str | None) -> Identity:
         return await self.averify(_bearer_token(header))
