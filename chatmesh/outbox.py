@@ -1,10 +1,19 @@
 """The transactional outbox and its relay, shared by every service that emits durable events.
 
-A service writes an event row in the same transaction as the change it describes (`enqueue`), and
-NOTIFYs the relay. The relay (one at a time per schema, by advisory lock, so the stream keeps commit
-order) copies unpublished rows to the Redis events stream and marks them published. If Redis is
-down, writes still commit; the relay retries until Redis returns. A poll every few seconds backs up
-the NOTIFY, so nothing is stranded.
+A service writes an event row in the same transaction as the change it describes (`enqueue`). The
+relay (one at a time per schema, by advisory lock, so the stream keeps commit order) copies
+unpublished rows to the Redis events stream and marks them published. If Redis is down, writes still
+commit; the relay retries until Redis returns. A poll every few seconds backs up every wake-up, so
+nothing is stranded.
+
+Waking the relay. Every replica of a service runs a relay in the same process as its writes, so a
+writer whose process runs a relay for the schema wakes it directly after its commit (`wake_after`)
+and does not NOTIFY: a commit that notifies takes a database-wide lock, which halves PostgreSQL's
+commit rate (docs/performance.md, "Ceiling"). A woken relay that finds another replica's relay
+holding the lock retries a few milliseconds later, until it gets the lock and so publishes every
+row committed before it looked, so a send is published promptly whichever replica leads. A writer
+without a local relay (or one that does not wake it) NOTIFYs inside its transaction as before; every
+relay LISTENs for that.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
 import redis.asyncio as aioredis
@@ -26,16 +37,44 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 POLL_S = 2.0
+RETRY_S = 0.005  # first retry after losing the lock to another relay; doubles up to POLL_S
 EVENTS_MAXLEN = 1_000_000
 BACKLOG_SAMPLE_S = 1.0
 
+_local: dict[str, set[OutboxRelay]] = {}  # relays running in this process, by schema
 
-async def enqueue(conn: psycopg.AsyncConnection, schema: str, events: list[common_pb2.Event]) -> None:
-    """Add events to the outbox inside the caller's transaction; they publish only if it commits."""
+
+async def enqueue(conn: psycopg.AsyncConnection, schema: str, events: list[common_pb2.Event], *,
+                  notify: bool = True) -> None:
+    """Add events to the outbox inside the caller's transaction; they publish only if it commits.
+
+    With `notify=False` the caller promises to wake the relay after its commit (`wake_after`)."""
     async with conn.cursor() as cur:
         await cur.executemany(f'INSERT INTO "{schema}".outbox (payload) VALUES (%s)',
                               [(e.SerializeToString(),) for e in events])
-    await conn.execute(f"NOTIFY {schema}_outbox")
+    if notify:
+        await conn.execute(f"NOTIFY {schema}_outbox")
+
+
+def needs_notify(schema: str) -> bool:
+    """Whether a writer must NOTIFY in its transaction: only when no relay for `schema` runs in this
+    process. Otherwise it calls `wake` after its commit."""
+    return not _local.get(schema)
+
+
+def wake(schema: str) -> None:
+    """Wake this process's relays for `schema`; call it after the commit of rows enqueued unnotified."""
+    for relay in tuple(_local.get(schema, ())):
+        relay.wake()
+
+
+@asynccontextmanager
+async def wake_after(schema: str) -> AsyncIterator[bool]:
+    """Around a transaction that enqueues: yields `notify` for `enqueue` (`needs_notify`) and, when
+    the block exits without an error, wakes the local relays. Enter it outside `conn.transaction()`,
+    so the wake comes after the commit."""
+    yield needs_notify(schema)
+    wake(schema)
 
 
 class OutboxRelay:
@@ -47,39 +86,67 @@ class OutboxRelay:
         self._redis = redis_client
         self._stream = stream
         self._poll_s = POLL_S * time_scale
+        self._retry_s = RETRY_S * time_scale
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"{schema}.outbox".encode())
         self._sampled_at = -BACKLOG_SAMPLE_S
 
+    def wake(self) -> None:
+        """Look for unpublished rows now (a local commit enqueued some)."""
+        self._wake.set()
+
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
+        _local.setdefault(self._schema, set()).add(self)
+        retry = self._retry_s
         try:
             while True:
+                # Cleared before looking, so a commit that lands while a batch is out wakes us again.
+                self._wake.clear()
                 try:
-                    while await self.publish_once() == BATCH:
+                    while (published := await self.publish_once()) == BATCH:
                         pass
                 except (redis.exceptions.RedisError, OSError, psycopg.Error) as exc:
                     log.warning("outbox relay for %s: %s; retrying", self._schema, exc)
+                    published = 0
                 await self._sample_backlog()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+                if published is None:
+                    # Another replica's relay holds the lock. It may have looked before our rows
+                    # committed, so look again shortly rather than at the next poll.
+                    await self._sleep_or_wake(retry)
+                    retry = min(retry * 2, self._poll_s)
+                    continue
+                retry = self._retry_s
+                await self._sleep_or_wake(self._poll_s)
         finally:
+            _local.get(self._schema, set()).discard(self)
             listener.cancel()
 
-    async def publish_once(self) -> int:
-        """Publish one batch in commit order; returns how many rows it published."""
-        async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key,))
-            row = await cur.fetchone()
-            if not row or not row[0]:
-                return 0
-            cur = await conn.execute(
+    async def _sleep_or_wake(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def publish_once(self) -> int | None:
+        """Publish one batch in commit order; returns how many rows it published, or None when another
+        relay holds the lock.
+
+        Two PostgreSQL round trips: BEGIN, the lock and the SELECT pipelined; then, only after every
+        XADD of the batch succeeded, the UPDATE and COMMIT pipelined. The SELECT is its own statement
+        after the lock's, so its snapshot is taken with the lock held and sees what the previous holder
+        committed; its rows are ignored when the lock was not ours.
+        """
+        async with self._pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
+            locked = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key,))
+            selected = await conn.execute(
                 f'SELECT id, payload FROM "{self._schema}".outbox WHERE published_at IS NULL ORDER BY id LIMIT %s',
                 (BATCH,))
-            rows = await cur.fetchall()
+            await pipeline.sync()
+            row = await locked.fetchone()
+            if not row or not row[0]:
+                return None
+            rows = await selected.fetchall()
             if not rows:
                 return 0
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -109,7 +176,7 @@ class OutboxRelay:
             log.debug("outbox backlog for %s: %s", self._schema, exc)
 
     async def _listen(self) -> None:
-        """Wake the relay on every commit that enqueued events (LISTEN/NOTIFY); reconnects on loss."""
+        """Wake the relay on commits of writers that NOTIFY (LISTEN/NOTIFY); reconnects on loss."""
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
