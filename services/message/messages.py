@@ -7,8 +7,11 @@ read path live in their own modules; `Messages` holds them so the servicer has o
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
@@ -41,8 +44,7 @@ class Limits:
             raise ValueError(f"CHAT_MAX_MESSAGE_CHARS must be at least 1, not {self.max_content}")
 
 
-class _Duplicate(Exception):
-    """The (sender, client_message_id) already exists: roll back, so the seq taken is given back."""
+_CLIENT_ID_INDEX = "messages_client_id"  # unique (sender_id, client_message_id): idempotent sends
 
 
 class Messages:
@@ -57,15 +59,25 @@ class Messages:
         self.audit = Audit(pool)
 
     async def send(self, sender: str, new: NewMessage) -> tuple[MessageRow, bool]:
-        """Store a message with the next seq; a resend of a client_message_id returns the original."""
+        """Store a message with the next seq; a resend of a client_message_id returns the original.
+
+        One statement for a plain send (`store.send_message`): the duplicate check, the seq, the row
+        and its event commit together. The message id and created_at are chosen here, so the event
+        can be serialized before the statement; the database appends the seq to it. The relay is
+        woken in-process after the commit instead of by a NOTIFY (see chatmesh/outbox.py).
+        """
         new.conversation_id = parse_id(new.conversation_id, "conversation_id")
         if new.reply_to_id:
             new.reply_to_id = parse_id(new.reply_to_id, "reply_to_id")
         self._validate_new(new)
         (await self._membership.get(new.conversation_id)).require_participant(sender)
+        draft = MessageRow(message_id=str(uuid.uuid4()), conversation_id=new.conversation_id, seq=0, sender_id=new.sender_id,
+                           content=new.content, content_encrypted=new.content_encrypted,
+                           enc_algorithm=new.enc_algorithm, enc_key_id=new.enc_key_id,
+                           client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
+                           created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None)
+        payload = convert.message_event("chat:message_received", draft).SerializeToString()
         async with self._pool.connection() as conn:
-            if new.client_message_id and (old := await store.get_by_client_id(conn, sender, new.client_message_id)):
-                return self._same_conversation(old, new), False
             if new.reply_to_id:
                 # Messages are never removed, so checking outside the transaction cannot go stale.
                 replied = await store.get_message(conn, new.reply_to_id)
@@ -73,18 +85,19 @@ class Messages:
                     raise errors.not_found("REPLY_TO_NOT_FOUND",
                                            "reply_to_id is not a message of this conversation")
             try:
-                async with conn.transaction():
-                    seq = await store.next_seq(conn, new.conversation_id)
-                    row = await store.insert_message(conn, seq, new)
-                    if row is None:
-                        raise _Duplicate
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_received", row)])
-                    return row, True
-            except _Duplicate:
-                assert new.client_message_id
-                old = await store.get_by_client_id(conn, sender, new.client_message_id)
-                assert old is not None
-                return self._same_conversation(old, new), False
+                created, row = await store.send_message(conn, new, draft.message_id, draft.created_at, payload,
+                                                        notify=outbox.needs_notify(store.SCHEMA))
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != _CLIENT_ID_INDEX or new.client_message_id is None:
+                    raise
+                # A concurrent send of the same client_message_id committed first; ours wrote nothing.
+                original = await store.get_by_client_id(conn, sender, new.client_message_id)
+                assert original is not None
+                created, row = False, original
+        if not created:
+            return self._same_conversation(row, new), False
+        outbox.wake(store.SCHEMA)
+        return row, True
 
     async def history(self, reader: str, conversation_id: str, *, limit: int, before_seq: int,
                       after_seq: int) -> tuple[list[common_pb2.Message], bool]:
@@ -118,14 +131,15 @@ class Messages:
                 raise errors.forbidden("NOT_SENDER", "only the sender may edit a message")
             if found.row.content_encrypted is not None:
                 raise errors.failed_precondition("ENCRYPTED_MESSAGE", "an encrypted message cannot be edited as text")
-            async with conn.transaction():
+            async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
                 row = await store.get_message(conn, found.row.message_id, for_update=True)
                 assert row is not None
                 access.require_live(row)
                 if row.content != content:
                     await store.record_edit(conn, row.message_id, row.content)
                     row = await store.update_content(conn, row.message_id, content)
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_updated", row)])
+                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_updated", row)],
+                                         notify=notify)
             return await views.render_one(conn, editor, row, found.membership.roles)
 
     async def delete(self, actor: str, message_id: str) -> common_pb2.Message:
@@ -137,7 +151,7 @@ class Messages:
             found = await access.find(conn, self._membership, message_id, actor)
             if found.row.sender_id != actor and found.role not in access.MODERATING_ROLES:
                 raise errors.forbidden("NOT_ALLOWED", "only the sender or an admin or moderator may delete a message")
-            async with conn.transaction():
+            async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
                 row = await store.get_message(conn, found.row.message_id, for_update=True)
                 assert row is not None
                 if row.deleted_at is None:
@@ -145,7 +159,8 @@ class Messages:
                     if actor != row.sender_id:
                         await store.append_audit(conn, row.conversation_id, actor, "message.deleted",
                                                  f"message:{row.message_id}", request_id_var.get())
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_deleted", row)])
+                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_deleted", row)],
+                                         notify=notify)
             return convert.message(row)
 
     def _validate_new(self, new: NewMessage) -> None:

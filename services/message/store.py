@@ -44,32 +44,25 @@ class NewMessage:
     reply_to_id: str | None
 
 
-async def next_seq(conn: psycopg.AsyncConnection, conversation_id: str) -> int:
-    """Hand out the conversation's next seq, locking its counter row until the transaction ends."""
+_SENT_COLUMNS = ", ".join(f"(msg).{c.strip()}" for c in _COLUMNS.split(","))
+
+
+async def send_message(conn: psycopg.AsyncConnection, new: NewMessage, message_id: str, created_at: datetime,
+                       payload: bytes, *, notify: bool) -> tuple[bool, MessageRow]:
+    """(created, row): the duplicate check, the next seq, the message and its outbox event in one
+    statement and one implicit transaction (migration 0002). `payload` is the event serialized without
+    the seq, which the function appends. For a client_message_id the sender already used: (False, the
+    original), and nothing is written. A concurrent duplicate raises UniqueViolation on
+    messages_client_id, and nothing is written either (the seq taken is given back)."""
     cur = await conn.execute(
-        """INSERT INTO message.conversation_seq AS s (conversation_id, last_seq) VALUES (%s, 1)
-           ON CONFLICT (conversation_id) DO UPDATE SET last_seq = s.last_seq + 1
-           RETURNING last_seq""",
-        (conversation_id,),
+        f"""SELECT created, {_SENT_COLUMNS}
+            FROM message.send_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (message_id, new.conversation_id, new.sender_id, new.content, new.content_encrypted, new.enc_algorithm,
+         new.enc_key_id, new.client_message_id, new.reply_to_id, created_at, payload, notify),
     )
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0])
-
-
-async def insert_message(conn: psycopg.AsyncConnection, seq: int, new: NewMessage) -> MessageRow | None:
-    """Store a message; None when (sender, client_message_id) already exists."""
-    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
-        await cur.execute(
-            f"""INSERT INTO message.messages (conversation_id, seq, sender_id, content, content_encrypted,
-                    enc_algorithm, enc_key_id, client_message_id, reply_to_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (sender_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
-                RETURNING {_COLUMNS}""",
-            (new.conversation_id, seq, new.sender_id, new.content, new.content_encrypted, new.enc_algorithm,
-             new.enc_key_id, new.client_message_id, new.reply_to_id),
-        )
-        return await cur.fetchone()
+    return bool(row[0]), MessageRow(*row[1:])
 
 
 async def get_by_client_id(conn: psycopg.AsyncConnection, sender_id: str, client_message_id: str) -> MessageRow | None:
