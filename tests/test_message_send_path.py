@@ -1,0 +1,180 @@
+"""The one-statement send and the relay it wakes: idempotent under concurrency without a seq gap,
+published without a NOTIFY per send when the relay runs in the process, and published promptly
+when another replica's relay holds the lock. The domain and a relay run in-process against a real
+PostgreSQL database of their own and a real Redis stream; only membership is stood in for."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+
+from chatmesh import db, errors, outbox
+from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.membership import Membership
+from chatmesh.outbox import OutboxRelay
+from chatmesh.redis_conn import open_redis
+from services.message import store
+from services.message.messages import Messages
+from services.message.store import NewMessage
+
+MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
+ALICE, BOB = "sp-alice", "sp-bob"
+
+
+class _Roles:
+    async def get(self, conversation_id: str) -> Membership:
+        return Membership(conversation_id, True, {ALICE: "member", BOB: "member"}, 1)
+
+
+@dataclass
+class _Env:
+    url: str
+    messages: Messages
+    pool: AsyncConnectionPool
+    redis: aioredis.Redis
+    stream: str
+
+
+@pytest.fixture
+async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
+    """A database of its own (so the relay sees only this test's outbox) and a fresh stream key."""
+    url = make_database()
+    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    pool = AsyncConnectionPool(url, min_size=2, max_size=12, open=False, kwargs={"autocommit": True})
+    await pool.open(wait=True)
+    client = open_redis(redis_server)
+    stream = f"test-send-path-{secrets.token_hex(6)}"
+    yield _Env(url, Messages(pool, _Roles()), pool, client, stream)  # type: ignore[arg-type]
+    await client.delete(stream)
+    await client.aclose()
+    await pool.close()
+
+
+def _new(cid: str, content: str, client_id: str | None = None, sender: str = ALICE) -> NewMessage:
+    return NewMessage(conversation_id=cid, sender_id=sender, content=content, content_encrypted=None,
+                      enc_algorithm="", enc_key_id="", client_message_id=client_id, reply_to_id=None)
+
+
+async def _published(env: _Env, count: int, within_s: float) -> list[common_pb2.Event]:
+    """The stream's events once it holds `count` of them; fails after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while True:
+        entries = await env.redis.xrange(env.stream)
+        if len(entries) >= count or time.monotonic() > deadline:
+            return [common_pb2.Event.FromString(fields[b"e"]) for _, fields in entries]
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def notifications(env: _Env) -> AsyncIterator[list[str]]:
+    """Every NOTIFY on the message outbox channel while the test runs."""
+    seen: list[str] = []
+    conn = await psycopg.AsyncConnection.connect(env.url, autocommit=True)
+    await conn.execute(f"LISTEN {store.SCHEMA}_outbox")
+
+    async def collect() -> None:
+        async for note in conn.notifies():
+            seen.append(note.channel)
+
+    task = asyncio.create_task(collect())
+    yield seen
+    task.cancel()
+    await conn.close()
+
+
+async def _start_relay(env: _Env, time_scale: float = 1.0) -> asyncio.Task[None]:
+    task = asyncio.create_task(OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.stream, time_scale).run())
+    while outbox.needs_notify(store.SCHEMA):  # registered once it runs
+        await asyncio.sleep(0.001)
+    return task
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: _Env) -> None:
+    cid = str(uuid.uuid4())
+    await env.messages.send(ALICE, _new(cid, "before"))
+    # Twenty copies of one send race with other senders in the same conversation: every copy that
+    # loses (the pre-check, or the insert after waiting for the winner) must give its seq back.
+    results = await asyncio.gather(
+        *(env.messages.send(ALICE, _new(cid, "once", client_id="dup-1")) for _ in range(20)),
+        *(env.messages.send(BOB, _new(cid, f"other {i}")) for i in range(5)))
+    copies = results[:20]
+    assert sorted(created for _, created in copies) == [False] * 19 + [True]
+    assert len({row.message_id for row, _ in copies}) == 1
+    assert {row.seq for row, _ in copies} == {next(row.seq for row, created in copies if created)}
+    after, created = await env.messages.send(ALICE, _new(cid, "after"))
+    assert (after.seq, created) == (8, True)  # 1 + one copy + five others + this one: no gap
+    with psycopg.connect(env.url) as conn:
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM message.messages WHERE conversation_id = %s ORDER BY seq",
+                                           (cid,))]
+        events = conn.execute("SELECT count(*) FROM message.outbox").fetchone()
+    assert seqs == list(range(1, 9))
+    assert events == (8,)  # one event per stored message, none for a duplicate
+    # The same client id in another conversation, even racing, is a conflict, never a second message.
+    other = str(uuid.uuid4())
+    outcomes = await asyncio.gather(*(env.messages.send(ALICE, _new(other, "once", client_id="dup-1"))
+                                      for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(o, errors.ChatError) and o.code == "CLIENT_MESSAGE_ID_REUSED" for o in outcomes)
+
+
+async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(env: _Env, notifications: list[str]) -> None:
+    relay = await _start_relay(env, time_scale=5.0)  # a 10 s poll: only the direct wake-up can be in time
+    try:
+        cid = str(uuid.uuid4())
+        for i in range(10):
+            await env.messages.send(ALICE, _new(cid, f"m{i}"))
+        events = await _published(env, 10, within_s=3)
+        assert [(e.type, e.message.seq, e.message.content) for e in events] == [
+            ("chat:message_received", i + 1, f"m{i}") for i in range(10)]
+        with psycopg.connect(env.url) as conn:
+            row = conn.execute("SELECT message_id::text, created_at FROM message.messages WHERE seq = 3").fetchone()
+        assert row is not None
+        assert events[2].event_id == f"received:{row[0]}"  # the event carries the row's id and time
+        assert events[2].message.created_at.ToDatetime().timestamp() == pytest.approx(row[1].timestamp(), abs=1e-6)
+        assert notifications == []
+    finally:
+        await _stop(relay)
+    # Without a relay in this process, a send NOTIFYs, so a relay elsewhere still hears of it.
+    await env.messages.send(ALICE, _new(str(uuid.uuid4()), "no local relay"))
+    for _ in range(300):
+        if notifications:
+            break
+        await asyncio.sleep(0.01)
+    assert notifications == [f"{store.SCHEMA}_outbox"]
+
+
+async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(env: _Env) -> None:
+    """Another replica's relay is mid-batch (it holds the advisory lock) when our send commits: the
+    local relay cannot publish yet, and retries within milliseconds instead of waiting for its poll."""
+    relay = await _start_relay(env, time_scale=5.0)  # a 10 s poll
+    try:
+        await env.messages.send(ALICE, _new(str(uuid.uuid4()), "warm-up"))
+        assert len(await _published(env, 1, within_s=3)) == 1
+        lock_key = OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.stream)._lock_key
+        async with await psycopg.AsyncConnection.connect(env.url) as other_replica:
+            await other_replica.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
+            await env.messages.send(ALICE, _new(str(uuid.uuid4()), "while locked"))
+            await asyncio.sleep(0.3)
+            assert len(await env.redis.xrange(env.stream)) == 1  # nobody could publish meanwhile
+            await other_replica.commit()  # the other relay's batch is done: the lock is free
+            released = time.monotonic()
+        events = await _published(env, 2, within_s=5)
+        assert [e.message.content for e in events] == ["warm-up", "while locked"]
+        assert time.monotonic() - released < 2.5  # a quarter of the poll; the retries back off from 25 ms
+    finally:
+        await _stop(relay)
