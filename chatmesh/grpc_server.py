@@ -155,6 +155,7 @@ async def serve(
     ready: Callable[[int], None] | None = None,
     readiness: Readiness | None = None,
     metrics_port: int | None = None,
+    end_streams: Callable[[], None] | None = None,
 ) -> None:
     """Run a gRPC server until SIGINT/SIGTERM (or `stopping` is set), then drain it.
 
@@ -164,7 +165,9 @@ async def serve(
 
     `readiness` (optional) turns the overall and business health names NOT_SERVING while a
     dependency is lost and SERVING again when it returns; `metrics_port` (optional) serves
-    Prometheus metrics on the listen host.
+    Prometheus metrics on the listen host. `end_streams` (optional) ends the service's long-lived
+    streams after the lame-duck pause: their clients resume on another replica at once, and the
+    process exits then, instead of holding them until the grace period runs out.
     """
     server = grpc.aio.server(interceptors=[MeshInterceptor(verifier)], options=[
         ("grpc.keepalive_time_ms", 30_000),
@@ -195,6 +198,8 @@ async def serve(
         watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     await asyncio.sleep(LAME_DUCK_S)
+    if end_streams:
+        end_streams()
     await server.stop(STOP_GRACE_S)
     if metrics_server:
         metrics_server.close()

@@ -62,7 +62,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 
     try:
         await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping,
-                    metrics_port=settings.metrics_port,
+                    metrics_port=settings.metrics_port, end_streams=hub.end_streams,
                     # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
                     readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
     finally:

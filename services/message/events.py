@@ -68,6 +68,7 @@ class MultiplexedStream:
     async def run(self, requests: AsyncIterator[message_pb2.StreamEventsRequest]
                   ) -> AsyncIterator[message_pb2.StreamEventsResponse]:
         reader = asyncio.create_task(self._read(requests))
+        self._hub.attach(self._out)
         try:
             while (items := await _drain(self._out)) is not None:
                 response = message_pb2.StreamEventsResponse()
@@ -80,6 +81,7 @@ class MultiplexedStream:
                 if batches:
                     yield response
         finally:
+            self._hub.detach(self._out)
             reader.cancel()
             for task in self._starting.values():
                 task.cancel()
@@ -111,6 +113,7 @@ async def single_user(hub: Hub, user_id: str, resume_token: str
     out: Outbox = asyncio.Queue()
     sub = Subscription("", user_id, out)
     task = asyncio.create_task(hub.subscribe(sub, resume_token))
+    hub.attach(out)
     try:
         while items := await _drain(out):
             response = message_pb2.SubscribeEventsResponse()
@@ -118,5 +121,6 @@ async def single_user(hub: Hub, user_id: str, resume_token: str
                 to_event(response.events.add(), item)
             yield response
     finally:
+        hub.detach(out)
         task.cancel()
         await hub.unsubscribe(sub)

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 READ_BATCH = 500
 
 # (subscription_id, event, resume_token) is pushed onto the queue of the stream that owns the
-# subscription; the event is an inbox entry's serialized bytes, or an Event already complete.
+# subscription; the event is an inbox entry's serialized bytes, or an Event already complete. None
+# ends the stream.
 Item = tuple[str, common_pb2.Event | bytes, str]
 Outbox = asyncio.Queue[Item]
 # The offline buffer of a subscription without a usable token: the messages its user has not
@@ -109,6 +110,7 @@ class Hub:
         self._dirty: set[Subscription] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._streams: set[Outbox] = set()
 
     async def start(self) -> None:
         await self._pubsub.subscribe(self._keys.wake)
@@ -118,6 +120,19 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         await self._pubsub.aclose()
+
+    def attach(self, out: Outbox) -> None:
+        """Register a gRPC stream's queue, so `end_streams` can end it."""
+        self._streams.add(out)
+
+    def detach(self, out: Outbox) -> None:
+        self._streams.discard(out)
+
+    def end_streams(self) -> None:
+        """On drain: end every stream after what it already holds; its edge resubscribes, from the last
+        resume token it delivered, on another replica."""
+        for out in self._streams:
+            out.put_nowait(None)  # type: ignore[arg-type]
 
     async def subscribe(self, sub: Subscription, resume_token: str) -> None:
         """Replay what the inbox holds after the token (or the offline buffer), then go live."""

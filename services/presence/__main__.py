@@ -47,7 +47,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 
     try:
         await serve("presence", settings.listen("presence"), TokenVerifier(settings), register, stopping=stopping,
-                    metrics_port=settings.metrics_port,
+                    metrics_port=settings.metrics_port, end_streams=hub.end_streams,
                     readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
     finally:
         sweeper.cancel()

@@ -33,6 +33,7 @@ class EventHub:
         self._by_user: dict[str, set[Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._streams: set[Queue] = set()
 
     async def start(self) -> None:
         await self._pubsub.subscribe(self._keys.presence_live("_hub"))  # a pub/sub connection needs one channel
@@ -42,6 +43,11 @@ class EventHub:
         if self._task:
             self._task.cancel()
         await self._pubsub.aclose()
+
+    def end_streams(self) -> None:
+        """On drain: end every edge's stream; the edge resubscribes its users on another replica."""
+        for queue in self._streams:
+            queue.put_nowait(None)
 
     async def publish(self, user_ids: Iterable[str], event: common_pb2.Event) -> None:
         data = event.SerializeToString()
@@ -113,6 +119,7 @@ class EventHub:
                 queue.put_nowait(None)
 
         reader = asyncio.create_task(read())
+        self._streams.add(queue)
         try:
             while (first := await queue.get()) is not None:
                 items = [first]
@@ -129,6 +136,7 @@ class EventHub:
                 if batches:
                     yield presence_pb2.StreamPresenceEventsResponse(batches=list(batches.values()))
         finally:
+            self._streams.discard(queue)
             reader.cancel()
             for user_id in users:
                 await self._remove(user_id, queue)
