@@ -6,6 +6,10 @@ Rather than read its schema, this service follows the events stream with its own
 ("conversation-projection"): each replica reads a share of the entries, applies them in one
 transaction and acknowledges them after the commit.
 
+A batch is folded first (the newest message per conversation, the highest read per participant)
+and applied with a few set-based statements, so its cost hardly grows with its size; while entries
+trickle in, reads are at least BATCH_WINDOW_S apart so that batches have more than one entry.
+
 Idempotent and order-safe: a replayed entry (the relay may publish twice; a crash between commit
 and XACK redelivers) changes nothing, and state only moves forward by seq, so entries applied out
 of order by two replicas end in the same state. Unread = last seq − read seq − the reader's own
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC
 
 import psycopg
@@ -31,13 +36,14 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
 from services.conversation import projection_store as sql
-from services.conversation.projection_store import SeenMessage
+from services.conversation.projection_store import Key, Position, SeenMessage
 
 log = logging.getLogger(__name__)
 
 GROUP = "conversation-projection"
 BATCH = 200
 CLAIM_IDLE_S = 10.0
+BATCH_WINDOW_S = 0.05  # the least time between reads while entries trickle in
 PREVIEW_CHARS = 100
 MESSAGE_EVENTS = ("chat:message_received", "chat:message_updated", "chat:message_deleted")
 READ_EVENT = "chat:message_read"
@@ -62,23 +68,58 @@ def relevant(event: common_pb2.Event) -> bool:
     return event.type == READ_EVENT and event.HasField("receipt") and event.receipt.seq > 0
 
 
-async def apply(conn: psycopg.AsyncConnection, event: common_pb2.Event) -> None:
-    """Apply one relevant event inside the caller's transaction."""
-    if event.type == READ_EVENT:
-        r = event.receipt
-        conversation_id = r.conversation_id or event.conversation_id
-        read_seq = await sql.lock_read_seq(conn, conversation_id, r.user_id)
-        if read_seq is not None and r.seq > read_seq:
-            await sql.advance_read(conn, conversation_id, r.user_id, r.seq)
-        return
-    seen = _seen(event)
-    advanced = await sql.advance_last_message(conn, seen)
-    if not advanced and event.type != "chat:message_received":
-        await sql.refresh_last_message(conn, seen)
-    if event.type == "chat:message_received":
-        read_seq = await sql.lock_read_seq(conn, seen.conversation_id, seen.sender_id)
-        if read_seq is not None and seen.seq > read_seq:
-            await sql.add_own_message(conn, seen.conversation_id, seen.sender_id, seen.seq)
+@dataclass
+class _Fold:
+    """A batch reduced to what it changes: per conversation the first event at its highest seq (any
+    event at a lower seq is overwritten by that one) and the edits/deletions at that seq, in stream
+    order; per participant the highest read; and the senders' own messages."""
+
+    last: dict[str, SeenMessage] = field(default_factory=dict)
+    changed: dict[str, list[SeenMessage]] = field(default_factory=dict)
+    reads: dict[Key, int] = field(default_factory=dict)
+    own: set[Position] = field(default_factory=set)
+
+    def add(self, event: common_pb2.Event) -> None:
+        if event.type == READ_EVENT:
+            r = event.receipt
+            key = (r.conversation_id or event.conversation_id, r.user_id)
+            self.reads[key] = max(self.reads.get(key, 0), r.seq)
+            return
+        seen = _seen(event)
+        current = self.last.get(seen.conversation_id)
+        if current is None or seen.seq > current.seq:
+            self.last[seen.conversation_id] = seen
+        if event.type == "chat:message_received":
+            self.own.add((seen.conversation_id, seen.sender_id, seen.seq))
+        else:
+            self.changed.setdefault(seen.conversation_id, []).append(seen)
+
+    def refreshes(self) -> list[SeenMessage]:
+        """Edits and deletions of each conversation's newest message in the batch. Replaying the one
+        that became the last message is a no-op, so it need not be told apart."""
+        return [m for cid, seen in self.changed.items() for m in seen if m.seq == self.last[cid].seq]
+
+
+async def apply_batch(conn: psycopg.AsyncConnection, events: list[common_pb2.Event]) -> None:
+    """Apply relevant events, in stream order, inside the caller's transaction.
+
+    The end state is the one applying them one by one would leave: the last message only moves
+    forward by seq (edits and deletions then refresh it), a read position only moves forward and
+    drops the reader's own messages it covers, and a sender's own message past their read position
+    is counted once. Conversations are changed before participants, as membership changes do.
+    """
+    fold = _Fold()
+    for event in events:
+        fold.add(event)
+    await sql.advance_last_messages(conn, list(fold.last.values()))
+    await sql.refresh_last_messages(conn, fold.refreshes())
+    keys = sorted(set(fold.reads) | {(c, u) for c, u, _ in fold.own})
+    read_seqs = await sql.lock_read_seqs(conn, keys)  # participants only
+    reads = [(c, u, seq) for (c, u), seq in fold.reads.items() if (c, u) in read_seqs and seq > read_seqs[c, u]]
+    read_to = {(c, u): seq for c, u, seq in reads}
+    own = [(c, u, seq) for c, u, seq in sorted(fold.own)
+           if (c, u) in read_seqs and seq > read_to.get((c, u), read_seqs[c, u])]
+    await sql.move_positions(conn, reads, own)
 
 
 class Projection:
@@ -93,10 +134,17 @@ class Projection:
     async def run(self) -> None:
         await self._ensure_group()
         last_claim = time.monotonic()
+        next_read = 0.0
         while True:
             try:
+                if (wait := next_read - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
                 reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"}, count=BATCH,
                                                      block=max(int(1000 * self._scale), 10))
+                read = sum(len(entries) for _, entries in reply or [])
+                # After a short batch, let the next one gather for a moment: a batch costs about what one
+                # event does, and the first event after a quiet spell is still applied at once.
+                next_read = time.monotonic() + BATCH_WINDOW_S * self._scale if 0 < read < BATCH else 0.0
                 for _, entries in reply or []:
                     await self.process(entries)
                 if time.monotonic() - last_claim >= CLAIM_IDLE_S * self._scale / 2:
@@ -144,16 +192,16 @@ class Projection:
             else:
                 done.append(entry_id)
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                for _, event in work:
-                    await apply(conn, event)
-            done.extend(entry_id for entry_id, _ in work)
+            if work:
+                async with self._pool.connection() as conn, conn.transaction():
+                    await apply_batch(conn, [event for _, event in work])
+                done.extend(entry_id for entry_id, _ in work)
         except psycopg.Error as exc:
             log.warning("projection batch failed (%s); applying entry by entry", exc)
             for entry_id, event in work:
                 try:
                     async with self._pool.connection() as conn, conn.transaction():
-                        await apply(conn, event)
+                        await apply_batch(conn, [event])
                     done.append(entry_id)
                 except psycopg.Error as one:
                     log.warning("projection of %s failed: %s; it stays pending", entry_id.decode(), one)
