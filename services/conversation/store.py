@@ -74,14 +74,26 @@ _C_COLUMNS = ", ".join(f"c.{c.strip()}" for c in _CONVERSATION_COLUMNS.split(","
 
 
 async def upsert_user(conn: psycopg.AsyncConnection, user_id: str, display_name: str) -> UserRow:
+    """Record the user, or rename them when display_name is new ('' keeps the name they have).
+
+    The edge calls this on every connect, and nearly always nothing changed: then the statement only
+    reads the row (no write, no row lock, no WAL). updated_at is when the name last changed.
+    """
     async with conn.cursor(row_factory=class_row(UserRow)) as cur:
         await cur.execute(
-            """INSERT INTO conversation.users (user_id, display_name) VALUES (%s, %s)
-               ON CONFLICT (user_id) DO UPDATE
-                 SET display_name = COALESCE(NULLIF(EXCLUDED.display_name, ''), users.display_name),
-                     updated_at = now()
-               RETURNING user_id, display_name, created_at""",
-            (user_id, display_name),
+            """WITH found AS (
+                   SELECT user_id, display_name, created_at FROM conversation.users WHERE user_id = %(u)s),
+               written AS (
+                   INSERT INTO conversation.users (user_id, display_name)
+                   SELECT %(u)s, %(n)s
+                   WHERE NOT EXISTS (SELECT 1 FROM found WHERE %(n)s IN ('', found.display_name))
+                   ON CONFLICT (user_id) DO UPDATE
+                     SET display_name = COALESCE(NULLIF(EXCLUDED.display_name, ''), users.display_name),
+                         updated_at = now()
+                   RETURNING user_id, display_name, created_at)
+               SELECT * FROM written
+               UNION ALL SELECT * FROM found WHERE NOT EXISTS (SELECT 1 FROM written)""",
+            {"u": user_id, "n": display_name},
         )
         row = await cur.fetchone()
         assert row is not None
