@@ -31,7 +31,7 @@ async def test_ephemeral_frames_go_first_and_durable_overflow_closes() -> None:
     assert out.push_event(typing(3))  # full: a new ephemeral frame is dropped, not queued
     assert out.push_event(durable(2))  # full: the oldest ephemeral frame makes room
     frames = await drain(out)
-    assert [('"e1"' in f, '"e2"' in f, '"n": 2' in f) for f in frames] == [
+    assert [('"e1"' in f, '"e2"' in f, '"n":2' in f) for f in frames] == [
         (True, False, False), (False, False, True), (False, True, False)]
 
     for n in range(3, 6):

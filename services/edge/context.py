@@ -1,5 +1,6 @@
 """What the edge holds for its lifetime: settings, the token verifier, one channel per upstream,
-the event router, and the users it has already recorded."""
+the event router, the one redelivery timer and lease renewal shared by every socket, and the users
+it has already recorded."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from chatmesh.gen.chat.v1 import (
 )
 from chatmesh.grpc_client import open_channel
 from chatmesh.logs import request_id_var
+from services.edge.outgoing import REDELIVERY_TICK_S, RedeliveryTimer
 from services.edge.presence_link import PresenceLink
 from services.edge.ratelimit import RateLimiter
 from services.edge.upstream import EventRouter
@@ -48,6 +50,8 @@ class EdgeContext:
         self.message = message_pb2_grpc.MessageServiceStub(self.channels["message"])
         self.presence = presence_pb2_grpc.PresenceServiceStub(self.channels["presence"])
         self.limits = RateLimiter(settings.redis_url, settings.redis_prefix)
+        self._tasks.append(asyncio.create_task(self.limits.run()))
+        self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(asyncio.create_task(self.router.run()))
         self.presence_link = PresenceLink(self.presence, self.credentials, settings)
@@ -57,6 +61,7 @@ class EdgeContext:
         await self.presence_link.close()
         for task in self._tasks:
             task.cancel()
+        self.redelivery.stop()
         for channel in self.channels.values():
             await channel.close()
         await self.limits.close()

@@ -5,7 +5,7 @@
   process dies without a goodbye, its heartbeats stop and presence expires its connections after the
   TTL.
 - Events: one multiplexed StreamPresenceEvents call carries every user with a socket here; presence
-  and typing events come back in batches and are turned into frames once, then pushed to each of
+  and typing events come back in batches and are turned into frame text once, then pushed to each of
   the user's sockets as ephemeral frames (dropped first when a socket's queue is full). The stream
   reconnects with backoff and resubscribes; events missed meanwhile are not replayed (ephemeral).
 - Frames: `chat:typing`, `presence:online`, `presence:offline` from a socket become SetTyping /
@@ -30,6 +30,7 @@ from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2, presence_pb2_grpc
 from services.edge.errors import from_rpc_error
+from services.edge.frames import dumps
 from services.edge.streams import ResilientStream
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ PRESENCE_FRAMES = ("chat:typing", "presence:online", "presence:offline")
 REPORT_BATCH = 5000
 CALL_TIMEOUT_S = 5.0
 
-Sink = Callable[[dict[str, Any]], object]
+Sink = Callable[[str], object]  # takes a frame's JSON text
 Metadata = tuple[tuple[str, str], ...]
 _STATUS_NAMES = {common_pb2.PRESENCE_STATUS_ONLINE: "online", common_pb2.PRESENCE_STATUS_OFFLINE: "offline"}
 
@@ -175,8 +176,9 @@ class PresenceLink:
                 continue
             for event in batch.events:
                 if (frame := event_frame(event)) is not None:
+                    text = dumps(frame)
                     for sink in list(sinks.values()):
-                        sink(frame)
+                        sink(text)
 
     # frames from sockets
 

@@ -1,10 +1,20 @@
 """Per-user abuse limits held in Redis, so they hold across every edge replica.
 
-Rates are fixed windows (`count` per `seconds`): one atomic script increments the user's counter and
-returns how long until the window ends, which is the client's `Retry-After`. Concurrent sockets are
-a sorted set per user scored by a heartbeat deadline, so a replica that dies without cleaning up
-frees its slots when they expire. Redis being unreachable fails open (logged): limits protect the
-mesh, they must not take it down.
+Rates are fixed windows (`count` per `seconds`) on one counter per user in Redis, whose time to live
+is the client's `Retry-After`. REST requests take one unit per request with one atomic script call
+(`hit`). WebSocket message sends, the hot path, take units from a local bucket per user (`take`)
+that is filled by reserving units from the same counter in batches: one script call reserves up to
+the batch size, never past what the window has left, so the limit across replicas and transports is
+never exceeded. Batches start at 1 and double while a user keeps sending (up to 1/16 of the limit),
+so a quiet user costs what a REST request does and a busy one a round trip every few dozen sends;
+the price is that units a replica reserved and did not use are lost for the window, so a user who
+switches replicas mid-window may be refused at most 1/16 of the limit early. A refusal is
+remembered until the window ends, so a flooding client does not reach Redis at all.
+
+Concurrent sockets are a sorted set per user scored by a lease deadline, so a replica that dies
+without cleaning up frees its slots when they expire. Each replica renews the leases of all of its
+sockets together, in one pipeline every LEASE_RENEW_S. Redis being unreachable fails open
+(logged): limits protect the mesh, they must not take it down.
 
 Typing frames are limited by the presence service itself (across edges, in the same Redis); the edge
 passes its RATE_LIMITED answer on as an error frame or a 429.
@@ -12,16 +22,23 @@ passes its RATE_LIMITED answer on as an error frame or a 429.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 log = logging.getLogger(__name__)
 
 SOCKET_LEASE_S = 120.0  # a socket's slot outlives its replica by at most this long
+LEASE_RENEW_S = 30.0
+RENEW_CHUNK = 1000  # users per pipeline round trip when renewing leases
+MAX_BATCH = 64  # units reserved at once for one user, at most
 
 # KEYS: counter. ARGV: limit, window_ms. Returns {allowed, ms until the window ends}.
 _RATE = """
@@ -31,6 +48,23 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]); ttl = tonumber(ARGV[2]) end
 if n > tonumber(ARGV[1]) then return {0, ttl} end
 return {1, ttl}
+"""
+
+# KEYS: counter. ARGV: limit, window_ms, wanted. Returns {units granted (0..wanted), ms until the window ends}.
+_RESERVE = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[3]), tonumber(ARGV[1]) - n)
+if grant > 0 then
+  if redis.call('INCRBY', KEYS[1], grant) == grant then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+else
+  grant = 0
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  if n > 0 or grant > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  ttl = tonumber(ARGV[2])
+end
+return {grant, ttl}
 """
 
 # KEYS: the user's sockets. ARGV: socket id, now_ms, lease_ms, limit. Returns 1 when admitted.
@@ -45,52 +79,155 @@ return 1
 """
 
 
+class _Script:
+    """EVALSHA, loading the script on NOSCRIPT. redis-py's own Script checks `isinstance(client,
+    Pipeline)` on every call, and Pipeline is a typing Protocol subclass, which makes that check slow
+    enough to show in the edge's profile."""
+
+    def __init__(self, redis: aioredis.Redis, source: str) -> None:
+        self._redis = redis
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._redis.script_load(self._source)
+            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Units this replica reserved for one user in the current window."""
+
+    units: int
+    window_end: float  # monotonic
+    batch: int  # the size of the last reservation
+    refused: bool = False  # the window has nothing left
+
+
 class RateLimiter:
     def __init__(self, redis_url: str, prefix: str) -> None:
         self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
         self._prefix = f"{prefix}:edge"
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._leases: dict[str, str] = {}  # socket id -> user id, for the sockets held here
         if self._redis is None:
             log.warning("CHAT_REDIS_URL is not set: per-user rate and socket limits are off")
         if self._redis is not None:
-            self._rate = self._redis.register_script(_RATE)
-            self._acquire = self._redis.register_script(_ACQUIRE)
+            self._rate = _Script(self._redis, _RATE)
+            self._reserve = _Script(self._redis, _RESERVE)
+            self._acquire = _Script(self._redis, _ACQUIRE)
 
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+
+    def _rate_key(self, name: str, user_id: str) -> str:
+        return f"{self._prefix}:rate:{name}:{{{user_id}}}"
 
     async def hit(self, name: str, user_id: str, limit: tuple[int, float]) -> float:
         """0 when allowed; otherwise the seconds to wait (a whole number, at least 1)."""
         count, seconds = limit
         if count <= 0 or self._redis is None:
             return 0.0
-        key = f"{self._prefix}:rate:{name}:{{{user_id}}}"
         try:
-            allowed, ttl_ms = await self._rate(keys=[key], args=[count, max(1, int(seconds * 1000))])
+            allowed, ttl_ms = await self._rate(keys=[self._rate_key(name, user_id)],
+                                               args=[count, max(1, int(seconds * 1000))])
         except RedisError as exc:
             log.warning("rate limit %s unchecked (Redis: %r)", name, exc)
             return 0.0
         return 0.0 if allowed else float(max(1, math.ceil(int(ttl_ms) / 1000)))
 
+    async def take(self, name: str, user_id: str, limit: tuple[int, float]) -> float:
+        """Like `hit`, from this replica's reserved units: Redis is asked once per batch."""
+        count, seconds = limit
+        if count <= 0 or self._redis is None:
+            return 0.0
+        now = time.monotonic()
+        bucket = self._buckets.get((name, user_id))
+        if bucket is not None and now >= bucket.window_end:
+            bucket = None  # a new window: what was left of the old one is gone with it
+        if bucket is not None:
+            if bucket.units > 0:
+                bucket.units -= 1
+                return 0.0
+            if bucket.refused:
+                return float(max(1, math.ceil(bucket.window_end - now)))
+        wanted = min(bucket.batch * 2, max(1, min(MAX_BATCH, count // 16))) if bucket else 1
+        try:
+            granted, ttl_ms = await self._reserve(keys=[self._rate_key(name, user_id)],
+                                                  args=[count, max(1, int(seconds * 1000)), wanted])
+        except RedisError as exc:
+            log.warning("rate limit %s unchecked (Redis: %r)", name, exc)
+            return 0.0
+        granted, window_end = int(granted), time.monotonic() + int(ttl_ms) / 1000
+        current = self._buckets.get((name, user_id))
+        if current is not None and current.window_end > now and not current.refused:
+            current.units += max(0, granted - 1)  # a concurrent reservation landed first: pool them
+            current.batch = max(current.batch, granted)
+            current.refused = granted == 0 and current.units == 0
+        else:
+            self._buckets[(name, user_id)] = _Bucket(max(0, granted - 1), window_end, max(1, granted), granted == 0)
+        return 0.0 if granted else float(max(1, math.ceil(int(ttl_ms) / 1000)))
+
     def _sockets_key(self, user_id: str) -> str:
         return f"{self._prefix}:sockets:{{{user_id}}}"
 
     async def acquire_socket(self, user_id: str, socket_id: str, limit: int) -> bool:
-        """Take (or renew) one of the user's socket slots; False when all are taken."""
+        """Take one of the user's socket slots; False when all are taken. Renewed by `run` until released."""
         if limit <= 0 or self._redis is None:
             return True
         now_ms = int(time.time() * 1000)
         try:
-            return bool(await self._acquire(keys=[self._sockets_key(user_id)],
-                                            args=[socket_id, now_ms, int(SOCKET_LEASE_S * 1000), limit]))
+            admitted = bool(await self._acquire(keys=[self._sockets_key(user_id)],
+                                                args=[socket_id, now_ms, int(SOCKET_LEASE_S * 1000), limit]))
         except RedisError as exc:
             log.warning("socket limit unchecked (Redis: %r)", exc)
-            return True
+            admitted = True
+        if admitted:
+            self._leases[socket_id] = user_id
+        return admitted
 
     async def release_socket(self, user_id: str, socket_id: str) -> None:
+        self._leases.pop(socket_id, None)
         if self._redis is None:
             return
         try:
             await self._redis.zrem(self._sockets_key(user_id), socket_id)
         except RedisError as exc:
             log.warning("socket slot not released (Redis: %r); it expires", exc)
+
+    async def run(self, renew_s: float = LEASE_RENEW_S) -> None:
+        """Renew every socket lease of this replica, and forget buckets of windows that ended."""
+        while True:
+            await asyncio.sleep(renew_s)
+            now = time.monotonic()
+            for key in [k for k, b in self._buckets.items() if b.window_end <= now]:
+                del self._buckets[key]
+            try:
+                await self.renew_leases()
+            except RedisError as exc:
+                log.warning("socket leases not renewed (Redis: %r); retrying", exc)
+
+    async def renew_leases(self) -> None:
+        """One pipeline per RENEW_CHUNK users: ZADD of the user's sockets here, then the key's expiry."""
+        if self._redis is None or not self._leases:
+            return
+        leases = dict(self._leases)
+        by_user: dict[str, list[str]] = {}
+        for socket_id, user_id in leases.items():
+            by_user.setdefault(user_id, []).append(socket_id)
+        deadline = int(time.time() * 1000) + int(SOCKET_LEASE_S * 1000)
+        users = list(by_user.items())
+        for start in range(0, len(users), RENEW_CHUNK):
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id, sockets in users[start:start + RENEW_CHUNK]:
+                key = self._sockets_key(user_id)
+                pipe.zadd(key, dict.fromkeys(sockets, deadline))
+                pipe.pexpire(key, int(SOCKET_LEASE_S * 1000))
+            await pipe.execute()
+        # A socket released while the pipeline ran may have been renewed after its ZREM: remove it again.
+        for socket_id in [s for s in leases if s not in self._leases]:
+            await self._redis.zrem(self._sockets_key(leases[socket_id]), socket_id)

@@ -3,7 +3,8 @@
 Every WebSocket of this replica shares one MessageService.StreamEvents call: a socket subscribes
 with its resume token and gets a sink; batches come back tagged by subscription id. When the stream
 breaks (a message service replica restarts), the router reconnects with backoff and resubscribes
-every socket from the last resume token it delivered, so nothing is skipped.
+every socket from the last resume token it delivered, so nothing is skipped. Each event is rendered
+to its frame's JSON once (`FrameCache`), however many of this replica's sockets it reaches.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
+from services.edge.frames import FrameCache, RenderedEvent
 from services.edge.streams import ResilientStream
 
-Sink = Callable[[common_pb2.Event], None]
+Sink = Callable[[common_pb2.Event, RenderedEvent], None]
 
 
 @dataclass
@@ -28,6 +30,7 @@ class _Subscriber:
 class EventRouter:
     def __init__(self, stub: message_pb2_grpc.MessageServiceStub, credentials: ServiceCredentials) -> None:
         self._subs: dict[str, _Subscriber] = {}
+        self._frames = FrameCache()
         self._stream: ResilientStream[message_pb2.StreamEventsRequest, message_pb2.StreamEventsResponse] = \
             ResilientStream(
                 "event stream",
@@ -55,6 +58,7 @@ class EventRouter:
         await self._stream.run()
 
     def _dispatch(self, response: message_pb2.StreamEventsResponse) -> None:
+        render = self._frames.render
         for batch in response.batches:
             sub = self._subs.get(batch.subscription_id)
             if sub is None:
@@ -62,4 +66,4 @@ class EventRouter:
             for event in batch.events:
                 if event.resume_token:
                     sub.resume_token = event.resume_token
-                sub.sink(event)
+                sub.sink(event, render(event))

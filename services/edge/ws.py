@@ -17,15 +17,22 @@ with 1008; message sends share the user's REST send limit (RATE_LIMITED with `re
 Token expiry: `token_expiring` ({"expires_at"}) arrives TOKEN_WARNING_S before the token's `exp`; the
 client may send a new {"type": "auth", "data": {"token"}} for the same user (answered with an ack),
 otherwise the socket is closed with 4001 when the token expires.
+
+A socket's message sends are answered in the order it sent them, one at a time; its other frames
+(acknowledgements above all) are handled while its sends are in flight. If the user directory cannot
+be reached at connect (the conversation service is overloaded or down), the socket is closed with
+1013, try again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,22 +46,26 @@ from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
 from services.edge.context import EdgeContext
 from services.edge.errors import from_rpc_error
+from services.edge.frames import RenderedEvent
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
 
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
-REDELIVERY_TICK_S = 0.5
 DELIVERED_FLUSH_TIMEOUT_S = 10.0
 SLOW_CLOSE_TIMEOUT_S = 60.0
 CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
+CLOSE_TRY_AGAIN_LATER = 1013  # an upstream the socket needs is overloaded or down
 CLOSE_TOO_SLOW = 4008  # the client read too slowly; resume with the last resume_token
 CLOSE_TOKEN_EXPIRED = 4001  # the token expired without an in-band re-authentication
 WS_HARD_CAP_FACTOR = 16  # frames over max_frame_bytes * this are closed by uvicorn with 1009
 TOKEN_WARNING_S = 60.0  # token_expiring comes this long before exp (scaled by CHAT_TIME_SCALE)
 FLOOD_CLOSE_FACTOR = 4  # refused frames in one second, in multiples of the limit, before the socket is closed
-LEASE_RENEW_S = 30.0
+MAX_QUEUED_SENDS = 64  # a socket's sends waiting for their turn; past this its reading pauses
+# gRPC statuses meaning "not now" rather than "never": an overloaded or unreachable upstream.
+_TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -66,30 +77,25 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return not allowed and urlsplit(origin).netloc == (host or "")
 
 
-def event_frame(event: common_pb2.Event) -> dict[str, Any]:
-    payload = event.WhichOneof("payload")
-    data = json_format.MessageToDict(getattr(event, payload), preserving_proto_field_name=True) if payload else {}
-    frame: dict[str, Any] = {"type": event.type, "data": data}
-    for key in ("event_id", "resume_token", "conversation_id"):
-        if value := getattr(event, key):
-            frame[key] = value
-    return frame
-
-
 class Connection:
+    """One socket. Besides its reader and writer it holds no task while idle: redelivery and lease
+    renewal are per edge, token expiry is two timer handles, and the delivered-position reporter
+    and the sender of its message sends exist only while they have work."""
+
     def __init__(self, ctx: EdgeContext, ws: WebSocket) -> None:
         self._ctx = ctx
         self._ws = ws
         self._identity: Identity | None = None
-        self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale)
+        self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow)
         self._subscription_id = uuid.uuid4().hex
         self._delivered: dict[str, tuple[int, str]] = {}  # conversation -> (highest seq, message id) to report
-        self._delivered_ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._reporter: asyncio.Task[None] | None = None
+        self._sends: deque[tuple[Any, dict[str, Any], str]] = deque()  # (frame id, data, request id)
+        self._sender: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._open = True
         self._receiver: asyncio.Task[None] | None = None
-        self._expiry: asyncio.Task[None]
 
     async def serve(self) -> None:
         settings = self._ctx.settings
@@ -114,15 +120,21 @@ class Connection:
             await self._ctx.limits.release_socket(identity.user_id, self._subscription_id)
 
     async def _serve(self, identity: Identity, resume_token: str) -> None:
-        await self._ctx.ensure_user(identity)
+        try:
+            await self._ctx.ensure_user(identity)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _TRY_AGAIN_LATER:
+                raise
+            log.warning("WebSocket of %s refused: the user directory answered %s", identity.user_id, exc.code().name)
+            await self._ws.send_json({"type": "error", "data": {
+                "code": "UNAVAILABLE", "message": "the service is busy; reconnect in a moment"}})
+            await self._ws.close(CLOSE_TRY_AGAIN_LATER, "try again later")
+            return
         await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
-        self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._redeliver_loop()),
-                       asyncio.create_task(self._lease_loop())]
-        self._expiry = asyncio.create_task(self._expiry_loop())
-        self._tasks.append(self._expiry)
-        reporter = asyncio.create_task(self._report_delivered_loop())
+        self._writer = asyncio.create_task(self._send_loop())
+        self._arm_expiry()
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
-        self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_event)
+        self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_ephemeral)
         self._receiver = asyncio.create_task(self._receive_loop())
         try:
             await self._receiver
@@ -131,12 +143,24 @@ class Connection:
         finally:
             self._ctx.router.unsubscribe(self._subscription_id)
             self._ctx.presence_link.unregister(self._subscription_id)
-            for task in self._tasks:
-                task.cancel()
+            self._stop()
             # Acknowledgements that arrived just before the close still advance the delivered position.
-            self._open = False
-            self._delivered_ready.set()
-            await asyncio.wait_for(reporter, DELIVERED_FLUSH_TIMEOUT_S)
+            if self._delivered and self._reporter is None:
+                self._reporter = asyncio.create_task(self._report_delivered())
+            if self._reporter is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._reporter, DELIVERED_FLUSH_TIMEOUT_S)
+
+    def _stop(self) -> None:
+        """Stop everything that writes to the socket (not the reporter: it talks to the message service)."""
+        self._out.close()
+        if self._expiry is not None:
+            for handle in self._expiry:
+                handle.cancel()
+        for task in (self._writer, self._sender):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._sends.clear()
 
     async def _authenticate(self) -> str:
         header = self._ws.headers.get("authorization")
@@ -164,25 +188,28 @@ class Connection:
             raise AuthError("service tokens are not accepted at the edge")
         return identity
 
-    async def _lease_loop(self) -> None:
-        """Keep this socket's slot in the user's socket count (it expires if this replica dies)."""
+    def _arm_expiry(self) -> None:
+        """token_expiring before exp, then close with 4001 unless a new token arrived (which re-arms this)."""
         assert self._identity is not None
-        while True:
-            await asyncio.sleep(LEASE_RENEW_S)
-            await self._ctx.limits.acquire_socket(self._identity.user_id, self._subscription_id, 1 << 30)
-
-    async def _expiry_loop(self) -> None:
-        """token_expiring before exp, then close with 4001 unless a new token arrived (which restarts this)."""
-        assert self._identity is not None
+        if self._expiry is not None:
+            for handle in self._expiry:
+                handle.cancel()
+        loop = asyncio.get_running_loop()
         expires_at = self._identity.expires_at
         warning = TOKEN_WARNING_S * self._ctx.settings.time_scale
-        await asyncio.sleep(max(0.0, expires_at - warning - time.time()))
-        self._out.push_reply({"type": "token_expiring", "data": {"expires_at": int(expires_at)}})
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
-        log.info("closing the WebSocket of %s: token expired", self._identity.user_id)
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
+        now = time.time()
+        self._expiry = (
+            loop.call_later(max(0.0, expires_at - warning - now), self._out.push_reply,
+                            {"type": "token_expiring", "data": {"expires_at": int(expires_at)}}),
+            loop.call_later(max(0.0, expires_at - now), self._expired))
+
+    def _expired(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close_expired())
+
+    async def _close_expired(self) -> None:
+        log.info("closing the WebSocket of %s: token expired", self._identity.user_id if self._identity else "?")
+        self._stop()
         try:
             await self._ws.send_json({"type": "error", "data": {"code": "TOKEN_EXPIRED",
                                                                 "message": "the token expired; reconnect"}})
@@ -202,17 +229,20 @@ class Connection:
         if identity.user_id != self._identity.user_id:
             self._error(request_id, "UNAUTHENTICATED", "a socket cannot change user; open a new one")
             return
+        if self._closing is not None:
+            return  # too late: the socket is closing
         self._identity = identity
-        self._expiry.cancel()
-        self._tasks.remove(self._expiry)
-        self._expiry = asyncio.create_task(self._expiry_loop())
-        self._tasks.append(self._expiry)
+        self._arm_expiry()
         self._out.push_reply({"type": "ack", "id": request_id, "data": {"expires_at": int(identity.expires_at)}})
 
-    def _on_event(self, event: common_pb2.Event) -> None:
+    def _on_event(self, event: common_pb2.Event, rendered: RenderedEvent) -> None:
         if event.created_at.seconds:  # catch-up replays count too: that is lag a user sees
             DELIVERY_LAG.observe(max(time.time() - event.created_at.ToNanoseconds() / 1e9, 0.0))
-        if not self._out.push_event(event_frame(event)) and self._closing is None:
+        if not self._out.push_rendered(rendered, event.resume_token):
+            self._too_slow()
+
+    def _too_slow(self) -> None:
+        if self._closing is None:
             self._closing = asyncio.create_task(self._close_too_slow())
 
     async def _send_loop(self) -> None:
@@ -220,8 +250,7 @@ class Connection:
             try:
                 await asyncio.wait_for(self._ws.send_text(text), self._ctx.settings.ws_send_timeout)
             except TimeoutError:  # the client's buffers have been full for that long: it is not reading
-                if self._closing is None:
-                    self._closing = asyncio.create_task(self._close_too_slow())
+                self._too_slow()
                 return
 
     async def _close_too_slow(self) -> None:
@@ -230,8 +259,7 @@ class Connection:
         the close frame waits for room in the socket's buffer for a while, then the connection is dropped."""
         log.info("closing a slow WebSocket of %s", self._identity.user_id if self._identity else "?")
         self._ctx.router.unsubscribe(self._subscription_id)
-        for task in self._tasks:
-            task.cancel()
+        self._stop()
         try:
             await asyncio.wait_for(self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token"),
                                    SLOW_CLOSE_TIMEOUT_S)
@@ -240,20 +268,14 @@ class Connection:
         if self._receiver:
             self._receiver.cancel()
 
-    async def _redeliver_loop(self) -> None:
-        tick = REDELIVERY_TICK_S * self._ctx.settings.time_scale
-        while True:
-            await asyncio.sleep(tick)
-            self._out.redeliver_due()
-
-    async def _report_delivered_loop(self) -> None:
-        """Advance the user's delivered position, once per conversation for a burst of acknowledgements."""
-        while True:
-            await self._delivered_ready.wait()
-            self._delivered_ready.clear()
-            await self._flush_delivered()
-            if not self._open and not self._delivered:
-                return
+    async def _report_delivered(self) -> None:
+        """Advance the user's delivered position, once per conversation for a burst of acknowledgements;
+        runs while there is something to report."""
+        try:
+            while self._delivered:
+                await self._flush_delivered()
+        finally:
+            self._reporter = None
 
     async def _flush_delivered(self) -> None:
         assert self._identity is not None
@@ -299,8 +321,12 @@ class Connection:
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
                 continue
-            request_id_var.set(uuid.uuid4().hex)  # each frame's upstream calls get their own request id
-            await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
+            request_id = uuid.uuid4().hex  # each frame's upstream calls get their own request id
+            request_id_var.set(request_id)
+            if frame["type"] == "chat:message_send":
+                await self._queue_send(frame.get("id"), frame.get("data") or {}, request_id)
+            else:
+                await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
 
     async def _handle(self, request_id: Any, kind: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -310,8 +336,6 @@ class Connection:
             self._out.push_reply({"type": "pong", "id": request_id})
         elif kind == "auth":
             await self._reauthenticate(request_id, data)
-        elif kind == "chat:message_send":
-            await self._send_message(request_id, data)
         elif kind == "chat:message_delivered":
             self._acknowledge_message(request_id, data)
         elif kind == "events_ack":
@@ -333,7 +357,8 @@ class Connection:
             conversation_id, seq = found
             if seq > self._delivered.get(conversation_id, (0, ""))[0]:
                 self._delivered[conversation_id] = (seq, message_id)
-                self._delivered_ready.set()
+                if self._reporter is None:
+                    self._reporter = asyncio.create_task(self._report_delivered())
         if request_id is not None:
             self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
 
@@ -346,6 +371,27 @@ class Connection:
         if request_id is not None:
             self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
 
+    async def _queue_send(self, request_id: Any, data: Any, upstream_request_id: str) -> None:
+        """Sends go out one at a time in the order the client sent them, from a sender task that exists
+        while any are queued, so the frames behind them (acknowledgements) are handled meanwhile."""
+        if not isinstance(data, dict):
+            self._error(request_id, "BAD_FRAME", "data must be an object")
+            return
+        if len(self._sends) >= MAX_QUEUED_SENDS and self._sender is not None:
+            await asyncio.wait([self._sender])  # backpressure: stop reading until this socket's sends are done
+        self._sends.append((request_id, data, upstream_request_id))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued())
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._sends:
+                request_id, data, upstream_request_id = self._sends.popleft()
+                request_id_var.set(upstream_request_id)
+                await self._send_message(request_id, data)
+        finally:
+            self._sender = None
+
     async def _send_message(self, request_id: Any, data: dict[str, Any]) -> None:
         request = message_pb2.SendMessageRequest()
         try:
@@ -354,8 +400,8 @@ class Connection:
             self._error(request_id, "INVALID_ARGUMENT", str(exc))
             return
         assert self._identity is not None
-        if retry_after := await self._ctx.limits.hit("messages", self._identity.user_id,
-                                                     self._ctx.settings.rate_messages):
+        if retry_after := await self._ctx.limits.take("messages", self._identity.user_id,
+                                                      self._ctx.settings.rate_messages):
             self._out.push_reply({"type": "error", "id": request_id, "data": {
                 "code": "RATE_LIMITED", "message": "too many messages; slow down", "retry_after": retry_after}})
             return
