@@ -1,8 +1,8 @@
 """Fan-out: a Redis consumer group reads the events stream and appends each event to every
 recipient's inbox, then wakes the hubs once per batch with the names of the users it wrote to.
 
-Per batch, the inbox appends, a done-marker per event and the XACKs go in one MULTI, so an event
-is either fanned out and acknowledged completely or not at all; the done-marker makes a re-read of
+Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one MULTI,
+so an event is either fanned out and acknowledged completely or not at all; the done-marker makes a re-read of
 the same event (the relay may publish a row twice if it dies between XADD and its commit) a no-op.
 One replica at a time fans out, by a lease in Redis, so a conversation's events reach each inbox in
 order; the others stand by and take over within the lease's TTL when it dies, first finishing the
@@ -163,11 +163,11 @@ class Fanout:
                     woken.update(recipients)
                     tx.set(self._done_key(event), b"1", ex=DONE_TTL_S)
                 tx.xack(self._keys.events, GROUP, entry_id)
+            if woken:
+                # One wake-up per batch, naming its users, run after the writes it announces; hubs read
+                # those users' inboxes after the last entry each subscription sent.
+                tx.publish(self._keys.wake, json.dumps(sorted(woken)))
             await tx.execute()
-        if woken:
-            # One wake-up per batch, naming its users; hubs read those users' inboxes. A lost one only
-            # delays delivery until the next (each hub reads after the last entry it sent).
-            await self._redis.publish(self._keys.wake, json.dumps(sorted(woken)))
 
     async def _recipients(self, event: common_pb2.Event) -> list[str]:
         if event.HasField("conversation"):

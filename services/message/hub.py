@@ -97,8 +97,9 @@ def item_size(item: Item) -> int:
 
 class Hub:
     """Pub/sub is only a wake-up: a notified subscription reads its inbox after the last entry it
-    sent. So a notification that never came (a fan-out worker that died between its MULTI and its
-    PUBLISH), or came out of order, can delay an event until the next one but never skip it."""
+    sent. So a notification that never came (pub/sub is at-most-once: a dropped connection loses
+    what was published meanwhile), or came out of order, can delay an event until the next one but
+    never skip it."""
 
     def __init__(self, redis_client: aioredis.Redis, keys: Keys, offline: OfflineBuffer) -> None:
         self._redis = redis_client
