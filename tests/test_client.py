@@ -144,7 +144,7 @@ async def test_send_retried_after_a_lost_ack_is_stored_once(http, mesh: Mesh, ma
     clients.append(alice)
     await alice.connect(alice_token)
     replies: list[dict] = []
-    on_reply = alice._on_reply
+    on_reply = alice._connection._on_reply
 
     def drop_first_ack(frame: dict) -> None:
         if frame.get("type") == "ack" and "message" in (frame.get("data") or {}):
@@ -153,7 +153,7 @@ async def test_send_retried_after_a_lost_ack_is_stored_once(http, mesh: Mesh, ma
                 return  # the edge stored it, but its acknowledgement is "lost": the send times out
         on_reply(frame)
 
-    alice._on_reply = drop_first_ack  # type: ignore[method-assign]
+    alice._connection._on_reply = drop_first_ack  # type: ignore[method-assign]
     stored = await alice.send(conversation_id, "once")
     assert [r.get("created", False) for r in replies] == [True, False]  # the retry found the first
     assert replies[0]["message"]["message_id"] == replies[1]["message"]["message_id"] == stored.message_id
@@ -247,3 +247,18 @@ async def test_dropped_sockets_lose_and_repeat_nothing(http, mesh: Mesh, make_to
     got += await nothing_more(bob, 1.0)
     assert [e.message.content for e in got] == [f"m{i}" for i in range(30)]
     assert bob.reconnects >= 2 and bob.close_codes.count(4000) >= 2
+
+
+async def test_documented_attributes_read_and_set_as_before() -> None:
+    """The README's connection attributes and the constructor's tunables stay plain attributes of the
+    client (the socket task keeps them on its Connection)."""
+    client = Client("http://127.0.0.1:9", backoff_max=1.5, send_timeout=0.25)
+    try:
+        assert (client.state, client.reconnects, client.close_codes, client.resume_token) == ("idle", 0, [], "")
+        assert client.ws_url == "ws://127.0.0.1:9/ws" and not client.connected
+        assert (client.backoff_max, client.send_timeout, client.backoff_initial) == (1.5, 0.25, 0.1)
+        client.backoff_initial = 0.01
+        client.resume_token = "from-an-earlier-run"
+        assert (client.backoff_initial, client.resume_token) == (0.01, "from-an-earlier-run")
+    finally:
+        await client.close()

@@ -1,48 +1,33 @@
-"""The client: one object for REST calls, the WebSocket, reconnection and the store.
+"""The client's public API: one object over REST, the socket (connection.py) and the store (store.py).
 
-The socket runs in one background task: connect, authenticate (with the last resume token), read
-frames in order, and on any drop (close 1012 when the edge restarts, 4008 when it found us too slow,
-a network error) wait a capped exponential backoff with jitter and connect again. Durable events are
-acknowledged as they arrive, deduplicated by event id (the edge pushes unacknowledged ones again) and
-by message id (after a resync the server may replay what REST already gave us), so a caller of
-`events()` sees each exactly once, in arrival order. `resync_required` is answered by fetching each
-conversation's messages past the last seq seen, over REST, before any later frame is read.
+The socket's task reconnects and resumes by itself and hands over each event once per event id; this
+layer makes the stream a caller reads from `events()` exact: each message once by message id (after a
+resync the server may replay what REST already gave us), every event applied to `store` before it is
+yielded, in arrival order. `resync_required` is answered here, by fetching each conversation's
+messages past the last seq seen over REST, before the socket reads any later frame. Calls that change
+something go over the socket when it is up (sends, presence, typing) and over REST otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
-from chatmesh_client.errors import RETRYABLE, ChatError, ConnectionLost, SendTimeout, Unauthenticated
-from chatmesh_client.models import (
-    Conversation,
-    Event,
-    Message,
-    MessageEvent,
-    Presence,
-    ResyncEvent,
-    StateEvent,
-    event_from_frame,
-)
+from chatmesh_client.connection import Connection
+from chatmesh_client.errors import RETRYABLE, ChatError, ConnectionLost, SendTimeout
+from chatmesh_client.limits import SeenIds
+from chatmesh_client.models import Conversation, Event, Message, MessageEvent, Presence, ResyncEvent
 from chatmesh_client.rest import Rest
 from chatmesh_client.store import Position, Store
 
 log = logging.getLogger("chatmesh_client")
 
-SEEN_KEPT = 50_000  # event and message ids remembered for deduplication
-CLOSE_TOKEN_EXPIRED = 4001
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,49 +48,37 @@ class PendingSend:
         return self.task.__await__()
 
 
-class _Seen:
-    """A bounded set, oldest forgotten first."""
+class _OnConnection(Generic[T]):
+    """A Client attribute kept on its Connection, where the socket's task reads and updates it;
+    `client.state` or `client.backoff_max = 1.0` read and write it there."""
 
-    def __init__(self, limit: int = SEEN_KEPT) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
 
-    def add(self, key: str) -> bool:
-        """True when the key is new."""
-        if key in self._items:
-            return False
-        self._items[key] = None
-        if len(self._items) > self._limit:
-            self._items.popitem(last=False)
-        return True
+    @overload
+    def __get__(self, client: None, owner: type) -> _OnConnection[T]: ...
+    @overload
+    def __get__(self, client: Client, owner: type) -> T: ...
+    def __get__(self, client: Client | None, owner: type) -> T | _OnConnection[T]:
+        return self if client is None else cast(T, getattr(client._connection, self._name))
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-
-class _FrameBudget:
-    """At most `limit` frames in any second (the edge refuses frames past its per-socket limit and
-    closes a socket that keeps flooding): a sender waits for room instead."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._sent: deque[float] = deque()
-
-    async def take(self) -> None:
-        if self._limit <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            while self._sent and now - self._sent[0] >= 1.0:
-                self._sent.popleft()
-            if len(self._sent) < self._limit:
-                self._sent.append(now)
-                return
-            await asyncio.sleep(1.0 - (now - self._sent[0]))
+    def __set__(self, client: Client, value: T) -> None:
+        setattr(client._connection, self._name, value)
 
 
 class Client:
+    ws_url: _OnConnection[str] = _OnConnection()
+    user_id: _OnConnection[str] = _OnConnection()
+    state: _OnConnection[str] = _OnConnection()  # idle | connecting | connected | reconnecting | closed
+    resume_token: _OnConnection[str] = _OnConnection()
+    reconnects: _OnConnection[int] = _OnConnection()
+    close_codes: _OnConnection[list[int | None]] = _OnConnection()  # why each socket ended (1012: restart)
+    send_timeout: _OnConnection[float] = _OnConnection()
+    backoff_initial: _OnConnection[float] = _OnConnection()
+    backoff_max: _OnConnection[float] = _OnConnection()
+    open_timeout: _OnConnection[float] = _OnConnection()
+    ack_delay: _OnConnection[float] = _OnConnection()
+
     def __init__(self, base_url: str, *, send_timeout: float = 5.0, send_attempts: int = 4,
                  backoff_initial: float = 0.1, backoff_max: float = 5.0, typing_interval: float = 2.0,
                  open_timeout: float = 10.0, ack_delay: float = 0.05, max_frames_per_s: int = 40,
@@ -114,214 +87,70 @@ class Client:
         current one expires (`token_expiring`) and before reconnecting after it did (close 4001).
         `max_frames_per_s` keeps the socket under the edge's CHAT_WS_MAX_FRAMES_PER_S (default 50)."""
         self.base_url = base_url.rstrip("/")
-        self.ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self.rest = Rest(self.base_url)
         self.store = Store()
-        self.user_id = ""
-        self.state = "idle"  # idle | connecting | connected | reconnecting | closed
-        self.resume_token = ""
-        self.reconnects = 0
-        self.close_codes: list[int | None] = []  # why each socket ended (1012: the edge restarted)
-        self.send_timeout = send_timeout
         self.send_attempts = send_attempts
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.typing_interval = typing_interval
-        self.open_timeout = open_timeout
-        self._token = ""
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._seen_events = _Seen()
-        self._seen_messages = _Seen()
+        self._seen_messages = SeenIds()
         self._seq_seen: dict[str, int] = {}  # conversation -> highest message seq delivered to the caller
-        self._requests: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._ws: ClientConnection | None = None
-        self._ready = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
-        self._closed = False
-        self._renewal: asyncio.Task[None] | None = None
         self._typing_sent: dict[str, tuple[bool, float]] = {}
         self._sends: set[asyncio.Task[Message]] = set()
-        self.ack_delay = ack_delay
-        self._ack_ids: list[str] = []
-        self._ack_delivered: dict[str, tuple[int, str]] = {}  # conversation -> latest (seq, message id)
-        self._ack_task: asyncio.Task[None] | None = None
-        self._token_provider = token_provider
-        self._budget = _FrameBudget(max_frames_per_s)
+        self._connection = Connection(
+            self.base_url.replace("http", "ws", 1) + "/ws", self.rest, self.store,
+            on_event=self._on_event, publish=self._events.put_nowait, send_timeout=send_timeout,
+            backoff_initial=backoff_initial, backoff_max=backoff_max, open_timeout=open_timeout,
+            ack_delay=ack_delay, max_frames_per_s=max_frames_per_s, token_provider=token_provider)
 
     # connection -----------------------------------------------------------------------------------
 
     async def connect(self, token: str, *, resume_token: str = "") -> None:
         """Authenticate and open the socket; returns once the edge said `ready` (raises
         Unauthenticated for a bad token). From then on the client reconnects by itself."""
-        self._token = self.rest.token = token
-        self.resume_token = resume_token or self.resume_token
-        self._closed = False
-        self._runner = asyncio.create_task(self._run(), name="chatmesh-client")
-        ready = asyncio.create_task(self._ready.wait())
-        await asyncio.wait({ready, self._runner}, timeout=self.open_timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            if self._runner.done() and self._runner.exception():
-                raise self._runner.exception()  # type: ignore[misc]
-            if self._failure:
-                raise self._failure
+        if not await self._connection.open(token, resume_token=resume_token):
             await self.close()
             raise ChatError("UNAVAILABLE", f"could not connect to {self.ws_url}", 503)
 
     async def close(self) -> None:
-        self._closed = True
-        if self._runner:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._runner
+        await self._connection.stop()
         for task in list(self._sends):
             task.cancel()
         await self.rest.close()
-        self._set_state("closed")
+        self._connection.set_state("closed")
         self._events.put_nowait(None)
 
     async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await self._connection.wait_ready(timeout)
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set()
+        return self._connection.connected
 
     async def drop(self) -> None:
         """Close the socket as a network failure would (the client reconnects): for tests and tools."""
-        if self._ws is not None:
-            await self._ws.close(4000, "client drop")
+        await self._connection.drop()
 
-    async def _run(self) -> None:
-        attempt = 0
-        while not self._closed:
-            self._set_state("connecting" if attempt == 0 and not self.reconnects else "reconnecting", attempt)
-            try:
-                async with connect(self.ws_url, open_timeout=self.open_timeout, max_size=None) as ws:
-                    await self._authenticate(ws)
-                    attempt = 0
-                    async for raw in ws:
-                        await self._on_frame(json.loads(raw))
-                    self.close_codes.append(ws.close_code)  # a clean close (1000/1001) ends the loop
-            except Unauthenticated as exc:
-                self._failure = exc
-                self._events.put_nowait(None)
+    # events ---------------------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event in arrival order until `close()` (one consumer at a time). Durable events come
+        exactly once across reconnects; `client:state` events tell the connection's state."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                if self._connection.failure:
+                    raise self._connection.failure
                 return
-            except ConnectionClosed as exc:
-                self.close_codes.append(exc.rcvd.code if exc.rcvd else None)
-                log.info("chatmesh socket closed: %r", exc)
-                if exc.rcvd and exc.rcvd.code == CLOSE_TOKEN_EXPIRED and self._token_provider is not None:
-                    with contextlib.suppress(Exception):
-                        self._token = self.rest.token = await self._token_provider()
-            except (InvalidHandshake, OSError, TimeoutError, ValueError) as exc:
-                log.info("chatmesh socket lost: %r", exc)
-            finally:
-                self._ws = None
-                self._ready.clear()
-                for future in self._requests.values():
-                    if not future.done():
-                        future.set_exception(ConnectionLost())
-                self._requests.clear()
-            if self._closed:
-                return
-            attempt += 1
-            self.reconnects += 1
-            self._set_state("reconnecting", attempt)
-            delay = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            yield event
 
-    async def _authenticate(self, ws: ClientConnection) -> None:
-        data = {"token": self._token} | ({"resume_token": self.resume_token} if self.resume_token else {})
-        await ws.send(json.dumps({"type": "auth", "data": data}))
-        frame = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
-        if frame.get("type") != "ready":
-            raise Unauthenticated(str((frame.get("data") or {}).get("message", frame)))
-        self.user_id = self.store.user_id = str(frame["data"]["user_id"])
-        self._ws = ws
-        self._ready.set()
-        self._set_state("connected")
-
-    def _set_state(self, state: str, attempt: int = 0) -> None:
-        if state != self.state:
-            self.state = state
-            self._events.put_nowait(StateEvent(type="client:state", state=state, attempt=attempt))
-
-    # frames ---------------------------------------------------------------------------------------
-
-    async def _on_frame(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind in ("ack", "error", "pong"):
-            self._on_reply(frame)
-            return
-        if kind == "token_expiring":
-            if self._token_provider is not None:
-                self._renewal = asyncio.create_task(self._renew_token())
-            return
-        event = event_from_frame(frame)
-        if frame.get("resume_token"):
-            await self._acknowledge(event)
-            if not self._seen_events.add(event.event_id):
-                return  # a redelivered copy
-            self.resume_token = str(frame["resume_token"])
-            if isinstance(event, MessageEvent) and event.type == "chat:message_received":
-                if not self._seen_messages.add(event.message.message_id):
-                    return  # already given to the caller (fetched over REST after a resync)
-                self._note_seq(event.message)
+    async def _on_event(self, event: Event, durable: bool) -> None:
+        if durable and isinstance(event, MessageEvent) and event.type == "chat:message_received":
+            if not self._seen_messages.add(event.message.message_id):
+                return  # already given to the caller (fetched over REST after a resync)
+            self._note_seq(event.message)
         self._emit(event)
         if isinstance(event, ResyncEvent):
             await self._resync()
-
-    async def _renew_token(self) -> None:
-        """Re-authenticate in band with a fresh token, so the socket is not closed at expiry (4001)."""
-        assert self._token_provider is not None
-        try:
-            self._token = self.rest.token = await self._token_provider()
-            await self._request("auth", {"token": self._token}, self.send_timeout)
-        except (ChatError, TimeoutError) as exc:
-            log.warning("token renewal failed: %r", exc)
-
-    def _on_reply(self, frame: dict[str, Any]) -> None:
-        future = self._requests.get(str(frame.get("id")))
-        if future is None or future.done():
-            if frame.get("type") == "error":
-                log.warning("chatmesh error frame: %s", frame.get("data"))
-            return
-        if frame["type"] == "error":
-            data = frame.get("data") or {}
-            future.set_exception(ChatError(str(data.get("code", "ERROR")), str(data.get("message", ""))))
-        else:
-            future.set_result(dict(frame.get("data") or {}))
-
-    async def _acknowledge(self, event: Event) -> None:
-        """Queue the acknowledgement; they go out together shortly after (the edge limits frames per
-        second): one `events_ack` with every event id, and per conversation one `chat:message_delivered`
-        for the latest message, which advances the user's delivered position."""
-        self._ack_ids.append(event.event_id)
-        if isinstance(event, MessageEvent) and event.type == "chat:message_received":
-            cid, seq = event.message.conversation_id, event.message.seq
-            if seq >= self._ack_delivered.get(cid, (0, ""))[0]:
-                self._ack_delivered[cid] = (seq, event.message.message_id)
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = asyncio.create_task(self._flush_acks())
-
-    async def _flush_acks(self) -> None:
-        while True:
-            await asyncio.sleep(self.ack_delay)
-            ids, self._ack_ids = self._ack_ids, []
-            delivered, self._ack_delivered = self._ack_delivered, {}
-            ws = self._ws
-            if ws is None or not (ids or delivered):
-                return  # nothing more (or the socket is gone: the next one resumes after our token)
-            frames = [{"type": "events_ack", "data": {"event_ids": ids}}] if ids else []
-            frames += [{"type": "chat:message_delivered", "data": {"message_id": m}} for _, m in delivered.values()]
-            with contextlib.suppress(ConnectionClosed):
-                for frame in frames:
-                    await self._send_frame(ws, frame)
-
-    async def _send_frame(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        await self._budget.take()
-        await ws.send(json.dumps(frame))
 
     def _note_seq(self, message: Message) -> None:
         if message.seq > self._seq_seen.get(message.conversation_id, 0):
@@ -367,34 +196,6 @@ class Client:
             if newest is not None and newest.sender_id != self.user_id:
                 with contextlib.suppress(ChatError):
                     await self.rest.mark(newest.message_id, "delivered")
-
-    async def _request(self, kind: str, data: dict[str, Any], timeout: float) -> dict[str, Any]:
-        ws = self._ws
-        if ws is None:
-            raise ConnectionLost("not connected")
-        request_id = uuid.uuid4().hex
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._requests[request_id] = future
-        try:
-            await self._send_frame(ws, {"type": kind, "id": request_id, "data": data})
-            return await asyncio.wait_for(future, timeout)
-        except ConnectionClosed as exc:
-            raise ConnectionLost() from exc
-        finally:
-            self._requests.pop(request_id, None)
-
-    # events ---------------------------------------------------------------------------------------
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event in arrival order until `close()` (one consumer at a time). Durable events come
-        exactly once across reconnects; `client:state` events tell the connection's state."""
-        while True:
-            event = await self._events.get()
-            if event is None:
-                if self._failure:
-                    raise self._failure
-                return
-            yield event
 
     # conversations --------------------------------------------------------------------------------
 
@@ -464,9 +265,9 @@ class Client:
             try:
                 if attempt and not self.connected:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._ready.wait(), self.send_timeout)
+                        await self._connection.wait_ready(self.send_timeout)
                 if self.connected:
-                    reply = await self._request("chat:message_send", data, self.send_timeout)
+                    reply = await self._connection.request("chat:message_send", data, self.send_timeout)
                 else:
                     reply = await asyncio.wait_for(
                         self.rest.send(pending.conversation_id, pending.content, pending.client_message_id,
@@ -520,7 +321,7 @@ class Client:
         """`online` or `offline` (invisible: contacts see offline while connected)."""
         if status not in ("online", "offline"):
             raise ValueError("status must be 'online' or 'offline'")
-        await self._request(f"presence:{status}", {}, self.send_timeout)
+        await self._connection.request(f"presence:{status}", {}, self.send_timeout)
 
     async def typing(self, conversation_id: str, is_typing: bool = True) -> bool:
         """Tell the others you are (not) typing; repeats within `typing_interval` are not sent (the
@@ -529,13 +330,8 @@ class Client:
         was, at = self._typing_sent.get(conversation_id, (False, 0.0))
         if is_typing == was and (not is_typing or loop.time() - at < self.typing_interval):
             return False
-        ws = self._ws
-        if ws is None:
-            return False
         frame = {"type": "chat:typing", "data": {"conversation_id": conversation_id, "is_typing": is_typing}}
-        try:
-            await self._send_frame(ws, frame)
-        except ConnectionClosed:
+        if not await self._connection.send_frame(frame):
             return False
         self._typing_sent[conversation_id] = (is_typing, loop.time())
         return True
