@@ -190,3 +190,28 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
             pass
     assert not [e for e in await redis_client.xrange(keys.dead_letter) if e[1][b"entry"] == b"0-1"]
     await bob.close()
+
+
+async def test_an_event_published_twice_reaches_the_inbox_once(redis_client, redis_prefix: str, http, mesh: Mesh,
+                                                               pair) -> None:
+    """The relay can publish a row twice (it died between its XADD and its commit): fan-out's
+    done-marker keeps the second copy out of every inbox, so a resume never replays it twice."""
+    alice_token, bob, bob_token, conversation_id, _ = pair
+    bob_socket = await Socket.open(mesh.edge_url, bob_token)
+    first = await send(http, alice_token, conversation_id, "once")
+    received = await bob_socket.next_of("chat:message_received")
+    keys = Keys(redis_prefix)
+    copy = next(fields for _, fields in reversed(await redis_client.xrange(keys.events))
+                if common_pb2.Event.FromString(fields[b"e"]).message.message_id == first["message_id"])
+    await redis_client.xadd(keys.events, {b"e": copy[b"e"]})  # the relay's second publish
+    second = await send(http, alice_token, conversation_id, "after")  # fanned out after the copy
+    async with asyncio.timeout(10):
+        while (await bob_socket.next_of("chat:message_received"))["data"]["message_id"] != second["message_id"]:
+            pass
+    await bob_socket.close()
+
+    inbox = [common_pb2.Event.FromString(fields[b"e"]) for _, fields in await redis_client.xrange(keys.inbox(bob))]
+    assert [e.message.message_id for e in inbox if e.type == "chat:message_received"] == [first["message_id"], second["message_id"]]
+    resumed = await Socket.open(mesh.edge_url, bob_token, resume_token=received["resume_token"])
+    assert [f["data"]["message_id"] for f in await collect(resumed, "chat:message_received", 1)] == [second["message_id"]]
+    await resumed.close()

@@ -1,10 +1,10 @@
 """Fan-out: a Redis consumer group reads the events stream and appends each event to every
 recipient's inbox, then wakes the hubs once per batch with the names of the users it wrote to.
 
-Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one MULTI,
-so an event is either fanned out and acknowledged completely or not at all; the done-marker makes a re-read of
-the same event (the relay may publish a row twice if it dies between XADD and its commit) a no-op.
-One replica at a time fans out, by a lease in Redis, so a conversation's events reach each inbox in
+Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one Lua
+script (atomic like MULTI, and one round trip), so an event is either fanned out and acknowledged
+completely or not at all; the done-marker makes a re-read of the same event (the relay may publish
+a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out, by a lease in Redis, so a conversation's events reach each inbox in
 order; the others stand by and take over within the lease's TTL when it dies, first finishing the
 entries it had read but not acknowledged. An entry that fails stays pending and is retried after
 2 s, 4 s, 8 s (scaled by CHAT_TIME_SCALE); after MAX_RETRIES retries it goes to the dead-letter stream
@@ -43,6 +43,31 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
 
+# One batch, server-side and atomic (a script runs alone, like MULTI): per event, unless its
+# done-marker exists, an XADD to each recipient's inbox (the event id beside the payload, so a reader
+# can skip an event without parsing it) and the done-marker; then its XACK; last, one wake-up naming
+# the batch's recipients. KEYS: the events stream, then per event its done-marker and its inboxes.
+# ARGV: group, inbox maxlen, done-marker TTL, wake channel, per event (entry id, event id, payload,
+# recipient count), and last the wake-up ("" for none).
+_FAN_OUT = """
+local group, maxlen, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k, a = 2, 5
+while a < #ARGV do
+  local entry_id, event_id, data, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  if redis.call('EXISTS', KEYS[k]) == 0 then
+    for i = 1, n do
+      redis.call('XADD', KEYS[k + i], 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id)
+    end
+    redis.call('SET', KEYS[k], '1', 'EX', ttl)
+  end
+  redis.call('XACK', KEYS[1], group, entry_id)
+  k, a = k + 1 + n, a + 4
+end
+if ARGV[#ARGV] ~= '' then redis.call('PUBLISH', channel, ARGV[#ARGV]) end
+return 1
+"""
+
+
 class _Lease:
     """A Redis key naming the one fan-out worker; it lapses TTL after its holder stops renewing."""
 
@@ -76,6 +101,7 @@ class Fanout:
         self._consumer = consumer
         self._scale = time_scale
         self._errors: dict[str, str] = {}
+        self._fan_out = redis_client.register_script(_FAN_OUT)
 
     async def run(self) -> None:
         """Fan out while this replica holds the lease; stand by (and take over when it lapses) otherwise.
@@ -151,23 +177,18 @@ class Fanout:
                 log.warning("fan-out of %s failed: %s", entry_id, exc)
         if not plans:
             return
-        done = await self._redis.mget([self._done_key(event) for _, event, _, _ in plans])
+        keys = [self._keys.events]
+        args: list[str | bytes | int] = [GROUP, INBOX_MAXLEN, DONE_TTL_S, self._keys.wake]
         woken: set[str] = set()
-        async with self._redis.pipeline(transaction=True) as tx:
-            for (entry_id, event, data, recipients), already in zip(plans, done, strict=True):
-                if not already:
-                    for user_id in recipients:
-                        # The event id beside the payload lets a reader skip an event without parsing it.
-                        tx.xadd(self._keys.inbox(user_id), {b"e": data, b"i": event.event_id.encode()},
-                                maxlen=INBOX_MAXLEN, approximate=True)
-                    woken.update(recipients)
-                    tx.set(self._done_key(event), b"1", ex=DONE_TTL_S)
-                tx.xack(self._keys.events, GROUP, entry_id)
-            if woken:
-                # One wake-up per batch, naming its users, run after the writes it announces; hubs read
-                # those users' inboxes after the last entry each subscription sent.
-                tx.publish(self._keys.wake, json.dumps(sorted(woken)))
-            await tx.execute()
+        for entry_id, event, data, recipients in plans:
+            keys.append(self._done_key(event))
+            keys.extend(self._keys.inbox(user_id) for user_id in recipients)
+            args.extend((entry_id, event.event_id, data, len(recipients)))
+            woken.update(recipients)
+        # The wake-up names every recipient of the batch, even of an event already fanned out (rare:
+        # a re-read); a needless wake-up costs one empty inbox read.
+        args.append(json.dumps(sorted(woken)) if woken else "")
+        await self._fan_out(keys=keys, args=args)
 
     async def _recipients(self, event: common_pb2.Event) -> list[str]:
         if event.HasField("conversation"):
