@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,43 +14,67 @@ from services.message.store import AuditRow, MessageRow
 AUDIT_SERVICE = "message"
 
 
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
 def timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
     ts = Timestamp()
-    ts.FromDatetime(value)
+    _stamp(ts, value)
     return ts
+
+
+def _stamp(ts: Timestamp, value: datetime) -> None:
+    """Timestamp.FromDatetime's result (naive means UTC) by timedelta arithmetic, a third of its CPU:
+    FromDatetime goes through utctimetuple() and calendar.timegm() for every timestamp of a page."""
+    delta = value - (_NAIVE_EPOCH if value.tzinfo is None else _UTC_EPOCH)
+    ts.seconds = delta.days * 86_400 + delta.seconds
+    ts.nanos = delta.microseconds * 1_000
+
+
+def recipients(statuses: Sequence[tuple[str, common_pb2.MessageStatus]]) -> common_pb2.Message:
+    """A message holding only this "read by" list, for `message` to merge in: one C-level merge per
+    message, where adding a group's 100 recipients one by one cost ~85 us per message."""
+    return common_pb2.Message(recipients=[common_pb2.RecipientStatus(user_id=user, status=status)
+                                          for user, status in statuses])
 
 
 def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSAGE_STATUS_SENT,
             reactions: Sequence[tuple[str, list[str]]] = (),
-            recipients: Sequence[tuple[str, common_pb2.MessageStatus]] = ()) -> common_pb2.Message:
+            read_by: common_pb2.Message | None = None) -> common_pb2.Message:
     """A message as clients see it: a deleted one is a placeholder (id, seq, sender, deleted) and
-    nothing else, whatever the caller passes, so no read path can leak its content or reactions."""
-    deleted = row.deleted_at is not None
-    encryption = None
+    nothing else, whatever the caller passes, so no read path can leak its content or reactions.
+    `read_by` comes from `recipients()`.
+
+    Only fields with a value are set (each keyword the constructor takes costs as much as a field
+    set): a history page builds 50 of these per request."""
+    msg = common_pb2.Message(message_id=row.message_id, conversation_id=row.conversation_id, seq=row.seq,
+                             sender_id=row.sender_id, status=status)
+    if row.client_message_id:
+        msg.client_message_id = row.client_message_id
+    if row.created_at is not None:
+        _stamp(msg.created_at, row.created_at)
+    if row.deleted_at is not None:
+        msg.deleted = True
+        _stamp(msg.deleted_at, row.deleted_at)
+        return msg
+    if row.content:
+        msg.content = row.content
+    if row.content_encrypted is not None:
+        msg.content_encrypted = bytes(row.content_encrypted)
     if row.enc_algorithm or row.enc_key_id:
-        encryption = common_pb2.Encryption(algorithm=row.enc_algorithm, key_id=row.enc_key_id)
-    return common_pb2.Message(
-        message_id=row.message_id,
-        conversation_id=row.conversation_id,
-        seq=row.seq,
-        sender_id=row.sender_id,
-        content="" if deleted else row.content,
-        content_encrypted=b"" if deleted or row.content_encrypted is None else bytes(row.content_encrypted),
-        encryption=None if deleted else encryption,
-        client_message_id=row.client_message_id or "",
-        reply_to_id="" if deleted else row.reply_to_id or "",
-        created_at=timestamp(row.created_at),
-        edited_at=None if deleted else timestamp(row.edited_at),
-        deleted=deleted,
-        deleted_at=timestamp(row.deleted_at),
-        status=status,
-        reactions=[] if deleted else [
-            common_pb2.ReactionSummary(emoji=emoji, count=len(users), user_ids=users) for emoji, users in reactions],
-        recipients=[] if deleted else [
-            common_pb2.RecipientStatus(user_id=user, status=s) for user, s in recipients],
-    )
+        msg.encryption.CopyFrom(common_pb2.Encryption(algorithm=row.enc_algorithm, key_id=row.enc_key_id))
+    if row.reply_to_id:
+        msg.reply_to_id = row.reply_to_id
+    if row.edited_at is not None:
+        _stamp(msg.edited_at, row.edited_at)
+    for emoji, users in reactions:
+        msg.reactions.add(emoji=emoji, count=len(users), user_ids=users)
+    if read_by is not None:
+        msg.MergeFrom(read_by)
+    return msg
 
 
 def _event(kind: str, conversation_id: str) -> common_pb2.Event:

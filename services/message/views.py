@@ -11,6 +11,7 @@ aggregate status is still there.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 
 import psycopg
@@ -36,17 +37,67 @@ def status_at(position: Position | None, seq: int) -> common_pb2.MessageStatus:
 
 
 Status = common_pb2.MessageStatus
+_BELOW_EVERY_SEQ = -1  # the position of a participant without one: seqs start at 1
+
+
+class _Statuses:
+    """One reader's statuses in one conversation, prepared once per page rather than once per row.
+
+    The sender's status of a message is the least advanced recipient's, which is READ when the lowest
+    read position reaches the seq, DELIVERED when the lowest "delivered or read" position does, SENT
+    otherwise (a recipient without positions holds both minima below every seq). So a page costs
+    O(participants + rows) instead of a sort of the participants per row; only a listed group
+    (<= MAX_LISTED_RECIPIENTS) pays a recipient per row, for the list it returns.
+    """
+
+    def __init__(self, reader: str, participants: Iterable[str], positions: Mapping[str, Position]) -> None:
+        self.reader = reader
+        self.mine = positions.get(reader)
+        self._participants, self._positions = participants, positions
+        self._prepared = False
+        self.listed: list[tuple[str, Position | None]] | None = None
+        self.min_read: int | None = None
+        self.min_reached: int | None = None
+        self._breaks: list[int] = []
+        self._lists: dict[int, common_pb2.Message] = {}
+
+    def _prepare(self) -> None:
+        """The recipients' minima (and list), on the first of the reader's own messages only."""
+        others = [(user, self._positions.get(user)) for user in sorted(self._participants) if user != self.reader]
+        self.min_read = min((_BELOW_EVERY_SEQ if p is None else p.read_seq for _, p in others), default=None)
+        self.min_reached = min((_BELOW_EVERY_SEQ if p is None else max(p.read_seq, p.delivered_seq)
+                                for _, p in others), default=None)
+        if others and len(others) <= MAX_LISTED_RECIPIENTS:
+            self.listed = others
+            # A recipient's status changes only where a seq passes one of their positions, so between
+            # two of these breaks every row has the same list: built once per stretch, not per row.
+            self._breaks = sorted({s + 1 for _, p in others if p is not None for s in (p.read_seq, p.delivered_seq)})
+        self._prepared = True
+
+    def of(self, row: MessageRow) -> tuple[Status, common_pb2.Message | None]:
+        """The reader's status of `row`, and its "read by" list for convert.message (the sender's only)."""
+        seq = row.seq
+        if row.sender_id != self.reader:
+            return status_at(self.mine, seq), None
+        if not self._prepared:
+            self._prepare()
+        if self.min_read is None or self.min_reached is None:  # nobody to deliver to yet
+            return SENT, None
+        status = READ if self.min_read >= seq else DELIVERED if self.min_reached >= seq else SENT
+        if self.listed is None:
+            return status, None
+        stretch = bisect_right(self._breaks, seq)
+        read_by = self._lists.get(stretch)
+        if read_by is None:
+            read_by = self._lists[stretch] = convert.recipients([(user, status_at(p, seq)) for user, p in self.listed])
+        return status, read_by
 
 
 def statuses(row: MessageRow, reader: str, participants: Iterable[str],
              positions: dict[str, Position]) -> tuple[Status, list[tuple[str, Status]]]:
     """The reader's view of one message's status, and the per-recipient list (the sender's only)."""
-    if row.sender_id != reader:
-        return status_at(positions.get(reader), row.seq), []
-    recipients = [(user, status_at(positions.get(user), row.seq)) for user in sorted(participants)
-                  if user != row.sender_id]
-    status = min(s for _, s in recipients) if recipients else SENT
-    return status, recipients if len(recipients) <= MAX_LISTED_RECIPIENTS else []
+    status, read_by = _Statuses(reader, participants, positions).of(row)
+    return status, [] if read_by is None else [(r.user_id, r.status) for r in read_by.recipients]
 
 
 async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageRow],
@@ -57,12 +108,13 @@ async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageR
     """
     live = [r.message_id for r in rows if r.deleted_at is None]
     reactions = await store.reactions(conn, live) if live else {}
-    positions = {cid: await store.positions(conn, cid) for cid in {r.conversation_id for r in rows}}
+    prepared: dict[str, _Statuses] = {}
+    for cid in dict.fromkeys(r.conversation_id for r in rows):  # first-seen order, one query each
+        prepared[cid] = _Statuses(reader, participants.get(cid, ()), await store.positions(conn, cid))
     result = []
     for row in rows:
-        status, recipients = statuses(row, reader, participants.get(row.conversation_id, ()),
-                                       positions[row.conversation_id])
-        result.append(convert.message(row, status, reactions.get(row.message_id, []), recipients))
+        status, read_by = prepared[row.conversation_id].of(row)
+        result.append(convert.message(row, status, reactions.get(row.message_id, ()), read_by))
     return result
 
 
