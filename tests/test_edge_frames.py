@@ -60,6 +60,7 @@ def test_a_dict_frame_and_a_rendered_event_queue_the_same_text() -> None:
     one, two = Outgoing(limit=10), Outgoing(limit=10)
     one.push_event(frame)
     two.push_rendered(render(frame), "t:1")
-    assert one._frames[0][0] == two._frames[0][0]
-    assert json.loads(one._frames[0][0]) == frame
+    text = one.next_frame()
+    assert text is not None and text == two.next_frame()
+    assert json.loads(text) == frame
     assert one.ack_message("m1") == ("c", 1) and two.ack_message("m1") == ("c", 1)

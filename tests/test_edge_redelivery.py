@@ -18,8 +18,8 @@ def durable(n: int) -> dict:
 
 def drain(out: Outgoing) -> list[str]:
     frames = []
-    while out._frames:
-        frames.append(out._frames.popleft()[0])
+    while (frame := out.next_frame()) is not None:
+        frames.append(frame)
     return frames
 
 

@@ -16,13 +16,11 @@ def typing(n: int) -> dict:
     return {"type": "chat:user_typing", "data": {"n": n}}
 
 
-async def drain(out: Outgoing) -> list[str]:
+def drain(out: Outgoing) -> list[str]:
     frames = []
-    while True:
-        try:
-            frames.append(await asyncio.wait_for(out.next_frame(), 0.01))
-        except TimeoutError:
-            return frames
+    while (frame := out.next_frame()) is not None:
+        frames.append(frame)
+    return frames
 
 
 async def test_ephemeral_frames_go_first_and_durable_overflow_closes() -> None:
@@ -30,14 +28,14 @@ async def test_ephemeral_frames_go_first_and_durable_overflow_closes() -> None:
     assert out.push_event(typing(1)) and out.push_event(durable(1)) and out.push_event(typing(2))
     assert out.push_event(typing(3))  # full: a new ephemeral frame is dropped, not queued
     assert out.push_event(durable(2))  # full: the oldest ephemeral frame makes room
-    frames = await drain(out)
+    frames = drain(out)
     assert [('"e1"' in f, '"e2"' in f, '"n":2' in f) for f in frames] == [
         (True, False, False), (False, False, True), (False, True, False)]
 
     for n in range(3, 6):
         out.push_event(durable(n))
     assert not out.push_event(durable(6))  # no ephemeral frame left to drop: over budget
-    assert await out.next_frame() is None and out.overflowed
+    assert out.next_frame() is None and out.overflowed
 
 
 async def test_unacknowledged_events_are_pushed_again_after_2_4_8_then_left() -> None:
@@ -45,11 +43,19 @@ async def test_unacknowledged_events_are_pushed_again_after_2_4_8_then_left() ->
     out.push_event(durable(1))
     out.push_event(durable(2))
     assert out.ack_message("m2") == ("c", 2)
-    pushes = len(await drain(out))
+    pushes = len(drain(out))
     for _ in range(40):
         await asyncio.sleep(0.01)
         out.redeliver_due()
-        pushes += len(await drain(out))
+        pushes += len(drain(out))
     assert pushes == 2 + 3  # each sent once, then e1 three more times
     assert out.unacknowledged == 0
     assert out.ack_message("m1") == ("c", 1)  # a late acknowledgement still names its position
+
+
+async def test_a_queued_frame_wakes_the_writer_once_per_frame() -> None:
+    woken: list[int] = []
+    out = Outgoing(limit=10, on_frame=lambda: woken.append(1))
+    out.push_event(typing(1))
+    out.push_reply({"type": "pong"})
+    assert len(woken) == 2 and len(drain(out)) == 2 and out.next_frame() is None

@@ -76,13 +76,14 @@ class RedeliveryTimer:
 
 class Outgoing:
     def __init__(self, limit: int, time_scale: float = 1.0, timer: RedeliveryTimer | None = None,
-                 on_overflow: Callable[[], object] | None = None) -> None:
+                 on_overflow: Callable[[], object] | None = None, on_frame: Callable[[], object] | None = None
+                 ) -> None:
         self._limit = limit
         self._delays = tuple(d * time_scale for d in REDELIVERY_DELAYS_S)
         self._timer = timer
         self.on_overflow = on_overflow  # called when a redelivery finds the queue over its budget
+        self.on_frame = on_frame  # called when a frame is queued: the socket starts its writer if it has none
         self._frames: deque[tuple[str, bool]] = deque()  # (text, durable)
-        self._ready = asyncio.Event()
         self._pending: dict[str, _Pending] = {}
         self._by_message: dict[str, str] = {}  # message id -> event id, while pending
         # Messages sent on this socket, so a late acknowledgement still advances the delivered position.
@@ -128,19 +129,16 @@ class Outgoing:
                     break
             else:
                 self.overflowed = True
-                self._ready.set()
                 return False
         self._frames.append((text, durable))
-        self._ready.set()
+        if self.on_frame is not None:
+            self.on_frame()
         return True
 
-    async def next_frame(self) -> str | None:
-        """The next frame to write; None once the queue overflowed (close the socket)."""
-        while not self._frames or self.overflowed:
-            if self.overflowed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
+    def next_frame(self) -> str | None:
+        """The next frame to write; None when there is none, or once the queue overflowed (close the socket)."""
+        if not self._frames or self.overflowed:
+            return None
         return self._frames.popleft()[0]
 
     def ack_events(self, event_ids: list[str]) -> None:

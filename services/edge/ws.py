@@ -78,21 +78,23 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 class Connection:
-    """One socket. Besides its reader and writer it holds no task while idle: redelivery and lease
-    renewal are per edge, token expiry is two timer handles, and the delivered-position reporter
-    and the sender of its message sends exist only while they have work."""
+    """One socket. Idle, it holds one task, its reader: redelivery and lease renewal are per edge,
+    token expiry is two timer handles, and its writer, the sender of its message sends and the
+    delivered-position reporter exist only while they have work."""
 
     def __init__(self, ctx: EdgeContext, ws: WebSocket) -> None:
         self._ctx = ctx
         self._ws = ws
         self._identity: Identity | None = None
-        self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow)
+        self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow,
+                             self._wake_writer)
         self._subscription_id = uuid.uuid4().hex
         self._delivered: dict[str, tuple[int, str]] = {}  # conversation -> (highest seq, message id) to report
         self._reporter: asyncio.Task[None] | None = None
-        self._sends: deque[tuple[Any, dict[str, Any], str]] = deque()  # (frame id, data, request id)
+        self._sends: deque[tuple[Any, dict[str, Any], str]] | None = None  # (frame id, data, request id)
         self._sender: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # from `ready` until the socket stops
         self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._receiver: asyncio.Task[None] | None = None
@@ -131,7 +133,8 @@ class Connection:
             await self._ws.close(CLOSE_TRY_AGAIN_LATER, "try again later")
             return
         await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
-        self._writer = asyncio.create_task(self._send_loop())
+        self._writing = True
+        self._wake_writer()
         self._arm_expiry()
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
         self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_ephemeral)
@@ -153,6 +156,7 @@ class Connection:
 
     def _stop(self) -> None:
         """Stop everything that writes to the socket (not the reporter: it talks to the message service)."""
+        self._writing = False
         self._out.close()
         if self._expiry is not None:
             for handle in self._expiry:
@@ -160,7 +164,7 @@ class Connection:
         for task in (self._writer, self._sender):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
-        self._sends.clear()
+        self._sends = None
 
     async def _authenticate(self) -> str:
         header = self._ws.headers.get("authorization")
@@ -245,13 +249,21 @@ class Connection:
         if self._closing is None:
             self._closing = asyncio.create_task(self._close_too_slow())
 
-    async def _send_loop(self) -> None:
-        while (text := await self._out.next_frame()) is not None:
-            try:
-                await asyncio.wait_for(self._ws.send_text(text), self._ctx.settings.ws_send_timeout)
-            except TimeoutError:  # the client's buffers have been full for that long: it is not reading
-                self._too_slow()
-                return
+    def _wake_writer(self) -> None:
+        if self._writer is None and self._writing:
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        """The socket's writer: it exists while frames are queued, so an idle socket holds no task for it."""
+        try:
+            while (text := self._out.next_frame()) is not None:
+                try:
+                    await asyncio.wait_for(self._ws.send_text(text), self._ctx.settings.ws_send_timeout)
+                except TimeoutError:  # the client's buffers have been full for that long: it is not reading
+                    self._too_slow()
+                    return
+        finally:
+            self._writer = None
 
     async def _close_too_slow(self) -> None:
         """The client reads slower than its events arrive: close it (it resumes from its token) rather
@@ -377,8 +389,10 @@ class Connection:
         if not isinstance(data, dict):
             self._error(request_id, "BAD_FRAME", "data must be an object")
             return
-        if len(self._sends) >= MAX_QUEUED_SENDS and self._sender is not None:
+        if self._sends is not None and len(self._sends) >= MAX_QUEUED_SENDS and self._sender is not None:
             await asyncio.wait([self._sender])  # backpressure: stop reading until this socket's sends are done
+        if self._sends is None:
+            self._sends = deque()
         self._sends.append((request_id, data, upstream_request_id))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued())
