@@ -134,14 +134,17 @@ class OutboxRelay:
 
         Two PostgreSQL round trips: BEGIN, the lock and the SELECT pipelined; then, only after every
         XADD of the batch succeeded, the UPDATE and COMMIT pipelined. The SELECT is its own statement
-        after the lock's, so its snapshot is taken with the lock held and sees what the previous holder
-        committed; its rows are ignored when the lock was not ours.
+        after the lock's, so when the lock is ours its snapshot is taken with the lock held and sees
+        what the previous holder committed. When it is not, the SELECT's own (reentrant) try of the
+        lock, evaluated once before the scan, usually fails too and it reads nothing; whatever it
+        returns then is ignored.
         """
         async with self._pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
             locked = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key,))
             selected = await conn.execute(
-                f'SELECT id, payload FROM "{self._schema}".outbox WHERE published_at IS NULL ORDER BY id LIMIT %s',
-                (BATCH,))
+                f'SELECT id, payload FROM "{self._schema}".outbox'
+                " WHERE published_at IS NULL AND (SELECT pg_try_advisory_xact_lock(%s)) ORDER BY id LIMIT %s",
+                (self._lock_key, BATCH))
             await pipeline.sync()
             row = await locked.fetchone()
             if not row or not row[0]:

@@ -178,3 +178,26 @@ async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(e
         assert time.monotonic() - released < 2.5  # a quarter of the poll; the retries back off from 25 ms
     finally:
         await _stop(relay)
+
+
+async def test_two_relays_racing_publish_every_event_once_in_seq_order(env: _Env) -> None:
+    """Two replicas' relays, both woken by every send, contend for the lock batch after batch."""
+    relays = [await _start_relay(env, time_scale=5.0) for _ in range(2)]
+    try:
+        conversations = [str(uuid.uuid4()) for _ in range(3)]
+
+        async def sender(cid: str) -> None:
+            for i in range(20):
+                await env.messages.send(ALICE, _new(cid, f"{cid[:4]}-{i}"))
+
+        await asyncio.gather(*(sender(cid) for cid in conversations))
+        events = await _published(env, 60, within_s=5)
+        await asyncio.sleep(0.2)  # a duplicate, if any, would land right behind
+        events = await _published(env, 60, within_s=0)
+        assert len(events) == 60
+        assert len({e.event_id for e in events}) == 60
+        for cid in conversations:
+            assert [e.message.seq for e in events if e.conversation_id == cid] == list(range(1, 21))
+    finally:
+        for relay in relays:
+            await _stop(relay)
