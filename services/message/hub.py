@@ -171,7 +171,8 @@ class Hub:
         self._wake.set()
 
     async def _pump(self) -> None:
-        """Read the inboxes of notified live subscriptions, one pipeline per round."""
+        """Read the inboxes of notified live subscriptions: one XREAD per round, for every woken user
+        (from the earliest position any of the user's subscriptions sent; each skips what it has sent)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -179,21 +180,26 @@ class Hub:
             self._dirty.difference_update(ready)
             if not ready:
                 continue
+            by_inbox: dict[str, list[Subscription]] = defaultdict(list)
+            after: dict[str, str] = {}
+            for sub in ready:
+                inbox = self._keys.inbox(sub.user_id)
+                by_inbox[inbox].append(sub)
+                if inbox not in after or parse_id(sub.last_id) < parse_id(after[inbox]):
+                    after[inbox] = sub.last_id
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for sub in ready:
-                        pipe.xrange(self._keys.inbox(sub.user_id), min="(" + sub.last_id, count=READ_BATCH)
-                    results = await pipe.execute()
+                reply = await self._redis.xread(after, count=READ_BATCH)
             except (redis.exceptions.ConnectionError, OSError) as exc:
                 log.warning("inbox read failed (%s); retrying", exc)
                 self._dirty.update(ready)
                 await asyncio.sleep(0.5)
                 self._wake.set()
                 continue
-            for sub, rows in zip(ready, results, strict=True):
-                sub.emit_entries(rows)
-                if len(rows) == READ_BATCH:
-                    self._notify(sub)  # more to read
+            for inbox, rows in reply or []:
+                for sub in by_inbox[inbox.decode()]:
+                    sub.emit_entries(rows)
+                    if len(rows) == READ_BATCH:
+                        self._notify(sub)  # more to read
 
     async def _read(self) -> None:
         while True:
