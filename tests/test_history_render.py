@@ -31,7 +31,8 @@ ROUTES = routes_from([conversation_pb2, message_pb2, presence_pb2])
 F = descriptor.FieldDescriptor
 # Characters JSON encoders disagree on: quotes, backslashes, control characters, DEL, the JavaScript line
 # separators, non-BMP emoji, a ZWJ sequence.
-TRICKY = ['"', "\\", "\n", "\t", "\x00", "\x1f", "\x7f", "\u2028", "\u2029", "é", "€", "👍", "👨‍👩‍👧", "</script>", " "]
+TRICKY = ['"', "\\", "\n", "\t", "\x00", "\x1f", "\x7f", "\u2028", "\u2029", "é", "€", "👍", "👨‍👩‍👧",
+          "</script>", " "]
 
 
 def _before(message: Message) -> bytes:
@@ -75,7 +76,8 @@ def _fill(message: Message, rng: random.Random, depth: int = 0) -> Message:
             if field.message_type is not None:
                 if depth > 3:
                     continue
-                target = getattr(message, field.name).add() if field.is_repeated else getattr(message, field.name)
+                target = getattr(message, field.name)
+                target = target.add() if field.is_repeated else target
                 _fill(target, rng, depth + 1)
                 if not field.is_repeated:
                     target.SetInParent()
@@ -125,10 +127,10 @@ CID = "0b6b5a3e-1d2c-4b7f-8e9a-000000000001"
 
 
 def _row(seq: int, **kw: Any) -> MessageRow:
-    fields: dict[str, Any] = dict(message_id=f"00000000-0000-0000-0000-{seq:012d}", conversation_id=CID, seq=seq,
-                                  sender_id="alice", content=f"m{seq}", content_encrypted=None, enc_algorithm="",
-                                  enc_key_id="", client_message_id=None, reply_to_id=None, created_at=T0,
-                                  edited_at=None, deleted_at=None)
+    fields: dict[str, Any] = dict(
+        message_id=f"00000000-0000-0000-0000-{seq:012d}", conversation_id=CID, seq=seq, sender_id="alice",
+        content=f"m{seq}", content_encrypted=None, enc_algorithm="", enc_key_id="", client_message_id=None,
+        reply_to_id=None, created_at=T0, edited_at=None, deleted_at=None)
     return MessageRow(**(fields | kw))
 
 
@@ -150,9 +152,11 @@ def test_a_fixed_page_renders_exactly() -> None:
     expected = (
         '{"messages":['
         f'{{"message_id":"{ids[0]}","conversation_id":"{CID}","seq":"1","sender_id":"alice","content":"m1",'
-        '"client_message_id":"c-1","created_at":"2026-11-25T21:00:00.120Z","edited_at":"2026-11-25T21:00:05Z",'
+        '"client_message_id":"c-1","created_at":"2026-11-25T21:00:00.120Z",'
+        '"edited_at":"2026-11-25T21:00:05Z",'
         '"status":"MESSAGE_STATUS_DELIVERED","reactions":[{"emoji":"👍","count":2,"user_ids":["bob","carol"]},'
-        '{"emoji":"❤️","count":1,"user_ids":["bob"]}],"recipients":[{"user_id":"bob","status":"MESSAGE_STATUS_READ"},'
+        '{"emoji":"❤️","count":1,"user_ids":["bob"]}],'
+        '"recipients":[{"user_id":"bob","status":"MESSAGE_STATUS_READ"},'
         '{"user_id":"carol","status":"MESSAGE_STATUS_DELIVERED"}],"content_encrypted":"","reply_to_id":"",'
         '"deleted":false},'
         f'{{"message_id":"{ids[1]}","conversation_id":"{CID}","seq":"2","sender_id":"bob",'
@@ -172,9 +176,10 @@ def test_a_fixed_page_renders_exactly() -> None:
     assert _before(page) == expected.encode()
 
 
-async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_token, database_url: str) -> None:
-    """The sender's page (statuses and the "read by" list) and a reader's, with reactions, a reply, an
-    encrypted message and a deleted placeholder: the exact JSON, and the bytes the old renderer made."""
+async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_token,
+                                               database_url: str) -> None:
+    """The sender's page (statuses and the "read by" list) and two readers', with reactions, a reply,
+    an encrypted message and a deleted placeholder: the exact JSON, and the bytes the old renderer made."""
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
     token = make_token(alice)
@@ -193,30 +198,36 @@ async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_tok
 
     def common(sent: dict[str, Any]) -> dict[str, Any]:
         return {k: sent[k] for k in ("message_id", "conversation_id", "seq", "sender_id", "created_at")} | {
-            "content": "", "content_encrypted": "", "client_message_id": "", "reply_to_id": "", "deleted": False,
-            "reactions": [], "recipients": []}
+            "content": "", "content_encrypted": "", "client_message_id": "", "reply_to_id": "",
+            "deleted": False, "reactions": [], "recipients": []}
 
     def statuses(bob_status: str, carol_status: str) -> list[dict[str, str]]:
         return [{"user_id": bob, "status": f"MESSAGE_STATUS_{bob_status}"},
                 {"user_id": carol, "status": f"MESSAGE_STATUS_{carol_status}"}]
 
-    reactions = [{"emoji": "👍", "count": 2, "user_ids": [bob, carol]}, {"emoji": "❤️", "count": 1, "user_ids": [bob]}]
-    for reader in (alice, bob):
+    reactions = [{"emoji": "👍", "count": 2, "user_ids": [bob, carol]},
+                 {"emoji": "❤️", "count": 1, "user_ids": [bob]}]
+    # Each reader's status of alice's first two messages; carol has no message of her own on the page.
+    own_status = {alice: ("DELIVERED", "SENT"), bob: ("READ", "READ"), carol: ("DELIVERED", "SENT")}
+    for reader in (alice, bob, carol):
         got = await api(http, make_token(reader), "GET", f"/api/messages/{cid}")
         assert got.status_code == 200
         mine = reader == alice
         expected = [
             common(first) | {"content": "hello", "client_message_id": "c-1", "reactions": reactions,
-                             "status": "MESSAGE_STATUS_DELIVERED" if mine else "MESSAGE_STATUS_READ",
+                             "status": f"MESSAGE_STATUS_{own_status[reader][0]}",
                              "recipients": statuses("READ", "DELIVERED") if mine else []},
             common(sealed) | {"content_encrypted": secret,
                               "encryption": {"algorithm": "x25519-aes256gcm", "key_id": "k-7"},
-                              "status": "MESSAGE_STATUS_SENT" if mine else "MESSAGE_STATUS_READ",
+                              "status": f"MESSAGE_STATUS_{own_status[reader][1]}",
                               "recipients": statuses("READ", "SENT") if mine else []},
-            common(reply) | {"content": "hi back", "reply_to_id": first["message_id"], "status": "MESSAGE_STATUS_SENT",
-                             "recipients": [] if mine else [{"user_id": alice, "status": "MESSAGE_STATUS_SENT"},
-                                                            {"user_id": carol, "status": "MESSAGE_STATUS_SENT"}]},
-            common(doomed) | {"deleted": True, "deleted_at": deleted["deleted_at"], "status": "MESSAGE_STATUS_SENT"},
+            common(reply) | {"content": "hi back", "reply_to_id": first["message_id"],
+                             "status": "MESSAGE_STATUS_SENT",
+                             "recipients": [] if reader != bob else [
+                                 {"user_id": alice, "status": "MESSAGE_STATUS_SENT"},
+                                 {"user_id": carol, "status": "MESSAGE_STATUS_SENT"}]},
+            common(doomed) | {"deleted": True, "deleted_at": deleted["deleted_at"],
+                              "status": "MESSAGE_STATUS_SENT"},
         ]
         assert got.json()["has_more"] is False and len(got.json()["messages"]) == len(expected)
         for message, want in zip(got.json()["messages"], expected, strict=True):

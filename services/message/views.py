@@ -63,7 +63,8 @@ class _Statuses:
 
     def _prepare(self) -> None:
         """The recipients' minima (and list), on the first of the reader's own messages only."""
-        others = [(user, self._positions.get(user)) for user in sorted(self._participants) if user != self.reader]
+        positions = self._positions
+        others = [(user, positions.get(user)) for user in sorted(self._participants) if user != self.reader]
         self.min_read = min((_BELOW_EVERY_SEQ if p is None else p.read_seq for _, p in others), default=None)
         self.min_reached = min((_BELOW_EVERY_SEQ if p is None else max(p.read_seq, p.delivered_seq)
                                 for _, p in others), default=None)
@@ -71,7 +72,8 @@ class _Statuses:
             self.listed = others
             # A recipient's status changes only where a seq passes one of their positions, so between
             # two of these breaks every row has the same list: built once per stretch, not per row.
-            self._breaks = sorted({s + 1 for _, p in others if p is not None for s in (p.read_seq, p.delivered_seq)})
+            self._breaks = sorted({seq + 1 for _, p in others if p is not None
+                                   for seq in (p.read_seq, p.delivered_seq)})
         self._prepared = True
 
     def of(self, row: MessageRow) -> tuple[Status, common_pb2.Message | None]:
@@ -89,7 +91,8 @@ class _Statuses:
         stretch = bisect_right(self._breaks, seq)
         read_by = self._lists.get(stretch)
         if read_by is None:
-            read_by = self._lists[stretch] = convert.recipients([(user, status_at(p, seq)) for user, p in self.listed])
+            read_by = convert.recipients([(user, status_at(p, seq)) for user, p in self.listed])
+            self._lists[stretch] = read_by
         return status, read_by
 
 
@@ -104,13 +107,18 @@ async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageR
                  participants: Mapping[str, Iterable[str]]) -> list[common_pb2.Message]:
     """Protos for `rows` as `reader` sees them; `participants` maps each conversation to its users.
 
-    Two queries per conversation whatever the page size: the page's reactions, the positions.
+    Two queries whatever the page size: the page's reactions, and positions per conversation, where
+    a page without the reader's own messages needs the reader's position only (in a group, the
+    participants' rows cost more to load than the rest of the page's statuses).
     """
     live = [r.message_id for r in rows if r.deleted_at is None]
     reactions = await store.reactions(conn, live) if live else {}
     prepared: dict[str, _Statuses] = {}
+    own = {r.conversation_id for r in rows if r.sender_id == reader}
     for cid in dict.fromkeys(r.conversation_id for r in rows):  # first-seen order, one query each
-        prepared[cid] = _Statuses(reader, participants.get(cid, ()), await store.positions(conn, cid))
+        positions = (await store.positions(conn, cid) if cid in own
+                     else {reader: await store.position(conn, cid, reader)})
+        prepared[cid] = _Statuses(reader, participants.get(cid, ()), positions)
     result = []
     for row in rows:
         status, read_by = prepared[row.conversation_id].of(row)
