@@ -175,8 +175,9 @@ async def test_page_and_dev_login_follow_configuration(mesh: Mesh, http: httpx.A
     """The shared mesh runs with defaults: the page is served, development sign-in is not."""
     page = await http.get("/")
     assert page.status_code == 200 and "<title>chatmesh</title>" in page.text
-    script = await http.get("/chat.js")
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    for name in ("app.js", "chat.js", "chat-socket.js", "chat-store.js", "chat-wire.js"):  # the page's modules
+        script = await http.get(f"/{name}")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
     assert (await http.post("/dev/token", json={"user_id": "mallory"})).status_code in (404, 405)
     assert (await http.get("/api/nope")).status_code == 404  # the API's own 404s are untouched
 

@@ -1,5 +1,6 @@
 // The chat page: sign-in, conversation list, one open conversation. All state lives in the
-// ChatClient's store (chat.js); this module renders it and turns user actions into client calls.
+// ChatClient's store (chat-store.js, read through chat.js); this module renders it and turns user
+// actions into client calls.
 
 import { ChatClient } from "./chat.js";
 

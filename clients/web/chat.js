@@ -1,104 +1,66 @@
-// chatmesh's browser client: REST with fetch, the WebSocket with reconnect and resume, and a small
-// normalized store. The same rules as the Python client (clients/python): durable events are
-// acknowledged (batched: the edge limits frames per second), deduplicated by event id and by message
-// id, resumed from the last resume_token after any drop (1012: the edge restarted; 4008: too slow),
-// and a resync_required is answered by fetching each conversation's missing messages over REST.
+// chatmesh's browser client, ChatClient: the page's one object for the edge. It puts together the
+// socket (chat-socket.js: reconnect, resume, acknowledgements, event-id deduplication), the store
+// (chat-store.js) and REST calls made with fetch, and keeps the rules of the Python client
+// (clients/python) that span both paths: each message once by message id (after a resync the
+// server may replay what REST already gave us), and a resync_required answered by fetching each
+// conversation's missing messages over REST before any later frame is applied.
 
-const STATUS_RANK = { failed: -1, pending: 0, sent: 1, delivered: 2, read: 3 };
+import { ChatSocket, remember } from "./chat-socket.js";
+import { ChatStore } from "./chat-store.js";
+import { ChatError, RETRYABLE, normalizeConversation, normalizeMessage, shortEnum } from "./chat-wire.js";
 
-export function shortEnum(value, prefix, fallback = "") {
-  if (value === undefined || value === null || value === "") return fallback;
-  const text = String(value);
-  return (text.startsWith(prefix) ? text.slice(prefix.length) : text).toLowerCase();
-}
-
-const SEEN_KEPT = 50000; // event and message ids remembered for deduplication
-
-// Add to a bounded set (oldest forgotten first); false when the key was there already.
-function remember(set, key) {
-  if (set.has(key)) return false;
-  set.add(key);
-  if (set.size > SEEN_KEPT) set.delete(set.values().next().value);
-  return true;
-}
-
-function later(a, b) {
-  return (STATUS_RANK[a] ?? 1) >= (STATUS_RANK[b] ?? 1) ? a : b;
-}
-
-export function normalizeMessage(data) {
-  return {
-    message_id: data.message_id || "",
-    conversation_id: data.conversation_id || "",
-    seq: Number(data.seq || 0),
-    sender_id: data.sender_id || "",
-    content: data.content || "",
-    client_message_id: data.client_message_id || "",
-    created_at: data.created_at || "",
-    edited_at: data.edited_at || "",
-    deleted: Boolean(data.deleted),
-    status: shortEnum(data.status, "MESSAGE_STATUS_", "sent"),
-    reactions: (data.reactions || []).map((r) => ({ emoji: r.emoji, count: Number(r.count || 0), user_ids: r.user_ids || [] })),
-  };
-}
-
-export function normalizeConversation(data) {
-  const last = data.last_message;
-  return {
-    conversation_id: data.conversation_id,
-    type: shortEnum(data.type, "CONVERSATION_TYPE_", "direct"),
-    title: data.title || "",
-    participants: (data.participants || []).map((p) => ({ user_id: p.user_id, role: shortEnum(p.role, "ROLE_", "member"), display_name: p.display_name || "" })),
-    participant_count: Number(data.participant_count || 0),
-    last_message: last ? { message_id: last.message_id, sender_id: last.sender_id, text: last.text || "", seq: Number(last.seq || 0), deleted: Boolean(last.deleted), sent_at: last.sent_at || "" } : null,
-    last_message_at: data.last_message_at || data.created_at || "",
-    unread_count: Number(data.unread_count || 0),
-  };
-}
-
-export class ChatError extends Error {
-  constructor(code, message, status = 0) {
-    super(`${code}: ${message}`);
-    this.code = code;
-    this.status = status;
-  }
-}
-
-const RETRYABLE = new Set(["UNAVAILABLE", "CONNECTION_LOST", "TIMEOUT", "RATE_LIMITED", "INTERNAL"]);
+export { ChatError, normalizeConversation, normalizeMessage, shortEnum };
 
 export class ChatClient extends EventTarget {
   constructor(baseUrl = location.origin, options = {}) {
     super();
     this.baseUrl = baseUrl.replace(/\/$/, "");
-    this.wsUrl = this.baseUrl.replace(/^http/, "ws") + "/ws";
-    this.sendTimeoutMs = options.sendTimeoutMs ?? 5000;
-    this.backoffInitialMs = options.backoffInitialMs ?? 250;
-    this.backoffMaxMs = options.backoffMaxMs ?? 5000;
     this.typingIntervalMs = options.typingIntervalMs ?? 2000;
     this.token = "";
-    this.userId = "";
-    this.state = "idle";
-    this.resumeToken = "";
-    this.ws = null;
-    this.attempt = 0;
-    this.closed = false;
-    this.requests = new Map();
-    this.seenEvents = new Set();
+    this.resyncs = 0;
     this.seenMessages = new Set();
-    this.seqSeen = new Map();
-    this.ackIds = [];
-    this.ackDelivered = new Map();
-    this.ackTimer = null;
+    this.seqSeen = new Map(); // conversation -> highest seq given to the page
     this.typingSent = new Map();
-    // the store
-    this.conversations = new Map();
-    this.messages = new Map(); // key (message id, or "pending:<client id>") -> message
-    this.order = new Map(); // conversation -> keys in seq order, pending last
-    this.positions = new Map(); // conversation -> Map(user -> {delivered, read})
-    this.presence = new Map(); // user -> online | offline | unknown
-    this.typing = new Map(); // conversation -> Set(user)
-    this.frameQueue = Promise.resolve();
+    this.store = new ChatStore({
+      emit: (name, detail) => this._emit(name, detail),
+      onUnknownConversation: (cid) => this.loadConversation(cid).catch(() => {}),
+    });
+    this.socket = new ChatSocket(this.baseUrl.replace(/^http/, "ws") + "/ws", {
+      target: this,
+      onReady: (userId) => { this.store.userId = userId; this.typingSent.clear(); },
+      onEvent: (frame, durable) => this._onEvent(frame, durable),
+      sendTimeoutMs: options.sendTimeoutMs ?? 5000,
+      backoffInitialMs: options.backoffInitialMs ?? 250,
+      backoffMaxMs: options.backoffMaxMs ?? 5000,
+    });
   }
+
+  // Where the page, host applications and tests have always read (and tuned) the connection and the store.
+  get userId() { return this.store.userId; }
+  get state() { return this.socket.state; }
+  get connected() { return this.socket.connected; }
+  get ws() { return this.socket.ws; }
+  get wsUrl() { return this.socket.wsUrl; }
+  get lastCloseCode() { return this.socket.lastCloseCode; }
+  get resumeToken() { return this.socket.resumeToken; }
+  set resumeToken(value) { this.socket.resumeToken = value; }
+  get sendTimeoutMs() { return this.socket.sendTimeoutMs; }
+  set sendTimeoutMs(value) { this.socket.sendTimeoutMs = value; }
+  get backoffInitialMs() { return this.socket.backoffInitialMs; }
+  set backoffInitialMs(value) { this.socket.backoffInitialMs = value; }
+  get backoffMaxMs() { return this.socket.backoffMaxMs; }
+  set backoffMaxMs(value) { this.socket.backoffMaxMs = value; }
+  get conversations() { return this.store.conversations; }
+  get messages() { return this.store.messages; }
+  get order() { return this.store.order; }
+  get positions() { return this.store.positions; }
+  get presence() { return this.store.presence; }
+  get typing() { return this.store.typing; }
+  putConversation(conversation) { return this.store.putConversation(conversation); }
+  putMessage(message) { return this.store.putMessage(message); }
+  keyOf(message) { return this.store.keyOf(message); }
+  lastSeq(cid) { return this.store.lastSeq(cid); }
+  conversationMessages(cid) { return this.store.conversationMessages(cid); }
 
   // REST ----------------------------------------------------------------------------------------
 
@@ -122,153 +84,39 @@ export class ChatClient extends EventTarget {
     return data;
   }
 
-  // connection ----------------------------------------------------------------------------------
+  // connection and events -----------------------------------------------------------------------
 
   connect(token) {
     this.token = token;
-    this.closed = false;
-    return new Promise((resolve, reject) => {
-      this._firstConnect = { resolve, reject };
-      this._open();
-    });
+    return this.socket.connect(token);
   }
 
   close() {
-    this.closed = true;
-    if (this.ws) this.ws.close(1000);
-    this._setState("closed");
+    this.socket.close();
   }
 
-  _setState(state) {
-    if (this.state === state) return;
-    this.state = state;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state, attempt: this.attempt } }));
+  _emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
   }
 
-  _open() {
-    this._setState(this.attempt === 0 && !this.everConnected ? "connecting" : "reconnecting");
-    const ws = new WebSocket(this.wsUrl);
-    this.ws = ws;
-    let ready = false;
-    ws.onopen = () => {
-      const data = { token: this.token };
-      if (this.resumeToken) data.resume_token = this.resumeToken;
-      ws.send(JSON.stringify({ type: "auth", data }));
-    };
-    ws.onmessage = (msg) => {
-      let frame;
-      try { frame = JSON.parse(msg.data); } catch { return; }
-      if (!ready) {
-        if (frame.type === "ready") {
-          ready = true;
-          this.userId = frame.data.user_id;
-          this.attempt = 0;
-          this.everConnected = true;
-          this._setState("connected");
-          if (this._firstConnect) { this._firstConnect.resolve(); this._firstConnect = null; }
-          this._flushTyping();
-        } else if (frame.type === "error") {
-          this.closed = true;
-          const err = new ChatError(frame.data?.code || "UNAUTHENTICATED", frame.data?.message || "refused", 401);
-          if (this._firstConnect) { this._firstConnect.reject(err); this._firstConnect = null; }
-          this.dispatchEvent(new CustomEvent("fatal", { detail: err }));
-        }
-        return;
-      }
-      // Frames are handled one after another (a resync awaits REST before later frames).
-      this.frameQueue = this.frameQueue.then(() => this._onFrame(frame)).catch((err) => console.error(err));
-    };
-    ws.onclose = (ev) => {
-      if (this.ws === ws) this.ws = null;
-      for (const [, pending] of this.requests) pending.reject(new ChatError("CONNECTION_LOST", "the connection was lost"));
-      this.requests.clear();
-      this.lastCloseCode = ev.code;
-      if (this.closed) return;
-      this.attempt += 1;
-      this._setState("reconnecting");
-      const delay = Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** (this.attempt - 1));
-      setTimeout(() => { if (!this.closed) this._open(); }, delay / 2 + Math.random() * delay / 2);
-    };
-  }
-
-  get connected() { return this.state === "connected" && this.ws && this.ws.readyState === WebSocket.OPEN; }
-
-  _waitConnected(timeoutMs) {
-    if (this.connected) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => { this.removeEventListener("state", on); resolve(false); }, timeoutMs);
-      const on = () => {
-        if (this.connected) { clearTimeout(timer); this.removeEventListener("state", on); resolve(true); }
-      };
-      this.addEventListener("state", on);
-    });
-  }
-
-  _request(type, data, timeoutMs = this.sendTimeoutMs) {
-    if (!this.connected) return Promise.reject(new ChatError("CONNECTION_LOST", "not connected"));
-    const id = crypto.randomUUID();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.requests.delete(id); reject(new ChatError("TIMEOUT", `${type} was not answered`)); }, timeoutMs);
-      this.requests.set(id, {
-        resolve: (v) => { clearTimeout(timer); resolve(v); },
-        reject: (e) => { clearTimeout(timer); reject(e); },
-      });
-      this.ws.send(JSON.stringify({ type, id, data }));
-    });
-  }
-
-  // frames --------------------------------------------------------------------------------------
-
-  async _onFrame(frame) {
-    if (frame.type === "ack" || frame.type === "error" || frame.type === "pong") {
-      const pending = this.requests.get(String(frame.id));
-      if (!pending) return;
-      this.requests.delete(String(frame.id));
-      if (frame.type === "error") pending.reject(new ChatError(frame.data?.code || "ERROR", frame.data?.message || ""));
-      else pending.resolve(frame.data || {});
-      return;
-    }
-    if (frame.type === "token_expiring") {
-      this.dispatchEvent(new CustomEvent("token_expiring", { detail: frame.data }));
-      return;
-    }
+  async _onEvent(frame, durable) {
     const data = frame.data || {};
-    if (frame.resume_token) {
-      this._queueAck(frame);
-      if (!remember(this.seenEvents, frame.event_id)) return; // a redelivered copy
-      this.resumeToken = frame.resume_token;
-      if (frame.type === "chat:message_received") {
-        if (!remember(this.seenMessages, data.message_id)) return; // already fetched over REST
-        this._noteSeq(data.conversation_id, Number(data.seq || 0));
-      }
+    if (durable && frame.type === "chat:message_received") {
+      if (!remember(this.seenMessages, data.message_id)) return; // already fetched over REST
+      this._noteSeq(data.conversation_id, Number(data.seq || 0));
     }
-    this._apply(frame.type, data, frame);
+    this.store.apply(frame.type, data, frame);
     if (frame.type === "resync_required") await this._resync();
-  }
-
-  _queueAck(frame) {
-    this.ackIds.push(frame.event_id);
-    if (frame.type === "chat:message_received") {
-      const d = frame.data, seq = Number(d.seq || 0), known = this.ackDelivered.get(d.conversation_id);
-      if (!known || seq >= known[0]) this.ackDelivered.set(d.conversation_id, [seq, d.message_id]);
-    }
-    if (this.ackTimer) return;
-    this.ackTimer = setTimeout(() => {
-      this.ackTimer = null;
-      const ids = this.ackIds, delivered = this.ackDelivered;
-      this.ackIds = []; this.ackDelivered = new Map();
-      if (!this.connected) return;
-      if (ids.length) this.ws.send(JSON.stringify({ type: "events_ack", data: { event_ids: ids } }));
-      for (const [, [, messageId]] of delivered) this.ws.send(JSON.stringify({ type: "chat:message_delivered", data: { message_id: messageId } }));
-    }, 50);
   }
 
   _noteSeq(conversationId, seq) {
     if (seq > (this.seqSeen.get(conversationId) || 0)) this.seqSeen.set(conversationId, seq);
   }
 
+  // What the resume token could not replay: each conversation's messages past the last seq the page
+  // was given (for one it never saw: its unread ones), in seq order.
   async _resync() {
-    this.resyncs = (this.resyncs || 0) + 1;
+    this.resyncs += 1;
     for (let attempt = 0; attempt < 6; attempt++) {
       try {
         for (const conversation of await this.loadConversations()) {
@@ -283,7 +131,7 @@ export class ChatClient extends EventTarget {
               after = Math.max(after, m.seq);
               if (!remember(this.seenMessages, m.message_id)) continue;
               this._noteSeq(cid, m.seq);
-              this._apply("chat:message_received", m, { recovered: true });
+              this.store.apply("chat:message_received", m, { recovered: true });
             }
             if (!page.has_more) break;
           }
@@ -295,135 +143,7 @@ export class ChatClient extends EventTarget {
     }
   }
 
-  // the store -----------------------------------------------------------------------------------
-
-  _apply(type, data, frame = {}) {
-    if (type === "chat:message_received" || type === "chat:message_updated" || type === "chat:message_deleted") {
-      const message = this.putMessage(normalizeMessage(data));
-      const conversation = this.conversations.get(message.conversation_id);
-      if (conversation && type === "chat:message_received") {
-        if (!conversation.last_message || message.seq >= conversation.last_message.seq) {
-          conversation.last_message = { message_id: message.message_id, sender_id: message.sender_id, text: message.content.slice(0, 100), seq: message.seq, deleted: message.deleted, sent_at: message.created_at };
-          conversation.last_message_at = message.created_at;
-        }
-        if (message.sender_id !== this.userId) conversation.unread_count += 1;
-      } else if (conversation && conversation.last_message && conversation.last_message.message_id === message.message_id) {
-        conversation.last_message.text = message.deleted ? "" : message.content.slice(0, 100);
-        conversation.last_message.deleted = message.deleted;
-      }
-      if (!conversation && message.conversation_id) this.loadConversation(message.conversation_id).catch(() => {});
-      this._emit("message", { type, message, recovered: Boolean(frame.recovered) });
-    } else if (type === "chat:message_delivered" || type === "chat:message_read") {
-      const cid = data.conversation_id, user = data.user_id, seq = Number(data.seq || 0);
-      const byUser = this.positions.get(cid) || new Map();
-      this.positions.set(cid, byUser);
-      const position = byUser.get(user) || { delivered: 0, read: 0 };
-      position.delivered = Math.max(position.delivered, seq);
-      if (type === "chat:message_read") position.read = Math.max(position.read, seq);
-      byUser.set(user, position);
-      if (user === this.userId && type === "chat:message_read") {
-        const conversation = this.conversations.get(cid);
-        if (conversation) conversation.unread_count = Math.max(0, this.lastSeq(cid) - position.read);
-      }
-      this._applyPositions(cid);
-      this._emit("receipt", { conversation_id: cid, user_id: user, seq });
-    } else if (type === "chat:reaction_added" || type === "chat:reaction_removed") {
-      const message = this.messages.get(data.message_id);
-      if (message) {
-        let reaction = message.reactions.find((r) => r.emoji === data.emoji);
-        if (type === "chat:reaction_added") {
-          if (!reaction) { reaction = { emoji: data.emoji, count: 0, user_ids: [] }; message.reactions.push(reaction); }
-          if (!reaction.user_ids.includes(data.user_id)) { reaction.user_ids.push(data.user_id); reaction.count += 1; }
-        } else if (reaction && reaction.user_ids.includes(data.user_id)) {
-          reaction.user_ids = reaction.user_ids.filter((u) => u !== data.user_id);
-          reaction.count -= 1;
-          if (reaction.count <= 0) message.reactions = message.reactions.filter((r) => r !== reaction);
-        }
-        this._emit("message", { type, message });
-      }
-    } else if (type.startsWith("conversation:")) {
-      if (data.conversation) this.putConversation(normalizeConversation(data.conversation));
-      this._emit("conversations", {});
-    } else if (type === "chat:user_typing") {
-      const users = this.typing.get(data.conversation_id) || new Set();
-      this.typing.set(data.conversation_id, users);
-      if (data.is_typing) users.add(data.user_id); else users.delete(data.user_id);
-      this._emit("typing", { conversation_id: data.conversation_id, user_id: data.user_id, is_typing: Boolean(data.is_typing) });
-    } else if (type === "user:status_changed") {
-      this.presence.set(data.user_id, data.status);
-      this._emit("presence", { user_id: data.user_id, status: data.status });
-    } else if (type === "resync_required") {
-      this._emit("resync", { reason: data.reason });
-    }
-  }
-
-  _emit(name, detail) {
-    this.dispatchEvent(new CustomEvent(name, { detail }));
-  }
-
-  putConversation(conversation) {
-    const known = this.conversations.get(conversation.conversation_id);
-    this.conversations.set(conversation.conversation_id, known ? { ...known, ...conversation } : conversation);
-    return this.conversations.get(conversation.conversation_id);
-  }
-
-  keyOf(message) {
-    return message.message_id || `pending:${message.client_message_id}`;
-  }
-
-  putMessage(message) {
-    const cid = message.conversation_id;
-    const order = this.order.get(cid) || [];
-    this.order.set(cid, order);
-    if (!message.message_id) {
-      if (!this.messages.has(this.keyOf(message))) order.push(this.keyOf(message));
-      this.messages.set(this.keyOf(message), message);
-      return message;
-    }
-    if (message.client_message_id && message.sender_id === this.userId) {
-      const twin = `pending:${message.client_message_id}`;
-      if (this.messages.delete(twin)) order.splice(order.indexOf(twin), 1);
-    }
-    const known = this.messages.get(message.message_id);
-    if (known) {
-      message.status = later(known.status, message.status);
-    } else {
-      // By seq among the stored ones; pending ones stay last.
-      const firstPending = order.findIndex((k) => k.startsWith("pending:"));
-      let index = firstPending === -1 ? order.length : firstPending;
-      while (index > 0 && (this.messages.get(order[index - 1])?.seq ?? 0) > message.seq) index -= 1;
-      order.splice(index, 0, message.message_id);
-    }
-    this.messages.set(message.message_id, message);
-    this._applyPositions(cid);
-    return message;
-  }
-
-  lastSeq(cid) {
-    let seq = 0;
-    for (const key of this.order.get(cid) || []) seq = Math.max(seq, this.messages.get(key)?.seq || 0);
-    return seq;
-  }
-
-  conversationMessages(cid) {
-    return (this.order.get(cid) || []).map((k) => this.messages.get(k)).filter(Boolean);
-  }
-
-  _applyPositions(cid) {
-    const byUser = this.positions.get(cid);
-    if (!byUser) return;
-    const conversation = this.conversations.get(cid);
-    const others = conversation ? conversation.participants.map((p) => p.user_id).filter((u) => u !== this.userId) : [...byUser.keys()].filter((u) => u !== this.userId);
-    if (!others.length || others.some((u) => !byUser.has(u))) return;
-    for (const message of this.conversationMessages(cid)) {
-      if (message.sender_id !== this.userId || !message.message_id) continue;
-      const read = others.every((u) => byUser.get(u).read >= message.seq);
-      const delivered = others.every((u) => byUser.get(u).delivered >= message.seq);
-      message.status = later(message.status, read ? "read" : delivered ? "delivered" : "sent");
-    }
-  }
-
-  // API -----------------------------------------------------------------------------------------
+  // conversations -------------------------------------------------------------------------------
 
   async loadConversations() {
     const found = [];
@@ -458,6 +178,8 @@ export class ChatClient extends EventTarget {
     return conversation;
   }
 
+  // messages ------------------------------------------------------------------------------------
+
   async history(cid, { beforeSeq = 0, limit = 50 } = {}) {
     const query = `limit=${limit}${beforeSeq ? `&before_seq=${beforeSeq}` : ""}`;
     const page = await this.api("GET", `/api/messages/${encodeURIComponent(cid)}?${query}`);
@@ -481,9 +203,9 @@ export class ChatClient extends EventTarget {
     const data = { conversation_id: pending.conversation_id, content: pending.content, client_message_id: pending.client_message_id };
     for (let attempt = 0; attempt < 30; attempt++) {
       try {
-        if (!this.connected) await this._waitConnected(this.sendTimeoutMs);
+        if (!this.connected) await this.socket.waitConnected(this.sendTimeoutMs);
         const reply = this.connected
-          ? await this._request("chat:message_send", data)
+          ? await this.socket.request("chat:message_send", data)
           : await this.api("POST", "/api/messages", data);
         const stored = this.putMessage(normalizeMessage(reply.message));
         this._emit("message", { type: "sent", message: stored, client_message_id: pending.client_message_id });
@@ -530,6 +252,8 @@ export class ChatClient extends EventTarget {
     return updated;
   }
 
+  // receipts, presence, typing -----------------------------------------------------------------
+
   async markRead(messageId) {
     const message = this.messages.get(messageId);
     const reply = await this.api("POST", `/api/messages/${encodeURIComponent(messageId)}/status`, { status: "MESSAGE_STATUS_READ" });
@@ -557,13 +281,8 @@ export class ChatClient extends EventTarget {
     const [was, at] = this.typingSent.get(cid) || [false, 0];
     const now = Date.now();
     if (isTyping === was && (!isTyping || now - at < this.typingIntervalMs)) return false;
-    if (!this.connected) return false;
-    this.ws.send(JSON.stringify({ type: "chat:typing", data: { conversation_id: cid, is_typing: isTyping } }));
+    if (!this.socket.send({ type: "chat:typing", data: { conversation_id: cid, is_typing: isTyping } })) return false;
     this.typingSent.set(cid, [isTyping, now]);
     return true;
-  }
-
-  _flushTyping() {
-    this.typingSent.clear();
   }
 }
