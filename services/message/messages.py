@@ -71,8 +71,8 @@ class Messages:
             new.reply_to_id = parse_id(new.reply_to_id, "reply_to_id")
         self._validate_new(new)
         (await self._membership.get(new.conversation_id)).require_participant(sender)
-        draft = MessageRow(message_id=str(uuid.uuid4()), conversation_id=new.conversation_id, seq=0, sender_id=new.sender_id,
-                           content=new.content, content_encrypted=new.content_encrypted,
+        draft = MessageRow(message_id=str(uuid.uuid4()), conversation_id=new.conversation_id, seq=0,
+                           sender_id=new.sender_id, content=new.content, content_encrypted=new.content_encrypted,
                            enc_algorithm=new.enc_algorithm, enc_key_id=new.enc_key_id,
                            client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
                            created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None)
