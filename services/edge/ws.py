@@ -32,12 +32,10 @@ import json
 import logging
 import time
 import uuid
-from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-from google.protobuf import json_format
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmesh.auth import AuthError, Identity
@@ -45,10 +43,10 @@ from chatmesh.gen.chat.v1 import common_pb2, message_pb2
 from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
 from services.edge.context import EdgeContext
-from services.edge.errors import from_rpc_error
 from services.edge.frames import RenderedEvent
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
+from services.edge.sends import Sends
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,6 @@ CLOSE_TOKEN_EXPIRED = 4001  # the token expired without an in-band re-authentica
 WS_HARD_CAP_FACTOR = 16  # frames over max_frame_bytes * this are closed by uvicorn with 1009
 TOKEN_WARNING_S = 60.0  # token_expiring comes this long before exp (scaled by CHAT_TIME_SCALE)
 FLOOD_CLOSE_FACTOR = 4  # refused frames in one second, in multiples of the limit, before the socket is closed
-MAX_QUEUED_SENDS = 64  # a socket's sends waiting for their turn; past this its reading pauses
 # gRPC statuses meaning "not now" rather than "never": an overloaded or unreachable upstream.
 _TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                     grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -91,8 +88,7 @@ class Connection:
         self._subscription_id = uuid.uuid4().hex
         self._delivered: dict[str, tuple[int, str]] = {}  # conversation -> (highest seq, message id) to report
         self._reporter: asyncio.Task[None] | None = None
-        self._sends: deque[tuple[Any, dict[str, Any], str]] | None = None  # (frame id, data, request id)
-        self._sender: asyncio.Task[None] | None = None
+        self._sends = Sends(ctx, self._out, self._current_identity)
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # from `ready` until the socket stops
         self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
@@ -161,10 +157,9 @@ class Connection:
         if self._expiry is not None:
             for handle in self._expiry:
                 handle.cancel()
-        for task in (self._writer, self._sender):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        self._sends = None
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()
+        self._sends.stop()
 
     async def _authenticate(self) -> str:
         header = self._ws.headers.get("authorization")
@@ -185,6 +180,10 @@ class Connection:
             return ""
         except WebSocketDisconnect:
             return ""
+
+    def _current_identity(self) -> Identity:
+        assert self._identity is not None
+        return self._identity
 
     @staticmethod
     def _user(identity: Identity) -> Identity:
@@ -336,7 +335,7 @@ class Connection:
             request_id = uuid.uuid4().hex  # each frame's upstream calls get their own request id
             request_id_var.set(request_id)
             if frame["type"] == "chat:message_send":
-                await self._queue_send(frame.get("id"), frame.get("data") or {}, request_id)
+                await self._sends.queue(frame.get("id"), frame.get("data") or {}, request_id)
             else:
                 await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
 
@@ -382,52 +381,6 @@ class Connection:
         self._out.ack_events(event_ids)
         if request_id is not None:
             self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
-
-    async def _queue_send(self, request_id: Any, data: Any, upstream_request_id: str) -> None:
-        """Sends go out one at a time in the order the client sent them, from a sender task that exists
-        while any are queued, so the frames behind them (acknowledgements) are handled meanwhile."""
-        if not isinstance(data, dict):
-            self._error(request_id, "BAD_FRAME", "data must be an object")
-            return
-        if self._sends is not None and len(self._sends) >= MAX_QUEUED_SENDS and self._sender is not None:
-            await asyncio.wait([self._sender])  # backpressure: stop reading until this socket's sends are done
-        if self._sends is None:
-            self._sends = deque()
-        self._sends.append((request_id, data, upstream_request_id))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_queued())
-
-    async def _send_queued(self) -> None:
-        try:
-            while self._sends:
-                request_id, data, upstream_request_id = self._sends.popleft()
-                request_id_var.set(upstream_request_id)
-                await self._send_message(request_id, data)
-        finally:
-            self._sender = None
-
-    async def _send_message(self, request_id: Any, data: dict[str, Any]) -> None:
-        request = message_pb2.SendMessageRequest()
-        try:
-            json_format.ParseDict(data, request)
-        except json_format.ParseError as exc:
-            self._error(request_id, "INVALID_ARGUMENT", str(exc))
-            return
-        assert self._identity is not None
-        if retry_after := await self._ctx.limits.take("messages", self._identity.user_id,
-                                                      self._ctx.settings.rate_messages):
-            self._out.push_reply({"type": "error", "id": request_id, "data": {
-                "code": "RATE_LIMITED", "message": "too many messages; slow down", "retry_after": retry_after}})
-            return
-        try:
-            reply = await self._ctx.message.SendMessage(request, metadata=self._ctx.metadata(self._identity),
-                                                        timeout=10, wait_for_ready=True)
-        except grpc.aio.AioRpcError as exc:
-            _, code, message = from_rpc_error(exc)
-            self._error(request_id, code, message)
-            return
-        self._out.push_reply({"type": "ack", "id": request_id,
-                              "data": json_format.MessageToDict(reply, preserving_proto_field_name=True)})
 
     def _error(self, request_id: Any, code: str, message: str) -> None:
         self._out.push_reply({"type": "error", "id": request_id, "data": {"code": code, "message": message}})
