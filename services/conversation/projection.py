@@ -95,9 +95,10 @@ class _Fold:
             self.changed.setdefault(seen.conversation_id, []).append(seen)
 
     def refreshes(self) -> list[SeenMessage]:
-        """Edits and deletions of each conversation's newest message in the batch. Replaying the one
-        that became the last message is a no-op, so it need not be told apart."""
-        return [m for cid, seen in self.changed.items() for m in seen if m.seq == self.last[cid].seq]
+        """Edits and deletions of each conversation's newest message in the batch, in stream order
+        within a conversation and conversations in lock order. Replaying the one that became the last
+        message is a no-op, so it need not be told apart."""
+        return [m for cid, seen in sorted(self.changed.items()) for m in seen if m.seq == self.last[cid].seq]
 
 
 async def apply_batch(conn: psycopg.AsyncConnection, events: list[common_pb2.Event]) -> None:
