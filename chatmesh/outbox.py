@@ -156,6 +156,10 @@ class OutboxRelay:
                 for _, payload in rows:
                     pipe.xadd(self._stream, {b"e": bytes(payload)}, maxlen=EVENTS_MAXLEN, approximate=True)
                 await pipe.execute()
+            # No WAL flush to wait for: if a crash loses this mark, the rows are published again, and
+            # a second copy is already a no-op downstream (fan-out's done-marker, the projection's
+            # idempotent updates, clients' event ids), as when the relay dies right here.
+            await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.execute(
                 f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY(%s)',
                 ([r[0] for r in rows],))

@@ -40,12 +40,13 @@ class Reactions:
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, user)
             access.require_live(found.row)
-            async with conn.transaction():
+            async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
                 if add:
                     changed = await store.add_reaction(conn, found.row.message_id, user, emoji)
                 else:
                     changed = await store.remove_reaction(conn, found.row.message_id, user, emoji)
                 if changed:
                     kind = "chat:reaction_added" if add else "chat:reaction_removed"
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.reaction_event(kind, found.row, user, emoji)])
+                    await outbox.enqueue(conn, store.SCHEMA, [convert.reaction_event(kind, found.row, user, emoji)],
+                                         notify=notify)
             return await views.render_one(conn, user, found.row, found.membership.roles)

@@ -36,9 +36,10 @@ class Receipts:
         async with self._pool.connection() as conn:
             row = (await access.find(conn, self._membership, message_id, user)).row
             read = status == common_pb2.MESSAGE_STATUS_READ
-            async with conn.transaction():
+            async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
                 moved = await store.advance_position(conn, row.conversation_id, user,
                                                      delivered_seq=row.seq, read_seq=row.seq if read else 0)
                 if moved is not None:
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.receipt_event(_EVENTS[status], row, user, status)])
+                    await outbox.enqueue(conn, store.SCHEMA, [convert.receipt_event(_EVENTS[status], row, user, status)],
+                                         notify=notify)
             return moved or await store.position(conn, row.conversation_id, user)
