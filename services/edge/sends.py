@@ -25,6 +25,9 @@ from services.edge.errors import from_rpc_error
 from services.edge.outgoing import Outgoing
 
 MAX_QUEUED = 64  # a socket's sends waiting for their turn; past this its reading pauses
+# The request's plain string fields, by proto name: a frame made of only these, with string values,
+# becomes the request directly; anything else (JSON names, bytes, enums, nulls) goes through ParseDict.
+_PLAIN_FIELDS = frozenset({"conversation_id", "content", "client_message_id", "reply_to_id"})
 
 
 class Sends:
@@ -65,12 +68,15 @@ class Sends:
             self._sender = None
 
     async def _send(self, request_id: Any, data: dict[str, Any]) -> None:
-        request = message_pb2.SendMessageRequest()
-        try:
-            json_format.ParseDict(data, request)
-        except json_format.ParseError as exc:
-            self._error(request_id, "INVALID_ARGUMENT", str(exc))
-            return
+        if data.keys() <= _PLAIN_FIELDS and all(type(v) is str for v in data.values()):
+            request = message_pb2.SendMessageRequest(**data)  # the usual send, without json_format's walk
+        else:
+            request = message_pb2.SendMessageRequest()
+            try:
+                json_format.ParseDict(data, request)
+            except json_format.ParseError as exc:
+                self._error(request_id, "INVALID_ARGUMENT", str(exc))
+                return
         identity = self._identity()
         if retry_after := await self._ctx.limits.take("messages", identity.user_id, self._ctx.settings.rate_messages):
             self._out.push_reply({"type": "error", "id": request_id, "data": {

@@ -254,13 +254,15 @@ class Connection:
 
     async def _write_queued(self) -> None:
         """The socket's writer: it exists while frames are queued, so an idle socket holds no task for it."""
+        loop, timeout = asyncio.get_running_loop(), self._ctx.settings.ws_send_timeout
         try:
-            while (text := self._out.next_frame()) is not None:
-                try:
-                    await asyncio.wait_for(self._ws.send_text(text), self._ctx.settings.ws_send_timeout)
-                except TimeoutError:  # the client's buffers have been full for that long: it is not reading
-                    self._too_slow()
-                    return
+            # One timeout moved along frame by frame (wait_for would make a task per frame).
+            async with asyncio.timeout(None) as deadline:
+                while (text := self._out.next_frame()) is not None:
+                    deadline.reschedule(loop.time() + timeout)
+                    await self._ws.send_text(text)
+        except TimeoutError:  # the client's buffers have been full for that long: it is not reading
+            self._too_slow()
         finally:
             self._writer = None
 
