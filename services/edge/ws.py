@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import secrets
 import time
 import uuid
 from typing import Any
@@ -63,6 +65,14 @@ FLOOD_CLOSE_FACTOR = 4  # refused frames in one second, in multiples of the limi
 # gRPC statuses meaning "not now" rather than "never": an overloaded or unreachable upstream.
 _TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                     grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+_REQUEST_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter makes each frame's id (uuid4 costs more)
+_request_ids = itertools.count()
+
+
+def _next_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_ids):016x}"
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -334,7 +344,7 @@ class Connection:
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
                 continue
-            request_id = uuid.uuid4().hex  # each frame's upstream calls get their own request id
+            request_id = _next_request_id()  # each frame's upstream calls get their own request id
             request_id_var.set(request_id)
             if frame["type"] == "chat:message_send":
                 await self._sends.queue(frame.get("id"), frame.get("data") or {}, request_id)
