@@ -21,7 +21,8 @@ from google.protobuf.message import Message
 from starlette.responses import JSONResponse
 
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, message_pb2, presence_pb2
-from services.edge.transcoder import JsonRenderer, Transcoder, routes_from
+from services.edge.proto_json import JsonRenderer
+from services.edge.transcoder import Transcoder, routes_from
 from services.message import convert
 from services.message.store import MessageRow
 from tests.helpers import send

@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> Starlette:
                 log.error("%s %s failed upstream: %s %s", request.method, request.url.path, exc.code().name,
                           exc.details())
             return error_response(status, code, message)
-        return JSONResponse(transcoder.render(reply))
+        return Response(transcoder.render_json(reply), media_type="application/json")
 
     async def websocket(ws: WebSocket) -> None:
         await Connection(ctx, ws).serve()

@@ -5,7 +5,8 @@ compiles to a regex, and the call goes through one generic unary channel method.
 with `json_format` from the body (`body: "*"` or a named field), the path variables and the query
 string; responses are rendered as `MessageToDict(preserving_proto_field_name=True,
 always_print_fields_with_no_presence=True)` would render them, by a `JsonRenderer` compiled per
-message type (MessageToDict cost more CPU than anything else the edge did for a history page). Semantics
+message type (`proto_json.py`: MessageToDict cost more CPU than anything else the edge did for a
+history page). Semantics
 follow google/api/http.proto and Envoy's gRPC-JSON transcoder: `{var}` matches one segment,
 `{var=**}` and `**` match the rest, int64 renders as a string, timestamps as RFC 3339. Adding an
 annotated RPC is all it takes to serve a new endpoint.
@@ -18,27 +19,18 @@ always use the proto name.
 
 from __future__ import annotations
 
-import binascii
-import json
-import keyword
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
 from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import descriptor, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor, json_format, message_factory
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is an optional speed-up; the output is the same without it
-    orjson = None  # type: ignore[assignment]
+from services.edge.proto_json import JsonRenderer
 
 _VERBS = ("get", "put", "post", "delete", "patch")
 
@@ -244,161 +236,6 @@ def _normalize_enums(value: Any, desc: descriptor.Descriptor) -> Any:
         else:
             out[key] = item
     return out
-
-
-# Rendering responses. MessageToDict walks the descriptor of every message it meets, field by field,
-# twice (set fields, then defaults): ~1.4 ms of the edge's CPU for a history page of 50, and
-# JSONResponse's json.dumps another ~0.15 ms. JsonRenderer writes one plain function per message
-# type, once, that reads each field once (~0.3 ms a page); orjson writes the same bytes in ~15 us.
-
-_C = descriptor.FieldDescriptor
-_INT64_CPPTYPES = frozenset({_C.CPPTYPE_INT64, _C.CPPTYPE_UINT64})
-_FLOAT_CPPTYPES = frozenset({_C.CPPTYPE_FLOAT, _C.CPPTYPE_DOUBLE})
-_TS_SECONDS_MIN, _TS_SECONDS_MAX = -62135596800, 253402300799
-_UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_DAYS: dict[int, str] = {}  # day since the epoch -> "YYYY-MM-DD": a page's messages share a few days
-
-
-def _timestamp(ts: Timestamp) -> str:
-    """Timestamp.ToJsonString's text (RFC 3339, Z, 0, 3, 6 or 9 fractional digits) at half its cost."""
-    seconds, nanos = ts.seconds, ts.nanos
-    if not (_TS_SECONDS_MIN <= seconds <= _TS_SECONDS_MAX and 0 <= nanos < 1_000_000_000):
-        return str(ts.ToJsonString())  # raises, as json_format does
-    days, seconds = divmod(seconds, 86_400)
-    day = _DAYS.get(days)
-    if day is None:
-        if len(_DAYS) > 4096:
-            _DAYS.clear()
-        day = _DAYS[days] = date.fromordinal(_UNIX_EPOCH_ORDINAL + days).isoformat()
-    hours, seconds = divmod(seconds, 3600)
-    text = "%sT%02d:%02d:%02d" % (day, hours, seconds // 60, seconds % 60)
-    if not nanos:
-        return text + "Z"
-    if not nanos % 1_000_000:
-        return "%s.%03dZ" % (text, nanos // 1_000_000)
-    if not nanos % 1_000:
-        return "%s.%06dZ" % (text, nanos // 1_000)
-    return "%s.%09dZ" % (text, nanos)
-
-
-def _base64(value: bytes) -> str:
-    return binascii.b2a_base64(value, newline=False).decode("ascii")
-
-
-def _json_enum_option_exists() -> bool:
-    """protobuf's `pb.enumvalue.json` option renames enum values in JSON; we do not compile those."""
-    try:
-        descriptor_pool.Default().FindExtensionByName("pb.enumvalue.json")
-    except KeyError:
-        return False
-    return True
-
-
-class JsonRenderer:
-    """`MessageToDict(m, preserving_proto_field_name=True, always_print_fields_with_no_presence=…)`,
-    compiled per message type, with the same result: the same keys in the same order (set fields by
-    number, then the unset fields without presence, when printed, in declaration order), int64 as
-    strings, enums by name (an unknown number as the number), bytes as base64, Timestamps as RFC 3339.
-    What it does not compile (maps, floats, other well-known types, closed enums, extensions) goes to
-    MessageToDict itself. tests/test_history_render.py holds it to MessageToDict, byte for byte.
-    """
-
-    def __init__(self, *, always_print_fields_with_no_presence: bool = True) -> None:
-        self._always = always_print_fields_with_no_presence
-        self._functions: dict[descriptor.Descriptor, Callable[[Any], Any]] = {}
-        self._names: dict[descriptor.Descriptor, str] = {}
-        self._namespace: dict[str, Any] = {"_b64": _base64}
-        self._custom_enum_names = _json_enum_option_exists()
-
-    def render(self, message: Message) -> Any:
-        function = self._functions.get(message.DESCRIPTOR) or self._compile(message.DESCRIPTOR)
-        return function(message)
-
-    def render_json(self, message: Message) -> bytes:
-        """The bytes Starlette's JSONResponse writes for `render(message)` (compact, UTF-8, unescaped)."""
-        if orjson is not None:
-            return bytes(orjson.dumps(self.render(message)))
-        return json.dumps(self.render(message), ensure_ascii=False, allow_nan=False, indent=None,
-                          separators=(",", ":")).encode("utf-8")
-
-    def _fallback(self, message: Message) -> Any:
-        return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=self._always)
-
-    def _compilable(self, desc: descriptor.Descriptor) -> bool:
-        if desc.full_name.startswith("google.protobuf.") or desc.extension_ranges:
-            return False
-        for field in desc.fields:
-            if field.cpp_type in _FLOAT_CPPTYPES or (
-                    field.message_type is not None and field.message_type.GetOptions().map_entry):
-                return False
-            if field.enum_type is not None and (field.enum_type.is_closed or self._custom_enum_names
-                                                or field.enum_type.full_name == "google.protobuf.NullValue"):
-                return False
-        return True
-
-    def _compile(self, desc: descriptor.Descriptor) -> Callable[[Any], Any]:
-        """The function for `desc`, and for the types it nests; the name is taken first (recursive types)."""
-        name = self._names[desc] = f"_r{len(self._names)}"
-        function: Callable[[Any], Any]
-        if desc.full_name == Timestamp.DESCRIPTOR.full_name:
-            function = _timestamp
-        elif not self._compilable(desc):
-            function = self._fallback
-        else:
-            exec(self._source(name, desc), self._namespace)  # noqa: S102 - source built from descriptors only
-            function = self._namespace[name]
-        self._namespace[name] = self._functions[desc] = function
-        return function
-
-    def _value(self, field: descriptor.FieldDescriptor, var: str) -> str:
-        """An expression for the JSON of one value of `field` held in `var`."""
-        if field.message_type is not None:
-            nested = self._names.get(field.message_type)
-            if nested is None:
-                self._compile(field.message_type)
-                nested = self._names[field.message_type]
-            return f"{nested}({var})"
-        if field.enum_type is not None:
-            names = f"_e{len(self._namespace)}"
-            self._namespace[names] = {v.number: v.name for v in field.enum_type.values}
-            return f"{names}.get({var}, {var})"
-        if field.type == _C.TYPE_BYTES:
-            return f"_b64({var})"
-        if field.cpp_type in _INT64_CPPTYPES:
-            return f"str({var})"
-        return var  # str, bool, int32, uint32: json_format returns them as they are
-
-    def _default(self, field: descriptor.FieldDescriptor) -> str:
-        if field.is_repeated:
-            return "[]"
-        if field.enum_type is not None:
-            zero = field.enum_type.values_by_number.get(0)
-            return repr(zero.name if zero is not None else 0)
-        if field.type == _C.TYPE_BYTES:
-            return "''"
-        return repr(str(field.default_value) if field.cpp_type in _INT64_CPPTYPES else field.default_value)
-
-    def _source(self, name: str, desc: descriptor.Descriptor) -> str:
-        reads, sets, defaults = [], [], []
-        for i, field in enumerate(sorted(desc.fields, key=lambda f: f.number)):
-            var, key = f"v{i}", repr(field.name)
-            attr = f"getattr(m, {key})" if keyword.iskeyword(field.name) else f"m.{field.name}"
-            if field.is_repeated:
-                item = self._value(field, "x")
-                reads.append(f"{var} = {attr}")
-                value = f"list({var})" if item == "x" else f"[{item} for x in {var}]"
-                sets.append(f"if {var}: d[{key}] = {value}")
-            elif field.has_presence:
-                reads.append(f"{var} = {attr} if m.HasField({key}) else None")
-                sets.append(f"if {var} is not None: d[{key}] = {self._value(field, var)}")
-            else:
-                reads.append(f"{var} = {attr}")
-                sets.append(f"if {var}: d[{key}] = {self._value(field, var)}")
-            if self._always and not field.has_presence:
-                defaults.append((field.index, f"if not {var}: d[{key}] = {self._default(field)}"))
-        body = [*reads, "d = {}", *sets, *(line for _, line in sorted(defaults)), "return d"]
-        return f"def {name}(m):\n" + "".join(f"    {line}\n" for line in body)
 
 
 _RESPONSES = JsonRenderer(always_print_fields_with_no_presence=True)

@@ -53,6 +53,7 @@ from services.edge.sends import Sends
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
+MIN_AUTH_TIMEOUT_S = 1.0  # however scaled: a loaded machine (or browser) must get its auth frame in
 DELIVERED_FLUSH_TIMEOUT_S = 10.0
 SLOW_CLOSE_TIMEOUT_S = 60.0
 CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
@@ -177,7 +178,8 @@ class Connection:
             if header:
                 self._identity = self._user(await self._ctx.verifier.averify_bearer(header))
                 return ""
-            raw = await asyncio.wait_for(self._ws.receive_text(), AUTH_TIMEOUT_S * self._ctx.settings.time_scale)
+            raw = await asyncio.wait_for(self._ws.receive_text(),
+                                         max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S))
             frame = json.loads(raw)
             if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("data"), dict):
                 raise AuthError("the first frame must be {\"type\": \"auth\", \"data\": {\"token\": ...}}")
