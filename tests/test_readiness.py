@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -110,12 +111,16 @@ def test_losing_redis_makes_presence_not_ready_until_it_returns(
         mesh_env: dict[str, str], private_db: str, private_redis: EmbeddedRedis, tmp_path: Path) -> None:
     mesh = _private(mesh_env, tmp_path / "logs", CHAT_REDIS_URL=private_redis.url, CHAT_DATABASE_URL=private_db)
     try:
-        mesh.start("conversation", "message", "presence")
+        mesh.start("conversation", "message", "presence", "edge")
         _wait_for(mesh, ["message", "presence"], SERVING)
 
         private_redis.stop()
         _wait_for(mesh, ["presence"], NOT_SERVING)
         assert _status(mesh, "presence", LIVENESS_SERVICE) == SERVING  # not restarted by its liveness probe
+        # The edge stays in rotation (every edge would fail the same check) and says what is down.
+        ready = httpx.get(f"{mesh.edge_url}/readyz", timeout=10)
+        assert ready.status_code == 200
+        assert ready.json()["upstreams"] == {"conversation": True, "message": True, "presence": False}
         # conversation and message only feed Redis from their outboxes, which catch up later: sends must
         # keep succeeding without Redis, so they stay in rotation
         assert _status(mesh, "conversation") == SERVING

@@ -87,10 +87,11 @@ def create_app(settings: Settings) -> Starlette:
             except grpc.aio.AioRpcError:
                 return name, False
 
+        # Ready once started, whatever the upstreams say: an upstream outage hits every edge replica
+        # alike, so taking them out of rotation would only turn a partial outage (sends down, reads
+        # and presence up, or the reverse) into a total one. The body reports each upstream.
         results = dict(await asyncio.gather(*(check(n, c) for n, c in ctx.channels.items())))
-        ready = all(results.values()) and ctx.router.connected.is_set()
-        return JSONResponse({"ready": ready, "upstreams": results, "event_stream": ctx.router.connected.is_set()},
-                            status_code=200 if ready else 503)
+        return JSONResponse({"ready": True, "upstreams": results, "event_stream": ctx.router.connected.is_set()})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document)
