@@ -70,6 +70,22 @@ async def test_two_tabs_one_closes_still_online_both_close_offline_once(http: ht
     await watcher.close()
 
 
+async def test_a_quick_reconnect_does_not_flap_presence(http: httpx.AsyncClient, mesh: Mesh, make_token) -> None:
+    """A page reload closes the socket and opens another: contacts see no offline/online flap."""
+    alice, alice_token, bob, bob_token, _ = await pair(http, make_token)
+    watcher = await Socket.open(mesh.edge_url, bob_token)
+    await wait_status(http, alice_token, bob, "PRESENCE_STATUS_ONLINE")
+    tab = await Socket.open(mesh.edge_url, alice_token)
+    assert (await status_frame(watcher, alice))["data"]["status"] == "online"
+    await tab.close()
+    reloaded = await Socket.open(mesh.edge_url, alice_token)
+    # Past the closed socket's linger (1 s here) and its sweep: still nothing for alice.
+    assert [f for f in await quiet(watcher, "user:status_changed", 2.0) if f["data"]["user_id"] == alice] == []
+    await reloaded.close()
+    assert (await status_frame(watcher, alice))["data"]["status"] == "offline"
+    await watcher.close()
+
+
 async def test_presence_query_hides_strangers(http: httpx.AsyncClient, mesh: Mesh, make_token) -> None:
     alice, alice_token, bob, bob_token, _ = await pair(http, make_token)
     eve = new_user_id("eve")

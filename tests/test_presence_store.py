@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatmesh.redis_conn import Keys, open_redis
-from services.presence.store import PresenceStore
+from services.presence.store import PresenceStore, Status
 
 TTL_S = 0.3
 
@@ -35,10 +35,10 @@ async def test_tabs_and_edges_change_status_once(store: PresenceStore) -> None:
     other_edge = await store.report({alice: ["edge2:c3"]})
     assert [s.changed for s in first + again + other_edge] == [True, False, False]
     assert first[0].online
-    assert [s.changed for s in await store.drop({alice: ["edge1:c1", "edge1:c2"]})] == [False]
-    gone = await store.drop({alice: ["edge2:c3"]})
+    assert [s.changed for s in await store.drop({alice: ["edge1:c1", "edge1:c2"]}, 0)] == [False]
+    gone = await store.drop({alice: ["edge2:c3"]}, 0)
     assert gone[0].changed and not gone[0].online and gone[0].last_seen_ms > 0
-    assert [s.changed for s in await store.drop({alice: ["edge2:c3"]})] == [False]  # a repeated drop
+    assert [s.changed for s in await store.drop({alice: ["edge2:c3"]}, 0)] == [False]  # a repeated drop
 
 
 async def test_racing_replicas_announce_each_transition_once(store: PresenceStore) -> None:
@@ -59,7 +59,7 @@ async def test_only_the_sweeper_expires_and_not_during_grace(store: PresenceStor
     await asyncio.sleep(TTL_S + 0.05)
     # edge2 heartbeats; edge1's connection is overdue but a drop elsewhere must not take alice offline.
     await store.report({alice: ["edge2:live"]})
-    assert [s.changed for s in await store.drop({alice: ["edge2:live"]})] == [False]
+    assert [s.changed for s in await store.drop({alice: ["edge2:live"]}, 0)] == [False]
     assert (await store.read([alice]))[0].online
 
     # No sweeper ran recently: the first tick opens a grace and expires nobody.
@@ -96,3 +96,22 @@ async def test_invisible_wins_and_typing_coalesces(store: PresenceStore) -> None
     _, ended = await store.tick(1000, 1, 100)
     assert member in ended
     assert await store.typing_off(member) is False  # already ended: nothing more to announce
+
+
+async def test_a_closed_connection_lingers_so_a_reconnect_does_not_flap(store: PresenceStore) -> None:
+    alice, bob = user(), user()
+    await store.report({alice: ["edge1:tab"], bob: ["edge1:tab"]})
+    # Both close; alice reconnects (a page reload) within the linger, bob does not.
+    assert [s.changed for s in await store.drop({alice: ["edge1:tab"], bob: ["edge1:tab"]}, 150)] == [False, False]
+    closed_ms = (await store.read([bob]))[0].last_seen_ms
+    assert [s.changed for s in await store.report({alice: ["edge2:reloaded"]})] == [False]
+    assert all(s.online for s in await store.read([alice, bob]))  # nobody offline yet
+    await asyncio.sleep(0.2)  # the linger, shorter than the TTL (0.3 s), is over
+    await store.tick(swept_ms=1000, grace_ms=1, limit=100)  # the first tick opens a 1 ms grace
+    await asyncio.sleep(0.01)
+    users, _ = await store.tick(swept_ms=1000, grace_ms=1, limit=100)
+    swept = {s.user_id: s for s in await store.sweep(users)}
+    assert swept[bob].changed and not swept[bob].online
+    assert abs(swept[bob].last_seen_ms - closed_ms) < 100  # last seen when the tab closed, not a TTL earlier
+    assert not swept.get(alice, Status(alice, True, 0)).changed
+    assert [s.online for s in await store.read([alice, bob])] == [True, False]

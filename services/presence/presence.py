@@ -1,7 +1,9 @@
 """Presence rules: who is online, who may see it, who is typing, and the sweeper that expires both.
 
 A user is online while at least one of their connections, on any edge, has a live deadline and they
-have not chosen to look offline (invisible mode); contacts are told only on a transition. Typing
+have not chosen to look offline (invisible mode); contacts are told only on a transition. A closed
+connection lingers RECONNECT_GRACE_S, so a page reload or a network blip does not show the user
+going offline and coming back. Typing
 lasts TYPING_WINDOW_S after the last `is_typing: true` and is told to the other participants of the
 conversation; repeated frames within the window only extend it.
 """
@@ -35,6 +37,8 @@ CONTACTS_TTL_S = 2.0
 CONTACTS_CACHED = 50_000
 CONTACTS_CONCURRENCY = 64  # a mass reconnect must not fire thousands of ListContacts at once
 SWEEP_LIMIT = 500
+RECONNECT_GRACE_S = 5.0  # a closed connection keeps its user online this long, for a reconnect to take over
+MIN_RECONNECT_GRACE_S = 1.0  # however scaled: a reconnect takes a round trip or two on a loaded machine
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
@@ -95,6 +99,7 @@ class Presence:
         self._membership = membership
         self._ttl_s = ttl_s
         self._tick_s = min(0.5, max(0.05, TYPING_WINDOW_S * time_scale / 6))
+        self._linger_ms = int(max(RECONNECT_GRACE_S * time_scale, MIN_RECONNECT_GRACE_S) * 1000)
 
     # connections
 
@@ -102,7 +107,7 @@ class Presence:
         await self._announce(await self._store.report(_members(edge_id, connections)))
 
     async def drop(self, edge_id: str, connections: Iterable[presence_pb2.Connection]) -> None:
-        await self._announce(await self._store.drop(_members(edge_id, connections)))
+        await self._announce(await self._store.drop(_members(edge_id, connections), self._linger_ms))
 
     async def set_explicit(self, user_id: str, status: int) -> presence_pb2.UserPresence:
         explicit = {common_pb2.PRESENCE_STATUS_UNSPECIFIED: "", common_pb2.PRESENCE_STATUS_ONLINE: "online",

@@ -10,7 +10,8 @@ and the sweeper's `swept` / `grace` markers.
 Every script ends in `settle`: it recomputes what contacts should see and returns whether that
 changed, so exactly one caller (whichever replica ran the script) broadcasts each transition. Times
 come from Redis (`TIME`), so replicas with skewed clocks agree. Only the sweeper expires
-connections; a heartbeat or a drop never turns a user offline because another of their connections
+connections (a closed one lingers RECONNECT_GRACE_S first, so a quick reconnect does not flap the
+user offline and online); a heartbeat or a drop never turns a user offline because another of their connections
 looks overdue (it may only be late because presence itself was down).
 
 The scripts touch a user's keys and the global index together, so presence needs one Redis node
@@ -69,10 +70,22 @@ for i = 4, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
 return settle(ARGV[1], now, now, tonumber(ARGV[3]))
 """
 
-# ARGV: user, state_ttl_ms, member...
+# ARGV: user, state_ttl_ms, linger_ms (0: gone at once), member... A closed connection lingers: its deadline moves
+# to now + linger (never later than it was), so a reconnect within that time keeps the user online
+# without an offline/online flap; the sweeper expires it otherwise. `dropped` keeps when it closed,
+# the user's last seen time if nothing else outlives it.
 _DROP = _PRELUDE + """
 local now = now_ms()
-for i = 3, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+local until_ms = now + tonumber(ARGV[3])
+for i = 4, #ARGV do
+  local deadline = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if tonumber(ARGV[3]) <= 0 then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  elseif deadline and tonumber(deadline) > until_ms then
+    redis.call('ZADD', KEYS[1], until_ms, ARGV[i])
+  end
+end
+redis.call('HSET', KEYS[2], 'dropped', now)
 return settle(ARGV[1], now, now, tonumber(ARGV[2]))
 """
 
@@ -83,7 +96,9 @@ if redis.call('EXISTS', KEYS[4]) == 1 then return {0, '', 0} end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
 local last_seen = now
 if #expired > 0 then
-  last_seen = tonumber(expired[#expired]) - tonumber(ARGV[2])
+  -- The last heartbeat (a deadline is heartbeat + TTL), or the close of a lingering connection.
+  last_seen = math.max(tonumber(expired[#expired]) - tonumber(ARGV[2]),
+                       tonumber(redis.call('HGET', KEYS[2], 'dropped') or 0))
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 end
 return settle(ARGV[1], now, last_seen, tonumber(ARGV[3]))
@@ -183,9 +198,10 @@ class PresenceStore:
         return await self._per_user(members, lambda user, pipe: self._report(
             keys=self._user_keys(user), args=[user, self.ttl_ms, STATE_TTL_MS, *members[user]], client=pipe))
 
-    async def drop(self, members: dict[str, list[str]]) -> list[Status]:
+    async def drop(self, members: dict[str, list[str]], linger_ms: int) -> list[Status]:
+        """Closed connections: each lingers `linger_ms` (a reconnect in time keeps the user online)."""
         return await self._per_user(members, lambda user, pipe: self._drop(
-            keys=self._user_keys(user), args=[user, STATE_TTL_MS, *members[user]], client=pipe))
+            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, *members[user]], client=pipe))
 
     async def sweep(self, users: list[str]) -> list[Status]:
         grace = self._keys.presence("grace")
