@@ -8,7 +8,8 @@ same key. The acting user is always the verified `sub`, never a field of a reque
 
 Keys: with CHAT_JWT_JWKS_URL unset (development), user and service tokens are HS256 with
 CHAT_JWT_SECRET. With it set (production), user tokens are verified with the JWKS key named by their
-`kid` (PyJWKClient: cached, refetched on an unknown kid, so keys rotate without a restart) and only
+`kid` (PyJWKClient: the set is cached for JWKS_CACHE_S and refetched on an unknown kid, so keys rotate
+without a restart and a withdrawn key stops being trusted at the next refetch) and only
 the configured asymmetric algorithms; an HS256 token is then accepted only as a service token
 (`typ: service`) signed with the shared secret. The JWKS fetch is blocking I/O, so async callers use
 `averify`/`averify_bearer`, which run it in a thread.
@@ -66,7 +67,9 @@ class TokenVerifier:
         self._algorithms = list(settings.jwt_algorithms)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
-        self._jwks = (jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=JWKS_CACHE_S,
+        # Keys come from the cached set (refetched every JWKS_CACHE_S), not from a per-kid cache that
+        # never forgets: a key the provider withdraws stops being trusted at the next refetch.
+        self._jwks = (jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=False, lifespan=JWKS_CACHE_S,
                                       timeout=JWKS_TIMEOUT_S) if settings.jwt_jwks_url else None)
         self._asymmetric = [a for a in self._algorithms if not a.startswith("HS")]
         self._verified: OrderedDict[str, Identity] = OrderedDict()

@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from chatmesh import auth
 from chatmesh.auth import AuthError, TokenVerifier, sign
 from chatmesh.config import Settings
 from tests.conftest import new_mesh
@@ -97,6 +98,20 @@ async def test_keys_by_kid_and_rotation(jwks: Jwks) -> None:
     with pytest.raises(AuthError):  # a kid the provider never published
         await verifier.averify(jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, jwks.keys["k2"], "RS256",
                                           headers={"kid": "nope"}))
+
+
+async def test_a_withdrawn_key_is_refused_after_the_set_is_refetched(jwks: Jwks, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    monkeypatch.setattr(auth, "JWKS_CACHE_S", 0.2)
+    verifier = TokenVerifier(_settings(jwks))
+    assert (await verifier.averify(jwks.token("k1"))).user_id == "alice"
+    withdrawn = jwks.keys.pop("k1")  # the provider withdraws k1 (a leaked key, say)
+    jwks.add("k2")
+    await asyncio.sleep(0.3)  # the cached set's lifespan, shortened for the test
+    fresh = jwt.encode({"sub": "mallory", "exp": int(time.time()) + 60}, withdrawn, "RS256", headers={"kid": "k1"})
+    with pytest.raises(AuthError):
+        await verifier.averify(fresh)
+    assert (await verifier.averify(jwks.token("k2", sub="bob"))).user_id == "bob"
 
 
 async def test_jwks_mode_refusals(jwks: Jwks) -> None:
