@@ -23,6 +23,8 @@ def _tree(pid: int, with_children: bool) -> list[psutil.Process]:
 
 
 def sample(pids: dict[str, int]) -> dict[str, Sample]:
+    """PostgreSQL counts its live backends and, through the postmaster's children times, the ones that
+    have exited (a connection opened and closed between two samples, as the ceiling's are)."""
     out: dict[str, Sample] = {}
     for name, pid in pids.items():
         cpu, rss = 0.0, 0
@@ -30,6 +32,8 @@ def sample(pids: dict[str, int]) -> dict[str, Sample]:
             try:
                 times = proc.cpu_times()
                 cpu += times.user + times.system
+                if name == "postgres" and proc.pid == pid:
+                    cpu += times.children_user + times.children_system
                 rss += proc.memory_info().rss
             except psutil.Error:
                 continue
