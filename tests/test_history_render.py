@@ -94,8 +94,7 @@ def test_every_reply_renders_as_before(route: Any) -> None:
     rng = random.Random(route.method.full_name)
     for _ in range(60):
         reply = _fill(route.response_class(), rng)
-        assert Transcoder.render_json(reply) == _before(reply), reply
-        assert json.dumps(Transcoder.render(reply)) == json.dumps(json.loads(_before(reply)))  # keys in order
+        assert Transcoder.render_json(reply) == _before(reply), reply  # the same bytes: keys in the same order
 
 
 def test_events_render_as_before_without_defaults() -> None:

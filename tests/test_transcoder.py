@@ -3,6 +3,7 @@ routes our protos declare."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -117,7 +118,7 @@ def test_responses_use_proto_field_names_and_int64_as_strings() -> None:
     reply = message_pb2.SendMessageResponse(created=True)
     reply.message.seq = 7
     reply.message.created_at.FromJsonString("2026-01-02T03:04:05Z")
-    rendered = Transcoder.render(reply)
+    rendered = json.loads(Transcoder.render_json(reply))
     assert rendered["message"]["seq"] == "7"
     assert rendered["message"]["created_at"] == "2026-01-02T03:04:05Z"
     assert rendered["created"] is True and rendered["message"]["conversation_id"] == ""

@@ -30,16 +30,7 @@ def write(results: dict[str, Any], folder: Path) -> list[Path]:
                 ax.annotate("loss/dup", (s["offered_per_s"], s["latency_ms"]["p99"]), fontsize=7, color="red")
         ax.axhline(100, color="grey", lw=0.8, ls=":", label="target p99 100 ms")
         ax.set_yscale("log")
-        ax.set_xlabel(f"offered messages/s (groups of {steps[0]['group_size']})")
-        ax.set_ylabel("send → receive latency, ms")
-        ax.set_title("Latency against offered load")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        path = folder / "latency_vs_load.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, folder / "latency_vs_load.png", f"offered messages/s (groups of {steps[0]['group_size']})", "send → receive latency, ms", "Latency against offered load"))
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for s in steps:
@@ -47,16 +38,7 @@ def write(results: dict[str, Any], folder: Path) -> list[Path]:
                 ax.plot([p[0] for p in s["cdf"]], [p[1] for p in s["cdf"]],
                         label=f"{s['offered_per_s']:,.0f} msg/s" + ("" if s["counts"] else " (loss/dup)"))
         ax.set_xscale("log")
-        ax.set_xlabel("send → receive latency, ms")
-        ax.set_ylabel("fraction of deliveries")
-        ax.set_title("Latency CDF")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        path = folder / "latency_cdf.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, folder / "latency_cdf.png", "send → receive latency, ms", "fraction of deliveries", "Latency CDF"))
 
     conn = results.get("connections")
     if conn and conn.get("rss_series"):
@@ -67,14 +49,18 @@ def write(results: dict[str, Any], folder: Path) -> list[Path]:
             base = series[0][1]
             xs = [p[0] for p in series]
             ax.plot(xs, [base + x * 40 / 1024 for x in xs], ":", color="grey", label="budget: 40 KB/socket")
-        ax.set_xlabel("open authenticated WebSockets")
-        ax.set_ylabel("edge RSS, MB")
-        ax.set_title("Edge memory against connections")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        path = folder / "rss_vs_connections.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_finish(plt, fig, ax, folder / "rss_vs_connections.png", "open authenticated WebSockets", "edge RSS, MB", "Edge memory against connections"))
     return written
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, legend and grid as every plot here has them, then write the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

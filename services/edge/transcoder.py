@@ -150,11 +150,6 @@ class Transcoder:
         return request
 
     @staticmethod
-    def render(response: Message) -> dict[str, Any]:
-        """The response as JSON-ready data: what MessageToDict returns, keys in the same order."""
-        return _RESPONSES.render(response)
-
-    @staticmethod
     def render_json(response: Message) -> bytes:
         """The response body: the bytes Starlette's JSONResponse makes of `render(response)`."""
         return _RESPONSES.render_json(response)
