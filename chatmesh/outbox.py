@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import metrics
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.resilience import Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class OutboxRelay:
         listener = asyncio.create_task(self._listen())
         _local.setdefault(self._schema, set()).add(self)
         retry = self._retry_s
+        outage = OutageLog(log, f"outbox relay for {self._schema}")
+        backoff = Backoff(max(self._retry_s, 0.01), max(self._poll_s, 0.1))
         try:
             while True:
                 # Cleared before looking, so a commit that lands while a batch is out wakes us again.
@@ -107,8 +110,13 @@ class OutboxRelay:
                     while (published := await self.publish_once()) == BATCH:
                         pass
                 except (redis.exceptions.RedisError, OSError, psycopg.Error) as exc:
-                    log.warning("outbox relay for %s: %s; retrying", self._schema, exc)
-                    published = 0
+                    # Redis or PostgreSQL is away: back off (not once per commit that wakes us) and
+                    # say so once; the rows wait in the outbox.
+                    outage.failed(exc)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                outage.recovered()
+                backoff.reset()
                 await self._sample_backlog()
                 if published is None:
                     # Another replica's relay holds the lock. It may have looked before our rows
@@ -152,7 +160,10 @@ class OutboxRelay:
             rows = await selected.fetchall()
             if not rows:
                 return 0
-            async with self._redis.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: the batch lands whole or not at all. A pipeline without it can be partly
+            # refused (a Redis still loading its data answers some commands with LOADING), and the
+            # whole batch, published again, would put a conversation's later seqs before earlier ones.
+            async with self._redis.pipeline(transaction=True) as pipe:
                 for _, payload in rows:
                     pipe.xadd(self._stream, {b"e": bytes(payload)}, maxlen=EVENTS_MAXLEN, approximate=True)
                 await pipe.execute()
@@ -184,13 +195,16 @@ class OutboxRelay:
 
     async def _listen(self) -> None:
         """Wake the relay on commits of writers that NOTIFY (LISTEN/NOTIFY); reconnects on loss."""
+        outage = OutageLog(log, f"outbox listener for {self._schema}")
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True,
+                                                                 connect_timeout=5) as conn:
                     await conn.execute(f"LISTEN {self._schema}_outbox")
+                    outage.recovered()
                     self._wake.set()
                     async for _ in conn.notifies():
                         self._wake.set()
-            except psycopg.Error as exc:
-                log.warning("outbox listener for %s lost its connection: %s", self._schema, exc)
+            except (psycopg.Error, OSError) as exc:
+                outage.failed(exc)
                 await asyncio.sleep(self._poll_s)

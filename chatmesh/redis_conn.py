@@ -7,11 +7,32 @@ one slot on Redis Cluster.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+# Every command answers within this or fails (a stalled Redis must not hang a caller). It is longer
+# than any blocking read the mesh issues (fan-out's XREADGROUP blocks for at most 1 s).
+COMMAND_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 2.0
 
 
-def open_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30,
-                                   socket_keepalive=True, retry_on_timeout=True)
+def open_redis(url: str, *, timeout_s: float = COMMAND_TIMEOUT_S) -> aioredis.Redis:
+    """A client whose every command has a deadline. One quick retry on a fresh connection covers a
+    socket that died with a restarted Redis; longer outages surface to the caller's own backoff
+    (redis-py's default, three retries up to 10 s apart, would hide them for seconds per call)."""
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, health_check_interval=30, socket_keepalive=True,
+        socket_timeout=timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1))
+
+
+def open_pubsub_redis(url: str) -> aioredis.Redis:
+    """A client for pub/sub only: its reads wait for the next message however long that takes (a
+    read timeout would end an idle subscription), and the health check pings an idle connection."""
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, health_check_interval=10, socket_keepalive=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1))
 
 
 class Keys:

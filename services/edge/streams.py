@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 import grpc
+
+from chatmesh.resilience import Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class ResilientStream(Generic[RequestT, ResponseT]):
         self._on_response = on_response
         self._requests: asyncio.Queue[RequestT] = asyncio.Queue()
         self.connected = asyncio.Event()
+        self._outage = OutageLog(log, name)
 
     def send(self, request: RequestT) -> None:
         """Queue a request for the current call (a request lost with a broken call is re-sent by
@@ -42,28 +44,30 @@ class ResilientStream(Generic[RequestT, ResponseT]):
         self._requests.put_nowait(request)
 
     async def run(self) -> None:
-        delay = BACKOFF_START_S
+        backoff = Backoff(BACKOFF_START_S, BACKOFF_CAP_S)
         while True:
             call = self._open_call()
-            writer = asyncio.create_task(self._write(call))
+            writer = asyncio.create_task(self._write(call, backoff))
+            # Its failure is the call's, reported by the read below: mark it retrieved.
+            writer.add_done_callback(lambda task: task.cancelled() or task.exception())
             try:
                 async for response in call:
-                    delay = BACKOFF_START_S
                     self._on_response(response)
-                log.warning("%s ended; reconnecting", self._name)
+                log.info("%s ended (its upstream is draining); reconnecting", self._name)
             except grpc.aio.AioRpcError as exc:
-                log.warning("%s failed (%s); reconnecting", self._name, exc.code().name)
+                self._outage.failed(exc)
             finally:
                 writer.cancel()
                 self.connected.clear()
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, BACKOFF_CAP_S)
+            await backoff.sleep()
 
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _write(self, call: grpc.aio.StreamStreamCall, backoff: Backoff) -> None:
         self._requests = asyncio.Queue()
         for request in self._initial():
             self._requests.put_nowait(request)
         await call.wait_for_connection()
         self.connected.set()
+        self._outage.recovered()
+        backoff.reset()
         while True:
             await call.write(await self._requests.get())

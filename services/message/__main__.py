@@ -21,7 +21,8 @@ from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache
 from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
-from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
+from chatmesh.resilience import spawn_supervised
 from services.message.events import OfflineBuffer
 from services.message.fanout import GROUP as FANOUT_GROUP
 from services.message.fanout import Fanout
@@ -38,20 +39,24 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
     pool = await db.open_pool(settings.database_url, max_size=20, name="message")
     redis_client = open_redis(settings.redis_url)
+    pubsub_client = open_pubsub_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix)
     channel = open_channel(settings.conversation_target)
     membership = MembershipCache(conversation_pb2_grpc.ConversationServiceStub(channel),
                                  ServiceCredentials(settings, "message"))
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
-    hub = Hub(redis_client, keys, OfflineBuffer(pool, conversations, ServiceCredentials(settings, "message")))
+    hub = Hub(redis_client, pubsub_client, keys,
+              OfflineBuffer(pool, conversations, ServiceCredentials(settings, "message")),
+              time_scale=settings.time_scale)
     await hub.start()
     consumer = f"{socket.gethostname()}-{os.getpid()}"
+    # Each loop handles its dependencies' outages itself; a bug that escapes one restarts it (logged, counted).
     background = [
-        asyncio.create_task(OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events,
-                                        settings.time_scale).run()),
-        asyncio.create_task(Fanout(redis_client, keys, membership, consumer, settings.time_scale).run()),
-        asyncio.create_task(StreamSampler(redis_client, keys.events, FANOUT_GROUP, keys.dead_letter,
-                                          5.0 * settings.time_scale).run()),
+        spawn_supervised("outbox relay", OutboxRelay(pool, settings.database_url, SCHEMA, redis_client,
+                                                     keys.events, settings.time_scale).run),
+        spawn_supervised("fan-out", Fanout(redis_client, keys, membership, consumer, settings.time_scale).run),
+        spawn_supervised("stream sampler", StreamSampler(redis_client, keys.events, FANOUT_GROUP,
+                                                         keys.dead_letter, 5.0 * settings.time_scale).run),
     ]
     servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
                                         conversation_pb2_grpc.ConversationServiceStub(channel)), hub)
@@ -72,6 +77,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         await channel.close()
         await pool.close()
         await redis_client.aclose()
+        await pubsub_client.aclose()
 
 
 if __name__ == "__main__":

@@ -17,14 +17,17 @@ import asyncio
 import json
 import logging
 import time
+from collections import defaultdict
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from prometheus_client import Counter
 
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.metrics import DEAD_LETTER
 from chatmesh.redis_conn import Keys
+from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.message.inbox import INBOX_MAXLEN
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,12 @@ MAX_RETRIES = 3
 DONE_TTL_S = 24 * 3600
 LEASE_S = 3.0
 MIN_LEASE_S = 1.0  # however scaled: a loaded machine must not lapse a live worker's lease
+# An event held back for an earlier seq is released after this long (scaled): its predecessor failed
+# past its retries (dead-lettered: the seq is passed at once) or was lost with Redis' data.
+HOLD_MAX_S = 30.0
+
+HELD = Counter("chat_fanout_held", "Events fan-out held back because an earlier seq of their conversation "
+               "was not in yet.")
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -46,24 +55,57 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 # One batch, server-side and atomic (a script runs alone, like MULTI): per event, unless its
 # done-marker exists, an XADD to each recipient's inbox (the event id beside the payload, so a reader
 # can skip an event without parsing it) and the done-marker; then its XACK; last, one wake-up naming
-# the batch's recipients. KEYS: the events stream, then per event its done-marker and its inboxes.
-# ARGV: group, inbox maxlen, done-marker TTL, wake channel, per event (entry id, event id, payload,
-# recipient count), and last the wake-up ("" for none).
+# the batch's recipients.
+#
+# Order is enforced here, not left to timing: a message event whose conversation's last fanned-out
+# seq (kept in a key per conversation) is more than one behind it is held, not written, and so is
+# every later event without a seq (an edit, a reaction) of that conversation in the batch; held
+# entries stay pending (no XACK) and their ids are returned, to be tried again once the missing seq is
+# in. The caller orders each conversation's message events by seq. A negative seq releases a held
+# event whatever the gap (its predecessor was dead-lettered or is lost with Redis' data).
+#
+# KEYS: the events stream, then per event its done-marker, its conversation's seq key when it has a
+# seq, and its inboxes. ARGV: group, inbox maxlen, done-marker TTL, wake channel, per event (entry id,
+# event id, payload, recipient count, seq or 0, conversation id), and last the wake-up ("" for none).
 _FAN_OUT = """
 local group, maxlen, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k, a = 2, 5
+local held, blocked = {}, {}
 while a < #ARGV do
-  local entry_id, event_id, data, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local entry_id, event_id, data = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local n, seq, conversation = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
+  local seq_key, first = nil, k + 1
+  if seq ~= 0 then seq_key, first = KEYS[k + 1], k + 2 end
+  local hold = false
   if redis.call('EXISTS', KEYS[k]) == 0 then
-    for i = 1, n do
-      redis.call('XADD', KEYS[k + i], 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id)
+    local last = 0
+    if seq_key then last = tonumber(redis.call('GET', seq_key) or '0') end
+    hold = (seq == 0 and blocked[conversation]) or (seq > 0 and last > 0 and seq > last + 1)
+    if not hold then
+      for i = 0, n - 1 do
+        redis.call('XADD', KEYS[first + i], 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id)
+      end
+      redis.call('SET', KEYS[k], '1', 'EX', ttl)
+      if seq_key and math.abs(seq) > last then redis.call('SET', seq_key, math.abs(seq), 'EX', ttl) end
     end
-    redis.call('SET', KEYS[k], '1', 'EX', ttl)
   end
-  redis.call('XACK', KEYS[1], group, entry_id)
-  k, a = k + 1 + n, a + 4
+  if hold then
+    blocked[conversation] = true
+    held[#held + 1] = entry_id
+  else
+    redis.call('XACK', KEYS[1], group, entry_id)
+  end
+  k, a = first + n, a + 6
 end
 if ARGV[#ARGV] ~= '' then redis.call('PUBLISH', channel, ARGV[#ARGV]) end
+return held
+"""
+
+# Raise a conversation's fanned-out seq to at least ARGV[1] (a dead-lettered event's seq, so the
+# events after it are not held for it forever).
+_PASS_SEQ = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 return 1
 """
 
@@ -83,13 +125,23 @@ class _Lease:
     async def keep(self) -> None:
         """Renew the lease if ours, take it if free, every third of its TTL, whatever the worker is
         busy with (a long batch must not lapse it)."""
+        outage = OutageLog(log, "fan-out lease")
         while True:
             try:
                 self.held = bool(await self._script(keys=[self._key],
                                                     args=[self._holder, max(int(self.ttl_s * 1000), 50)]))
-            except (redis.exceptions.ConnectionError, OSError):
+                outage.recovered()
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the lease may have lapsed: stop leading
                 self.held = False
+                if not is_outage(exc):
+                    log.exception("fan-out lease renewal failed")
+                outage.failed(exc)
             await asyncio.sleep(self.ttl_s / 3)
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+# (entry id, event, payload, recipients, seq for the order check: see _FAN_OUT)
+_Plan = tuple[bytes, common_pb2.Event, bytes, list[str], int]
 
 
 class Fanout:
@@ -101,19 +153,25 @@ class Fanout:
         self._consumer = consumer
         self._scale = time_scale
         self._errors: dict[str, str] = {}
+        # Entries the script held back for a missing earlier seq: still pending, tried again with every
+        # batch (in stream order), released after HOLD_MAX_S. entry id -> (entry, first held at).
+        self._held: dict[bytes, tuple[Entry, float]] = {}
+        self._hold_max_s = max(HOLD_MAX_S * time_scale, 2 * MIN_LEASE_S)
         self._fan_out = redis_client.register_script(_FAN_OUT)
+        self._pass_seq = redis_client.register_script(_PASS_SEQ)
 
     async def run(self) -> None:
         """Fan out while this replica holds the lease; stand by (and take over when it lapses) otherwise.
 
-        One worker at a time keeps each conversation's events in order in every inbox: competing
-        consumers would append a conversation's seq n+1 before seq n whenever their batches race.
+        One worker at a time keeps each conversation's events in order in every inbox (and the script's
+        seq check holds back any event that would still overtake an earlier one).
         """
-        await self._ensure_group()
         lease = _Lease(self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer,
                        max(LEASE_S * self._scale, MIN_LEASE_S))
         block_ms = max(int(lease.ttl_s * 1000 / 3), 10)
         keeper = asyncio.create_task(lease.keep())
+        outage = OutageLog(log, "fan-out")
+        backoff = Backoff(0.1, max(5.0 * self._scale, 0.5))
         try:
             leading = False
             last_retry_scan = 0.0
@@ -124,24 +182,33 @@ class Fanout:
                         await asyncio.sleep(lease.ttl_s / 3)
                         continue
                     if not leading:
-                        leading = True
+                        await self._ensure_group()
                         await self.take_over()
+                        leading = True
                     reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
                                                          count=BATCH, block=block_ms)
-                    for _, entries in reply or []:
+                    entries = [entry for _, batch in reply or [] for entry in batch]
+                    if entries or self._held:
                         await self.process(entries)
                     if time.monotonic() - last_retry_scan >= BACKOFF_S * self._scale / 2:
                         last_retry_scan = time.monotonic()
                         await self.retry_pending()
+                    outage.recovered()
+                    backoff.reset()
                 except redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" in str(exc):
-                        await self._ensure_group()
+                    if "NOGROUP" in str(exc):  # the stream was lost with Redis' data: make it again
+                        leading = False
                         continue
-                    raise
-                except (redis.exceptions.ConnectionError, OSError) as exc:
-                    log.warning("fan-out lost Redis (%s); retrying", exc)
+                    if not is_outage(exc):
+                        raise
+                    outage.failed(exc)
+                    await backoff.sleep()
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    outage.failed(exc)
                     leading = False
-                    await asyncio.sleep(0.5 * self._scale)
+                    await backoff.sleep()
         finally:
             keeper.cancel()
 
@@ -164,31 +231,70 @@ class Fanout:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Fan out a batch; entries that fail stay pending for a retry with backoff."""
-        plans: list[tuple[bytes, common_pb2.Event, bytes, list[str]]] = []
-        for entry_id, fields in entries:
+    async def process(self, entries: list[Entry]) -> None:
+        """Fan out a batch, with the entries held back before, in stream order. An entry that fails
+        stays pending for a retry with backoff, and the later entries of its conversation wait for it."""
+        now = time.monotonic()
+        batch = {entry_id: fields for entry_id, ((_, fields), _) in self._held.items()}
+        batch.update(entries)
+        plans: list[_Plan] = []
+        failed: set[str] = set()  # conversations with an entry that failed in this batch
+        for entry_id in sorted(batch, key=_stream_order):
+            fields = batch[entry_id]
             try:
                 data = fields[b"e"]
                 event = common_pb2.Event.FromString(data)
-                plans.append((entry_id, event, data, await self._recipients(event)))
+                if event.conversation_id in failed:
+                    self._hold(entry_id, fields, now)
+                    continue
+                recipients = await self._recipients(event)
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered with its reason
                 self._errors[entry_id.decode()] = f"{type(exc).__name__}: {exc}"
+                self._held.pop(entry_id, None)  # now a failure, retried by retry_pending
+                if (conversation_id := _conversation_of(fields)) is not None:
+                    failed.add(conversation_id)
                 log.warning("fan-out of %s failed: %s", entry_id, exc)
+                continue
+            plans.append((entry_id, event, data, recipients, self._seq_arg(entry_id, event, now)))
         if not plans:
             return
+        plans = _seqs_in_order(plans)
         keys = [self._keys.events]
         args: list[str | bytes | int] = [GROUP, INBOX_MAXLEN, DONE_TTL_S, self._keys.wake]
         woken: set[str] = set()
-        for entry_id, event, data, recipients in plans:
+        for entry_id, event, data, recipients, seq in plans:
             keys.append(self._done_key(event))
+            if seq:
+                keys.append(self._seq_key(event.conversation_id))
             keys.extend(self._keys.inbox(user_id) for user_id in recipients)
-            args.extend((entry_id, event.event_id, data, len(recipients)))
+            args.extend((entry_id, event.event_id, data, len(recipients), seq, event.conversation_id))
             woken.update(recipients)
-        # The wake-up names every recipient of the batch, even of an event already fanned out (rare:
-        # a re-read); a needless wake-up costs one empty inbox read.
+        # The wake-up names every recipient of the batch, even of an event already fanned out or held
+        # (rare); a needless wake-up costs one empty inbox read.
         args.append(json.dumps(sorted(woken)) if woken else "")
-        await self._fan_out(keys=keys, args=args)
+        held = set(await self._fan_out(keys=keys, args=args))
+        for entry_id, *_ in plans:
+            if entry_id in held:
+                self._hold(entry_id, batch[entry_id], now)
+            else:
+                self._held.pop(entry_id, None)
+
+    def _hold(self, entry_id: bytes, fields: dict[bytes, bytes], now: float) -> None:
+        if entry_id not in self._held:
+            HELD.inc()
+            self._held[entry_id] = ((entry_id, fields), now)
+
+    def _seq_arg(self, entry_id: bytes, event: common_pb2.Event, now: float) -> int:
+        """The seq the script checks order by: 0 for events without one, negative to release an event
+        held longer than HOLD_MAX_S (its predecessor is not coming: lost with Redis' data)."""
+        if event.type != "chat:message_received" or not event.message.seq:
+            return 0
+        held = self._held.get(entry_id)
+        if held is not None and now - held[1] > self._hold_max_s:
+            log.warning("releasing %s (seq %d of %s): held %.0f s for an earlier seq that never came",
+                        event.event_id, event.message.seq, event.conversation_id, now - held[1])
+            return -event.message.seq
+        return int(event.message.seq)
 
     async def _recipients(self, event: common_pb2.Event) -> list[str]:
         if event.HasField("conversation"):
@@ -203,11 +309,16 @@ class Fanout:
     def _done_key(self, event: common_pb2.Event) -> str:
         return f"{self._keys.prefix}:fanned:{event.event_id}"
 
+    def _seq_key(self, conversation_id: str) -> str:
+        return f"{self._keys.prefix}:fanned-seq:{conversation_id}"
+
     async def retry_pending(self) -> None:
-        """Claim entries idle past their backoff (a failure here, or a dead worker), retry or dead-letter."""
+        """Claim entries idle past their backoff (a failure here, or a dead worker), retry or dead-letter.
+        Entries held for order are not failures: they are left to `process`."""
         base_ms = int(BACKOFF_S * 1000 * self._scale)
         pending = await self._redis.xpending_range(self._keys.events, GROUP, min="-", max="+", count=BATCH,
                                                    idle=base_ms)
+        pending = [p for p in pending if p["message_id"] not in self._held]
         # Delivery n (n = 1 is the first try) failed: retry n waits 2 s * 2^(n-1), so 2 s, 4 s, 8 s;
         # once the last retry has failed, the entry goes to the dead letter stream.
         dead = [p["message_id"] for p in pending if p["times_delivered"] > MAX_RETRIES]
@@ -232,3 +343,41 @@ class Fanout:
                 log.error("event %s moved to dead letter after %d retries: %s", entry_id.decode(), MAX_RETRIES, reason)
                 DEAD_LETTER.inc()
             await tx.execute()
+        # The events after a dead-lettered message must not wait for it: its seq counts as passed.
+        for _, fields in entries:
+            event = _parse(fields)
+            if event is not None and event.type == "chat:message_received" and event.message.seq:
+                await self._pass_seq(keys=[self._seq_key(event.conversation_id)],
+                                     args=[event.message.seq, DONE_TTL_S])
+
+
+def _seqs_in_order(plans: list[_Plan]) -> list[_Plan]:
+    """Each conversation's message events sorted by seq, in the places its message events took in
+    stream order (other events keep theirs). A copy published again, or an entry held earlier, can
+    come before the seq it waits for: it must go after it, or it would wait a whole round."""
+    places: dict[str, list[int]] = defaultdict(list)
+    for index, plan in enumerate(plans):
+        if plan[4]:
+            places[plan[1].conversation_id].append(index)
+    ordered = list(plans)
+    for indexes in places.values():
+        for index, plan in zip(indexes, sorted((plans[i] for i in indexes), key=lambda p: abs(p[4]))):
+            ordered[index] = plan
+    return ordered
+
+
+def _stream_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _parse(fields: dict[bytes, bytes]) -> common_pb2.Event | None:
+    try:
+        return common_pb2.Event.FromString(fields.get(b"e", b""))
+    except Exception:  # noqa: BLE001 - a poison payload has no conversation to order
+        return None
+
+
+def _conversation_of(fields: dict[bytes, bytes]) -> str | None:
+    event = _parse(fields)
+    return event.conversation_id if event is not None and event.conversation_id else None

@@ -7,6 +7,11 @@ its inbox after the last entry it sent, so the seam between replay and live neit
 repeats, and a lost or late wake-up only delays an event until the next one (or the next pub/sub
 reconnect, which reads every inbox).
 
+No subscription is left deaf: one whose replay fails (Redis, PostgreSQL or the conversation service
+unavailable) retries it with jittered backoff until it goes live or its socket goes away, resuming
+from what it already sent; the pump and the pub/sub reader retry the same way, logging once per
+outage, not per attempt.
+
 Inbox entries travel on as the bytes fan-out stored: they are parsed once, into the gRPC response
 (`to_event`), not per step on the way.
 """
@@ -20,15 +25,19 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
-import redis.exceptions
+from prometheus_client import Counter
 
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
+from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
 from services.message.inbox import Inboxes, Token, parse_id
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
+
+REPLAY_FAILURES = Counter("chat_subscription_replay_failures",
+                          "Subscription replays that failed and were retried, by cause.", ["cause"])
 
 # (subscription_id, event, resume_token) is pushed onto the queue of the stream that owns the
 # subscription; the event is an inbox entry's serialized bytes, or an Event already complete. None
@@ -48,6 +57,7 @@ class Subscription:
         self.epoch = ""
         self.last_id = "0"
         self.live = False  # replay done: the pump reads its inbox from here on
+        self.sent_entries = False  # an inbox entry went out: a retried replay resumes after last_id
         self._from_buffer: set[str] = set()  # event ids sent from the offline buffer, not to repeat
 
     def emit_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
@@ -58,6 +68,7 @@ class Subscription:
             if parse_id(entry_id) <= last:
                 continue
             self.last_id = entry_id
+            self.sent_entries = True
             if self._from_buffer and _event_id(fields) in self._from_buffer:
                 continue
             self._out.put_nowait((self.subscription_id, fields[b"e"], Token(self.epoch, entry_id).encode()))
@@ -101,21 +112,24 @@ class Hub:
     what was published meanwhile), or came out of order, can delay an event until the next one but
     never skip it."""
 
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, offline: OfflineBuffer) -> None:
+    def __init__(self, redis_client: aioredis.Redis, pubsub_client: aioredis.Redis, keys: Keys,
+                 offline: OfflineBuffer, *, time_scale: float = 1.0) -> None:
         self._redis = redis_client
         self._keys = keys
         self._inboxes = Inboxes(redis_client, keys)
         self._offline = offline
-        self._pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = pubsub_client.pubsub(ignore_subscribe_messages=True)
         self._by_user: dict[str, set[Subscription]] = defaultdict(set)
         self._dirty: set[Subscription] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._streams: set[Outbox] = set()
+        self._backoff_cap_s = max(5.0 * time_scale, 0.5)
+        self._replay_outage = OutageLog(log, "subscription replay")
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self._keys.wake)
-        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._pump())]
+        """Start the pub/sub reader and the pump; neither needs Redis to be up yet."""
+        self._tasks = [spawn_supervised("hub pub/sub", self._read), spawn_supervised("hub pump", self._pump)]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -136,9 +150,27 @@ class Hub:
             out.put_nowait(None)  # type: ignore[arg-type]
 
     async def subscribe(self, sub: Subscription, resume_token: str) -> None:
-        """Replay what the inbox holds after the token (or the offline buffer), then go live."""
+        """Replay what the inbox holds after the token (or the offline buffer), then go live.
+
+        A replay that fails is retried with backoff, from what it already sent, until it succeeds or
+        the subscription is cancelled (its socket went away): never left registered but not live."""
         self._by_user[sub.user_id].add(sub)
-        await self._replay(sub, resume_token)
+        backoff = Backoff(0.1, self._backoff_cap_s)
+        attempt = 0
+        while True:
+            try:
+                await self._replay(sub, resume_token)
+                break
+            except Exception as exc:  # noqa: BLE001 - an outage is retried; a bug is logged and retried too
+                REPLAY_FAILURES.labels("outage" if is_outage(exc) else "error").inc()
+                if not is_outage(exc) and attempt == 0:
+                    log.exception("replay of %s failed; retrying", sub.subscription_id or sub.user_id)
+                attempt += 1
+                self._replay_outage.failed(exc)
+                if sub.sent_entries:  # resume after what went out, in the same epoch
+                    resume_token = Token(sub.epoch, sub.last_id).encode()
+                await backoff.sleep()
+        self._replay_outage.recovered()
         sub.live = True
         self._notify(sub)  # whatever was appended while the replay ran
 
@@ -150,6 +182,8 @@ class Hub:
                 del self._by_user[sub.user_id]
 
     async def _replay(self, sub: Subscription, resume_token: str) -> None:
+        """Everything is read before anything but inbox entries is emitted, so a replay that fails
+        halfway can be retried without sending a control event or the offline buffer twice."""
         sub.epoch = await self._inboxes.epoch()
         token = Token.decode(resume_token) if resume_token else None
         if token and token.epoch == sub.epoch and await self._inboxes.covers(sub.user_id, token.entry_id):
@@ -157,14 +191,16 @@ class Hub:
             while batch := await self._inboxes.read_after(sub.user_id, sub.last_id):
                 sub.emit_entries(batch)
             return
+        last_id = await self._inboxes.last_id(sub.user_id) or "0"
+        buffered = await self._offline(sub.user_id)
         if resume_token:
             reason = "epoch_changed" if token and token.epoch != sub.epoch else "token_expired"
             if token is None:
                 reason = "token_invalid"
             sub.emit_control(common_pb2.Event(type="resync_required",
                                               resync=common_pb2.ResyncRequired(reason=reason)))
-        sub.last_id = await self._inboxes.last_id(sub.user_id) or "0"
-        sub.emit_buffered(await self._offline(sub.user_id))
+        sub.last_id = last_id
+        sub.emit_buffered(buffered)
 
     def _notify(self, sub: Subscription) -> None:
         self._dirty.add(sub)
@@ -173,6 +209,8 @@ class Hub:
     async def _pump(self) -> None:
         """Read the inboxes of notified live subscriptions: one XREAD per round, for every woken user
         (from the earliest position any of the user's subscriptions sent; each skips what it has sent)."""
+        outage = OutageLog(log, "live inbox read")
+        backoff = Backoff(0.1, self._backoff_cap_s)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -189,12 +227,16 @@ class Hub:
                     after[inbox] = sub.last_id
             try:
                 reply = await self._redis.xread(after, count=READ_BATCH)
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                log.warning("inbox read failed (%s); retrying", exc)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                outage.failed(exc)
                 self._dirty.update(ready)
-                await asyncio.sleep(0.5)
+                await backoff.sleep()
                 self._wake.set()
                 continue
+            outage.recovered()
+            backoff.reset()
             for inbox, rows in reply or []:
                 for sub in by_inbox[inbox.decode()]:
                     sub.emit_entries(rows)
@@ -202,25 +244,26 @@ class Hub:
                         self._notify(sub)  # more to read
 
     async def _read(self) -> None:
+        """Wake-ups from fan-out. After every (re)subscription, every live subscription reads its inbox:
+        pub/sub is at most once, so whatever was published while the connection was down is lost."""
+        outage = OutageLog(log, "live pub/sub")
+        backoff = Backoff(0.1, self._backoff_cap_s)
         while True:
             try:
+                await self._pubsub.subscribe(self._keys.wake)
+                outage.recovered()
+                backoff.reset()
+                for subs in list(self._by_user.values()):
+                    for sub in subs:
+                        self._notify(sub)
                 async for message in self._pubsub.listen():
                     if message["type"] != "message":
                         continue
                     for user_id in json.loads(message["data"]):
                         for sub in self._by_user.get(user_id, ()):
                             self._notify(sub)
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                log.warning("live pub/sub lost (%s); resubscribing and reading every inbox", exc)
-                await asyncio.sleep(0.5)
-                await self._recover()
-
-    async def _recover(self) -> None:
-        """After a pub/sub drop, notifications may have been missed: read every inbox after last sent."""
-        try:
-            await self._pubsub.subscribe(self._keys.wake)
-            for subs in list(self._by_user.values()):
-                for sub in subs:
-                    self._notify(sub)
-        except (redis.exceptions.ConnectionError, OSError) as exc:
-            log.warning("recovery failed (%s); will retry", exc)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                outage.failed(exc)
+                await backoff.sleep()

@@ -268,18 +268,20 @@ async def list_audit(conn: psycopg.AsyncConnection, conversation_id: str, *, lim
 
 async def undelivered_messages(conn: psycopg.AsyncConnection, user_id: str, conversation_ids: list[str],
                                limit: int) -> list[MessageRow]:
-    """Others' messages past the user's delivered position in each conversation: the offline buffer,
-    from the source of truth. In seq order within a conversation (created_at can disagree with seq under
-    concurrent sends); conversations by their oldest undelivered message. Served by UNIQUE
-    (conversation_id, seq) and the positions key."""
+    """The messages past the user's delivered position in each conversation: the offline buffer, from
+    the source of truth. The user's own messages are included, as fan-out puts them in the user's
+    inbox too (the user's other devices see what it sent): were the two to disagree, a resync would
+    deliver an own message from the inbox after later seqs from the buffer. In seq order within a
+    conversation (created_at can disagree with seq under concurrent sends); conversations by their
+    oldest undelivered message. Served by UNIQUE (conversation_id, seq) and the positions key."""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
         await cur.execute(
             f"""SELECT {_COLUMNS} FROM message.messages m
-                WHERE m.conversation_id = ANY(%s::uuid[]) AND m.sender_id <> %s
+                WHERE m.conversation_id = ANY(%s::uuid[])
                   AND m.seq > COALESCE((SELECT p.delivered_seq FROM message.positions p
                                          WHERE p.conversation_id = m.conversation_id AND p.user_id = %s), 0)
                 ORDER BY min(m.created_at) OVER (PARTITION BY m.conversation_id), m.conversation_id, m.seq
                 LIMIT %s""",
-            (conversation_ids, user_id, user_id, limit),
+            (conversation_ids, user_id, limit),
         )
         return await cur.fetchall()

@@ -1,0 +1,104 @@
+"""Staying up while a dependency is not: jittered backoff, one log line per change of state, and
+background loops that are supervised instead of fire-and-forget.
+
+Every retry loop in the mesh (the outbox relay, fan-out, the live hub, presence's sweep, the edge's
+streams) uses these, so an outage looks the same everywhere: retries spread out in time (no storm of
+replicas retrying in step), one warning when a dependency is lost and one line when it is back (not
+one per attempt), and a background task that dies is logged once with its traceback, counted, and
+started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_RESTARTS = Counter("chat_background_restarts", "Background loops that failed and were restarted.",
+                              ["task"])
+
+# What an unreachable, restarting, stalled or overloaded dependency raises. Anything else is a bug.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
+    psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError, TimeoutError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether an exception means a dependency is unavailable (retry later), not a bug."""
+    if isinstance(exc, redis.exceptions.ResponseError):
+        # A Redis that is loading its data, or a script killed mid-run, answers with an error reply.
+        return str(exc).startswith(("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"))
+    return isinstance(exc, OUTAGE_ERRORS)
+
+
+class Backoff:
+    """Exponential delays with full jitter between `start_s` and `cap_s`; `reset()` after a success."""
+
+    def __init__(self, start_s: float = 0.1, cap_s: float = 5.0) -> None:
+        self.start_s = start_s
+        self.cap_s = cap_s
+        self._next = start_s
+
+    def reset(self) -> None:
+        self._next = self.start_s
+
+    def next_delay(self) -> float:
+        delay = self._next * (0.5 + random.random() / 2)
+        self._next = min(self._next * 2, self.cap_s)
+        return delay
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next_delay())
+
+
+class OutageLog:
+    """Logs a dependency's state changes, not its attempts: one warning when the first failure comes,
+    one info line with the count of failed attempts when it answers again."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self.failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self.failures > 0
+
+    def failed(self, exc: BaseException) -> None:
+        if self.failures == 0:
+            self._log.warning("%s: %s: %s; retrying with backoff", self._what, type(exc).__name__, exc)
+        self.failures += 1
+
+    def recovered(self) -> None:
+        if self.failures:
+            self._log.info("%s: recovered after %d failed attempts", self._what, self.failures)
+            self.failures = 0
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], *, backoff: Backoff | None = None) -> None:
+    """Run a background loop for the life of the process: when it raises, log it once with its
+    traceback, count it (`chat_background_restarts{task}`) and start it again after a backoff."""
+    backoff = backoff or Backoff(0.5, 10.0)
+    while True:
+        try:
+            await run()
+            log.error("background task %s returned; starting it again", name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a loop must outlive its bugs; each is logged and counted
+            log.exception("background task %s failed; starting it again", name)
+        BACKGROUND_RESTARTS.labels(name).inc()
+        await backoff.sleep()
+
+
+def spawn_supervised(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    return asyncio.create_task(supervise(name, run), name=name)
