@@ -1,5 +1,10 @@
 """Serving a gRPC service: identity and errors in one interceptor, health and reflection beside the
-business servicer, and a graceful stop on SIGINT/SIGTERM (as uvicorn does it)."""
+business servicer, and a graceful stop on SIGINT/SIGTERM (as uvicorn does it).
+
+Errors leave a service in three kinds, so a caller knows whether to retry: a ChatError with its own
+status; an outage (a store, or a service called downstream, is unavailable or past its deadline)
+as UNAVAILABLE or DEADLINE_EXCEEDED, which clients retry; and a bug as INTERNAL, which they do not,
+logged with its traceback and counted in `chat_grpc_internal_errors_total`."""
 
 from __future__ import annotations
 
@@ -14,14 +19,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+import psycopg
+import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from chatmesh import metrics
 from chatmesh.auth import AuthError, Identity, TokenVerifier
-from chatmesh.errors import ERROR_CODE_KEY, ChatError
+from chatmesh.errors import ERROR_CODE_KEY, ChatError, error_code_of
 from chatmesh.logs import request_id_var
 from chatmesh.readiness import Readiness
+from chatmesh.resilience import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,16 @@ LAME_DUCK_S = 1.0
 # A health name that only the stop turns NOT_SERVING (the liveness probe's); a lost dependency turns
 # the overall and business names NOT_SERVING (the readiness probe's) without restarting the pod.
 LIVENESS_SERVICE = "liveness"
+
+_S = grpc.StatusCode
+# A downstream service's answer that means the same to our caller: passed through, code and message.
+_PASSED_THROUGH = frozenset({_S.INVALID_ARGUMENT, _S.NOT_FOUND, _S.ALREADY_EXISTS, _S.PERMISSION_DENIED,
+                             _S.FAILED_PRECONDITION, _S.OUT_OF_RANGE, _S.RESOURCE_EXHAUSTED, _S.ABORTED})
+# A downstream outage. CANCELLED reaches us only when the downstream server cancelled our call (it was
+# stopping): our own cancellation arrives as asyncio.CancelledError. Anything else downstream
+# (INTERNAL, UNKNOWN, UNAUTHENTICATED of our service credentials, UNIMPLEMENTED) is a bug here too.
+_DOWNSTREAM_OUTAGES = {_S.UNAVAILABLE: _S.UNAVAILABLE, _S.CANCELLED: _S.UNAVAILABLE,
+                       _S.DEADLINE_EXCEEDED: _S.DEADLINE_EXCEEDED}
 
 
 def current_identity() -> Identity:
@@ -50,11 +68,31 @@ def require_service() -> Identity:
     return identity
 
 
+def outage_error(exc: BaseException) -> ChatError | None:
+    """UNAVAILABLE or DEADLINE_EXCEEDED for an exception that means a dependency is out or too slow
+    (retry later), with a message naming the kind of dependency, never its address; None otherwise."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        status = _DOWNSTREAM_OUTAGES.get(exc.code())
+        what = "a service this call depends on"
+    elif is_outage(exc):
+        deadline = isinstance(exc, (TimeoutError, psycopg.errors.QueryCanceled))  # statement_timeout too
+        status = _S.DEADLINE_EXCEEDED if deadline else _S.UNAVAILABLE
+        what = "the database" if isinstance(exc, psycopg.Error) else \
+            "Redis" if isinstance(exc, redis.exceptions.RedisError) else "a dependency"
+    else:
+        return None
+    if status is None:
+        return None
+    state = "did not answer in time" if status == _S.DEADLINE_EXCEEDED else "is unavailable"
+    return ChatError(status, status.name, f"{what} {state}; retry")
+
+
 class MeshInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every business call, binds its request id, and maps ChatError to a status."""
+    """Authenticates every business call, binds its request id, and maps errors to statuses."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
+        self._methods: set[str] = set()
 
     async def intercept_service(
         self,
@@ -64,6 +102,9 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN_PREFIXES):
             return handler
+        if details.method not in self._methods:  # bounded: only methods with a handler get here
+            self._methods.add(details.method)
+            metrics.GRPC_INTERNAL_ERRORS.labels(*metrics.service_of(details.method))  # exported as 0 now
         metadata = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
         scope = _CallScope(self._verifier, metadata, details.method)
         if handler.unary_unary:
@@ -95,21 +136,33 @@ class _CallScope:
         context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
         await context.abort(exc.status, exc.message)
 
+    def _status_of(self, exc: Exception) -> ChatError:
+        """Called while handling `exc`: a downstream answer passed through, an outage, or a bug."""
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_THROUGH:
+            return ChatError(exc.code(), error_code_of(exc), exc.details() or exc.code().name)
+        if (outage := outage_error(exc)) is not None:
+            cause = (f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError)
+                     else repr(exc))
+            log.warning("%s answered %s: %s (%s)", self._method, outage.status.name, outage.message, cause)
+            return outage
+        log.exception("unhandled error in %s", self._method)
+        metrics.GRPC_INTERNAL_ERRORS.labels(*metrics.service_of(self._method)).inc()
+        return ChatError(_S.INTERNAL, "INTERNAL", f"internal error (request {request_id_var.get()})")
+
     @contextlib.asynccontextmanager
     async def _call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """One call's life, unary or streaming: identity in, ChatError and crashes out as statuses, metrics."""
+        """One call's life, unary or streaming: identity in, errors out as statuses, metrics."""
         started, cancelled = time.perf_counter(), False
         try:
-            await self._enter(context)
             try:
+                await self._enter(context)
                 yield
             except ChatError as exc:
                 await self._fail(context, exc)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception:
-                log.exception("unhandled error in %s", self._method)
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request {request_id_var.get()})")
+            except Exception as exc:  # noqa: BLE001 - mapped here, so none escapes as UNKNOWN
+                await self._fail(context, self._status_of(exc))
         except asyncio.CancelledError:
             cancelled = True
             raise

@@ -1,9 +1,10 @@
 """Prometheus metrics shared by every service (prometheus-client, default registry).
 
-gRPC services count and time every business call in the MeshInterceptor (`observe_grpc`) and serve
-the registry on `CHAT_METRICS_PORT` (`start_metrics_server`); the edge counts HTTP requests by route
-and open WebSockets (`EdgeMetricsMiddleware`) and serves `/metrics` itself. The delivery hooks
-(`DELIVERY_LAG`, `OUTBOX_BACKLOG`, `STREAM_PENDING`, `DEAD_LETTER`) are set by the delivery path.
+gRPC services count and time every business call in the MeshInterceptor (`observe_grpc`, and bugs
+alone in `GRPC_INTERNAL_ERRORS`) and serve the registry on `CHAT_METRICS_PORT` (`start_metrics_server`);
+the edge counts HTTP requests by route and open WebSockets (`EdgeMetricsMiddleware`) and serves
+`/metrics` itself. The delivery hooks (`DELIVERY_LAG`, `OUTBOX_BACKLOG`, `STREAM_PENDING`,
+`DEAD_LETTER`) are set by the delivery path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ GRPC_REQUESTS = Counter("chat_grpc_server_requests", "gRPC calls served, by meth
                         ["service", "method", "code"])
 GRPC_ERRORS = Counter("chat_grpc_server_errors", "gRPC calls answered with a status other than OK.",
                       ["service", "method", "code"])
+# INTERNAL means a bug and nothing else (an outage is UNAVAILABLE or DEADLINE_EXCEEDED): alert on any.
+GRPC_INTERNAL_ERRORS = Counter("chat_grpc_internal_errors", "gRPC calls failed by a bug (answered INTERNAL).",
+                               ["service", "method"])
 GRPC_LATENCY = Histogram("chat_grpc_server_request_seconds", "Time to answer a gRPC call (a stream: its whole life).",
                          ["service", "method"], buckets=_LATENCY_BUCKETS)
 
