@@ -15,6 +15,7 @@ from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.resilience import spawn_supervised
 from services.conversation.audit import AuditTrail, MessageAuditSource
 from services.conversation.conversations import Conversations
 from services.conversation.participants import Participants
@@ -35,7 +36,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     keys = Keys(settings.redis_prefix)
     relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events, settings.time_scale)
     projection = Projection(pool, redis_client, keys, f"{socket.gethostname()}-{os.getpid()}", settings.time_scale)
-    background = [asyncio.create_task(relay.run()), asyncio.create_task(projection.run())]
+    background = [spawn_supervised("outbox relay", relay.run), spawn_supervised("projection", projection.run)]
     message_channel = open_channel(settings.message_target)
     audit_source = MessageAuditSource(message_pb2_grpc.MessageServiceStub(message_channel),
                                       ServiceCredentials(settings, "conversation"))

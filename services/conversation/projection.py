@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
+from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.conversation import projection_store as sql
 from services.conversation.projection_store import Key, Position, SeenMessage
 
@@ -133,11 +134,16 @@ class Projection:
         self._scale = time_scale
 
     async def run(self) -> None:
-        await self._ensure_group()
         last_claim = time.monotonic()
         next_read = 0.0
+        grouped = False
+        outage = OutageLog(log, "projection")
+        backoff = Backoff(max(0.1 * self._scale, 0.05), max(5.0 * self._scale, 0.5))
         while True:
             try:
+                if not grouped:
+                    await self._ensure_group()
+                    grouped = True
                 if (wait := next_read - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
                 reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"}, count=BATCH,
@@ -151,13 +157,20 @@ class Projection:
                 if time.monotonic() - last_claim >= CLAIM_IDLE_S * self._scale / 2:
                     last_claim = time.monotonic()
                     await self._claim_stale()
+                outage.recovered()
+                backoff.reset()
             except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if "NOGROUP" in str(exc):  # the stream was lost with Redis' data: make the group again
+                    grouped = False
+                    continue
+                if not is_outage(exc):
                     raise
-                await self._ensure_group()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, psycopg.Error) as exc:
-                log.warning("projection: %s; retrying", exc)
-                await asyncio.sleep(max(0.5 * self._scale, 0.05))
+                outage.failed(exc)
+                await backoff.sleep()
+            except (redis.exceptions.RedisError, OSError, psycopg.Error) as exc:
+                # Redis or PostgreSQL away: one warning per outage, retries spread out with jitter.
+                outage.failed(exc)
+                await backoff.sleep()
 
     async def leave(self) -> None:
         """On a clean stop, drop this consumer from the group unless it still holds pending entries
