@@ -29,9 +29,10 @@ from chatmesh.auth import AuthError, Identity, TokenVerifier
 from chatmesh.errors import ERROR_CODE_KEY, ChatError, error_code_of
 from chatmesh.logs import request_id_var
 from chatmesh.readiness import Readiness
-from chatmesh.resilience import is_outage
+from chatmesh.resilience import SampledLog, is_outage
 
 log = logging.getLogger(__name__)
+_outage_log = SampledLog(log)
 
 identity_var: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity")
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
@@ -143,7 +144,8 @@ class _CallScope:
         if (outage := outage_error(exc)) is not None:
             cause = (f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError)
                      else repr(exc))
-            log.warning("%s answered %s: %s (%s)", self._method, outage.status.name, outage.message, cause)
+            _outage_log.warning(f"{self._method}:{outage.status.name}", "%s answered %s: %s (%s)", self._method,
+                                outage.status.name, outage.message, cause)
             return outage
         log.exception("unhandled error in %s", self._method)
         metrics.GRPC_INTERNAL_ERRORS.labels(*metrics.service_of(self._method)).inc()

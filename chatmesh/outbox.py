@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import metrics
+from chatmesh import db, metrics
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.resilience import Backoff, OutageLog
 
@@ -199,7 +199,7 @@ class OutboxRelay:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._url, autocommit=True,
-                                                                 connect_timeout=5) as conn:
+                                                                 **db.CONNECT_KWARGS) as conn:
                     await conn.execute(f"LISTEN {self._schema}_outbox")
                     outage.recovered()
                     self._wake.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 import psycopg
@@ -82,6 +83,27 @@ class OutageLog:
         if self.failures:
             self._log.info("%s: recovered after %d failed attempts", self._what, self.failures)
             self.failures = 0
+
+
+class SampledLog:
+    """For failures on a request path, where there is no loop to hold a state: at most one line per
+    key every `interval_s`, saying how many like it were left out meanwhile (an outage under load
+    would otherwise log one line per request)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._last: dict[str, tuple[float, int]] = {}  # key -> (logged at, left out since)
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        logged_at, left_out = self._last.get(key, (-self._interval_s, 0))
+        if now - logged_at < self._interval_s:
+            self._last[key] = (logged_at, left_out + 1)
+            return
+        self._last[key] = (now, 0)
+        suffix = f" (and {left_out} more like it in the last {now - logged_at:.0f} s)" if left_out else ""
+        self._log.warning(msg + suffix, *args)
 
 
 async def supervise(name: str, run: Callable[[], Awaitable[None]], *, backoff: Backoff | None = None) -> None:
