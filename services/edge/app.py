@@ -25,6 +25,7 @@ from chatmesh.auth import AuthError
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.logs import request_id_var
+from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
 from services.edge.errors import error_response, from_rpc_error
 from services.edge.openapi import build_openapi
@@ -36,7 +37,7 @@ from services.edge.ws import Connection
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-UPSTREAM_TIMEOUT_S = 10.0
+READYZ_CHECK_S = 1.0  # per upstream, checked together: /readyz answers well within a probe's timeout
 SEND_MESSAGE = "/chat.v1.MessageService/SendMessage"
 
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings) -> Starlette:
     transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2]))
     openapi_document = build_openapi(transcoder.routes)
     callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+    services = {r.grpc_path: ctx.service_of(r.method.containing_service.full_name) for r in transcoder.routes}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -82,16 +84,22 @@ def create_app(settings: Settings) -> Starlette:
     async def readyz(request: Request) -> Response:
         async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, bool]:
             try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                                        timeout=READYZ_CHECK_S)
                 return name, reply.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError:
                 return name, False
 
         # Ready once started, whatever the upstreams say: an upstream outage hits every edge replica
         # alike, so taking them out of rotation would only turn a partial outage (sends down, reads
-        # and presence up, or the reverse) into a total one. The body reports each upstream.
-        results = dict(await asyncio.gather(*(check(n, c) for n, c in ctx.channels.items())))
-        return JSONResponse({"ready": True, "upstreams": results, "event_stream": ctx.router.connected.is_set()})
+        # and presence up, or the reverse) into a total one. The body says what this replica can do
+        # now, each check asked live and within a deadline (a stalled dependency reads as down, not as
+        # a hung probe): each upstream's health, its two event streams, and whether Redis answers
+        # (false: rate and socket limits are failing open; null: not configured).
+        results, redis = await asyncio.gather(
+            asyncio.gather(*(check(n, c) for n, c in ctx.channels.items())), ctx.limits.ping())
+        return JSONResponse({"ready": True, "upstreams": dict(results), "event_stream": ctx.router.connected.is_set(),
+                             "presence_stream": ctx.presence_link.connected.is_set(), "redis": redis})
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document)
@@ -131,10 +139,12 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(400, "INVALID_ARGUMENT", str(exc))
         try:
             await ctx.ensure_user(identity)
+            service = services[route.grpc_path]
+            await reachable(ctx.channels[service], service)
             reply = await callables[route.grpc_path](grpc_request, metadata=ctx.metadata(identity),
-                                                     timeout=UPSTREAM_TIMEOUT_S, wait_for_ready=True)
+                                                     timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
-            status, code, message = from_rpc_error(exc)
+            status, code, message = from_rpc_error(exc)  # 503 (with Retry-After) for UNAVAILABLE / DEADLINE_EXCEEDED
             if status >= 500:
                 log.error("%s %s failed upstream: %s %s", request.method, request.url.path, exc.code().name,
                           exc.details())

@@ -21,6 +21,7 @@ from chatmesh.gen.chat.v1 import (
 )
 from chatmesh.grpc_client import open_channel
 from chatmesh.logs import request_id_var
+from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.outgoing import REDELIVERY_TICK_S, RedeliveryTimer
 from services.edge.presence_link import PresenceLink
 from services.edge.ratelimit import RateLimiter
@@ -54,7 +55,7 @@ class EdgeContext:
         self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(asyncio.create_task(self.router.run()))
-        self.presence_link = PresenceLink(self.presence, self.credentials, settings)
+        self.presence_link = PresenceLink(self.presence, self.credentials, settings, self.channels["presence"])
         self._tasks.append(asyncio.create_task(self.presence_link.run()))
 
     async def close(self) -> None:
@@ -66,9 +67,14 @@ class EdgeContext:
             await channel.close()
         await self.limits.close()
 
+    @staticmethod
+    def service_of(service_full_name: str) -> str:
+        """`chat.v1.MessageService` -> `message`, the name of its channel."""
+        return service_full_name.rsplit(".", 1)[-1].removesuffix("Service").lower()
+
     def channel_for(self, service_full_name: str) -> grpc.aio.Channel:
         """`chat.v1.MessageService` -> the message service's channel."""
-        return self.channels[service_full_name.rsplit(".", 1)[-1].removesuffix("Service").lower()]
+        return self.channels[self.service_of(service_full_name)]
 
     @staticmethod
     def metadata(identity: Identity) -> tuple[tuple[str, str], ...]:
@@ -82,9 +88,10 @@ class EdgeContext:
         seen = self._known.get(identity.user_id)
         if seen is not None and now - seen < USER_REFRESH_S:
             return
+        await reachable(self.channels["conversation"], "conversation")
         await self.conversation.UpsertUser(
             conversation_pb2.UpsertUserRequest(display_name=identity.display_name),
-            metadata=self.metadata(identity), timeout=5, wait_for_ready=True)
+            metadata=self.metadata(identity), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         self._known[identity.user_id] = now
         self._known.move_to_end(identity.user_id)
         while len(self._known) > KNOWN_USERS:

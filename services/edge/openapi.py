@@ -42,7 +42,7 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     }},
 }
-ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "429", "500", "501", "503", "504")
+ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "429", "500", "501", "503")
 
 
 def _name(desc: descriptor.Descriptor | descriptor.EnumDescriptor) -> str:
@@ -127,6 +127,7 @@ class _Builder:
                     "schema": self.message_ref(route.response_class.DESCRIPTOR, request=False)}}},
                 **{status: {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
                 "429": {"$ref": "#/components/responses/RateLimited"},
+                "503": {"$ref": "#/components/responses/Unavailable"},
             },
         }
         if route.body:
@@ -178,6 +179,10 @@ def build_openapi(routes: list[Route], title: str = "chatmesh", version: str = "
                 "Error": {"description": "The one error body",
                           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "RateLimited": {"description": "Over a per-user limit: retry after the given seconds",
+                                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Unavailable": {"description": "An upstream is away (UNAVAILABLE) or too slow (DEADLINE_EXCEEDED):"
+                                               " send the same request again after the given seconds",
                                 "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
             },

@@ -29,7 +29,8 @@ from google.protobuf import json_format
 from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2, presence_pb2_grpc
-from services.edge.errors import from_rpc_error
+from services.edge.calls import CALL_TIMEOUT_S, reachable
+from services.edge.errors import error_frame, rpc_error_frame
 from services.edge.frames import dumps
 from services.edge.streams import ResilientStream
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 PRESENCE_FRAMES = ("chat:typing", "presence:online", "presence:offline")
 REPORT_BATCH = 5000
-CALL_TIMEOUT_S = 5.0
 
 Sink = Callable[[str], object]  # takes a frame's JSON text
 Metadata = tuple[tuple[str, str], ...]
@@ -61,8 +61,9 @@ def event_frame(event: common_pb2.Event) -> dict[str, Any] | None:
 
 class PresenceLink:
     def __init__(self, stub: presence_pb2_grpc.PresenceServiceStub, credentials: ServiceCredentials,
-                 settings: Settings) -> None:
+                 settings: Settings, channel: grpc.aio.Channel) -> None:
         self._stub = stub
+        self._channel = channel  # the stub's, so a frame fails fast while no presence replica is up
         self._credentials = credentials
         self.edge_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._interval_s = settings.presence_ttl_s * settings.time_scale / 3
@@ -185,12 +186,14 @@ class PresenceLink:
     async def handle_frame(self, request_id: Any, kind: str, data: dict[str, Any], metadata: Metadata
                            ) -> dict[str, Any] | None:
         """Answer a presence frame: an error frame, an ack when the client gave an id, else None."""
+        conversation_id, is_typing = data.get("conversation_id"), data.get("is_typing")
+        if kind == "chat:typing" and (not isinstance(conversation_id, str) or not conversation_id
+                                      or not isinstance(is_typing, bool)):
+            return error_frame(request_id, "INVALID_ARGUMENT",
+                               "chat:typing needs data {conversation_id: string, is_typing: boolean}")
         try:
+            await reachable(self._channel, "presence")
             if kind == "chat:typing":
-                conversation_id, is_typing = data.get("conversation_id"), data.get("is_typing")
-                if not isinstance(conversation_id, str) or not conversation_id or not isinstance(is_typing, bool):
-                    return _error(request_id, "INVALID_ARGUMENT",
-                                  "chat:typing needs data {conversation_id: string, is_typing: boolean}")
                 await self._stub.SetTyping(
                     presence_pb2.SetTypingRequest(conversation_id=conversation_id, is_typing=is_typing),
                     metadata=metadata, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
@@ -201,10 +204,5 @@ class PresenceLink:
                                                       timeout=CALL_TIMEOUT_S, wait_for_ready=True)
                 reply = json_format.MessageToDict(answer, preserving_proto_field_name=True)
         except grpc.aio.AioRpcError as exc:
-            _, code, message = from_rpc_error(exc)
-            return _error(request_id, code, message)
+            return rpc_error_frame(request_id, exc)
         return {"type": "ack", "id": request_id, "data": reply} if request_id is not None else None
-
-
-def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "id": request_id, "data": {"code": code, "message": message}}

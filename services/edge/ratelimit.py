@@ -13,8 +13,9 @@ remembered until the window ends, so a flooding client does not reach Redis at a
 
 Concurrent sockets are a sorted set per user scored by a lease deadline, so a replica that dies
 without cleaning up frees its slots when they expire. Each replica renews the leases of all of its
-sockets together, in one pipeline every LEASE_RENEW_S. Redis being unreachable fails open
-(logged): limits protect the mesh, they must not take it down.
+sockets together, in one pipeline every LEASE_RENEW_S. Redis being unreachable or stalled fails open
+within a fraction of a second (`RedisGuard`: a short deadline per call, logged once per outage):
+limits protect the mesh, they must not take it down.
 
 Typing frames are limited by the presence service itself (across edges, in the same Redis); the edge
 passes its RATE_LIMITED answer on as an error frame or a 429.
@@ -28,10 +29,14 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
+
+from chatmesh.redis_conn import open_redis
+from services.edge.redis_guard import RedisGuard
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ SOCKET_LEASE_S = 120.0  # a socket's slot outlives its replica by at most this l
 LEASE_RENEW_S = 30.0
 RENEW_CHUNK = 1000  # users per pipeline round trip when renewing leases
 MAX_BATCH = 64  # units reserved at once for one user, at most
+SOCKET_TIMEOUT_S = 1.0  # the Redis client's own bound on a read, under the guard's per-call deadlines
+RENEW_DEADLINE_S = 2.0  # a renewal pipeline carries up to RENEW_CHUNK users and runs in the background
 
 # KEYS: counter. ARGV: limit, window_ms. Returns {allowed, ms until the window ends}.
 _RATE = """
@@ -109,7 +116,8 @@ class _Bucket:
 
 class RateLimiter:
     def __init__(self, redis_url: str, prefix: str) -> None:
-        self._redis = aioredis.Redis.from_url(redis_url) if redis_url else None
+        self._redis = open_redis(redis_url, timeout_s=SOCKET_TIMEOUT_S) if redis_url else None
+        self.guard = RedisGuard("edge limits: Redis (failing open)")
         self._prefix = f"{prefix}:edge"
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._leases: dict[str, str] = {}  # socket id -> user id, for the sockets held here
@@ -132,12 +140,11 @@ class RateLimiter:
         count, seconds = limit
         if count <= 0 or self._redis is None:
             return 0.0
-        try:
-            allowed, ttl_ms = await self._rate(keys=[self._rate_key(name, user_id)],
-                                               args=[count, max(1, int(seconds * 1000))])
-        except RedisError as exc:
-            log.warning("rate limit %s unchecked (Redis: %r)", name, exc)
-            return 0.0
+        answer = await self.guard.call(lambda: self._rate(keys=[self._rate_key(name, user_id)],
+                                                          args=[count, max(1, int(seconds * 1000))]))
+        if answer is None:
+            return 0.0  # unchecked: Redis is away
+        allowed, ttl_ms = answer
         return 0.0 if allowed else float(max(1, math.ceil(int(ttl_ms) / 1000)))
 
     async def take(self, name: str, user_id: str, limit: tuple[int, float]) -> float:
@@ -156,12 +163,11 @@ class RateLimiter:
             if bucket.refused:
                 return float(max(1, math.ceil(bucket.window_end - now)))
         wanted = min(bucket.batch * 2, max(1, min(MAX_BATCH, count // 16))) if bucket else 1
-        try:
-            granted, ttl_ms = await self._reserve(keys=[self._rate_key(name, user_id)],
-                                                  args=[count, max(1, int(seconds * 1000)), wanted])
-        except RedisError as exc:
-            log.warning("rate limit %s unchecked (Redis: %r)", name, exc)
-            return 0.0
+        answer = await self.guard.call(lambda: self._reserve(keys=[self._rate_key(name, user_id)],
+                                                             args=[count, max(1, int(seconds * 1000)), wanted]))
+        if answer is None:
+            return 0.0  # unchecked: Redis is away
+        granted, ttl_ms = answer
         granted, window_end = int(granted), time.monotonic() + int(ttl_ms) / 1000
         current = self._buckets.get((name, user_id))
         if current is not None and current.window_end > now and not current.refused:
@@ -180,24 +186,18 @@ class RateLimiter:
         if limit <= 0 or self._redis is None:
             return True
         now_ms = int(time.time() * 1000)
-        try:
-            admitted = bool(await self._acquire(keys=[self._sockets_key(user_id)],
-                                                args=[socket_id, now_ms, int(SOCKET_LEASE_S * 1000), limit]))
-        except RedisError as exc:
-            log.warning("socket limit unchecked (Redis: %r)", exc)
-            admitted = True
+        answer = await self.guard.call(lambda: self._acquire(
+            keys=[self._sockets_key(user_id)], args=[socket_id, now_ms, int(SOCKET_LEASE_S * 1000), limit]))
+        admitted = answer is None or bool(answer)  # unchecked when Redis is away; the renewal records it later
         if admitted:
             self._leases[socket_id] = user_id
         return admitted
 
     async def release_socket(self, user_id: str, socket_id: str) -> None:
         self._leases.pop(socket_id, None)
-        if self._redis is None:
+        if (redis := self._redis) is None:
             return
-        try:
-            await self._redis.zrem(self._sockets_key(user_id), socket_id)
-        except RedisError as exc:
-            log.warning("socket slot not released (Redis: %r); it expires", exc)
+        await self.guard.call(partial(redis.zrem, self._sockets_key(user_id), socket_id))  # if not, it expires
 
     async def run(self, renew_s: float = LEASE_RENEW_S) -> None:
         """Renew every socket lease of this replica, and forget buckets of windows that ended."""
@@ -206,15 +206,13 @@ class RateLimiter:
             now = time.monotonic()
             for key in [k for k, b in self._buckets.items() if b.window_end <= now]:
                 del self._buckets[key]
-            try:
-                await self.renew_leases()
-            except RedisError as exc:
-                log.warning("socket leases not renewed (Redis: %r); retrying", exc)
+            await self.renew_leases()  # when Redis is away, the next round renews (a lease outlives four)
 
-    async def renew_leases(self) -> None:
-        """One pipeline per RENEW_CHUNK users: ZADD of the user's sockets here, then the key's expiry."""
-        if self._redis is None or not self._leases:
-            return
+    async def renew_leases(self) -> bool:
+        """One pipeline per RENEW_CHUNK users: ZADD of the user's sockets here, then the key's expiry.
+        False when Redis did not answer (the guard logged it)."""
+        if (redis := self._redis) is None or not self._leases:
+            return True
         leases = dict(self._leases)
         by_user: dict[str, list[str]] = {}
         for socket_id, user_id in leases.items():
@@ -222,12 +220,22 @@ class RateLimiter:
         deadline = int(time.time() * 1000) + int(SOCKET_LEASE_S * 1000)
         users = list(by_user.items())
         for start in range(0, len(users), RENEW_CHUNK):
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = redis.pipeline(transaction=False)
             for user_id, sockets in users[start:start + RENEW_CHUNK]:
                 key = self._sockets_key(user_id)
                 pipe.zadd(key, dict.fromkeys(sockets, deadline))
                 pipe.pexpire(key, int(SOCKET_LEASE_S * 1000))
-            await pipe.execute()
+            if await self.guard.call(pipe.execute, deadline_s=RENEW_DEADLINE_S, force=True) is None:
+                return False
         # A socket released while the pipeline ran may have been renewed after its ZREM: remove it again.
-        for socket_id in [s for s in leases if s not in self._leases]:
-            await self._redis.zrem(self._sockets_key(leases[socket_id]), socket_id)
+        released = [s for s in leases if s not in self._leases]
+        for socket_id in released:
+            await self.guard.call(partial(redis.zrem, self._sockets_key(leases[socket_id]), socket_id),
+                                  deadline_s=RENEW_DEADLINE_S, force=True)
+        return True
+
+    async def ping(self) -> bool | None:
+        """Whether Redis answers now (None: not configured), for /readyz; always asks, within the deadline."""
+        if (redis := self._redis) is None:
+            return None
+        return await self.guard.call(partial(redis.execute_command, "PING"), force=True) is not None

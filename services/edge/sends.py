@@ -20,8 +20,9 @@ from google.protobuf import json_format
 from chatmesh.auth import Identity
 from chatmesh.gen.chat.v1 import message_pb2
 from chatmesh.logs import request_id_var
+from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
-from services.edge.errors import from_rpc_error
+from services.edge.errors import error_frame, rpc_error_frame
 from services.edge.outgoing import Outgoing
 
 MAX_QUEUED = 64  # a socket's sends waiting for their turn; past this its reading pauses
@@ -79,18 +80,18 @@ class Sends:
                 return
         identity = self._identity()
         if retry_after := await self._ctx.limits.take("messages", identity.user_id, self._ctx.settings.rate_messages):
-            self._out.push_reply({"type": "error", "id": request_id, "data": {
-                "code": "RATE_LIMITED", "message": "too many messages; slow down", "retry_after": retry_after}})
+            self._out.push_reply(error_frame(request_id, "RATE_LIMITED", "too many messages; slow down",
+                                             retry_after=retry_after))
             return
         try:
+            await reachable(self._ctx.channels["message"], "message")
             reply = await self._ctx.message.SendMessage(request, metadata=self._ctx.metadata(identity),
-                                                        timeout=10, wait_for_ready=True)
+                                                        timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
-            _, code, message = from_rpc_error(exc)
-            self._error(request_id, code, message)
+            self._out.push_reply(rpc_error_frame(request_id, exc))  # UNAVAILABLE / DEADLINE_EXCEEDED: retryable
             return
         self._out.push_reply({"type": "ack", "id": request_id,
                               "data": json_format.MessageToDict(reply, preserving_proto_field_name=True)})
 
     def _error(self, request_id: Any, code: str, message: str) -> None:
-        self._out.push_reply({"type": "error", "id": request_id, "data": {"code": code, "message": message}})
+        self._out.push_reply(error_frame(request_id, code, message))

@@ -2,7 +2,8 @@
 
 A socket authenticates with `Authorization: Bearer` on the upgrade or with its first frame
 {"type": "auth", "data": {"token", "resume_token"?}}, and gets {"type": "ready"}. Requests are
-answered with {"type": "ack", "id"} or {"type": "error", "id", "data": {"code", "message"}}. Events
+answered with {"type": "ack", "id"} or {"type": "error", "id", "data": {"code", "message"}}; an error
+worth sending again as it was (an upstream away or slow, a rate limit) says `"retryable": true`. Events
 arrive as {"type": <event name>, "data": ..., "event_id", "resume_token", "conversation_id"}; the
 client acknowledges durable ones with {"type": "chat:message_delivered", "data": {"message_id"}} (which
 also advances the user's delivered position) or {"type": "events_ack", "data": {"event_ids": [...]}}.
@@ -27,7 +28,6 @@ be reached at connect (the conversation service is overloaded or down), the sock
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -41,10 +41,12 @@ import grpc
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmesh.auth import AuthError, Identity
-from chatmesh.gen.chat.v1 import common_pb2, message_pb2
+from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
 from services.edge.context import EdgeContext
+from services.edge.delivered import DeliveredReporter
+from services.edge.errors import error_frame
 from services.edge.frames import RenderedEvent
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
@@ -54,7 +56,6 @@ log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_S = 5.0
 MIN_AUTH_TIMEOUT_S = 1.0  # however scaled: a loaded machine (or browser) must get its auth frame in
-DELIVERED_FLUSH_TIMEOUT_S = 10.0
 SLOW_CLOSE_TIMEOUT_S = 60.0
 CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
 CLOSE_TRY_AGAIN_LATER = 1013  # an upstream the socket needs is overloaded or down
@@ -97,8 +98,7 @@ class Connection:
         self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow,
                              self._wake_writer)
         self._subscription_id = uuid.uuid4().hex
-        self._delivered: dict[str, tuple[int, str]] = {}  # conversation -> (highest seq, message id) to report
-        self._reporter: asyncio.Task[None] | None = None
+        self._delivered = DeliveredReporter(ctx, self._current_identity)
         self._sends = Sends(ctx, self._out, self._current_identity)
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # from `ready` until the socket stops
@@ -119,8 +119,8 @@ class Connection:
             return
         identity = self._identity
         if not await self._ctx.limits.acquire_socket(identity.user_id, self._subscription_id, settings.ws_max_sockets):
-            await self._ws.send_json({"type": "error", "data": {
-                "code": "TOO_MANY_SOCKETS", "message": f"at most {settings.ws_max_sockets} sockets per user"}})
+            await self._ws.send_json(error_frame(None, "TOO_MANY_SOCKETS",
+                                                 f"at most {settings.ws_max_sockets} sockets per user"))
             await self._ws.close(CLOSE_POLICY, "too many sockets")
             return
         try:
@@ -135,8 +135,7 @@ class Connection:
             if exc.code() not in _TRY_AGAIN_LATER:
                 raise
             log.warning("WebSocket of %s refused: the user directory answered %s", identity.user_id, exc.code().name)
-            await self._ws.send_json({"type": "error", "data": {
-                "code": "UNAVAILABLE", "message": "the service is busy; reconnect in a moment"}})
+            await self._ws.send_json(error_frame(None, "UNAVAILABLE", "the service is busy; reconnect in a moment"))
             await self._ws.close(CLOSE_TRY_AGAIN_LATER, "try again later")
             return
         await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
@@ -155,11 +154,7 @@ class Connection:
             self._ctx.presence_link.unregister(self._subscription_id)
             self._stop()
             # Acknowledgements that arrived just before the close still advance the delivered position.
-            if self._delivered and self._reporter is None:
-                self._reporter = asyncio.create_task(self._report_delivered())
-            if self._reporter is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._reporter, DELIVERED_FLUSH_TIMEOUT_S)
+            await self._delivered.flush()
 
     def _stop(self) -> None:
         """Stop everything that writes to the socket (not the reporter: it talks to the message service)."""
@@ -187,7 +182,7 @@ class Connection:
             return str(frame["data"].get("resume_token") or "")
         except (AuthError, ValueError, TimeoutError) as exc:
             message = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
-            await self._ws.send_json({"type": "error", "data": {"code": "UNAUTHENTICATED", "message": message}})
+            await self._ws.send_json(error_frame(None, "UNAUTHENTICATED", message))
             await self._ws.close(CLOSE_POLICY, "unauthenticated")
             return ""
         except WebSocketDisconnect:
@@ -226,8 +221,7 @@ class Connection:
         log.info("closing the WebSocket of %s: token expired", self._identity.user_id if self._identity else "?")
         self._stop()
         try:
-            await self._ws.send_json({"type": "error", "data": {"code": "TOKEN_EXPIRED",
-                                                                "message": "the token expired; reconnect"}})
+            await self._ws.send_json(error_frame(None, "TOKEN_EXPIRED", "the token expired; reconnect"))
             await self._ws.close(CLOSE_TOKEN_EXPIRED, "token expired")
         except Exception as exc:  # noqa: BLE001 - the peer may already be gone
             log.info("expired WebSocket dropped: %r", exc)
@@ -292,27 +286,6 @@ class Connection:
             log.info("slow WebSocket dropped without a close frame: %r", exc)
         if self._receiver:
             self._receiver.cancel()
-
-    async def _report_delivered(self) -> None:
-        """Advance the user's delivered position, once per conversation for a burst of acknowledgements;
-        runs while there is something to report."""
-        try:
-            while self._delivered:
-                await self._flush_delivered()
-        finally:
-            self._reporter = None
-
-    async def _flush_delivered(self) -> None:
-        assert self._identity is not None
-        batch, self._delivered = self._delivered, {}
-        for _, message_id in batch.values():
-            try:
-                await self._ctx.message.UpdateMessageStatus(
-                    message_pb2.UpdateMessageStatusRequest(message_id=message_id,
-                                                           status=common_pb2.MESSAGE_STATUS_DELIVERED),
-                    metadata=self._ctx.metadata(self._identity), timeout=10, wait_for_ready=True)
-            except grpc.aio.AioRpcError as exc:
-                log.warning("could not record delivery of %s: %s", message_id, exc.code().name)
 
     async def _receive_loop(self) -> None:
         settings = self._ctx.settings
@@ -380,10 +353,7 @@ class Connection:
             return
         if (found := self._out.ack_message(message_id)) is not None:
             conversation_id, seq = found
-            if seq > self._delivered.get(conversation_id, (0, ""))[0]:
-                self._delivered[conversation_id] = (seq, message_id)
-                if self._reporter is None:
-                    self._reporter = asyncio.create_task(self._report_delivered())
+            self._delivered.note(conversation_id, seq, message_id)
         if request_id is not None:
             self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
 
@@ -397,4 +367,4 @@ class Connection:
             self._out.push_reply({"type": "ack", "id": request_id, "data": {}})
 
     def _error(self, request_id: Any, code: str, message: str) -> None:
-        self._out.push_reply({"type": "error", "id": request_id, "data": {"code": code, "message": message}})
+        self._out.push_reply(error_frame(request_id, code, message))
