@@ -5,7 +5,7 @@
 // resumed socket is sent the unacknowledged ones again. Each new event goes to `onEvent` in arrival
 // order, one at a time and awaited, so a resync can finish over REST before a later frame is applied.
 
-import { ChatError } from "./chat-wire.js";
+import { ChatError, errorOfFrame } from "./chat-wire.js";
 
 const SEEN_KEPT = 50000; // event and message ids remembered for deduplication
 const ACK_DELAY_MS = 50;
@@ -123,6 +123,8 @@ export class ChatSocket {
           this.everConnected = true;
           this._setState("connected");
           if (this._firstConnect) { this._firstConnect.resolve(); this._firstConnect = null; }
+        } else if (frame.type === "error" && frame.data?.retryable) {
+          // Refused for now (an upstream is away; the edge closes with 1013): onclose reconnects with backoff.
         } else if (frame.type === "error") {
           this.closed = true;
           const err = new ChatError(frame.data?.code || "UNAUTHENTICATED", frame.data?.message || "refused", 401);
@@ -152,7 +154,7 @@ export class ChatSocket {
       const pending = this.requests.get(String(frame.id));
       if (!pending) return;
       this.requests.delete(String(frame.id));
-      if (frame.type === "error") pending.reject(new ChatError(frame.data?.code || "ERROR", frame.data?.message || ""));
+      if (frame.type === "error") pending.reject(errorOfFrame(frame.data));
       else pending.resolve(frame.data || {});
       return;
     }

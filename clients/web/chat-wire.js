@@ -1,7 +1,7 @@
 // The edge's JSON as the page uses it: protobuf rendered as JSON has enums by name
 // (MESSAGE_STATUS_READ), int64 as strings and omits empty fields, so every message and conversation
 // is normalized once, here, into plain objects with short names, numbers and defaults. Also the one
-// error type every call rejects with, and the codes worth retrying.
+// error type every call rejects with, the codes worth retrying and how long to wait before a retry.
 
 export function shortEnum(value, prefix, fallback = "") {
   if (value === undefined || value === null || value === "") return fallback;
@@ -39,13 +39,31 @@ export function normalizeConversation(data) {
   };
 }
 
+// retryAfterS: the seconds the edge asked to wait (Retry-After, or an error frame's retry_after), 0 if none.
 export class ChatError extends Error {
-  constructor(code, message, status = 0) {
+  constructor(code, message, status = 0, retryAfterS = 0) {
     super(`${code}: ${message}`);
     this.code = code;
     this.status = status;
+    this.retryAfterS = Number(retryAfterS) > 0 ? Number(retryAfterS) : 0;
   }
 }
 
-// The edge or an upstream was briefly away: a send retries these (same client_message_id).
-export const RETRYABLE = new Set(["UNAVAILABLE", "CONNECTION_LOST", "TIMEOUT", "RATE_LIMITED", "INTERNAL"]);
+// Worth sending the same request again (idempotent work only: a send with its client_message_id,
+// a receipt): an upstream away or slow (UNAVAILABLE, DEADLINE_EXCEEDED: a 503, or an error frame with
+// "retryable": true), a rate limit, or no answer at all. INTERNAL is a bug on the server and would only
+// fail again. The Python client keeps the same list (clients/python/chatmesh_client/errors.py).
+export const RETRYABLE = new Set(["UNAVAILABLE", "DEADLINE_EXCEEDED", "RATE_LIMITED", "CONNECTION_LOST", "TIMEOUT"]);
+
+// Milliseconds before retry number attempt + 1: exponential with full jitter (clients that failed
+// together do not come back together), never sooner than the edge asked.
+export function retryDelayMs(err, attempt, initialMs, maxMs) {
+  const ceiling = Math.min(maxMs, initialMs * 2 ** attempt);
+  const delay = ceiling / 2 + Math.random() * ceiling / 2;
+  return Math.max(delay, (err && err.retryAfterS ? err.retryAfterS : 0) * 1000);
+}
+
+// An error frame's data as a ChatError.
+export function errorOfFrame(data, fallbackCode = "ERROR") {
+  return new ChatError(data?.code || fallbackCode, data?.message || "", 0, data?.retry_after || 0);
+}

@@ -7,7 +7,7 @@
 
 import { ChatSocket, remember } from "./chat-socket.js";
 import { ChatStore } from "./chat-store.js";
-import { ChatError, RETRYABLE, normalizeConversation, normalizeMessage, shortEnum } from "./chat-wire.js";
+import { ChatError, RETRYABLE, normalizeConversation, normalizeMessage, retryDelayMs, shortEnum } from "./chat-wire.js";
 
 export { ChatError, normalizeConversation, normalizeMessage, shortEnum };
 
@@ -79,9 +79,22 @@ export class ChatClient extends EventTarget {
     try { data = await reply.json(); } catch { data = {}; }
     if (!reply.ok) {
       const error = data.error || {};
-      throw new ChatError(error.code || "HTTP_ERROR", error.message || reply.statusText, reply.status);
+      throw new ChatError(error.code || "HTTP_ERROR", error.message || reply.statusText, reply.status,
+                          Number(reply.headers.get("Retry-After")) || 0);
     }
     return data;
+  }
+
+  // An idempotent REST call (a receipt), retried on the retryable codes like a send.
+  async _retrying(call, attempts = 6) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (err) {
+        if (!RETRYABLE.has(err.code) || attempt >= attempts - 1) throw err;
+        await new Promise((r) => setTimeout(r, retryDelayMs(err, attempt, this.backoffInitialMs, this.backoffMaxMs)));
+      }
+    }
   }
 
   // connection and events -----------------------------------------------------------------------
@@ -217,7 +230,7 @@ export class ChatClient extends EventTarget {
           this._emit("message", { type: "failed", message: pending });
           throw err;
         }
-        await new Promise((r) => setTimeout(r, Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** attempt) * (0.5 + Math.random() / 2)));
+        await new Promise((r) => setTimeout(r, retryDelayMs(err, attempt, this.backoffInitialMs, this.backoffMaxMs)));
       }
     }
     pending.status = "failed";
@@ -256,7 +269,7 @@ export class ChatClient extends EventTarget {
 
   async markRead(messageId) {
     const message = this.messages.get(messageId);
-    const reply = await this.api("POST", `/api/messages/${encodeURIComponent(messageId)}/status`, { status: "MESSAGE_STATUS_READ" });
+    const reply = await this._retrying(() => this.api("POST", `/api/messages/${encodeURIComponent(messageId)}/status`, { status: "MESSAGE_STATUS_READ" }));
     if (message) {
       const conversation = this.conversations.get(message.conversation_id);
       if (conversation) conversation.unread_count = Math.max(0, this.lastSeq(message.conversation_id) - Number(reply.read_seq || 0));

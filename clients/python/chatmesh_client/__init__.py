@@ -2,7 +2,14 @@
 `await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
 
 from chatmesh_client.client import Client, Page, PendingSend
-from chatmesh_client.errors import ChatError, ConnectionLost, SendTimeout, Unauthenticated
+from chatmesh_client.errors import (
+    RETRYABLE,
+    ChatError,
+    ConnectionLost,
+    RequestTimeout,
+    SendTimeout,
+    Unauthenticated,
+)
 from chatmesh_client.models import (
                                     Conversation,
                                     ConversationEvent,
@@ -23,6 +30,7 @@ from chatmesh_client.models import (
 from chatmesh_client.store import Position, Store
 
 __all__ = [
+                                    "RETRYABLE",
                                     "ChatError",
                                     "Client",
                                     "ConnectionLost",
@@ -41,6 +49,7 @@ __all__ = [
                                     "Reaction",
                                     "ReactionEvent",
                                     "ReceiptEvent",
+                                    "RequestTimeout",
                                     "ResyncEvent",
                                     "SendTimeout",
                                     "StateEvent",

@@ -6,6 +6,8 @@ resync the server may replay what REST already gave us), every event applied to 
 yielded, in arrival order. `resync_required` is answered here, by fetching each conversation's
 messages past the last seq seen over REST, before the socket reads any later frame. Calls that change
 something go over the socket when it is up (sends, presence, typing) and over REST otherwise.
+Idempotent work (sends, which carry their client_message_id, and receipts) is retried on the retryable
+codes with jittered backoff (retry.py).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar, cast, overload
 
 from chatmesh_client.connection import Connection
-from chatmesh_client.errors import RETRYABLE, ChatError, ConnectionLost, SendTimeout
+from chatmesh_client.errors import ChatError, SendTimeout
 from chatmesh_client.limits import SeenIds
 from chatmesh_client.models import Conversation, Event, Message, MessageEvent, Presence, ResyncEvent
 from chatmesh_client.rest import Rest
+from chatmesh_client.retry import retry_delay, retryable, retrying
 from chatmesh_client.store import Position, Store
 
 log = logging.getLogger("chatmesh_client")
@@ -79,7 +83,7 @@ class Client:
     open_timeout: _OnConnection[float] = _OnConnection()
     ack_delay: _OnConnection[float] = _OnConnection()
 
-    def __init__(self, base_url: str, *, send_timeout: float = 5.0, send_attempts: int = 4,
+    def __init__(self, base_url: str, *, send_timeout: float = 5.0, send_attempts: int = 6,
                  backoff_initial: float = 0.1, backoff_max: float = 5.0, typing_interval: float = 2.0,
                  open_timeout: float = 10.0, ack_delay: float = 0.05, max_frames_per_s: int = 40,
                  token_provider: Callable[[], Awaitable[str]] | None = None) -> None:
@@ -194,8 +198,8 @@ class Client:
                 if not page.get("has_more"):
                     break
             if newest is not None and newest.sender_id != self.user_id:
-                with contextlib.suppress(ChatError):
-                    await self.rest.mark(newest.message_id, "delivered")
+                with contextlib.suppress(ChatError, TimeoutError):
+                    await self._retrying("mark delivered", partial(self.rest.mark, newest.message_id, "delivered"))
 
     # conversations --------------------------------------------------------------------------------
 
@@ -251,7 +255,8 @@ class Client:
 
     async def send(self, conversation_id: str, content: str, *, client_message_id: str = "",
                    reply_to_id: str = "") -> Message:
-        """Send and wait for the stored message (retried with the same client_message_id on timeouts)."""
+        """Send and wait for the stored message (retried with the same client_message_id on timeouts
+        and retryable refusals, with jittered backoff)."""
         return await self.send_nowait(conversation_id, content, client_message_id=client_message_id,
                                       reply_to_id=reply_to_id)
 
@@ -274,14 +279,16 @@ class Client:
                                        pending.reply_to_id), self.send_timeout)
                 message = Message.from_json(reply["message"])
                 return self.store.put_message(message)
-            except (TimeoutError, ConnectionLost) as exc:
-                last_error = exc
-            except ChatError as exc:
-                if exc.code not in RETRYABLE:
+            except (ChatError, TimeoutError) as exc:
+                if not retryable(exc):
                     pending.status = "failed"
                     raise
                 last_error = exc
-            log.info("send %s: attempt %d failed (%r), retrying", pending.client_message_id, attempt + 1, last_error)
+                delay = retry_delay(exc, attempt, self.backoff_initial, self.backoff_max)
+            if attempt < self.send_attempts - 1:
+                log.info("send %s: attempt %d failed (%r), retrying in %.2f s", pending.client_message_id,
+                         attempt + 1, last_error, delay)
+                await asyncio.sleep(delay)
         pending.status = "failed"
         raise SendTimeout(f"no acknowledgement after {self.send_attempts} attempts: {last_error!r}")
 
@@ -302,7 +309,7 @@ class Client:
     async def mark_read(self, message: Message | str) -> Position:
         """Mark a message (and everything before it in its conversation) read."""
         message_id = message if isinstance(message, str) else message.message_id
-        reply = await self.rest.mark(message_id, "read")
+        reply = await self._retrying("mark read", lambda: self.rest.mark(message_id, "read"))
         found = self.store.messages.get(message_id)
         position = Position(int(reply.get("delivered_seq") or 0), int(reply.get("read_seq") or 0))
         if found is not None:
@@ -310,6 +317,11 @@ class Client:
             if conversation := self.store.conversations.get(found.conversation_id):
                 conversation.unread_count = max(0, self.store.last_seq(found.conversation_id) - position.read_seq)
         return position
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent REST call, retried like a send."""
+        return await retrying(what, call, attempts=self.send_attempts, initial=self.backoff_initial,
+                              cap=self.backoff_max)
 
     async def presence(self, user_ids: list[str]) -> list[Presence]:
         found = [Presence.from_json(p) for p in (await self.rest.presence(user_ids)).get("presences") or []]

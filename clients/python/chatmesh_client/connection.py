@@ -7,7 +7,8 @@ events are acknowledged as they arrive (in batches: the edge limits frames per s
 deduplicated by event id, since after a resume the edge pushes the unacknowledged ones again. Each new
 event goes to `on_event`, which is awaited before the next frame is read: that is what lets the owner
 (the Client) answer a `resync_required` over REST before any later frame arrives. Replies (`ack`,
-`error`, `pong`) settle the request that carried the same id.
+`error`, `pong`) settle the request that carried the same id. An edge that refuses the socket for now
+(an error frame with `"retryable": true` before `ready`, then close 1013) is reconnected to like a drop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from chatmesh_client.errors import ChatError, ConnectionLost, Unauthenticated
+from chatmesh_client.errors import ChatError, ConnectionLost, RequestTimeout, Unauthenticated
 from chatmesh_client.limits import FrameBudget, SeenIds
 from chatmesh_client.models import Event, MessageEvent, StateEvent, event_from_frame
 from chatmesh_client.rest import Rest
@@ -136,6 +137,8 @@ class Connection:
                 self.failure = exc
                 self._publish(None)
                 return
+            except ChatError as exc:  # refused for now (UNAVAILABLE: the edge's upstream is away): try again
+                log.info("chatmesh socket refused: %r", exc)
             except ConnectionClosed as exc:
                 self.close_codes.append(exc.rcvd.code if exc.rcvd else None)
                 log.info("chatmesh socket closed: %r", exc)
@@ -164,7 +167,10 @@ class Connection:
         await ws.send(json.dumps({"type": "auth", "data": data}))
         frame = json.loads(await asyncio.wait_for(ws.recv(), self.open_timeout))
         if frame.get("type") != "ready":
-            raise Unauthenticated(str((frame.get("data") or {}).get("message", frame)))
+            data = frame.get("data") or {}
+            if frame.get("type") == "error" and data.get("retryable"):
+                raise _error_of(data)  # the edge will take us a moment later: reconnect with backoff
+            raise Unauthenticated(str(data.get("message", frame)))
         self.user_id = self._store.user_id = str(frame["data"]["user_id"])
         self._ws = ws
         self._ready.set()
@@ -206,8 +212,7 @@ class Connection:
                 log.warning("chatmesh error frame: %s", frame.get("data"))
             return
         if frame["type"] == "error":
-            data = frame.get("data") or {}
-            future.set_exception(ChatError(str(data.get("code", "ERROR")), str(data.get("message", ""))))
+            future.set_exception(_error_of(frame.get("data") or {}))
         else:
             future.set_result(dict(frame.get("data") or {}))
 
@@ -268,5 +273,18 @@ class Connection:
             return await asyncio.wait_for(future, timeout)
         except ConnectionClosed as exc:
             raise ConnectionLost() from exc
+        except TimeoutError as exc:
+            if isinstance(exc, ChatError):
+                raise
+            raise RequestTimeout(f"{kind} was not answered within {timeout} s") from exc
         finally:
             self._requests.pop(request_id, None)
+
+
+def _error_of(data: dict[str, Any]) -> ChatError:
+    """An error frame's data as a ChatError (with the edge's `retry_after`, if it gave one)."""
+    try:
+        retry_after = max(0.0, float(data.get("retry_after") or 0))
+    except (TypeError, ValueError):
+        retry_after = 0.0
+    return ChatError(str(data.get("code", "ERROR")), str(data.get("message", "")), retry_after=retry_after)

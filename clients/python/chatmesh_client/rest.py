@@ -22,7 +22,7 @@ class Rest:
         try:
             reply = await self._http.request(method, path, json=json, params=params,
                                              headers={"Authorization": f"Bearer {self.token}"})
-        except httpx.TransportError as exc:
+        except httpx.TransportError as exc:  # refused, reset or timed out: retryable like a 503
             raise ChatError("UNAVAILABLE", f"the edge did not answer: {exc!r}", 503) from exc
         if reply.status_code >= 400:
             try:
@@ -32,7 +32,7 @@ class Rest:
                 code, message = "HTTP_ERROR", reply.text[:200]
             if reply.status_code == 401:
                 raise Unauthenticated(message)
-            raise ChatError(code or "HTTP_ERROR", message, reply.status_code)
+            raise ChatError(code or "HTTP_ERROR", message, reply.status_code, _retry_after(reply))
         return dict(reply.json())
 
     # users and conversations
@@ -90,3 +90,11 @@ class Rest:
 
     async def presence(self, user_ids: list[str]) -> dict[str, Any]:
         return await self.call("GET", "/api/presence", params=[("user_ids", u) for u in user_ids])
+
+
+def _retry_after(reply: httpx.Response) -> float:
+    """`Retry-After` in seconds (the edge sends whole seconds; an HTTP date is not honoured: 0)."""
+    try:
+        return max(0.0, float(reply.headers.get("retry-after", "0")))
+    except ValueError:
+        return 0.0
