@@ -1,5 +1,5 @@
 """The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT,
-`serve NAME` runs one service (the container image's entrypoint), `migrate` applies the schema
+`keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's entrypoint), `migrate` applies the schema
 migrations (the Kubernetes migration Job) and `bench` measures the mesh (docs/performance.md)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from chatmesh.config import DEFAULT_PORTS, Settings
 from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
 from chatmesh.launcher import SERVICES, Mesh
 from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.service_keys import ensure_keyring
 
 # The services that own a PostgreSQL schema, in the order their migrations are applied.
 MIGRATED = ("conversation", "message")
@@ -95,6 +96,16 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def keygen(args: argparse.Namespace) -> int:
+    """Make an Ed25519 key pair per service for production: each private key goes into its own
+    Secret (the pod of that service alone mounts it), the public ones into one ConfigMap."""
+    folder = ensure_keyring(Path(args.folder).resolve(), SERVICES)
+    print(f"private keys: {', '.join(str(folder / f'{name}.key') for name in SERVICES)}")
+    print(f"public keys:  {folder / 'public'}/")
+    print("see docs/security.md for the Secrets and the ConfigMap to make of them")
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run one service in this process, exactly as `python -m services.<name>` does."""
     runpy.run_module(f"services.{args.service}", run_name="__main__", alter_sys=True)
@@ -160,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     p_token.add_argument("--name", help="display name claim")
     p_token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires (default a day)")
     p_token.set_defaults(func=token)
+
+    p_keygen = commands.add_parser("keygen", help="make an Ed25519 service key pair per service in FOLDER "
+                                                  "(only those missing): FOLDER/<service>.key, FOLDER/public/")
+    p_keygen.add_argument("folder")
+    p_keygen.set_defaults(func=keygen)
 
     p_serve = commands.add_parser("serve", help="run one service in the foreground (configured by CHAT_* variables)")
     p_serve.add_argument("service", choices=SERVICES)

@@ -27,12 +27,30 @@ ENV_VARS: dict[str, str] = {
     "CHAT_DATABASE_URL": "PostgreSQL URL (conversation and message services). Unset: `chatmesh up` starts an embedded one.",
     "CHAT_REDIS_URL": "Redis URL (all services). Unset: `chatmesh up` starts an embedded one.",
     "CHAT_REDIS_PREFIX": "Prefix of every Redis key, so several meshes or test runs share one Redis (default `chat`).",
-    "CHAT_JWT_SECRET": "HS256 secret that signs and verifies tokens (development).",
+    "CHAT_JWT_SECRET": "HS256 secret that signs and verifies user tokens when no JWKS is set (development, the base "
+                       "manifests); never service tokens. Not needed with CHAT_JWT_JWKS_URL.",
     "CHAT_JWT_ALGORITHMS": "Comma-separated algorithms accepted (default `HS256`); never taken from the token.",
     "CHAT_JWT_ISSUER": "Required `iss` claim, when set.",
     "CHAT_JWT_AUDIENCE": "Required `aud` claim, when set.",
     "CHAT_JWT_JWKS_URL": "JWKS URL of the identity provider (production): user tokens are verified with its key "
-                         "named by `kid` (cached, refetched on rotation); the secret then signs only service tokens.",
+                         "named by `kid` (the set is refetched every 5 minutes, so a withdrawn key is refused within "
+                         "5 minutes, remembered tokens included).",
+    "CHAT_SERVICE_KEY_FILE": "PEM file of this process's Ed25519 private key, which signs its service tokens "
+                             "(every service and the edge; the launcher of `chatmesh up` makes them).",
+    "CHAT_SERVICE_PUBLIC_KEYS": "Folder of the callers' Ed25519 public keys, `<service>.pub` each (and "
+                                "`<service>.<label>.pub` during a rotation): a gRPC service takes a token as a "
+                                "service's only if that service's key verifies it. Required by conversation, "
+                                "message and presence; the edge needs none.",
+    "CHAT_SERVICE_KEYRING": "`chatmesh up` and the tests only: the folder of development key pairs the launcher "
+                            "makes and hands each process its own of (default `<data dir>/service-keys`).",
+    "CHAT_TLS_CERT_FILE": "PEM certificate (chain) of this process for mTLS between services; with CHAT_TLS_KEY_FILE "
+                          "and CHAT_TLS_CA_FILE. Unset: plaintext gRPC.",
+    "CHAT_TLS_KEY_FILE": "PEM private key of CHAT_TLS_CERT_FILE.",
+    "CHAT_TLS_CA_FILE": "PEM CA bundle that peers' certificates must chain to (servers require client certificates).",
+    "CHAT_TLS_SERVER_NAME": "Name the services' certificates are checked against instead of the target's host "
+                            "(unset: the host, e.g. `conversation-headless`; the launcher uses `localhost`).",
+    "CHAT_HEALTH_PORT": "Port of a plaintext gRPC listener serving only grpc.health.v1, on the listen host, for "
+                        "kubelet probes, which cannot speak TLS (unset: none).",
     "CHAT_CORS_ORIGINS": "Comma-separated origins allowed by CORS at the edge (`*` for any; unset: no CORS).",
     "CHAT_WS_ALLOWED_ORIGINS": "Comma-separated origins allowed to open a WebSocket (`*` for any; unset: same host "
                                "only). Requests without an Origin (non-browser clients) are allowed.",
@@ -140,6 +158,13 @@ class Settings:
     ws_max_frame_bytes: int = 65536
     web_enabled: bool = True
     dev_login: bool = False
+    service_key_file: str | None = None
+    service_public_keys: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_server_name: str | None = None
+    health_port: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,11 +174,17 @@ class Settings:
                                                     "RS256" if jwks_url else "HS256").split(","))
         if "none" in (a.lower() for a in algorithms):
             raise ConfigError("CHAT_JWT_ALGORITHMS must not include 'none'")
+        tls = {key: env.get(key) or None for key in ("CHAT_TLS_CERT_FILE", "CHAT_TLS_KEY_FILE", "CHAT_TLS_CA_FILE")}
+        if any(tls.values()) and not all(tls.values()):  # half a TLS setup would silently run plaintext
+            missing = next(key for key, value in tls.items() if not value)
+            raise ConfigError(f"{missing} is not set: mTLS needs CHAT_TLS_CERT_FILE, CHAT_TLS_KEY_FILE and "
+                              "CHAT_TLS_CA_FILE together")
         return cls(
             database_url=_read(env, "CHAT_DATABASE_URL", str, ""),
             redis_url=_read(env, "CHAT_REDIS_URL", str, ""),
             redis_prefix=_read(env, "CHAT_REDIS_PREFIX", str, "chat"),
-            jwt_secret=_read(env, "CHAT_JWT_SECRET", str),
+            # With a JWKS, user tokens come from the provider and the secret signs nothing.
+            jwt_secret=_read(env, "CHAT_JWT_SECRET", str, "" if jwks_url else None),
             jwt_algorithms=algorithms,
             jwt_issuer=env.get("CHAT_JWT_ISSUER") or None,
             jwt_audience=env.get("CHAT_JWT_AUDIENCE") or None,
@@ -181,6 +212,13 @@ class Settings:
             ws_max_frame_bytes=_read(env, "CHAT_WS_MAX_FRAME_BYTES", int, 65536),
             web_enabled=_read(env, "CHAT_WEB_ENABLED", _flag, True),
             dev_login=_read(env, "CHAT_DEV_LOGIN", _flag, False),
+            service_key_file=env.get("CHAT_SERVICE_KEY_FILE") or None,
+            service_public_keys=env.get("CHAT_SERVICE_PUBLIC_KEYS") or None,
+            tls_cert_file=tls["CHAT_TLS_CERT_FILE"],
+            tls_key_file=tls["CHAT_TLS_KEY_FILE"],
+            tls_ca_file=tls["CHAT_TLS_CA_FILE"],
+            tls_server_name=env.get("CHAT_TLS_SERVER_NAME") or None,
+            health_port=_read(env, "CHAT_HEALTH_PORT", int, 0) or None,
         )
 
     def require(self, *names: str) -> None:

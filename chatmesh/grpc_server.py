@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from chatmesh import metrics
 from chatmesh.auth import AuthError, Identity, TokenVerifier
+from chatmesh.config import ENV_VARS, ConfigError
 from chatmesh.errors import ERROR_CODE_KEY, ChatError, error_code_of
 from chatmesh.logs import request_id_var
 from chatmesh.readiness import Readiness
@@ -67,6 +68,33 @@ def require_service() -> Identity:
     if not identity.is_service:
         raise ChatError(grpc.StatusCode.PERMISSION_DENIED, "INTERNAL_ONLY", "this RPC is for services only")
     return identity
+
+
+# Which service may call which RPC with its service token: the real callers (the stubs' call sites,
+# held to this table by tests/test_service_identity.py). Every other RPC, and every other service,
+# refuses a service token with PERMISSION_DENIED / CALLER_NOT_ALLOWED, before the handler runs. So a
+# compromised edge can stream events and report connections, but not read the audit log, and a
+# compromised presence can ask who shares conversations and nothing more. User tokens are not
+# concerned: internal RPCs refuse them with INTERNAL_ONLY (`require_service`).
+SERVICE_CALLERS: dict[str, frozenset[str]] = {
+    "/chat.v1.ConversationService/GetMembership": frozenset({"message", "presence"}),  # chatmesh/membership.py
+    "/chat.v1.ConversationService/ListContacts": frozenset({"presence"}),
+    "/chat.v1.ConversationService/ListConversationIds": frozenset({"message"}),  # the offline buffer
+    "/chat.v1.MessageService/ListMessageAuditEntries": frozenset({"conversation"}),  # the audit read path
+    "/chat.v1.MessageService/StreamEvents": frozenset({"edge"}),
+    "/chat.v1.MessageService/SubscribeEvents": frozenset({"edge"}),  # StreamEvents' one-user form
+    "/chat.v1.PresenceService/ReportConnections": frozenset({"edge"}),
+    "/chat.v1.PresenceService/DropConnections": frozenset({"edge"}),
+    "/chat.v1.PresenceService/StreamPresenceEvents": frozenset({"edge"}),
+    # UpsertUser naming another user is for services, but none does so today: listed for none.
+}
+
+
+def allow_service_caller(method: str, identity: Identity) -> None:
+    """Refuse a service token on an RPC its service is not listed for (SERVICE_CALLERS)."""
+    if identity.is_service and identity.service not in SERVICE_CALLERS.get(method, frozenset()):
+        raise ChatError(grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED",
+                        f"the service {identity.service!r} may not call {method}")
 
 
 def outage_error(exc: BaseException) -> ChatError | None:
@@ -129,9 +157,11 @@ class _CallScope:
     async def _enter(self, context: grpc.aio.ServicerContext) -> None:
         request_id_var.set(self._metadata.get("x-request-id") or uuid.uuid4().hex)
         try:
-            identity_var.set(await self._verifier.averify_bearer(self._metadata.get("authorization")))
+            identity = await self._verifier.averify_bearer(self._metadata.get("authorization"))
         except AuthError as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid credentials: {exc}")
+        allow_service_caller(self._method, identity)  # a ChatError here is answered like a handler's
+        identity_var.set(identity)
 
     async def _fail(self, context: grpc.aio.ServicerContext, exc: ChatError) -> None:
         context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
@@ -224,6 +254,8 @@ async def serve(
     streams after the lame-duck pause: their clients resume on another replica at once, and the
     process exits then, instead of holding them until the grace period runs out.
     """
+    if not verifier.service_callers:  # every gRPC service answers some service: without keys it cannot
+        raise ConfigError(f"CHAT_SERVICE_PUBLIC_KEYS is not set: {ENV_VARS['CHAT_SERVICE_PUBLIC_KEYS']}")
     server = grpc.aio.server(interceptors=[MeshInterceptor(verifier)], options=[
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),

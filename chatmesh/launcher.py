@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatmesh.service_keys import ensure_keyring, keyring_env
+
 SERVICES = ("conversation", "message", "presence", "edge")
 
 
@@ -49,12 +51,23 @@ class Mesh:
         ports = [port for name, port in sorted(self.ports.items()) if kind_of(name) == kind]
         return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
+    @property
+    def keyring(self) -> Path:
+        """The development key pairs (CHAT_SERVICE_KEYRING, or `service-keys` beside the logs): meshes
+        that share an environment share them, so their services accept each other's calls."""
+        return Path(self.env.get("CHAT_SERVICE_KEYRING") or os.environ.get("CHAT_SERVICE_KEYRING")
+                    or self.log_dir.parent / "service-keys")
+
     def service_env(self, name: str) -> dict[str, str]:
+        """Each process gets its own service key only; the edge, which answers no service, no public keys."""
+        kind = kind_of(name)
         env = {**os.environ, **self.env,
                "CHAT_CONVERSATION_TARGET": self._target("conversation"),
                "CHAT_MESSAGE_TARGET": self._target("message"),
-               "CHAT_PRESENCE_TARGET": self._target("presence")}
-        if kind_of(name) == "edge":
+               "CHAT_PRESENCE_TARGET": self._target("presence"),
+               **keyring_env(ensure_keyring(self.keyring, SERVICES), kind, verifies=kind != "edge")}
+        if kind == "edge":
+            env.pop("CHAT_SERVICE_PUBLIC_KEYS", None)
             env["CHAT_EDGE_PORT"] = str(self.ports[name])
         else:
             env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{self.ports[name]}"

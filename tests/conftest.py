@@ -17,10 +17,11 @@ import psycopg
 import pytest
 import redis
 
-from chatmesh.auth import sign
+from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import Settings
 from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from chatmesh.launcher import SERVICES, Mesh
+from chatmesh.service_keys import ensure_keyring, keyring_env
 
 TIME_SCALE = "0.05"
 
@@ -113,12 +114,19 @@ def redis_prefix(redis_server: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def mesh_env(database_url: str, redis_server: str, redis_prefix: str) -> dict[str, str]:
+def keyring(workdir: Path) -> Path:
+    """The run's service key pairs, one per service: every mesh of the run (they share mesh_env) uses them."""
+    return ensure_keyring(workdir / "service-keys", SERVICES)
+
+
+@pytest.fixture(scope="session")
+def mesh_env(database_url: str, redis_server: str, redis_prefix: str, keyring: Path) -> dict[str, str]:
     return {
         "CHAT_DATABASE_URL": database_url,
         "CHAT_REDIS_URL": redis_server,
         "CHAT_REDIS_PREFIX": redis_prefix,
         "CHAT_JWT_SECRET": secrets.token_urlsafe(32),
+        "CHAT_SERVICE_KEYRING": str(keyring),
         "CHAT_TIME_SCALE": TIME_SCALE,
         "CHAT_LOG_LEVEL": "INFO",
     }
@@ -161,6 +169,17 @@ def make_token(settings: Settings):  # type: ignore[no-untyped-def]
         return sign(settings, user, **kwargs)  # type: ignore[arg-type]
 
     return _make
+
+
+@pytest.fixture
+def service_metadata(mesh_env: dict[str, str], keyring: Path) -> Callable[[str], tuple[tuple[str, str], ...]]:
+    """Call metadata of a mesh service (`edge`, `message`, ...): a token signed with its own key."""
+
+    def make(service: str) -> tuple[tuple[str, str], ...]:
+        settings = Settings.from_env({**mesh_env, **keyring_env(keyring, service)})
+        return ServiceCredentials(settings, service).metadata()
+
+    return make
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Production keys: user tokens verified with a JWKS served over HTTP (keys by `kid`, rotation without
-a restart), off the event loop; service tokens stay HS256 with the shared secret; and a whole mesh
-runs on it (the services verify the forwarded RS256 token with the same key source)."""
+a restart, a withdrawn key refused within JWKS_CACHE_S even for tokens already verified), off the
+event loop; no HS256 token and no provider token passes as a service's; and a whole mesh runs on it
+without CHAT_JWT_SECRET (the services verify the forwarded RS256 token with the same key source, and
+their own calls with their service keys)."""
 
 from __future__ import annotations
 
@@ -114,6 +116,27 @@ async def test_a_withdrawn_key_is_refused_after_the_set_is_refetched(jwks: Jwks,
     assert (await verifier.averify(jwks.token("k2", sub="bob"))).user_id == "bob"
 
 
+async def test_a_remembered_token_is_refused_once_its_key_leaves_the_set(jwks: Jwks,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verified-token cache does not outlive the set that vouched for a token: a token verified
+    (and remembered) before its key was withdrawn is refused once the set is refetched, well before
+    its exp. The bound is JWKS_CACHE_S after the withdrawal (docs/security.md)."""
+    monkeypatch.setattr(auth, "JWKS_CACHE_S", 0.3)
+    verifier = TokenVerifier(_settings(jwks))
+    remembered = jwks.token("k1", sub="alice", ttl_s=3600)
+    assert (await verifier.averify(remembered)).user_id == "alice"
+    assert (await verifier.averify(remembered)).user_id == "alice"  # from the cache: no second fetch
+    assert jwks.fetches == 1
+    del jwks.keys["k1"]  # withdrawn
+    jwks.add("k2")
+    await asyncio.sleep(0.4)
+    with pytest.raises(AuthError):
+        await verifier.averify(remembered)
+    with pytest.raises(AuthError):
+        verifier.verify(remembered)
+    assert jwks.fetches == 2
+
+
 async def test_jwks_mode_refusals(jwks: Jwks) -> None:
     verifier = TokenVerifier(_settings(jwks, CHAT_JWT_AUDIENCE="chat", CHAT_JWT_ISSUER="https://id.test"))
     good = jwks.token("k1", aud="chat", iss="https://id.test")
@@ -132,6 +155,10 @@ async def test_jwks_mode_refusals(jwks: Jwks) -> None:
         "HS/RS confusion": confused,
         "alg none": unsigned,
         "user token signed with the shared secret": jwt.encode(claims, SECRET, "HS256"),
+        "service token signed with the shared secret": jwt.encode(
+            {**claims, "sub": "service:edge", "typ": "service"}, SECRET, "HS256"),
+        "provider token claiming to be a service": jwks.token("k1", aud="chat", iss="https://id.test",
+                                                              sub="service:message", typ="service"),
         "wrong audience": jwks.token("k1", aud="other", iss="https://id.test"),
         "no audience": jwks.token("k1", iss="https://id.test"),
         "wrong issuer": jwks.token("k1", aud="chat", iss="https://evil.test"),
@@ -141,8 +168,6 @@ async def test_jwks_mode_refusals(jwks: Jwks) -> None:
         with pytest.raises(AuthError):
             await verifier.averify(token)
             pytest.fail(kind)
-    service = await verifier.averify(sign(_settings(jwks), "service:edge", service=True))
-    assert service.is_service
 
 
 async def test_fetch_runs_off_the_event_loop(jwks: Jwks) -> None:
@@ -170,9 +195,12 @@ async def test_fetch_runs_off_the_event_loop(jwks: Jwks) -> None:
 
 
 async def test_a_mesh_on_jwks(jwks: Jwks, isolated_env: Callable[..., dict[str, str]], tmp_path: Path) -> None:
-    """Edge and services verify RS256 user tokens from the JWKS; the mesh's own HS256 service tokens
-    (the edge's event stream) still work: a message sent over REST reaches a WebSocket."""
-    mesh = new_mesh(isolated_env(CHAT_JWT_SECRET=SECRET, CHAT_JWT_JWKS_URL=jwks.url), tmp_path / "logs")
+    """Edge and services verify RS256 user tokens from the JWKS, with no CHAT_JWT_SECRET anywhere; the
+    mesh's own service tokens (the edge's event stream) still work: a message sent over REST reaches a
+    WebSocket."""
+    env = isolated_env(CHAT_JWT_JWKS_URL=jwks.url)
+    del env["CHAT_JWT_SECRET"]
+    mesh = new_mesh(env, tmp_path / "logs")
     mesh.start()
     try:
         alice, bob = new_user_id("alice"), new_user_id("bob")

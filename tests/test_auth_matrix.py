@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.launcher import Mesh
+from chatmesh.service_keys import keyring_env
 from services.edge.app import create_app
 from services.edge.transcoder import routes_from
 
@@ -80,9 +82,9 @@ def bad_headers() -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture
-async def edge_without_upstreams() -> AsyncIterator[httpx.AsyncClient]:
+async def edge_without_upstreams(keyring: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings.from_env({"CHAT_JWT_SECRET": SECRET, "CHAT_JWT_AUDIENCE": AUDIENCE,
-                                  "CHAT_JWT_ISSUER": ISSUER})
+                                  "CHAT_JWT_ISSUER": ISSUER, **keyring_env(keyring, "edge", verifies=False)})
     transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
         yield client

@@ -11,8 +11,6 @@ import httpx
 import psycopg
 import pytest
 
-from chatmesh.auth import ServiceCredentials
-from chatmesh.config import Settings
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 from chatmesh.launcher import Mesh
@@ -21,11 +19,11 @@ from tests.test_conversation_support import create_group, error_of, people, role
 
 
 @pytest.fixture
-async def internal(mesh: Mesh, settings: Settings) -> AsyncIterator[tuple[conversation_pb2_grpc.ConversationServiceStub,
-                                                                         tuple[tuple[str, str], ...]]]:
-    """The conversation service over gRPC, with a service identity (for the internal RPCs)."""
+async def internal(mesh: Mesh, service_metadata) -> AsyncIterator[tuple[  # type: ignore[no-untyped-def]
+        conversation_pb2_grpc.ConversationServiceStub, tuple[tuple[str, str], ...]]]:
+    """The conversation service over gRPC as the message service (which calls the internal RPCs)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['conversation']}") as channel:
-        yield conversation_pb2_grpc.ConversationServiceStub(channel), ServiceCredentials(settings, "test").metadata()
+        yield conversation_pb2_grpc.ConversationServiceStub(channel), service_metadata("message")
 
 
 async def membership(internal, conversation_id: str) -> conversation_pb2.GetMembershipResponse:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""Users (recorded by the edge, upserted by internal callers, never silently inserted) and direct
+"""Users (recorded by the edge with their own tokens, never silently inserted) and direct
 conversations (one per pair, enforced by the database, also under concurrent creates)."""
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import httpx
 import psycopg
 import pytest
 
-from chatmesh.auth import ServiceCredentials
-from chatmesh.config import Settings
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 from chatmesh.launcher import Mesh
@@ -49,26 +47,25 @@ async def test_users_upsert_themselves(http: httpx.AsyncClient, make_token) -> N
     assert error_of(nul) == (400, "INVALID_TEXT")
 
 
-async def test_only_services_upsert_other_users(stub: Stub, settings: Settings, make_token) -> None:
+async def test_users_record_only_themselves_and_no_service_may_name_others(stub: Stub, service_metadata,
+                                                                            make_token) -> None:
+    """Naming another user is for services on UpsertUser's allow list (grpc_server.SERVICE_CALLERS),
+    and none is listed: the edge records users with their own tokens."""
     target = new_user_id("imported")
-    service = ServiceCredentials(settings, "importer").metadata()
-    reply = await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=target, display_name="Imported"),
-                                  metadata=service)
-    assert reply.user.user_id == target and reply.user.display_name == "Imported"
+    for caller in ("edge", "message"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=target, display_name="Imported"),
+                                  metadata=service_metadata(caller))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_code_of(refused.value) == "CALLER_NOT_ALLOWED"
     user_meta = (("authorization", f"Bearer {make_token(new_user_id('sneaky'))}"),)
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
+    with pytest.raises(grpc.aio.AioRpcError) as hijack:
         await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=target, display_name="Hijacked"),
                               metadata=user_meta)
-    assert error_code_of(refused.value) == "INTERNAL_ONLY"
-    with pytest.raises(grpc.aio.AioRpcError) as nameless:
-        await stub.UpsertUser(conversation_pb2.UpsertUserRequest(display_name="who?"), metadata=service)
-    assert nameless.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_code_of(nameless.value) == "INVALID_USER_ID"
-    with pytest.raises(grpc.aio.AioRpcError) as too_long:
-        await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id="x" * 129), metadata=service)
-    assert error_code_of(too_long.value) == "INVALID_USER_ID"
-    kept = await stub.GetUser(conversation_pb2.GetUserRequest(user_id=target), metadata=service)
-    assert kept.user.display_name == "Imported"
+    assert error_code_of(hijack.value) == "INTERNAL_ONLY"
+    with pytest.raises(grpc.aio.AioRpcError) as never_made:
+        await stub.GetUser(conversation_pb2.GetUserRequest(user_id=target), metadata=user_meta)
+    assert error_code_of(never_made.value) == "USER_NOT_FOUND"
 
 
 async def test_unknown_users_are_404_never_inserted(http: httpx.AsyncClient, make_token, database_url: str) -> None:

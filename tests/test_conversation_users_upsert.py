@@ -1,5 +1,6 @@
-"""UpsertUser, which the edge calls on every connect: a user it finds unchanged is only read (no
-write, no event), a new name is recorded, and concurrent first upserts of one user all succeed."""
+"""UpsertUser, which the edge calls on every connect with the user's own token: a user it finds
+unchanged is only read (no write, no event), a new name is recorded, and concurrent first upserts of
+one user all succeed."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import grpc
 import psycopg
 import pytest
 
-from chatmesh.auth import ServiceCredentials
-from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 from chatmesh.launcher import Mesh
 from tests.helpers import new_user_id
@@ -35,13 +34,13 @@ def _row_version(database_url: str, user_id: str) -> tuple[object, ...]:
     return (*row, outbox[0])
 
 
-async def test_an_unchanged_user_is_not_written(stub: Stub, settings: Settings, database_url: str) -> None:
+async def test_an_unchanged_user_is_not_written(stub: Stub, make_token, database_url: str) -> None:
     user = new_user_id("steady")
-    service = ServiceCredentials(settings, "edge").metadata()
+    own = (("authorization", f"Bearer {make_token(user)}"),)  # the user's token, as the edge forwards it
 
     async def upsert(name: str) -> str:
         reply = await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name=name),
-                                      metadata=service)
+                                      metadata=own)
         assert reply.user.user_id == user and reply.user.created_at.seconds > 0
         return str(reply.user.display_name)
 
@@ -59,11 +58,11 @@ async def test_an_unchanged_user_is_not_written(stub: Stub, settings: Settings, 
     assert _row_version(database_url, user) == renamed
 
 
-async def test_concurrent_first_upserts_make_one_user(stub: Stub, settings: Settings, database_url: str) -> None:
+async def test_concurrent_first_upserts_make_one_user(stub: Stub, make_token, database_url: str) -> None:
     user = new_user_id("racer")
-    service = ServiceCredentials(settings, "edge").metadata()
+    own = (("authorization", f"Bearer {make_token(user)}"),)  # the user's token, as the edge forwards it
     replies = await asyncio.gather(*(
-        stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name="Racer"), metadata=service)
+        stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name="Racer"), metadata=own)
         for _ in range(10)))
     assert {(r.user.user_id, r.user.display_name, r.user.created_at.ToDatetime()) for r in replies} == {
         (user, "Racer", replies[0].user.created_at.ToDatetime())}

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,12 +15,13 @@ import httpx
 import pytest
 
 from chatmesh import logs
-from chatmesh.auth import ServiceCredentials, TokenVerifier, sign
+from chatmesh.auth import TokenVerifier, sign
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.grpc_server import MeshInterceptor
 from chatmesh.launcher import Mesh
 from chatmesh.logs import request_id_var
+from chatmesh.service_keys import keyring_env
 from services.edge.app import create_app
 from services.edge.transcoder import routes_from
 from tests.helpers import bearer, direct_conversation, new_user_id, register, send
@@ -45,7 +47,7 @@ async def test_request_id_is_accepted_returned_and_in_the_edge_log(http: httpx.A
     assert lines and all(line["request_id"] == "rid-abc.123" for line in lines)
 
 
-async def test_the_request_id_reaches_the_service_and_its_calls(settings: Settings) -> None:
+async def test_the_request_id_reaches_the_service_and_its_calls(settings: Settings, service_metadata) -> None:
     """The edge's metadata carries the id; a service's interceptor binds it for its JSON log lines;
     calls the service makes while serving carry it on (service credentials)."""
     seen: dict[str, Any] = {}
@@ -58,7 +60,7 @@ async def test_the_request_id_reaches_the_service_and_its_calls(settings: Settin
 
     async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         probe_log.info("served")
-        seen["onward"] = dict(ServiceCredentials(settings, "probe").metadata())
+        seen["onward"] = dict(service_metadata("message"))
         return b""
 
     server = grpc.aio.server(interceptors=[MeshInterceptor(TokenVerifier(settings))])
@@ -135,8 +137,9 @@ async def test_every_failure_has_the_error_body(http: httpx.AsyncClient, make_to
     _is_error(await http.get("/api/messages/search", params={"nope": "1"}, headers=bearer(token)), 400)
 
 
-async def test_cors_when_configured() -> None:
-    settings = Settings.from_env({"CHAT_JWT_SECRET": "s" * 32, "CHAT_CORS_ORIGINS": "https://app.example"})
+async def test_cors_when_configured(keyring: Path) -> None:
+    settings = Settings.from_env({"CHAT_JWT_SECRET": "s" * 32, "CHAT_CORS_ORIGINS": "https://app.example",
+                                  **keyring_env(keyring, "edge", verifies=False)})
     transport = httpx.ASGITransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
         allowed = await client.options("/api/messages", headers={

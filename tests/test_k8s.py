@@ -29,6 +29,7 @@ from chatmesh import cli, grpc_server
 from chatmesh.config import DEFAULT_PORTS, ENV_VARS, Settings
 from chatmesh.embedded import free_port
 from chatmesh.launcher import SERVICES
+from chatmesh.service_keys import keyring_env
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -182,10 +183,11 @@ def test_grpc_services_listen_probe_and_expose_metrics_where_the_code_does(rende
             assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(metrics_port)
 
 
-def test_edge_listens_and_probes_the_paths_the_app_serves(rendered: dict[str, list[Doc]]) -> None:
+def test_edge_listens_and_probes_the_paths_the_app_serves(rendered: dict[str, list[Doc]], keyring: Path) -> None:
     from services.edge.app import create_app
 
-    paths = {getattr(r, "path", None) for r in create_app(Settings.from_env({"CHAT_JWT_SECRET": "x"})).routes}
+    app = create_app(Settings.from_env({"CHAT_JWT_SECRET": "x", **keyring_env(keyring, "edge", verifies=False)}))
+    paths = {getattr(r, "path", None) for r in app.routes}
     for docs in rendered.values():
         config = _config(docs)
         edge = _by_kind(docs, "Deployment")["edge"]
@@ -219,11 +221,13 @@ def test_termination_grace_covers_prestop_and_the_drain(rendered: dict[str, list
 
 # --- drift: configuration ---------------------------------------------------------------------------
 
-REQUIRED = {  # what each command fails at start without (Settings.require and CHAT_JWT_SECRET)
-    "conversation": {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET"},
-    "message": {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET"},
-    "presence": {"CHAT_REDIS_URL", "CHAT_JWT_SECRET"},
-    "edge": {"CHAT_JWT_SECRET"},
+REQUIRED = {  # what each command fails at start without (Settings.require, CHAT_JWT_SECRET, service keys)
+    "conversation": {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE",
+                     "CHAT_SERVICE_PUBLIC_KEYS"},
+    "message": {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE",
+                "CHAT_SERVICE_PUBLIC_KEYS"},
+    "presence": {"CHAT_REDIS_URL", "CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE", "CHAT_SERVICE_PUBLIC_KEYS"},
+    "edge": {"CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE"},
     "chatmesh-migrate": {"CHAT_DATABASE_URL"},
 }
 
@@ -240,8 +244,45 @@ def test_every_variable_the_manifests_set_is_one_the_code_reads(rendered: dict[s
                 if ref := e.get("valueFrom", {}).get("secretKeyRef"):
                     assert ref["key"] == e["name"] and ref["name"].startswith("chatmesh-secrets")
             assert REQUIRED[name] <= set(env) | set(config), (tree, name)
-        for secret in (d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("chatmesh-")):
+        for secret in (d for d in docs if d["kind"] == "Secret"
+                       and d["metadata"]["name"].startswith("chatmesh-secrets")):
             assert set(secret["data"]) <= set(ENV_VARS)
+
+
+def _volume_of(spec: Doc, path: str) -> Doc:
+    """The pod volume mounted at the folder holding `path`."""
+    (mount,) = [m for m in spec["containers"][0].get("volumeMounts", []) if m["mountPath"] == str(Path(path).parent)]
+    return next(v for v in spec["volumes"] if v["name"] == mount["name"])
+
+
+def test_each_pod_mounts_its_own_service_key_and_the_edge_no_public_keys(rendered: dict[str, list[Doc]]) -> None:
+    """Separate keys: a pod holds only the private key that speaks as itself (the edge's pod cannot
+    mint another service's token), and only the gRPC services hold the callers' public keys."""
+    for tree, docs in rendered.items():
+        for name, spec in _chatmesh_workloads(docs):
+            env = _env(spec["containers"][0])
+            secrets_used = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+            if name == "chatmesh-migrate":
+                assert not secrets_used and "CHAT_SERVICE_KEY_FILE" not in env
+                continue
+            key = _volume_of(spec, env["CHAT_SERVICE_KEY_FILE"]["value"])
+            assert key["secret"]["secretName"].startswith(f"chatmesh-service-key-{name}"), (tree, name)
+            assert env["CHAT_SERVICE_KEY_FILE"]["value"].endswith("/service.key")
+            assert {s for s in secrets_used if s.startswith("chatmesh-service-key-")} == {
+                key["secret"]["secretName"]}, (tree, name, secrets_used)
+            if name == "edge":
+                assert "CHAT_SERVICE_PUBLIC_KEYS" not in env
+            else:
+                public = _volume_of(spec, env["CHAT_SERVICE_PUBLIC_KEYS"]["value"] + "/x.pub")
+                assert public["configMap"]["name"].startswith("chatmesh-service-public-keys")
+    dev = rendered["dev"]
+    public_keys = next(d for d in dev if d["kind"] == "ConfigMap"
+                       and d["metadata"]["name"].startswith("chatmesh-service-public-keys"))
+    assert set(public_keys["data"]) == {f"{name}.pub" for name in SERVICES}
+    for name in SERVICES:
+        (secret,) = [d for d in dev if d["kind"] == "Secret"
+                     and d["metadata"]["name"].startswith(f"chatmesh-service-key-{name}-")]
+        assert set(secret["data"]) == {"service.key"}
 
 
 def test_service_targets_name_headless_services_on_the_service_ports(rendered: dict[str, list[Doc]]) -> None:
@@ -421,10 +462,12 @@ def test_chatmesh_migrate_applies_both_schemas(postgres_server: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_chatmesh_serve_starts_a_service_that_drains_on_sigterm(redis_server: str, tmp_path: Path) -> None:
+def test_chatmesh_serve_starts_a_service_that_drains_on_sigterm(redis_server: str, tmp_path: Path,
+                                                                 keyring: Path) -> None:
     port = free_port()
     env = {**os.environ, "CHAT_JWT_SECRET": "x" * 32, "CHAT_REDIS_URL": redis_server,
-           "CHAT_LISTEN_ADDR": f"127.0.0.1:{port}", "CHAT_REDIS_PREFIX": f"serve-{port}"}
+           "CHAT_LISTEN_ADDR": f"127.0.0.1:{port}", "CHAT_REDIS_PREFIX": f"serve-{port}",
+           **keyring_env(keyring, "presence")}
     log = (tmp_path / "presence.log").open("wb")
     process = subprocess.Popen([str(Path(sys.executable).parent / "chatmesh"), "serve", "presence"], env=env,
                                stdout=log, stderr=subprocess.STDOUT)

@@ -8,7 +8,6 @@ import httpx
 import psycopg
 import pytest
 
-from chatmesh.auth import sign
 from chatmesh.gen.chat.v1 import message_pb2, message_pb2_grpc
 from chatmesh.launcher import Mesh
 from tests.helpers import send
@@ -100,13 +99,13 @@ async def test_deleted_content_leaves_every_read_path(http: httpx.AsyncClient, m
 
 
 async def test_audit_entries_are_listed_newest_first_for_services_only(
-        http: httpx.AsyncClient, make_token, cast: dict[str, str], mesh: Mesh, settings) -> None:
+        http: httpx.AsyncClient, make_token, cast: dict[str, str], mesh: Mesh, service_metadata) -> None:
     mids = [(await send(http, make_token(cast["sender"]), cast["cid"], f"m{i}"))["message_id"] for i in range(3)]
     for mid in mids:
         await api(http, make_token(cast["admin"]), "DELETE", f"/api/messages/{mid}")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['message']}") as channel:
         stub = message_pb2_grpc.MessageServiceStub(channel)
-        service = (("authorization", f"Bearer {sign(settings, 'service:conversation', service=True)}"),)
+        service = service_metadata("conversation")
         request = message_pb2.ListMessageAuditEntriesRequest(conversation_id=cast["cid"], limit=2)
         page = await stub.ListMessageAuditEntries(request, metadata=service)
         request.cursor = page.next_cursor

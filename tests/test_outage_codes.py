@@ -169,7 +169,7 @@ async def faults(settings: Settings) -> AsyncIterator[tuple[grpc.aio.Channel, tu
     itself (`relay:<what>`) or a port nobody listens on (`relay-dead`), so downstream errors are real."""
     server = grpc.aio.server(interceptors=[MeshInterceptor(TokenVerifier(settings))])
     port = server.add_insecure_port("127.0.0.1:0")
-    metadata = (("authorization", f"Bearer {sign(settings, 'service:test', service=True)}"),)
+    metadata = (("authorization", f"Bearer {sign(settings, 'outage-tester')}"),)
 
     async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         what = request.decode()
