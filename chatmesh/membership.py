@@ -2,8 +2,15 @@
 
 The message and presence services both authorize and fan out by membership on every message or
 typing frame; asking per message would cost a gRPC round trip each (a unary call is ~7k/s per core
-here). Answers are cached for a short TTL, concurrent misses share one call, and the delivery
-path drops an entry as soon as it sees a conversation:* event for it.
+here). Answers are cached for a short TTL and concurrent misses share one call.
+
+Revocation is immediate on every replica: the conversation service publishes a conversation's
+membership version to Redis (`MembershipVersions.publish`) after each change commits and before the
+change returns, and a cache entry is used only while Redis holds no newer version (one GET per
+check; concurrent checks of one conversation share it). So once a removal or a role change has
+returned, no replica acts on the old membership. While Redis does not answer (down or stalled: a
+`RedisGuard` keeps that from costing more than a short deadline now and then), the cache is not
+trusted and every check asks the conversation service.
 """
 
 from __future__ import annotations
@@ -14,9 +21,13 @@ from dataclasses import dataclass
 
 import grpc
 
+import redis.asyncio as aioredis
+
 from chatmesh import errors
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
+from chatmesh.redis_conn import Keys
+from chatmesh.redis_guard import RedisGuard
 
 TTL_S = 5.0
 ROLE_NAMES = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator", common_pb2.ROLE_MEMBER: "member"}
@@ -37,18 +48,62 @@ class Membership:
         return role
 
 
+# Raise the stored version to ARGV[1], never lower it (two changes may publish out of order).
+_PUBLISH = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+return 1
+"""
+VERSION_TTL_S = 7 * 24 * 3600  # far longer than any cache entry lives
+
+
+class MembershipVersions:
+    """Each conversation's latest membership version, in Redis: written by the conversation service,
+    read by every membership cache."""
+
+    def __init__(self, redis_client: aioredis.Redis, keys: Keys) -> None:
+        self._redis = redis_client
+        self._keys = keys
+        self._publish = redis_client.register_script(_PUBLISH)
+        self._guard = RedisGuard("membership versions")
+        self._inflight: dict[str, asyncio.Future[int | None]] = {}
+
+    async def publish(self, conversation_id: str, version: int) -> None:
+        """Called after a membership change commits, before it returns; raises when Redis is away."""
+        await self._publish(keys=[self._keys.membership_version(conversation_id)], args=[version, VERSION_TTL_S])
+
+    async def current(self, conversation_id: str) -> int | None:
+        """The latest published version (0: none published), or None when Redis did not answer."""
+        if pending := self._inflight.get(conversation_id):
+            return await asyncio.shield(pending)
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._inflight[conversation_id] = future
+        try:
+            value = await self._guard.call(lambda: self._redis.get(self._keys.membership_version(conversation_id)))
+            result = None if value is None and not self._guard.available else int(value or 0)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            del self._inflight[conversation_id]
+
+
 class MembershipCache:
     def __init__(self, stub: conversation_pb2_grpc.ConversationServiceStub, credentials: ServiceCredentials,
-                 ttl_s: float = TTL_S) -> None:
+                 versions: MembershipVersions | None = None, ttl_s: float = TTL_S) -> None:
         self._stub = stub
         self._credentials = credentials
+        self._versions = versions
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Membership]] = {}
         self._inflight: dict[str, asyncio.Future[Membership]] = {}
 
     async def get(self, conversation_id: str) -> Membership:
         entry = self._entries.get(conversation_id)
-        if entry and entry[0] > time.monotonic():
+        if entry and entry[0] > time.monotonic() and await self._still_current(entry[1]):
             return entry[1]
         if pending := self._inflight.get(conversation_id):
             return await asyncio.shield(pending)
@@ -65,6 +120,12 @@ class MembershipCache:
             raise
         finally:
             del self._inflight[conversation_id]
+
+    async def _still_current(self, membership: Membership) -> bool:
+        if self._versions is None:
+            return True
+        latest = await self._versions.current(membership.conversation_id)
+        return latest is not None and latest <= membership.version
 
     def invalidate(self, conversation_id: str) -> None:
         self._entries.pop(conversation_id, None)

@@ -61,6 +61,10 @@ class Keys:
         """Pub/sub channel on which fan-out names, once per batch, the users whose inboxes grew."""
         return f"{self.prefix}:wake"
 
+    def membership_version(self, conversation_id: str) -> str:
+        """A conversation's latest membership version (chatmesh.membership: immediate revocation)."""
+        return f"{self.prefix}:membership:version:{conversation_id}"
+
     def presence(self, name: str) -> str:
         return f"{self.prefix}:presence:{name}"
 

@@ -14,6 +14,7 @@ from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc, messag
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.outbox import OutboxRelay
+from chatmesh.membership import MembershipVersions
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.resilience import spawn_supervised
 from services.conversation.audit import AuditTrail, MessageAuditSource
@@ -41,7 +42,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     audit_source = MessageAuditSource(message_pb2_grpc.MessageServiceStub(message_channel),
                                       ServiceCredentials(settings, "conversation"))
     servicer = ConversationServicer(Conversations(pool, settings.max_group_size),
-                                    Participants(pool, settings.max_group_size), AuditTrail(pool, audit_source))
+                                    Participants(pool, settings.max_group_size, MembershipVersions(redis_client, keys)), AuditTrail(pool, audit_source))
 
     def register(server: object) -> list[str]:
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)

@@ -3,7 +3,9 @@
 Each change runs in one transaction that first locks the conversation's row, so the permission
 check, the change, the membership_version bump, the audit entry and the outbox event are all
 decided against one consistent membership: two admins demoting each other, or the last two
-participants leaving together, cannot both pass a check the other invalidates.
+participants leaving together, cannot both pass a check the other invalidates. After the commit and
+before the change returns, the new version is published to Redis, where every replica's membership
+cache checks it (chatmesh/membership.py): a removed user's next action is refused everywhere.
 
 Who may do what (a member is anyone of role member; outsiders get 403 NOT_PARTICIPANT first):
 
@@ -16,19 +18,41 @@ Who may do what (a member is anyone of role member; outsiders get 403 NOT_PARTIC
 
 from __future__ import annotations
 
+import logging
+
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
+from chatmesh.membership import MembershipVersions
+from chatmesh.resilience import SampledLog
 from services.conversation import audit, convert, store, validate
 from services.conversation.conversations import DEFAULT_MAX_GROUP_SIZE
 from services.conversation.store import ConversationRow, ConversationView
 
 
+log = logging.getLogger(__name__)
+_publish_log = SampledLog(log)
+
+
 class Participants:
-    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE) -> None:
+    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
+                 versions: MembershipVersions | None = None) -> None:
         self._pool = pool
         self._max_group_size = max_group_size
+        self._versions = versions
+
+    async def _published(self, view: ConversationView) -> ConversationView:
+        """Publish a committed change's membership version, so every cache drops the old membership
+        before the change returns. If Redis is away, the caches cannot read it either and ask this
+        service instead; so a failure here is logged, not returned."""
+        if self._versions is not None:
+            try:
+                await self._versions.publish(view.row.conversation_id, view.row.membership_version)
+            except Exception as exc:  # noqa: BLE001 - the change is committed; see the docstring
+                _publish_log.warning("membership-version", "membership version of %s not published: %r",
+                                     view.row.conversation_id, exc)
+        return view
 
     async def add(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
         conversation_id = validate.conversation_id(conversation_id)
@@ -51,7 +75,7 @@ class Participants:
             view = await _view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [
                 convert.membership_event("conversation:participant_added", view, caller, user_id, role)])
-            return view
+        return await self._published(view)
 
     async def remove(self, caller: str, conversation_id: str, user_id: str) -> ConversationView:
         """Remove (or leave). The last admin leaving promotes the longest-standing participant; the
@@ -85,7 +109,7 @@ class Participants:
             if promoted:
                 events.append(convert.membership_event("conversation:role_changed", view, caller, promoted, "admin"))
             await outbox.enqueue(conn, store.SCHEMA, events)
-            return view
+        return await self._published(view)
 
     async def change_role(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
         """Admins only; a group always keeps at least one admin, so the last one cannot step down."""
@@ -108,7 +132,7 @@ class Participants:
             view = await _view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [
                 convert.membership_event("conversation:role_changed", view, caller, user_id, role)])
-            return view
+        return await self._published(view)
 
 
 async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str) -> tuple[ConversationRow, str]:

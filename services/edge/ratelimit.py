@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from chatmesh.redis_conn import open_redis
-from services.edge.redis_guard import RedisGuard
+from chatmesh.redis_guard import RedisGuard
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2_grpc
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
-from chatmesh.membership import MembershipCache
+from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
@@ -43,7 +43,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     keys = Keys(settings.redis_prefix)
     channel = open_channel(settings.conversation_target)
     membership = MembershipCache(conversation_pb2_grpc.ConversationServiceStub(channel),
-                                 ServiceCredentials(settings, "message"))
+                                 ServiceCredentials(settings, "message"), MembershipVersions(redis_client, keys))
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
     hub = Hub(redis_client, pubsub_client, keys,
               OfflineBuffer(pool, conversations, ServiceCredentials(settings, "message")),

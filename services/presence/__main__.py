@@ -1,7 +1,9 @@
 """Run the presence service: `python -m services.presence`.
 
 Besides the gRPC servicer, each replica runs the sweeper (expires connections and typing states) and
-one pub/sub connection for the ephemeral events of the users its edge streams subscribed.
+one pub/sub connection for the ephemeral events of the users its edge streams subscribed, both
+supervised. Commands go through a Redis client with command timeouts (a stalled Redis fails them
+instead of hanging the RPC); the subscription has a client of its own whose reads never time out.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
-from chatmesh.membership import MembershipCache
-from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.membership import MembershipCache, MembershipVersions
+from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
+from chatmesh.resilience import spawn_supervised
 from services.presence.hub import EventHub
 from services.presence.presence import TYPING_WINDOW_S, Contacts, Presence
 from services.presence.server import PresenceServicer
@@ -27,6 +30,7 @@ from services.presence.store import PresenceStore
 async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     settings.require("redis_url")
     redis_client = open_redis(settings.redis_url)
+    pubsub_client = open_pubsub_redis(settings.redis_url)
     await redis_client.ping()
     keys = Keys(settings.redis_prefix)
     channel = open_channel(settings.conversation_target)
@@ -34,11 +38,11 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     credentials = ServiceCredentials(settings, "presence")
     ttl_s = settings.presence_ttl_s * settings.time_scale
     store = PresenceStore(redis_client, keys, ttl_s, TYPING_WINDOW_S * settings.time_scale)
-    hub = EventHub(redis_client, keys)
+    hub = EventHub(redis_client, pubsub_client, keys)
     await hub.start()
-    presence = Presence(store, hub, Contacts(conversations, credentials), MembershipCache(conversations, credentials),
-                        ttl_s, settings.time_scale)
-    sweeper = asyncio.create_task(presence.sweep_forever())
+    membership = MembershipCache(conversations, credentials, MembershipVersions(redis_client, keys))
+    presence = Presence(store, hub, Contacts(conversations, credentials), membership, ttl_s, settings.time_scale)
+    sweeper = spawn_supervised("presence sweep", presence.sweep_forever)
     servicer = PresenceServicer(presence, hub)
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -51,8 +55,10 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
                     readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
     finally:
         sweeper.cancel()
+        await asyncio.wait([sweeper])
         await hub.stop()
         await channel.close()
+        await pubsub_client.aclose()
         await redis_client.aclose()
 
 

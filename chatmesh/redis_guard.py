@@ -1,17 +1,20 @@
-"""The edge's Redis calls: each within a short deadline, and skipped altogether while Redis is away.
+"""Redis calls that must not wait for Redis: each within a short deadline, and skipped altogether
+while Redis is away.
 
-The edge uses Redis only for abuse limits, which protect the mesh and must never stop it: when Redis
-is down, or stalled (it accepts connections and never answers: SIGSTOP, a swapping host, a full
-backlog), a REST request or a socket's `ready` must not wait for it. Two bounds apply to every call:
-the client's own socket timeout (`open_redis`) and an asyncio deadline around the whole call, which
-also covers connecting, redis-py's one retry and a script reload. Cancelling a redis-py command drops
-its connection, so a late answer never reaches the next caller.
+Two callers need this. The edge's abuse limits protect the mesh and must never stop it, and the
+membership caches' version checks (`chatmesh.membership`) must not hold up a send. When Redis is
+down, or stalled (it accepts connections and never answers: SIGSTOP, a swapping host, a full
+backlog), neither may wait for it. Two bounds apply to every call: the client's own socket timeout
+(`open_redis`) and an asyncio deadline around the whole call, which also covers connecting,
+redis-py's one retry and a script reload. Cancelling a redis-py command drops its connection, so a
+late answer never reaches the next caller.
 
 Once a call fails for an outage the guard trips: calls fail at once without touching Redis (the
-caller fails open), and one call at a time probes Redis again after a jittered backoff (up to
-PROBE_CAP_S). A stalled Redis so costs one request in a while a deadline, not every request, and
-the edge does not pile connections up in the backlog of a server that does not read them. The
-first failure and the recovery are logged once each (OutageLog), not once per request.
+caller falls back: fails open, or asks the source of truth), and one call at a time probes Redis
+again after a jittered backoff (up to PROBE_CAP_S). A stalled Redis so costs one request in a while a
+deadline, not every request, and a caller does not pile connections up in the backlog of a server
+that does not read them. The first failure and the recovery are logged once each (OutageLog), not
+once per request.
 """
 
 from __future__ import annotations
