@@ -239,6 +239,7 @@ class Fanout:
         batch.update(entries)
         plans: list[_Plan] = []
         failed: set[str] = set()  # conversations with an entry that failed in this batch
+        members: dict[str, list[str]] = {}  # each conversation's participants, looked up once a batch
         for entry_id in sorted(batch, key=_stream_order):
             fields = batch[entry_id]
             try:
@@ -247,7 +248,7 @@ class Fanout:
                 if event.conversation_id in failed:
                     self._hold(entry_id, fields, now)
                     continue
-                recipients = await self._recipients(event)
+                recipients = await self._recipients(event, members)
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered with its reason
                 self._errors[entry_id.decode()] = f"{type(exc).__name__}: {exc}"
                 self._held.pop(entry_id, None)  # now a failure, retried by retry_pending
@@ -296,15 +297,20 @@ class Fanout:
             return -event.message.seq
         return int(event.message.seq)
 
-    async def _recipients(self, event: common_pb2.Event) -> list[str]:
+    async def _recipients(self, event: common_pb2.Event, members: dict[str, list[str]]) -> list[str]:
+        """A membership event goes to the participants it carries plus the user it names; any other to
+        the conversation's participants, asked once per batch (`members`) until a membership event
+        of the conversation changes them."""
         if event.HasField("conversation"):
             self._membership.invalidate(event.conversation_id)
+            members.pop(event.conversation_id, None)
             users = {p.user_id for p in event.conversation.conversation.participants}
             if event.conversation.user_id:
                 users.add(event.conversation.user_id)
             return sorted(users)
-        membership = await self._membership.get(event.conversation_id)
-        return sorted(membership.roles)
+        if (known := members.get(event.conversation_id)) is None:
+            known = members[event.conversation_id] = sorted((await self._membership.get(event.conversation_id)).roles)
+        return known
 
     def _done_key(self, event: common_pb2.Event) -> str:
         return f"{self._keys.prefix}:fanned:{event.event_id}"
