@@ -4,6 +4,11 @@ pub/sub connection per replica, and handed to the edge streams that subscribed t
 Whichever replica sees a transition or a typing frame publishes it; whichever replica holds an
 edge's stream delivers it. Nothing is stored: a subscriber that was not listening misses the event,
 as an ephemeral event should.
+
+Two Redis clients: PUBLISH goes through the command client (with a timeout: a stalled Redis fails it),
+SUBSCRIBE and the reads through a pub/sub client whose reads have no timeout (an idle subscription
+would otherwise end after a few quiet seconds). When the pub/sub connection is lost, the reader
+retries with backoff and subscribes every wanted channel again; events published meanwhile are lost.
 """
 
 from __future__ import annotations
@@ -13,35 +18,39 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 
+import grpc
 import redis.asyncio as aioredis
-import redis.exceptions
+from google.protobuf.message import DecodeError
 
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2
 from chatmesh.redis_conn import Keys
+from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+HUB_CHANNEL = "_hub"  # always subscribed: a pub/sub connection with no channel stops listening
 Queue = asyncio.Queue[tuple[str, common_pb2.Event] | None]
 
 
 class EventHub:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis_client: aioredis.Redis, pubsub_client: aioredis.Redis, keys: Keys) -> None:
         self._redis = redis_client
         self._keys = keys
-        self._pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = pubsub_client.pubsub(ignore_subscribe_messages=True)
         self._by_user: dict[str, set[Queue]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._streams: set[Queue] = set()
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self._keys.presence_live("_hub"))  # a pub/sub connection needs one channel
-        self._task = asyncio.create_task(self._read())
+        await self._pubsub.subscribe(self._keys.presence_live(HUB_CHANNEL))
+        self._task = spawn_supervised("presence pub/sub reader", self._read)
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+            await asyncio.wait([self._task])
         await self._pubsub.aclose()
 
     def end_streams(self) -> None:
@@ -64,7 +73,7 @@ class EventHub:
             first = not self._by_user[user_id]
             self._by_user[user_id].add(queue)
             if first:
-                await self._pubsub.subscribe(self._keys.presence_live(user_id))
+                await self._change("subscribe", self._keys.presence_live(user_id))
 
     async def _remove(self, user_id: str, queue: Queue) -> None:
         async with self._lock:
@@ -74,30 +83,70 @@ class EventHub:
             queues.discard(queue)
             if not queues:
                 del self._by_user[user_id]
-                await self._pubsub.unsubscribe(self._keys.presence_live(user_id))
+                await self._change("unsubscribe", self._keys.presence_live(user_id))
+
+    async def _change(self, action: str, channel: str) -> None:
+        """(Un)subscribe one channel. In an outage the reader fails too, and when Redis is back it
+        subscribes exactly the wanted channels (_resync), this one included or left out."""
+        try:
+            await getattr(self._pubsub, action)(channel)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.debug("presence pub/sub %s %s deferred: %r", action, channel, exc)
+
+    async def _resync(self) -> None:
+        """Subscribe every wanted channel and unsubscribe the others (redis-py resubscribes what it
+        had on a new connection, but not a SUBSCRIBE that failed, and again an UNSUBSCRIBE that did)."""
+        async with self._lock:
+            wanted = {self._keys.presence_live(u) for u in self._by_user} | {self._keys.presence_live(HUB_CHANNEL)}
+            held = {c.decode() if isinstance(c, bytes) else str(c) for c in self._pubsub.channels}
+            await self._pubsub.subscribe(*wanted)
+            if stale := held - wanted:
+                await self._pubsub.unsubscribe(*stale)
 
     async def _read(self) -> None:
+        """Hand each message to the streams of its user, for the life of the process (supervised).
+        A lost or refused connection is retried with jittered backoff, logged once when lost and
+        once when back, and every wanted channel is then subscribed again. The backoff starts over
+        only once a message arrives, so a connection that keeps dropping is retried slowly."""
+        redis_state = OutageLog(log, "presence pub/sub: Redis")
+        backoff = Backoff(0.1, 5.0)
+        resync = True  # also after a restart by the supervisor: the failure may have lost a SUBSCRIBE
         while True:
             try:
+                if resync:
+                    await self._resync()
+                    resync = False
+                    redis_state.recovered()
+                fresh = True
                 async for message in self._pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    user_id = self._keys.user_of_presence_live(message["channel"].decode())
-                    queues = self._by_user.get(user_id)
-                    if not queues:
-                        continue
-                    event = common_pb2.Event.FromString(message["data"])
-                    for queue in queues:
-                        queue.put_nowait((user_id, event))
-            except (redis.exceptions.ConnectionError, OSError) as exc:
-                log.warning("presence pub/sub lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.5)
-                try:
-                    async with self._lock:
-                        await self._pubsub.subscribe(*[self._keys.presence_live(u) for u in self._by_user],
-                                                     self._keys.presence_live("_hub"))
-                except (redis.exceptions.ConnectionError, OSError) as again:
-                    log.warning("presence resubscribe failed (%s); will retry", again)
+                    if message["type"] == "message":
+                        if fresh:
+                            fresh = False
+                            backoff.reset()
+                        self._deliver(message["channel"], message["data"])
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                redis_state.failed(exc)
+            else:  # listen() returns once nothing is subscribed, which _resync repairs
+                redis_state.failed(ConnectionError("no channel subscribed"))
+            resync = True
+            await backoff.sleep()
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        user_id = self._keys.user_of_presence_live(channel.decode())
+        queues = self._by_user.get(user_id)
+        if not queues:
+            return
+        try:
+            event = common_pb2.Event.FromString(data)
+        except DecodeError:
+            log.warning("presence pub/sub: undecodable message on %s dropped", channel.decode())
+            return
+        for queue in queues:
+            queue.put_nowait((user_id, event))
 
     async def stream(self, requests: AsyncIterator[presence_pb2.StreamPresenceEventsRequest]
                      ) -> AsyncIterator[presence_pb2.StreamPresenceEventsResponse]:
@@ -118,7 +167,8 @@ class EventHub:
             finally:
                 queue.put_nowait(None)
 
-        reader = asyncio.create_task(read())
+        reader = asyncio.create_task(read(), name="presence stream requests")
+        reader.add_done_callback(_retrieve)
         self._streams.add(queue)
         try:
             while (first := await queue.get()) is not None:
@@ -140,3 +190,14 @@ class EventHub:
             reader.cancel()
             for user_id in users:
                 await self._remove(user_id, queue)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Collect how a stream's request reader ended, so no exception goes unretrieved: an edge that
+    went away or an outage ends the stream (the edge reconnects); anything else is a bug, logged."""
+    if task.cancelled() or (exc := task.exception()) is None:
+        return
+    if isinstance(exc, grpc.aio.AioRpcError) or is_outage(exc):
+        log.info("an edge's presence stream ended: %r", exc)
+    else:
+        log.error("an edge's presence stream failed", exc_info=exc)

@@ -2,10 +2,15 @@
 
 A user is online while at least one of their connections, on any edge, has a live deadline and they
 have not chosen to look offline (invisible mode); contacts are told only on a transition. A closed
-connection lingers RECONNECT_GRACE_S, so a page reload or a network blip does not show the user
-going offline and coming back. Typing
-lasts TYPING_WINDOW_S after the last `is_typing: true` and is told to the other participants of the
-conversation; repeated frames within the window only extend it.
+connection lingers RECONNECT_GRACE_S from its close, so a page reload or a network blip does not show
+the user going offline and coming back, and a user whose devices close one after another goes
+offline once, a linger after the last. Typing lasts TYPING_WINDOW_S after the last `is_typing: true`
+and is told to the other participants of the conversation; repeated frames within the window only
+extend it.
+
+While Redis is unreachable or stalled, the RPCs fail with its (outage) errors, which the server
+answers UNAVAILABLE, and the sweeper retries with backoff, logging the outage once and the recovery
+once. Announcements whose contacts cannot be read are skipped, also logged once per outage.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from chatmesh import errors
 from chatmesh.auth import MAX_USER_ID_LENGTH, ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
+from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.presence.hub import EventHub
 from services.presence.store import PresenceStore, Status
 
@@ -39,6 +45,8 @@ CONTACTS_CONCURRENCY = 64  # a mass reconnect must not fire thousands of ListCon
 SWEEP_LIMIT = 500
 RECONNECT_GRACE_S = 5.0  # a closed connection keeps its user online this long, for a reconnect to take over
 MIN_RECONNECT_GRACE_S = 1.0  # however scaled: a reconnect takes a round trip or two on a loaded machine
+SWEEP_BACKOFF_CAP_S = 2.0  # while Redis is out the sweeper retries this often at least, to resume soon after
+_DIRECTORY_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def _timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
@@ -74,8 +82,15 @@ class Contacts:
         if task is None:
             task = asyncio.create_task(self._fetch(user_id))
             self._inflight[user_id] = task
-            task.add_done_callback(lambda _: self._inflight.pop(user_id, None))
+            task.add_done_callback(lambda done: self._done(user_id, done))
         return await asyncio.shield(task)
+
+    def _done(self, user_id: str, task: asyncio.Task[frozenset[str]]) -> None:
+        """Forget the fetch; its error reaches the callers that still wait, and is marked retrieved
+        here for when none does (all of them were cancelled), so asyncio does not log it at exit."""
+        self._inflight.pop(user_id, None)
+        if not task.cancelled():
+            task.exception()
 
     async def _fetch(self, user_id: str) -> frozenset[str]:
         async with self._slots:
@@ -100,6 +115,9 @@ class Presence:
         self._ttl_s = ttl_s
         self._tick_s = min(0.5, max(0.05, TYPING_WINDOW_S * time_scale / 6))
         self._linger_ms = int(max(RECONNECT_GRACE_S * time_scale, MIN_RECONNECT_GRACE_S) * 1000)
+        # One line when the conversation service stops answering and one when it is back, however
+        # many transitions or typing ends go unannounced meanwhile.
+        self._directory = OutageLog(log, "presence announcements skipped: conversation service")
 
     # connections
 
@@ -139,8 +157,9 @@ class Presence:
         try:
             contacts = await self._contacts.of(status.user_id)
         except grpc.aio.AioRpcError as exc:
-            log.warning("status of %s not announced: contacts unavailable (%s)", status.user_id, exc.code().name)
+            self._unannounced(f"status of {status.user_id}", exc)
             return
+        self._directory.recovered()
         presence = user_presence(status)
         event = common_pb2.Event(type="user:status_changed", presence=common_pb2.PresenceEvent(
             user_id=status.user_id, status=presence.status, last_seen_at=presence.last_seen_at))
@@ -162,6 +181,12 @@ class Presence:
         if started:  # a new typing state, or one that ended now: coalesced otherwise
             await self._announce_typing(conversation_id, user_id, is_typing)
 
+    def _unannounced(self, what: str, exc: errors.ChatError | grpc.aio.AioRpcError) -> None:
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _DIRECTORY_DOWN:
+            self._directory.failed(exc)
+        else:
+            log.warning("%s not announced: %s", what, exc)
+
     async def _announce_typing(self, conversation_id: str, user_id: str, is_typing: bool) -> None:
         membership = await self._membership.get(conversation_id)
         event = common_pb2.Event(type="chat:user_typing", conversation_id=conversation_id,
@@ -173,28 +198,43 @@ class Presence:
     # the sweeper
 
     async def sweep_forever(self) -> None:
-        """Expire overdue connections and typing states. Safe with any number of replicas: each
-        expiry happens in one script, so exactly one replica announces it."""
-        ttl_ms = self._store.ttl_ms
-        swept_ms, grace_ms = max(int(self._tick_s * 3000), ttl_ms // 3), 2 * ttl_ms
+        """Expire overdue connections and typing states, for the life of the process (run it under
+        chatmesh.resilience.supervise). Safe with any number of replicas: each expiry happens in one
+        script, so exactly one replica announces it. While Redis is down or stalled it retries with
+        jittered backoff and logs the outage once and the recovery once; any other error is a bug
+        and escapes to the supervisor, which logs its traceback and starts the loop again."""
+        redis_state = OutageLog(log, "presence sweep: Redis")
+        backoff = Backoff(self._tick_s, SWEEP_BACKOFF_CAP_S)
         while True:
             try:
-                users, typing = await self._store.tick(swept_ms, grace_ms, SWEEP_LIMIT)
-                if users:
-                    await self._announce(await self._store.sweep(users))
-                for member in typing:
-                    conversation_id, _, user_id = member.partition("|")
-                    try:
-                        await self._announce_typing(conversation_id, user_id, False)
-                    except (errors.ChatError, grpc.aio.AioRpcError) as exc:
-                        log.warning("typing end in %s not announced: %s", conversation_id, exc)
-                if len(users) < SWEEP_LIMIT and len(typing) < SWEEP_LIMIT:
-                    await asyncio.sleep(self._tick_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("presence sweep failed; retrying")
-                await asyncio.sleep(1)
+                more = await self._sweep_once()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                redis_state.failed(exc)
+                await backoff.sleep()
+                continue
+            redis_state.recovered()
+            backoff.reset()
+            if not more:
+                await asyncio.sleep(self._tick_s)
+
+    async def _sweep_once(self) -> bool:
+        """One tick; True when a batch was full (more are due at once)."""
+        ttl_ms = self._store.ttl_ms
+        swept_ms, grace_ms = max(int(self._tick_s * 3000), ttl_ms // 3), 2 * ttl_ms
+        users, typing = await self._store.tick(swept_ms, grace_ms, SWEEP_LIMIT)
+        if users:
+            await self._announce(await self._store.sweep(users))
+        for member in typing:
+            conversation_id, _, user_id = member.partition("|")
+            try:
+                await self._announce_typing(conversation_id, user_id, False)
+            except (errors.ChatError, grpc.aio.AioRpcError) as exc:
+                self._unannounced(f"typing end in {conversation_id}", exc)
+            else:
+                self._directory.recovered()
+        return len(users) >= SWEEP_LIMIT or len(typing) >= SWEEP_LIMIT
 
 
 def _members(edge_id: str, connections: Iterable[presence_pb2.Connection]) -> dict[str, list[str]]:

@@ -1,18 +1,22 @@
 """Presence state in Redis, changed only by Lua scripts so that each change is atomic.
 
 Per user: `conns:{user}`, a sorted set of `<edge id>:<connection id>` scored by the connection's
-deadline (ms, Redis clock), and `state:{user}`, a hash with the status contacts were last told
-(`shown`), the explicit state (`explicit`, invisible mode) and `last_seen` (ms). Globally:
-`deadlines`, a sorted set of users scored by the deadline of their last connection (the sweeper's
-index), `typing`, a sorted set of `<conversation id>|<user id>` scored by when the typing state ends,
-and the sweeper's `swept` / `grace` markers.
+deadline (ms, Redis clock); `closed:{user}`, the connections the edge said closed, scored by when
+(kept 2×TTL, at least a minute, so a heartbeat that arrives late cannot revive one); and `state:{user}`, a hash
+with the status contacts were last told (`shown`), the explicit state (`explicit`, invisible mode),
+`alive` (the last heartbeat or close: the user's last seen time if they go offline) and `last_seen`.
+Globally: `deadlines`, a sorted set of users scored by the deadline of their last connection (the
+sweeper's index), `typing`, a sorted set of `<conversation id>|<user id>` scored by when the typing
+state ends, and the sweeper's `swept` / `grace` markers.
 
 Every script ends in `settle`: it recomputes what contacts should see and returns whether that
 changed, so exactly one caller (whichever replica ran the script) broadcasts each transition. Times
 come from Redis (`TIME`), so replicas with skewed clocks agree. Only the sweeper expires
-connections (a closed one lingers RECONNECT_GRACE_S first, so a quick reconnect does not flap the
-user offline and online); a heartbeat or a drop never turns a user offline because another of their connections
-looks overdue (it may only be late because presence itself was down).
+connections: a closed one lingers RECONNECT_GRACE_S from its close (so a quick reconnect does not
+flap the user offline and online); a heartbeat or a drop never turns a user offline because another
+of their connections looks overdue (it may only be late because presence itself was down). During
+the grace after a sweeper outage, an overdue open connection is kept until the grace ends (its
+heartbeats may have been lost, not its socket), but a closed one still goes when its linger ends.
 
 The scripts touch a user's keys and the global index together, so presence needs one Redis node
 (or every presence key under one hash tag on Redis Cluster).
@@ -27,6 +31,7 @@ import redis.asyncio as aioredis
 from chatmesh.redis_conn import Keys
 
 STATE_TTL_MS = 30 * 24 * 3600 * 1000  # last seen and invisible mode are kept a month after the last change
+CLOSED_KEPT_MS = 60_000  # at least: a closed connection is remembered this long (a late heartbeat cannot revive it)
 
 _PRELUDE = """
 local function now_ms()
@@ -34,7 +39,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- KEYS[1] conns, KEYS[2] state, KEYS[3] deadlines. Returns {changed, status, last_seen_ms}.
+-- KEYS[1] conns, KEYS[2] state, KEYS[3] deadlines, KEYS[4] closed. Returns {changed, status, last_seen_ms}.
 local function settle(user, now, last_seen, state_ttl)
   local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   local status = 'offline'
@@ -60,48 +65,67 @@ local function settle(user, now, last_seen, state_ttl)
 end
 """
 
-# ARGV: user, ttl_ms, state_ttl_ms, member...
+# ARGV: user, ttl_ms, state_ttl_ms, member... Closed connections are skipped: a heartbeat that was
+# in flight when its socket closed, and lands after the drop, does not keep the user online a TTL.
 _REPORT = _PRELUDE + """
 local now = now_ms()
 local ttl = tonumber(ARGV[2])
--- Connections silent for two TTLs are gone; the ones reported now keep the user online anyway.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
-for i = 4, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
+local fresh = 0
+for i = 4, #ARGV do
+  if not redis.call('ZSCORE', KEYS[4], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+    fresh = 1
+  end
+end
+if fresh == 1 then
+  -- Connections silent for two TTLs are gone; the ones reported now keep the user online anyway.
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
+  redis.call('HSET', KEYS[2], 'alive', now)
+end
 return settle(ARGV[1], now, now, tonumber(ARGV[3]))
 """
 
-# ARGV: user, state_ttl_ms, linger_ms (0: gone at once), member... A closed connection lingers: its deadline moves
-# to now + linger (never later than it was), so a reconnect within that time keeps the user online
-# without an offline/online flap; the sweeper expires it otherwise. `dropped` keeps when it closed,
-# the user's last seen time if nothing else outlives it.
+# ARGV: user, state_ttl_ms, linger_ms (0: gone at once), keep_ms, member... A closed connection
+# lingers: its deadline becomes now + linger, whatever it was, so the linger counts from the last
+# close and a reconnect within it keeps the user online without an offline/online flap; the sweeper
+# expires it otherwise. It is remembered as closed for keep_ms, so a repeated drop changes nothing
+# and a late heartbeat does not revive it. `alive` becomes the close time: the user's last seen time
+# if nothing else outlives it.
 _DROP = _PRELUDE + """
 local now = now_ms()
-local until_ms = now + tonumber(ARGV[3])
-for i = 4, #ARGV do
-  local deadline = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if tonumber(ARGV[3]) <= 0 then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-  elseif deadline and tonumber(deadline) > until_ms then
-    redis.call('ZADD', KEYS[1], until_ms, ARGV[i])
+local linger = tonumber(ARGV[3])
+local keep = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - keep))
+local closed = 0
+for i = 5, #ARGV do
+  if not redis.call('ZSCORE', KEYS[4], ARGV[i]) then
+    redis.call('ZADD', KEYS[4], now, ARGV[i])
+    if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+      closed = 1
+      if linger > 0 then redis.call('ZADD', KEYS[1], now + linger, ARGV[i]) else redis.call('ZREM', KEYS[1], ARGV[i]) end
+    end
   end
 end
-redis.call('HSET', KEYS[2], 'dropped', now)
+redis.call('PEXPIRE', KEYS[4], keep)
+if closed == 1 then redis.call('HSET', KEYS[2], 'alive', now) end
 return settle(ARGV[1], now, now, tonumber(ARGV[2]))
 """
 
-# KEYS[4] grace. ARGV: user, ttl_ms, state_ttl_ms. Last seen is the last heartbeat of the last connection.
+# KEYS[5] grace. ARGV: user, state_ttl_ms. Last seen is `alive`: the last heartbeat or close.
 _SWEEP = _PRELUDE + """
 local now = now_ms()
-if redis.call('EXISTS', KEYS[4]) == 1 then return {0, '', 0} end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
-local last_seen = now
-if #expired > 0 then
-  -- The last heartbeat (a deadline is heartbeat + TTL), or the close of a lingering connection.
-  last_seen = math.max(tonumber(expired[#expired]) - tonumber(ARGV[2]),
-                       tonumber(redis.call('HGET', KEYS[2], 'dropped') or 0))
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local grace = redis.call('PTTL', KEYS[5])
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  if grace > 0 and not redis.call('ZSCORE', KEYS[4], member) then
+    -- Presence or Redis was down, so this open connection's heartbeats may have been lost rather
+    -- than its socket: keep it until the grace ends (its edge heartbeats again well before that).
+    redis.call('ZADD', KEYS[1], now + grace, member)
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
 end
-return settle(ARGV[1], now, last_seen, tonumber(ARGV[3]))
+local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or now)
+return settle(ARGV[1], now, alive, tonumber(ARGV[2]))
 """
 
 # ARGV: user, explicit ('' clears), state_ttl_ms
@@ -127,17 +151,14 @@ return out
 """
 
 # KEYS: swept, grace, deadlines, typing. ARGV: swept_px, grace_px, limit.
-# When no sweeper ran for a while, presence was down and edges could not heartbeat: give them a
-# grace period before expiring anyone, so nobody flaps offline because presence restarted.
+# When no sweeper ran for a while, presence (or Redis) was down and edges could not heartbeat: open
+# connections get a grace period (see _SWEEP), so nobody flaps offline because presence restarted.
 _TICK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
 redis.call('SET', KEYS[1], now, 'PX', ARGV[1])
-local users = {}
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  users = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-end
+local users = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 local typing = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
 if #typing > 0 then redis.call('ZREM', KEYS[4], unpack(typing)) end
 return {users, typing}
@@ -191,7 +212,8 @@ class PresenceStore:
         self._rate = redis_client.register_script(_RATE)
 
     def _user_keys(self, user_id: str) -> list[str]:
-        return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id), self._keys.presence("deadlines")]
+        return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id), self._keys.presence("deadlines"),
+                self._keys.presence(f"closed:{{{user_id}}}")]
 
     async def report(self, members: dict[str, list[str]]) -> list[Status]:
         """Connect and heartbeat in one: each user's connections get a fresh deadline."""
@@ -199,14 +221,15 @@ class PresenceStore:
             keys=self._user_keys(user), args=[user, self.ttl_ms, STATE_TTL_MS, *members[user]], client=pipe))
 
     async def drop(self, members: dict[str, list[str]], linger_ms: int) -> list[Status]:
-        """Closed connections: each lingers `linger_ms` (a reconnect in time keeps the user online)."""
+        """Closed connections: each lingers `linger_ms` from now (a reconnect in time keeps the user online)."""
+        keep_ms = max(2 * self.ttl_ms, CLOSED_KEPT_MS) + linger_ms  # far longer than a heartbeat is in flight
         return await self._per_user(members, lambda user, pipe: self._drop(
-            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, *members[user]], client=pipe))
+            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, keep_ms, *members[user]], client=pipe))
 
     async def sweep(self, users: list[str]) -> list[Status]:
         grace = self._keys.presence("grace")
         return await self._per_user(users, lambda user, pipe: self._sweep(
-            keys=[*self._user_keys(user), grace], args=[user, self.ttl_ms, STATE_TTL_MS], client=pipe))
+            keys=[*self._user_keys(user), grace], args=[user, STATE_TTL_MS], client=pipe))
 
     async def set_explicit(self, user_id: str, explicit: str) -> Status:
         reply = await self._explicit(keys=self._user_keys(user_id), args=[user_id, explicit, STATE_TTL_MS])
@@ -220,7 +243,8 @@ class PresenceStore:
                 for i, u in enumerate(user_ids)]
 
     async def tick(self, swept_ms: int, grace_ms: int, limit: int) -> tuple[list[str], list[str]]:
-        """(users whose last connection is overdue, typing states that ended), the latter removed."""
+        """(users whose last connection is overdue, typing states that ended), the latter removed.
+        Starts a grace of `grace_ms` when no tick came for `swept_ms` (see _SWEEP)."""
         keys = [self._keys.presence("swept"), self._keys.presence("grace"), self._keys.presence("deadlines"),
                 self._keys.presence("typing")]
         users, typing = await self._tick(keys=keys, args=[swept_ms, grace_ms, limit])
@@ -243,5 +267,10 @@ class PresenceStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for user in user_list:
                 await call(user, pipe)  # type: ignore[operator]
-            replies = await pipe.execute()
+            # Errors are raised as Redis sent them: a pipeline would prefix "Command # 1 ... caused
+            # error:" to a LOADING or BUSY reply, and is_outage() would no longer recognize it.
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         return [_status(user, reply) for user, reply in zip(user_list, replies)]
