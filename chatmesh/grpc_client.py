@@ -5,13 +5,18 @@ call during a restart waits for the upstream instead of failing at once.
 
 Client-side health checking (`healthCheckConfig`) makes a channel leave a server as soon as it reports
 NOT_SERVING, which `serve()` does before it stops (and while it has lost PostgreSQL or Redis): calls go
-to the other replicas instead of being cancelled by a stopping server."""
+to the other replicas instead of being cancelled by a stopping server.
+
+With mTLS configured (chatmesh/tls.py), every channel presents this process's certificate; callers
+pass `client_tls(settings)`, which is None without it."""
 
 from __future__ import annotations
 
 import json
 
 import grpc
+
+from chatmesh.tls import ClientTls
 
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
 
@@ -25,5 +30,8 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
+    """A channel to `target`, over mTLS when `tls` is given (explicit, so no caller forgets it)."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(target, tls.credentials, options=[*CHANNEL_OPTIONS, *tls.options()])

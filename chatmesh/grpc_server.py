@@ -241,6 +241,8 @@ async def serve(
     readiness: Readiness | None = None,
     metrics_port: int | None = None,
     end_streams: Callable[[], None] | None = None,
+    tls: grpc.ServerCredentials | None = None,
+    health_port: int | None = None,
 ) -> None:
     """Run a gRPC server until SIGINT/SIGTERM (or `stopping` is set), then drain it.
 
@@ -253,6 +255,11 @@ async def serve(
     Prometheus metrics on the listen host. `end_streams` (optional) ends the service's long-lived
     streams after the lame-duck pause: their clients resume on another replica at once, and the
     process exits then, instead of holding them until the grace period runs out.
+
+    `tls` (chatmesh.tls.server_credentials; None: plaintext) makes the port mTLS-only: a client
+    without a certificate from the mesh's CA cannot connect. `health_port` (optional) serves the same
+    health service, and nothing else, in plaintext on the listen host, for kubelet probes, which
+    cannot present a certificate.
     """
     if not verifier.service_callers:  # every gRPC service answers some service: without keys it cannot
         raise ConfigError(f"CHAT_SERVICE_PUBLIC_KEYS is not set: {ENV_VARS['CHAT_SERVICE_PUBLIC_KEYS']}")
@@ -268,14 +275,15 @@ async def serve(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    port = server.add_secure_port(listen, tls) if tls else server.add_insecure_port(listen)
     await server.start()
+    health_server = await _start_health_only(health_servicer, listen, health_port)
     for service_name in ["", *names, LIVENESS_SERVICE]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     metrics_server = metrics.start_metrics_server(listen, metrics_port)
     watcher = asyncio.create_task(readiness.watch(_readiness_to_health(health_servicer, ["", *names]))) \
         if readiness else None
-    log.info("%s serving on %s (port %d)", name, listen, port)
+    log.info("%s serving on %s (port %d, %s)", name, listen, port, "mTLS" if tls else "plaintext")
     if ready:
         ready(port)
     stopping = stopping or stop_on_signals()
@@ -288,8 +296,24 @@ async def serve(
     if end_streams:
         end_streams()
     await server.stop(STOP_GRACE_S)
+    if health_server:
+        await health_server.stop(None)
     if metrics_server:
         metrics_server.close()
+
+
+async def _start_health_only(servicer: health.aio.HealthServicer, listen: str,
+                             port: int | None) -> grpc.aio.Server | None:
+    """A plaintext server of the one health servicer (the same statuses), on the listen host."""
+    if port is None:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    host = listen.rsplit(":", 1)[0] or "0.0.0.0"
+    server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    log.info("health (plaintext, probes only) on %s:%d", host, port)
+    return server
 
 
 def _readiness_to_health(servicer: health.aio.HealthServicer,

@@ -17,7 +17,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from chatmesh.config import Settings
 from chatmesh.service_keys import ensure_keyring, keyring_env
+from chatmesh.tls import ClientTls, client_tls
 
 SERVICES = ("conversation", "message", "presence", "edge")
 
@@ -95,24 +97,27 @@ class Mesh:
 
     def wait_ready(self, name: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
+        tls = client_tls(Settings.from_env(self.service_env(name)))  # the service's own certificate, if any
         while time.monotonic() < deadline:
             process = self.processes[name]
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}\n"
                                    + (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:])
-            if self._healthy(name):
+            if self._healthy(name, tls):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{name} was not healthy within {timeout_s:.0f}s; see {self.log_dir / (name + '.log')}")
 
-    def _healthy(self, name: str) -> bool:
+    def _healthy(self, name: str, tls: ClientTls | None = None) -> bool:
         if kind_of(name) == "edge":
             try:
                 with urllib.request.urlopen(f"{self.url_of(name)}/healthz", timeout=1) as reply:
                     return bool(reply.status == 200)
             except OSError:
                 return False
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
+        target = f"127.0.0.1:{self.ports[name]}"
+        with (grpc.secure_channel(target, tls.credentials, options=tls.options()) if tls
+              else grpc.insecure_channel(target)) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
             except grpc.RpcError:

@@ -17,6 +17,7 @@ from chatmesh.outbox import OutboxRelay
 from chatmesh.membership import MembershipVersions
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.resilience import spawn_supervised
+from chatmesh.tls import client_tls, server_credentials
 from services.conversation.audit import AuditTrail, MessageAuditSource
 from services.conversation.conversations import Conversations
 from services.conversation.participants import Participants
@@ -38,7 +39,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events, settings.time_scale)
     projection = Projection(pool, redis_client, keys, f"{socket.gethostname()}-{os.getpid()}", settings.time_scale)
     background = [spawn_supervised("outbox relay", relay.run), spawn_supervised("projection", projection.run)]
-    message_channel = open_channel(settings.message_target)
+    message_channel = open_channel(settings.message_target, client_tls(settings))
     audit_source = MessageAuditSource(message_pb2_grpc.MessageServiceStub(message_channel),
                                       ServiceCredentials(settings, "conversation"))
     servicer = ConversationServicer(Conversations(pool, settings.max_group_size),
@@ -52,6 +53,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         # Ready while PostgreSQL answers; Redis only feeds the outbox relay, which catches up after an outage.
         await serve("conversation", settings.listen("conversation"), TokenVerifier(settings), register,
                     stopping=stopping, metrics_port=settings.metrics_port,
+                    tls=server_credentials(settings), health_port=settings.health_port,
                     readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
     finally:
         for task in background:

@@ -21,6 +21,7 @@ from chatmesh.gen.chat.v1 import (
 )
 from chatmesh.grpc_client import open_channel
 from chatmesh.logs import request_id_var
+from chatmesh.tls import client_tls
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.outgoing import REDELIVERY_TICK_S, RedeliveryTimer
 from services.edge.presence_link import PresenceLink
@@ -42,10 +43,11 @@ class EdgeContext:
     async def start(self) -> None:
         """Open the channels (grpc.aio binds them to the running loop, so not before it runs)."""
         settings = self.settings
+        tls = client_tls(settings)  # mTLS to the services when configured (this edge's own certificate)
         self.channels = {
-            "conversation": open_channel(settings.conversation_target),
-            "message": open_channel(settings.message_target),
-            "presence": open_channel(settings.presence_target),
+            "conversation": open_channel(settings.conversation_target, tls),
+            "message": open_channel(settings.message_target, tls),
+            "presence": open_channel(settings.presence_target, tls),
         }
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channels["conversation"])
         self.message = message_pb2_grpc.MessageServiceStub(self.channels["message"])

@@ -23,6 +23,7 @@ from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
+from chatmesh.tls import client_tls, server_credentials
 from services.message.events import OfflineBuffer
 from services.message.fanout import GROUP as FANOUT_GROUP
 from services.message.fanout import Fanout
@@ -41,7 +42,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     redis_client = open_redis(settings.redis_url)
     pubsub_client = open_pubsub_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix)
-    channel = open_channel(settings.conversation_target)
+    channel = open_channel(settings.conversation_target, client_tls(settings))
     membership = MembershipCache(conversation_pb2_grpc.ConversationServiceStub(channel),
                                  ServiceCredentials(settings, "message"), MembershipVersions(redis_client, keys))
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
@@ -68,6 +69,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     try:
         await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping,
                     metrics_port=settings.metrics_port, end_streams=hub.end_streams,
+                    tls=server_credentials(settings), health_port=settings.health_port,
                     # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
                     readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
     finally:

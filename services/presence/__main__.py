@@ -21,6 +21,7 @@ from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
+from chatmesh.tls import client_tls, server_credentials
 from services.presence.hub import EventHub
 from services.presence.presence import TYPING_WINDOW_S, Contacts, Presence
 from services.presence.server import PresenceServicer
@@ -33,7 +34,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     pubsub_client = open_pubsub_redis(settings.redis_url)
     await redis_client.ping()
     keys = Keys(settings.redis_prefix)
-    channel = open_channel(settings.conversation_target)
+    channel = open_channel(settings.conversation_target, client_tls(settings))
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
     credentials = ServiceCredentials(settings, "presence")
     ttl_s = settings.presence_ttl_s * settings.time_scale
@@ -52,6 +53,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     try:
         await serve("presence", settings.listen("presence"), TokenVerifier(settings), register, stopping=stopping,
                     metrics_port=settings.metrics_port, end_streams=hub.end_streams,
+                    tls=server_credentials(settings), health_port=settings.health_port,
                     readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
     finally:
         sweeper.cancel()
