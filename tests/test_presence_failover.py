@@ -44,10 +44,16 @@ class Replicas:
                                     ports={**mesh.ports, "presence": presence_port, "edge": free_port()})
 
     def start(self) -> None:
-        for presence in self.presences:
-            presence.start("presence")
-        for edge in self.edges.values():
-            edge.start("edge")
+        """Presence replicas, then edges. When one fails to start, the ones that did are stopped: the
+        fixture raises before its yield, so its teardown would never stop them."""
+        try:
+            for presence in self.presences:
+                presence.start("presence")
+            for edge in self.edges.values():
+                edge.start("edge")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for edge in self.edges.values():
