@@ -7,22 +7,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import kubernetes_validate
 import psycopg
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatmesh import cli, grpc_server
@@ -30,63 +26,27 @@ from chatmesh.config import DEFAULT_PORTS, ENV_VARS, Settings
 from chatmesh.embedded import free_port
 from chatmesh.launcher import SERVICES
 from chatmesh.service_keys import keyring_env
+from tests.test_k8s_support import (
+    ROOT,
+    TREES,
+    Doc,
+    by_kind,
+    chatmesh_workloads,
+    config_of,
+    env_of,
+    main_container,
+    render,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-K8S = ROOT / "deploy" / "k8s"
-TREES = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 GRPC_SERVICES = ("conversation", "message", "presence")
 # The Kubernetes versions the manifests must be valid for: the newest the validator knows, and the
 # oldest minor still commonly offered by managed clusters.
 K8S_VERSIONS = (kubernetes_validate.utils.latest_version(), "1.33.0")
-Doc = dict[str, Any]
-
-
-def _kustomize() -> list[str]:
-    if path := shutil.which("kustomize"):
-        return [path, "build"]
-    if path := shutil.which("kubectl"):
-        return [path, "kustomize"]
-    pytest.fail("rendering deploy/k8s needs kustomize or kubectl (which embeds it) on PATH")
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[Doc]]:
-    out = {}
-    for name, path in TREES.items():
-        result = subprocess.run([*_kustomize(), str(path)], capture_output=True, text=True, timeout=120,
-                                check=False)
-        assert result.returncode == 0, result.stderr
-        out[name] = [d for d in yaml.safe_load_all(result.stdout) if d]
-    return out
-
-
-def _by_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
-
-
-def _container(deployment: Doc) -> Doc:
-    containers = deployment["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return dict(containers[0])
-
-
-def _env(container: Doc) -> dict[str, Doc]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def _config(docs: list[Doc]) -> dict[str, str]:
-    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("chatmesh-config")]
-    assert len(maps) == 1
-    return dict(maps[0]["data"])
-
-
-def _chatmesh_workloads(docs: list[Doc]) -> Iterator[tuple[str, Doc]]:
-    """(name, pod spec) of every workload running the chatmesh image."""
-    for d in docs:
-        if d["kind"] in ("Deployment", "Job", "StatefulSet"):
-            spec = d["spec"]["template"]["spec"]
-            if any("chatmesh" in c["image"] for c in spec["containers"]):
-                yield d["metadata"]["name"], spec
+    return {name: render(path) for name, path in TREES.items()}
 
 
 # --- schemas ---------------------------------------------------------------------------------------
@@ -104,7 +64,7 @@ def test_every_rendered_manifest_validates_strictly(rendered: dict[str, list[Doc
 
 def test_strict_validation_catches_a_misspelt_field(rendered: dict[str, list[Doc]]) -> None:
     """The check above has teeth: an unknown field fails it."""
-    deployment = json.loads(json.dumps(_by_kind(rendered["base"], "Deployment")["edge"]))
+    deployment = json.loads(json.dumps(by_kind(rendered["base"], "Deployment")["edge"]))
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
@@ -112,13 +72,13 @@ def test_strict_validation_catches_a_misspelt_field(rendered: dict[str, list[Doc
 
 def test_each_tree_has_what_the_issue_asks(rendered: dict[str, list[Doc]]) -> None:
     for tree, docs in rendered.items():
-        assert set(_by_kind(docs, "Deployment")) == set(SERVICES), tree
-        assert set(_by_kind(docs, "PodDisruptionBudget")) == set(SERVICES), tree
-        assert "chatmesh-migrate" in _by_kind(docs, "Job"), tree
-        assert {"chatmesh-default-deny-ingress", "chatmesh-grpc-services", "chatmesh-edge"} <= set(
-            _by_kind(docs, "NetworkPolicy")), tree
-    assert set(_by_kind(rendered["base"], "HorizontalPodAutoscaler")) == {"edge", "message"}
-    assert set(_by_kind(rendered["prod"], "HorizontalPodAutoscaler")) == {"edge", "message"}
+        assert set(by_kind(docs, "Deployment")) == set(SERVICES), tree
+        assert set(by_kind(docs, "PodDisruptionBudget")) == set(SERVICES), tree
+        assert "chatmesh-migrate" in by_kind(docs, "Job"), tree
+        assert {"chatmesh-default-deny-ingress", "chatmesh-edge", *(f"chatmesh-{n}" for n in GRPC_SERVICES)} <= set(
+            by_kind(docs, "NetworkPolicy")), tree
+    assert set(by_kind(rendered["base"], "HorizontalPodAutoscaler")) == {"edge", "message"}
+    assert set(by_kind(rendered["prod"], "HorizontalPodAutoscaler")) == {"edge", "message"}
 
 
 # --- drift: commands --------------------------------------------------------------------------------
@@ -139,7 +99,7 @@ def test_manifest_commands_are_cli_commands_of_the_image(rendered: dict[str, lis
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["chatmesh"] == "chatmesh.cli:main"
     for tree, docs in rendered.items():
-        for name, spec in _chatmesh_workloads(docs):
+        for name, spec in chatmesh_workloads(docs):
             container = spec["containers"][0]
             assert "command" not in container, f"{tree}/{name} overrides the image's entrypoint"
             args = container["args"]
@@ -165,15 +125,15 @@ def _ports(container: Doc) -> dict[str, int]:
 
 def test_grpc_services_listen_probe_and_expose_metrics_where_the_code_does(rendered: dict[str, list[Doc]]) -> None:
     for tree, docs in rendered.items():
-        config = _config(docs)
+        config = config_of(docs)
         metrics_port = int(config["CHAT_METRICS_PORT"])
-        deployments = _by_kind(docs, "Deployment")
+        deployments = by_kind(docs, "Deployment")
         for name in GRPC_SERVICES:
             pod = deployments[name]["spec"]["template"]
-            container = _container(deployments[name])
+            container = main_container(deployments[name])
             port = DEFAULT_PORTS[name]
             assert _ports(container) == {"grpc": port, "metrics": metrics_port}, (tree, name)
-            assert _env(container)["CHAT_LISTEN_ADDR"]["value"] == f"0.0.0.0:{port}"
+            assert env_of(container)["CHAT_LISTEN_ADDR"]["value"] == f"0.0.0.0:{port}"
             assert Settings.from_env({"CHAT_JWT_SECRET": "x", **config,
                                       "CHAT_LISTEN_ADDR": f"0.0.0.0:{port}"}).listen(name) == f"0.0.0.0:{port}"
             # readiness: the overall health name (dependencies); liveness/startup: the name only a stop touches
@@ -189,9 +149,9 @@ def test_edge_listens_and_probes_the_paths_the_app_serves(rendered: dict[str, li
     app = create_app(Settings.from_env({"CHAT_JWT_SECRET": "x", **keyring_env(keyring, "edge", verifies=False)}))
     paths = {getattr(r, "path", None) for r in app.routes}
     for docs in rendered.values():
-        config = _config(docs)
-        edge = _by_kind(docs, "Deployment")["edge"]
-        container = _container(edge)
+        config = config_of(docs)
+        edge = by_kind(docs, "Deployment")["edge"]
+        container = main_container(edge)
         assert config["CHAT_EDGE_HOST"] == "0.0.0.0"
         assert _ports(container) == {"http": int(config["CHAT_EDGE_PORT"])}
         assert Settings.from_env({"CHAT_JWT_SECRET": "x", **config}).edge_port == _ports(container)["http"]
@@ -210,9 +170,9 @@ def _edge_drain_s() -> float:
 
 def test_termination_grace_covers_prestop_and_the_drain(rendered: dict[str, list[Doc]]) -> None:
     for tree, docs in rendered.items():
-        for name, deployment in _by_kind(docs, "Deployment").items():
+        for name, deployment in by_kind(docs, "Deployment").items():
             spec = deployment["spec"]["template"]["spec"]
-            pre_stop = _container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
+            pre_stop = main_container(deployment)["lifecycle"]["preStop"]["exec"]["command"]
             assert pre_stop[0] == "sleep"
             drain = _edge_drain_s() if name == "edge" else grpc_server.LAME_DUCK_S + grpc_server.STOP_GRACE_S
             # SIGTERM comes after preStop; the process then drains, closes its pools and exits.
@@ -234,11 +194,11 @@ REQUIRED = {  # what each command fails at start without (Settings.require, CHAT
 
 def test_every_variable_the_manifests_set_is_one_the_code_reads(rendered: dict[str, list[Doc]]) -> None:
     for tree, docs in rendered.items():
-        config = _config(docs)
+        config = config_of(docs)
         assert set(config) <= set(ENV_VARS), set(config) - set(ENV_VARS)
-        for name, spec in _chatmesh_workloads(docs):
+        for name, spec in chatmesh_workloads(docs):
             container = spec["containers"][0]
-            env = _env(container)
+            env = env_of(container)
             assert set(env) <= set(ENV_VARS), (tree, name, set(env) - set(ENV_VARS))
             for e in env.values():
                 if ref := e.get("valueFrom", {}).get("secretKeyRef"):
@@ -249,47 +209,11 @@ def test_every_variable_the_manifests_set_is_one_the_code_reads(rendered: dict[s
             assert set(secret["data"]) <= set(ENV_VARS)
 
 
-def _volume_of(spec: Doc, path: str) -> Doc:
-    """The pod volume mounted at the folder holding `path`."""
-    (mount,) = [m for m in spec["containers"][0].get("volumeMounts", []) if m["mountPath"] == str(Path(path).parent)]
-    return next(v for v in spec["volumes"] if v["name"] == mount["name"])
-
-
-def test_each_pod_mounts_its_own_service_key_and_the_edge_no_public_keys(rendered: dict[str, list[Doc]]) -> None:
-    """Separate keys: a pod holds only the private key that speaks as itself (the edge's pod cannot
-    mint another service's token), and only the gRPC services hold the callers' public keys."""
-    for tree, docs in rendered.items():
-        for name, spec in _chatmesh_workloads(docs):
-            env = _env(spec["containers"][0])
-            secrets_used = {v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
-            if name == "chatmesh-migrate":
-                assert not secrets_used and "CHAT_SERVICE_KEY_FILE" not in env
-                continue
-            key = _volume_of(spec, env["CHAT_SERVICE_KEY_FILE"]["value"])
-            assert key["secret"]["secretName"].startswith(f"chatmesh-service-key-{name}"), (tree, name)
-            assert env["CHAT_SERVICE_KEY_FILE"]["value"].endswith("/service.key")
-            assert {s for s in secrets_used if s.startswith("chatmesh-service-key-")} == {
-                key["secret"]["secretName"]}, (tree, name, secrets_used)
-            if name == "edge":
-                assert "CHAT_SERVICE_PUBLIC_KEYS" not in env
-            else:
-                public = _volume_of(spec, env["CHAT_SERVICE_PUBLIC_KEYS"]["value"] + "/x.pub")
-                assert public["configMap"]["name"].startswith("chatmesh-service-public-keys")
-    dev = rendered["dev"]
-    public_keys = next(d for d in dev if d["kind"] == "ConfigMap"
-                       and d["metadata"]["name"].startswith("chatmesh-service-public-keys"))
-    assert set(public_keys["data"]) == {f"{name}.pub" for name in SERVICES}
-    for name in SERVICES:
-        (secret,) = [d for d in dev if d["kind"] == "Secret"
-                     and d["metadata"]["name"].startswith(f"chatmesh-service-key-{name}-")]
-        assert set(secret["data"]) == {"service.key"}
-
-
 def test_service_targets_name_headless_services_on_the_service_ports(rendered: dict[str, list[Doc]]) -> None:
     for docs in rendered.values():
-        config = _config(docs)
-        services = _by_kind(docs, "Service")
-        deployments = _by_kind(docs, "Deployment")
+        config = config_of(docs)
+        services = by_kind(docs, "Service")
+        deployments = by_kind(docs, "Deployment")
         for name in GRPC_SERVICES:
             target = config[f"CHAT_{name.upper()}_TARGET"]
             match = re.fullmatch(r"dns:///([a-z0-9-]+):(\d+)", target)
@@ -308,14 +232,14 @@ def test_services_and_policies_point_at_ports_the_pods_have(rendered: dict[str, 
         def selected(selector: dict[str, str], pods: list[Doc] = pods) -> list[Doc]:
             return [p for p in pods if selector.items() <= p["metadata"]["labels"].items()]
 
-        for name, service in _by_kind(docs, "Service").items():
+        for name, service in by_kind(docs, "Service").items():
             chosen = selected(service["spec"]["selector"])
             assert chosen, f"{tree}: Service {name} selects no pod"
             for port in service["spec"]["ports"]:
                 for pod in chosen:
                     names = {p.get("name") for c in pod["spec"]["containers"] for p in c["ports"]}
                     assert port["targetPort"] in names, (tree, name, port)
-        for name, policy in _by_kind(docs, "NetworkPolicy").items():
+        for name, policy in by_kind(docs, "NetworkPolicy").items():
             chosen = selected(policy["spec"]["podSelector"]["matchLabels"])
             assert chosen, f"{tree}: NetworkPolicy {name} selects no pod"
             for rule in policy["spec"].get("ingress", []):
@@ -326,53 +250,33 @@ def test_services_and_policies_point_at_ports_the_pods_have(rendered: dict[str, 
                         assert port["port"] in ports or isinstance(port["port"], int), (tree, name, port)
 
 
-def test_only_the_edge_is_reachable_from_outside_the_mesh(rendered: dict[str, list[Doc]]) -> None:
-    for tree, docs in rendered.items():
-        policies = _by_kind(docs, "NetworkPolicy")
-        deny = policies["chatmesh-default-deny-ingress"]["spec"]
-        assert deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "chatmesh"}
-        assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
-        for name, spec in _chatmesh_workloads(docs):
-            labels = next(d for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Deployment", "Job"))[
-                "spec"]["template"]["metadata"]["labels"]
-            assert labels["app.kubernetes.io/part-of"] == "chatmesh", (tree, name)
-        grpc_rules = policies["chatmesh-grpc-services"]["spec"]["ingress"]
-        for rule in grpc_rules:
-            (peer,) = rule["from"]
-            grpc_port = any(p["port"] == "grpc" for p in rule["ports"])
-            if grpc_port:
-                assert peer == {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "chatmesh"}}}
-        edge_rules = policies["chatmesh-edge"]["spec"]["ingress"]
-        assert edge_rules == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
-
-
 # --- overlays ---------------------------------------------------------------------------------------
 
 def test_dev_runs_one_of_everything_with_its_own_stores(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["dev"]
-    assert all(d["spec"]["replicas"] == 1 for d in _by_kind(docs, "Deployment").values())
-    assert not _by_kind(docs, "HorizontalPodAutoscaler")
-    assert set(_by_kind(docs, "StatefulSet")) == {"postgres", "redis"}
+    assert all(d["spec"]["replicas"] == 1 for d in by_kind(docs, "Deployment").values())
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(by_kind(docs, "StatefulSet")) == {"postgres", "redis"}
     secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("chatmesh-secrets"))
     assert set(secret["data"]) == {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET"}
 
 
 def test_prod_is_replicated_bounded_spread_and_uses_external_stores(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["prod"]
-    hpas = _by_kind(docs, "HorizontalPodAutoscaler")
-    for name, deployment in _by_kind(docs, "Deployment").items():
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    for name, deployment in by_kind(docs, "Deployment").items():
         replicas = hpas[name]["spec"]["minReplicas"] if name in hpas else deployment["spec"]["replicas"]
         assert replicas >= 2, name
         if name in hpas:
             assert "replicas" not in deployment["spec"], f"{name}: an apply would reset what its HPA set"
-        resources = _container(deployment)["resources"]
+        resources = main_container(deployment)["resources"]
         assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
         spec = deployment["spec"]["template"]["spec"]
         term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
         assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
-    assert not _by_kind(docs, "StatefulSet") and not [d for d in docs if d["kind"] == "Secret"]
+    assert not by_kind(docs, "StatefulSet") and not [d for d in docs if d["kind"] == "Secret"]
     assert all(d["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
-               for d in _by_kind(docs, "Deployment").values())
+               for d in by_kind(docs, "Deployment").values())
 
 
 # --- the image --------------------------------------------------------------------------------------
@@ -391,12 +295,12 @@ def test_dockerfile_is_multi_stage_slim_non_root_without_build_tools(rendered: d
     user = re.search(r"^USER\s+(\d+):(\d+)\s*$", final, re.MULTILINE)
     assert user and int(user.group(1)) != 0
     for tree, docs in rendered.items():
-        for name, spec in _chatmesh_workloads(docs):
+        for name, spec in chatmesh_workloads(docs):
             assert spec["securityContext"]["runAsUser"] == int(user.group(1)), (tree, name)
             assert spec["securityContext"]["runAsNonRoot"] is True
     exposed = {int(p) for line in re.findall(r"^EXPOSE\s+(.+)$", final, re.MULTILINE) for p in line.split()}
     assert {DEFAULT_PORTS[n] for n in SERVICES} <= exposed
-    assert int(_config(rendered["base"])["CHAT_METRICS_PORT"]) in exposed
+    assert int(config_of(rendered["base"])["CHAT_METRICS_PORT"]) in exposed
 
 
 def test_dockerfile_installs_every_runtime_dependency_but_the_embedded_servers(tmp_path: Path) -> None:
