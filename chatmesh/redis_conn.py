@@ -7,6 +7,7 @@ one slot on Redis Cluster.
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
@@ -19,11 +20,12 @@ CONNECT_TIMEOUT_S = 2.0
 def open_redis(url: str, *, timeout_s: float = COMMAND_TIMEOUT_S) -> aioredis.Redis:
     """A client whose every command has a deadline. One quick retry on a fresh connection covers a
     socket that died with a restarted Redis; longer outages surface to the caller's own backoff
-    (redis-py's default, three retries up to 10 s apart, would hide them for seconds per call)."""
+    (redis-py's default, three retries up to 10 s apart, would hide them for seconds per call). A
+    timeout is not retried: a stalled Redis would only double the wait."""
     return aioredis.Redis.from_url(
         url, decode_responses=False, health_check_interval=30, socket_keepalive=True,
         socket_timeout=timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1))
+        retry=_one_quick_retry())
 
 
 def open_pubsub_redis(url: str) -> aioredis.Redis:
@@ -31,8 +33,12 @@ def open_pubsub_redis(url: str) -> aioredis.Redis:
     read timeout would end an idle subscription), and the health check pings an idle connection."""
     return aioredis.Redis.from_url(
         url, decode_responses=False, health_check_interval=10, socket_keepalive=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1))
+        socket_connect_timeout=CONNECT_TIMEOUT_S, retry=_one_quick_retry())
+
+
+def _one_quick_retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1,
+                 supported_errors=(redis.exceptions.ConnectionError,))
 
 
 class Keys:

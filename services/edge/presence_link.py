@@ -106,7 +106,11 @@ class PresenceLink:
         self._wake.set()
 
     async def run(self) -> None:
-        await asyncio.gather(self._stream.run(), self._report_forever())
+        """The event stream and the connection reports; if either fails, both stop (and are restarted
+        together by their supervisor), so a dead report loop never leaves the stream running alone."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._stream.run())
+            group.create_task(self._report_forever())
 
     async def close(self) -> None:
         """On a graceful stop: tell presence this edge's sockets are gone rather than wait for the TTL."""
@@ -192,17 +196,23 @@ class PresenceLink:
             return error_frame(request_id, "INVALID_ARGUMENT",
                                "chat:typing needs data {conversation_id: string, is_typing: boolean}")
         try:
-            await reachable(self._channel, "presence")
             if kind == "chat:typing":
+                await reachable(self._channel, "presence")
                 await self._stub.SetTyping(
                     presence_pb2.SetTypingRequest(conversation_id=conversation_id, is_typing=is_typing),
                     metadata=metadata, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
                 reply: dict[str, Any] = {}
             else:
-                status = common_pb2.PRESENCE_STATUS_ONLINE if kind == "presence:online" else common_pb2.PRESENCE_STATUS_OFFLINE
-                answer = await self._stub.SetPresence(presence_pb2.SetPresenceRequest(status=status), metadata=metadata,
-                                                      timeout=CALL_TIMEOUT_S, wait_for_ready=True)
-                reply = json_format.MessageToDict(answer, preserving_proto_field_name=True)
+                reply = await self.set_presence(kind, metadata)
         except grpc.aio.AioRpcError as exc:
             return rpc_error_frame(request_id, exc)
         return {"type": "ack", "id": request_id, "data": reply} if request_id is not None else None
+
+    async def set_presence(self, kind: str, metadata: Metadata) -> dict[str, Any]:
+        """SetPresence for a `presence:online` / `presence:offline` frame; the answer is the ack's data.
+        Raises the call's AioRpcError (UNAVAILABLE at once when no presence replica is up)."""
+        await reachable(self._channel, "presence")
+        status = common_pb2.PRESENCE_STATUS_ONLINE if kind == "presence:online" else common_pb2.PRESENCE_STATUS_OFFLINE
+        answer = await self._stub.SetPresence(presence_pb2.SetPresenceRequest(status=status), metadata=metadata,
+                                              timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+        return json_format.MessageToDict(answer, preserving_proto_field_name=True)
