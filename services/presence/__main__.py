@@ -32,7 +32,6 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     settings.require("redis_url")
     redis_client = open_redis(settings.redis_url)
     pubsub_client = open_pubsub_redis(settings.redis_url)
-    await redis_client.ping()
     keys = Keys(settings.redis_prefix)
     channel = open_channel(settings.conversation_target, client_tls(settings))
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)

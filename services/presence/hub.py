@@ -44,7 +44,8 @@ class EventHub:
         self._streams: set[Queue] = set()
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self._keys.presence_live(HUB_CHANNEL))
+        """Start the reader, which subscribes (and resubscribes after an outage): Redis need not be up
+        yet, so a presence replica starts during a Redis outage and catches up when it is back."""
         self._task = spawn_supervised("presence pub/sub reader", self._read)
 
     async def stop(self) -> None:
