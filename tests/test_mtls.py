@@ -41,7 +41,7 @@ class Authority:
     def __init__(self, name: str) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -56,7 +56,7 @@ class Authority:
     def issue(self, folder: Path, name: str) -> dict[str, str]:
         """A leaf's files in `folder`, as the CHAT_TLS_* settings."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
                 .issuer_name(self.name).public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
@@ -158,11 +158,10 @@ def test_the_plaintext_health_port_serves_health_only(tls_mesh: TlsMesh, name: s
     target = f"127.0.0.1:{tls_mesh.health_ports[name]}"
     assert _check(target, None) == health_pb2.HealthCheckResponse.SERVING
     assert _check(target, None, "liveness") == health_pb2.HealthCheckResponse.SERVING
-    with grpc.insecure_channel(target) as channel:
-        with pytest.raises(grpc.RpcError) as failed:
-            conversation_pb2_grpc.ConversationServiceStub(channel).ListConversations(
-                conversation_pb2.ListConversationsRequest(), metadata=(("authorization", f"Bearer {make_token('x')}"),),
-                timeout=3)
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as failed:
+        conversation_pb2_grpc.ConversationServiceStub(channel).ListConversations(
+            conversation_pb2.ListConversationsRequest(), metadata=(("authorization", f"Bearer {make_token('x')}"),),
+            timeout=3)
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
 
 
