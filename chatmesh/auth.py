@@ -45,6 +45,10 @@ from chatmesh.config import Settings
 from chatmesh.logs import request_id_var
 
 MAX_USER_ID_LENGTH = 128
+# Tokens longer than this are refused unread (no header parse, no signature check). Every call carries
+# the user's token as gRPC metadata, whose default soft limit is 8 KiB (past it, calls fail at random
+# with RESOURCE_EXHAUSTED): 6 KiB leaves room for the rest of a call's headers. Real tokens are 1-2 KB.
+MAX_TOKEN_BYTES = 6 * 1024
 # Short, so a service token copied off the wire (without mTLS) or by a compromised callee is soon
 # worthless; each process signs a new one every half of it (one Ed25519 signature).
 SERVICE_TOKEN_TTL_S = 300
@@ -63,6 +67,21 @@ def _clock() -> float:
 
 class AuthError(Exception):
     """The token is missing, malformed, expired or not signed by a key we trust."""
+
+
+def user_id_problem(value: object) -> str | None:
+    """Why `value` is not a user id, or None: the one rule for a token's `sub` (checked here, so REST
+    and WebSocket refuse it alike) and for user ids that callers name (the services' validation).
+
+    1 to MAX_USER_ID_LENGTH characters, no surrounding whitespace, no control characters (NUL cannot
+    be stored in PostgreSQL text) and no lone surrogates (not encodable in UTF-8, so not in a proto)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_USER_ID_LENGTH:
+        return f"a user id is a string of 1 to {MAX_USER_ID_LENGTH} characters"
+    if value != value.strip():
+        return "a user id has no surrounding whitespace"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 or 0xD800 <= ord(c) < 0xE000 for c in value):
+        return "a user id has no control characters"
+    return None
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """Blocking when a JWKS must be fetched; async code uses `averify`."""
+        _check_size(token)
         if (identity := self._cached(token)) is not None:
             return identity
         if (service := self._service_of(token)) is not None:
@@ -171,6 +191,7 @@ class TokenVerifier:
         return self._remember(self._decode_user(token, key, algorithms), trusted_until)
 
     async def averify(self, token: str) -> Identity:
+        _check_size(token)
         if self._jwks is None:
             return self.verify(token)
         if (identity := self._cached(token)) is not None:
@@ -226,8 +247,8 @@ class TokenVerifier:
         if claims.get("typ") == "service":  # a user token key never vouches for a service
             raise AuthError("service tokens must be signed with a service key")
         sub = claims["sub"]
-        if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID_LENGTH:
-            raise AuthError(f"sub must be a string of 1 to {MAX_USER_ID_LENGTH} characters")
+        if (problem := user_id_problem(sub)) is not None:
+            raise AuthError(f"the token's sub is not a valid user id: {problem}")
         name = claims.get("name")
         return Identity(
             user_id=sub,
@@ -235,6 +256,11 @@ class TokenVerifier:
             display_name=name if isinstance(name, str) else "",
             expires_at=float(claims["exp"]),
         )
+
+
+def _check_size(token: str) -> None:
+    if len(token) > MAX_TOKEN_BYTES:
+        raise AuthError(f"tokens are limited to {MAX_TOKEN_BYTES} bytes")
 
 
 def _bearer_token(header: str | None) -> str:

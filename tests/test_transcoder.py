@@ -103,6 +103,17 @@ def test_literal_route_wins_over_variable() -> None:
 def test_wrong_method_is_distinguished_from_unknown_path() -> None:
     assert ROUTES.match("PUT", "/api/messages")[2] is True
     assert ROUTES.match("GET", "/api/nowhere")[2] is False
+    assert ROUTES.allowed_methods("/api/messages/abc") == ["DELETE", "GET", "PATCH"]  # a 405's Allow
+    assert ROUTES.allowed_methods("/api/nowhere") == []
+
+
+def test_a_single_value_parameter_given_twice_is_refused() -> None:
+    route, path_vars, _ = EXAMPLE.match("GET", "/v1/messages/1")
+    assert route is not None
+    for query in ([("revision", "1"), ("revision", "2")], [("sub.subfield", "a"), ("sub.subfield", "b")]):
+        with pytest.raises(BadRequest) as refused:
+            EXAMPLE.build_request(route, path_vars, query, None)
+        assert refused.value.code == "DUPLICATE_PARAMETER"
 
 
 def test_bad_parameters_are_bad_requests() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from chatmesh import errors
-from chatmesh.auth import MAX_USER_ID_LENGTH
+from chatmesh.auth import user_id_problem
 from chatmesh.gen.chat.v1 import common_pb2
 
 MAX_TITLE = 200
@@ -26,12 +26,12 @@ def conversation_id(value: str) -> str:
 
 
 def user_id(value: str, what: str = "user_id") -> str:
-    """A user id is the JWT `sub`: 1 to 128 characters, no surrounding whitespace."""
+    """A user id is a JWT `sub`: the edge refuses tokens whose sub breaks the same rule
+    (`chatmesh.auth.user_id_problem`), so any id a user can have passes here."""
     if not value:
         raise errors.invalid("INVALID_USER_ID", f"{what} is required")
-    if len(value) > MAX_USER_ID_LENGTH or value != value.strip() or "\x00" in value:
-        raise errors.invalid("INVALID_USER_ID", f"{what} must be 1 to {MAX_USER_ID_LENGTH} characters "
-                             "without surrounding whitespace or NUL characters")
+    if (problem := user_id_problem(value)) is not None:
+        raise errors.invalid("INVALID_USER_ID", f"{what} is refused: {problem}")
     return value
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +24,7 @@ from chatmesh.auth import AuthError
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.logs import request_id_var
+from services.edge import bounded_json
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
 from services.edge.errors import error_response, from_rpc_error
@@ -108,7 +108,9 @@ def create_app(settings: Settings) -> Starlette:
         route, path_vars, path_known = transcoder.match(request.method, request.url.path)
         if route is None:
             if path_known:
-                return error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+                allowed = ", ".join(transcoder.allowed_methods(request.url.path))
+                return error_response(405, "METHOD_NOT_ALLOWED",
+                                      f"{request.method} is not allowed here (only {allowed})", {"Allow": allowed})
             return error_response(404, "NOT_FOUND", f"no endpoint at {request.url.path}")
         try:
             identity = await ctx.verifier.averify_bearer(request.headers.get("authorization"))
@@ -131,12 +133,14 @@ def create_app(settings: Settings) -> Starlette:
         except ClientDisconnect:
             return error_response(400, "CLIENT_DISCONNECTED", "the client went away")
         try:
-            body: Any = json.loads(raw) if raw.strip() else None
+            body: Any = bounded_json.loads(raw) if raw.strip() else None
             grpc_request = transcoder.build_request(route, path_vars, list(request.query_params.multi_items()), body)
+        except bounded_json.JsonTooDeep as exc:
+            return error_response(400, "JSON_TOO_DEEP", str(exc))
         except ValueError as exc:
             return error_response(400, "INVALID_JSON", f"the body is not valid JSON: {exc}")
         except BadRequest as exc:
-            return error_response(400, "INVALID_ARGUMENT", str(exc))
+            return error_response(400, exc.code, str(exc))
         try:
             await ctx.ensure_user(identity)
             service = services[route.grpc_path]
@@ -190,7 +194,9 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             WebSocketRoute("/ws", websocket),
-            Route("/api/{path:path}", rest, methods=methods_all),
+            # Every method reaches `rest`, so a 405 names the methods of that path (OPTIONS included:
+            # a preflight is answered by the CORS middleware before it gets here).
+            Route("/api/{path:path}", rest, methods=[*methods_all, "OPTIONS"]),
             *web_routes(settings),  # the browser page at / (last: it serves any other path)
         ],
         lifespan=lifespan,

@@ -36,7 +36,11 @@ _VERBS = ("get", "put", "post", "delete", "patch")
 
 
 class BadRequest(Exception):
-    """The HTTP request does not fit the method's request message."""
+    """The HTTP request does not fit the method's request message; `code` is the error body's code."""
+
+    def __init__(self, message: str, code: str = "INVALID_ARGUMENT") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,10 @@ class Transcoder:
                 return route, {route.variables[g]: unquote(v) for g, v in found.groupdict().items()}, True
         return None, {}, path_known
 
+    def allowed_methods(self, path: str) -> list[str]:
+        """The methods some route serves at `path`: a 405's `Allow` header."""
+        return sorted({route.http_method for route in self.routes if route.regex.match(path)})
+
     @staticmethod
     def build_request(route: Route, path_vars: dict[str, str], query: list[tuple[str, str]],
                       body: Any) -> Message:
@@ -162,7 +170,8 @@ class Transcoder:
 
 def _set_path(target: dict[str, Any], dotted: str, raw: str, desc: descriptor.Descriptor) -> None:
     """Put a query or path value at a dotted field path, typed for json_format (repeated fields
-    take repeated keys or comma-separated values)."""
+    take repeated keys or comma-separated values; a single-value field given twice is refused rather
+    than left to whichever value came last, which a proxy and the edge might each pick differently)."""
     names = dotted.split(".")
     for name in names[:-1]:
         field = desc.fields_by_name.get(name)
@@ -175,6 +184,9 @@ def _set_path(target: dict[str, Any], dotted: str, raw: str, desc: descriptor.De
         raise BadRequest(f"unknown parameter {dotted!r}")
     if field.is_repeated:
         target.setdefault(names[-1], []).extend(_scalar(field, v) for v in raw.split(",") if v != "")
+    elif names[-1] in target:
+        raise BadRequest(f"parameter {dotted!r} takes one value and was given more than once",
+                         "DUPLICATE_PARAMETER")
     else:
         target[names[-1]] = _scalar(field, raw)
 

@@ -10,7 +10,6 @@ it lets anyone be anyone. In production the host application hands the page its 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,15 +18,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from chatmesh.auth import sign
+from chatmesh.auth import sign, user_id_problem
 from chatmesh.config import Settings
+from services.edge import bounded_json
 from services.edge.errors import error_response
 
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
 DEV_TOKEN_TTL_S = 12 * 3600
-MAX_USER_ID = 128
 
 
 def web_routes(settings: Settings) -> list[BaseRoute]:
@@ -38,13 +37,13 @@ def web_routes(settings: Settings) -> list[BaseRoute]:
 
         async def dev_token(request: Request) -> Response:
             try:
-                body = json.loads(await request.body() or b"{}")
+                body = bounded_json.loads(await request.body() or b"{}")
                 user_id = str(body.get("user_id", "")).strip()
                 name = str(body.get("display_name", "") or "")[:200]
             except (ValueError, AttributeError):
                 return error_response(400, "INVALID_JSON", "the body must be a JSON object")
-            if not user_id or len(user_id) > MAX_USER_ID or any(ord(c) < 32 for c in user_id):
-                return error_response(400, "INVALID_ARGUMENT", f"user_id must be 1-{MAX_USER_ID} printable characters")
+            if (problem := user_id_problem(user_id)) is not None:  # the rule tokens are verified by
+                return error_response(400, "INVALID_USER_ID", problem)
             return JSONResponse({"token": sign(settings, user_id, ttl_s=DEV_TOKEN_TTL_S, name=name or None),
                                  "user_id": user_id})
 

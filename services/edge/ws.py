@@ -13,7 +13,9 @@ host) or the upgrade is refused with 403; a user holds at most CHAT_WS_MAX_SOCKE
 replicas (more: error TOO_MANY_SOCKETS, close 1008); a frame over CHAT_WS_MAX_FRAME_BYTES gets error
 FRAME_TOO_LARGE, one over 16 times that is closed by the server with 1009; past
 CHAT_WS_MAX_FRAMES_PER_S a frame gets error RATE_LIMITED, and a socket that keeps flooding is closed
-with 1008; message sends share the user's REST send limit (RATE_LIMITED with `retry_after`).
+with 1008; message sends share the user's REST send limit (RATE_LIMITED with `retry_after`). JSON
+nested deeper than 32 levels gets error JSON_TOO_DEEP (bounded_json.py); a first frame that is too
+large, too deep or names a user id the rule refuses is a failed authentication (close 1008).
 
 Token expiry: `token_expiring` ({"expires_at"}) arrives TOKEN_WARNING_S before the token's `exp`; the
 client may send a new {"type": "auth", "data": {"token"}} for the same user (answered with an ack),
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -44,9 +45,10 @@ from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
+from services.edge import bounded_json
 from services.edge.context import EdgeContext
 from services.edge.delivered import DeliveredReporter
-from services.edge.errors import error_frame
+from services.edge.errors import error_frame, from_rpc_error
 from services.edge.frames import RenderedEvent
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
@@ -132,8 +134,12 @@ class Connection:
         try:
             await self._ctx.ensure_user(identity)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in _TRY_AGAIN_LATER:
-                raise
+            if exc.code() not in _TRY_AGAIN_LATER:  # refused for good (a user id the directory refuses)
+                _, code, message = from_rpc_error(exc)
+                log.info("WebSocket of %s refused: the user directory answered %s", identity.user_id, code)
+                await self._ws.send_json(error_frame(None, code, message))
+                await self._ws.close(CLOSE_POLICY, "refused")
+                return
             log.warning("WebSocket of %s refused: the user directory answered %s", identity.user_id, exc.code().name)
             await self._ws.send_json(error_frame(None, "UNAVAILABLE", "the service is busy; reconnect in a moment"))
             await self._ws.close(CLOSE_TRY_AGAIN_LATER, "try again later")
@@ -173,9 +179,14 @@ class Connection:
             if header:
                 self._identity = self._user(await self._ctx.verifier.averify_bearer(header))
                 return ""
-            raw = await asyncio.wait_for(self._ws.receive_text(),
-                                         max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S))
-            frame = json.loads(raw)
+            message = await asyncio.wait_for(self._ws.receive(),
+                                             max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S))
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            raw = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
+            if len(raw) > self._ctx.settings.ws_max_frame_bytes:  # a token this long is refused anyway
+                raise AuthError(f"frames are limited to {self._ctx.settings.ws_max_frame_bytes} bytes")
+            frame = bounded_json.loads(raw)
             if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("data"), dict):
                 raise AuthError("the first frame must be {\"type\": \"auth\", \"data\": {\"token\": ...}}")
             self._identity = self._user(await self._ctx.verifier.averify(str(frame["data"].get("token", ""))))
@@ -312,7 +323,10 @@ class Connection:
                 self._error(None, "FRAME_TOO_LARGE", f"frames are limited to {settings.ws_max_frame_bytes} bytes")
                 continue
             try:
-                frame = json.loads(raw)
+                frame = bounded_json.loads(raw)
+            except bounded_json.JsonTooDeep as exc:
+                self._error(None, "JSON_TOO_DEEP", str(exc))
+                continue
             except ValueError:
                 self._error(None, "BAD_FRAME", "frames must be JSON objects")
                 continue
