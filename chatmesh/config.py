@@ -70,6 +70,14 @@ ENV_VARS: dict[str, str] = {
                           "disconnected as too slow (default 10000, the inbox bound).",
     "CHAT_WS_SEND_TIMEOUT": "Seconds one WebSocket write may wait on a client that is not reading before the "
                             "socket is closed as too slow (default 10).",
+    "CHAT_WS_SEND_QUEUE_BYTES": "Bytes a WebSocket may have waiting (default 8388608, 8 MiB: a catch-up of "
+                                "10,000 typical events fits); a socket that fills it takes no more events, writes "
+                                "out what it has and is closed with 4008 (it resumes from its token).",
+    "CHAT_WS_SEND_BUDGET_BYTES": "Bytes all of an edge's WebSockets may have waiting together; over it, the slowest "
+                                 "are closed with 4008 (default 268435456, 256 MiB, against the edge's 1 GiB limit).",
+    "CHAT_WS_MIN_DRAIN_BYTES_PER_S": "Slowest a WebSocket with a backlog may drain; below it over a whole "
+                                     "CHAT_WS_DRAIN_WINDOW_S it is closed with 4008 (default 16384; 0 disables).",
+    "CHAT_WS_DRAIN_WINDOW_S": "Seconds over which a backlogged WebSocket's drain rate is measured (default 5).",
     "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
@@ -156,6 +164,10 @@ class Settings:
     ws_max_sockets: int = 20
     ws_max_frames_per_s: int = 50
     ws_max_frame_bytes: int = 65536
+    ws_send_queue_bytes: int = 8 << 20
+    ws_send_budget_bytes: int = 256 << 20
+    ws_min_drain_bytes_per_s: int = 16384
+    ws_drain_window_s: float = 5.0
     web_enabled: bool = True
     dev_login: bool = False
     service_key_file: str | None = None
@@ -210,6 +222,10 @@ class Settings:
             ws_max_sockets=_read(env, "CHAT_WS_MAX_SOCKETS", int, 20),
             ws_max_frames_per_s=_read(env, "CHAT_WS_MAX_FRAMES_PER_S", int, 50),
             ws_max_frame_bytes=_read(env, "CHAT_WS_MAX_FRAME_BYTES", int, 65536),
+            ws_send_queue_bytes=_read(env, "CHAT_WS_SEND_QUEUE_BYTES", int, 8 << 20),
+            ws_send_budget_bytes=_read(env, "CHAT_WS_SEND_BUDGET_BYTES", int, 256 << 20),
+            ws_min_drain_bytes_per_s=_read(env, "CHAT_WS_MIN_DRAIN_BYTES_PER_S", int, 16384),
+            ws_drain_window_s=_read(env, "CHAT_WS_DRAIN_WINDOW_S", float, 5.0),
             web_enabled=_read(env, "CHAT_WEB_ENABLED", _flag, True),
             dev_login=_read(env, "CHAT_DEV_LOGIN", _flag, False),
             service_key_file=env.get("CHAT_SERVICE_KEY_FILE") or None,

@@ -62,10 +62,11 @@ async def test_a_late_ack_stops_redelivery_and_a_closed_socket_is_forgotten() ->
     assert timer._task is None
 
 
-async def test_a_redelivery_that_overflows_the_queue_closes_the_socket() -> None:
+async def test_a_redelivery_that_finds_the_queue_full_drains_the_socket_then_closes_it() -> None:
     timer = RedeliveryTimer(tick_s=0.5 * SCALE)
     overflowed: list[bool] = []
     out = Outgoing(1, SCALE, timer, on_overflow=lambda: overflowed.append(True))
     out.push_event(durable(1))  # queued, never written: the client is not reading
     await asyncio.sleep(0.05)
-    assert overflowed and out.overflowed
+    assert out.draining and not overflowed  # full: no more events, what is queued is still written
+    assert len(drain(out)) == 1 and overflowed and out.overflowed  # then the socket closes (4008)

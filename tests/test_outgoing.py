@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
-from services.edge.outgoing import Outgoing
+from services.edge.outgoing import REPLY_ROOM, Outgoing
 
 
 def durable(n: int) -> dict:
@@ -23,8 +24,9 @@ def drain(out: Outgoing) -> list[str]:
     return frames
 
 
-async def test_ephemeral_frames_go_first_and_durable_overflow_closes() -> None:
-    out = Outgoing(limit=3)
+async def test_ephemeral_frames_go_first_and_a_full_queue_drains_then_closes() -> None:
+    full, closed = [], []
+    out = Outgoing(limit=3, on_overflow=lambda: closed.append(1), on_full=lambda: full.append(1))
     assert out.push_event(typing(1)) and out.push_event(durable(1)) and out.push_event(typing(2))
     assert out.push_event(typing(3))  # full: a new ephemeral frame is dropped, not queued
     assert out.push_event(durable(2))  # full: the oldest ephemeral frame makes room
@@ -34,8 +36,32 @@ async def test_ephemeral_frames_go_first_and_durable_overflow_closes() -> None:
 
     for n in range(3, 6):
         out.push_event(durable(n))
-    assert not out.push_event(durable(6))  # no ephemeral frame left to drop: over budget
-    assert out.next_frame() is None and out.overflowed
+    out.push_event(durable(6))  # no ephemeral frame left to drop: the socket takes no more events
+    assert out.draining and full == [1] and not closed
+    out.push_event(durable(7))
+    out.push_reply({"type": "ack", "id": 1})  # replies still go: a client acknowledges as it catches up
+    assert [json.loads(f).get("event_id", "ack") for f in drain(out)] == ["e3", "e4", "e5", "ack"]  # no e6, e7
+    assert closed == [1] and out.overflowed  # written out: now it closes (4008), and resumes from e5's token
+    assert out.unacknowledged == 5 and out.ack_message("m6") is None  # e1 to e5; e6 and e7 were never sent
+
+
+async def test_the_queue_is_bounded_in_bytes_and_replies_that_never_get_read_close_it() -> None:
+    big = durable(1) | {"data": {"message_id": "m1", "seq": "1", "content": "x" * 10_000}}
+    out = Outgoing(limit=100, byte_limit=25_000)
+    assert out.push_event(big) and out.push_event(big | {"event_id": "e2"}) and out.queued_bytes > 20_000
+    assert out.push_event(typing(1)) is True and out.queued_bytes < 25_000  # over the bytes: dropped
+    out.push_event(big | {"event_id": "e3"})
+    assert out.draining and out.queued_bytes < 25_000
+    drain(out)
+    assert out.queued_bytes == 0 and out.drained_bytes > 20_000
+
+    closed = []
+    out = Outgoing(limit=5, on_overflow=lambda: closed.append(1))
+    for _ in range(5 + REPLY_ROOM):
+        out.push_reply({"type": "pong"})
+    assert not closed
+    out.push_reply({"type": "pong"})
+    assert closed == [1] and out.overflowed and out.queued_bytes == 0 and out.next_frame() is None
 
 
 async def test_unacknowledged_events_are_pushed_again_after_2_4_8_then_left() -> None:

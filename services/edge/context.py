@@ -1,6 +1,6 @@
 """What the edge holds for its lifetime: settings, the token verifier, one channel per upstream,
-the event router, the one redelivery timer and lease renewal shared by every socket, and the users
-it has already recorded."""
+the event router, the one redelivery timer, send budget and lease renewal shared by every socket,
+and the users it has already recorded."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from chatmesh.gen.chat.v1 import (
 from chatmesh.grpc_client import open_channel
 from chatmesh.logs import request_id_var
 from chatmesh.tls import client_tls
+from services.edge.backlog import SendBudget
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.outgoing import REDELIVERY_TICK_S, RedeliveryTimer
 from services.edge.presence_link import PresenceLink
@@ -55,6 +56,8 @@ class EdgeContext:
         self.limits = RateLimiter(settings.redis_url, settings.redis_prefix)
         self._tasks.append(asyncio.create_task(self.limits.run()))
         self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)
+        self.send_budget = SendBudget(settings.ws_send_budget_bytes, settings.ws_min_drain_bytes_per_s,
+                                      settings.ws_drain_window_s)
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(asyncio.create_task(self.router.run()))
         self.presence_link = PresenceLink(self.presence, self.credentials, settings, self.channels["presence"])
@@ -65,6 +68,7 @@ class EdgeContext:
         for task in self._tasks:
             task.cancel()
         self.redelivery.stop()
+        self.send_budget.stop()
         for channel in self.channels.values():
             await channel.close()
         await self.limits.close()

@@ -8,10 +8,16 @@ the payload's bytes as well as the event id, so two events that share an id but 
 
 Frame: {"type", "data", "event_id"?, "resume_token"?, "conversation_id"?}, keys in that order, data
 as proto3 JSON with the proto field names.
+
+Sockets queue the rendering itself and splice their token in only when they write it, so ten slow
+sockets of one user hold one copy of a 16 KB message between them, not ten. Each rendering knows its
+size in memory (`size`), which a socket's queue counts as its own cost; the cache is bounded by bytes
+as well as by count, since one event can hold up to ~18 KB (4,000 four-byte characters).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +27,7 @@ from google.protobuf import json_format
 from chatmesh.gen.chat.v1 import common_pb2
 
 CACHE_SIZE = 4096  # distinct events kept; a burst's recipients arrive within a few batches of each other
+CACHE_BYTES = 16 << 20  # and at most this much text: 4,096 of the largest messages would be ~74 MB
 MESSAGE_RECEIVED = "chat:message_received"
 _TOKEN_SAFE = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_.")
 
@@ -41,6 +48,7 @@ class RenderedEvent:
     conversation_id: str
     message_id: str  # a chat:message_received's message, acknowledged by chat:message_delivered
     seq: int
+    size: int = 0  # bytes of memory head and tail take (CPython's str: 1, 2 or 4 bytes a character)
 
     def text(self, resume_token: str) -> str:
         if not resume_token:
@@ -62,7 +70,9 @@ def render(frame: dict[str, Any]) -> RenderedEvent:
         message_id = str(data.get("message_id") or "")
         seq = int(data.get("seq") or 0)
     tail = f',"conversation_id":{dumps(conversation_id)}}}' if conversation_id else "}"
-    return RenderedEvent(dumps(head)[:-1], tail, frame["type"], event_id or "", conversation_id, message_id, seq)
+    text = dumps(head)[:-1]
+    return RenderedEvent(text, tail, frame["type"], event_id or "", conversation_id, message_id, seq,
+                         sys.getsizeof(text) + sys.getsizeof(tail))
 
 
 def _render_event(event: common_pb2.Event, payload: str | None) -> RenderedEvent:
@@ -74,8 +84,10 @@ def _render_event(event: common_pb2.Event, payload: str | None) -> RenderedEvent
 class FrameCache:
     """Renderings of recent events, so each is rendered once however many sockets it reaches."""
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
+    def __init__(self, size: int = CACHE_SIZE, max_bytes: int = CACHE_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._cache: dict[tuple[str, str, str, bytes], RenderedEvent] = {}
 
     def render(self, event: common_pb2.Event) -> RenderedEvent:
@@ -86,7 +98,8 @@ class FrameCache:
         key = (event.event_id, event.type, event.conversation_id, body)
         if (rendered := self._cache.get(key)) is None:
             rendered = _render_event(event, payload)
-            if len(self._cache) >= self._size:
-                del self._cache[next(iter(self._cache))]  # the oldest: dicts keep insertion order
+            while self._cache and (len(self._cache) >= self._size or self._bytes + rendered.size > self._max_bytes):
+                self._bytes -= self._cache.pop(next(iter(self._cache))).size  # the oldest: dicts keep insertion order
             self._cache[key] = rendered
+            self._bytes += rendered.size
         return rendered

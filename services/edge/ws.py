@@ -98,7 +98,8 @@ class Connection:
         self._ws = ws
         self._identity: Identity | None = None
         self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow,
-                             self._wake_writer)
+                             self._wake_writer, byte_limit=ctx.settings.ws_send_queue_bytes, budget=ctx.send_budget,
+                             on_full=lambda: ctx.router.unsubscribe(self._subscription_id))  # it drains, then 4008
         self._subscription_id = uuid.uuid4().hex
         self._delivered = DeliveredReporter(ctx, self._current_identity)
         self._sends = Sends(ctx, self._out, self._current_identity)
