@@ -78,6 +78,14 @@ ENV_VARS: dict[str, str] = {
     "CHAT_WS_MIN_DRAIN_BYTES_PER_S": "Slowest a WebSocket with a backlog may drain; below it over a whole "
                                      "CHAT_WS_DRAIN_WINDOW_S it is closed with 4008 (default 16384; 0 disables).",
     "CHAT_WS_DRAIN_WINDOW_S": "Seconds over which a backlogged WebSocket's drain rate is measured (default 5).",
+    "CHAT_WS_RATE_PRESENCE": "presence:online/offline frames per WebSocket, as `count/seconds` (default `10/10`).",
+    "CHAT_WS_RATE_TYPING": "chat:typing frames per WebSocket, as `count/seconds` (default `30/10`).",
+    "CHAT_WS_RATE_RECEIPTS": "chat:message_delivered/chat:message_read frames per WebSocket, as `count/seconds` "
+                             "(default `300/10`).",
+    "CHAT_WS_RATE_ACKS": "Event ids acknowledged by events_ack per WebSocket, as `count/seconds` (default "
+                         "`20000/10`: two full catch-ups at once).",
+    "CHAT_WS_PRESENCE_INTERVAL_S": "At most one presence:online/offline per user per edge goes to the presence "
+                                   "service in this many seconds; the last one wins (default 1).",
     "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
@@ -168,6 +176,11 @@ class Settings:
     ws_send_budget_bytes: int = 256 << 20
     ws_min_drain_bytes_per_s: int = 16384
     ws_drain_window_s: float = 5.0
+    ws_rate_presence: tuple[int, float] = (10, 10.0)
+    ws_rate_typing: tuple[int, float] = (30, 10.0)
+    ws_rate_receipts: tuple[int, float] = (300, 10.0)
+    ws_rate_acks: tuple[int, float] = (20_000, 10.0)
+    ws_presence_interval_s: float = 1.0
     web_enabled: bool = True
     dev_login: bool = False
     service_key_file: str | None = None
@@ -226,6 +239,11 @@ class Settings:
             ws_send_budget_bytes=_read(env, "CHAT_WS_SEND_BUDGET_BYTES", int, 256 << 20),
             ws_min_drain_bytes_per_s=_read(env, "CHAT_WS_MIN_DRAIN_BYTES_PER_S", int, 16384),
             ws_drain_window_s=_read(env, "CHAT_WS_DRAIN_WINDOW_S", float, 5.0),
+            ws_rate_presence=_read(env, "CHAT_WS_RATE_PRESENCE", _rate, (10, 10.0)),
+            ws_rate_typing=_read(env, "CHAT_WS_RATE_TYPING", _rate, (30, 10.0)),
+            ws_rate_receipts=_read(env, "CHAT_WS_RATE_RECEIPTS", _rate, (300, 10.0)),
+            ws_rate_acks=_read(env, "CHAT_WS_RATE_ACKS", _rate, (20_000, 10.0)),
+            ws_presence_interval_s=_read(env, "CHAT_WS_PRESENCE_INTERVAL_S", float, 1.0),
             web_enabled=_read(env, "CHAT_WEB_ENABLED", _flag, True),
             dev_login=_read(env, "CHAT_DEV_LOGIN", _flag, False),
             service_key_file=env.get("CHAT_SERVICE_KEY_FILE") or None,

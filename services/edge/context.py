@@ -1,6 +1,6 @@
 """What the edge holds for its lifetime: settings, the token verifier, one channel per upstream,
-the event router, the one redelivery timer, send budget and lease renewal shared by every socket,
-and the users it has already recorded."""
+the event router, the one redelivery timer, send budget, presence-toggle coalescing and lease renewal
+shared by every socket, and the users it has already recorded."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ from chatmesh.logs import request_id_var
 from chatmesh.tls import client_tls
 from services.edge.backlog import SendBudget
 from services.edge.calls import CALL_TIMEOUT_S, reachable
+from services.edge.frame_limits import rates_of
 from services.edge.outgoing import REDELIVERY_TICK_S, RedeliveryTimer
 from services.edge.presence_link import PresenceLink
+from services.edge.presence_toggles import PresenceToggles
 from services.edge.ratelimit import RateLimiter
 from services.edge.upstream import EventRouter
 
@@ -58,10 +60,12 @@ class EdgeContext:
         self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)
         self.send_budget = SendBudget(settings.ws_send_budget_bytes, settings.ws_min_drain_bytes_per_s,
                                       settings.ws_drain_window_s)
+        self.frame_rates = rates_of(settings)
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(asyncio.create_task(self.router.run()))
         self.presence_link = PresenceLink(self.presence, self.credentials, settings, self.channels["presence"])
         self._tasks.append(asyncio.create_task(self.presence_link.run()))
+        self.presence_toggles = PresenceToggles(self.presence_link.set_presence, settings.ws_presence_interval_s)
 
     async def close(self) -> None:
         await self.presence_link.close()

@@ -49,6 +49,7 @@ from services.edge import bounded_json
 from services.edge.context import EdgeContext
 from services.edge.delivered import DeliveredReporter
 from services.edge.errors import error_frame, from_rpc_error
+from services.edge.frame_limits import FrameLimits
 from services.edge.frames import RenderedEvent
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
@@ -100,6 +101,7 @@ class Connection:
         self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow,
                              self._wake_writer, byte_limit=ctx.settings.ws_send_queue_bytes, budget=ctx.send_budget,
                              on_full=lambda: ctx.router.unsubscribe(self._subscription_id))  # it drains, then 4008
+        self._frame_limits = FrameLimits(ctx.frame_rates)  # per kind: presence, typing, receipts, acks
         self._subscription_id = uuid.uuid4().hex
         self._delivered = DeliveredReporter(ctx, self._current_identity)
         self._sends = Sends(ctx, self._out, self._current_identity)
@@ -334,6 +336,10 @@ class Connection:
             if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                 self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
                 continue
+            if retry_after := self._frame_limits.take(frame["type"], frame.get("data"), now):
+                self._out.push_reply(error_frame(frame.get("id"), "RATE_LIMITED", f"too many {frame['type']} frames",
+                                                 retry_after=retry_after))
+                continue
             request_id = _next_request_id()  # each frame's upstream calls get their own request id
             request_id_var.set(request_id)
             if frame["type"] == "chat:message_send":
@@ -353,6 +359,10 @@ class Connection:
             self._acknowledge_message(request_id, data)
         elif kind == "events_ack":
             self._acknowledge_events(request_id, data)
+        elif kind in ("presence:online", "presence:offline"):  # at most one per user per interval goes on
+            assert self._identity is not None
+            self._ctx.presence_toggles.toggle(self._identity.user_id, kind, self._ctx.metadata(self._identity),
+                                              request_id, self._out.push_reply)
         elif kind in PRESENCE_FRAMES:
             assert self._identity is not None
             if reply := await self._ctx.presence_link.handle_frame(request_id, kind, data,
