@@ -47,7 +47,8 @@ def up(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     # A development mesh: the page's sign-in may sign tokens for any name (CHAT_DEV_LOGIN=0 to refuse).
-    env = {"CHAT_JWT_SECRET": jwt_secret(data_dir), "CHAT_DEV_LOGIN": os.environ.get("CHAT_DEV_LOGIN", "1")}
+    env = {"CHAT_JWT_SECRET": jwt_secret(data_dir), "CHAT_DEV_LOGIN": os.environ.get("CHAT_DEV_LOGIN", "1"),
+           "CHAT_ATTACHMENT_DIR": os.environ.get("CHAT_ATTACHMENT_DIR") or str(data_dir / "attachments")}
     embedded: list[EmbeddedPostgres | EmbeddedRedis] = []
     mesh: Mesh | None = None
     # Stop cleanly on SIGTERM as on Ctrl-C.

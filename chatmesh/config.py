@@ -95,7 +95,35 @@ ENV_VARS: dict[str, str] = {
     "CHAT_DEV_LOGIN": "Development only: `1` lets the edge sign a token for any user name at `POST /dev/token` "
                       "(the page's sign-in). Never set it in production (default `0`; `chatmesh up` sets it).",
     "CHAT_METRICS_PORT": "Port of a gRPC service's Prometheus /metrics, on its listen host (unset: none; the edge serves /metrics itself).",
+    "CHAT_ATTACHMENT_BACKEND": "Where attachment bytes live: `filesystem` (default; served by the edge) or `s3` "
+                               "(presigned URLs: the bytes never pass through the mesh).",
+    "CHAT_ATTACHMENT_DIR": "The filesystem backend's folder, on the message service (default "
+                           "`$CHAT_DATA_DIR/attachments`, i.e. `./.chatmesh/attachments`).",
+    "CHAT_ATTACHMENT_MAX_BYTES": "Largest attachment accepted, in bytes (default 26214400, 25 MiB): 413 beyond it.",
+    "CHAT_ATTACHMENT_TYPES": "Comma-separated allow-list of sniffed MIME types (`type/*` for a family); others are "
+                             "415. Default: common images, audio, video, PDF, plain text, ZIP and unrecognized bytes "
+                             "(application/octet-stream).",
+    "CHAT_ATTACHMENT_MAX_PIXELS": "Largest image accepted, in pixels (default 50000000): decompression bombs are refused.",
+    "CHAT_ATTACHMENT_TTL_S": "Seconds an upload may stay unattached before it is collected (default 86400; scaled "
+                             "by CHAT_TIME_SCALE).",
+    "CHAT_ATTACHMENT_URL_TTL_S": "Seconds a signed upload or download link stays valid (default 300; scaled by "
+                                 "CHAT_TIME_SCALE).",
+    "CHAT_ATTACHMENT_URL_SECRET": "Key of the mesh's own signed links (filesystem backend), shared by the message "
+                                  "replicas. Unset: derived from CHAT_JWT_SECRET (required without one).",
+    "CHAT_S3_ENDPOINT_URL": "S3-compatible endpoint the message service talks to (unset: AWS S3 of CHAT_S3_REGION).",
+    "CHAT_S3_PUBLIC_ENDPOINT_URL": "Endpoint written into presigned URLs, when clients reach the store by another "
+                                   "address than the mesh (default: CHAT_S3_ENDPOINT_URL).",
+    "CHAT_S3_BUCKET": "Bucket of the s3 backend (required with it).",
+    "CHAT_S3_REGION": "Region of the bucket (default `us-east-1`).",
+    "CHAT_S3_ACCESS_KEY_ID": "Access key of the s3 backend (unset: botocore's usual chain, e.g. a pod identity).",
+    "CHAT_S3_SECRET_ACCESS_KEY": "Secret key of CHAT_S3_ACCESS_KEY_ID.",
 }
+
+# Common media and documents, and application/octet-stream (bytes no magic number names: served only as
+# downloads). Executables, archives other than ZIP and office formats are left out; add them here.
+DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "audio/*", "video/mp4",
+                            "video/webm", "application/pdf", "text/plain", "application/zip",
+                            "application/octet-stream")
 
 
 class ConfigError(RuntimeError):
@@ -135,6 +163,12 @@ def _rate(raw: str) -> tuple[int, float]:
     if limit[0] < 0 or limit[1] <= 0:
         raise ValueError("expected count/seconds, both positive")
     return limit
+
+
+def _backend(raw: str) -> str:
+    if raw not in ("filesystem", "s3"):
+        raise ValueError("expected filesystem or s3")
+    return raw
 
 
 def _target(service: str) -> str:
@@ -190,6 +224,20 @@ class Settings:
     tls_ca_file: str | None = None
     tls_server_name: str | None = None
     health_port: int | None = None
+    attachment_backend: str = "filesystem"
+    attachment_dir: str = ".chatmesh/attachments"
+    attachment_max_bytes: int = 25 * 1024 * 1024
+    attachment_types: tuple[str, ...] = DEFAULT_ATTACHMENT_TYPES
+    attachment_max_pixels: int = 50_000_000
+    attachment_ttl_s: float = 86_400.0
+    attachment_url_ttl_s: float = 300.0
+    attachment_url_secret: str = ""
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -253,6 +301,21 @@ class Settings:
             tls_ca_file=tls["CHAT_TLS_CA_FILE"],
             tls_server_name=env.get("CHAT_TLS_SERVER_NAME") or None,
             health_port=_read(env, "CHAT_HEALTH_PORT", int, 0) or None,
+            attachment_backend=_read(env, "CHAT_ATTACHMENT_BACKEND", _backend, "filesystem"),
+            attachment_dir=_read(env, "CHAT_ATTACHMENT_DIR", str,
+                                 os.path.join(env.get("CHAT_DATA_DIR") or ".chatmesh", "attachments")),
+            attachment_max_bytes=_read(env, "CHAT_ATTACHMENT_MAX_BYTES", int, 25 * 1024 * 1024),
+            attachment_types=_read(env, "CHAT_ATTACHMENT_TYPES", _csv, DEFAULT_ATTACHMENT_TYPES),
+            attachment_max_pixels=_read(env, "CHAT_ATTACHMENT_MAX_PIXELS", int, 50_000_000),
+            attachment_ttl_s=_read(env, "CHAT_ATTACHMENT_TTL_S", float, 86_400.0),
+            attachment_url_ttl_s=_read(env, "CHAT_ATTACHMENT_URL_TTL_S", float, 300.0),
+            attachment_url_secret=env.get("CHAT_ATTACHMENT_URL_SECRET") or "",
+            s3_endpoint_url=env.get("CHAT_S3_ENDPOINT_URL") or None,
+            s3_public_endpoint_url=env.get("CHAT_S3_PUBLIC_ENDPOINT_URL") or None,
+            s3_bucket=env.get("CHAT_S3_BUCKET") or "",
+            s3_region=_read(env, "CHAT_S3_REGION", str, "us-east-1"),
+            s3_access_key_id=env.get("CHAT_S3_ACCESS_KEY_ID") or None,
+            s3_secret_access_key=env.get("CHAT_S3_SECRET_ACCESS_KEY") or None,
         )
 
     def require(self, *names: str) -> None:

@@ -83,6 +83,8 @@ SERVICE_CALLERS: dict[str, frozenset[str]] = {
     "/chat.v1.MessageService/ListMessageAuditEntries": frozenset({"conversation"}),  # the audit read path
     "/chat.v1.MessageService/StreamEvents": frozenset({"edge"}),
     "/chat.v1.MessageService/SubscribeEvents": frozenset({"edge"}),  # StreamEvents' one-user form
+    "/chat.v1.MessageService/WriteAttachmentContent": frozenset({"edge"}),  # services/edge/uploads.py
+    "/chat.v1.MessageService/ReadAttachmentContent": frozenset({"edge"}),
     "/chat.v1.PresenceService/ReportConnections": frozenset({"edge"}),
     "/chat.v1.PresenceService/DropConnections": frozenset({"edge"}),
     "/chat.v1.PresenceService/StreamPresenceEvents": frozenset({"edge"}),

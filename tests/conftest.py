@@ -120,8 +120,9 @@ def keyring(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mesh_env(database_url: str, redis_server: str, redis_prefix: str, keyring: Path) -> dict[str, str]:
+def mesh_env(database_url: str, redis_server: str, redis_prefix: str, keyring: Path, workdir: Path) -> dict[str, str]:
     return {
+        "CHAT_ATTACHMENT_DIR": str(workdir / "attachments"),
         "CHAT_DATABASE_URL": database_url,
         "CHAT_REDIS_URL": redis_server,
         "CHAT_REDIS_PREFIX": redis_prefix,

@@ -165,12 +165,16 @@ async def others_world(http: httpx.AsyncClient, make_token) -> dict[str, Any]:
                             headers=bearer(alice_token))
     assert group.status_code == 200, group.text
     conversation_id = group.json()["conversation"]["conversation_id"]
-    message = await send(http, alice_token, conversation_id, "the secret plan")
+    target = (await http.post("/api/attachments", headers=bearer(alice_token), json={
+        "conversation_id": conversation_id, "filename": "plan.txt", "size_bytes": "5"})).json()
+    assert (await http.put(target["upload_url"], content=b"plan\n")).status_code == 200
+    attachment_id = target["attachment"]["attachment_id"]
+    message = await send(http, alice_token, conversation_id, "the secret plan", attachment_ids=[attachment_id])
     reacted = await http.post(f"/api/messages/{message['message_id']}/reactions", json={"emoji": "👍"},
                               headers=bearer(alice_token))
     assert reacted.status_code == 200, reacted.text
     return {"conversation_id": conversation_id, "message_id": message["message_id"], "user_id": bob,
-            "emoji": "👍", "alice": alice}
+            "emoji": "👍", "alice": alice, "attachment_id": attachment_id}
 
 
 # Routes that name no other resource in their path, and what eve may get from them instead.
@@ -186,8 +190,9 @@ async def test_a_non_participant_reaches_nothing(http: httpx.AsyncClient, make_t
     eve = new_user_id("eve")
     eve_token = make_token(eve)
     await register(http, eve_token)
-    secret_ids = {others_world["conversation_id"], others_world["message_id"]}
+    secret_ids = {others_world["conversation_id"], others_world["message_id"], others_world["attachment_id"]}
     bodies: dict[str, dict[str, Any]] = {
+        "CreateUpload": {"conversation_id": others_world["conversation_id"], "filename": "x", "size_bytes": "1"},
         "AddParticipant": {"user_id": eve, "role": "member"}, "ChangeParticipantRole": {"role": "admin"},
         "EditMessage": {"content": "pwned"}, "UpdateMessageStatus": {"status": "read"},
         "AddReaction": {"emoji": "👎"}, "SetTyping": {"is_typing": True},

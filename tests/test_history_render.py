@@ -73,6 +73,11 @@ def _fill(message: Message, rng: random.Random, depth: int = 0) -> Message:
         if rng.random() < 0.5 or (field.containing_oneof and message.WhichOneof(field.containing_oneof.name)):
             continue
         count = rng.randrange(0, 4) if field.is_repeated else 1
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:  # map<string, string>
+            for _ in range(count):
+                getattr(message, field.name)[_scalar(field.message_type.fields_by_name["key"], rng)] = _scalar(
+                    field.message_type.fields_by_name["value"], rng)
+            continue
         for _ in range(count):
             if field.message_type is not None:
                 if depth > 3:
@@ -158,19 +163,19 @@ def test_a_fixed_page_renders_exactly() -> None:
         '{"emoji":"❤️","count":1,"user_ids":["bob"]}],'
         '"recipients":[{"user_id":"bob","status":"MESSAGE_STATUS_READ"},'
         '{"user_id":"carol","status":"MESSAGE_STATUS_DELIVERED"}],"content_encrypted":"","reply_to_id":"",'
-        '"deleted":false},'
+        '"deleted":false,"attachments":[]},'
         f'{{"message_id":"{ids[1]}","conversation_id":"{CID}","seq":"2","sender_id":"bob",'
         f'"content":"say \\"hi\\"\\n","reply_to_id":"{ids[0]}","created_at":"2026-11-25T21:00:00.120Z",'
         '"status":"MESSAGE_STATUS_READ","content_encrypted":"","client_message_id":"","deleted":false,'
-        '"reactions":[],"recipients":[]},'
+        '"reactions":[],"recipients":[],"attachments":[]},'
         f'{{"message_id":"{ids[2]}","conversation_id":"{CID}","seq":"3","sender_id":"alice",'
         '"content_encrypted":"AP9jaXBoZXJ0ZXh0","encryption":{"algorithm":"x25519","key_id":"k-7"},'
         '"created_at":"2026-11-25T21:01:00.123456Z","status":"MESSAGE_STATUS_SENT","content":"",'
-        '"client_message_id":"","reply_to_id":"","deleted":false,"reactions":[],"recipients":[]},'
+        '"client_message_id":"","reply_to_id":"","deleted":false,"reactions":[],"recipients":[],"attachments":[]},'
         f'{{"message_id":"{ids[3]}","conversation_id":"{CID}","seq":"4","sender_id":"alice",'
         '"created_at":"2026-11-25T21:00:00.120Z","deleted":true,"deleted_at":"2026-11-25T21:01:00.123456Z",'
         '"status":"MESSAGE_STATUS_SENT","content":"","content_encrypted":"","client_message_id":"",'
-        '"reply_to_id":"","reactions":[],"recipients":[]}'
+        '"reply_to_id":"","reactions":[],"recipients":[],"attachments":[]}'
         '],"has_more":true}')
     assert Transcoder.render_json(page).decode() == expected
     assert _before(page) == expected.encode()
@@ -199,7 +204,7 @@ async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_tok
     def common(sent: dict[str, Any]) -> dict[str, Any]:
         return {k: sent[k] for k in ("message_id", "conversation_id", "seq", "sender_id", "created_at")} | {
             "content": "", "content_encrypted": "", "client_message_id": "", "reply_to_id": "",
-            "deleted": False, "reactions": [], "recipients": []}
+            "deleted": False, "reactions": [], "recipients": [], "attachments": []}
 
     def statuses(bob_status: str, carol_status: str) -> list[dict[str, str]]:
         return [{"user_id": bob, "status": f"MESSAGE_STATUS_{bob_status}"},

@@ -31,6 +31,7 @@ from services.edge.errors import error_response, from_rpc_error
 from services.edge.openapi import build_openapi
 from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
+from services.edge.uploads import upload_routes
 from services.edge.web import web_routes
 from services.edge.ws import Connection
 
@@ -166,6 +167,8 @@ def create_app(settings: Settings) -> Starlette:
         """A request's route template for metric labels (bounded: never the raw path)."""
         if path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
             return path
+        if path.startswith("/files/"):
+            return "/files/{attachment_id}"
         route, _, _ = transcoder.match(method, path)
         return route.template if route else "unmatched"
 
@@ -197,6 +200,7 @@ def create_app(settings: Settings) -> Starlette:
             # Every method reaches `rest`, so a 405 names the methods of that path (OPTIONS included:
             # a preflight is answered by the CORS middleware before it gets here).
             Route("/api/{path:path}", rest, methods=[*methods_all, "OPTIONS"]),
+            *upload_routes(ctx),
             *web_routes(settings),  # the browser page at / (last: it serves any other path)
         ],
         lifespan=lifespan,

@@ -40,6 +40,9 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.DATA_LOSS: 500,
 }
 
+# Error codes whose HTTP status is more precise than their gRPC status's (both are INVALID_ARGUMENT).
+CODE_STATUS: dict[str, int] = {"ATTACHMENT_TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415}
+
 # gRPC statuses that mean "not now": the edge retries its own idempotent calls on these.
 RETRY_STATUSES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # Error codes a client may send again as they were. The clients keep the same list, plus their own
@@ -73,7 +76,8 @@ def from_rpc_error(exc: grpc.aio.AioRpcError) -> tuple[int, str, str]:
     status = HTTP_STATUS.get(exc.code(), 500)
     if status >= 500:
         return status, exc.code().name, f"upstream failure ({exc.code().name.lower()})"
-    return status, error_code_of(exc), exc.details() or exc.code().name
+    code = error_code_of(exc)
+    return CODE_STATUS.get(code, status), code, exc.details() or exc.code().name
 
 
 def rpc_error_frame(request_id: Any, exc: grpc.aio.AioRpcError) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from google.protobuf import descriptor
 
+from services.edge.files_openapi import FILE_PATHS
 from services.edge.transcoder import Route, enum_short_names
 
 FD = descriptor.FieldDescriptor
@@ -42,7 +43,7 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     }},
 }
-ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "429", "500", "501", "503")
+ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "415", "429", "500", "501", "503")
 
 
 def _name(desc: descriptor.Descriptor | descriptor.EnumDescriptor) -> str:
@@ -166,6 +167,7 @@ def build_openapi(routes: list[Route], title: str = "chatmesh", version: str = "
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(routes, key=lambda r: r.template):
         paths.setdefault(openapi_path(route.template), {})[route.http_method.lower()] = builder.operation(route)
+    paths.update(FILE_PATHS)  # attachment bytes: plain HTTP routes (services/edge/uploads.py)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version,

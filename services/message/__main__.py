@@ -24,6 +24,8 @@ from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
+from services.message.attachments import AttachmentLimits, Attachments
+from services.message.backends import open_blobs
 from services.message.events import OfflineBuffer
 from services.message.fanout import GROUP as FANOUT_GROUP
 from services.message.fanout import Fanout
@@ -59,8 +61,12 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         spawn_supervised("stream sampler", StreamSampler(redis_client, keys.events, FANOUT_GROUP,
                                                          keys.dead_letter, 5.0 * settings.time_scale).run),
     ]
+    blobs, links = open_blobs(settings)
+    attachments = Attachments(pool, membership, blobs, links, AttachmentLimits.of(settings))
+    background.append(spawn_supervised("attachment collector", attachments.run_collector))
     servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
-                                        conversation_pb2_grpc.ConversationServiceStub(channel)), hub)
+                                        conversation_pb2_grpc.ConversationServiceStub(channel), attachments),
+                               hub, attachments)
 
     def register(server: grpc.aio.Server) -> list[str]:
         message_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)

@@ -70,6 +70,8 @@ def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSA
         msg.reply_to_id = row.reply_to_id
     if row.edited_at is not None:
         _stamp(msg.edited_at, row.edited_at)
+    if row.attachments:
+        msg.MergeFromString(row.attachments)  # stored as a Message holding only `attachments` (migration 0003)
     for emoji, users in reactions:
         msg.reactions.add(emoji=emoji, count=len(users), user_ids=users)
     if read_by is not None:

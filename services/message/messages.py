@@ -20,6 +20,7 @@ from chatmesh.logs import request_id_var
 from chatmesh.membership import MembershipCache
 from services.message import access, convert, store, views
 from services.message.access import parse_id
+from services.message.attachments import Attachments
 from services.message.audit import Audit
 from services.message.reactions import Reactions
 from services.message.receipts import Receipts
@@ -45,12 +46,15 @@ class Limits:
 
 
 _CLIENT_ID_INDEX = "messages_client_id"  # unique (sender_id, client_message_id): idempotent sends
+_ATTACHMENTS_AVAILABLE = "attachments_available"  # send_message's check that every upload is still free
 
 
 class Messages:
     def __init__(self, pool: AsyncConnectionPool, membership: MembershipCache, limits: Limits = Limits(),
-                 conversations: conversation_pb2_grpc.ConversationServiceStub | None = None) -> None:
+                 conversations: conversation_pb2_grpc.ConversationServiceStub | None = None,
+                 attachments: Attachments | None = None) -> None:
         self._pool = pool
+        self._attachments = attachments
         self._membership = membership
         self._limits = limits
         self.receipts = Receipts(pool, membership)
@@ -71,11 +75,18 @@ class Messages:
             new.reply_to_id = parse_id(new.reply_to_id, "reply_to_id")
         self._validate_new(new)
         (await self._membership.get(new.conversation_id)).require_participant(sender)
+        attached: bytes | None = None
+        if new.attachment_ids:
+            if self._attachments is None:
+                raise errors.invalid("ATTACHMENTS_DISABLED", "this service takes no attachments")
+            new.attachment_ids, attached = await self._attachments.for_send(sender, new.conversation_id,
+                                                                            new.attachment_ids)
         draft = MessageRow(message_id=str(uuid.uuid4()), conversation_id=new.conversation_id, seq=0,
                            sender_id=new.sender_id, content=new.content, content_encrypted=new.content_encrypted,
                            enc_algorithm=new.enc_algorithm, enc_key_id=new.enc_key_id,
                            client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
-                           created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None)
+                           created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None,
+                           attachments=attached)
         payload = convert.message_event("chat:message_received", draft).SerializeToString()
         async with self._pool.connection() as conn:
             if new.reply_to_id:
@@ -86,7 +97,12 @@ class Messages:
                                            "reply_to_id is not a message of this conversation")
             try:
                 created, row = await store.send_message(conn, new, draft.message_id, draft.created_at, payload,
-                                                        notify=outbox.needs_notify(store.SCHEMA))
+                                                        notify=outbox.needs_notify(store.SCHEMA), attachments=attached)
+            except psycopg.errors.RaiseException as exc:
+                if exc.diag.constraint_name != _ATTACHMENTS_AVAILABLE:
+                    raise
+                raise errors.conflict("ATTACHMENT_UNAVAILABLE",
+                                      "an attachment is already attached to another message, or was collected") from None
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _CLIENT_ID_INDEX or new.client_message_id is None:
                     raise
@@ -174,7 +190,8 @@ class Messages:
         if not new.content_encrypted:
             if new.enc_algorithm or new.enc_key_id:
                 raise errors.invalid("INVALID_ARGUMENT", "encryption metadata without content_encrypted")
-            self._validate_text(new.content)
+            if not (new.attachment_ids and new.content == ""):  # attachments need no caption
+                self._validate_text(new.content)
             return
         if new.content:
             raise errors.invalid("INVALID_ARGUMENT", "send content or content_encrypted, not both")

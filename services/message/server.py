@@ -10,15 +10,18 @@ from chatmesh.gen.chat.v1 import message_pb2 as pb
 from chatmesh.gen.chat.v1 import message_pb2_grpc
 from chatmesh.grpc_server import current_identity, require_service
 from services.message import convert, events
+from services.message.attachment_server import AttachmentRpcs
+from services.message.attachments import Attachments
 from services.message.hub import Hub
 from services.message.messages import Messages
 from services.message.store import NewMessage
 
 
-class MessageServicer(message_pb2_grpc.MessageServiceServicer):
-    def __init__(self, messages: Messages, hub: Hub) -> None:
+class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
+    def __init__(self, messages: Messages, hub: Hub, attachments: Attachments) -> None:
         self._messages = messages
         self._hub = hub
+        self._attachments = attachments
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:
         row, created = await self._messages.send(current_identity().user_id, NewMessage(
@@ -30,6 +33,7 @@ class MessageServicer(message_pb2_grpc.MessageServiceServicer):
             enc_key_id=request.encryption.key_id,
             client_message_id=request.client_message_id or None,
             reply_to_id=request.reply_to_id or None,
+            attachment_ids=list(request.attachment_ids),
         ))
         return pb.SendMessageResponse(message=convert.message(row), created=created)
 

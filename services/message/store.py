@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -26,10 +26,12 @@ class MessageRow:
     created_at: datetime
     edited_at: datetime | None
     deleted_at: datetime | None
+    # A serialized Message holding only its attachments' metadata (migration 0003), or None.
+    attachments: bytes | None = None
 
 
 _COLUMNS = """message_id::text, conversation_id::text, seq, sender_id, content, content_encrypted, enc_algorithm,
-    enc_key_id, client_message_id, reply_to_id::text, created_at, edited_at, deleted_at"""
+    enc_key_id, client_message_id, reply_to_id::text, created_at, edited_at, deleted_at, attachments"""
 
 
 @dataclass
@@ -42,23 +44,27 @@ class NewMessage:
     enc_key_id: str
     client_message_id: str | None
     reply_to_id: str | None
+    attachment_ids: list[str] = field(default_factory=list)
 
 
 _SENT_COLUMNS = ", ".join(f"(msg).{c.strip()}" for c in _COLUMNS.split(","))
 
 
 async def send_message(conn: psycopg.AsyncConnection, new: NewMessage, message_id: str, created_at: datetime,
-                       payload: bytes, *, notify: bool) -> tuple[bool, MessageRow]:
+                       payload: bytes, *, notify: bool, attachments: bytes | None = None) -> tuple[bool, MessageRow]:
     """(created, row): the duplicate check, the next seq, the message and its outbox event in one
     statement and one implicit transaction (migration 0002). `payload` is the event serialized without
     the seq, which the function appends. For a client_message_id the sender already used: (False, the
     original), and nothing is written. A concurrent duplicate raises UniqueViolation on
-    messages_client_id, and nothing is written either (the seq taken is given back)."""
+    messages_client_id, and nothing is written either (the seq taken is given back). The uploads of
+    `new.attachment_ids` are attached in the same statement; one no longer free raises
+    RaiseException with constraint name attachments_available, and nothing is written."""
     cur = await conn.execute(
         f"""SELECT created, {_SENT_COLUMNS}
-            FROM message.send_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            FROM message.send_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid[], %s)""",
         (message_id, new.conversation_id, new.sender_id, new.content, new.content_encrypted, new.enc_algorithm,
-         new.enc_key_id, new.client_message_id, new.reply_to_id, created_at, payload, notify),
+         new.enc_key_id, new.client_message_id, new.reply_to_id, created_at, payload, notify, new.attachment_ids,
+         attachments),
     )
     row = await cur.fetchone()
     assert row is not None

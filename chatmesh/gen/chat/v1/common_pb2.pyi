@@ -36,6 +36,13 @@ class PresenceStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRESENCE_STATUS_ONLINE: _ClassVar[PresenceStatus]
     PRESENCE_STATUS_OFFLINE: _ClassVar[PresenceStatus]
     PRESENCE_STATUS_UNKNOWN: _ClassVar[PresenceStatus]
+
+class AttachmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTACHMENT_STATE_UNSPECIFIED: _ClassVar[AttachmentState]
+    ATTACHMENT_STATE_PENDING: _ClassVar[AttachmentState]
+    ATTACHMENT_STATE_READY: _ClassVar[AttachmentState]
+    ATTACHMENT_STATE_ATTACHED: _ClassVar[AttachmentState]
 CONVERSATION_TYPE_UNSPECIFIED: ConversationType
 CONVERSATION_TYPE_DIRECT: ConversationType
 CONVERSATION_TYPE_GROUP: ConversationType
@@ -51,6 +58,10 @@ PRESENCE_STATUS_UNSPECIFIED: PresenceStatus
 PRESENCE_STATUS_ONLINE: PresenceStatus
 PRESENCE_STATUS_OFFLINE: PresenceStatus
 PRESENCE_STATUS_UNKNOWN: PresenceStatus
+ATTACHMENT_STATE_UNSPECIFIED: AttachmentState
+ATTACHMENT_STATE_PENDING: AttachmentState
+ATTACHMENT_STATE_READY: AttachmentState
+ATTACHMENT_STATE_ATTACHED: AttachmentState
 
 class User(_message.Message):
     __slots__ = ("user_id", "display_name", "created_at")
@@ -143,7 +154,7 @@ class RecipientStatus(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("message_id", "conversation_id", "seq", "sender_id", "content", "content_encrypted", "encryption", "client_message_id", "reply_to_id", "created_at", "edited_at", "deleted", "deleted_at", "status", "reactions", "recipients")
+    __slots__ = ("message_id", "conversation_id", "seq", "sender_id", "content", "content_encrypted", "encryption", "client_message_id", "reply_to_id", "created_at", "edited_at", "deleted", "deleted_at", "status", "reactions", "recipients", "attachments")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +171,7 @@ class Message(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REACTIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     conversation_id: str
     seq: int
@@ -176,7 +188,44 @@ class Message(_message.Message):
     status: MessageStatus
     reactions: _containers.RepeatedCompositeFieldContainer[ReactionSummary]
     recipients: _containers.RepeatedCompositeFieldContainer[RecipientStatus]
-    def __init__(self, message_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_id: _Optional[str] = ..., content: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., edited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., reactions: _Optional[_Iterable[_Union[ReactionSummary, _Mapping]]] = ..., recipients: _Optional[_Iterable[_Union[RecipientStatus, _Mapping]]] = ...) -> None: ...
+    attachments: _containers.RepeatedCompositeFieldContainer[Attachment]
+    def __init__(self, message_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_id: _Optional[str] = ..., content: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., edited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., reactions: _Optional[_Iterable[_Union[ReactionSummary, _Mapping]]] = ..., recipients: _Optional[_Iterable[_Union[RecipientStatus, _Mapping]]] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ...) -> None: ...
+
+class Attachment(_message.Message):
+    __slots__ = ("attachment_id", "conversation_id", "uploader_id", "filename", "content_type", "size_bytes", "sha256", "width", "height", "duration_ms", "has_thumbnail", "state", "created_at", "download_url", "thumbnail_url", "urls_expire_at")
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    UPLOADER_ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    HAS_THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DOWNLOAD_URL_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_URL_FIELD_NUMBER: _ClassVar[int]
+    URLS_EXPIRE_AT_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: str
+    conversation_id: str
+    uploader_id: str
+    filename: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    width: int
+    height: int
+    duration_ms: int
+    has_thumbnail: bool
+    state: AttachmentState
+    created_at: _timestamp_pb2.Timestamp
+    download_url: str
+    thumbnail_url: str
+    urls_expire_at: _timestamp_pb2.Timestamp
+    def __init__(self, attachment_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., uploader_id: _Optional[str] = ..., filename: _Optional[str] = ..., content_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., duration_ms: _Optional[int] = ..., has_thumbnail: _Optional[bool] = ..., state: _Optional[_Union[AttachmentState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., download_url: _Optional[str] = ..., thumbnail_url: _Optional[str] = ..., urls_expire_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AuditEntry(_message.Message):
     __slots__ = ("entry_id", "conversation_id", "actor_id", "action", "target", "request_id", "created_at", "service")

@@ -1,5 +1,8 @@
+import datetime
+
 from chatmesh.gen.chat.v1 import common_pb2 as _common_pb2
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -9,20 +12,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("conversation_id", "content", "client_message_id", "reply_to_id", "content_encrypted", "encryption")
+    __slots__ = ("conversation_id", "content", "client_message_id", "reply_to_id", "content_encrypted", "encryption", "attachment_ids")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CLIENT_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     REPLY_TO_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_ENCRYPTED_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     content: str
     client_message_id: str
     reply_to_id: str
     content_encrypted: bytes
     encryption: _common_pb2.Encryption
-    def __init__(self, conversation_id: _Optional[str] = ..., content: _Optional[str] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[_common_pb2.Encryption, _Mapping]] = ...) -> None: ...
+    attachment_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, conversation_id: _Optional[str] = ..., content: _Optional[str] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[_common_pb2.Encryption, _Mapping]] = ..., attachment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
     __slots__ = ("message", "created")
@@ -205,3 +210,132 @@ class SubscriptionEvents(_message.Message):
     subscription_id: str
     events: _containers.RepeatedCompositeFieldContainer[_common_pb2.Event]
     def __init__(self, subscription_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[_common_pb2.Event, _Mapping]]] = ...) -> None: ...
+
+class CreateUploadRequest(_message.Message):
+    __slots__ = ("conversation_id", "filename", "size_bytes", "content_type")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    filename: str
+    size_bytes: int
+    content_type: str
+    def __init__(self, conversation_id: _Optional[str] = ..., filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_type: _Optional[str] = ...) -> None: ...
+
+class CreateUploadResponse(_message.Message):
+    __slots__ = ("attachment", "upload_url", "upload_method", "upload_headers", "expires_at")
+    class UploadHeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ATTACHMENT_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_URL_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_METHOD_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    attachment: _common_pb2.Attachment
+    upload_url: str
+    upload_method: str
+    upload_headers: _containers.ScalarMap[str, str]
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, attachment: _Optional[_Union[_common_pb2.Attachment, _Mapping]] = ..., upload_url: _Optional[str] = ..., upload_method: _Optional[str] = ..., upload_headers: _Optional[_Mapping[str, str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CompleteUploadRequest(_message.Message):
+    __slots__ = ("attachment_id",)
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: str
+    def __init__(self, attachment_id: _Optional[str] = ...) -> None: ...
+
+class CompleteUploadResponse(_message.Message):
+    __slots__ = ("attachment",)
+    ATTACHMENT_FIELD_NUMBER: _ClassVar[int]
+    attachment: _common_pb2.Attachment
+    def __init__(self, attachment: _Optional[_Union[_common_pb2.Attachment, _Mapping]] = ...) -> None: ...
+
+class GetAttachmentRequest(_message.Message):
+    __slots__ = ("attachment_id",)
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: str
+    def __init__(self, attachment_id: _Optional[str] = ...) -> None: ...
+
+class GetAttachmentResponse(_message.Message):
+    __slots__ = ("attachment",)
+    ATTACHMENT_FIELD_NUMBER: _ClassVar[int]
+    attachment: _common_pb2.Attachment
+    def __init__(self, attachment: _Optional[_Union[_common_pb2.Attachment, _Mapping]] = ...) -> None: ...
+
+class SignedLink(_message.Message):
+    __slots__ = ("attachment_id", "variant", "user_id", "expires", "signature")
+    ATTACHMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    attachment_id: str
+    variant: str
+    user_id: str
+    expires: int
+    signature: str
+    def __init__(self, attachment_id: _Optional[str] = ..., variant: _Optional[str] = ..., user_id: _Optional[str] = ..., expires: _Optional[int] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class WriteAttachmentContentRequest(_message.Message):
+    __slots__ = ("link", "chunk")
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    link: SignedLink
+    chunk: bytes
+    def __init__(self, link: _Optional[_Union[SignedLink, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class WriteAttachmentContentResponse(_message.Message):
+    __slots__ = ("accepted", "size_bytes", "attachment")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENT_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    size_bytes: int
+    attachment: _common_pb2.Attachment
+    def __init__(self, accepted: _Optional[bool] = ..., size_bytes: _Optional[int] = ..., attachment: _Optional[_Union[_common_pb2.Attachment, _Mapping]] = ...) -> None: ...
+
+class ReadAttachmentContentRequest(_message.Message):
+    __slots__ = ("link", "first", "last", "suffix")
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    link: SignedLink
+    first: int
+    last: int
+    suffix: int
+    def __init__(self, link: _Optional[_Union[SignedLink, _Mapping]] = ..., first: _Optional[int] = ..., last: _Optional[int] = ..., suffix: _Optional[int] = ...) -> None: ...
+
+class ReadAttachmentContentResponse(_message.Message):
+    __slots__ = ("head", "chunk")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    head: ContentHead
+    chunk: bytes
+    def __init__(self, head: _Optional[_Union[ContentHead, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class ContentHead(_message.Message):
+    __slots__ = ("content_type", "filename", "sha256", "total_bytes", "first", "length", "created_at", "satisfiable")
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SATISFIABLE_FIELD_NUMBER: _ClassVar[int]
+    content_type: str
+    filename: str
+    sha256: str
+    total_bytes: int
+    first: int
+    length: int
+    created_at: _timestamp_pb2.Timestamp
+    satisfiable: bool
+    def __init__(self, content_type: _Optional[str] = ..., filename: _Optional[str] = ..., sha256: _Optional[str] = ..., total_bytes: _Optional[int] = ..., first: _Optional[int] = ..., length: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., satisfiable: _Optional[bool] = ...) -> None: ...

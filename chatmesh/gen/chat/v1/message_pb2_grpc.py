@@ -76,6 +76,31 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_message__pb2.RemoveReactionRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_message__pb2.RemoveReactionResponse.FromString,
                 _registered_method=True)
+        self.CreateUpload = channel.unary_unary(
+                '/chat.v1.MessageService/CreateUpload',
+                request_serializer=chat_dot_v1_dot_message__pb2.CreateUploadRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.CreateUploadResponse.FromString,
+                _registered_method=True)
+        self.CompleteUpload = channel.unary_unary(
+                '/chat.v1.MessageService/CompleteUpload',
+                request_serializer=chat_dot_v1_dot_message__pb2.CompleteUploadRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.CompleteUploadResponse.FromString,
+                _registered_method=True)
+        self.GetAttachment = channel.unary_unary(
+                '/chat.v1.MessageService/GetAttachment',
+                request_serializer=chat_dot_v1_dot_message__pb2.GetAttachmentRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.GetAttachmentResponse.FromString,
+                _registered_method=True)
+        self.WriteAttachmentContent = channel.stream_stream(
+                '/chat.v1.MessageService/WriteAttachmentContent',
+                request_serializer=chat_dot_v1_dot_message__pb2.WriteAttachmentContentRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.WriteAttachmentContentResponse.FromString,
+                _registered_method=True)
+        self.ReadAttachmentContent = channel.unary_stream(
+                '/chat.v1.MessageService/ReadAttachmentContent',
+                request_serializer=chat_dot_v1_dot_message__pb2.ReadAttachmentContentRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.ReadAttachmentContentResponse.FromString,
+                _registered_method=True)
         self.ListMessageAuditEntries = channel.unary_unary(
                 '/chat.v1.MessageService/ListMessageAuditEntries',
                 request_serializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.SerializeToString,
@@ -146,6 +171,47 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateUpload(self, request, context):
+        """Start an upload into a conversation: the reply names where to send the bytes (upload_url,
+        expiring), then CompleteUpload checks them. Over the size limit: 413 before any byte is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteUpload(self, request, context):
+        """Check the uploaded bytes (type, size, sha256, thumbnail, duration) and make the upload ready to
+        attach; repeating it on a ready upload returns it as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAttachment(self, request, context):
+        """An attachment's metadata with fresh expiring download links, for participants of its conversation
+        while its message is not deleted (and for its uploader until it is attached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteAttachmentContent(self, request_iterator, context):
+        """Internal (the edge, for the filesystem backend): the bytes of a signed upload URL, streamed in.
+        The first request carries the URL's parameters; the reply `accepted` comes before any chunk is
+        sent, so a refused URL costs no body; the last reply carries the ready attachment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadAttachmentContent(self, request, context):
+        """Internal (the edge, for the filesystem backend): the bytes of a signed download URL, a range of
+        them when asked; the first reply carries the metadata, the next ones the chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMessageAuditEntries(self, request, context):
         """Internal: the audit entries of actions the message service performed in a conversation
         (e.g. a message deleted by an admin), newest first; the conversation service's audit read path gathers them.
@@ -211,6 +277,31 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.RemoveReaction,
                     request_deserializer=chat_dot_v1_dot_message__pb2.RemoveReactionRequest.FromString,
                     response_serializer=chat_dot_v1_dot_message__pb2.RemoveReactionResponse.SerializeToString,
+            ),
+            'CreateUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateUpload,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.CreateUploadRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.CreateUploadResponse.SerializeToString,
+            ),
+            'CompleteUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteUpload,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.CompleteUploadRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.CompleteUploadResponse.SerializeToString,
+            ),
+            'GetAttachment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAttachment,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.GetAttachmentRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.GetAttachmentResponse.SerializeToString,
+            ),
+            'WriteAttachmentContent': grpc.stream_stream_rpc_method_handler(
+                    servicer.WriteAttachmentContent,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.WriteAttachmentContentRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.WriteAttachmentContentResponse.SerializeToString,
+            ),
+            'ReadAttachmentContent': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadAttachmentContent,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.ReadAttachmentContentRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.ReadAttachmentContentResponse.SerializeToString,
             ),
             'ListMessageAuditEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessageAuditEntries,
@@ -446,6 +537,141 @@ class MessageService:
             '/chat.v1.MessageService/RemoveReaction',
             chat_dot_v1_dot_message__pb2.RemoveReactionRequest.SerializeToString,
             chat_dot_v1_dot_message__pb2.RemoveReactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/CreateUpload',
+            chat_dot_v1_dot_message__pb2.CreateUploadRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.CreateUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/CompleteUpload',
+            chat_dot_v1_dot_message__pb2.CompleteUploadRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.CompleteUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/GetAttachment',
+            chat_dot_v1_dot_message__pb2.GetAttachmentRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.GetAttachmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteAttachmentContent(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chat.v1.MessageService/WriteAttachmentContent',
+            chat_dot_v1_dot_message__pb2.WriteAttachmentContentRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.WriteAttachmentContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadAttachmentContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chat.v1.MessageService/ReadAttachmentContent',
+            chat_dot_v1_dot_message__pb2.ReadAttachmentContentRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.ReadAttachmentContentResponse.FromString,
             options,
             channel_credentials,
             insecure,
