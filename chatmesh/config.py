@@ -87,6 +87,8 @@ ENV_VARS: dict[str, str] = {
     "CHAT_WS_PRESENCE_INTERVAL_S": "At most one presence:online/offline per user per edge goes to the presence "
                                    "service in this many seconds; the last one wins (default 1).",
     "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; scaled by CHAT_TIME_SCALE).",
+    "CHAT_PRESENCE_ANNOUNCE_INTERVAL_S": "At most one status announcement per user in this many seconds, across "
+                                         "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
@@ -198,6 +200,7 @@ class Settings:
     max_group_size: int = 1000
     metrics_port: int | None = None
     presence_ttl_s: float = 30.0
+    presence_announce_interval_s: float = 2.0
     jwt_jwks_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     ws_allowed_origins: tuple[str, ...] = ()
@@ -268,6 +271,7 @@ class Settings:
             edge_port=_read(env, "CHAT_EDGE_PORT", int, DEFAULT_PORTS["edge"]),
             time_scale=_read(env, "CHAT_TIME_SCALE", float, 1.0),
             presence_ttl_s=_read(env, "CHAT_PRESENCE_TTL_S", float, 30.0),
+            presence_announce_interval_s=_read(env, "CHAT_PRESENCE_ANNOUNCE_INTERVAL_S", float, 2.0),
             ws_send_queue=_read(env, "CHAT_WS_SEND_QUEUE", int, 10_000),
             ws_send_timeout=_read(env, "CHAT_WS_SEND_TIMEOUT", float, 10.0),
             log_level=_read(env, "CHAT_LOG_LEVEL", str, "INFO"),

@@ -39,12 +39,21 @@ class Membership:
     active: bool
     roles: dict[str, str]
     version: int
+    blocked: bool = False  # a blocked direct conversation: participants read it, nobody writes to it
 
     def require_participant(self, user_id: str) -> str:
         """The user's role; 403 when they are not a participant (of an active conversation)."""
         role = self.roles.get(user_id)
         if role is None or not self.active:
             raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
+        return role
+
+    def require_writer(self, user_id: str) -> str:
+        """As require_participant, for what writes into the conversation (messages, typing): 403
+        BLOCKED in a blocked direct conversation."""
+        role = self.require_participant(user_id)
+        if self.blocked:
+            raise errors.forbidden("BLOCKED", "a block between you and this user allows no new conversation or message")
         return role
 
 
@@ -144,4 +153,5 @@ class MembershipCache:
             active=reply.active,
             roles={p.user_id: ROLE_NAMES.get(p.role, "member") for p in reply.participants},
             version=reply.version,
+            blocked=reply.blocked,
         )

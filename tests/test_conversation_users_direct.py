@@ -120,5 +120,5 @@ async def test_the_database_refuses_a_second_direct_conversation(http: httpx.Asy
     await http.post("/api/conversations/direct", json={"user_id": bob.id}, headers=ann.auth)
     low, high = sorted((ann.id, bob.id))
     with psycopg.connect(database_url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute("INSERT INTO conversation.conversations (kind, created_by, direct_low, direct_high)"
-                     " VALUES ('direct', %s, %s, %s)", (ann.id, low, high))
+        conn.execute("INSERT INTO conversation.conversations (kind, created_by, direct_low, direct_high, request_state)"
+                     " VALUES ('direct', %s, %s, %s, 'pending')", (ann.id, low, high))

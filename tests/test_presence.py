@@ -42,6 +42,9 @@ async def pair(http: httpx.AsyncClient, make_token) -> tuple[str, str, str, str,
     alice_token, bob_token = make_token(alice), make_token(bob)
     await register(http, bob_token)
     conversation_id = await direct_conversation(http, alice_token, bob)
+    # Bob accepts alice's request: each now sees the other's presence (a request shows only its sender's).
+    accepted = await http.post(f"/api/conversations/{conversation_id}/accept", json={}, headers=bearer(bob_token))
+    assert accepted.status_code == 200, accepted.text
     return alice, alice_token, bob, bob_token, conversation_id
 
 

@@ -22,7 +22,7 @@ import redis
 from chatmesh.embedded import free_port
 from chatmesh.launcher import Mesh
 from tests.conftest import dump_logs
-from tests.helpers import Socket, direct_conversation, new_user_id, quiet, register
+from tests.helpers import Socket, bearer, direct_conversation, new_user_id, quiet, register
 from tests.test_presence import presence_of, status_frame, wait_status
 
 TTL_S = 30 * 0.05
@@ -96,7 +96,11 @@ async def edge_a(replicas: Replicas) -> AsyncIterator[httpx.AsyncClient]:
 async def contacts(http: httpx.AsyncClient, make_token, watcher: str, *others: str) -> None:  # type: ignore[no-untyped-def]
     await register(http, make_token(watcher))
     for other in others:
-        await direct_conversation(http, make_token(other), watcher)
+        conversation_id = await direct_conversation(http, make_token(other), watcher)
+        # The watcher accepts each request, so presence shows both ways.
+        accepted = await http.post(f"/api/conversations/{conversation_id}/accept", json={},
+                                   headers=bearer(make_token(watcher)))
+        assert accepted.status_code == 200, accepted.text
 
 
 async def test_edge_killed_without_goodbye_goes_offline_after_ttl(replicas: Replicas, edge_a: httpx.AsyncClient,

@@ -20,7 +20,9 @@ from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
 from services.conversation.audit import AuditTrail, MessageAuditSource
 from services.conversation.conversations import Conversations
+from services.conversation.direct_requests import DirectRequests
 from services.conversation.participants import Participants
+from services.conversation.privacy import Privacy
 from services.conversation.projection import Projection
 from services.conversation.server import ConversationServicer
 from services.conversation.store import SCHEMA
@@ -42,8 +44,11 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     message_channel = open_channel(settings.message_target, client_tls(settings))
     audit_source = MessageAuditSource(message_pb2_grpc.MessageServiceStub(message_channel),
                                       ServiceCredentials(settings, "conversation"))
-    servicer = ConversationServicer(Conversations(pool, settings.max_group_size),
-                                    Participants(pool, settings.max_group_size, MembershipVersions(redis_client, keys)), AuditTrail(pool, audit_source))
+    versions = MembershipVersions(redis_client, keys)
+    requests = DirectRequests(pool, versions)
+    servicer = ConversationServicer(Conversations(pool, settings.max_group_size, requests),
+                                    Participants(pool, settings.max_group_size, versions), AuditTrail(pool, audit_source),
+                                    requests, Privacy(pool))
 
     def register(server: object) -> list[str]:
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)

@@ -14,16 +14,19 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
-from services.conversation import convert, paging, store, validate
+from services.conversation import changes, convert, paging, privacy_store, store, validate
+from services.conversation.direct_requests import DirectRequests
 from services.conversation.store import ConversationRow, ConversationView, UserRow
 
 DEFAULT_MAX_GROUP_SIZE = 1000
 
 
 class Conversations:
-    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE) -> None:
+    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
+                 requests: DirectRequests | None = None) -> None:
         self._pool = pool
         self._max_group_size = max_group_size
+        self._requests = requests or DirectRequests(pool)
 
     async def upsert_user(self, user_id: str, display_name: str) -> UserRow:
         user_id = validate.user_id(user_id)
@@ -40,21 +43,34 @@ class Conversations:
         return user
 
     async def create_direct(self, caller: str, other: str) -> tuple[ConversationView, bool]:
-        """The pair's one direct conversation: created now, or the existing one (created=False)."""
+        """The pair's one direct conversation: created now, or the existing one (created=False).
+
+        A new one is a request (pending) unless the other user has taken part in a conversation with
+        the caller already; a declined one is opened again (direct_requests.py). Someone who blocked
+        the caller gets no conversation from them: 403 BLOCKED.
+        """
         other = validate.user_id(other)
         if other == caller:
             raise errors.invalid("SELF_CONVERSATION", "a direct conversation needs another user")
         low, high = sorted((caller, other))
         async with self._pool.connection() as conn:
+            if await privacy_store.blocked_by(conn, caller, [other]):
+                raise changes.blocked()
             if existing := await store.find_direct(conn, low, high):
+                if existing.request_state == "declined":
+                    if reopened := await self._requests.reopen(conn, existing.conversation_id, caller):
+                        return reopened, False
+                    existing = await store.find_direct(conn, low, high) or existing
                 return await self._view(conn, existing, caller), False
             if await store.get_user(conn, other) is None:
                 raise errors.not_found("USER_NOT_FOUND", f"user {other!r} does not exist")
+            known = await privacy_store.has_taken_part_with(conn, other, caller)
             async with conn.transaction():
                 await store.ensure_user(conn, caller)
-                row = await store.insert_direct(conn, caller, low, high)
+                row = await store.insert_direct(conn, caller, low, high, "accepted" if known else "pending")
                 if row is not None:
-                    await store.insert_participants(conn, row.conversation_id, [(low, "member"), (high, "member")])
+                    await store.insert_participants(conn, row.conversation_id, [(low, "member"), (high, "member")],
+                                                    engaged={caller, other} if known else {caller})
                     view = await self._view(conn, row, caller)
                     await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
                     return view, True
@@ -74,11 +90,14 @@ class Conversations:
             missing = set(others) - await store.existing_users(conn, others)
             if missing:
                 raise errors.not_found("USER_NOT_FOUND", f"unknown users: {', '.join(sorted(missing)[:10])}")
+            if await privacy_store.blocked_by(conn, caller, others):
+                raise changes.blocked()
             async with conn.transaction():
                 await store.ensure_user(conn, caller)
                 row = await store.insert_group(conn, caller, title, len(others) + 1)
                 await store.insert_participants(conn, row.conversation_id,
-                                                [(caller, "admin"), *((u, "member") for u in others)])
+                                                [(caller, "admin"), *((u, "member") for u in others)],
+                                                engaged={caller})
                 view = await self._view(conn, row, caller)
                 await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
                 return view
@@ -125,11 +144,6 @@ class Conversations:
             if row is None:
                 raise errors.not_found("CONVERSATION_NOT_FOUND", f"conversation {conversation_id} does not exist")
             return await self._view(conn, row)
-
-    async def contacts(self, user_id: str) -> list[str]:
-        user_id = validate.user_id(user_id)
-        async with self._pool.connection() as conn:
-            return await store.list_contacts(conn, user_id)
 
     async def conversation_ids(self, user_id: str) -> list[str]:
         user_id = validate.user_id(user_id)

@@ -13,6 +13,9 @@ from services.conversation.store import ConversationView, UserRow
 
 ROLES = {"admin": common_pb2.ROLE_ADMIN, "moderator": common_pb2.ROLE_MODERATOR, "member": common_pb2.ROLE_MEMBER}
 KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
+REQUEST_STATES = {None: common_pb2.REQUEST_STATE_UNSPECIFIED, "accepted": common_pb2.REQUEST_STATE_ACCEPTED,
+                  "pending": common_pb2.REQUEST_STATE_PENDING, "declined": common_pb2.REQUEST_STATE_DECLINED,
+                  "blocked": common_pb2.REQUEST_STATE_BLOCKED}
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -52,6 +55,7 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         last_message=preview,
         unread_count=view.unread_count,
         active=row.active,
+        request_state=REQUEST_STATES[row.request_state],
     )
 
 

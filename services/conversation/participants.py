@@ -18,21 +18,14 @@ Who may do what (a member is anyone of role member; outsiders get 403 NOT_PARTIC
 
 from __future__ import annotations
 
-import logging
-
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
 from chatmesh.membership import MembershipVersions
-from chatmesh.resilience import SampledLog
-from services.conversation import audit, convert, store, validate
+from services.conversation import audit, changes, convert, privacy_store, store, validate
 from services.conversation.conversations import DEFAULT_MAX_GROUP_SIZE
 from services.conversation.store import ConversationRow, ConversationView
-
-
-log = logging.getLogger(__name__)
-_publish_log = SampledLog(log)
 
 
 class Participants:
@@ -43,16 +36,7 @@ class Participants:
         self._versions = versions
 
     async def _published(self, view: ConversationView) -> ConversationView:
-        """Publish a committed change's membership version, so every cache drops the old membership
-        before the change returns. If Redis is away, the caches cannot read it either and ask this
-        service instead; so a failure here is logged, not returned."""
-        if self._versions is not None:
-            try:
-                await self._versions.publish(view.row.conversation_id, view.row.membership_version)
-            except Exception as exc:  # noqa: BLE001 - the change is committed; see the docstring
-                _publish_log.warning("membership-version", "membership version of %s not published: %r",
-                                     view.row.conversation_id, exc)
-        return view
+        return await changes.published(self._versions, view)
 
     async def add(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
         conversation_id = validate.conversation_id(conversation_id)
@@ -65,6 +49,8 @@ class Participants:
                 raise errors.not_found("USER_NOT_FOUND", f"user {user_id!r} does not exist")
             if await store.get_role(conn, conversation_id, user_id) is not None:
                 raise errors.conflict("ALREADY_PARTICIPANT", f"{user_id!r} is already a participant")
+            if await privacy_store.blocked_by(conn, caller, [user_id]):
+                raise changes.blocked()
             if row.participant_count + 1 > self._max_group_size:
                 raise errors.failed_precondition(
                     "GROUP_TOO_LARGE", f"a group has at most {self._max_group_size} participants")

@@ -108,15 +108,20 @@ async def apply_batch(conn: psycopg.AsyncConnection, events: list[common_pb2.Eve
     The end state is the one applying them one by one would leave: the last message only moves
     forward by seq (edits and deletions then refresh it), a read position only moves forward and
     drops the reader's own messages it covers, and a sender's own message past their read position
-    is counted once. Conversations are changed before participants, as membership changes do.
+    is counted once. A sender takes part in the conversation from their first message on (their
+    presence is shown to its participants), and a recipient's reply accepts a pending direct request.
+    Conversations are changed before participants, as membership changes do.
     """
     fold = _Fold()
     for event in events:
         fold.add(event)
+    senders = sorted({(c, u) for c, u, _ in fold.own})
     await sql.advance_last_messages(conn, list(fold.last.values()))
     await sql.refresh_last_messages(conn, fold.refreshes())
-    keys = sorted(set(fold.reads) | {(c, u) for c, u, _ in fold.own})
+    await sql.accept_replied_requests(conn, senders)
+    keys = sorted(set(fold.reads) | set(senders))
     read_seqs = await sql.lock_read_seqs(conn, keys)  # participants only
+    await sql.mark_engaged(conn, [key for key in senders if key in read_seqs])
     reads = [(c, u, seq) for (c, u), seq in fold.reads.items() if (c, u) in read_seqs and seq > read_seqs[c, u]]
     read_to = {(c, u): seq for c, u, seq in reads}
     own = [(c, u, seq) for c, u, seq in sorted(fold.own)

@@ -122,3 +122,28 @@ async def move_positions(conn: psycopg.AsyncConnection, reads: list[Position], o
         {"rc": [c for c, _, _ in reads], "ru": [u for _, u, _ in reads], "rs": [s for _, _, s in reads],
          "oc": [c for c, _, _ in own], "ou": [u for _, u, _ in own], "os": [s for _, _, s in own]},
     )
+
+
+async def accept_replied_requests(conn: psycopg.AsyncConnection, senders: list[Key]) -> None:
+    """A reply from the recipient of a pending direct request accepts it (the requester is created_by)."""
+    if not senders:
+        return
+    await conn.execute(
+        """UPDATE conversation.conversations c SET request_state = 'accepted'
+           FROM unnest(%s::uuid[], %s::text[]) AS s(conversation_id, user_id)
+           WHERE c.conversation_id = s.conversation_id AND c.request_state = 'pending'
+             AND c.created_by <> s.user_id""",
+        ([c for c, _ in senders], [u for _, u in senders]),
+    )
+
+
+async def mark_engaged(conn: psycopg.AsyncConnection, senders: list[Key]) -> None:
+    """Senders take part in their conversations (rows locked by lock_read_seqs; already engaged: no write)."""
+    if not senders:
+        return
+    await conn.execute(
+        """UPDATE conversation.participants p SET engaged = true
+           FROM unnest(%s::uuid[], %s::text[]) AS s(conversation_id, user_id)
+           WHERE p.conversation_id = s.conversation_id AND p.user_id = s.user_id AND NOT p.engaged""",
+        ([c for c, _ in senders], [u for _, u in senders]),
+    )

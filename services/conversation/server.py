@@ -11,14 +11,19 @@ from chatmesh.grpc_server import current_identity, require_service
 from services.conversation import convert, validate
 from services.conversation.audit import AuditTrail
 from services.conversation.conversations import Conversations
+from services.conversation.direct_requests import DirectRequests
 from services.conversation.participants import Participants
+from services.conversation.privacy import Privacy
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, conversations: Conversations, participants: Participants, audit: AuditTrail) -> None:
+    def __init__(self, conversations: Conversations, participants: Participants, audit: AuditTrail,
+                 requests: DirectRequests, privacy: Privacy) -> None:
         self._conversations = conversations
         self._participants = participants
         self._audit = audit
+        self._requests = requests
+        self._privacy = privacy
 
     async def UpsertUser(self, request: pb.UpsertUserRequest, context: grpc.aio.ServicerContext) -> pb.UpsertUserResponse:
         """Users record themselves; only services may name another user (and must name one)."""
@@ -89,6 +94,37 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
                                                       request.limit, request.cursor)
         return pb.ListAuditEntriesResponse(entries=entries, next_cursor=next_cursor)
 
+    async def AcceptConversation(
+        self, request: pb.AcceptConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AcceptConversationResponse:
+        view = await self._requests.accept(current_identity().user_id, request.conversation_id)
+        return pb.AcceptConversationResponse(conversation=convert.conversation(view))
+
+    async def DeclineConversation(
+        self, request: pb.DeclineConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeclineConversationResponse:
+        view = await self._requests.decline(current_identity().user_id, request.conversation_id)
+        return pb.DeclineConversationResponse(conversation=convert.conversation(view))
+
+    async def BlockConversation(
+        self, request: pb.BlockConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BlockConversationResponse:
+        view = await self._requests.block(current_identity().user_id, request.conversation_id)
+        return pb.BlockConversationResponse(conversation=convert.conversation(view))
+
+    async def GetUserSettings(
+        self, request: pb.GetUserSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetUserSettingsResponse:
+        hide = await self._privacy.hide_last_seen(current_identity().user_id)
+        return pb.GetUserSettingsResponse(settings=pb.UserSettings(hide_last_seen=hide))
+
+    async def UpdateUserSettings(
+        self, request: pb.UpdateUserSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateUserSettingsResponse:
+        hide = await self._privacy.update(current_identity().user_id,
+                                          request.hide_last_seen if request.HasField("hide_last_seen") else None)
+        return pb.UpdateUserSettingsResponse(settings=pb.UserSettings(hide_last_seen=hide))
+
     async def GetMembership(
         self, request: pb.GetMembershipRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMembershipResponse:
@@ -97,14 +133,19 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         conversation = convert.conversation(view)
         return pb.GetMembershipResponse(
             conversation_id=conversation.conversation_id, type=conversation.type, active=view.row.active,
-            participants=conversation.participants, version=view.row.membership_version)
+            participants=conversation.participants, version=view.row.membership_version,
+            blocked=view.row.request_state == "blocked")
 
     async def ListContacts(self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
         require_service()
-        return pb.ListContactsResponse(user_ids=await self._conversations.contacts(request.user_id))
+        contacts = await self._privacy.contacts(request.user_id)
+        return pb.ListContactsResponse(user_ids=contacts.audience, visible_user_ids=contacts.visible,
+                                       last_seen_hidden_user_ids=contacts.last_seen_hidden,
+                                       hide_last_seen=contacts.hide_last_seen)
 
     async def ListConversationIds(self, request: pb.ListConversationIdsRequest,
                                   context: grpc.aio.ServicerContext) -> pb.ListConversationIdsResponse:
         require_service()
         return pb.ListConversationIdsResponse(
             conversation_ids=await self._conversations.conversation_ids(request.user_id))
+

@@ -6,6 +6,7 @@ log's in `audit_store.py`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,6 +40,7 @@ class ConversationRow:
     membership_version: int
     participant_count: int
     activity_at: datetime
+    request_state: str | None  # direct conversations: accepted, pending, declined or blocked
 
 
 @dataclass
@@ -69,7 +71,7 @@ class ConversationView:
 
 _CONVERSATION_COLUMNS = """conversation_id::text, kind, title, created_by, active, created_at, last_message_at,
     last_message_id::text, last_message_seq, last_sender_id, last_preview, last_deleted, membership_version,
-    participant_count, activity_at"""
+    participant_count, activity_at, request_state"""
 _C_COLUMNS = ", ".join(f"c.{c.strip()}" for c in _CONVERSATION_COLUMNS.split(","))
 
 
@@ -127,15 +129,17 @@ async def find_direct(conn: psycopg.AsyncConnection, low: str, high: str) -> Con
         return await cur.fetchone()
 
 
-async def insert_direct(conn: psycopg.AsyncConnection, creator: str, low: str, high: str) -> ConversationRow | None:
+async def insert_direct(conn: psycopg.AsyncConnection, creator: str, low: str, high: str,
+                        request_state: str) -> ConversationRow | None:
     """Insert the pair's direct conversation; None when a concurrent create won the unique index."""
     async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:
         await cur.execute(
-            f"""INSERT INTO conversation.conversations (kind, created_by, direct_low, direct_high, participant_count)
-                VALUES ('direct', %s, %s, %s, 2)
+            f"""INSERT INTO conversation.conversations
+                    (kind, created_by, direct_low, direct_high, participant_count, request_state)
+                VALUES ('direct', %s, %s, %s, 2, %s)
                 ON CONFLICT (direct_low, direct_high) WHERE kind = 'direct' DO NOTHING
                 RETURNING {_CONVERSATION_COLUMNS}""",
-            (creator, low, high),
+            (creator, low, high, request_state),
         )
         return await cur.fetchone()
 
@@ -153,13 +157,15 @@ async def insert_group(conn: psycopg.AsyncConnection, creator: str, title: str, 
 
 
 async def insert_participants(conn: psycopg.AsyncConnection, conversation_id: str,
-                              members: list[tuple[str, str]], read_seq: int = 0) -> None:
-    """Add participants; read_seq starts them at the conversation's current end (nothing unread)."""
+                              members: list[tuple[str, str]], read_seq: int = 0,
+                              engaged: Collection[str] = ()) -> None:
+    """Add participants; read_seq starts them at the conversation's current end (nothing unread);
+    `engaged` are those who take part from the start (the creator; a recipient who is no stranger)."""
     async with conn.cursor() as cur:
         await cur.executemany(
-            """INSERT INTO conversation.participants (conversation_id, user_id, role, read_seq)
-               VALUES (%s, %s, %s, %s)""",
-            [(conversation_id, user_id, role, read_seq) for user_id, role in members],
+            """INSERT INTO conversation.participants (conversation_id, user_id, role, read_seq, engaged)
+               VALUES (%s, %s, %s, %s, %s)""",
+            [(conversation_id, user_id, role, read_seq, user_id in engaged) for user_id, role in members],
         )
 
 
@@ -279,17 +285,6 @@ async def membership_changed(conn: psycopg.AsyncConnection, conversation_id: str
            WHERE conversation_id = %s""",
         (count_delta, deactivate, conversation_id),
     )
-
-
-async def list_contacts(conn: psycopg.AsyncConnection, user_id: str) -> list[str]:
-    cur = await conn.execute(
-        """SELECT DISTINCT other.user_id FROM conversation.participants me
-           JOIN conversation.participants other
-             ON other.conversation_id = me.conversation_id AND other.user_id <> me.user_id
-           WHERE me.user_id = %s""",
-        (user_id,),
-    )
-    return [row[0] for row in await cur.fetchall()]
 
 
 async def list_conversation_ids(conn: psycopg.AsyncConnection, user_id: str) -> list[str]:

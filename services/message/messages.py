@@ -74,7 +74,7 @@ class Messages:
         if new.reply_to_id:
             new.reply_to_id = parse_id(new.reply_to_id, "reply_to_id")
         self._validate_new(new)
-        (await self._membership.get(new.conversation_id)).require_participant(sender)
+        (await self._membership.get(new.conversation_id)).require_writer(sender)
         attached: bytes | None = None
         if new.attachment_ids:
             if self._attachments is None:

@@ -37,7 +37,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
     credentials = ServiceCredentials(settings, "presence")
     ttl_s = settings.presence_ttl_s * settings.time_scale
-    store = PresenceStore(redis_client, keys, ttl_s, TYPING_WINDOW_S * settings.time_scale)
+    store = PresenceStore(redis_client, keys, ttl_s, TYPING_WINDOW_S * settings.time_scale,
+                          settings.presence_announce_interval_s * settings.time_scale)
     hub = EventHub(redis_client, pubsub_client, keys)
     await hub.start()
     membership = MembershipCache(conversations, credentials, MembershipVersions(redis_client, keys))

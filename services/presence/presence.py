@@ -8,6 +8,11 @@ offline once, a linger after the last. Typing lasts TYPING_WINDOW_S after the la
 and is told to the other participants of the conversation; repeated frames within the window only
 extend it.
 
+Presence is private: a user's status and last seen go only to the others in conversations the user
+has taken part in (the conversation service's ListContacts answers both directions, and whether the
+user hides their last seen), and status announcements are coalesced per user in the store (at most
+one per CHAT_PRESENCE_ANNOUNCE_INTERVAL_S, the last state wins), so a flapping client costs each contact little.
+
 While Redis is unreachable or stalled, the RPCs fail with its (outage) errors, which the server
 answers UNAVAILABLE, and the sweeper retries with backoff, logging the outage once and the recovery
 once. Announcements whose contacts cannot be read are skipped, also logged once per outage.
@@ -20,6 +25,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -57,24 +63,35 @@ def _timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def user_presence(status: Status) -> presence_pb2.UserPresence:
+def user_presence(status: Status, *, hide_last_seen: bool = False) -> presence_pb2.UserPresence:
     return presence_pb2.UserPresence(
         user_id=status.user_id,
         status=common_pb2.PRESENCE_STATUS_ONLINE if status.online else common_pb2.PRESENCE_STATUS_OFFLINE,
-        last_seen_at=_timestamp(status.last_seen_ms))
+        last_seen_at=None if hide_last_seen else _timestamp(status.last_seen_ms))
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A user's presence relations as the conversation service answers them."""
+
+    audience: frozenset[str]  # who may see the user's presence
+    visible: frozenset[str]  # whose presence the user may see
+    last_seen_hidden: frozenset[str]  # of `visible`, who hides their last seen
+    hide_last_seen: bool  # the user hides theirs
 
 
 class Contacts:
-    """Who shares a conversation with a user (ConversationService.ListContacts), cached briefly."""
+    """A user's presence relations (ConversationService.ListContacts), cached briefly: a change
+    (a reply, an accepted request, a block, the hide-last-seen setting) shows within CONTACTS_TTL_S."""
 
     def __init__(self, stub: conversation_pb2_grpc.ConversationServiceStub, credentials: ServiceCredentials) -> None:
         self._stub = stub
         self._credentials = credentials
-        self._entries: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[frozenset[str]]] = {}
+        self._entries: OrderedDict[str, tuple[float, Circle]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[Circle]] = {}
         self._slots = asyncio.Semaphore(CONTACTS_CONCURRENCY)
 
-    async def of(self, user_id: str) -> frozenset[str]:
+    async def of(self, user_id: str) -> Circle:
         entry = self._entries.get(user_id)
         if entry and entry[0] > time.monotonic():
             return entry[1]
@@ -85,19 +102,20 @@ class Contacts:
             task.add_done_callback(lambda done: self._done(user_id, done))
         return await asyncio.shield(task)
 
-    def _done(self, user_id: str, task: asyncio.Task[frozenset[str]]) -> None:
+    def _done(self, user_id: str, task: asyncio.Task[Circle]) -> None:
         """Forget the fetch; its error reaches the callers that still wait, and is marked retrieved
         here for when none does (all of them were cancelled), so asyncio does not log it at exit."""
         self._inflight.pop(user_id, None)
         if not task.cancelled():
             task.exception()
 
-    async def _fetch(self, user_id: str) -> frozenset[str]:
+    async def _fetch(self, user_id: str) -> Circle:
         async with self._slots:
             reply = await self._stub.ListContacts(conversation_pb2.ListContactsRequest(user_id=user_id),
                                                   metadata=self._credentials.metadata(), timeout=5,
                                                   wait_for_ready=True)
-        contacts = frozenset(reply.user_ids)
+        contacts = Circle(frozenset(reply.user_ids), frozenset(reply.visible_user_ids),
+                          frozenset(reply.last_seen_hidden_user_ids), reply.hide_last_seen)
         self._entries[user_id] = (time.monotonic() + CONTACTS_TTL_S, contacts)
         self._entries.move_to_end(user_id)
         while len(self._entries) > CONTACTS_CACHED:
@@ -137,14 +155,17 @@ class Presence:
         return user_presence(result)
 
     async def query(self, caller: str, user_ids: list[str]) -> list[presence_pb2.UserPresence]:
-        """Status and last seen of up to MAX_QUERY users; those sharing no conversation read as unknown."""
+        """Status and last seen of up to MAX_QUERY users; those who have taken part in no conversation
+        with the caller read as unknown, and the last seen of those who hide it is left out."""
         if len(user_ids) > MAX_QUERY:
             raise errors.invalid("TOO_MANY_USERS", f"ask for at most {MAX_QUERY} users at a time")
         if any(not u or len(u) > MAX_USER_ID_LENGTH for u in user_ids):
             raise errors.invalid("INVALID_USER_ID", f"user ids are 1 to {MAX_USER_ID_LENGTH} characters")
-        contacts = await self._contacts.of(caller) if user_ids else frozenset()
-        visible = [u for u in dict.fromkeys(user_ids) if u == caller or u in contacts]
-        known = {s.user_id: user_presence(s) for s in await self._store.read(visible)}
+        circle = await self._contacts.of(caller) if user_ids else None
+        visible = [u for u in dict.fromkeys(user_ids) if u == caller or (circle and u in circle.visible)]
+        hidden = circle.last_seen_hidden if circle else frozenset()
+        known = {s.user_id: user_presence(s, hide_last_seen=s.user_id != caller and s.user_id in hidden)
+                 for s in await self._store.read(visible)}
         return [known.get(u) or presence_pb2.UserPresence(user_id=u, status=common_pb2.PRESENCE_STATUS_UNKNOWN)
                 for u in user_ids]
 
@@ -155,16 +176,17 @@ class Presence:
 
     async def _announce_one(self, status: Status) -> None:
         try:
-            contacts = await self._contacts.of(status.user_id)
+            circle = await self._contacts.of(status.user_id)
         except grpc.aio.AioRpcError as exc:
             self._unannounced(f"status of {status.user_id}", exc)
             return
         self._directory.recovered()
-        presence = user_presence(status)
+        presence = user_presence(status, hide_last_seen=circle.hide_last_seen)
         event = common_pb2.Event(type="user:status_changed", presence=common_pb2.PresenceEvent(
-            user_id=status.user_id, status=presence.status, last_seen_at=presence.last_seen_at))
+            user_id=status.user_id, status=presence.status,
+            last_seen_at=presence.last_seen_at if presence.HasField("last_seen_at") else None))
         event.created_at.GetCurrentTime()
-        await self._hub.publish(contacts, event)
+        await self._hub.publish(circle.audience, event)
 
     # typing
 
@@ -175,7 +197,7 @@ class Presence:
         if not conversation_id or len(conversation_id) > MAX_CONVERSATION_ID:
             raise errors.invalid("INVALID_ID", "conversation_id must be a conversation's id")
         membership = await self._membership.get(conversation_id)
-        membership.require_participant(user_id)
+        membership.require_writer(user_id)
         member = f"{conversation_id}|{user_id}"
         started = await self._store.typing_on(member) if is_typing else await self._store.typing_off(member)
         if started:  # a new typing state, or one that ended now: coalesced otherwise
@@ -226,6 +248,8 @@ class Presence:
         users, typing = await self._store.tick(swept_ms, grace_ms, SWEEP_LIMIT)
         if users:
             await self._announce(await self._store.sweep(users))
+        if due := await self._store.due(SWEEP_LIMIT):  # coalesced announcements whose interval ended
+            await self._announce(await self._store.settle_due(due))
         for member in typing:
             conversation_id, _, user_id = member.partition("|")
             try:
@@ -234,7 +258,7 @@ class Presence:
                 self._unannounced(f"typing end in {conversation_id}", exc)
             else:
                 self._directory.recovered()
-        return len(users) >= SWEEP_LIMIT or len(typing) >= SWEEP_LIMIT
+        return len(users) >= SWEEP_LIMIT or len(typing) >= SWEEP_LIMIT or len(due) >= SWEEP_LIMIT
 
 
 def _members(edge_id: str, connections: Iterable[presence_pb2.Connection]) -> dict[str, list[str]]:

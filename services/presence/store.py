@@ -3,11 +3,18 @@
 Per user: `conns:{user}`, a sorted set of `<edge id>:<connection id>` scored by the connection's
 deadline (ms, Redis clock); `closed:{user}`, the connections the edge said closed, scored by when
 (kept 2×TTL, at least a minute, so a heartbeat that arrives late cannot revive one); and `state:{user}`, a hash
-with the status contacts were last told (`shown`), the explicit state (`explicit`, invisible mode),
-`alive` (the last heartbeat or close: the user's last seen time if they go offline) and `last_seen`.
+with the status contacts were last told (`shown`), the status as last settled (`current`), when the
+next announcement may go (`quiet_until`), the explicit state (`explicit`, invisible mode), `alive`
+(the last heartbeat or close: the user's last seen time if they go offline) and `last_seen`.
 Globally: `deadlines`, a sorted set of users scored by the deadline of their last connection (the
 sweeper's index), `typing`, a sorted set of `<conversation id>|<user id>` scored by when the typing
-state ends, and the sweeper's `swept` / `grace` markers.
+state ends, `announce`, users whose announcement waits for their quiet interval to end, scored by
+when it may go, and the sweeper's `swept` / `grace` markers.
+
+Announcements are coalesced per user (across replicas, since the interval is in `state:{user}`): at
+most one per interval, the first at once, a change within the interval when it ends (the sweeper
+settles `announce`'s due users), carrying the status of that moment. A flapping client costs each
+contact at most one `user:status_changed` per interval, and the last state wins.
 
 Every script ends in `settle`: it recomputes what contacts should see and returns whether that
 changed, so exactly one caller (whichever replica ran the script) broadcasts each transition. Times
@@ -39,8 +46,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- KEYS[1] conns, KEYS[2] state, KEYS[3] deadlines, KEYS[4] closed. Returns {changed, status, last_seen_ms}.
-local function settle(user, now, last_seen, state_ttl)
+-- KEYS[1] conns, KEYS[2] state, KEYS[3] deadlines, KEYS[4] closed, KEYS[5] announce (users whose
+-- announcement waits, scored by when it may go). Returns {changed, status, last_seen_ms}.
+-- `current` is the status as last settled, `shown` what contacts were last told: they differ while a
+-- change waits for the user's quiet interval (`quiet_until`, set by each announcement) to end; the
+-- announcement then carries the status of that moment, so the last state wins, and a status that
+-- went back to `shown` meanwhile announces nothing.
+local function settle(user, now, last_seen, state_ttl, interval)
   local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   local status = 'offline'
   if #top == 0 then
@@ -52,11 +64,23 @@ local function settle(user, now, last_seen, state_ttl)
     if redis.call('HGET', KEYS[2], 'explicit') ~= 'offline' then status = 'online' end
   end
   local shown = redis.call('HGET', KEYS[2], 'shown') or 'offline'
-  local changed = 0
-  if shown ~= status then
-    changed = 1
-    redis.call('HSET', KEYS[2], 'shown', status)
+  local current = redis.call('HGET', KEYS[2], 'current') or shown
+  if current ~= status then
+    redis.call('HSET', KEYS[2], 'current', status)
     if status == 'offline' then redis.call('HSET', KEYS[2], 'last_seen', last_seen) end
+  end
+  local changed = 0
+  if shown == status then
+    redis.call('ZREM', KEYS[5], user)
+  else
+    local quiet_until = tonumber(redis.call('HGET', KEYS[2], 'quiet_until') or 0)
+    if now >= quiet_until then
+      changed = 1
+      redis.call('HSET', KEYS[2], 'shown', status, 'quiet_until', now + interval)
+      redis.call('ZREM', KEYS[5], user)
+    else
+      redis.call('ZADD', KEYS[5], quiet_until, user)
+    end
   end
   redis.call('PEXPIRE', KEYS[2], state_ttl)
   local seen = now
@@ -65,13 +89,13 @@ local function settle(user, now, last_seen, state_ttl)
 end
 """
 
-# ARGV: user, ttl_ms, state_ttl_ms, member... Closed connections are skipped: a heartbeat that was
+# ARGV: user, ttl_ms, state_ttl_ms, interval_ms, member... Closed connections are skipped: a heartbeat that was
 # in flight when its socket closed, and lands after the drop, does not keep the user online a TTL.
 _REPORT = _PRELUDE + """
 local now = now_ms()
 local ttl = tonumber(ARGV[2])
 local fresh = 0
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   if not redis.call('ZSCORE', KEYS[4], ARGV[i]) then
     redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
     fresh = 1
@@ -82,10 +106,10 @@ if fresh == 1 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - ttl))
   redis.call('HSET', KEYS[2], 'alive', now)
 end
-return settle(ARGV[1], now, now, tonumber(ARGV[3]))
+return settle(ARGV[1], now, now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 """
 
-# ARGV: user, state_ttl_ms, linger_ms (0: gone at once), keep_ms, member... A closed connection
+# ARGV: user, state_ttl_ms, linger_ms (0: gone at once), keep_ms, interval_ms, member... A closed connection
 # lingers: its deadline becomes now + linger, whatever it was, so the linger counts from the last
 # close and a reconnect within it keeps the user online without an offline/online flap; the sweeper
 # expires it otherwise. It is remembered as closed for keep_ms, so a repeated drop changes nothing
@@ -97,7 +121,7 @@ local linger = tonumber(ARGV[3])
 local keep = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - keep))
 local closed = 0
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   if not redis.call('ZSCORE', KEYS[4], ARGV[i]) then
     redis.call('ZADD', KEYS[4], now, ARGV[i])
     if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
@@ -108,13 +132,13 @@ for i = 5, #ARGV do
 end
 redis.call('PEXPIRE', KEYS[4], keep)
 if closed == 1 then redis.call('HSET', KEYS[2], 'alive', now) end
-return settle(ARGV[1], now, now, tonumber(ARGV[2]))
+return settle(ARGV[1], now, now, tonumber(ARGV[2]), tonumber(ARGV[5]))
 """
 
-# KEYS[5] grace. ARGV: user, state_ttl_ms. Last seen is `alive`: the last heartbeat or close.
+# KEYS[6] grace. ARGV: user, state_ttl_ms, interval_ms. Last seen is `alive`: the last heartbeat or close.
 _SWEEP = _PRELUDE + """
 local now = now_ms()
-local grace = redis.call('PTTL', KEYS[5])
+local grace = redis.call('PTTL', KEYS[6])
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   if grace > 0 and not redis.call('ZSCORE', KEYS[4], member) then
     -- Presence or Redis was down, so this open connection's heartbeats may have been lost rather
@@ -125,14 +149,29 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   end
 end
 local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or now)
-return settle(ARGV[1], now, alive, tonumber(ARGV[2]))
+return settle(ARGV[1], now, alive, tonumber(ARGV[2]), tonumber(ARGV[3]))
 """
 
-# ARGV: user, explicit ('' clears), state_ttl_ms
+# ARGV: user, explicit ('' clears), state_ttl_ms, interval_ms
 _EXPLICIT = _PRELUDE + """
 local now = now_ms()
 if ARGV[2] == '' then redis.call('HDEL', KEYS[2], 'explicit') else redis.call('HSET', KEYS[2], 'explicit', ARGV[2]) end
-return settle(ARGV[1], now, now, tonumber(ARGV[3]))
+return settle(ARGV[1], now, now, tonumber(ARGV[3]), tonumber(ARGV[4]))
+"""
+
+# ARGV: user, state_ttl_ms, interval_ms. A waiting announcement whose quiet interval ended: settle
+# again and announce what the status is now (if it still differs from what contacts were told).
+_DUE = _PRELUDE + """
+local now = now_ms()
+local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or now)
+return settle(ARGV[1], now, alive, tonumber(ARGV[2]), tonumber(ARGV[3]))
+"""
+
+# KEYS[1] announce. ARGV: limit. Users whose waiting announcement may go now.
+_DUE_USERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 """
 
 # KEYS: state... ARGV: none. What each user's contacts currently see.
@@ -197,15 +236,19 @@ def _status(user_id: str, reply: list[object]) -> Status:
 
 
 class PresenceStore:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, ttl_s: float, typing_window_s: float) -> None:
+    def __init__(self, redis_client: aioredis.Redis, keys: Keys, ttl_s: float, typing_window_s: float,
+                 announce_interval_s: float = 0.0) -> None:
         self._redis = redis_client
         self._keys = keys
         self.ttl_ms = max(1, int(ttl_s * 1000))
+        self._interval_ms = max(0, int(announce_interval_s * 1000))
         self._typing_ms = max(1, int(typing_window_s * 1000))
         self._report = redis_client.register_script(_REPORT)
         self._drop = redis_client.register_script(_DROP)
         self._sweep = redis_client.register_script(_SWEEP)
         self._explicit = redis_client.register_script(_EXPLICIT)
+        self._due = redis_client.register_script(_DUE)
+        self._due_users = redis_client.register_script(_DUE_USERS)
         self._read = redis_client.register_script(_READ)
         self._tick = redis_client.register_script(_TICK)
         self._typing_on = redis_client.register_script(_TYPING_ON)
@@ -213,27 +256,39 @@ class PresenceStore:
 
     def _user_keys(self, user_id: str) -> list[str]:
         return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id), self._keys.presence("deadlines"),
-                self._keys.presence(f"closed:{{{user_id}}}")]
+                self._keys.presence(f"closed:{{{user_id}}}"), self._keys.presence("announce")]
 
     async def report(self, members: dict[str, list[str]]) -> list[Status]:
         """Connect and heartbeat in one: each user's connections get a fresh deadline."""
         return await self._per_user(members, lambda user, pipe: self._report(
-            keys=self._user_keys(user), args=[user, self.ttl_ms, STATE_TTL_MS, *members[user]], client=pipe))
+            keys=self._user_keys(user), args=[user, self.ttl_ms, STATE_TTL_MS, self._interval_ms, *members[user]],
+            client=pipe))
 
     async def drop(self, members: dict[str, list[str]], linger_ms: int) -> list[Status]:
         """Closed connections: each lingers `linger_ms` from now (a reconnect in time keeps the user online)."""
         keep_ms = max(2 * self.ttl_ms, CLOSED_KEPT_MS) + linger_ms  # far longer than a heartbeat is in flight
         return await self._per_user(members, lambda user, pipe: self._drop(
-            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, keep_ms, *members[user]], client=pipe))
+            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, keep_ms, self._interval_ms, *members[user]],
+            client=pipe))
 
     async def sweep(self, users: list[str]) -> list[Status]:
         grace = self._keys.presence("grace")
         return await self._per_user(users, lambda user, pipe: self._sweep(
-            keys=[*self._user_keys(user), grace], args=[user, STATE_TTL_MS], client=pipe))
+            keys=[*self._user_keys(user), grace], args=[user, STATE_TTL_MS, self._interval_ms], client=pipe))
 
     async def set_explicit(self, user_id: str, explicit: str) -> Status:
-        reply = await self._explicit(keys=self._user_keys(user_id), args=[user_id, explicit, STATE_TTL_MS])
+        reply = await self._explicit(keys=self._user_keys(user_id),
+                                     args=[user_id, explicit, STATE_TTL_MS, self._interval_ms])
         return _status(user_id, reply)
+
+    async def due(self, limit: int) -> list[str]:
+        """Users whose waiting announcement may go now (their quiet interval ended)."""
+        return [u.decode() for u in await self._due_users(keys=[self._keys.presence("announce")], args=[limit])]
+
+    async def settle_due(self, users: list[str]) -> list[Status]:
+        """Settle users from `due` again: changed where contacts are to be told now."""
+        return await self._per_user(users, lambda user, pipe: self._due(
+            keys=self._user_keys(user), args=[user, STATE_TTL_MS, self._interval_ms], client=pipe))
 
     async def read(self, user_ids: list[str]) -> list[Status]:
         if not user_ids:

@@ -37,6 +37,14 @@ class PresenceStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRESENCE_STATUS_OFFLINE: _ClassVar[PresenceStatus]
     PRESENCE_STATUS_UNKNOWN: _ClassVar[PresenceStatus]
 
+class RequestState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REQUEST_STATE_UNSPECIFIED: _ClassVar[RequestState]
+    REQUEST_STATE_ACCEPTED: _ClassVar[RequestState]
+    REQUEST_STATE_PENDING: _ClassVar[RequestState]
+    REQUEST_STATE_DECLINED: _ClassVar[RequestState]
+    REQUEST_STATE_BLOCKED: _ClassVar[RequestState]
+
 class AttachmentState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ATTACHMENT_STATE_UNSPECIFIED: _ClassVar[AttachmentState]
@@ -58,6 +66,11 @@ PRESENCE_STATUS_UNSPECIFIED: PresenceStatus
 PRESENCE_STATUS_ONLINE: PresenceStatus
 PRESENCE_STATUS_OFFLINE: PresenceStatus
 PRESENCE_STATUS_UNKNOWN: PresenceStatus
+REQUEST_STATE_UNSPECIFIED: RequestState
+REQUEST_STATE_ACCEPTED: RequestState
+REQUEST_STATE_PENDING: RequestState
+REQUEST_STATE_DECLINED: RequestState
+REQUEST_STATE_BLOCKED: RequestState
 ATTACHMENT_STATE_UNSPECIFIED: AttachmentState
 ATTACHMENT_STATE_PENDING: AttachmentState
 ATTACHMENT_STATE_READY: AttachmentState
@@ -102,7 +115,7 @@ class MessagePreview(_message.Message):
     def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., text: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Conversation(_message.Message):
-    __slots__ = ("conversation_id", "type", "title", "participants", "participant_count", "created_by", "created_at", "last_message_at", "last_message", "unread_count", "active")
+    __slots__ = ("conversation_id", "type", "title", "participants", "participant_count", "created_by", "created_at", "last_message_at", "last_message", "unread_count", "active", "request_state")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +127,7 @@ class Conversation(_message.Message):
     LAST_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     UNREAD_COUNT_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_STATE_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     type: ConversationType
     title: str
@@ -125,7 +139,8 @@ class Conversation(_message.Message):
     last_message: MessagePreview
     unread_count: int
     active: bool
-    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[ConversationType, str]] = ..., title: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., participant_count: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message: _Optional[_Union[MessagePreview, _Mapping]] = ..., unread_count: _Optional[int] = ..., active: _Optional[bool] = ...) -> None: ...
+    request_state: RequestState
+    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[ConversationType, str]] = ..., title: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., participant_count: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message: _Optional[_Union[MessagePreview, _Mapping]] = ..., unread_count: _Optional[int] = ..., active: _Optional[bool] = ..., request_state: _Optional[_Union[RequestState, str]] = ...) -> None: ...
 
 class Encryption(_message.Message):
     __slots__ = ("algorithm", "key_id")

@@ -161,18 +161,20 @@ class GetMembershipRequest(_message.Message):
     def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
 
 class GetMembershipResponse(_message.Message):
-    __slots__ = ("conversation_id", "type", "active", "participants", "version")
+    __slots__ = ("conversation_id", "type", "active", "participants", "version", "blocked")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     type: _common_pb2.ConversationType
     active: bool
     participants: _containers.RepeatedCompositeFieldContainer[_common_pb2.Participant]
     version: int
-    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.ConversationType, str]] = ..., active: _Optional[bool] = ..., participants: _Optional[_Iterable[_Union[_common_pb2.Participant, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    blocked: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.ConversationType, str]] = ..., active: _Optional[bool] = ..., participants: _Optional[_Iterable[_Union[_common_pb2.Participant, _Mapping]]] = ..., version: _Optional[int] = ..., blocked: _Optional[bool] = ...) -> None: ...
 
 class ListContactsRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -181,10 +183,16 @@ class ListContactsRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class ListContactsResponse(_message.Message):
-    __slots__ = ("user_ids",)
+    __slots__ = ("user_ids", "visible_user_ids", "last_seen_hidden_user_ids", "hide_last_seen")
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_HIDDEN_USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    HIDE_LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     user_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    visible_user_ids: _containers.RepeatedScalarFieldContainer[str]
+    last_seen_hidden_user_ids: _containers.RepeatedScalarFieldContainer[str]
+    hide_last_seen: bool
+    def __init__(self, user_ids: _Optional[_Iterable[str]] = ..., visible_user_ids: _Optional[_Iterable[str]] = ..., last_seen_hidden_user_ids: _Optional[_Iterable[str]] = ..., hide_last_seen: _Optional[bool] = ...) -> None: ...
 
 class ListConversationIdsRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -197,3 +205,67 @@ class ListConversationIdsResponse(_message.Message):
     CONVERSATION_IDS_FIELD_NUMBER: _ClassVar[int]
     conversation_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, conversation_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AcceptConversationRequest(_message.Message):
+    __slots__ = ("conversation_id",)
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
+
+class AcceptConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class DeclineConversationRequest(_message.Message):
+    __slots__ = ("conversation_id",)
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
+
+class DeclineConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class BlockConversationRequest(_message.Message):
+    __slots__ = ("conversation_id",)
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
+
+class BlockConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class UserSettings(_message.Message):
+    __slots__ = ("hide_last_seen",)
+    HIDE_LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    hide_last_seen: bool
+    def __init__(self, hide_last_seen: _Optional[bool] = ...) -> None: ...
+
+class GetUserSettingsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetUserSettingsResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: UserSettings
+    def __init__(self, settings: _Optional[_Union[UserSettings, _Mapping]] = ...) -> None: ...
+
+class UpdateUserSettingsRequest(_message.Message):
+    __slots__ = ("hide_last_seen",)
+    HIDE_LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    hide_last_seen: bool
+    def __init__(self, hide_last_seen: _Optional[bool] = ...) -> None: ...
+
+class UpdateUserSettingsResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: UserSettings
+    def __init__(self, settings: _Optional[_Union[UserSettings, _Mapping]] = ...) -> None: ...

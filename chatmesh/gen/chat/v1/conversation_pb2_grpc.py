@@ -86,6 +86,31 @@ class ConversationServiceStub:
                 request_serializer=chat_dot_v1_dot_conversation__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_conversation__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.AcceptConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/AcceptConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.AcceptConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.AcceptConversationResponse.FromString,
+                _registered_method=True)
+        self.DeclineConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/DeclineConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.DeclineConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.DeclineConversationResponse.FromString,
+                _registered_method=True)
+        self.BlockConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/BlockConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.BlockConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.BlockConversationResponse.FromString,
+                _registered_method=True)
+        self.GetUserSettings = channel.unary_unary(
+                '/chat.v1.ConversationService/GetUserSettings',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.GetUserSettingsRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.GetUserSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateUserSettings = channel.unary_unary(
+                '/chat.v1.ConversationService/UpdateUserSettings',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.UpdateUserSettingsRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.UpdateUserSettingsResponse.FromString,
+                _registered_method=True)
         self.GetMembership = channel.unary_unary(
                 '/chat.v1.ConversationService/GetMembership',
                 request_serializer=chat_dot_v1_dot_conversation__pb2.GetMembershipRequest.SerializeToString,
@@ -169,6 +194,42 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcceptConversation(self, request, context):
+        """A direct conversation request (see RequestState): the recipient accepts it (as replying does),
+        declines it, or blocks the requester. Accepting any other conversation marks the caller as
+        taking part in it, which shows their presence to its participants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeclineConversation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BlockConversation(self, request, context):
+        """Blocks the other participant of a direct conversation: it stays readable and is writable by
+        neither, and the blocked user can open no conversation with the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserSettings(self, request, context):
+        """The caller's privacy settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateUserSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMembership(self, request, context):
         """Internal: who is in a conversation and with which role. Callers cache the answer
         and drop it on conversation:* events; `version` grows with every membership change.
@@ -243,6 +304,31 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=chat_dot_v1_dot_conversation__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=chat_dot_v1_dot_conversation__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'AcceptConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.AcceptConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.AcceptConversationResponse.SerializeToString,
+            ),
+            'DeclineConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeclineConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.DeclineConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.DeclineConversationResponse.SerializeToString,
+            ),
+            'BlockConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.BlockConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.BlockConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.BlockConversationResponse.SerializeToString,
+            ),
+            'GetUserSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserSettings,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.GetUserSettingsRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.GetUserSettingsResponse.SerializeToString,
+            ),
+            'UpdateUserSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUserSettings,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.UpdateUserSettingsRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.UpdateUserSettingsResponse.SerializeToString,
             ),
             'GetMembership': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMembership,
@@ -532,6 +618,141 @@ class ConversationService:
             '/chat.v1.ConversationService/ListAuditEntries',
             chat_dot_v1_dot_conversation__pb2.ListAuditEntriesRequest.SerializeToString,
             chat_dot_v1_dot_conversation__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/AcceptConversation',
+            chat_dot_v1_dot_conversation__pb2.AcceptConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.AcceptConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeclineConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/DeclineConversation',
+            chat_dot_v1_dot_conversation__pb2.DeclineConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.DeclineConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BlockConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/BlockConversation',
+            chat_dot_v1_dot_conversation__pb2.BlockConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.BlockConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/GetUserSettings',
+            chat_dot_v1_dot_conversation__pb2.GetUserSettingsRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.GetUserSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUserSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/UpdateUserSettings',
+            chat_dot_v1_dot_conversation__pb2.UpdateUserSettingsRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.UpdateUserSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,
