@@ -147,8 +147,7 @@ class Attachments:
 
     async def accept_upload(self, link: message_pb2.SignedLink) -> AttachmentRow:
         """The pending upload a signed upload link names, checked before any of its bytes are read."""
-        assert self._links is not None
-        self._links.check(link, ("upload",))
+        self._served_links().check(link, ("upload",))
         row = await self._own_upload(link.user_id, link.attachment_id)
         if row.state != "pending":
             raise errors.conflict("ALREADY_UPLOADED", "this upload has its bytes already")
@@ -229,9 +228,8 @@ class Attachments:
     async def read(self, request: message_pb2.ReadAttachmentContentRequest
                    ) -> tuple[message_pb2.ContentHead, AsyncIterator[bytes] | None]:
         """Filesystem backend: a signed download link's bytes (a range of them), access checked again."""
-        assert self._links is not None
         link = request.link
-        self._links.check(link, ("file", "thumbnail"))
+        self._served_links().check(link, ("file", "thumbnail"))
         row = await self._visible(link.user_id, link.attachment_id)
         if row.state != "ready" or (link.variant == "thumbnail" and not row.has_thumbnail):
             raise errors.not_found("ATTACHMENT_NOT_FOUND", "this attachment has no such content")
@@ -275,6 +273,12 @@ class Attachments:
             attachment.state = common_pb2.ATTACHMENT_STATE_ATTACHED
             message.attachments.append(attachment)
         return ids, message.SerializeToString()
+
+    def _served_links(self) -> Links:
+        """The mesh's link signer; with object storage the mesh serves no bytes, so no link of its own is valid."""
+        if self._links is None:
+            raise errors.forbidden("LINK_INVALID", "attachments are served by object storage here, not by the mesh")
+        return self._links
 
     async def _own_upload(self, user: str, attachment_id: str) -> AttachmentRow:
         """An upload of `user`, who must still be a participant; 404 for anyone else's."""
