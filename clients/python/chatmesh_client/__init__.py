@@ -1,6 +1,7 @@
 """chatmesh's Python client: `Client(base_url)`, `await client.connect(token)`,
 `await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
 
+from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.client import Client, Page, PendingSend
 from chatmesh_client.errors import (
     RETRYABLE,
@@ -31,6 +32,8 @@ from chatmesh_client.store import Position, Store
 
 __all__ = [
                                     "RETRYABLE",
+                                    "Attachment",
+                                    "Attachments",
                                     "ChatError",
                                     "Client",
                                     "ConnectionLost",

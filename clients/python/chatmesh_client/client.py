@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar, cast, overload
 
+from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.connection import Connection
 from chatmesh_client.errors import ChatError, SendTimeout
 from chatmesh_client.limits import SeenIds
@@ -92,6 +93,7 @@ class Client:
         `max_frames_per_s` keeps the socket under the edge's CHAT_WS_MAX_FRAMES_PER_S (default 50)."""
         self.base_url = base_url.rstrip("/")
         self.rest = Rest(self.base_url)
+        self.attachments = Attachments(self.rest)  # upload, get (fresh links), download
         self.store = Store()
         self.send_attempts = send_attempts
         self.typing_interval = typing_interval
@@ -242,11 +244,11 @@ class Client:
         return Page(messages, bool(page.get("has_more")))
 
     def send_nowait(self, conversation_id: str, content: str, *, client_message_id: str = "",
-                    reply_to_id: str = "") -> PendingSend:
+                    reply_to_id: str = "", attachment_ids: list[str] | None = None) -> PendingSend:
         """Show the message at once (pending, in the store) and send it in the background."""
         pending = Message("", conversation_id, 0, self.user_id, content,
                           client_message_id=client_message_id or uuid.uuid4().hex, reply_to_id=reply_to_id,
-                          status="pending")
+                          status="pending", attachments=[Attachment(a) for a in attachment_ids or []])
         self.store.put_message(pending)
         task = asyncio.create_task(self._deliver(pending))
         self._sends.add(task)
@@ -254,17 +256,21 @@ class Client:
         return PendingSend(pending, task)
 
     async def send(self, conversation_id: str, content: str, *, client_message_id: str = "",
-                   reply_to_id: str = "") -> Message:
+                   reply_to_id: str = "", attachment_ids: list[str] | None = None) -> Message:
         """Send and wait for the stored message (retried with the same client_message_id on timeouts
-        and retryable refusals, with jittered backoff)."""
+        and retryable refusals, with jittered backoff). `attachment_ids`: ready uploads of the caller's
+        (client.attachments.upload); with them, content may be empty."""
         return await self.send_nowait(conversation_id, content, client_message_id=client_message_id,
-                                      reply_to_id=reply_to_id)
+                                      reply_to_id=reply_to_id, attachment_ids=attachment_ids)
 
     async def _deliver(self, pending: Message) -> Message:
         data = {"conversation_id": pending.conversation_id, "content": pending.content,
                 "client_message_id": pending.client_message_id}
         if pending.reply_to_id:
             data["reply_to_id"] = pending.reply_to_id
+        attachment_ids = [a.attachment_id for a in pending.attachments]
+        if attachment_ids:
+            data["attachment_ids"] = attachment_ids
         last_error: Exception | None = None
         for attempt in range(self.send_attempts):
             try:
@@ -276,7 +282,7 @@ class Client:
                 else:
                     reply = await asyncio.wait_for(
                         self.rest.send(pending.conversation_id, pending.content, pending.client_message_id,
-                                       pending.reply_to_id), self.send_timeout)
+                                       pending.reply_to_id, attachment_ids), self.send_timeout)
                 message = Message.from_json(reply["message"])
                 return self.store.put_message(message)
             except (ChatError, TimeoutError) as exc:

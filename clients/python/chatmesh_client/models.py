@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatmesh_client.attachments import Attachment
+
 STATUS_ORDER = ("pending", "sent", "delivered", "read")
 
 
@@ -55,6 +57,7 @@ class Message:
     status: str = "sent"
     reactions: list[Reaction] = field(default_factory=list)
     recipients: dict[str, str] = field(default_factory=dict)  # user id -> status (sender's view)
+    attachments: list[Attachment] = field(default_factory=list)  # metadata; links come from attachments.get
 
     @property
     def pending(self) -> bool:
@@ -82,6 +85,7 @@ class Message:
             reactions=[Reaction.from_json(r) for r in data.get("reactions") or []],
             recipients={r.get("user_id", ""): _enum(r.get("status"), "MESSAGE_STATUS_", "sent")
                         for r in data.get("recipients") or []},
+            attachments=[Attachment.from_json(a) for a in data.get("attachments") or []],
         )
 
 

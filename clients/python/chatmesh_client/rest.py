@@ -35,6 +35,22 @@ class Rest:
             raise ChatError(code or "HTTP_ERROR", message, reply.status_code, _retry_after(reply))
         return dict(reply.json())
 
+    async def transfer(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Attachment bytes to or from a link (relative: the edge; absolute: object storage). No bearer
+        token goes with them: the link carries its own authority, and a store must never see the token."""
+        try:
+            reply = await self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise ChatError("UNAVAILABLE", f"the transfer did not complete: {exc!r}", 503) from exc
+        if reply.status_code >= 400:
+            try:
+                error = reply.json()["error"]
+                code, message = str(error.get("code", "")), str(error.get("message", ""))
+            except (ValueError, KeyError, TypeError):
+                code, message = "HTTP_ERROR", reply.text[:200]
+            raise ChatError(code or "HTTP_ERROR", message, reply.status_code, _retry_after(reply))
+        return reply
+
     # users and conversations
 
     async def upsert_me(self, display_name: str = "") -> dict[str, Any]:
@@ -57,9 +73,14 @@ class Rest:
     # messages
 
     async def send(self, conversation_id: str, content: str, client_message_id: str,
-                   reply_to_id: str = "") -> dict[str, Any]:
-        body = {"conversation_id": conversation_id, "content": content, "client_message_id": client_message_id}
-        return await self.call("POST", "/api/messages", json=body | ({"reply_to_id": reply_to_id} if reply_to_id else {}))
+                   reply_to_id: str = "", attachment_ids: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"conversation_id": conversation_id, "content": content,
+                                "client_message_id": client_message_id}
+        if reply_to_id:
+            body["reply_to_id"] = reply_to_id
+        if attachment_ids:
+            body["attachment_ids"] = attachment_ids
+        return await self.call("POST", "/api/messages", json=body)
 
     async def history(self, conversation_id: str, *, limit: int = 50, before_seq: int = 0,
                       after_seq: int = 0) -> dict[str, Any]:
