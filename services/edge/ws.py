@@ -13,7 +13,10 @@ host) or the upgrade is refused with 403; a user holds at most CHAT_WS_MAX_SOCKE
 replicas (more: error TOO_MANY_SOCKETS, close 1008); a frame over CHAT_WS_MAX_FRAME_BYTES gets error
 FRAME_TOO_LARGE, one over 16 times that is closed by the server with 1009; past
 CHAT_WS_MAX_FRAMES_PER_S a frame gets error RATE_LIMITED, and a socket that keeps flooding is closed
-with 1008; message sends share the user's REST send limit (RATE_LIMITED with `retry_after`). JSON
+with 1008; message sends share the user's REST send limit (RATE_LIMITED with `retry_after`), and
+presence toggles, typing, receipts and acknowledged ids have budgets of their own per socket
+(frame_limits.py; RATE_LIMITED with `retry_after`, the socket stays open). A client that reads too
+slowly, or fills its queue, is closed with 4008 and resumes from its token (outgoing.py, backlog.py). JSON
 nested deeper than 32 levels gets error JSON_TOO_DEEP (bounded_json.py); a first frame that is too
 large, too deep or names a user id the rule refuses is a failed authentication (close 1008).
 
