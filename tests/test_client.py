@@ -262,3 +262,33 @@ async def test_documented_attributes_read_and_set_as_before() -> None:
         assert (client.backoff_initial, client.resume_token) == (0.01, "from-an-earlier-run")
     finally:
         await client.close()
+
+
+async def test_requests_blocks_and_settings_through_the_client(http, mesh: Mesh, make_token, clients) -> None:
+    """A stranger's direct conversation arrives as a request; the client declines, accepts or blocks
+    it, and hides its user's last seen."""
+    from chatmesh_client import ChatError
+
+    alice_id, alice_token, bob_id, bob_token, conversation_id = await chat_pair(http, make_token)
+    alice, bob = Client(mesh.edge_url), Client(mesh.edge_url)
+    clients += [alice, bob]
+    await alice.connect(alice_token)
+    await bob.connect(bob_token)
+
+    (request,) = [c for c in await bob.conversations() if c.conversation_id == conversation_id]
+    assert request.request_state == "pending" and request.is_request_to(bob_id) and not request.is_request_to(alice_id)
+    assert [p.status for p in await alice.presence([bob_id])] == ["unknown"]  # a request hides the recipient
+    declined = await bob.decline(conversation_id)
+    assert (declined.request_state, declined.active) == ("declined", False)
+    assert (await alice.create_direct(bob_id)).request_state == "pending"  # asked again
+    assert (await bob.accept(conversation_id)).request_state == "accepted"
+    assert bob.store.conversations[conversation_id].request_state == "accepted"
+
+    assert (await bob.settings()).hide_last_seen is False
+    assert (await bob.update_settings(hide_last_seen=True)).hide_last_seen is True
+    assert (await bob.update_settings()).hide_last_seen is True  # nothing given: unchanged
+
+    assert (await bob.block(conversation_id)).request_state == "blocked"
+    with pytest.raises(ChatError) as refused:
+        await alice.send(conversation_id, "hello?")
+    assert refused.value.code == "BLOCKED"

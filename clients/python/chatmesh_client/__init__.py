@@ -27,6 +27,7 @@ from chatmesh_client.models import (
                                     ResyncEvent,
                                     StateEvent,
                                     TypingEvent,
+                                    UserSettings,
 )
 from chatmesh_client.store import Position, Store
 
@@ -59,4 +60,5 @@ __all__ = [
                                     "Store",
                                     "TypingEvent",
                                     "Unauthenticated",
+                                    "UserSettings",
 ]

@@ -25,7 +25,7 @@ from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.connection import Connection
 from chatmesh_client.errors import ChatError, SendTimeout
 from chatmesh_client.limits import SeenIds
-from chatmesh_client.models import Conversation, Event, Message, MessageEvent, Presence, ResyncEvent
+from chatmesh_client.models import Conversation, Event, Message, MessageEvent, Presence, ResyncEvent, UserSettings
 from chatmesh_client.rest import Rest
 from chatmesh_client.retry import retry_delay, retryable, retrying
 from chatmesh_client.store import Position, Store
@@ -233,6 +233,33 @@ class Client:
         conversation = Conversation.from_json((await self.rest.create_group(title, participant_ids))["conversation"])
         self.store.put_conversation(conversation)
         return conversation
+
+    async def accept(self, conversation_id: str) -> Conversation:
+        """Accept a direct conversation request (replying does too): the requester sees your presence."""
+        return await self._answer(conversation_id, "accept")
+
+    async def decline(self, conversation_id: str) -> Conversation:
+        """Decline a request: it becomes inactive (the requester may ask again; block to stop that)."""
+        return await self._answer(conversation_id, "decline")
+
+    async def block(self, conversation_id: str) -> Conversation:
+        """Block the other user of a direct conversation: nobody writes to it any more, and they can
+        open no conversation with you."""
+        return await self._answer(conversation_id, "block")
+
+    async def _answer(self, conversation_id: str, answer: str) -> Conversation:
+        conversation = Conversation.from_json(
+            (await self.rest.answer_request(conversation_id, answer))["conversation"])
+        self.store.put_conversation(conversation)
+        return conversation
+
+    async def settings(self) -> UserSettings:
+        return UserSettings.from_json((await self.rest.settings()).get("settings") or {})
+
+    async def update_settings(self, *, hide_last_seen: bool | None = None) -> UserSettings:
+        """Change the settings given (None: unchanged); the settings after the change."""
+        changes = {} if hide_last_seen is None else {"hide_last_seen": hide_last_seen}
+        return UserSettings.from_json((await self.rest.update_settings(changes)).get("settings") or {})
 
     # messages -------------------------------------------------------------------------------------
 

@@ -127,6 +127,13 @@ class Conversation:
     last_message_at: str = ""
     unread_count: int = 0
     active: bool = True
+    # Direct conversations: accepted | pending (a request) | declined | blocked; "" for groups.
+    request_state: str = ""
+
+    def is_request_to(self, user_id: str) -> bool:
+        """A pending request this user received (offer Accept / Decline / Block). The requester is
+        `created_by`; they see none of the recipient's presence until the recipient replies or accepts."""
+        return self.request_state == "pending" and self.created_by != user_id
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conversation:
@@ -141,8 +148,20 @@ class Conversation:
             last_message=Preview.from_json(last) if last else None,
             last_message_at=data.get("last_message_at", ""),
             unread_count=_int(data.get("unread_count")),
-            active=bool(data.get("active", True)),
+            active=bool(data.get("active")),  # proto3 JSON leaves false out of event frames
+            request_state=_enum(data.get("request_state"), "REQUEST_STATE_"),
         )
+
+
+@dataclass
+class UserSettings:
+    """The caller's privacy settings."""
+
+    hide_last_seen: bool = False  # contacts see online / offline, never when last seen
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserSettings:
+        return cls(hide_last_seen=bool(data.get("hide_last_seen")))
 
 
 @dataclass

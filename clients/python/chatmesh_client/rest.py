@@ -70,6 +70,16 @@ class Rest:
         return await self.call("POST", "/api/conversations/group",
                                json={"title": title, "participant_ids": participant_ids})
 
+    async def answer_request(self, conversation_id: str, answer: str) -> dict[str, Any]:
+        """`accept`, `decline` or `block` a direct conversation request."""
+        return await self.call("POST", f"/api/conversations/{quote(conversation_id, safe='')}/{answer}", json={})
+
+    async def settings(self) -> dict[str, Any]:
+        return await self.call("GET", "/api/users/me/settings")
+
+    async def update_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return await self.call("PATCH", "/api/users/me/settings", json=changes)
+
     # messages
 
     async def send(self, conversation_id: str, content: str, client_message_id: str,
