@@ -26,6 +26,26 @@ def png(width: int = 800, height: int = 400, mode: str = "RGB") -> bytes:
     return out.getvalue()
 
 
+def sunset(width: int = 640, height: int = 360) -> bytes:
+    """A picture worth showing (the README's screenshot): a sky gradient, a sun, the sea."""
+    image = Image.new("RGB", (width, height))
+    for y in range(height):
+        t = y / height
+        colour = (int(40 + 215 * t), int(60 + 90 * t), int(140 - 60 * t)) if y < height * 0.65 else (
+            int(20 + 30 * t), int(60 + 40 * t), int(110 + 40 * t))
+        for x in range(width):
+            image.putpixel((x, y), colour)
+    sun = Image.new("RGB", (width // 6, width // 6), (255, 214, 90))
+    mask = Image.new("L", sun.size, 0)
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(mask).ellipse((0, 0, *sun.size), fill=255)
+    image.paste(sun, (width // 2 - sun.width // 2, int(height * 0.65) - sun.height // 2), mask)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
 def wav(seconds: float, rate: int = 8000) -> bytes:
     out = io.BytesIO()
     with wave.open(out, "wb") as w:

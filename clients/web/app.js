@@ -3,6 +3,7 @@
 // actions into client calls.
 
 import { ChatClient } from "./chat.js";
+import { VoiceRecorder, formatSize, renderAttachment, uploadFile } from "./chat-attachments.js";
 
 const $ = (id) => document.getElementById(id);
 const TICKS = { failed: ["!", "not sent"], pending: ["🕓", "sending"], sent: ["✓", "sent"], delivered: ["✓✓", "delivered"], read: ["✓✓", "read"] };
@@ -16,6 +17,9 @@ let loadingOlder = false;
 let editingId = "";
 let markedRead = new Map(); // conversation -> highest seq marked read by this page
 const typingTimers = new Map();
+let drafts = []; // uploads for the next message: { key, name, state: uploading|ready|failed, loaded, total, attachment, error }
+const attachmentNodes = new Map(); // attachment id -> its rendered node, kept across renders (a playing voice message goes on)
+let recorder = null;
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -258,6 +262,7 @@ function renderMessage(m, group) {
                     dataset: { key, messageId: m.message_id, seq: String(m.seq), status: m.status } },
     group && !mine ? el("div", { class: "sender" }, m.sender_id) : null,
     el("div", { class: "content" }, m.deleted ? "This message was deleted" : m.content),
+    !m.deleted && m.attachments && m.attachments.length ? el("div", { class: "attachments" }, ...m.attachments.map(attachmentNode)) : null,
     el("div", { class: "meta" },
       m.edited_at && !m.deleted ? el("span", { class: "edited" }, "edited") : null,
       el("time", { datetime: m.created_at }, m.created_at ? new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : ""),
@@ -286,6 +291,16 @@ $("messages").addEventListener("scroll", async () => {
   }
 });
 
+function attachmentNode(attachment) {
+  let node = attachmentNodes.get(attachment.attachment_id);
+  if (!node || node.dataset.kindSource !== attachment.content_type) {
+    node = renderAttachment(client, attachment, el);
+    node.dataset.kindSource = attachment.content_type || "";
+    attachmentNodes.set(attachment.attachment_id, node);
+  }
+  return node;
+}
+
 async function react(message, emoji) {
   try { await client.toggleReaction(message.message_id, emoji); } catch (err) { alertLater(err.message); }
 }
@@ -313,7 +328,9 @@ $("composer").addEventListener("submit", async (e) => {
   e.preventDefault();
   const input = $("composer-input");
   const text = input.value;
-  if (!text.trim() || !openId) return;
+  if (drafts.some((d) => d.state === "uploading")) { alertLater("Wait for the upload to finish"); return; }
+  const attachments = drafts.filter((d) => d.state === "ready").map((d) => d.attachment);
+  if ((!text.trim() && !attachments.length) || !openId) return;
   client.typingFrame(openId, false);
   if (editingId) {
     const id = editingId;
@@ -322,10 +339,82 @@ $("composer").addEventListener("submit", async (e) => {
     return;
   }
   input.value = "";
-  const { done } = client.send(openId, text);
+  drafts = [];
+  renderDrafts();
+  const { done } = client.send(openId, text.trim() ? text : "", attachments);
   renderMessages({ toBottom: true });
   done.catch(() => renderMessages());
 });
+
+// attachments: uploads with progress, voice recording --------------------------------------------
+
+function renderDrafts() {
+  const list = $("uploads");
+  list.hidden = drafts.length === 0;
+  list.replaceChildren(...drafts.map((d) => el("li", { class: "upload", dataset: { state: d.state } },
+    el("span", { class: "name" }, d.name),
+    d.state === "uploading"
+      ? el("progress", { max: String(d.total || 1), value: String(d.loaded), "aria-label": `Uploading ${d.name}` })
+      : el("span", { class: "state" }, d.state === "ready" ? `✓ ${formatSize(d.attachment.size_bytes)}` : `⚠ ${d.error}`),
+    el("button", { type: "button", "aria-label": `Remove ${d.name}`, onclick: () => { drafts = drafts.filter((x) => x !== d); renderDrafts(); } }, "×"))));
+}
+
+// Upload one file into the open conversation, its progress shown in the composer; the ready upload.
+async function startUpload(file, name) {
+  const cid = openId;
+  const draft = { key: crypto.randomUUID(), name: name || file.name || "file", state: "uploading", loaded: 0, total: file.size };
+  drafts.push(draft);
+  renderDrafts();
+  try {
+    draft.attachment = await uploadFile(client, cid, file, {
+      filename: draft.name, onProgress: (loaded, total) => { draft.loaded = loaded; draft.total = total; renderDrafts(); } });
+    draft.state = "ready";
+  } catch (err) {
+    draft.state = "failed";
+    draft.error = err.message;
+  }
+  renderDrafts();
+  return draft;
+}
+
+$("attach-input").addEventListener("change", (e) => {
+  if (!openId) return;
+  for (const file of e.target.files) startUpload(file);
+  e.target.value = "";
+});
+
+$("record").addEventListener("click", async () => {
+  const button = $("record");
+  if (!recorder) {
+    recorder = new VoiceRecorder();
+    try {
+      await recorder.start();
+    } catch (err) {
+      recorder = null;
+      alertLater(`The microphone is not available: ${err.message}`);
+      return;
+    }
+    button.setAttribute("aria-pressed", "true");
+    button.textContent = "⏹ Stop";
+    return;
+  }
+  const current = recorder;
+  recorder = null;
+  button.setAttribute("aria-pressed", "false");
+  button.textContent = "🎤 Record";
+  const blob = await current.stop();
+  const extension = blob.type.includes("ogg") ? "ogg" : blob.type.includes("mp4") ? "m4a" : "webm";
+  const cid = openId;
+  const draft = await startUpload(blob, `voice-${new Date().toISOString().slice(11, 19).replaceAll(":", "")}.${extension}`);
+  if (draft.state !== "ready") return;
+  drafts = drafts.filter((d) => d !== draft); // a voice message goes on its own, as soon as it is up
+  renderDrafts();
+  const { done } = client.send(cid, "", [draft.attachment]);
+  renderMessages({ toBottom: true });
+  done.catch(() => renderMessages());
+});
+
+$("record").hidden = !VoiceRecorder.supported();
 
 $("composer-input").addEventListener("input", () => {
   if (!openId || !client || editingId) return;

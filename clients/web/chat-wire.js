@@ -22,6 +22,7 @@ export function normalizeMessage(data) {
     deleted: Boolean(data.deleted),
     status: shortEnum(data.status, "MESSAGE_STATUS_", "sent"),
     reactions: (data.reactions || []).map((r) => ({ emoji: r.emoji, count: Number(r.count || 0), user_ids: r.user_ids || [] })),
+    attachments: (data.attachments || []).map((a) => ({ ...a, size_bytes: Number(a.size_bytes || 0), duration_ms: Number(a.duration_ms || 0) })),
   };
 }
 
