@@ -118,3 +118,24 @@ async def test_after_a_resync_the_readers_own_message_keeps_its_place(isolated_e
     frames = await collect(resumed, "chat:message_received", 4, timeout=15)
     assert [f["data"]["content"] for f in frames] == ["one", "two", "three (bob's own)", "four"]
     await http.aclose()
+
+
+async def test_resuming_from_the_middle_of_the_offline_buffer_gets_the_rest(http: httpx.AsyncClient, mesh: Mesh,
+                                                                           make_token) -> None:
+    """bob gets three messages from his offline buffer, acknowledges the first and drops: resuming with
+    its token replays what is left of the buffer (it used to resume past it, at the inbox position
+    the buffer was read at)."""
+    alice, bob = new_user_id("alice"), new_user_id("bob")
+    await register(http, make_token(bob))
+    conversation_id = await direct_conversation(http, make_token(alice), bob)
+    for n in range(3):
+        await send(http, make_token(alice), conversation_id, f"m{n}")
+    first = await Socket.open(mesh.edge_url, make_token(bob))
+    frames = await collect(first, "chat:message_received", 3)
+    assert [f["data"]["content"] for f in frames] == ["m0", "m1", "m2"]
+    await first.request("chat:message_delivered", {"message_id": frames[0]["data"]["message_id"]})
+    await first.close()
+
+    resumed = await Socket.open(mesh.edge_url, make_token(bob), resume_token=frames[0]["resume_token"])
+    rest = await collect(resumed, "chat:message_received", 2)
+    assert [f["data"]["content"] for f in rest] == ["m1", "m2"]

@@ -74,9 +74,11 @@ class Subscription:
             self._out.put_nowait((self.subscription_id, fields[b"e"], Token(self.epoch, entry_id).encode()))
 
     def emit_buffered(self, events: list[common_pb2.Event]) -> None:
-        """The offline buffer: each event resumes at the inbox position the replay started from."""
+        """The offline buffer: each event resumes at the inbox position the replay started from,
+        marked as a buffer's, so a resume replays the buffer again rather than skip its rest."""
+        token = Token(self.epoch, self.last_id, buffered=True).encode()
         for event in events:
-            event.resume_token = Token(self.epoch, self.last_id).encode()
+            event.resume_token = token
             self._from_buffer.add(event.event_id)
             self._out.put_nowait((self.subscription_id, event, ""))
 
@@ -187,7 +189,9 @@ class Hub:
         sub.epoch = await self._inboxes.epoch()
         token = Token.decode(resume_token) if resume_token else None
         if token and token.epoch == sub.epoch and await self._inboxes.covers(sub.user_id, token.entry_id):
+            buffered = await self._offline(sub.user_id) if token.buffered else []
             sub.last_id = token.entry_id
+            sub.emit_buffered(buffered)
             while batch := await self._inboxes.read_after(sub.user_id, sub.last_id):
                 sub.emit_entries(batch)
             return

@@ -3,6 +3,11 @@
 A resume token is `<epoch>:<inbox entry id>`. The epoch is a random value stored once in Redis; if
 Redis loses its data the epoch is gone, a new one is made, and every older token reads as
 `resync_required` instead of replaying from a reused position.
+
+An event of the offline buffer carries `<epoch>:<inbox entry id>:b`: the position the buffer was
+read at, marked, so that resuming from the middle of a buffer replays the buffer again (what is
+still unacknowledged of it, from PostgreSQL) before the inbox after that position. A plain token
+there would resume past the rest of the buffer.
 """
 
 from __future__ import annotations
@@ -23,24 +28,30 @@ def parse_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+BUFFERED = ":b"
+
+
 @dataclass(frozen=True)
 class Token:
     epoch: str
     entry_id: str
+    buffered: bool = False  # taken from the offline buffer: resuming replays the buffer first
 
     def encode(self) -> str:
-        return f"{self.epoch}:{self.entry_id}"
+        return f"{self.epoch}:{self.entry_id}{BUFFERED if self.buffered else ''}"
 
     @classmethod
     def decode(cls, token: str) -> Token | None:
         epoch, sep, entry_id = token.partition(":")
         if not sep or not epoch:
             return None
+        buffered = entry_id.endswith(BUFFERED)
+        entry_id = entry_id.removesuffix(BUFFERED)
         try:
             parse_id(entry_id)
         except ValueError:
             return None
-        return cls(epoch, entry_id)
+        return cls(epoch, entry_id, buffered)
 
 
 class Inboxes:
