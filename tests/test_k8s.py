@@ -279,6 +279,27 @@ def test_prod_is_replicated_bounded_spread_and_uses_external_stores(rendered: di
                for d in by_kind(docs, "Deployment").values())
 
 
+def test_attachments_live_where_every_message_replica_finds_them(rendered: dict[str, list[Doc]]) -> None:
+    """Dev: the filesystem backend on a PersistentVolumeClaim (one replica); prod: object storage
+    (several replicas), its keys from a platform Secret; the edge reads the same size limit."""
+    dev = rendered["dev"]
+    message = by_kind(dev, "Deployment")["message"]
+    volumes = {v["name"]: v for v in message["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes["attachments"]["persistentVolumeClaim"]["claimName"]
+    assert claim in by_kind(dev, "PersistentVolumeClaim") and "emptyDir" not in volumes["attachments"]
+    mounts = {m["name"]: m["mountPath"] for m in main_container(message)["volumeMounts"]}
+    assert env_of(main_container(message))["CHAT_ATTACHMENT_DIR"]["value"] == mounts["attachments"]
+    assert config_of(dev).get("CHAT_ATTACHMENT_BACKEND", "filesystem") == "filesystem"
+
+    prod = rendered["prod"]
+    config = config_of(prod)
+    assert config["CHAT_ATTACHMENT_BACKEND"] == "s3" and config["CHAT_S3_BUCKET"]
+    env = env_of(main_container(by_kind(prod, "Deployment")["message"]))
+    for key in ("CHAT_S3_ACCESS_KEY_ID", "CHAT_S3_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "chatmesh-secrets-s3"
+    assert not by_kind(prod, "PersistentVolumeClaim")
+
+
 # --- the image --------------------------------------------------------------------------------------
 
 def _stages() -> list[str]:
