@@ -99,7 +99,6 @@ async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, brow
     await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
     await alice.keyboard.press("Enter")
     await alice.get_by_label("Message", exact=True).wait_for()
-    await alice.locator("#conversations .dot[data-status=online]").wait_for()  # bob's presence dot
     await send(alice, "hello bob")
     mine = alice.locator("#messages li.message.mine").last
     await mine.wait_for()
@@ -114,6 +113,13 @@ async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, brow
     await wait_contents(bob, ["hello bob"])
     await alice.locator("li.message.mine[data-status=read]").wait_for()
     assert await alice.locator("li.message.mine .ticks").get_attribute("aria-label") == "read"
+
+    # A stranger's chat is a request: alice sees nothing of bob's presence until he accepts it.
+    assert await alice.locator("#conversations .dot").get_attribute("data-status") == "unknown"
+    assert "wants to chat with you" in await bob.locator("#request").inner_text()
+    await bob.get_by_role("button", name="Accept").click()
+    await bob.locator("#request").wait_for(state="hidden")
+    await alice.locator("#conversations .dot[data-status=online]").wait_for()  # bob's presence dot
 
     # Bob types: alice sees it, and it vanishes 3 s (scaled) after his last keystroke.
     typed = time.monotonic()
@@ -175,7 +181,7 @@ async def test_page_and_dev_login_follow_configuration(mesh: Mesh, http: httpx.A
     """The shared mesh runs with defaults: the page is served, development sign-in is not."""
     page = await http.get("/")
     assert page.status_code == 200 and "<title>chatmesh</title>" in page.text
-    for name in ("app.js", "chat.js", "chat-socket.js", "chat-store.js", "chat-wire.js"):  # the page's modules
+    for name in ("app.js", "chat.js", "chat-socket.js", "chat-store.js", "chat-wire.js", "privacy.js"):  # the page's modules
         script = await http.get(f"/{name}")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
     assert (await http.post("/dev/token", json={"user_id": "mallory"})).status_code in (404, 405)
@@ -267,3 +273,40 @@ def test_web_settings_choose_the_routes() -> None:
     assert paths(CHAT_DEV_LOGIN="1") == ["/dev/token", "mount:"]
     with pytest.raises(ConfigError):
         paths(CHAT_DEV_LOGIN="maybe")
+
+
+async def test_a_request_is_declined_or_blocked_from_the_page(web_mesh: Mesh, browser) -> None:
+    """Decline makes the request go (asked again, it comes back); Block closes the conversation to
+    writing on both pages. The "Hide my last seen" box keeps the server's setting."""
+    url = web_mesh.edge_url + "/"
+    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    bob = await sign_in(browser, url, bob_id)
+    alice = await sign_in(browser, url, alice_id)
+
+    async def ask() -> None:
+        await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
+        await alice.keyboard.press("Enter")
+        await alice.get_by_label("Message", exact=True).wait_for()
+        await send(alice, "hi, remember me?")
+
+    await ask()
+    request = bob.locator("#conversations button.conversation", has=bob.locator(".badge", has_text="Request"))
+    await request.click()
+    await bob.get_by_role("button", name="Decline").click()
+    await bob.locator("#conversations button.conversation").wait_for(state="detached")
+    await alice.locator("#conversations button.conversation").wait_for(state="detached")
+
+    await ask()  # a declined request may be asked again
+    await request.click()
+    await bob.get_by_role("button", name="Block").click()
+    await bob.locator("#request", has_text="Blocked").wait_for()
+    assert await bob.locator("#composer").is_hidden()
+    await alice.locator("#conversations .badge", has_text="Blocked").wait_for()
+    await alice.locator("#composer").wait_for(state="hidden")
+
+    box = bob.get_by_label("Hide my last seen")
+    assert not await box.is_checked()
+    await box.check()
+    await bob.reload()
+    await bob.locator("#conn[data-state=connected]").wait_for()
+    await bob.wait_for_function("document.getElementById('hide-last-seen').checked")

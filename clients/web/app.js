@@ -4,6 +4,7 @@
 
 import { ChatClient } from "./chat.js";
 import { VoiceRecorder, formatSize, renderAttachment, uploadFile } from "./chat-attachments.js";
+import { bindHideLastSeen, isRequestToMe, loadHideLastSeen, requestBar } from "./privacy.js";
 
 const $ = (id) => document.getElementById(id);
 const TICKS = { failed: ["!", "not sent"], pending: ["🕓", "sending"], sent: ["✓", "sent"], delivered: ["✓✓", "delivered"], read: ["✓✓", "read"] };
@@ -63,7 +64,7 @@ async function signIn(token) {
   window.chatmeshClient = client; // for the host application and for debugging
   client.addEventListener("state", (e) => renderConnection(e.detail.state));
   client.addEventListener("fatal", (e) => { signOut(); $("signin-error").textContent = `Signed out: ${e.detail.message}`; });
-  client.addEventListener("conversations", () => { renderConversations(); askPresence(); });
+  client.addEventListener("conversations", () => { renderConversations(); renderRequest(); askPresence(); });
   client.addEventListener("message", onMessage);
   client.addEventListener("receipt", (e) => { if (e.detail.conversation_id === openId) renderMessages(); });
   client.addEventListener("typing", onTyping);
@@ -83,15 +84,23 @@ async function signIn(token) {
   $("signout").hidden = false;
   $("me").textContent = `signed in as ${client.userId}`;
   await client.loadConversations();
+  loadHideLastSeen($("hide-last-seen"), client);
   $("new-chat-user").focus();
 }
+
+bindHideLastSeen($("hide-last-seen"), () => client, (text) => alertLater(text));
 
 // Presence of the people in direct conversations: asked once each, then kept up to date by events.
 // A brand-new contact may read "unknown" for a moment (presence caches contacts): asked again.
 const presenceAsked = new Map(); // user -> times asked
 const presencePending = new Set();
+const requestStates = new Map(); // conversation -> request state when last asked: an accepted request asks anew
 function askPresence() {
   if (!client) return;
+  for (const c of client.conversations.values()) {
+    if (requestStates.get(c.conversation_id) !== c.request_state) presenceAsked.delete(otherUser(c));
+    requestStates.set(c.conversation_id, c.request_state);
+  }
   const users = [...client.conversations.values()].map(otherUser)
     .filter((u) => u && !presencePending.has(u) && (presenceAsked.get(u) || 0) < 5
                    && (client.presence.get(u) || "unknown") === "unknown").slice(0, 100);
@@ -108,6 +117,7 @@ function signOut() {
   openId = "";
   presenceAsked.clear();
   presencePending.clear();
+  requestStates.clear();
   sessionStorage.removeItem("chatmesh.token");
   showSignIn("");
 }
@@ -156,18 +166,19 @@ function renderConnection(state) {
 function renderConversations() {
   if (!client) return;
   const list = $("conversations");
-  const sorted = [...client.conversations.values()].sort((a, b) => (b.last_message_at || "").localeCompare(a.last_message_at || ""));
+  const sorted = [...client.conversations.values()].filter((c) => c.active).sort((a, b) => (b.last_message_at || "").localeCompare(a.last_message_at || ""));
   list.replaceChildren(...sorted.map((c) => {
     const other = otherUser(c);
     const status = other ? client.presence.get(other) || "unknown" : "";
     const unread = c.conversation_id === openId ? 0 : c.unread_count;
     const preview = c.last_message ? (c.last_message.deleted ? "(deleted)" : `${c.last_message.sender_id === client.userId ? "You: " : ""}${c.last_message.text}`) : "No messages yet";
-    const label = `${titleOf(c)}${status ? `, ${status}` : ""}${unread ? `, ${unread} unread` : ""}`;
+    const badge = isRequestToMe(c, client.userId) ? "Request" : c.request_state === "blocked" ? "Blocked" : "";
+    const label = `${titleOf(c)}${badge ? `, ${badge.toLowerCase()}` : ""}${status ? `, ${status}` : ""}${unread ? `, ${unread} unread` : ""}`;
     return el("li", {},
       el("button", { type: "button", class: "conversation", "aria-label": label, "aria-current": c.conversation_id === openId ? "true" : "false",
                      dataset: { id: c.conversation_id }, onclick: () => openConversation(c.conversation_id) },
         el("span", { class: "dot", dataset: { status }, "aria-hidden": "true", title: status }),
-        el("span", { class: "title" }, titleOf(c)),
+        el("span", { class: "title" }, titleOf(c), badge ? el("span", { class: "badge" }, badge) : null),
         el("span", { class: "preview" }, preview),
         el("span", { class: "unread", hidden: !unread, "aria-hidden": "true" }, String(unread))));
   }));
@@ -200,6 +211,7 @@ async function openConversation(cid) {
   $("editing").hidden = true;
   renderTyping();
   renderConversations();
+  renderRequest();
   if (!hasMore.has(cid)) {
     const page = await client.history(cid);
     hasMore.set(cid, page.hasMore);
@@ -211,8 +223,45 @@ async function openConversation(cid) {
 
 // messages ----------------------------------------------------------------------------------------
 
+// The open conversation's request bar (privacy.js); a declined conversation closes.
+function renderRequest() {
+  if (!client) return;
+  const conversation = openId ? client.conversations.get(openId) : null;
+  if (conversation && !conversation.active) {
+    openId = "";
+    $("pane-title").textContent = "Pick a conversation";
+    $("messages").replaceChildren();
+    $("composer").hidden = true;
+  }
+  const bar = requestBar(conversation, client.userId, conversation ? titleOf(conversation) : "");
+  $("request").hidden = !bar.shown;
+  $("request-text").textContent = bar.text;
+  for (const id of ["request-accept", "request-decline", "request-block"]) $(id).hidden = !bar.buttons;
+  if (conversation && conversation.active) $("composer").hidden = bar.composerHidden;
+}
+
+async function answerRequest(answer) {
+  if (!client || !openId) return;
+  try {
+    await client.answerRequest(openId, answer);
+  } catch (err) {
+    alertLater(`Could not ${answer}: ${err.message}`);
+  }
+  renderConversations();
+  renderRequest();
+}
+
+$("request-accept").addEventListener("click", () => answerRequest("accept"));
+$("request-decline").addEventListener("click", () => answerRequest("decline"));
+$("request-block").addEventListener("click", () => answerRequest("block"));
+
 function onMessage(e) {
   const { message } = e.detail;
+  const conversation = client.conversations.get(message.conversation_id);
+  if (conversation && message.sender_id === client.userId && isRequestToMe(conversation, client.userId)) {
+    conversation.request_state = "accepted"; // a reply accepts the request (the server does the same)
+    renderRequest();
+  }
   if (message.conversation_id === openId) {
     renderMessages();
     markReadIfVisible();

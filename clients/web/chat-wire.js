@@ -37,6 +37,10 @@ export function normalizeConversation(data) {
     last_message: last ? { message_id: last.message_id, sender_id: last.sender_id, text: last.text || "", seq: Number(last.seq || 0), deleted: Boolean(last.deleted), sent_at: last.sent_at || "" } : null,
     last_message_at: data.last_message_at || data.created_at || "",
     unread_count: Number(data.unread_count || 0),
+    created_by: data.created_by || "",
+    active: Boolean(data.active), // proto3 JSON leaves false out of event frames
+    // direct conversations: accepted | pending (a request) | declined | blocked; "" for groups
+    request_state: shortEnum(data.request_state, "REQUEST_STATE_"),
   };
 }
 

@@ -184,6 +184,23 @@ export class ChatClient extends EventTarget {
     return conversation;
   }
 
+  // A direct conversation request: "accept" (replying accepts too), "decline" or "block".
+  async answerRequest(cid, answer) {
+    const reply = await this.api("POST", `/api/conversations/${encodeURIComponent(cid)}/${answer}`, {});
+    const conversation = this.putConversation(normalizeConversation(reply.conversation));
+    this._emit("conversations", {});
+    return conversation;
+  }
+
+  // The caller's privacy settings ({ hide_last_seen }); updateSettings changes what it is given.
+  async settings() {
+    return (await this.api("GET", "/api/users/me/settings")).settings || {};
+  }
+
+  async updateSettings(changes) {
+    return (await this.api("PATCH", "/api/users/me/settings", changes)).settings || {};
+  }
+
   async createGroup(title, participantIds) {
     const reply = await this.api("POST", "/api/conversations/group", { title, participant_ids: participantIds });
     const conversation = this.putConversation(normalizeConversation(reply.conversation));
