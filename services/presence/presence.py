@@ -31,7 +31,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from chatmesh import errors
-from chatmesh.auth import MAX_USER_ID_LENGTH, ServiceCredentials
+from chatmesh.auth import ServiceCredentials, user_id_problem
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.resilience import Backoff, OutageLog, is_outage
@@ -159,8 +159,8 @@ class Presence:
         with the caller read as unknown, and the last seen of those who hide it is left out."""
         if len(user_ids) > MAX_QUERY:
             raise errors.invalid("TOO_MANY_USERS", f"ask for at most {MAX_QUERY} users at a time")
-        if any(not u or len(u) > MAX_USER_ID_LENGTH for u in user_ids):
-            raise errors.invalid("INVALID_USER_ID", f"user ids are 1 to {MAX_USER_ID_LENGTH} characters")
+        if problem := next((p for u in user_ids if (p := user_id_problem(u))), None):
+            raise errors.invalid("INVALID_USER_ID", problem)
         circle = await self._contacts.of(caller) if user_ids else None
         visible = [u for u in dict.fromkeys(user_ids) if u == caller or (circle and u in circle.visible)]
         hidden = circle.last_seen_hidden if circle else frozenset()
