@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import io
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -300,6 +302,10 @@ async def test_uploads_never_attached_are_collected(client: httpx.AsyncClient, p
     dropped = await upload(client, pair["alice"], pair["cid"], png(30, 30), "dropped.png")
     never_sent = (await create_upload(client, pair["alice"], pair["cid"], 10)).json()["attachment"]
     assert len(stored_files(files_dir, pair["cid"])) == 4  # two files, two thumbnails
+    # What a message service that died mid-upload left behind goes too, once older than the TTL.
+    orphan = files_dir / pair["cid"] / f"{never_sent['attachment_id']}.part-0123456789abcdef"
+    orphan.write_bytes(b"half an upload")
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
     async with asyncio.timeout(15):  # CHAT_ATTACHMENT_TTL_S 100 at time scale 0.05: collected after about 5 s
         for attachment_id in (dropped["attachment_id"], never_sent["attachment_id"]):
             while (await get_attachment(client, pair["alice"], attachment_id)).status_code != 404:

@@ -315,6 +315,8 @@ class Attachments:
                 await store.delete(conn, [attachment_id for attachment_id, _, _ in expired])
         if expired:
             log.info("collected %d uploads never attached", len(expired))
+        if isinstance(self._blobs, FileBlobStore) and len(expired) < COLLECT_BATCH:
+            await self._blobs.remove_stale_parts(self.limits.ttl_s)
         return len(expired)
 
     async def run_collector(self) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -85,6 +86,22 @@ class FileBlobStore:
     async def presign_download(self, key: str, disposition: str, content_type: str,
                                expires_s: int) -> str | None:
         return None
+
+    async def remove_stale_parts(self, older_than_s: float) -> int:
+        """Temporary files a process left behind when it died mid-upload (a live upload removes its
+        own): those untouched for `older_than_s` go. One walk of the folder, in a thread."""
+
+        def sweep() -> int:
+            cutoff = time.time() - older_than_s
+            removed = 0
+            for part in self.root.glob("*/*.part-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if part.stat().st_mtime < cutoff:
+                        part.unlink()
+                        removed += 1
+            return removed
+
+        return await asyncio.to_thread(sweep)
 
     async def read(self, key: str, first: int, length: int) -> AsyncIterator[bytes]:
         """`length` bytes from `first`, in CHUNK pieces, each read in a thread."""
