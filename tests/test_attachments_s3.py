@@ -159,3 +159,21 @@ async def test_unattached_objects_are_collected(client: httpx.AsyncClient, pair:
         while (await get_attachment(client, pair["alice"], dropped["attachment_id"])).status_code != 404:
             await asyncio.sleep(0.2)
     assert keys(bucket, pair["cid"]) == [kept["attachment_id"]]
+
+
+async def test_a_removed_participant_gets_no_more_links(client: httpx.AsyncClient, make_token) -> None:  # type: ignore[no-untyped-def]
+    alice, carol = new_user_id("alice"), new_user_id("carol")
+    tokens = {"alice": make_token(alice), "carol": make_token(carol)}
+    for token in tokens.values():
+        await register(client, token)
+    created = await client.post("/api/conversations/group", headers=bearer(tokens["alice"]),
+                                json={"title": "pics", "participant_ids": [carol]})
+    gid = created.json()["conversation"]["conversation_id"]
+    photo = await upload(client, tokens["alice"], gid, png(40, 40), "p.png")
+    await send(client, tokens["alice"], gid, "pic", attachment_ids=[photo["attachment_id"]])
+    assert (await get_attachment(client, tokens["carol"], photo["attachment_id"])).status_code == 200
+    removed = await client.delete(f"/api/conversations/{gid}/participants/{carol}", headers=bearer(tokens["alice"]))
+    assert removed.status_code == 200, removed.text
+    # No new link; one already presigned lasts until it expires (X-Amz-Expires), as S3 cannot revoke it.
+    refused = await get_attachment(client, tokens["carol"], photo["attachment_id"])
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "NOT_PARTICIPANT")
