@@ -182,6 +182,7 @@ UNSCOPED = {
     ("PUT", "/api/users/me"), ("GET", "/api/users/{user_id}"), ("POST", "/api/conversations/direct"),
     ("POST", "/api/conversations/group"), ("GET", "/api/conversations"), ("GET", "/api/presence"),
     ("PUT", "/api/presence"), ("GET", "/api/messages/search"), ("POST", "/api/messages"),
+    ("GET", "/api/users/me/settings"), ("PATCH", "/api/users/me/settings"),
 }
 
 

@@ -103,7 +103,7 @@ class Attachments:
             raise errors.invalid("INVALID_SIZE", "size_bytes must be the upload's exact size, at least 1")
         if size > self.limits.max_bytes:
             raise too_large(self.limits.max_bytes)
-        (await self._membership.get(conversation_id)).require_participant(user)
+        (await self._membership.get(conversation_id)).require_writer(user)  # a blocked user uploads nothing
         attachment_id = str(uuid.uuid4())
         declared = "".join(c for c in declared_type if c.isprintable())[:MAX_DECLARED_TYPE]
         async with self._pool.connection() as conn:
