@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -198,7 +199,9 @@ async def test_a_mesh_on_jwks(jwks: Jwks, isolated_env: Callable[..., dict[str, 
     """Edge and services verify RS256 user tokens from the JWKS, with no CHAT_JWT_SECRET anywhere; the
     mesh's own service tokens (the edge's event stream) still work: a message sent over REST reaches a
     WebSocket."""
-    env = isolated_env(CHAT_JWT_JWKS_URL=jwks.url)
+    # Attachment links on the filesystem backend are signed with their own secret when there is no
+    # CHAT_JWT_SECRET to derive one from (production sets it, or uses S3's presigned links).
+    env = isolated_env(CHAT_JWT_JWKS_URL=jwks.url, CHAT_ATTACHMENT_URL_SECRET=secrets.token_urlsafe(32))
     del env["CHAT_JWT_SECRET"]
     mesh = new_mesh(env, tmp_path / "logs")
     mesh.start()
