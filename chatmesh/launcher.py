@@ -41,6 +41,9 @@ class Mesh:
     ports: dict[str, int]
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # With a base port, each gRPC service process serves /metrics on a port of its own (metrics_ports);
+    # one CHAT_METRICS_PORT shared by processes on one host would make all but the first fail to bind.
+    metrics_base: int | None = None
 
     @property
     def edge_url(self) -> str:
@@ -52,6 +55,14 @@ class Mesh:
     def _target(self, kind: str) -> str:
         ports = [port for name, port in sorted(self.ports.items()) if kind_of(name) == kind]
         return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
+
+    @property
+    def metrics_ports(self) -> dict[str, int]:
+        """The base port plus each gRPC instance's place in `ports` (the edge serves /metrics itself)."""
+        if self.metrics_base is None:
+            return {}
+        names = [name for name in self.ports if kind_of(name) != "edge"]
+        return {name: self.metrics_base + offset for offset, name in enumerate(names)}
 
     @property
     def keyring(self) -> Path:
@@ -73,6 +84,10 @@ class Mesh:
             env["CHAT_EDGE_PORT"] = str(self.ports[name])
         else:
             env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{self.ports[name]}"
+        if self.metrics_base is not None:
+            env.pop("CHAT_METRICS_PORT", None)
+            if name in self.metrics_ports:
+                env["CHAT_METRICS_PORT"] = str(self.metrics_ports[name])
         return env
 
     def start(self, *names: str, timeout_s: float = 60) -> None:
