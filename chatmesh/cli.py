@@ -84,9 +84,9 @@ def up(args: argparse.Namespace) -> int:
         meshdir.write(data_dir, meshdir.MeshInfo(
             database_url=env["CHAT_DATABASE_URL"], redis_url=env["CHAT_REDIS_URL"],
             redis_prefix=os.environ.get("CHAT_REDIS_PREFIX") or "chat", ports=ports,
-            metrics_ports=mesh.metrics_ports, keyring=str(mesh.keyring), pid=os.getpid()))
+            metrics_ports=mesh.service_metrics_ports, keyring=str(mesh.keyring), pid=os.getpid()))
         print(f"\nchatmesh is up: {mesh.edge_url}  (WebSocket: ws://127.0.0.1:{ports['edge']}/ws)")
-        for name, port in mesh.metrics_ports.items():
+        for name, port in mesh.service_metrics_ports.items():
             print(f"{name} metrics: http://127.0.0.1:{port}/metrics")
         print(f"chat in a browser: {mesh.edge_url}/  (sign in with any user name)")
         print(f"logs in {mesh.log_dir}; a token: chatmesh token alice --data-dir {data_dir}")

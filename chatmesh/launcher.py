@@ -41,7 +41,7 @@ class Mesh:
     ports: dict[str, int]
     log_dir: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    # With a base port, each gRPC service process serves /metrics on a port of its own (metrics_ports);
+    # With a base port, each gRPC service process serves /metrics on a port of its own (service_metrics_ports);
     # one CHAT_METRICS_PORT shared by processes on one host would make all but the first fail to bind.
     metrics_base: int | None = None
 
@@ -57,7 +57,7 @@ class Mesh:
         return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
 
     @property
-    def metrics_ports(self) -> dict[str, int]:
+    def service_metrics_ports(self) -> dict[str, int]:
         """The base port plus each gRPC instance's place in `ports` (the edge serves /metrics itself)."""
         if self.metrics_base is None:
             return {}
@@ -86,8 +86,8 @@ class Mesh:
             env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{self.ports[name]}"
         if self.metrics_base is not None:
             env.pop("CHAT_METRICS_PORT", None)
-            if name in self.metrics_ports:
-                env["CHAT_METRICS_PORT"] = str(self.metrics_ports[name])
+            if name in self.service_metrics_ports:
+                env["CHAT_METRICS_PORT"] = str(self.service_metrics_ports[name])
         return env
 
     def start(self, *names: str, timeout_s: float = 60) -> None:

@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,20 @@ from chatmesh.embedded import free_port
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 
 CHATMESH = [sys.executable, "-m", "chatmesh.cli"]
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """A base port with the `count` ports from it free (up's metrics ports are base + offset)."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} free ports in a row")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -55,7 +70,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, make_database: Callable[[], str
     data_dir = tmp_path_factory.mktemp("up") / "data"
     ports = {name: free_port() for name in ("conversation", "message", "presence", "edge")}
     env = clean_env(CHAT_DATABASE_URL=make_database(), CHAT_REDIS_URL=redis_server,
-                    CHAT_REDIS_PREFIX=f"cli-{secrets.token_hex(4)}", CHAT_METRICS_PORT=str(free_port()))
+                    CHAT_REDIS_PREFIX=f"cli-{secrets.token_hex(4)}", CHAT_METRICS_PORT=str(free_ports_in_a_row(3)))
     args = [f"--{name}-port={port}" for name, port in ports.items()]
     log = data_dir.parent / "up.out"
     with open(log, "w") as out:
