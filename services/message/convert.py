@@ -91,6 +91,10 @@ def message_event(kind: str, row: MessageRow) -> common_pb2.Event:
         # One id per message however it reaches a client (live, inbox replay or the offline buffer
         # rebuilt from PostgreSQL), so clients dedupe across all three.
         event.event_id = f"received:{row.message_id}"
+        # Its time is the message's, stamped in the send's transaction, not the time this event was
+        # built: the offline buffer rebuilds it much later, and chat_delivery_lag_seconds (the edge)
+        # measures from here, so a message replayed 100 s after its send counts 100 s on every path.
+        _stamp(event.created_at, row.created_at)
     event.message.CopyFrom(message(row))
     return event
 
