@@ -22,9 +22,8 @@ import grpc
 import psycopg
 import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from chatmesh import metrics
+from chatmesh import metrics, reflection
 from chatmesh.auth import AuthError, Identity, TokenVerifier
 from chatmesh.config import ENV_VARS, ConfigError
 from chatmesh.errors import ERROR_CODE_KEY, ChatError, error_code_of
@@ -276,7 +275,7 @@ async def serve(
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable(server, [*names, health.SERVICE_NAME])  # v1 and v1alpha
     port = server.add_secure_port(listen, tls) if tls else server.add_insecure_port(listen)
     await server.start()
     health_server = await _start_health_only(health_servicer, listen, health_port)
