@@ -46,8 +46,7 @@ async def test_fault(scenario: Scenario, tmp_path: Path) -> None:
     try:
         outcome = await run_scenario(scenario, tmp_path / "world")
     finally:  # even when pytest's timeout interrupts it, the scenario keeps its row
-        ROWS.append(outcome.row if outcome else report.Row(scenario.title, None, None, None, None, None, None,
-                                                           0, 0, 0.0, "ERROR: interrupted"))
+        ROWS.append(outcome.row if outcome else report.Row.unjudged(scenario.title, "ERROR: interrupted"))
     print(f"\n{outcome.line}")
     assert not outcome.failed, outcome.message
 

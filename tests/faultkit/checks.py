@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from tests.faultkit.cluster import Cluster
-from tests.faultkit.device import Device, history
+from tests.faultkit.device import Arrival, Device, history
 from tests.faultkit.load import Load
 
 RECOVERY_LIMIT_S = 20.0
@@ -32,6 +34,7 @@ class Result:
     lost: int = 0
     duplicated: int = 0
     reordered: int = 0
+    reordered_before: int = 0  # of which arrived before the fault began: not the fault's doing
     gaps: int = 0
     never_recovered: int = 0
     details: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -73,23 +76,28 @@ def judge(load: Load, fault_start: float, fault_end: float) -> Result:
         for acked in lost:
             by_conversation[acked.conversation_id].append(acked.seq)
         for conversation_id, seqs in by_conversation.items():
+            first = min((a for a in lost if a.conversation_id == conversation_id), key=lambda a: a.seq)
             last = device.connections[-1] if device.connections else None
             state = "none ever ready" if last is None else (
                 f"#{last.number} opened {t(last.opened_at)}, {last.close or 'still open'}, "
                 f"{last.frames} frames, last at {t(last.last_frame_at) if last.frames else '-'}")
             result.details["lost"].append(
-                f"{label}: {len(seqs)} acked never arrived in {load.names[conversation_id]} seqs {spans(seqs)}; "
-                f"last connection {state}; resync_required {len(device.resyncs)}")
+                f"{label}: {len(seqs)} acked never arrived in {load.names[conversation_id]} seqs {spans(seqs)} "
+                f"(seq {first.seq} {_sent(load, first.message_id, t)}); last connection {state}; "
+                f"resync_required {len(device.resyncs)}")
         for conn in device.connections:
-            highest: dict[str, int] = {}
+            highest: dict[str, Arrival] = {}
             for arrival in conn.arrivals:
-                top = highest.get(arrival.conversation_id, 0)
-                if arrival.seq < top:
+                top = highest.get(arrival.conversation_id)
+                if top is not None and arrival.seq < top.seq:
                     result.reordered += 1
+                    result.reordered_before += arrival.at < fault_start
                     result.details["reordered"].append(
                         f"{label} connection #{conn.number} in {load.names[arrival.conversation_id]}: seq "
-                        f"{arrival.seq} arrived at {t(arrival.at)} after seq {top}")
-                highest[arrival.conversation_id] = max(top, arrival.seq)
+                        f"{arrival.seq} {_sent(load, arrival.message_id, t)} arrived at {t(arrival.at)} after seq "
+                        f"{top.seq} {_sent(load, top.message_id, t)} (at {t(top.at)})")
+                if top is None or arrival.seq > top.seq:
+                    highest[arrival.conversation_id] = arrival
         times = []
         for conversation_id in device.conversations:
             probe = load.probes.get(conversation_id)
@@ -107,6 +115,15 @@ def judge(load: Load, fault_start: float, fault_end: float) -> Result:
     if result.never_recovered:
         result.recovery_s = None
     return result
+
+
+def _sent(load: Load, message_id: str, t: Callable[[float], str]) -> str:
+    """How a message was sent: '(u3 over rest, acked -1.2s)'."""
+    acked = load.acked.get(message_id)
+    if acked is None:
+        return "(not acknowledged)"
+    sender = acked.sender.rsplit("-", 1)[-1]
+    return f"({sender} over {acked.via or '?'}, acked {t(acked.at)})"
 
 
 async def check_storage(load: Load, cluster: Cluster, result: Result, deadline_s: float = 30) -> None:
@@ -171,3 +188,41 @@ def _check_database(load: Load, cluster: Cluster, result: Result) -> int:
         result.details["duplicated"].append(f"{load.names.get(conversation_id, conversation_id)}: {cmid} by "
                                             f"{sender} stored {len(seqs)} times (seqs {seqs}) in message.messages")
     return extra
+
+
+def locate_losses(load: Load, cluster: Cluster, result: Result) -> None:
+    """Where the first lost message stopped on its way (docs/architecture.md "The path of a message"):
+    still in the outbox, in the events stream but not fanned out, dead-lettered, or in the recipient's
+    inbox (then the hub or the edge never pushed it). Read before the world is torn down."""
+    first = next((a for d in load.devices for a in (load.acked[m] for m in missing(load, d))), None)
+    if first is None:
+        return
+    device = next(d for d in load.devices if first.message_id in missing(load, d))
+    facts = [f"first lost: {load.names[first.conversation_id]} seq {first.seq} for {device.name}"]
+    try:
+        with psycopg.connect(cluster.postgres.url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT count(*) FROM message.outbox WHERE published_at IS NULL").fetchone()
+        facts.append(f"outbox unpublished rows {row[0] if row else '?'}")
+    except psycopg.Error as exc:
+        facts.append(f"outbox unreadable ({type(exc).__name__})")
+    prefix = cluster.mesh.env["CHAT_REDIS_PREFIX"]
+    client = redis.Redis.from_url(cluster.redis.url, socket_timeout=3, socket_connect_timeout=3)
+    try:
+        stream = f"{prefix}:events"
+        groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
+        fanout = groups.get("fanout")
+        last = client.xinfo_stream(stream)["last-generated-id"].decode() if client.exists(stream) else "-"
+        facts.append(f"events stream {client.xlen(stream)} entries (last {last}), fan-out group "
+                     + (f"pending {fanout['pending']}, last delivered {fanout['last-delivered-id'].decode()}"
+                        if fanout else "missing"))
+        facts.append(f"dead letters {client.xlen(f'{prefix}:events:dead')}")
+        needle = first.message_id.encode()
+        inbox = client.xrange(f"{prefix}:inbox:{{{device.user_id}}}")
+        found = any(needle in value for _, fields in inbox for value in fields.values())
+        facts.append(f"in {device.user_id}'s inbox ({len(inbox)} entries): {'yes' if found else 'no'}")
+    except redis.RedisError as exc:
+        facts.append(f"Redis unreadable ({type(exc).__name__}: {exc})")
+    finally:
+        client.close()
+    result.details["where the first loss stopped"].append("; ".join(facts))
+

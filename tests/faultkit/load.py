@@ -44,6 +44,7 @@ class Acked:
     client_message_id: str
     sender: str
     at: float  # monotonic
+    via: str = ""  # "rest", or the device whose socket carried it
 
 
 @dataclass
@@ -136,7 +137,7 @@ class Load:
         delay = random.uniform(*BACKOFF_START_S)
         while time.monotonic() - started < GIVE_UP_S:
             try:
-                message = await (self._send_ws(sender, body) if over_ws else self._send_rest(sender, body))
+                message, via = await (self._send_ws(sender, body) if over_ws else self._send_rest(sender, body))
             except _Retry as why:
                 self.retries[str(why)] += 1
                 await asyncio.sleep(max(delay * random.uniform(0.5, 1.5), why.after))  # never before Retry-After
@@ -146,7 +147,7 @@ class Load:
                 self.failures.append(f"{client_message_id} by {sender} in {self.names[conversation_id]}: {why}")
                 return
             acked = Acked(message["message_id"], conversation_id, int(message["seq"]), client_message_id,
-                          sender, time.monotonic())
+                          sender, time.monotonic(), via)
             self.acked[acked.message_id] = acked
             if probe:
                 self.probes[conversation_id] = acked.message_id
@@ -154,14 +155,14 @@ class Load:
         self.failures.append(f"{client_message_id} by {sender} in {self.names[conversation_id]}: "
                              f"not acknowledged within {GIVE_UP_S:.0f}s")
 
-    async def _send_rest(self, sender: str, body: dict[str, str]) -> dict[str, Any]:
+    async def _send_rest(self, sender: str, body: dict[str, str]) -> tuple[dict[str, Any], str]:
         try:
             reply = await self.http.post("/api/messages", json=body, headers=self._auth(sender),
                                          timeout=SEND_TIMEOUT_S)
         except httpx.TransportError as exc:
             raise _Retry(f"rest {type(exc).__name__}") from None
         if reply.status_code == 200:
-            return dict(reply.json()["message"])
+            return dict(reply.json()["message"]), "rest"
         code = _error_code(reply)
         if code in INTERNAL_CODES or reply.status_code == 500:
             self.internal_errors.append(f"rest {reply.status_code} {code} at t={self.cluster.now():+.1f}s")
@@ -169,7 +170,7 @@ class Load:
             raise _Retry(f"rest {reply.status_code} {code}", _seconds(reply.headers.get("retry-after")))
         raise _Fail(f"rest {reply.status_code} {reply.text[:200]}")
 
-    async def _send_ws(self, sender: str, body: dict[str, str]) -> dict[str, Any]:
+    async def _send_ws(self, sender: str, body: dict[str, str]) -> tuple[dict[str, Any], str]:
         device = random.choice([d for d in self.devices if d.user_id == sender and d.connected.is_set()]
                                or [d for d in self.devices if d.user_id == sender])
         try:
@@ -179,7 +180,7 @@ class Load:
         except TimeoutError:
             raise _Retry("ws no reply") from None
         if frame["type"] == "ack":
-            return dict(frame["data"]["message"])
+            return dict(frame["data"]["message"]), f"ws {device.name}"
         data = frame.get("data") or {}
         code = str(data.get("code"))
         if code in INTERNAL_CODES:

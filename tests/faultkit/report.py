@@ -26,6 +26,7 @@ class Row:
     lost: int | None
     duplicated: int | None
     reordered: int | None
+    reordered_before: int
     never_recovered: int | None
     gaps: int | None
     internal_errors: int
@@ -34,11 +35,24 @@ class Row:
     verdict: str  # "pass", "FAIL", or "ERROR: ..." when the harness could not judge
     notes: str = ""
 
+    @classmethod
+    def unjudged(cls, fault: str, verdict: str, acked: int = 0, seconds: float = 0.0, notes: str = "") -> Row:
+        """The row of a scenario the harness could not judge (it broke, or was interrupted)."""
+        return cls(fault=fault, recovery_s=None, lost=None, duplicated=None, reordered=None, reordered_before=0,
+                   never_recovered=None, gaps=None, internal_errors=0, acked=acked, seconds=seconds,
+                   verdict=verdict, notes=notes)
+
 
 def _cell(value: int | float | None) -> str:
     if value is None:
         return "–"
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _reordered(row: Row) -> str:
+    if row.reordered_before:
+        return f"{row.reordered} ({row.reordered_before} before the fault)"
+    return _cell(row.reordered)
 
 
 def write(rows: list[Row], started: float, command: str) -> Path:
@@ -71,7 +85,8 @@ def write(rows: list[Row], started: float, command: str) -> Path:
         " the SIGCONT sent) until every device has received a probe sent in each of its conversations right"
         f" then. *Lost*: acknowledged messages missing at a participant's device (or from history)."
         " *Duplicated*: a `client_message_id` stored twice. *Reordered*: on one connection, a message's first"
-        " arrival after a later seq of its conversation. *Never recovered*: devices without their probes"
+        " arrival after a later seq of its conversation (those that arrived before the fault began are"
+        " counted too, and said so: they are not the fault's doing). *Never recovered*: devices without their probes"
         f" {RECOVERY_LIMIT_S:.0f} s after the fault. *Gaps*: holes in a conversation's REST history."
         " *INTERNAL*: sends answered 500 INTERNAL/UNKNOWN (an outage should read 503/504).",
         "",
@@ -80,8 +95,8 @@ def write(rows: list[Row], started: float, command: str) -> Path:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        lines.append(f"| {row.fault} | {_cell(row.recovery_s)} | {_cell(row.lost)} | {_cell(row.duplicated)} |"
-                     f" {_cell(row.reordered)} | {_cell(row.never_recovered)} | {_cell(row.gaps)} |"
+        lines.append(f"| {row.fault.replace('|', '/')} | {_cell(row.recovery_s)} | {_cell(row.lost)} | {_cell(row.duplicated)} |"
+                     f" {_reordered(row)} | {_cell(row.never_recovered)} | {_cell(row.gaps)} |"
                      f" {row.internal_errors} | {row.acked} | {row.verdict} |")
     noted = [row for row in rows if row.notes]
     if noted:

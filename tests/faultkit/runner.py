@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.faultkit.checks import SHOWN, Result, check_storage, complete, judge
+from tests.faultkit.checks import SHOWN, Result, check_storage, complete, judge, locate_losses
 from tests.faultkit.cluster import Cluster
 from tests.faultkit.load import Load
 from tests.faultkit.report import Row
@@ -46,18 +46,20 @@ async def run_scenario(scenario: Scenario, root: Path) -> Outcome:
         load = played[0] if played else None
         why = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (over {LIMIT_S:.0f}s?)"
         cluster.note(f"harness error: {why}")
-        row = Row(scenario.title, None, None, None, None, None, None, 0, len(load.acked) if load else 0,
-                  time.monotonic() - started, f"ERROR: {type(exc).__name__}", "; ".join(cluster.notes))
+        row = Row.unjudged(scenario.title, f"ERROR: {type(exc).__name__}", len(load.acked) if load else 0,
+                           time.monotonic() - started, "; ".join(cluster.notes))
         return Outcome(row, True, _message(scenario, cluster, load, None), f"{scenario.id}: harness error {why}")
     finally:
         await cluster.stop()
     failed = result.failed() or bool(load.failures) or bool(load.internal_errors)
-    row = Row(scenario.title, result.recovery_s, result.lost, result.duplicated, result.reordered,
-              result.never_recovered, result.gaps, len(load.internal_errors), len(load.acked),
-              time.monotonic() - started, "FAIL" if failed else "pass", _notes(cluster, load, result))
+    row = Row(fault=scenario.title, recovery_s=result.recovery_s, lost=result.lost, duplicated=result.duplicated,
+              reordered=result.reordered, reordered_before=result.reordered_before,
+              never_recovered=result.never_recovered, gaps=result.gaps, internal_errors=len(load.internal_errors),
+              acked=len(load.acked), seconds=time.monotonic() - started, verdict="FAIL" if failed else "pass",
+              notes=_notes(cluster, load, result))
     recovery = f"{result.recovery_s:.1f}s" if result.recovery_s is not None else "never"
     line = (f"{scenario.id}: recovery {recovery}, lost {result.lost}, duplicated {result.duplicated}, "
-            f"reordered {result.reordered}, gaps {result.gaps}, never recovered {result.never_recovered}, "
+            f"reordered {result.reordered} ({result.reordered_before} before the fault), gaps {result.gaps}, never recovered {result.never_recovered}, "
             f"INTERNAL {len(load.internal_errors)}, failed sends {len(load.failures)}, acked {len(load.acked)}, "
             f"{row.seconds:.0f}s")
     return Outcome(row, failed, _message(scenario, cluster, load, result) if failed else "", line)
@@ -88,6 +90,7 @@ async def _play(scenario: Scenario, cluster: Cluster, played: list[Load]) -> tup
                 await asyncio.sleep(0.25)
             result = judge(load, fault_start, fault_end)
             await check_storage(load, cluster, result)
+            await asyncio.to_thread(locate_losses, load, cluster, result)
             return load, result
         finally:
             await load.close()
@@ -104,7 +107,7 @@ def _notes(cluster: Cluster, load: Load, result: Result) -> str:
                  "from history")
     if load.retries:
         parts.append("retried sends: " + ", ".join(f"{why} x{n}" for why, n in load.retries.most_common(5)))
-    for kind in ("lost", "duplicated", "reordered", "never recovered", "gaps"):
+    for kind in ("lost", "duplicated", "reordered", "never recovered", "gaps", "where the first loss stopped"):
         if found := result.details.get(kind):
             parts.append(f"{kind} ({len(found)} findings), first: {found[0]}")
     if load.failures:

@@ -79,7 +79,7 @@ redis_start_empty = _noted("Redis restarted emptied", lambda c: (c.redis.empty()
 redis_pause = _noted("Redis stopped (SIGSTOP)", lambda c: c.redis.pause())
 redis_resume = _noted("Redis continued (SIGCONT)", lambda c: c.redis.resume())
 postgres_kill = _noted("PostgreSQL postmaster killed (SIGKILL)", lambda c: c.postgres.kill())
-partition = _noted("proxy partitions edge | message", lambda c: c.proxy.partition())
+partition = _noted("proxy partitions edge from message", lambda c: c.proxy.partition())
 heal = _noted("proxy healed", lambda c: c.proxy.heal())
 postgres_start = _noted("PostgreSQL restarted (crash recovery done)", lambda c: c.postgres.start())
 
@@ -106,7 +106,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("message-restart-redis-down", "message kill -9 at 2 s and restarted at 4 s, during a Redis "
              "outage (0-10 s)",
              (Step(0, redis_kill), Step(2, kill("message")), Step(4, restart("message")), Step(10, redis_start))),
-    Scenario("partition", "partition edge | message (proxy) 10 s", (Step(0, partition), Step(10, heal))),
+    Scenario("partition", "partition edge ↔ message (proxy) 10 s", (Step(0, partition), Step(10, heal))),
     Scenario("combined-postgres-partition", "combined: partition 0-10 s; PostgreSQL kill -9 at 2 s, back at 5 s",
              (Step(0, partition), Step(2, postgres_kill), Step(5, postgres_start), Step(10, heal))),
     Scenario("combined-message-redis-stall", "combined: Redis SIGSTOP 0-10 s; message kill -9 at 3 s, "
