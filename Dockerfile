@@ -22,9 +22,11 @@ RUN pip install --only-binary=:all: -r /tmp/requirements.txt
 COPY chatmesh ./chatmesh
 COPY services ./services
 COPY clients/python ./clients/python
-RUN pip install --no-deps --no-compile . && python -m compileall -q /opt/venv/lib
-# The browser page: the edge serves it from clients/web beside the installed packages.
-COPY clients/web /opt/venv/lib/python3.11/site-packages/clients/web
+# The browser page: services/edge/page links to it, and the wheel carries it as package data.
+COPY clients/web ./clients/web
+# Installed as the wheel `pip install .` builds, as a user's would be (the page, the SQL, the client).
+RUN pip wheel --no-deps -w /tmp/dist . && pip install --no-deps --no-compile /tmp/dist/chatmesh-*.whl \
+ && python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

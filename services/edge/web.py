@@ -1,7 +1,9 @@
 """The browser chat page (clients/web) at `/`, and the development sign-in it can use.
 
-The page is plain files served as they are (no build step); CHAT_WEB_ENABLED=0 turns it off, and an
-installation without the clients/web folder (the wheel) simply has no page. `POST /dev/token`
+The page is plain files served as they are (no build step); CHAT_WEB_ENABLED=0 turns it off. It is
+found through the installed package (`services/edge/page`, a link to clients/web in the source tree,
+real files in the wheel), never by a path relative to a source checkout, so `pip install .` and the
+image serve it as an editable install does. `POST /dev/token`
 ({"user_id", "display_name"?} -> {"token", "user_id"}) signs a token for any user name with the
 mesh's secret: it exists only when CHAT_DEV_LOGIN=1 (`chatmesh up` sets it), never by default, since
 it lets anyone be anyone. In production the host application hands the page its token
@@ -11,6 +13,7 @@ it lets anyone be anyone. In production the host application hands the page its 
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 
 from starlette.requests import Request
@@ -25,7 +28,6 @@ from services.edge.errors import error_response
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "clients" / "web"
 DEV_TOKEN_TTL_S = 12 * 3600
 
 
@@ -48,6 +50,16 @@ def web_routes(settings: Settings) -> list[BaseRoute]:
                                  "user_id": user_id})
 
         routes.append(Route("/dev/token", dev_token, methods=["POST"]))
-    if settings.web_enabled and (WEB_DIR / "index.html").is_file():
-        routes.append(Mount("/", app=StaticFiles(directory=WEB_DIR, html=True), name="web"))
+    if settings.web_enabled and (folder := page_dir()) is not None:
+        routes.append(Mount("/", app=StaticFiles(directory=folder, html=True), name="web"))
     return routes
+
+
+def page_dir() -> Path | None:
+    """The page's folder in the installed `services.edge` package, or None if this installation has none
+    (a package imported from a zip file cannot be served from disk either)."""
+    folder = resources.files("services.edge") / "page"
+    if isinstance(folder, Path) and (folder / "index.html").is_file():
+        return folder
+    log.warning("the browser page is not installed (no services/edge/page/index.html): / serves nothing")
+    return None
