@@ -28,6 +28,7 @@ from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
 from chatmesh.launcher import SERVICES, Mesh
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.service_keys import ensure_keyring, keyring_env
+from chatmesh.tls import client_tls
 
 DATA_DIR_HELP = "the mesh's data folder (default $CHAT_DATA_DIR or ./.chatmesh), as `chatmesh up` uses it"
 
@@ -199,7 +200,8 @@ def status(args: argparse.Namespace) -> int:
         raise meshdir.NoMesh(f"no mesh runs in {data_dir} (`chatmesh up` writes {meshdir.MESH_FILE} there while "
                              "it runs; pass the --data-dir it uses)")
     settings = _tool_settings(args, "redis_url")
-    report = mesh_status.gather(info, settings.database_url, settings.redis_url, settings.redis_prefix)
+    report = mesh_status.gather(info, settings.database_url, settings.redis_url, settings.redis_prefix,
+                                client_tls(settings))
     print(f"mesh in {data_dir} (chatmesh up, pid {info.pid})")
     print(mesh_status.render(info, report))
     return 0 if report.healthy else 1

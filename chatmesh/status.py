@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chatmesh.launcher import kind_of
 from chatmesh.meshdir import MeshInfo
 from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.tls import ClientTls
 
 FANOUT_GROUP = "fanout"  # services/message/fanout.py GROUP
 SCHEMA_OWNERS = ("conversation", "message")
@@ -40,7 +41,7 @@ class Report:
         return all(state == "SERVING" for state in self.health.values())
 
 
-def _health(name: str, port: int) -> str:
+def _health(name: str, port: int, tls: ClientTls | None) -> str:
     if kind_of(name) == "edge":
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
@@ -49,7 +50,9 @@ def _health(name: str, port: int) -> str:
             return f"HTTP {exc.code}"
         except OSError:
             return "unreachable"
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    target = f"127.0.0.1:{port}"
+    with (grpc.secure_channel(target, tls.credentials, options=tls.options()) if tls
+          else grpc.insecure_channel(target)) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
         except grpc.RpcError as exc:
@@ -91,8 +94,9 @@ async def _streams(redis_url: str, prefix: str) -> tuple[int | str, int | str]:
         await client.aclose()
 
 
-def gather(info: MeshInfo, database_url: str, redis_url: str, prefix: str) -> Report:
-    health = {name: _health(name, port) for name, port in info.ports.items()}
+def gather(info: MeshInfo, database_url: str, redis_url: str, prefix: str, tls: ClientTls | None = None) -> Report:
+    """`tls`: the mesh's client certificate when it runs with mTLS (CHAT_TLS_* in the shell, as for `up`)."""
+    health = {name: _health(name, port, tls) for name, port in info.ports.items()}
 
     async def numbers() -> tuple[dict[str, int | str], tuple[int | str, int | str]]:
         return await asyncio.gather(_outbox(database_url), _streams(redis_url, prefix))
