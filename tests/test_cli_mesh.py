@@ -119,9 +119,8 @@ def test_token_refuses_a_folder_without_a_mesh_and_creates_nothing(tmp_path: Pat
 def test_the_data_dir_defaults_the_same_way_for_every_command(up: Up, tmp_path: Path) -> None:
     """No --data-dir: $CHAT_DATA_DIR (as `up` reads it), and the current folder's .chatmesh otherwise."""
     assert run("token", "carol", env=clean_env(CHAT_DATA_DIR=str(up.data_dir))).returncode == 0
-    shutil.copy(up.data_dir / "jwt_secret", tmp_path / "secret")  # a ./.chatmesh of the working folder
-    (tmp_path / ".chatmesh").mkdir()
-    shutil.copy(tmp_path / "secret", tmp_path / ".chatmesh" / "jwt_secret")
+    (tmp_path / ".chatmesh").mkdir()  # a ./.chatmesh in the working folder, as `up` leaves it
+    shutil.copy(up.data_dir / "jwt_secret", tmp_path / ".chatmesh" / "jwt_secret")
     made = subprocess.run([*CHATMESH, "token", "carol"], env=clean_env(), cwd=tmp_path, capture_output=True,
                           text=True, timeout=30)
     assert made.returncode == 0, made.stderr
