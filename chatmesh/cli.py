@@ -103,7 +103,7 @@ def up(args: argparse.Namespace) -> int:
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        meshdir.remove(data_dir)  # its URLs and ports die with it
+        meshdir.remove(data_dir, os.getpid())  # its URLs and ports die with it
         if mesh:
             mesh.stop()
         for server in reversed(embedded):
@@ -134,7 +134,8 @@ def token(args: argparse.Namespace) -> int:
 def keygen(args: argparse.Namespace) -> int:
     """Make an Ed25519 key pair per service for production: each private key goes into its own
     Secret (the pod of that service alone mounts it), the public ones into one ConfigMap."""
-    folder = ensure_keyring(Path(args.folder).resolve(), SERVICES)
+    folder = ensure_keyring(Path(args.folder).resolve() if args.folder
+                            else _data_dir(args.data_dir) / meshdir.KEYRING_DIR, SERVICES)
     print(f"private keys: {', '.join(str(folder / f'{name}.key') for name in SERVICES)}")
     print(f"public keys:  {folder / 'public'}/")
     print("see docs/security.md for the Secrets and the ConfigMap to make of them")
@@ -142,7 +143,11 @@ def keygen(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run one service in this process, exactly as `python -m services.<name>` does."""
+    """Run one service in this process, exactly as `python -m services.<name>` does. With --data-dir, what
+    the shell leaves unset comes from the mesh `up` runs there (its servers, secret, keys and services),
+    so a service started by hand joins that mesh, e.g. a second message replica on another port."""
+    if args.data_dir is not None:
+        os.environ.update(meshdir.service_env(_data_dir(args.data_dir), args.service))
     runpy.run_module(f"services.{args.service}", run_name="__main__", alter_sys=True)
     return 0
 
@@ -248,11 +253,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p_keygen = commands.add_parser("keygen", help="make an Ed25519 service key pair per service in FOLDER "
                                                   "(only those missing): FOLDER/<service>.key, FOLDER/public/")
-    p_keygen.add_argument("folder")
+    p_keygen.add_argument("folder", nargs="?", help="default: the data folder's development keyring")
+    p_keygen.add_argument("--data-dir", help=DATA_DIR_HELP)
     p_keygen.set_defaults(func=keygen)
 
     p_serve = commands.add_parser("serve", help="run one service in the foreground (configured by CHAT_* variables)")
     p_serve.add_argument("service", choices=SERVICES)
+    p_serve.add_argument("--data-dir", help="join the mesh `chatmesh up` runs in this folder (default: CHAT_* "
+                                            "variables alone, as in a container)")
     p_serve.set_defaults(func=serve)
 
     p_migrate = commands.add_parser("migrate", help="apply the conversation and message schema migrations "

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from chatmesh.service_keys import keyring_env
+
 MESH_FILE = "mesh.json"
 SECRET_FILE = "jwt_secret"
 KEYRING_DIR = "service-keys"
@@ -64,8 +66,15 @@ def read(folder: Path) -> MeshInfo | None:
         raise NoMesh(f"{folder / MESH_FILE} is unreadable ({exc}); restart `chatmesh up`") from exc
 
 
-def remove(folder: Path) -> None:
-    (folder / MESH_FILE).unlink(missing_ok=True)
+def remove(folder: Path, pid: int) -> None:
+    """Forget the mesh `up` process `pid` ran, and only that one: a second `up` that failed to start in
+    the same folder must not hide the first, still running."""
+    try:
+        info = read(folder)
+    except NoMesh:
+        info = None
+    if info is not None and info.pid == pid:
+        (folder / MESH_FILE).unlink(missing_ok=True)
 
 
 def has_mesh(folder: Path) -> bool:
@@ -96,6 +105,22 @@ def tool_env(folder: Path, environ: Mapping[str, str] | None = None) -> dict[str
             if value and not env.get(key):
                 env[key] = value
     return env
+
+
+def service_env(folder: Path, service: str) -> dict[str, str]:
+    """The settings a service started by hand needs to join the running mesh: its servers (tool_env),
+    the secret, its own key from the mesh's keyring and the other services' targets; the shell's
+    CHAT_* variables win."""
+    info = read(folder)
+    if info is None:
+        raise NoMesh(f"no mesh runs in {folder} to join (`chatmesh up` writes {MESH_FILE} there while it runs)")
+    env = tool_env(folder)
+    found = {"CHAT_JWT_SECRET": existing_secret(folder) if not env.get("CHAT_JWT_SECRET") else "",
+             **keyring_env(keyring(folder), service, verifies=service != "edge"),
+             **{f"CHAT_{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in info.ports.items()
+                if name != "edge"}}
+    return {**{key: value for key, value in found.items() if value and not env.get(key)},
+            **{key: env[key] for key in ("CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_REDIS_PREFIX") if key in env}}
 
 
 def keyring(folder: Path) -> Path:

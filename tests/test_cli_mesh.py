@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatmesh.embedded import free_port
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
@@ -179,3 +180,35 @@ def test_status_shows_health_backlog_pending_and_dead_letters(up: Up) -> None:
     assert re.search(r"^outbox backlog: conversation \d+, message \d+$", shown.stdout, re.M), shown.stdout
     assert re.search(r"^fan-out pending: \d+$", shown.stdout, re.M), shown.stdout
     assert re.search(r"^dead letters: 0$", shown.stdout, re.M), shown.stdout
+
+
+def test_keygen_defaults_to_the_data_folders_keyring(tmp_path: Path) -> None:
+    made = run("keygen", "--data-dir", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in (tmp_path / "service-keys").glob("*.key")) == [
+        "conversation.key", "edge.key", "message.key", "presence.key"]
+
+
+def test_a_service_served_by_hand_with_the_data_dir_joins_the_mesh(up: Up, tmp_path: Path) -> None:
+    """`chatmesh serve presence --data-dir D` with nothing but a listen address: a second presence replica."""
+    port = free_port()
+    with open(tmp_path / "presence.log", "wb") as log:
+        replica = subprocess.Popen([*CHATMESH, "serve", "presence", "--data-dir", str(up.data_dir)],
+                                   env=clean_env(CHAT_LISTEN_ADDR=f"127.0.0.1:{port}"), stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            while True:
+                assert replica.poll() is None, (tmp_path / "presence.log").read_text()
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "presence.log").read_text()
+                time.sleep(0.2)
+    finally:
+        replica.send_signal(signal.SIGTERM)
+        replica.wait(30)
