@@ -214,8 +214,6 @@ def status(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     """Measure connections, throughput, history and the storage ceiling (needs the `bench` extra)."""
-    from chatmesh.bench.runner import run
-
     if args.data_dir is not None or args.url:  # measuring a running mesh: take what its folder knows
         data_dir = _data_dir(args.data_dir)
         info = meshdir.read(data_dir)
@@ -227,6 +225,8 @@ def bench(args: argparse.Namespace) -> int:
             args.redis_url = args.redis_url or info.redis_url
         if not (args.jwt_secret or os.environ.get("CHAT_JWT_SECRET")) and meshdir.has_mesh(data_dir):
             args.jwt_secret = meshdir.existing_secret(data_dir)
+    from chatmesh.bench.runner import run  # the `bench` extra's imports, only when benching
+
     return run(args)
 
 

@@ -155,7 +155,8 @@ def test_dead_letter_and_migrate_meet_the_running_mesh(up: Up) -> None:
     assert "0 migration(s) applied" in migrated.stdout  # the services applied them when they started
 
 
-@pytest.mark.parametrize("command", [["dead-letter", "list"], ["migrate"], ["status"]])
+@pytest.mark.parametrize("command", [["dead-letter", "list"], ["migrate"], ["status"], ["bench", "--quick"],
+                                     ["serve", "presence"]])
 def test_tools_without_a_mesh_say_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
     failed = run(*command, "--data-dir", str(tmp_path))
     assert failed.returncode == 2
