@@ -139,3 +139,31 @@ async def test_resuming_from_the_middle_of_the_offline_buffer_gets_the_rest(http
     resumed = await Socket.open(mesh.edge_url, make_token(bob), resume_token=frames[0]["resume_token"])
     rest = await collect(resumed, "chat:message_received", 2)
     assert [f["data"]["content"] for f in rest] == ["m1", "m2"]
+
+
+async def test_a_live_socket_learns_that_redis_lost_its_data(isolated_env, tmp_path: Path, running, make_token,
+                                                             redis_server: str) -> None:
+    """Redis empties under a live socket: the socket gets `resync_required` and the offline buffer from
+    PostgreSQL, without reconnecting. It used to read the new inbox under its old epoch, silently past
+    whatever was lost with the data."""
+    mesh = private_mesh(isolated_env(), tmp_path / "logs")
+    running.append(mesh)
+    mesh.start()
+    http, alice_token, bob_token, conversation_id = await chat(mesh.edge_url, make_token)
+    bob = await Socket.open(mesh.edge_url, bob_token)
+    await send(http, alice_token, conversation_id, "one")
+    one = await bob.next_of("chat:message_received")
+    await bob.request("chat:message_delivered", {"message_id": one["data"]["message_id"]})
+
+    client = aioredis.Redis.from_url(redis_server)
+    async for key in client.scan_iter(match=f"{mesh.env['CHAT_REDIS_PREFIX']}:*"):
+        await client.delete(key)
+    await client.aclose()
+    await send(http, alice_token, conversation_id, "two")
+
+    frame = await bob.next_of("resync_required", timeout=15)
+    assert frame["data"]["reason"] == "epoch_changed"
+    after = await bob.next_of("chat:message_received", timeout=15)
+    assert after["data"]["content"] == "two"
+    assert after["resume_token"].split(":")[0] != one["resume_token"].split(":")[0]  # under the new epoch
+    await http.aclose()

@@ -165,7 +165,7 @@ class Projection:
                 outage.recovered()
                 backoff.reset()
             except redis.exceptions.ResponseError as exc:
-                if "NOGROUP" in str(exc):  # the stream was lost with Redis' data: make the group again
+                if str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # the stream was lost: make the group again
                     grouped = False
                     continue
                 if not is_outage(exc):

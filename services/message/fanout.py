@@ -53,9 +53,9 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 
 
 # One batch, server-side and atomic (a script runs alone, like MULTI): per event, unless its
-# done-marker exists, an XADD to each recipient's inbox (the event id beside the payload, so a reader
-# can skip an event without parsing it) and the done-marker; then its XACK; last, one wake-up naming
-# the batch's recipients.
+# done-marker exists, an XADD to each recipient's inbox (the event id, a message's seq (0 for other
+# events) and its conversation beside the payload, so a reader can order and skip an entry without
+# parsing it) and the done-marker; then its XACK; last, one wake-up naming the batch's recipients.
 #
 # Order is enforced here, not left to timing: a message event whose conversation's last fanned-out
 # seq (kept in a key per conversation) is more than one behind it is held, not written, and so is
@@ -83,7 +83,8 @@ while a < #ARGV do
     hold = (seq == 0 and blocked[conversation]) or (seq > 0 and last > 0 and seq > last + 1)
     if not hold then
       for i = 0, n - 1 do
-        redis.call('XADD', KEYS[first + i], 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id)
+        redis.call('XADD', KEYS[first + i], 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id,
+                   's', math.abs(seq), 'c', conversation)
       end
       redis.call('SET', KEYS[k], '1', 'EX', ttl)
       if seq_key and math.abs(seq) > last then redis.call('SET', seq_key, math.abs(seq), 'EX', ttl) end
@@ -196,7 +197,7 @@ class Fanout:
                     outage.recovered()
                     backoff.reset()
                 except redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" in str(exc):  # the stream was lost with Redis' data: make it again
+                    if str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # the stream was lost with its data
                         leading = False
                         continue
                     if not is_outage(exc):

@@ -31,81 +31,19 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
 from services.message.inbox import Inboxes, Token, parse_id
+from services.message.subscription import Outbox, Subscription
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 500
+LATE_READ = 2000  # inbox entries appended while a buffer was read (a few; the rest follow as usual)
 
 REPLAY_FAILURES = Counter("chat_subscription_replay_failures",
                           "Subscription replays that failed and were retried, by cause.", ["cause"])
 
-# (subscription_id, event, resume_token) is pushed onto the queue of the stream that owns the
-# subscription; the event is an inbox entry's serialized bytes, or an Event already complete. None
-# ends the stream.
-Item = tuple[str, common_pb2.Event | bytes, str]
-Outbox = asyncio.Queue[Item]
 # The offline buffer of a subscription without a usable token: the messages its user has not
 # acknowledged as delivered, from PostgreSQL (the source of truth, whatever Redis still holds).
 OfflineBuffer = Callable[[str], Awaitable[list[common_pb2.Event]]]
-
-
-class Subscription:
-    def __init__(self, subscription_id: str, user_id: str, out: Outbox) -> None:
-        self.subscription_id = subscription_id
-        self.user_id = user_id
-        self._out = out
-        self.epoch = ""
-        self.last_id = "0"
-        self.live = False  # replay done: the pump reads its inbox from here on
-        self.sent_entries = False  # an inbox entry went out: a retried replay resumes after last_id
-        self._from_buffer: set[str] = set()  # event ids sent from the offline buffer, not to repeat
-
-    def emit_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Inbox entries (XRANGE rows), oldest first; only those past the last one sent."""
-        last = parse_id(self.last_id)
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode()
-            if parse_id(entry_id) <= last:
-                continue
-            self.last_id = entry_id
-            self.sent_entries = True
-            if self._from_buffer and _event_id(fields) in self._from_buffer:
-                continue
-            self._out.put_nowait((self.subscription_id, fields[b"e"], Token(self.epoch, entry_id).encode()))
-
-    def emit_buffered(self, events: list[common_pb2.Event]) -> None:
-        """The offline buffer: each event resumes at the inbox position the replay started from,
-        marked as a buffer's, so a resume replays the buffer again rather than skip its rest."""
-        token = Token(self.epoch, self.last_id, buffered=True).encode()
-        for event in events:
-            event.resume_token = token
-            self._from_buffer.add(event.event_id)
-            self._out.put_nowait((self.subscription_id, event, ""))
-
-    def emit_control(self, event: common_pb2.Event) -> None:
-        self._out.put_nowait((self.subscription_id, event, ""))
-
-
-def _event_id(fields: dict[bytes, bytes]) -> str:
-    """Fan-out stores the event id beside the payload; entries written before it did are parsed."""
-    if (event_id := fields.get(b"i")) is not None:
-        return event_id.decode()
-    return common_pb2.Event.FromString(fields[b"e"]).event_id
-
-
-def to_event(target: common_pb2.Event, item: Item) -> None:
-    """Fill a response's Event from a queued item: stored bytes are parsed straight into it."""
-    _, event, resume_token = item
-    if isinstance(event, bytes):
-        target.MergeFromString(event)
-        target.resume_token = resume_token
-    else:
-        target.CopyFrom(event)
-
-
-def item_size(item: Item) -> int:
-    _, event, resume_token = item
-    return len(event) + len(resume_token) if isinstance(event, bytes) else event.ByteSize()
 
 
 class Hub:
@@ -126,6 +64,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._streams: set[Outbox] = set()
+        self._resyncs: dict[Subscription, asyncio.Task[None]] = {}  # live subscriptions replaying again
         self._backoff_cap_s = max(5.0 * time_scale, 0.5)
         self._replay_outage = OutageLog(log, "subscription replay")
 
@@ -134,7 +73,7 @@ class Hub:
         self._tasks = [spawn_supervised("hub pub/sub", self._read), spawn_supervised("hub pump", self._pump)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._resyncs.values()]:
             task.cancel()
         await self._pubsub.aclose()
 
@@ -160,6 +99,7 @@ class Hub:
         backoff = Backoff(0.1, self._backoff_cap_s)
         attempt = 0
         while True:
+            sent_before = sub.last_id
             try:
                 await self._replay(sub, resume_token)
                 break
@@ -169,7 +109,7 @@ class Hub:
                     log.exception("replay of %s failed; retrying", sub.subscription_id or sub.user_id)
                 attempt += 1
                 self._replay_outage.failed(exc)
-                if sub.sent_entries:  # resume after what went out, in the same epoch
+                if sub.last_id != sent_before:  # this attempt sent entries: resume after them, in its epoch
                     resume_token = Token(sub.epoch, sub.last_id).encode()
                 await backoff.sleep()
         self._replay_outage.recovered()
@@ -177,6 +117,8 @@ class Hub:
         self._notify(sub)  # whatever was appended while the replay ran
 
     async def unsubscribe(self, sub: Subscription) -> None:
+        if task := self._resyncs.pop(sub, None):
+            task.cancel()
         self._dirty.discard(sub)
         if (subs := self._by_user.get(sub.user_id)) is not None:
             subs.discard(sub)
@@ -189,22 +131,31 @@ class Hub:
         sub.epoch = await self._inboxes.epoch()
         token = Token.decode(resume_token) if resume_token else None
         if token and token.epoch == sub.epoch and await self._inboxes.covers(sub.user_id, token.entry_id):
-            buffered = await self._offline(sub.user_id) if token.buffered else []
-            sub.last_id = token.entry_id
-            sub.emit_buffered(buffered)
+            if token.buffered:
+                await self._replay_buffer(sub, token.entry_id)
+            else:
+                sub.last_id = token.entry_id
             while batch := await self._inboxes.read_after(sub.user_id, sub.last_id):
                 sub.emit_entries(batch)
             return
-        last_id = await self._inboxes.last_id(sub.user_id) or "0"
-        buffered = await self._offline(sub.user_id)
+        control = None
         if resume_token:
             reason = "epoch_changed" if token and token.epoch != sub.epoch else "token_expired"
             if token is None:
                 reason = "token_invalid"
-            sub.emit_control(common_pb2.Event(type="resync_required",
-                                              resync=common_pb2.ResyncRequired(reason=reason)))
-        sub.last_id = last_id
-        sub.emit_buffered(buffered)
+            control = common_pb2.Event(type="resync_required", resync=common_pb2.ResyncRequired(reason=reason))
+        await self._replay_buffer(sub, await self._inboxes.last_id(sub.user_id) or "0", control)
+
+    async def _replay_buffer(self, sub: Subscription, inbox_id: str,
+                             control: common_pb2.Event | None = None) -> None:
+        """The offline buffer, read after the inbox position `inbox_id`, merged with what the inbox
+        gained meanwhile (read last, so nothing committed between the two reads is missed)."""
+        buffered = await self._offline(sub.user_id)
+        late = await self._inboxes.read_after(sub.user_id, inbox_id, count=LATE_READ)
+        if control is not None:
+            sub.emit_control(control)
+        sub.last_id = inbox_id
+        sub.emit_buffer(buffered, late)
 
     def _notify(self, sub: Subscription) -> None:
         self._dirty.add(sub)
@@ -230,7 +181,12 @@ class Hub:
                 if inbox not in after or parse_id(sub.last_id) < parse_id(after[inbox]):
                     after[inbox] = sub.last_id
             try:
-                reply = await self._redis.xread(after, count=READ_BATCH)
+                # The epoch with the read, in one round trip: entries of a Redis that lost its data
+                # (a new epoch) must not go out under an old epoch's tokens, as if nothing was lost.
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.get(self._keys.epoch)
+                    pipe.xread(after, count=READ_BATCH)
+                    epoch, reply = await pipe.execute()
             except Exception as exc:
                 if not is_outage(exc):
                     raise
@@ -241,11 +197,23 @@ class Hub:
                 continue
             outage.recovered()
             backoff.reset()
+            current = epoch.decode() if epoch else None
+            for sub in [sub for sub in ready if sub.epoch != current]:
+                self._resync(sub)
             for inbox, rows in reply or []:
                 for sub in by_inbox[inbox.decode()]:
-                    sub.emit_entries(rows)
-                    if len(rows) == READ_BATCH:
-                        self._notify(sub)  # more to read
+                    if sub.live:
+                        sub.emit_entries(rows)
+                        if len(rows) == READ_BATCH:
+                            self._notify(sub)  # more to read
+
+    def _resync(self, sub: Subscription) -> None:
+        """Redis lost its data under a live subscription: replay it from its last position, which its
+        old epoch turns into `resync_required` and the offline buffer (not a silent gap)."""
+        sub.live = False
+        task = asyncio.create_task(self.subscribe(sub, Token(sub.epoch, sub.last_id).encode()))
+        self._resyncs[sub] = task
+        task.add_done_callback(lambda _: self._resyncs.pop(sub, None))
 
     async def _read(self) -> None:
         """Wake-ups from fan-out. After every (re)subscription, every live subscription reads its inbox:
