@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import grpc
 
@@ -28,6 +30,8 @@ from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from chatmesh.redis_conn import Keys
 from chatmesh.redis_guard import RedisGuard
+
+T = TypeVar("T")
 
 TTL_S = 5.0
 ROLE_NAMES = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator", common_pb2.ROLE_MEMBER: "member"}
@@ -75,7 +79,7 @@ class MembershipVersions:
         self._keys = keys
         self._publish = redis_client.register_script(_PUBLISH)
         self._guard = RedisGuard("membership versions")
-        self._inflight: dict[str, asyncio.Future[int | None]] = {}
+        self._reads: _SingleFlight[int | None] = _SingleFlight()
 
     async def publish(self, conversation_id: str, version: int) -> None:
         """Called after a membership change commits, before it returns; raises when Redis is away."""
@@ -83,21 +87,34 @@ class MembershipVersions:
 
     async def current(self, conversation_id: str) -> int | None:
         """The latest published version (0: none published), or None when Redis did not answer."""
-        if pending := self._inflight.get(conversation_id):
-            return await asyncio.shield(pending)
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._inflight[conversation_id] = future
-        try:
-            value = await self._guard.call(lambda: self._redis.get(self._keys.membership_version(conversation_id)))
-            result = None if value is None and not self._guard.available else int(value or 0)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            del self._inflight[conversation_id]
+        return await self._reads.run(conversation_id, lambda: self._read(conversation_id))
+
+    async def _read(self, conversation_id: str) -> int | None:
+        value = await self._guard.call(lambda: self._redis.get(self._keys.membership_version(conversation_id)))
+        return None if value is None and not self._guard.available else int(value or 0)
+
+
+class _SingleFlight(Generic[T]):
+    """Concurrent asks for one key share one call, which runs in a task of its own: a caller that is
+    cancelled (its RPC's deadline passed) leaves the call running for the others. Run in the first
+    caller's task, the call handed its cancellation to every waiter, fan-out's loop among them, which
+    it ended for good."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[T]] = {}
+
+    async def run(self, key: str, call: Callable[[], Coroutine[object, object, T]]) -> T:
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = asyncio.create_task(call())
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: str, task: asyncio.Task[T]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters re-raise it, nobody logs it as lost
 
 
 class MembershipCache:
@@ -108,27 +125,18 @@ class MembershipCache:
         self._versions = versions
         self._ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Membership]] = {}
-        self._inflight: dict[str, asyncio.Future[Membership]] = {}
+        self._fetches: _SingleFlight[Membership] = _SingleFlight()
 
     async def get(self, conversation_id: str) -> Membership:
         entry = self._entries.get(conversation_id)
         if entry and entry[0] > time.monotonic() and await self._still_current(entry[1]):
             return entry[1]
-        if pending := self._inflight.get(conversation_id):
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Membership] = asyncio.get_running_loop().create_future()
-        self._inflight[conversation_id] = future
-        try:
-            membership = await self._fetch(conversation_id)
-            self._entries[conversation_id] = (time.monotonic() + self._ttl_s, membership)
-            future.set_result(membership)
-            return membership
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            del self._inflight[conversation_id]
+        return await self._fetches.run(conversation_id, lambda: self._fetch_and_keep(conversation_id))
+
+    async def _fetch_and_keep(self, conversation_id: str) -> Membership:
+        membership = await self._fetch(conversation_id)
+        self._entries[conversation_id] = (time.monotonic() + self._ttl_s, membership)
+        return membership
 
     async def _still_current(self, membership: Membership) -> bool:
         if self._versions is None:

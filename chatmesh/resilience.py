@@ -115,7 +115,10 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], *, backoff: B
             await run()
             log.error("background task %s returned; starting it again", name)
         except asyncio.CancelledError:
-            raise
+            if (task := asyncio.current_task()) is None or task.cancelling():
+                raise  # the supervisor itself is being stopped
+            # A cancellation that leaked out of a callee (not ours to obey) must not end the loop.
+            log.exception("background task %s was cancelled from within; starting it again", name)
         except Exception:  # noqa: BLE001 - a loop must outlive its bugs; each is logged and counted
             log.exception("background task %s failed; starting it again", name)
         BACKGROUND_RESTARTS.labels(name).inc()
