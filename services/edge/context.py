@@ -21,6 +21,7 @@ from chatmesh.gen.chat.v1 import (
 )
 from chatmesh.grpc_client import open_channel
 from chatmesh.logs import request_id_var
+from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls
 from services.edge.backlog import SendBudget
 from services.edge.calls import CALL_TIMEOUT_S, reachable
@@ -56,15 +57,15 @@ class EdgeContext:
         self.message = message_pb2_grpc.MessageServiceStub(self.channels["message"])
         self.presence = presence_pb2_grpc.PresenceServiceStub(self.channels["presence"])
         self.limits = RateLimiter(settings.redis_url, settings.redis_prefix)
-        self._tasks.append(asyncio.create_task(self.limits.run()))
+        self._tasks.append(spawn_supervised("rate limit leases", self.limits.run))
         self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)
         self.send_budget = SendBudget(settings.ws_send_budget_bytes, settings.ws_min_drain_bytes_per_s,
                                       settings.ws_drain_window_s)
         self.frame_rates = rates_of(settings)
         self.router = EventRouter(self.message, self.credentials)
-        self._tasks.append(asyncio.create_task(self.router.run()))
+        self._tasks.append(spawn_supervised("event stream", self.router.run))
         self.presence_link = PresenceLink(self.presence, self.credentials, settings, self.channels["presence"])
-        self._tasks.append(asyncio.create_task(self.presence_link.run()))
+        self._tasks.append(spawn_supervised("presence link", self.presence_link.run))
         self.presence_toggles = PresenceToggles(self.presence_link.set_presence, settings.ws_presence_interval_s)
 
     async def close(self) -> None:
