@@ -3,7 +3,7 @@ steady mixed load in a world of its own, and afterwards every recipient device m
 acknowledged message, once, in order per connection, with history gapless and every device
 receiving again within 20 s of the fault's end.
 
-Slow: not in the default run; `./scripts/test.sh --run-slow -k faults` (about 10-15 minutes). Each
+Slow: not in the default run; `./scripts/test.sh --run-slow -m slow -k faults` (about 7 minutes). Each
 scenario is one test, so a failing one hides no other's row; docs/reliability.md gets the table of
 whatever ran, failed or not.
 """
@@ -26,7 +26,7 @@ from tests.faultkit.scenarios import SCENARIOS, Scenario
 pytestmark = pytest.mark.slow
 
 ROWS: list[report.Row] = []
-COMMAND = "./scripts/test.sh --run-slow -k faults"
+COMMAND = "./scripts/test.sh --run-slow -m slow -k faults"
 
 
 @pytest.fixture(scope="module", autouse=True)

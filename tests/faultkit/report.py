@@ -66,8 +66,7 @@ def write(rows: list[Row], started: float, command: str) -> Path:
         "",
         f"    {command}",
         "",
-        "(`-k faults` also selects, by name, tests/test_delivery_faults.py and one history test, which are"
-        " quick; `-m slow -k faults` selects this suite alone.)",
+        "(`-m slow` keeps `-k faults` to this suite: by name it also matches tests/test_delivery_faults.py.)",
         "",
         f"Run: {time.strftime('%Y-%m-%d %H:%M %Z')} on {platform.node()} ({os.cpu_count()} cores), load average"
         f" at the end {load_avg}; {len(rows)} scenarios in {took / 60:.1f} min.",
