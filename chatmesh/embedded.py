@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import socket
 import stat
@@ -23,9 +24,29 @@ _PG_USER = "embedded_postgres"
 
 
 def free_port() -> int:
+    """A port free to listen on, chosen below the kernel's ephemeral range: a port from that range
+    (what binding port 0 gives) can be taken by any outgoing connection (to PostgreSQL, Redis, a
+    service) between this check and the listener's bind, which made a mesh fail to start at random
+    with "Address already in use"."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = random.randrange(max(low - 20_000, 1024), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def _wait_for_port(port: int, timeout_s: float, what: str, log: Path) -> None:
