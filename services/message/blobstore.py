@@ -127,6 +127,7 @@ class TempWriter:
         self.path = path
         self.size = 0
         self._buffer = bytearray()
+        self._writing: asyncio.Future[None] | None = None  # the write thread, which a cancel cannot stop
 
     async def write(self, chunk: bytes) -> None:
         self._buffer += chunk
@@ -145,8 +146,17 @@ class TempWriter:
             with self.path.open("ab") as f:
                 f.write(data)
 
-        await asyncio.to_thread(append)
+        self._writing = asyncio.get_running_loop().run_in_executor(None, append)
+        await asyncio.shield(self._writing)
 
     async def discard(self) -> None:
-        """Shielded: it runs in `finally` blocks of uploads that are being cancelled."""
-        await asyncio.shield(asyncio.to_thread(self.path.unlink, missing_ok=True))
+        """Shielded: it runs in `finally` blocks of uploads that are being cancelled. It waits for a
+        write still running in its thread (cancelling the upload does not stop it), or that write
+        would create the file again after it was removed."""
+        async def remove() -> None:
+            if self._writing is not None:
+                with contextlib.suppress(Exception):
+                    await self._writing
+            await asyncio.to_thread(self.path.unlink, missing_ok=True)
+
+        await asyncio.shield(remove())
