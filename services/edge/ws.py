@@ -49,6 +49,7 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
 from services.edge import bounded_json
+from services.edge.call_frames import CALL_FRAMES, SocketCalls
 from services.edge.context import EdgeContext
 from services.edge.delivered import DeliveredReporter
 from services.edge.errors import error_frame, from_rpc_error
@@ -108,6 +109,8 @@ class Connection:
         self._subscription_id = uuid.uuid4().hex
         self._delivered = DeliveredReporter(ctx, self._current_identity)
         self._sends = Sends(ctx, self._out, self._current_identity)
+        self._calls = SocketCalls(ctx.presence, ctx.channels["presence"],
+                                  lambda: ctx.metadata(self._current_identity()))
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # from `ready` until the socket stops
         self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
@@ -167,6 +170,7 @@ class Connection:
             self._stop()
             # Acknowledgements that arrived just before the close still advance the delivered position.
             await self._delivered.flush()
+            await self._calls.close(self._identity)  # its calls end with it
 
     def _stop(self) -> None:
         """Stop everything that writes to the socket (not the reporter: it talks to the message service)."""
@@ -370,6 +374,9 @@ class Connection:
             assert self._identity is not None
             if reply := await self._ctx.presence_link.handle_frame(request_id, kind, data,
                                                                    self._ctx.metadata(self._identity)):
+                self._out.push_reply(reply)
+        elif kind in CALL_FRAMES:
+            if reply := await self._calls.handle(request_id, kind, data):
                 self._out.push_reply(reply)
         else:
             self._error(request_id, "UNKNOWN_TYPE", f"unknown frame type {kind!r}")

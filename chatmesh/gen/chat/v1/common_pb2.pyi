@@ -1,5 +1,6 @@
 import datetime
 
+from chatmesh.gen.chat.v1 import call_pb2 as _call_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -327,7 +328,7 @@ class ResyncRequired(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "type", "resume_token", "created_at", "conversation_id", "message", "receipt", "reaction", "conversation", "typing", "presence", "resync")
+    __slots__ = ("event_id", "type", "resume_token", "created_at", "conversation_id", "message", "receipt", "reaction", "conversation", "typing", "presence", "resync", "call")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -340,6 +341,7 @@ class Event(_message.Message):
     TYPING_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: str
     resume_token: str
@@ -352,7 +354,8 @@ class Event(_message.Message):
     typing: TypingEvent
     presence: PresenceEvent
     resync: ResyncRequired
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., resume_token: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEvent, _Mapping]] = ..., reaction: _Optional[_Union[ReactionEvent, _Mapping]] = ..., conversation: _Optional[_Union[ConversationEvent, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequired, _Mapping]] = ...) -> None: ...
+    call: _call_pb2.CallEvent
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., resume_token: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEvent, _Mapping]] = ..., reaction: _Optional[_Union[ReactionEvent, _Mapping]] = ..., conversation: _Optional[_Union[ConversationEvent, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequired, _Mapping]] = ..., call: _Optional[_Union[_call_pb2.CallEvent, _Mapping]] = ...) -> None: ...
 
 class UserEvents(_message.Message):
     __slots__ = ("user_id", "events")
