@@ -2,6 +2,7 @@
 `await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
 
 from chatmesh_client.attachments import Attachment, Attachments
+from chatmesh_client.calls import Calls
 from chatmesh_client.client import Client, Page, PendingSend
 from chatmesh_client.errors import (
     RETRYABLE,
@@ -12,6 +13,8 @@ from chatmesh_client.errors import (
     Unauthenticated,
 )
 from chatmesh_client.models import (
+                                    Call,
+                                    CallEvent,
                                     Conversation,
                                     ConversationEvent,
                                     Event,
@@ -35,6 +38,9 @@ __all__ = [
                                     "RETRYABLE",
                                     "Attachment",
                                     "Attachments",
+                                    "Call",
+                                    "CallEvent",
+                                    "Calls",
                                     "ChatError",
                                     "Client",
                                     "ConnectionLost",

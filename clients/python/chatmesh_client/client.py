@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar, cast, overload
 
 from chatmesh_client.attachments import Attachment, Attachments
+from chatmesh_client.calls import Calls
 from chatmesh_client.connection import Connection
 from chatmesh_client.errors import ChatError, SendTimeout
 from chatmesh_client.limits import SeenIds
@@ -107,6 +108,7 @@ class Client:
             on_event=self._on_event, publish=self._events.put_nowait, send_timeout=send_timeout,
             backoff_initial=backoff_initial, backoff_max=backoff_max, open_timeout=open_timeout,
             ack_delay=ack_delay, max_frames_per_s=max_frames_per_s, token_provider=token_provider)
+        self.calls = Calls(self.rest, lambda kind, data: self._connection.request(kind, data, self.send_timeout))
 
     # connection -----------------------------------------------------------------------------------
 

@@ -265,6 +265,39 @@ class StateEvent(Event):
     attempt: int = 0
 
 
+@dataclass
+class Call:
+    """A one-to-one call's signaling state. `state`: ringing | accepted | ended; `end_reason`, once
+    ended: hangup | timeout | busy | declined. Read from socket frames (lowercase) or REST (enum names)."""
+
+    call_id: str
+    conversation_id: str
+    caller_id: str
+    callee_id: str
+    state: str
+    end_reason: str = ""
+    ended_by: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Call:
+        return cls(data.get("call_id", ""), data.get("conversation_id", ""), data.get("caller_id", ""),
+                   data.get("callee_id", ""), _enum(data.get("state"), "CALL_STATE_"),
+                   _enum(data.get("end_reason"), "CALL_END_REASON_").replace("unspecified", ""),
+                   data.get("ended_by", ""))
+
+
+@dataclass
+class CallEvent(Event):
+    """`call:incoming` (with the caller's offer in `sdp`), `call:accepted` (the caller's with the
+    answer in `sdp`), `call:candidate` (an ICE `candidate`: candidate, sdp_mid, sdp_mline_index,
+    username_fragment), `call:ended`. Ephemeral: a party that was not connected misses them."""
+
+    call: Call = field(default_factory=lambda: Call("", "", "", "", ""))
+    sdp: str = ""
+    candidate: dict[str, Any] | None = None
+    from_user_id: str = ""
+
+
 def event_from_frame(frame: dict[str, Any]) -> Event:
     kind = str(frame.get("type", ""))
     data = frame.get("data") or {}
@@ -289,6 +322,9 @@ def event_from_frame(frame: dict[str, Any]) -> Event:
     if kind == "user:status_changed":
         return PresenceEvent(**base, user_id=data.get("user_id", ""), status=str(data.get("status", "")),
                              last_seen_at=data.get("last_seen_at", ""))
+    if kind.startswith("call:"):
+        return CallEvent(**base, call=Call.from_json(data.get("call") or {}), sdp=data.get("sdp", ""),
+                         candidate=data.get("candidate"), from_user_id=data.get("from_user_id", ""))
     if kind == "resync_required":
         return ResyncEvent(**base, reason=data.get("reason", ""))
     return Event(**base)
