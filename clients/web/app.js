@@ -4,6 +4,7 @@
 
 import { ChatClient } from "./chat.js";
 import { VoiceRecorder, formatSize, renderAttachment, uploadFile } from "./chat-attachments.js";
+import { CallPanel } from "./chat-calls.js";
 import { bindHideLastSeen, isRequestToMe, loadHideLastSeen, requestBar } from "./privacy.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,6 +22,7 @@ const typingTimers = new Map();
 let drafts = []; // uploads for the next message: { key, name, state: uploading|ready|failed, loaded, total, attachment, error }
 const attachmentNodes = new Map(); // attachment id -> its rendered node, kept across renders (a playing voice message goes on)
 let recorder = null;
+let calls = null; // the call bar (chat-calls.js)
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -85,6 +87,7 @@ async function signIn(token) {
   $("me").textContent = `signed in as ${client.userId}`;
   await client.loadConversations();
   loadHideLastSeen($("hide-last-seen"), client);
+  calls = new CallPanel(client, { openConversation: () => (openId ? client.conversations.get(openId) : null), el, alert: alertLater });
   $("new-chat-user").focus();
 }
 
@@ -112,6 +115,8 @@ function askPresence() {
 }
 
 function signOut() {
+  if (calls) calls.close();
+  calls = null;
   if (client) client.close();
   client = null;
   openId = "";
@@ -212,6 +217,7 @@ async function openConversation(cid) {
   renderTyping();
   renderConversations();
   renderRequest();
+  if (calls) calls.render();
   if (!hasMore.has(cid)) {
     const page = await client.history(cid);
     hasMore.set(cid, page.hasMore);

@@ -118,6 +118,7 @@ export class ChatClient extends EventTarget {
       if (!remember(this.seenMessages, data.message_id)) return; // already fetched over REST
       this._noteSeq(data.conversation_id, Number(data.seq || 0));
     }
+    if (frame.type.startsWith("call:")) { this._emit("call", frame); return; } // call signaling: chat-calls.js
     this.store.apply(frame.type, data, frame);
     if (frame.type === "resync_required") await this._resync();
   }
