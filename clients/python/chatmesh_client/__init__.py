@@ -2,7 +2,7 @@
 `await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
 
 from chatmesh_client.attachments import Attachment, Attachments
-from chatmesh_client.client import Client, Page, PendingSend
+from chatmesh_client.client import Client, Page, PendingSend, ThreadPage
 from chatmesh_client.errors import (
     RETRYABLE,
     ChatError,
@@ -26,6 +26,7 @@ from chatmesh_client.models import (
                                     ReceiptEvent,
                                     ResyncEvent,
                                     StateEvent,
+                                    ThreadEvent,
                                     TypingEvent,
                                     UserSettings,
 )
@@ -58,6 +59,8 @@ __all__ = [
                                     "SendTimeout",
                                     "StateEvent",
                                     "Store",
+                                    "ThreadEvent",
+                                    "ThreadPage",
                                     "TypingEvent",
                                     "Unauthenticated",
                                     "UserSettings",
