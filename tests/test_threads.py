@@ -5,11 +5,13 @@ members' sockets, and the bad input that must leave nothing behind."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
+from chatmesh import db
 from services.message import store
 from tests.helpers import Socket, send
 from tests.test_message_support import api, code_of, group, new_user_id, outbox_events
@@ -197,3 +199,31 @@ async def test_members_sockets_hear_thread_updates_live(http: httpx.AsyncClient,
     again = await send(http, make_token(carol), cid, "again", reply_to_id=root["message_id"])
     frame = await watcher.next_of("chat:thread_updated")
     assert frame["data"]["reply"]["message_id"] == again["message_id"] and frame["data"]["reply_count"] == 1
+
+
+async def test_the_migration_counts_replies_sent_before_it(make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A database that had replies before 0004: each root gets its live replies' count and latest time."""
+    migrations = Path(store.__file__).parent / "migrations"
+    before = tmp_path / "before"
+    before.mkdir()
+    for path in sorted(migrations.glob("000[123]_*.sql")):
+        (before / path.name).write_text(path.read_text())
+    url = make_database()
+    await db.migrate(url, store.SCHEMA, before)
+    cid, root, other = ("00000000-0000-0000-0000-0000000000c1", "00000000-0000-0000-0000-0000000000a1",
+                        "00000000-0000-0000-0000-0000000000a2")
+    rows = [(root, 1, None, "2026-01-01T10:00:00Z", None), (other, 2, None, "2026-01-01T10:01:00Z", None),
+            ("00000000-0000-0000-0000-0000000000b1", 3, root, "2026-01-01T10:02:00Z", None),
+            ("00000000-0000-0000-0000-0000000000b2", 4, root, "2026-01-01T10:03:00Z", None),
+            ("00000000-0000-0000-0000-0000000000b3", 5, root, "2026-01-01T10:04:00Z", "2026-01-01T11:00:00Z")]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for message_id, seq, reply_to, at, deleted in rows:
+            await conn.execute(
+                """INSERT INTO message.messages (message_id, conversation_id, seq, sender_id, content, reply_to_id,
+                       created_at, deleted_at) VALUES (%s, %s, %s, 'u', 'x', %s, %s, %s)""",
+                (message_id, cid, seq, reply_to, at, deleted))
+    assert await db.migrate(url, store.SCHEMA, migrations) == ["0004_threads.sql"]
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute("""SELECT message_id::text, reply_count, to_char(last_reply_at AT TIME ZONE 'UTC', 'HH24:MI')
+                                    FROM message.messages WHERE seq <= 2 ORDER BY seq""")
+        assert await cur.fetchall() == [(root, 2, "10:03"), (other, 0, None)]
