@@ -3,7 +3,7 @@
 
 from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.calls import Calls
-from chatmesh_client.client import Client, Page, PendingSend
+from chatmesh_client.client import Client, Page, PendingSend, ThreadPage
 from chatmesh_client.errors import (
     RETRYABLE,
     ChatError,
@@ -29,6 +29,7 @@ from chatmesh_client.models import (
                                     ReceiptEvent,
                                     ResyncEvent,
                                     StateEvent,
+                                    ThreadEvent,
                                     TypingEvent,
                                     UserSettings,
 )
@@ -64,6 +65,8 @@ __all__ = [
                                     "SendTimeout",
                                     "StateEvent",
                                     "Store",
+                                    "ThreadEvent",
+                                    "ThreadPage",
                                     "TypingEvent",
                                     "Unauthenticated",
                                     "UserSettings",

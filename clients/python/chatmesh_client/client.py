@@ -42,6 +42,15 @@ class Page:
     has_more: bool
 
 
+@dataclass
+class ThreadPage:
+    """A message's thread: the root (with its reply_count), a page of replies in seq order."""
+
+    root: Message
+    messages: list[Message]
+    has_more: bool
+
+
 class PendingSend:
     """A send in flight: `message` is the optimistic copy (status `pending`, a temporary
     `client_message_id`); awaiting the object gives the stored message, or raises."""
@@ -271,6 +280,22 @@ class Client:
         page = await self.rest.history(conversation_id, before_seq=before_seq, after_seq=after_seq, limit=limit)
         messages = [self.store.put_message(Message.from_json(m)) for m in page.get("messages") or []]
         return Page(messages, bool(page.get("has_more")))
+
+    async def thread(self, message_id: str, *, before_seq: int = 0, after_seq: int = 0,
+                     limit: int = 50) -> ThreadPage:
+        """A page of the replies to a message, in seq order: the latest `limit` (or those before/after a
+        seq), with the root as it stands. Kept in the store (`store.thread_messages`); the client keeps
+        them current from then on with the `ThreadEvent`s and replies it receives."""
+        page = await self.rest.thread(message_id, before_seq=before_seq, after_seq=after_seq, limit=limit)
+        root = self.store.put_message(Message.from_json(page.get("root") or {}))
+        messages = [self.store.put_message(Message.from_json(m)) for m in page.get("messages") or []]
+        for message in messages:
+            self.store.put_reply(root.message_id, message)
+        return ThreadPage(root, messages, bool(page.get("has_more")))
+
+    async def reply(self, root: Message, content: str, **kwargs: Any) -> Message:
+        """Send a reply into `root`'s thread (a send with reply_to_id; same retries)."""
+        return await self.send(root.conversation_id, content, reply_to_id=root.message_id, **kwargs)
 
     def send_nowait(self, conversation_id: str, content: str, *, client_message_id: str = "",
                     reply_to_id: str = "", attachment_ids: list[str] | None = None) -> PendingSend:

@@ -116,6 +116,11 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_message__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_message__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
+        self.ListThread = channel.unary_unary(
+                '/chat.v1.MessageService/ListThread',
+                request_serializer=chat_dot_v1_dot_message__pb2.ListThreadRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.ListThreadResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -235,6 +240,14 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListThread(self, request, context):
+        """A message's thread: the message itself (with its reply count) and a page of its replies in seq
+        order, paged like history. Participants of its conversation only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -317,6 +330,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=chat_dot_v1_dot_message__pb2.StreamEventsRequest.FromString,
                     response_serializer=chat_dot_v1_dot_message__pb2.StreamEventsResponse.SerializeToString,
+            ),
+            'ListThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListThread,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.ListThreadRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.ListThreadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,6 +771,33 @@ class MessageService:
             '/chat.v1.MessageService/StreamEvents',
             chat_dot_v1_dot_message__pb2.StreamEventsRequest.SerializeToString,
             chat_dot_v1_dot_message__pb2.StreamEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/ListThread',
+            chat_dot_v1_dot_message__pb2.ListThreadRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.ListThreadResponse.FromString,
             options,
             channel_credentials,
             insecure,
