@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (a virtualenv with the package, and the buf CLI
+# The test command: installs what the tests need (a virtualenv with the package, and the Node tools
 # from the npm registry) and runs the suite. Extra arguments go to pytest (e.g. --run-slow, -k name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +10,14 @@ fi
 . .venv/bin/activate
 pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-if [ ! -x .tools/node_modules/.bin/buf ]; then
-  npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null
+# Node tools, pinned: buf (tests/test_contract.py), Redocly's linter for /openapi.json
+# (tests/test_openapi_lint.py) and the AsyncAPI parser for /asyncapi.json (tests/test_asyncapi.py).
+# Installed again whenever this list changes.
+NODE_TOOLS="@bufbuild/buf@1.75.0 @redocly/cli@2.77.0 @asyncapi/parser@3.6.3"
+if [ "$(cat .tools/installed 2>/dev/null)" != "$NODE_TOOLS" ]; then
+  # shellcheck disable=SC2086 # one word per package
+  npm install --silent --no-audit --no-fund --prefix .tools $NODE_TOOLS >/dev/null
+  echo "$NODE_TOOLS" > .tools/installed
 fi
 export PATH="$PWD/.tools/node_modules/.bin:$PATH"
 

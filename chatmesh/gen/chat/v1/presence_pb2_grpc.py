@@ -117,20 +117,26 @@ class PresenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPresence(self, request, context):
-        """Explicit state (invisible mode): wins over connection state.
+        """Set the caller's presence explicitly.
+
+        Explicit state (invisible mode) wins over connection state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPresence(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Get users' presence as the caller may see it.
+
+        Users the caller may not see read as PRESENCE_STATUS_UNKNOWN.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetTyping(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Say that the caller is typing in a conversation, or stopped.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
