@@ -71,7 +71,7 @@ _UNTRACED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 def carry_trace(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager[None]:
     """Around a statement that inserts its outbox row itself (message.send_message): while a span
     records, a transaction that sets `chatmesh.traceparent`, which the outbox's traceparent column
-    defaults to (migration 0004). Otherwise nothing at all: no transaction, no round trip."""
+    defaults to (message migration 0005). Otherwise nothing at all: no transaction, no round trip."""
     parent = tracing.traceparent()
     return _UNTRACED if parent is None else _traced_transaction(conn, parent)
 
