@@ -80,7 +80,7 @@ _TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
 
 # Frame types a span is named after (tracing on); any other type a client makes up is traced as `unknown`.
 _FRAME_TYPES = frozenset({"chat:message_send", "ping", "auth", "chat:message_delivered", "events_ack",
-                          *PRESENCE_FRAMES})
+                          *PRESENCE_FRAMES, *CALL_FRAMES})
 _REQUEST_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter makes each frame's id (uuid4 costs more)
 _request_ids = itertools.count()
 
