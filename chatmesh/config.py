@@ -92,6 +92,9 @@ ENV_VARS: dict[str, str] = {
                                          "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
+    "CHAT_TRACING": "OpenTelemetry tracing: `1` on, `0` off; unset: on when OTEL_TRACES_EXPORTER (not `none`) or "
+                    "an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. "
+                    "Exports as the standard OTEL_* variables say (chatmesh/tracing.py).",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
     "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
     "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
@@ -206,6 +209,17 @@ def _backend(raw: str) -> str:
     return raw
 
 
+def _otel_configured(env: Mapping[str, str]) -> bool:
+    """Tracing's default: on when the standard OTEL variables name an exporter or an OTLP endpoint
+    (and the SDK is not disabled), so a platform that sets them for every pod gets traces."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
 def _target(service: str) -> str:
     return f"127.0.0.1:{DEFAULT_PORTS[service]}"
 
@@ -232,6 +246,7 @@ class Settings:
     max_message_chars: int = 4000
     max_group_size: int = 1000
     metrics_port: int | None = None
+    tracing: bool = False
     presence_ttl_s: float = 30.0
     presence_announce_interval_s: float = 2.0
     jwt_jwks_url: str | None = None
@@ -318,6 +333,7 @@ class Settings:
             max_message_chars=_read(env, "CHAT_MAX_MESSAGE_CHARS", int, 4000),
             max_group_size=_read(env, "CHAT_MAX_GROUP_SIZE", int, 1000),
             metrics_port=_read(env, "CHAT_METRICS_PORT", int, 0) or None,
+            tracing=_read(env, "CHAT_TRACING", _flag, _otel_configured(env)),
             jwt_jwks_url=jwks_url,
             cors_origins=_read(env, "CHAT_CORS_ORIGINS", _csv, ()),
             ws_allowed_origins=_read(env, "CHAT_WS_ALLOWED_ORIGINS", _csv, ()),

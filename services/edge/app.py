@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from chatmesh import metrics
+from chatmesh import metrics, tracing
 from chatmesh.auth import AuthError
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
@@ -211,6 +211,6 @@ def create_app(settings: Settings) -> Starlette:
             *web_routes(settings),  # the browser page at / (last: it serves any other path)
         ],
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware), *cors,
+        middleware=[*tracing.http_middleware(route_of), Middleware(RequestIdMiddleware), *cors,
                     Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
     )

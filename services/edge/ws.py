@@ -42,8 +42,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+from opentelemetry import trace
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from chatmesh import tracing
 from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
@@ -76,6 +78,9 @@ _TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
                     grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
+# Frame types a span is named after (tracing on); any other type a client makes up is traced as `unknown`.
+_FRAME_TYPES = frozenset({"chat:message_send", "ping", "auth", "chat:message_delivered", "events_ack",
+                          *PRESENCE_FRAMES, *CALL_FRAMES})
 _REQUEST_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter makes each frame's id (uuid4 costs more)
 _request_ids = itertools.count()
 
@@ -349,10 +354,14 @@ class Connection:
                 continue
             request_id = _next_request_id()  # each frame's upstream calls get their own request id
             request_id_var.set(request_id)
-            if frame["type"] == "chat:message_send":
-                await self._sends.queue(frame.get("id"), frame.get("data") or {}, request_id)
-            else:
+            span = tracing.frame_span(frame["type"], _FRAME_TYPES)  # None unless tracing is on
+            if frame["type"] == "chat:message_send":  # its span ends when the send is answered
+                await self._sends.queue(frame.get("id"), frame.get("data") or {}, request_id, span)
+            elif span is None:
                 await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
+            else:
+                with trace.use_span(span, end_on_exit=True):
+                    await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
 
     async def _handle(self, request_id: Any, kind: str, data: Any) -> None:
         if not isinstance(data, dict):

@@ -97,8 +97,10 @@ class Messages:
         payload = event.SerializeToString()
         async with self._pool.connection() as conn:
             try:
-                created, row = await store.send_message(conn, new, draft.message_id, draft.created_at, payload,
-                                                        notify=outbox.needs_notify(store.SCHEMA), attachments=attached)
+                async with outbox.carry_trace(conn):  # traced: the outbox row gets the trace (else nothing)
+                    created, row = await store.send_message(conn, new, draft.message_id, draft.created_at,
+                                                            payload, notify=outbox.needs_notify(store.SCHEMA),
+                                                            attachments=attached)
             except psycopg.errors.RaiseException as exc:
                 if exc.diag.constraint_name == _REPLY_TO_FOUND:  # checked by the statement's update of the root
                     raise errors.not_found("REPLY_TO_NOT_FOUND",

@@ -12,7 +12,7 @@ import asyncio
 
 import grpc
 
-from chatmesh import eventloop, logs, readiness
+from chatmesh import eventloop, logs, readiness, tracing
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
@@ -74,4 +74,5 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 if __name__ == "__main__":
     settings = Settings.from_env()
     logs.setup("presence", settings.log_level)
+    tracing.setup("presence", settings)
     eventloop.run(main(settings))
