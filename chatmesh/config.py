@@ -91,6 +91,12 @@ ENV_VARS: dict[str, str] = {
                                          "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
+    "CHAT_EVENT_LOOP": "`asyncio` runs the services on the standard event loop instead of uvloop (default "
+                       "`uvloop`; to compare, or to rule uvloop out).",
+    "CHAT_DATA_DIR": "`chatmesh up`'s data folder, where every other command finds the running mesh (default "
+                     "`./.chatmesh`; also `--data-dir`).",
+    "CHAT_BENCH_KEEP": "`chatmesh bench` only: any value keeps the temporary folder of the mesh it started (its "
+                       "logs and data) instead of removing it.",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
     "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
     "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
