@@ -95,6 +95,12 @@ ENV_VARS: dict[str, str] = {
     "CHAT_TRACING": "OpenTelemetry tracing: `1` on, `0` off; unset: on when OTEL_TRACES_EXPORTER (not `none`) or "
                     "an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. "
                     "Exports as the standard OTEL_* variables say (chatmesh/tracing.py).",
+    "CHAT_EVENT_LOOP": "`asyncio` runs the services on the standard event loop instead of uvloop (default "
+                       "`uvloop`; to compare, or to rule uvloop out).",
+    "CHAT_DATA_DIR": "`chatmesh up`'s data folder, where every other command finds the running mesh (default "
+                     "`./.chatmesh`; also `--data-dir`).",
+    "CHAT_BENCH_KEEP": "`chatmesh bench` only: any value keeps the temporary folder of the mesh it started (its "
+                       "logs and data) instead of removing it.",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
     "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
     "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
