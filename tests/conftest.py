@@ -19,8 +19,8 @@ import redis
 
 from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import Settings
-from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from chatmesh.service_keys import ensure_keyring, keyring_env
 
 TIME_SCALE = "0.05"

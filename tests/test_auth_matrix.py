@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from chatmesh.service_keys import keyring_env
 from services.edge.app import create_app
 from services.edge.transcoder import routes_from

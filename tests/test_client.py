@@ -15,8 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 from chatmesh_client import Client, MessageEvent, ReceiptEvent, ResyncEvent, StateEvent
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from chatmesh.redis_conn import Keys
 from tests.helpers import direct_conversation, new_user_id, register, send
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from chatmesh_client import ChatError, Client, MessageEvent
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.attachment_support import png
 from tests.helpers import direct_conversation, new_user_id, register
 

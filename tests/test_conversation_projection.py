@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chatmesh.embedded import free_port
+from chatmesh_tools.embedded import free_port
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from chatmesh.redis_conn import Keys
 from services.conversation.projection import GROUP
 from tests.helpers import send

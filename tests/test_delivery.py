@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from chatmesh.redis_conn import Keys
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send, unique
 
@@ -178,7 +178,7 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
                                                b"reason": b"test: upstream was down"})
     env = {**mesh_env, "PATH": ""}
     def cli(action: str) -> str:
-        return subprocess.run([sys.executable, "-m", "chatmesh.cli", "dead-letter", action], env=env,
+        return subprocess.run([sys.executable, "-m", "chatmesh_tools.cli", "dead-letter", action], env=env,
                               capture_output=True, text=True, check=True).stdout
 
     listed = await asyncio.to_thread(cli, "list")

@@ -20,8 +20,8 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 import redis.asyncio as aioredis
 
-from chatmesh.embedded import EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from tests.conftest import dump_logs
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from services.edge.calls import unavailable
 from services.edge.frame_limits import FrameLimits
 from services.edge.presence_toggles import PresenceToggles

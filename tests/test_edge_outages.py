@@ -23,8 +23,8 @@ import psycopg
 import pytest
 from chatmesh_client import RETRYABLE, Client
 
-from chatmesh.embedded import EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from services.edge.calls import unavailable
 from services.edge.errors import error_frame, error_response, from_rpc_error, rpc_error_frame
 from tests.conftest import dump_logs

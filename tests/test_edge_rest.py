@@ -19,7 +19,7 @@ from chatmesh.auth import TokenVerifier, sign
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.grpc_server import MeshInterceptor
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from chatmesh.logs import request_id_var
 from chatmesh.service_keys import keyring_env
 from services.edge.app import create_app

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from chatmesh.gen.chat.v1 import message_pb2, message_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import send
 from tests.test_message_support import api, code_of, group, new_user_id, outbox_events
 

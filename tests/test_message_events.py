@@ -7,7 +7,7 @@ import urllib.parse
 
 import httpx
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, send
 from tests.test_message_support import api, group, mark, new_user_id
 

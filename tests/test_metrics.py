@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatmesh import metrics
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 from tests.test_k8s_support import private_database

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, quiet, register
 
 TYPING_WINDOW_S = 3.0 * 0.05

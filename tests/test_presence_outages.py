@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chatmesh.embedded import EmbeddedRedis, free_port
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis

@@ -20,8 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import bearer, direct_conversation, new_user_id, register
 
 REPLICAS = ("conversation", "message", "message-2", "presence", "edge", "edge-2")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from tests.conftest import dump_logs
 
 playwright_api = pytest.importorskip("playwright.async_api")

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench.target import Target
 
 CONCURRENCY = 32
 

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import fixtures, procstats, profile
-from chatmesh.bench.pool import LoadGen, log
-from chatmesh.bench.progress import Progress
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench import fixtures, procstats, profile
+from chatmesh_tools.bench.pool import LoadGen, log
+from chatmesh_tools.bench.progress import Progress
+from chatmesh_tools.bench.target import Target
 
 MB = 1024 * 1024
 

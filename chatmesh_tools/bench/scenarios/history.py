@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 
-from chatmesh.bench import fixtures, procstats
-from chatmesh.bench.lean_http import LeanHTTP
-from chatmesh.bench.loadgen import loads
-from chatmesh.bench.pool import log
-from chatmesh.bench.progress import Progress
-from chatmesh.bench.stats import percentiles
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench import fixtures, procstats
+from chatmesh_tools.bench.lean_http import LeanHTTP
+from chatmesh_tools.bench.loadgen import loads
+from chatmesh_tools.bench.pool import log
+from chatmesh_tools.bench.progress import Progress
+from chatmesh_tools.bench.stats import percentiles
+from chatmesh_tools.bench.target import Target
 
 READERS = 100
 
