@@ -15,6 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatmesh import metrics
+from services.edge import metrics as edge_metrics
+from services.message import stream_metrics
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
@@ -124,10 +126,11 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
 
 def test_delivery_hooks_are_defined_for_the_delivery_path() -> None:
     """The series the delivery path reports into, with the names dashboards use."""
-    metrics.DELIVERY_LAG.observe(0.01)
-    metrics.DEAD_LETTER.inc(0)
-    names = {m.describe()[0].name for m in (metrics.DELIVERY_LAG, metrics.OUTBOX_BACKLOG, metrics.STREAM_PENDING,
-                              metrics.DEAD_LETTER, metrics.WS_CONNECTIONS)}
+    edge_metrics.DELIVERY_LAG.observe(0.01)
+    stream_metrics.DEAD_LETTER.inc(0)
+    names = {m.describe()[0].name for m in (edge_metrics.DELIVERY_LAG, metrics.OUTBOX_BACKLOG,
+                                            stream_metrics.STREAM_PENDING, stream_metrics.DEAD_LETTER,
+                                            edge_metrics.WS_CONNECTIONS)}
     assert names == {"chat_delivery_lag_seconds", "chat_outbox_backlog", "chat_stream_pending", "chat_dead_letter",
                      "chat_websocket_connections"}
 

@@ -28,6 +28,7 @@ from services.edge import bounded_json
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
 from services.edge.errors import error_response, from_rpc_error
+from services.edge.metrics import EdgeMetricsMiddleware
 from services.edge.openapi import build_openapi
 from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
@@ -205,5 +206,5 @@ def create_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
         middleware=[Middleware(RequestIdMiddleware), *cors,
-                    Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
+                    Middleware(EdgeMetricsMiddleware, route_of=route_of)],
     )

@@ -47,7 +47,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
-from chatmesh.metrics import DELIVERY_LAG
 from services.edge import bounded_json
 from services.edge.context import EdgeContext
 from services.edge.delivered import DeliveredReporter
@@ -57,6 +56,7 @@ from services.edge.frames import RenderedEvent
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
 from services.edge.sends import Sends
+from services.edge.metrics import DELIVERY_LAG
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
-from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
@@ -33,6 +32,7 @@ from services.message.hub import Hub
 from services.message.messages import Limits, Messages
 from services.message.server import MessageServicer
 from services.message.store import SCHEMA
+from services.message.stream_metrics import StreamSampler
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

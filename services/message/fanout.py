@@ -25,10 +25,10 @@ from prometheus_client import Counter
 
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
-from chatmesh.metrics import DEAD_LETTER
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.message.inbox import INBOX_MAXLEN
+from services.message.stream_metrics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
 from services.presence.hub import EventHub
+from services.presence.keys import PresenceKeys
 from services.presence.presence import TYPING_WINDOW_S, Contacts, Presence
 from services.presence.server import PresenceServicer
 from services.presence.store import PresenceStore
@@ -37,9 +38,10 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
     credentials = ServiceCredentials(settings, "presence")
     ttl_s = settings.presence_ttl_s * settings.time_scale
-    store = PresenceStore(redis_client, keys, ttl_s, TYPING_WINDOW_S * settings.time_scale,
+    presence_keys = PresenceKeys(settings.redis_prefix)
+    store = PresenceStore(redis_client, presence_keys, ttl_s, TYPING_WINDOW_S * settings.time_scale,
                           settings.presence_announce_interval_s * settings.time_scale)
-    hub = EventHub(redis_client, pubsub_client, keys)
+    hub = EventHub(redis_client, pubsub_client, presence_keys)
     await hub.start()
     membership = MembershipCache(conversations, credentials, MembershipVersions(redis_client, keys))
     presence = Presence(store, hub, Contacts(conversations, credentials), membership, ttl_s, settings.time_scale)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from chatmesh.redis_conn import Keys
+from services.presence.keys import PresenceKeys
 
 STATE_TTL_MS = 30 * 24 * 3600 * 1000  # last seen and invisible mode are kept a month after the last change
 CLOSED_KEPT_MS = 60_000  # at least: a closed connection is remembered this long (a late heartbeat cannot revive it)
@@ -236,7 +236,7 @@ def _status(user_id: str, reply: list[object]) -> Status:
 
 
 class PresenceStore:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, ttl_s: float, typing_window_s: float,
+    def __init__(self, redis_client: aioredis.Redis, keys: PresenceKeys, ttl_s: float, typing_window_s: float,
                  announce_interval_s: float = 0.0) -> None:
         self._redis = redis_client
         self._keys = keys
