@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC
 
 import grpc
 import psycopg
@@ -20,6 +19,7 @@ from chatmesh import errors
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
 from chatmesh.logs import request_id_var
+from chatmesh.timestamps import to_datetime
 from services.conversation import audit_store, convert, paging, store, validate
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class AuditTrail:
         page, taken_ours, taken_theirs = _merge(ours, theirs, limit)
         if taken_ours:
             last = ours[taken_ours - 1]
-            position.ours = (last.created_at.ToDatetime(tzinfo=UTC).isoformat(), int(last.entry_id))
+            position.ours = (to_datetime(last.created_at).isoformat(), int(last.entry_id))
         position.ours_done = position.ours_done or taken_ours == len(ours)
         if self._source is None:
             position.theirs_done = True

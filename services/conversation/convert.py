@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.timestamps import timestamp
 from services.conversation.audit_store import AuditRow
 from services.conversation.store import ConversationView, UserRow
 
@@ -16,14 +14,6 @@ KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONV
 REQUEST_STATES = {None: common_pb2.REQUEST_STATE_UNSPECIFIED, "accepted": common_pb2.REQUEST_STATE_ACCEPTED,
                   "pending": common_pb2.REQUEST_STATE_PENDING, "declined": common_pb2.REQUEST_STATE_DECLINED,
                   "blocked": common_pb2.REQUEST_STATE_BLOCKED}
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def user(row: UserRow) -> common_pb2.User:

@@ -11,8 +11,8 @@ import grpc
 from chatmesh import errors
 from chatmesh.gen.chat.v1 import message_pb2 as pb
 from chatmesh.grpc_server import current_identity, require_service
+from chatmesh.timestamps import timestamp
 from services.message.attachments import Attachments
-from services.message.convert import timestamp
 
 
 class AttachmentRpcs:

@@ -32,12 +32,12 @@ from chatmesh.disposition import content_disposition
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.resilience import OutageLog, is_outage
+from chatmesh.timestamps import timestamp
 from services.message import attachment_store as store
 from services.message import media
 from services.message.access import parse_id
 from services.message.attachment_store import AttachmentRow, Checked
 from services.message.blobstore import BlobStore, FileBlobStore, TempWriter
-from services.message.convert import timestamp
 from services.message.links import Links
 
 log = logging.getLogger(__name__)
