@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh import db, outbox
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import Membership
+from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
@@ -28,7 +29,7 @@ class _Roles:
     """Membership as the conversation service would answer it, for any conversation."""
 
     async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: "member", BOB: "member", ADMIN: "admin"}, 1)
+        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER, ADMIN: Role.ADMIN}, 1)
 
 
 class _Boom(Exception):

@@ -23,6 +23,7 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import Membership
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import open_redis
+from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
@@ -33,7 +34,7 @@ ALICE, BOB = "sp-alice", "sp-bob"
 
 class _Roles:
     async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: "member", BOB: "member"}, 1)
+        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER}, 1)
 
 
 @dataclass

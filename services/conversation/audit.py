@@ -20,6 +20,7 @@ from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
 from chatmesh.logs import request_id_var
 from chatmesh.timestamps import to_datetime
+from chatmesh.roles import Role
 from services.conversation import audit_store, convert, paging, store, validate
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class AuditTrail:
             role = await store.get_role(conn, conversation_id, caller)
             if role is None:
                 raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
-            if role != "admin":
+            if role != Role.ADMIN:
                 raise errors.forbidden("INSUFFICIENT_ROLE", "only admins read a conversation's audit trail")
             ours: list[common_pb2.AuditEntry] = []
             if not position.ours_done:

@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
+from chatmesh.roles import Role
 from services.conversation import changes, convert, paging, privacy_store, store, validate
 from services.conversation.direct_requests import DirectRequests
 from services.conversation.store import ConversationRow, ConversationView, UserRow
@@ -69,7 +70,7 @@ class Conversations:
                 await store.ensure_user(conn, caller)
                 row = await store.insert_direct(conn, caller, low, high, "accepted" if known else "pending")
                 if row is not None:
-                    await store.insert_participants(conn, row.conversation_id, [(low, "member"), (high, "member")],
+                    await store.insert_participants(conn, row.conversation_id, [(low, Role.MEMBER), (high, Role.MEMBER)],
                                                     engaged={caller, other} if known else {caller})
                     view = await self._view(conn, row, caller)
                     await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
@@ -96,7 +97,7 @@ class Conversations:
                 await store.ensure_user(conn, caller)
                 row = await store.insert_group(conn, caller, title, len(others) + 1)
                 await store.insert_participants(conn, row.conversation_id,
-                                                [(caller, "admin"), *((u, "member") for u in others)],
+                                                [(caller, Role.ADMIN), *((u, Role.MEMBER) for u in others)],
                                                 engaged={caller})
                 view = await self._view(conn, row, caller)
                 await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])

@@ -8,6 +8,7 @@ from chatmesh import errors
 from chatmesh.gen.chat.v1 import conversation_pb2 as pb
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc
 from chatmesh.grpc_server import current_identity, require_service
+from chatmesh.roles import Role
 from services.conversation import convert, validate
 from services.conversation.audit import AuditTrail
 from services.conversation.conversations import Conversations
@@ -71,7 +72,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         self, request: pb.AddParticipantRequest, context: grpc.aio.ServicerContext
     ) -> pb.AddParticipantResponse:
         view = await self._participants.add(current_identity().user_id, request.conversation_id, request.user_id,
-                                            validate.role(request.role, default="member"))
+                                            validate.role(request.role, default=Role.MEMBER))
         return pb.AddParticipantResponse(conversation=convert.conversation(view))
 
     async def RemoveParticipant(

@@ -165,7 +165,7 @@ class Messages:
         """
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, actor)
-            if found.row.sender_id != actor and found.role not in access.MODERATING_ROLES:
+            if found.row.sender_id != actor and not found.role.moderates:
                 raise errors.forbidden("NOT_ALLOWED", "only the sender or an admin or moderator may delete a message")
             async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
                 row = await store.get_message(conn, found.row.message_id, for_update=True)
