@@ -36,6 +36,20 @@ from chatmesh.resilience import Backoff, OutageLog
 
 log = logging.getLogger(__name__)
 
+# The outbox table, in the schema of each service that emits durable events: every service migrates it
+# through this text (db.migrate's `shared_ddl`, before the service's own files), so it is written once.
+# Idempotent: databases migrated before it moved here made the same table in their 0001_init.sql. A
+# later change to the table is a numbered migration of each schema, as for any applied table.
+DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id           bigserial PRIMARY KEY,
+    payload      bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+"""
+
 BATCH = 500
 POLL_S = 2.0
 RETRY_S = 0.005  # first retry after losing the lock to another relay; doubles up to POLL_S

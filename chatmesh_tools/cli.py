@@ -157,10 +157,11 @@ def migrate(args: argparse.Namespace) -> int:
     """Apply the pending migrations of every schema-owning service to CHAT_DATABASE_URL."""
     settings = _tool_settings(args, "database_url")
     for name in MIGRATED:
-        schema = importlib.import_module(f"services.{name}.store").SCHEMA
+        store = importlib.import_module(f"services.{name}.store")
+        schema = store.SCHEMA
         package = importlib.import_module(f"services.{name}")
         folder = Path(next(iter(package.__path__))) / "migrations"
-        applied = asyncio.run(db.migrate(settings.database_url, schema, folder))
+        applied = asyncio.run(db.migrate(settings.database_url, schema, folder, shared_ddl=store.SHARED_DDL))
         print(f"{schema}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})" if applied else ""),
               flush=True)
     return 0

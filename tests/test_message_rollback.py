@@ -38,7 +38,7 @@ class _Boom(Exception):
 
 @pytest.fixture
 async def messages(database_url: str) -> AsyncIterator[Messages]:
-    await db.migrate(database_url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(database_url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     yield Messages(pool, _Roles())  # type: ignore[arg-type]
@@ -73,7 +73,7 @@ async def failing_outbox(make_database: Callable[[], str]) -> AsyncIterator[tupl
     """Messages on a database of its own whose outbox refuses any event mentioning 'boom': a send
     is one statement, so this is how its last step (the event) is made to fail."""
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("""CREATE FUNCTION message.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
                         BEGIN

@@ -50,7 +50,7 @@ class _Env:
 async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
     """A database of its own (so the relay sees only this test's outbox) and a fresh stream key."""
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     pool = AsyncConnectionPool(url, min_size=2, max_size=12, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     client = open_redis(redis_server)

@@ -25,7 +25,7 @@ from services.conversation.participants import Participants
 from services.conversation.privacy import Privacy
 from services.conversation.projection import Projection
 from services.conversation.server import ConversationServicer
-from services.conversation.store import SCHEMA
+from services.conversation.store import SCHEMA, SHARED_DDL
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -34,7 +34,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     settings.require("database_url", "redis_url")
     if settings.max_group_size < 1:
         raise ConfigError(f"CHAT_MAX_GROUP_SIZE must be at least 1 (got {settings.max_group_size})")
-    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
     pool = await db.open_pool(settings.database_url, name="conversation")
     redis_client = open_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix)

@@ -13,9 +13,12 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from chatmesh import outbox
 from chatmesh.roles import Role
 
 SCHEMA = "conversation"
+# Tables a shared module owns in this schema, migrated before the service's own files (chatmesh/db.py).
+SHARED_DDL = (outbox.DDL,)
 
 
 @dataclass

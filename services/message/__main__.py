@@ -31,7 +31,7 @@ from services.message.fanout import Fanout
 from services.message.hub import Hub
 from services.message.messages import Limits, Messages
 from services.message.server import MessageServicer
-from services.message.store import SCHEMA
+from services.message.store import SCHEMA, SHARED_DDL
 from services.message.stream_metrics import StreamSampler
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -39,7 +39,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     settings.require("database_url", "redis_url")
-    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
     pool = await db.open_pool(settings.database_url, max_size=20, name="message")
     redis_client = open_redis(settings.redis_url)
     pubsub_client = open_pubsub_redis(settings.redis_url)

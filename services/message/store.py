@@ -8,7 +8,11 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from chatmesh import outbox
+
 SCHEMA = "message"
+# Tables a shared module owns in this schema, migrated before the service's own files (chatmesh/db.py).
+SHARED_DDL = (outbox.DDL,)
 
 
 @dataclass
