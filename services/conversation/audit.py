@@ -16,6 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors
+from chatmesh.audit import audit_entry
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
 from chatmesh.logs import request_id_var
@@ -117,7 +118,7 @@ class AuditTrail:
             ours: list[common_pb2.AuditEntry] = []
             if not position.ours_done:
                 after = (paging.timestamp_of(position.ours[0]), position.ours[1]) if position.ours else None
-                ours = [convert.audit_entry(r) for r in await audit_store.page(conn, conversation_id, limit + 1, after)]
+                ours = [audit_entry(r, "conversation") for r in await audit_store.page(conn, conversation_id, limit + 1, after)]
         theirs: list[common_pb2.AuditEntry] = []
         theirs_next = ""
         if not position.theirs_done and self._source is not None:

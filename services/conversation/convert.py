@@ -7,7 +7,6 @@ import uuid
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.timestamps import timestamp
 from chatmesh.roles import Role
-from services.conversation.audit_store import AuditRow
 from services.conversation.store import ConversationView, UserRow
 
 KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
@@ -47,12 +46,6 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         active=row.active,
         request_state=REQUEST_STATES[row.request_state],
     )
-
-
-def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
-    return common_pb2.AuditEntry(
-        entry_id=str(row.id), conversation_id=row.conversation_id, actor_id=row.actor_id, action=row.action,
-        target=row.target, request_id=row.request_id, created_at=timestamp(row.created_at), service="conversation")
 
 
 def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",

@@ -8,10 +8,7 @@ from datetime import datetime
 
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.timestamps import stamp, timestamp
-from services.message.store import AuditRow, MessageRow
-
-AUDIT_SERVICE = "message"
-
+from services.message.store import MessageRow
 
 def recipients(statuses: Sequence[tuple[str, common_pb2.MessageStatus]]) -> common_pb2.Message:
     """A message holding only this "read by" list, for `message` to merge in: one C-level merge per
@@ -91,10 +88,3 @@ def reaction_event(kind: str, row: MessageRow, user_id: str, emoji: str) -> comm
     event.reaction.CopyFrom(common_pb2.ReactionEvent(
         conversation_id=row.conversation_id, message_id=row.message_id, user_id=user_id, emoji=emoji))
     return event
-
-
-def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
-    return common_pb2.AuditEntry(
-        entry_id=str(row.entry_id), conversation_id=row.conversation_id, actor_id=row.actor_id,
-        action=row.action, target=row.target, request_id=row.request_id,
-        created_at=timestamp(row.created_at), service=AUDIT_SERVICE)
