@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import grpc
-
 import redis.asyncio as aioredis
 
 from chatmesh import errors
 from chatmesh.auth import ServiceCredentials
-from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
+from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 from chatmesh.redis_conn import Keys
 from chatmesh.redis_guard import RedisGuard
 from chatmesh.roles import Role

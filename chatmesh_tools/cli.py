@@ -1,8 +1,9 @@
 """The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT,
-`keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's entrypoint), `migrate` applies the schema
-migrations (the Kubernetes migration Job), `status` and `dead-letter` look at a running mesh and `bench` measures the
-mesh (docs/performance.md). Every command takes --data-dir with the same default, and reads the running mesh's
-settings from it (chatmesh_tools/meshdir.py); CHAT_* variables set in the shell win over the folder."""
+`keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's
+entrypoint), `migrate` applies the schema migrations (the Kubernetes migration Job), `status` and
+`dead-letter` look at a running mesh and `bench` measures the mesh (docs/performance.md). Every
+command takes --data-dir with the same default, and reads the running mesh's settings from it
+(chatmesh_tools/meshdir.py); CHAT_* variables set in the shell win over the folder."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ import psycopg
 import redis
 
 from chatmesh import db
-from chatmesh_tools import deadletter, meshdir
-from chatmesh_tools import status as mesh_status
 from chatmesh.auth import ServiceCredentials, sign
-from chatmesh_tools.bench.args import add_arguments as add_bench_arguments
 from chatmesh.config import DEFAULT_PORTS, ConfigError, Settings
-from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis
-from chatmesh_tools.launcher import SERVICES, Mesh
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.service_keys import ensure_keyring, keyring_env
 from chatmesh.tls import client_tls
+from chatmesh_tools import deadletter, meshdir
+from chatmesh_tools import status as mesh_status
+from chatmesh_tools.bench.args import add_arguments as add_bench_arguments
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis
+from chatmesh_tools.launcher import SERVICES, Mesh
 
 DATA_DIR_HELP = "the mesh's data folder (default $CHAT_DATA_DIR or ./.chatmesh), as `chatmesh up` uses it"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import io
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator

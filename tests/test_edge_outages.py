@@ -21,8 +21,8 @@ import grpc
 import httpx
 import psycopg
 import pytest
-from chatmesh_client import RETRYABLE, Client
 
+from chatmesh_client import RETRYABLE, Client
 from chatmesh_tools.embedded import EmbeddedRedis, free_port
 from chatmesh_tools.launcher import SERVICES, Mesh
 from services.edge.calls import unavailable

@@ -22,11 +22,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatmesh import grpc_server
-from chatmesh_tools import cli
 from chatmesh.config import DEFAULT_PORTS, ENV_VARS, Settings
+from chatmesh.service_keys import keyring_env
+from chatmesh_tools import cli
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import SERVICES
-from chatmesh.service_keys import keyring_env
 from tests.test_k8s_support import (
     ROOT,
     TREES,
@@ -357,7 +357,8 @@ def test_the_installed_package_carries_the_migrations(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("chatmesh-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for service in ("conversation", "message"):
-        expected = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "services" / service / "migrations").glob("*.sql"))
+        folder = ROOT / "services" / service / "migrations"
+        expected = sorted(p.relative_to(ROOT).as_posix() for p in folder.glob("*.sql"))
         assert expected and set(expected) <= set(names)
     assert "chatmesh_tools/cli.py" in names and "services/edge/__main__.py" in names
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from tests.helpers import send
 from services.message import seed_store
+from tests.helpers import send
 from tests.test_message_support import api, code_of, group, new_user_id
 
 

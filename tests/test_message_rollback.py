@@ -130,7 +130,8 @@ async def test_the_audit_log_is_append_only(messages: Messages, database_url: st
     row, _ = await messages.send(ALICE, _new(cid))
     await messages.delete(ADMIN, row.message_id)
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM message.audit_log WHERE conversation_id = %s", (cid,)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM message.audit_log WHERE conversation_id = %s",
+                            (cid,)).fetchone() == (1,)
         for statement in ("UPDATE message.audit_log SET actor_id = 'x' WHERE conversation_id = %s",
                           "DELETE FROM message.audit_log WHERE conversation_id = %s"):
             with pytest.raises(psycopg.errors.RaiseException), conn.transaction():

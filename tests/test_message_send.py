@@ -12,7 +12,8 @@ from tests.helpers import bearer, new_user_id, send
 from tests.test_message_support import api, code_of, group
 
 
-async def test_fifty_concurrent_senders_get_gapless_seqs(http: httpx.AsyncClient, make_token, database_url: str) -> None:
+async def test_fifty_concurrent_senders_get_gapless_seqs(http: httpx.AsyncClient, make_token,
+                                                         database_url: str) -> None:
     users = [new_user_id(f"s{i}") for i in range(50)]
     cid = await group(database_url, {u: "member" for u in users})
     replies = await asyncio.gather(*(

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatmesh import metrics
-from services.edge import metrics as edge_metrics
-from services.message import stream_metrics
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
+from services.edge import metrics as edge_metrics
+from services.message import stream_metrics
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 from tests.test_k8s_support import private_database
@@ -103,7 +103,8 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
     assert value(message, "chat_grpc_server_errors_total", service=service, method="SendMessage") >= 1
     assert value(message, "chat_grpc_server_request_seconds_count", method="SendMessage") >= 6
     assert value(message, "chat_grpc_server_request_seconds_sum", method="SendMessage") > 0
-    assert value(message, "chat_grpc_server_requests_total", method="StreamEvents") >= 0  # long-lived: counted at its end
+    assert value(message, "chat_grpc_server_requests_total",
+                 method="StreamEvents") >= 0  # long-lived: counted at its end
 
     # delivery: the events stream's length (sampled every few seconds) and the outbox backlog gauge
     prefix = metrics_mesh.env["CHAT_REDIS_PREFIX"]

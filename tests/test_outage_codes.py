@@ -25,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from chatmesh.auth import TokenVerifier, sign
 from chatmesh.config import Settings
 from chatmesh.db import POOL_TIMEOUT_S
-from chatmesh_tools.embedded import EmbeddedPostgres, free_port
 from chatmesh.errors import ChatError, error_code_of
 from chatmesh.gen.chat.v1 import message_pb2, message_pb2_grpc
 from chatmesh.grpc_server import MeshInterceptor
+from chatmesh_tools.embedded import EmbeddedPostgres, free_port
 from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs
 from tests.helpers import new_user_id

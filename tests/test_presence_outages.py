@@ -16,13 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chatmesh_tools.embedded import EmbeddedRedis, free_port
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import open_pubsub_redis, open_redis
-from services.presence.keys import PresenceKeys
 from chatmesh.resilience import is_outage, spawn_supervised
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
 from services.presence.hub import EventHub
+from services.presence.keys import PresenceKeys
 from services.presence.presence import Contacts, Presence
 from services.presence.store import PresenceStore
 

@@ -135,7 +135,8 @@ async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) 
 
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
-                    len(receivers[u].seen.get(conversations[u], [])) < len(acked[conversations[u]]) for u in recipients):
+                    len(receivers[u].seen.get(conversations[u],
+                                              [])) < len(acked[conversations[u]]) for u in recipients):
                 await asyncio.sleep(0.5)
             stop.set()
             for task in tasks:

@@ -13,8 +13,8 @@ from chatmesh.config import ConfigError, Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc, message_pb2_grpc
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
-from chatmesh.outbox import OutboxRelay
 from chatmesh.membership import MembershipVersions
+from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
@@ -47,7 +47,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     versions = MembershipVersions(redis_client, keys)
     requests = DirectRequests(pool, versions)
     servicer = ConversationServicer(Conversations(pool, settings.max_group_size, requests),
-                                    Participants(pool, settings.max_group_size, versions), AuditTrail(pool, audit_source),
+                                    Participants(pool, settings.max_group_size, versions),
+                                    AuditTrail(pool, audit_source),
                                     requests, Privacy(pool))
 
     def register(server: object) -> list[str]:

@@ -20,9 +20,9 @@ from chatmesh.audit import audit_entry
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
 from chatmesh.logs import request_id_var
-from chatmesh.timestamps import to_datetime
 from chatmesh.roles import Role
-from services.conversation import audit_store, convert, paging, store, validate
+from chatmesh.timestamps import to_datetime
+from services.conversation import audit_store, paging, store, validate
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class AuditTrail:
             ours: list[common_pb2.AuditEntry] = []
             if not position.ours_done:
                 after = (paging.timestamp_of(position.ours[0]), position.ours[1]) if position.ours else None
-                ours = [audit_entry(r, "conversation") for r in await audit_store.page(conn, conversation_id, limit + 1, after)]
+                rows = await audit_store.page(conn, conversation_id, limit + 1, after)
+                ours = [audit_entry(r, "conversation") for r in rows]
         theirs: list[common_pb2.AuditEntry] = []
         theirs_next = ""
         if not position.theirs_done and self._source is not None:

@@ -70,10 +70,12 @@ class Conversations:
                 await store.ensure_user(conn, caller)
                 row = await store.insert_direct(conn, caller, low, high, "accepted" if known else "pending")
                 if row is not None:
-                    await store.insert_participants(conn, row.conversation_id, [(low, Role.MEMBER), (high, Role.MEMBER)],
+                    await store.insert_participants(conn, row.conversation_id,
+                                                    [(low, Role.MEMBER), (high, Role.MEMBER)],
                                                     engaged={caller, other} if known else {caller})
                     view = await self._view(conn, row, caller)
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
+                    await outbox.enqueue(conn, store.SCHEMA,
+                                         [convert.membership_event("conversation:created", view, caller)])
                     return view, True
             # A concurrent create won the unique index: return its conversation.
             winner = await store.find_direct(conn, low, high)
@@ -100,7 +102,8 @@ class Conversations:
                                                 [(caller, Role.ADMIN), *((u, Role.MEMBER) for u in others)],
                                                 engaged={caller})
                 view = await self._view(conn, row, caller)
-                await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
+                await outbox.enqueue(conn, store.SCHEMA,
+                                     [convert.membership_event("conversation:created", view, caller)])
                 return view
 
     async def get_for(self, caller: str, conversation_id: str) -> ConversationView:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.timestamps import timestamp
 from chatmesh.roles import Role
+from chatmesh.timestamps import timestamp
 from services.conversation.store import ConversationView, UserRow
 
 KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
@@ -58,5 +58,6 @@ def membership_event(kind: str, view: ConversationView, actor: str, user_id: str
         type=kind,
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
-            conversation=shared, actor_id=actor, user_id=user_id, role=role.proto if role else common_pb2.ROLE_UNSPECIFIED),
+            conversation=shared, actor_id=actor, user_id=user_id,
+            role=role.proto if role else common_pb2.ROLE_UNSPECIFIED),
     )

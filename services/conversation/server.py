@@ -26,7 +26,8 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         self._requests = requests
         self._privacy = privacy
 
-    async def UpsertUser(self, request: pb.UpsertUserRequest, context: grpc.aio.ServicerContext) -> pb.UpsertUserResponse:
+    async def UpsertUser(self, request: pb.UpsertUserRequest,
+                         context: grpc.aio.ServicerContext) -> pb.UpsertUserResponse:
         """Users record themselves; only services may name another user (and must name one)."""
         me = current_identity()
         if request.user_id and request.user_id != me.user_id:
@@ -137,7 +138,8 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
             participants=conversation.participants, version=view.row.membership_version,
             blocked=view.row.request_state == "blocked")
 
-    async def ListContacts(self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
+    async def ListContacts(self, request: pb.ListContactsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
         require_service()
         contacts = await self._privacy.contacts(request.user_id)
         return pb.ListContactsResponse(user_ids=contacts.audience, visible_user_ids=contacts.visible,

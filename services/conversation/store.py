@@ -201,7 +201,8 @@ async def list_participants(conn: psycopg.AsyncConnection, conversation_id: str)
         return await cur.fetchall()
 
 
-async def participants_of(conn: psycopg.AsyncConnection, conversation_ids: list[str]) -> dict[str, list[ParticipantRow]]:
+async def participants_of(conn: psycopg.AsyncConnection,
+                          conversation_ids: list[str]) -> dict[str, list[ParticipantRow]]:
     """Participants of several conversations at once (a list page's direct conversations)."""
     found: dict[str, list[ParticipantRow]] = {cid: [] for cid in conversation_ids}
     cur = await conn.execute(

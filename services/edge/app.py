@@ -73,8 +73,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.start()
-        callables.update({r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name), r)
-                          for r in transcoder.routes})
+        callables.update({r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name),
+                                                               r) for r in transcoder.routes})
         try:
             yield
         finally:

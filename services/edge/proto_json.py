@@ -22,7 +22,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatmesh.timestamps import rfc3339
 
-
 _C = descriptor.FieldDescriptor
 _INT64_CPPTYPES = frozenset({_C.CPPTYPE_INT64, _C.CPPTYPE_UINT64})
 _FLOAT_CPPTYPES = frozenset({_C.CPPTYPE_FLOAT, _C.CPPTYPE_DOUBLE})

@@ -53,10 +53,10 @@ from services.edge.delivered import DeliveredReporter
 from services.edge.errors import error_frame, from_rpc_error
 from services.edge.frame_limits import FrameLimits
 from services.edge.frames import RenderedEvent
+from services.edge.metrics import DELIVERY_LAG
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
 from services.edge.sends import Sends
-from services.edge.metrics import DELIVERY_LAG
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.timestamps import stamp, timestamp
 from services.message.store import MessageRow
 
+
 def recipients(statuses: Sequence[tuple[str, common_pb2.MessageStatus]]) -> common_pb2.Message:
     """A message holding only this "read by" list, for `message` to merge in: one C-level merge per
     message, where adding a group's 100 recipients one by one cost ~85 us per message."""

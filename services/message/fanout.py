@@ -4,9 +4,10 @@ recipient's inbox, then wakes the hubs once per batch with the names of the user
 Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one Lua
 script (atomic like MULTI, and one round trip), so an event is either fanned out and acknowledged
 completely or not at all; the done-marker makes a re-read of the same event (the relay may publish
-a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out, by a lease in Redis, so a conversation's events reach each inbox in
-order; the others stand by and take over within the lease's TTL when it dies, first finishing the
-entries it had read but not acknowledged. An entry that fails stays pending and is retried after
+a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out, by a
+lease in Redis, so a conversation's events reach each inbox in order; the others stand by and take
+over within the lease's TTL when it dies, first finishing the entries it had read but not
+acknowledged. An entry that fails stays pending and is retried after
 2 s, 4 s, 8 s (scaled by CHAT_TIME_SCALE); after MAX_RETRIES retries it goes to the dead-letter stream
 with its reason.
 """
@@ -368,7 +369,7 @@ def _seqs_in_order(plans: list[_Plan]) -> list[_Plan]:
             places[plan[1].conversation_id].append(index)
     ordered = list(plans)
     for indexes in places.values():
-        for index, plan in zip(indexes, sorted((plans[i] for i in indexes), key=lambda p: abs(p[4]))):
+        for index, plan in zip(indexes, sorted((plans[i] for i in indexes), key=lambda p: abs(p[4])), strict=True):
             ordered[index] = plan
     return ordered
 

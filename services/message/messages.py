@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -85,7 +85,7 @@ class Messages:
                            sender_id=new.sender_id, content=new.content, content_encrypted=new.content_encrypted,
                            enc_algorithm=new.enc_algorithm, enc_key_id=new.enc_key_id,
                            client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
-                           created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None,
+                           created_at=datetime.now(UTC), edited_at=None, deleted_at=None,
                            attachments=attached)
         payload = convert.message_event("chat:message_received", draft).SerializeToString()
         async with self._pool.connection() as conn:
@@ -101,8 +101,9 @@ class Messages:
             except psycopg.errors.RaiseException as exc:
                 if exc.diag.constraint_name != _ATTACHMENTS_AVAILABLE:
                     raise
-                raise errors.conflict("ATTACHMENT_UNAVAILABLE",
-                                      "an attachment is already attached to another message, or was collected") from None
+                raise errors.conflict(
+                    "ATTACHMENT_UNAVAILABLE", "an attachment is already attached to another message, or was collected"
+                ) from None
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _CLIENT_ID_INDEX or new.client_message_id is None:
                     raise

@@ -23,7 +23,8 @@ class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
         self._hub = hub
         self._attachments = attachments
 
-    async def SendMessage(self, request: pb.SendMessageRequest, context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:
+    async def SendMessage(self, request: pb.SendMessageRequest,
+                          context: grpc.aio.ServicerContext) -> pb.SendMessageResponse:
         row, created = await self._messages.send(current_identity().user_id, NewMessage(
             conversation_id=request.conversation_id,
             sender_id=current_identity().user_id,
@@ -37,13 +38,15 @@ class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
         ))
         return pb.SendMessageResponse(message=convert.message(row), created=created)
 
-    async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext) -> pb.ListMessagesResponse:
+    async def ListMessages(self, request: pb.ListMessagesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListMessagesResponse:
         messages, has_more = await self._messages.history(
             current_identity().user_id, request.conversation_id, limit=request.limit,
             before_seq=request.before_seq, after_seq=request.after_seq)
         return pb.ListMessagesResponse(messages=messages, has_more=has_more)
 
-    async def EditMessage(self, request: pb.EditMessageRequest, context: grpc.aio.ServicerContext) -> pb.EditMessageResponse:
+    async def EditMessage(self, request: pb.EditMessageRequest,
+                          context: grpc.aio.ServicerContext) -> pb.EditMessageResponse:
         message = await self._messages.edit(current_identity().user_id, request.message_id, request.content)
         return pb.EditMessageResponse(message=message)
 
@@ -58,7 +61,8 @@ class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
                                                         request.status)
         return pb.UpdateMessageStatusResponse(delivered_seq=position.delivered_seq, read_seq=position.read_seq)
 
-    async def AddReaction(self, request: pb.AddReactionRequest, context: grpc.aio.ServicerContext) -> pb.AddReactionResponse:
+    async def AddReaction(self, request: pb.AddReactionRequest,
+                          context: grpc.aio.ServicerContext) -> pb.AddReactionResponse:
         message = await self._messages.reactions.add(current_identity().user_id, request.message_id, request.emoji)
         return pb.AddReactionResponse(message=message)
 

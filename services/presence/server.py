@@ -30,11 +30,13 @@ class PresenceServicer(presence_pb2_grpc.PresenceServiceServicer):
         await self._presence.drop(request.edge_id, request.connections)
         return pb.DropConnectionsResponse()
 
-    async def SetPresence(self, request: pb.SetPresenceRequest, context: grpc.aio.ServicerContext) -> pb.SetPresenceResponse:
+    async def SetPresence(self, request: pb.SetPresenceRequest,
+                          context: grpc.aio.ServicerContext) -> pb.SetPresenceResponse:
         presence = await self._presence.set_explicit(current_identity().user_id, request.status)
         return pb.SetPresenceResponse(presence=presence)
 
-    async def GetPresence(self, request: pb.GetPresenceRequest, context: grpc.aio.ServicerContext) -> pb.GetPresenceResponse:
+    async def GetPresence(self, request: pb.GetPresenceRequest,
+                          context: grpc.aio.ServicerContext) -> pb.GetPresenceResponse:
         return pb.GetPresenceResponse(presences=await self._presence.query(current_identity().user_id,
                                                                            list(request.user_ids)))
 

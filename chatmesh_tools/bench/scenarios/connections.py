@@ -21,7 +21,8 @@ from chatmesh_tools.bench.target import Target
 MB = 1024 * 1024
 
 
-def run(target: Target, *, sockets: int, workers: int, idle_s: float, profile_dir: Path | None = None) -> dict[str, Any]:
+def run(target: Target, *, sockets: int, workers: int, idle_s: float,
+        profile_dir: Path | None = None) -> dict[str, Any]:
     users, _ = fixtures.make(target, f"conn{int(time.time())}", sockets, 0, register=False)
     edge_pid = {"edge": target.pids["edge"]} if "edge" in target.pids else {}
     base = procstats.sample(edge_pid).get("edge")

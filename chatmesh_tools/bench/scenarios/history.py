@@ -87,7 +87,8 @@ def _reader(url: str, tokens: list[str], conversation_id: str, last_seq: int, pa
                     before = rnd.randint(page + 1, last_seq + 1)
                     t = time.monotonic_ns()
                     k += 1
-                    status, body = await client.get(path, {"limit": page, "before_seq": before}, tokens[k % len(tokens)])
+                    status, body = await client.get(path, {"limit": page, "before_seq": before},
+                                                    tokens[k % len(tokens)])
                     lat.append((time.monotonic_ns() - t) / 1e6)
                     if status != 200 or len(loads(body).get("messages", [])) != page:
                         errors += 1
