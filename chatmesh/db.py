@@ -67,7 +67,7 @@ async def migrate(url: str, schema: str, folder: Path, *, shared_ddl: Sequence[s
             for ddl in shared_ddl:
                 async with conn.transaction():
                     await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-                    await conn.execute(ddl)  # type: ignore[arg-type]
+                    await conn.execute(ddl)
             cur = await conn.execute(f'SELECT version FROM "{schema}".schema_migrations')
             done = {row[0] for row in await cur.fetchall()}
             for path in files:
@@ -76,7 +76,7 @@ async def migrate(url: str, schema: str, folder: Path, *, shared_ddl: Sequence[s
                     continue
                 async with conn.transaction():
                     await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-                    await conn.execute(path.read_text())  # type: ignore[arg-type]
+                    await conn.execute(path.read_text())
                     await conn.execute(
                         f'INSERT INTO "{schema}".schema_migrations (version, name) VALUES (%s, %s)',
                         (version, path.name),

@@ -26,7 +26,7 @@ class Role(StrEnum):
         raise ValueError(f"unknown role {value}")
 
     @property
-    def proto(self) -> common_pb2.Role.ValueType:
+    def proto(self) -> common_pb2.Role:
         return _PROTO[self]
 
     @property
@@ -35,5 +35,5 @@ class Role(StrEnum):
         return self in (Role.ADMIN, Role.MODERATOR)
 
 
-_PROTO: dict[Role, common_pb2.Role.ValueType] = {
+_PROTO: dict[Role, common_pb2.Role] = {
     Role.ADMIN: common_pb2.ROLE_ADMIN, Role.MODERATOR: common_pb2.ROLE_MODERATOR, Role.MEMBER: common_pb2.ROLE_MEMBER}

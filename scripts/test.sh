@@ -28,4 +28,8 @@ if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
   echo "warning: neither kubectl nor kustomize is on PATH: tests/test_k8s.py will fail" >&2
 fi
 
+# Lint and types first (configured in pyproject.toml): a finding fails the run before any test starts.
+python -m ruff check .
+python -m mypy
+
 exec python -m pytest "$@"

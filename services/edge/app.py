@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> Starlette:
     ctx = EdgeContext(settings)
     transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2]))
     openapi_document = build_openapi(transcoder.routes)
-    callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+    callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
     services = {r.grpc_path: ctx.service_of(r.method.containing_service.full_name) for r in transcoder.routes}
 
     @contextlib.asynccontextmanager
@@ -86,7 +86,8 @@ def create_app(settings: Settings) -> Starlette:
     async def readyz(request: Request) -> Response:
         async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, bool]:
             try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                # types-grpcio-health-checking's HealthStub declares no methods (grpc adds them at run time).
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),  # type: ignore[attr-defined]
                                                                         timeout=READYZ_CHECK_S)
                 return name, reply.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError:

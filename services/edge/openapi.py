@@ -11,7 +11,7 @@ declares the bearer scheme and the one error body for 4xx/5xx.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import descriptor
 
@@ -103,7 +103,7 @@ class _Builder:
 
     def operation(self, route: Route) -> dict[str, Any]:
         method = route.method
-        request_desc = route.request_class.DESCRIPTOR
+        request_desc = cast(descriptor.Descriptor, route.request_class.DESCRIPTOR)  # the stubs add upb's twin
         path_fields = set(route.variables.values())
         parameters: list[dict[str, Any]] = []
         for field_path in route.variables.values():
@@ -125,7 +125,8 @@ class _Builder:
             "security": [{"bearer": []}],
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {
-                    "schema": self.message_ref(route.response_class.DESCRIPTOR, request=False)}}},
+                    "schema": self.message_ref(cast(descriptor.Descriptor, route.response_class.DESCRIPTOR),
+                                               request=False)}}},
                 **{status: {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
                 "429": {"$ref": "#/components/responses/RateLimited"},
                 "503": {"$ref": "#/components/responses/Unavailable"},
@@ -150,7 +151,9 @@ class _Builder:
     def _path_field(self, desc: descriptor.Descriptor, field_path: str) -> dict[str, Any]:
         names = field_path.split(".")
         for name in names[:-1]:
-            desc = desc.fields_by_name[name].message_type
+            nested = desc.fields_by_name[name].message_type
+            assert nested is not None, field_path  # the route was checked when it was built
+            desc = nested
         schema = self.field(desc.fields_by_name[names[-1]], request=True)
         if schema.get("type") == "string" and "enum" not in schema:
             schema = {**schema, "minLength": 1}

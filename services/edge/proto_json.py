@@ -13,7 +13,7 @@ from __future__ import annotations
 import binascii
 import keyword
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from google.protobuf import descriptor, descriptor_pool, json_format
@@ -55,7 +55,8 @@ class JsonRenderer:
         self._custom_enum_names = _json_enum_option_exists()
 
     def render(self, message: Message) -> Any:
-        function = self._functions.get(message.DESCRIPTOR) or self._compile(message.DESCRIPTOR)
+        desc = cast(descriptor.Descriptor, message.DESCRIPTOR)  # the stubs add upb's twin type
+        function = self._functions.get(desc) or self._compile(desc)
         return function(message)
 
     def render_json(self, message: Message) -> bytes:

@@ -198,8 +198,8 @@ class Connection:
             self._identity = self._user(await self._ctx.verifier.averify(str(frame["data"].get("token", ""))))
             return str(frame["data"].get("resume_token") or "")
         except (AuthError, ValueError, TimeoutError) as exc:
-            message = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
-            await self._ws.send_json(error_frame(None, "UNAUTHENTICATED", message))
+            reason = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
+            await self._ws.send_json(error_frame(None, "UNAUTHENTICATED", reason))
             await self._ws.close(CLOSE_POLICY, "unauthenticated")
             return ""
         except WebSocketDisconnect:

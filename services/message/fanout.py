@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -341,7 +342,7 @@ class Fanout:
 
     async def _dead_letter(self, entry_ids: list[bytes]) -> None:
         entries = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=0,
-                                           message_ids=entry_ids)
+                                           message_ids=cast("list[Any]", entry_ids))  # the stubs' list is invariant
         async with self._redis.pipeline(transaction=True) as tx:
             for entry_id, fields in entries:
                 reason = self._errors.pop(entry_id.decode(), "retries exhausted")
