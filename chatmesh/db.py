@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: st
     return pool
 
 
-async def migrate(url: str, schema: str, folder: Path) -> list[str]:
-    """Apply the folder's pending migrations to `schema`; returns the names applied."""
+async def migrate(url: str, schema: str, folder: Path, *, shared_ddl: Sequence[str] = ()) -> list[str]:
+    """Apply the folder's pending migrations to `schema`; returns the names applied.
+
+    `shared_ddl`: idempotent DDL of tables a shared module owns in the schema (chatmesh.outbox.DDL),
+    run on every migrate before the folder's files, so a new schema has them before its own files use
+    them and an existing one is left as it is."""
     files = sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True, **CONNECT_KWARGS) as conn:
@@ -59,6 +64,10 @@ async def migrate(url: str, schema: str, folder: Path) -> list[str]:
                 f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
                 " version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            for ddl in shared_ddl:
+                async with conn.transaction():
+                    await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+                    await conn.execute(ddl)
             cur = await conn.execute(f'SELECT version FROM "{schema}".schema_migrations')
             done = {row[0] for row in await cur.fetchall()}
             for path in files:
@@ -67,7 +76,7 @@ async def migrate(url: str, schema: str, folder: Path) -> list[str]:
                     continue
                 async with conn.transaction():
                     await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-                    await conn.execute(path.read_text())  # type: ignore[arg-type]
+                    await conn.execute(path.read_text())
                     await conn.execute(
                         f'INSERT INTO "{schema}".schema_migrations (version, name) VALUES (%s, %s)',
                         (version, path.name),

@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 import psycopg
@@ -33,6 +33,13 @@ from chatmesh.resilience import SampledLog, is_outage
 
 log = logging.getLogger(__name__)
 _outage_log = SampledLog(log)
+
+# The context of any call: types-grpcio makes it generic in the request and response types, which the
+# servicers leave open (grpc does not subscript it at run time, hence the string).
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+# An aio streaming handler: an async generator (the sync stubs of grpc type it as an iterator).
+_Stream = Callable[..., AsyncIterator[Any]]
 
 identity_var: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity")
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
@@ -126,9 +133,9 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if handler is None or details.method.startswith(_OPEN_PREFIXES):
             return handler
@@ -142,10 +149,12 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 scope.wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                scope.wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+                scope.wrap_stream(cast(_Stream, handler.unary_stream)), handler.request_deserializer,
+                handler.response_serializer)
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                scope.wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+                scope.wrap_stream(cast(_Stream, handler.stream_stream)), handler.request_deserializer,
+                handler.response_serializer)
         return handler
 
 
@@ -155,7 +164,7 @@ class _CallScope:
         self._metadata = metadata
         self._method = method
 
-    async def _enter(self, context: grpc.aio.ServicerContext) -> None:
+    async def _enter(self, context: Context) -> None:
         request_id_var.set(self._metadata.get("x-request-id") or uuid.uuid4().hex)
         try:
             identity = await self._verifier.averify_bearer(self._metadata.get("authorization"))
@@ -164,7 +173,7 @@ class _CallScope:
         allow_service_caller(self._method, identity)  # a ChatError here is answered like a handler's
         identity_var.set(identity)
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: ChatError) -> None:
+    async def _fail(self, context: Context, exc: ChatError) -> None:
         context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
         await context.abort(exc.status, exc.message)
 
@@ -183,7 +192,7 @@ class _CallScope:
         return ChatError(_S.INTERNAL, "INTERNAL", f"internal error (request {request_id_var.get()})")
 
     @contextlib.asynccontextmanager
-    async def _call(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _call(self, context: Context) -> AsyncIterator[None]:
         """One call's life, unary or streaming: identity in, errors out as statuses, metrics."""
         started, cancelled = time.perf_counter(), False
         try:
@@ -203,14 +212,14 @@ class _CallScope:
             metrics.observe_grpc(self._method, "CANCELLED" if cancelled else _code_name(context), started)
 
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             async with self._call(context):
                 return await behavior(request, context)
 
         return unary
 
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with self._call(context):
                 async for response in behavior(request, context):
                     yield response
@@ -218,9 +227,9 @@ class _CallScope:
         return stream
 
 
-def _code_name(context: grpc.aio.ServicerContext) -> str:
+def _code_name(context: Context) -> str:
     """The status the call ended with, as its name (`OK` when the handler returned normally)."""
-    code = context.code()
+    code: grpc.StatusCode | int | None = context.code()  # the stubs say StatusCode; grpc also gives None or int
     if code is None:
         return "OK"
     if isinstance(code, grpc.StatusCode):

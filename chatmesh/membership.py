@@ -22,37 +22,35 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import grpc
-
 import redis.asyncio as aioredis
 
 from chatmesh import errors
 from chatmesh.auth import ServiceCredentials
-from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
+from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
 from chatmesh.redis_conn import Keys
 from chatmesh.redis_guard import RedisGuard
+from chatmesh.roles import Role
 
 T = TypeVar("T")
 
 TTL_S = 5.0
-ROLE_NAMES = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator", common_pb2.ROLE_MEMBER: "member"}
-
 
 @dataclass(frozen=True)
 class Membership:
     conversation_id: str
     active: bool
-    roles: dict[str, str]
+    roles: dict[str, Role]
     version: int
     blocked: bool = False  # a blocked direct conversation: participants read it, nobody writes to it
 
-    def require_participant(self, user_id: str) -> str:
+    def require_participant(self, user_id: str) -> Role:
         """The user's role; 403 when they are not a participant (of an active conversation)."""
         role = self.roles.get(user_id)
         if role is None or not self.active:
             raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
         return role
 
-    def require_writer(self, user_id: str) -> str:
+    def require_writer(self, user_id: str) -> Role:
         """As require_participant, for what writes into the conversation (messages, typing): 403
         BLOCKED in a blocked direct conversation."""
         role = self.require_participant(user_id)
@@ -159,7 +157,7 @@ class MembershipCache:
         return Membership(
             conversation_id=reply.conversation_id,
             active=reply.active,
-            roles={p.user_id: ROLE_NAMES.get(p.role, "member") for p in reply.participants},
+            roles={p.user_id: Role.from_proto(p.role) for p in reply.participants},
             version=reply.version,
             blocked=reply.blocked,
         )

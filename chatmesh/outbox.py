@@ -36,12 +36,27 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from opentelemetry.trace import Span, SpanKind
 from psycopg_pool import AsyncConnectionPool
+from redis.typing import EncodableT, FieldT
 
 from chatmesh import db, metrics, tracing
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.resilience import Backoff, OutageLog
 
 log = logging.getLogger(__name__)
+
+# The outbox table, in the schema of each service that emits durable events: every service migrates it
+# through this text (db.migrate's `shared_ddl`, before the service's own files), so it is written once.
+# Idempotent: databases migrated before it moved here made the same table in their 0001_init.sql. A
+# later change to the table is a numbered migration of each schema, as for any applied table.
+DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id           bigserial PRIMARY KEY,
+    payload      bytea NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+"""
 
 BATCH = 500
 POLL_S = 2.0
@@ -193,7 +208,7 @@ class OutboxRelay:
             try:
                 async with self._redis.pipeline(transaction=True) as pipe:
                     for _, payload, parent in rows:
-                        fields = {b"e": bytes(payload)}
+                        fields: dict[FieldT, EncodableT] = {b"e": bytes(payload)}
                         if parent is not None:  # written while traced: the trace goes on to fan-out
                             spans.append(tracing.continue_trace("outbox publish", parent, SpanKind.PRODUCER))
                             fields[b"t"] = tracing.traceparent_of(spans[-1])

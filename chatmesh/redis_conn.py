@@ -42,6 +42,8 @@ def _one_quick_retry() -> Retry:
 
 
 class Keys:
+    """The keys more than one service reads or writes (each service keeps its own: services/presence/keys.py)."""
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
@@ -70,21 +72,3 @@ class Keys:
     def membership_version(self, conversation_id: str) -> str:
         """A conversation's latest membership version (chatmesh.membership: immediate revocation)."""
         return f"{self.prefix}:membership:version:{conversation_id}"
-
-    def presence(self, name: str) -> str:
-        return f"{self.prefix}:presence:{name}"
-
-    def presence_conns(self, user_id: str) -> str:
-        """A user's live connections: sorted set of `<edge id>:<connection id>` scored by deadline (ms)."""
-        return f"{self.prefix}:presence:conns:{{{user_id}}}"
-
-    def presence_state(self, user_id: str) -> str:
-        """A user's shown status, explicit (invisible) state and last seen time."""
-        return f"{self.prefix}:presence:state:{{{user_id}}}"
-
-    def presence_live(self, user_id: str) -> str:
-        """Pub/sub channel of a user's ephemeral events (presence and typing)."""
-        return f"{self.prefix}:presence:live:{{{user_id}}}"
-
-    def user_of_presence_live(self, channel: str) -> str:
-        return channel[len(self.prefix) + len(":presence:live:{"):-1]

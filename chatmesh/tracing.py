@@ -154,7 +154,7 @@ def server_interceptors() -> list[Any]:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor(tracer_provider=_provider, filter_=_traced_call())]
+    return [aio_server_interceptor(tracer_provider=_provider, filter_=_traced_call())]  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:
@@ -164,7 +164,8 @@ def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors(tracer_provider=_provider, filter_=_traced_call()))
+    return list(aio_client_interceptors(tracer_provider=_provider,  # type: ignore[no-untyped-call]
+                                        filter_=_traced_call()))
 
 
 # The edge

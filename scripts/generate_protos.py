@@ -80,7 +80,7 @@ def _leading_comments(file: descriptor_pb2.FileDescriptorProto) -> list[tuple[st
             enum((*path, 4, i), nested_enum, name)
 
     def enum(path: tuple[int, ...], desc: descriptor_pb2.EnumDescriptorProto, scope: str) -> None:
-        name = names[path] = f"{scope}.{desc.name}"
+        names[path] = f"{scope}.{desc.name}"
         for i, value in enumerate(desc.value):
             names[(*path, 2, i)] = f"{scope}.{value.name}"  # enum values are scoped beside their enum
 

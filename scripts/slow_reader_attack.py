@@ -34,8 +34,8 @@ from websockets.uri import parse_uri
 
 from chatmesh.auth import sign
 from chatmesh.config import Settings
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 
 BIG = "\U0001F600" * 3990  # ~16 KB of UTF-8
 
@@ -145,7 +145,7 @@ async def attack(mesh: Mesh, settings: Settings, sockets: int, messages: int, ra
     sampler = asyncio.create_task(sample())
     reading = [asyncio.create_task(r.read(rate, seconds)) for r in readers]
     for start in range(0, messages // 2, 10):
-        await asyncio.gather(*(send(s, c, n) for s, c in zip(senders, conversations)
+        await asyncio.gather(*(send(s, c, n) for s, c in zip(senders, conversations, strict=True)
                                for n in range(start, start + 10)))
     sent_after = time.monotonic() - started
     await asyncio.gather(*reading)
@@ -186,7 +186,8 @@ def main() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     with tempfile.TemporaryDirectory(prefix="chatmesh-attack-") as tmp:
         env = {"CHAT_DATABASE_URL": urlunsplit(urlsplit(postgres)._replace(path=f"/{name}")),
-               "CHAT_REDIS_URL": os.environ["CHAT_TEST_REDIS_URL"], "CHAT_REDIS_PREFIX": f"attack-{secrets.token_hex(4)}",
+               "CHAT_REDIS_URL": os.environ["CHAT_TEST_REDIS_URL"],
+               "CHAT_REDIS_PREFIX": f"attack-{secrets.token_hex(4)}",
                "CHAT_JWT_SECRET": secrets.token_urlsafe(32), "CHAT_LOG_LEVEL": "INFO",
                "CHAT_SERVICE_KEYRING": str(Path(tmp) / "keys")}
         mesh = Mesh(env=env, ports={s: free_port() for s in SERVICES}, log_dir=Path(tmp) / "logs")

@@ -13,7 +13,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 step "installing chatmesh and its test dependencies into .venv (pip; about 20-40 s the first time)"
-pip install --quiet --disable-pip-version-check -e '.[dev]'
+pip install --quiet --disable-pip-version-check -e '.[dev,embedded]'
 
 # Node tools, pinned: buf (tests/test_contract.py), Redocly's linter for /openapi.json
 # (tests/test_openapi_lint.py) and the AsyncAPI parser for /asyncapi.json (tests/test_asyncapi.py).
@@ -40,6 +40,11 @@ fi
 if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
   echo "warning: neither kubectl nor kustomize is on PATH: tests/test_k8s.py will fail" >&2
 fi
+
+# Lint and types first (configured in pyproject.toml).
+step "ruff and mypy (lint and types; a finding fails the run before any test starts)"
+python -m ruff check .
+python -m mypy
 
 step "running pytest (about 8-10 minutes on 2 cores; a dot per test)"
 exec python -m pytest "$@"

@@ -19,9 +19,9 @@ import redis
 
 from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import Settings
-from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
 from chatmesh.service_keys import ensure_keyring, keyring_env
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 
 TIME_SCALE = "0.05"
 
@@ -145,7 +145,8 @@ def new_mesh(mesh_env: dict[str, str], log_dir: Path) -> Mesh:
 def dump_logs(log_dir: Path) -> None:
     """On failure, show what the services said (the temporary folder is gone afterwards)."""
     for log in sorted(log_dir.glob("*.log")):
-        print(f"\n===== {log.name} (last lines) =====\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+        print(f"\n===== {log.name} (last lines) =====\n{tail}")
 
 
 @pytest.fixture(scope="session")

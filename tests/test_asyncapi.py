@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import jsonschema
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from services.edge import frame_limits, presence_link, ws
 from services.edge.asyncapi import build_asyncapi
 from services.edge.frame_catalog import CLOSE_CODES, EDGE_ERROR_CODES, FRAMES, MESSAGE_ID
@@ -77,7 +77,8 @@ def _emitted_event_types() -> set[str]:
     found: set[str] = set()
     for path in _sources("services", "chatmesh"):
         tree = ast.parse(path.read_text())
-        found |= {s for s in _strings(tree) if s.startswith(NAMESPACES) and s.split(":", 1)[1].replace("_", "").isalpha()}
+        found |= {s for s in _strings(tree)
+                  if s.startswith(NAMESPACES) and s.split(":", 1)[1].replace("_", "").isalpha()}
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "Event":
                 found |= {k.value.value for k in node.keywords if k.arg == "type" and isinstance(k.value, ast.Constant)}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import io
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.attachment_support import create_upload, get_attachment, png, raw_request, upload, wav, webm
 from tests.conftest import new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send

@@ -22,8 +22,8 @@ import boto3
 import httpx
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.attachment_support import create_upload, get_attachment, png, upload, webm
 from tests.conftest import new_mesh
 from tests.helpers import bearer, direct_conversation, new_user_id, register, send

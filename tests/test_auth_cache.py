@@ -4,7 +4,7 @@ token's exp, never remembers a refusal and stays bounded."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -27,7 +27,7 @@ def _move_clock_to(monkeypatch: pytest.MonkeyPatch, at: float) -> None:
     class _At(datetime):
         @classmethod
         def now(cls, tz: Any = None) -> Any:
-            return datetime.fromtimestamp(at, tz or timezone.utc)
+            return datetime.fromtimestamp(at, tz or UTC)
 
     monkeypatch.setattr(auth, "_clock", lambda: at)
     monkeypatch.setattr(jwt.api_jwt, "datetime", _At)

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
-from chatmesh.launcher import Mesh
 from chatmesh.service_keys import keyring_env
+from chatmesh_tools.launcher import Mesh
 from services.edge.app import create_app
 from services.edge.transcoder import routes_from
 
@@ -67,7 +67,8 @@ def bad_headers() -> dict[str, dict[str, str]]:
         "expired": {"Authorization": "Bearer " + jwt.encode(_claims(exp=int(time.time()) - 120), SECRET, "HS256")},
         "no exp": {"Authorization": "Bearer " + jwt.encode({k: v for k, v in _claims().items() if k != "exp"},
                                                            SECRET, "HS256")},
-        "not yet valid": {"Authorization": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, "HS256")},
+        "not yet valid": {"Authorization": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET,
+                                                                  "HS256")},
         "issued in the future": {"Authorization": "Bearer " + jwt.encode(_claims(iat=int(time.time()) + 600),
                                                                          SECRET, "HS256")},
         "wrong signature": {"Authorization": "Bearer " + jwt.encode(_claims(), "another-secret-" + SECRET, "HS256")},

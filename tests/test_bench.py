@@ -17,7 +17,7 @@ pytest.importorskip("psutil")  # a dependency of the embedded servers, so normal
 def test_quick_bench_loses_and_duplicates_nothing(tmp_path: Path, postgres_server: str, redis_server: str) -> None:
     out = tmp_path / "bench"
     run = subprocess.run(
-        [sys.executable, "-m", "chatmesh.cli", "bench", "--quick", "--out", str(out), "--no-plots",
+        [sys.executable, "-m", "chatmesh_tools.cli", "bench", "--quick", "--out", str(out), "--no-plots",
          "--database-url", postgres_server, "--redis-url", redis_server],
         check=False, capture_output=True, text=True, timeout=280)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatmesh.config import ConfigError, Settings
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from services.presence.ice import call_config
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
 
@@ -283,10 +283,12 @@ def test_ice_servers_and_time_limited_turn_credentials() -> None:
     assert list(turn.urls) == ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"]
     expiry, _, user = turn.username.partition(":")
     assert user == "alice" and before + 600 <= int(expiry) <= int(time.time()) + 600
-    assert turn.credential == base64.b64encode(hmac.new(b"s3cret", turn.username.encode(), hashlib.sha1).digest()).decode()
+    digest = hmac.new(b"s3cret", turn.username.encode(), hashlib.sha1).digest()
+    assert turn.credential == base64.b64encode(digest).decode()
     assert reply.credentials_expire_at.seconds == int(expiry) and reply.ring_timeout_ms == 2000
     plain = call_config(Settings.from_env({"CHAT_JWT_SECRET": "x"}), "alice", 2.0, 16384)
     assert list(plain.ice_servers) == [] and not plain.HasField("credentials_expire_at")  # host candidates only
-    for bad in ("{", '{"urls": "stun:x"}', '[{"urls": []}]', '[{"urls": "nothing"}]', '[{"urls": "stun:x", "username": 1}]'):
+    for bad in ("{", '{"urls": "stun:x"}', '[{"urls": []}]', '[{"urls": "nothing"}]',
+                '[{"urls": "stun:x", "username": 1}]'):
         with pytest.raises(ConfigError, match="CHAT_ICE_SERVERS"):
             Settings.from_env({"CHAT_JWT_SECRET": "x", "CHAT_ICE_SERVERS": bad})

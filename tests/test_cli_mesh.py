@@ -23,10 +23,10 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatmesh.embedded import free_port
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
+from chatmesh_tools.embedded import free_port
 
-CHATMESH = [sys.executable, "-m", "chatmesh.cli"]
+CHATMESH = [sys.executable, "-m", "chatmesh_tools.cli"]
 
 
 def free_ports_in_a_row(count: int) -> int:

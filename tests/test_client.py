@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from chatmesh_client import Client, MessageEvent, ReceiptEvent, ResyncEvent, StateEvent
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
 from chatmesh.redis_conn import Keys
+from chatmesh_client import Client, MessageEvent, ReceiptEvent, ResyncEvent, StateEvent
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import direct_conversation, new_user_id, register, send
 
 
@@ -72,8 +72,8 @@ async def nothing_more(client: Client, seconds: float) -> list[MessageEvent]:
 
 def test_client_package_stands_alone() -> None:
     """clients/python imports neither the server library nor the services."""
-    code = ("import sys, chatmesh_client; bad = [m for m in sys.modules if m.split('.')[0] in ('chatmesh', 'services')];"
-            "assert not bad, bad")
+    code = ("import sys, chatmesh_client; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('chatmesh', 'services')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chatmesh_client import ChatError, Client, MessageEvent
 
-from chatmesh.launcher import Mesh
+from chatmesh_client import ChatError, Client, MessageEvent
+from chatmesh_tools.launcher import Mesh
 from tests.attachment_support import png
 from tests.helpers import direct_conversation, new_user_id, register
 
@@ -34,7 +34,8 @@ async def test_upload_send_receive_and_download(pair: tuple[Client, Client, str]
     photo = tmp_path / "holiday.png"
     photo.write_bytes(png(900, 300))
     seen: list[tuple[int, int]] = []
-    uploaded = await alice.attachments.upload(conversation_id, photo, progress=lambda sent, total: seen.append((sent, total)))
+    uploaded = await alice.attachments.upload(conversation_id, photo,
+                                              progress=lambda sent, total: seen.append((sent, total)))
     assert (uploaded.filename, uploaded.content_type, uploaded.width, uploaded.state) == (
         "holiday.png", "image/png", 900, "ready")
     assert seen and seen[-1] == (photo.stat().st_size, photo.stat().st_size)

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from chatmesh_client import CallEvent, ChatError, Client
 
-from chatmesh.launcher import Mesh
+from chatmesh_client import CallEvent, ChatError, Client
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import direct_conversation, new_user_id, register
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"

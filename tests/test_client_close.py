@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from chatmesh_client import Client, MessageEvent
-
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import direct_conversation, new_user_id, register, send
 
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from chatmesh_client import Client, ThreadEvent
 
-from chatmesh.launcher import Mesh
+from chatmesh_client import Client, ThreadEvent
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import new_user_id
 from tests.test_message_support import group
 
@@ -35,7 +35,7 @@ async def _thread_event(client: Client, reply_count: int, timeout: float = 10) -
 async def test_an_open_thread_stays_current(mesh: Mesh, http: httpx.AsyncClient, make_token, database_url: str,
                                             clients: list[Client]) -> None:
     alice_id, bob_id = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice_id: "admin", bob_id: "member"})
+    cid = await group(database_url, {alice_id: "admin", bob_id: "member"})
     alice, bob = Client(mesh.edge_url), Client(mesh.edge_url)
     clients += [alice, bob]
     await alice.connect(make_token(alice_id))

@@ -13,10 +13,10 @@ import httpx
 import psycopg
 import pytest
 
-from chatmesh.embedded import free_port
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import send
 from tests.test_conversation_support import Person, create_group, error_of, people
 

@@ -13,7 +13,7 @@ import pytest
 
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, send
 from tests.test_conversation_support import create_group, error_of, people, roles_of, settles
 

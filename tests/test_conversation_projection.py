@@ -16,10 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chatmesh.embedded import free_port
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.launcher import Mesh
 from chatmesh.redis_conn import Keys
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from services.conversation.projection import GROUP
 from tests.helpers import send
 from tests.test_conversation_support import create_group, eventually, people, settles
@@ -116,15 +116,18 @@ async def test_replayed_and_reordered_events_change_nothing(http: httpx.AsyncCli
     cid = (await create_group(http, ann, [bob]))["conversation_id"]
     received = "chat:message_received"
     # Newer before older, and each twice.
-    await events_stream(message_event(received, cid, 2, bob.id, "second"), message_event(received, cid, 1, ann.id, "first"),
-                        message_event(received, cid, 2, bob.id, "second"), message_event(received, cid, 1, ann.id, "first"))
+    await events_stream(message_event(received, cid, 2, bob.id, "second"),
+                        message_event(received, cid, 1, ann.id, "first"),
+                        message_event(received, cid, 2, bob.id, "second"),
+                        message_event(received, cid, 1, ann.id, "first"))
     state = await settles(http, ann, cid, {"last_message.seq": "2", "unread_count": "1"})
     assert state["last_message"]["text"] == "second" and state["last_message_at"] == "2030-01-01T00:00:02Z"
     await settles(http, bob, cid, {"unread_count": "1"})
 
     # A read position never moves back; a replayed own message is counted once.
     await events_stream(read_event(cid, ann.id, 2), read_event(cid, ann.id, 1),
-                        message_event(received, cid, 3, ann.id, "third"), message_event(received, cid, 3, ann.id, "third"),
+                        message_event(received, cid, 3, ann.id, "third"),
+                        message_event(received, cid, 3, ann.id, "third"),
                         read_event(cid, bob.id, 1))
     await settles(http, ann, cid, {"last_message.seq": "3", "unread_count": "0"})
     await settles(http, bob, cid, {"unread_count": "1"})  # 3 - read 1 - own (seq 2) 1

@@ -41,7 +41,8 @@ async def test_a_batch_of_one_conversation_ends_at_its_highest_seq(http: httpx.A
     ann, bob, cat = await people(http, make_token, "ann", "bob", "cat")
     cid = (await create_group(http, ann, [bob, cat]))["conversation_id"]
     # Out of order and with repeats: ann 1, bob 2, ann 3, bob 4, ann 5; bob read up to 2, then 4.
-    await publish_batch(message_event(RECEIVED, cid, 3, ann.id, "three"), message_event(RECEIVED, cid, 5, ann.id, "five"),
+    await publish_batch(message_event(RECEIVED, cid, 3, ann.id, "three"),
+                        message_event(RECEIVED, cid, 5, ann.id, "five"),
                         message_event(RECEIVED, cid, 1, ann.id, "one"), read_event(cid, bob.id, 4),
                         message_event(RECEIVED, cid, 4, bob.id, "four"), message_event(RECEIVED, cid, 2, bob.id, "two"),
                         read_event(cid, bob.id, 2), message_event(RECEIVED, cid, 5, ann.id, "five"))
@@ -53,7 +54,8 @@ async def test_a_batch_of_one_conversation_ends_at_its_highest_seq(http: httpx.A
 
     # His own message past his read position is never unread; reading past it stops subtracting it.
     await publish_batch(read_event(cid, bob.id, 6), message_event(RECEIVED, cid, 6, bob.id, "six"),
-                        message_event(RECEIVED, cid, 7, bob.id, "seven"), message_event(RECEIVED, cid, 8, cat.id, "eight"))
+                        message_event(RECEIVED, cid, 7, bob.id, "seven"),
+                        message_event(RECEIVED, cid, 8, cat.id, "eight"))
     await settles(http, bob, cid, {"last_message.seq": "8", "unread_count": "1"})  # 8 - read 6 - own 7
     await settles(http, cat, cid, {"unread_count": "7"})  # 8 - own 8
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import new_user_id
 
 Stub = conversation_pb2_grpc.ConversationServiceStub

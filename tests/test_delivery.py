@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.launcher import Mesh
 from chatmesh.redis_conn import Keys
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send, unique
 
 
@@ -178,7 +178,7 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
                                                b"reason": b"test: upstream was down"})
     env = {**mesh_env, "PATH": ""}
     def cli(action: str) -> str:
-        return subprocess.run([sys.executable, "-m", "chatmesh.cli", "dead-letter", action], env=env,
+        return subprocess.run([sys.executable, "-m", "chatmesh_tools.cli", "dead-letter", action], env=env,
                               capture_output=True, text=True, check=True).stdout
 
     listed = await asyncio.to_thread(cli, "list")
@@ -211,7 +211,9 @@ async def test_an_event_published_twice_reaches_the_inbox_once(redis_client, red
     await bob_socket.close()
 
     inbox = [common_pb2.Event.FromString(fields[b"e"]) for _, fields in await redis_client.xrange(keys.inbox(bob))]
-    assert [e.message.message_id for e in inbox if e.type == "chat:message_received"] == [first["message_id"], second["message_id"]]
+    assert [e.message.message_id for e in inbox if e.type == "chat:message_received"] == [first["message_id"],
+                                                                                          second["message_id"]]
     resumed = await Socket.open(mesh.edge_url, bob_token, resume_token=received["resume_token"])
-    assert [f["data"]["message_id"] for f in await collect(resumed, "chat:message_received", 1)] == [second["message_id"]]
+    assert [f["data"]["message_id"] for f in await collect(resumed, "chat:message_received", 1)] == [
+        second["message_id"]]
     await resumed.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import signal
 import socket
 from collections.abc import Iterator
@@ -14,14 +13,14 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import redis.asyncio as aioredis
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
-import redis.asyncio as aioredis
 
-from chatmesh.embedded import EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from tests.conftest import dump_logs
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send
 
@@ -109,11 +108,11 @@ async def test_two_edges_and_two_message_services_deliver_each_event_once(isolat
     for i in range(20):
         await send(http if i % 2 else http2, alice_token, conversation_id, f"m{i}")
     expected = [f"m{i}" for i in range(20)]
-    for socket in (bob_on_1, bob_on_2):
-        frames = await collect(socket, "chat:message_received", 20)
+    for sock in (bob_on_1, bob_on_2):
+        frames = await collect(sock, "chat:message_received", 20)
         assert contents(frames) == expected
         seen = {f["event_id"] for f in frames}
-        later = await quiet(socket, "chat:message_received", 0.3)
+        later = await quiet(sock, "chat:message_received", 0.3)
         assert [f for f in later if f["event_id"] not in seen] == []  # only redeliveries of the same events
 
     # Resume on the other replica: exactly what was missed, nothing again.
@@ -255,7 +254,8 @@ async def test_slow_reader_is_disconnected_while_others_keep_up(isolated_env, tm
     big = "\U0001F600" * 3900
     total = 400
     for start in range(0, total, 10):
-        await asyncio.gather(*(send(http, alice_token, conversation_id, f"{i} {big}") for i in range(start, start + 10)))
+        await asyncio.gather(*(send(http, alice_token, conversation_id, f"{i} {big}")
+                               for i in range(start, start + 10)))
     await send(http, alice_token, carol_conversation, "for carol")
     frame = await fast.next_of("chat:message_received", timeout=5)  # carol is served meanwhile
     assert frame["data"]["content"] == "for carol"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, direct_conversation, new_user_id, register, send
 
 OLD_S = 100

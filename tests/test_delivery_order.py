@@ -14,10 +14,10 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from chatmesh.embedded import EmbeddedRedis, free_port
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.launcher import Mesh
 from chatmesh.redis_conn import Keys
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, register, send
 from tests.test_delivery_faults import chat, private_mesh, running  # noqa: F401 - the fixture
 

@@ -11,7 +11,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from services.edge.docs_page import assets_dir
 
 EXTERNAL_URL = re.compile(r"(?:https?:|wss?:)?//", re.IGNORECASE)

@@ -36,7 +36,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chatmesh.grpc_server import LAME_DUCK_S, STOP_GRACE_S
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
 from tests.test_k8s_support import private_database

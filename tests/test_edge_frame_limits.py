@@ -11,14 +11,13 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from services.edge.calls import unavailable
 from services.edge.frame_limits import FrameLimits
 from services.edge.presence_toggles import PresenceToggles
@@ -71,7 +70,7 @@ async def test_toggles_go_at_most_once_per_interval_and_the_last_wins() -> None:
     assert toggles.users == 0  # a quiet interval ends the user's entry
     u1 = [(at, kind) for at, user, kind in calls if user == "u1"]
     assert len(u1) <= (time.monotonic() - started) / 0.1 + 1 and u1[-1][1] == "presence:online"  # the last wins
-    assert all(b - a >= 0.099 for (a, _), (b, _) in zip(u1, u1[1:]))  # an interval apart
+    assert all(b - a >= 0.099 for (a, _), (b, _) in zip(u1, u1[1:], strict=False))  # an interval apart
     assert [user for _, user, _ in calls].count("u2") == 1
     answered = sorted(str(r["id"]) for r in replies if r["type"] == "ack")
     assert answered == sorted([str(n) for n in range(50) if n % 3] + ["x"])  # every toggle with an id, once
@@ -107,10 +106,11 @@ async def pair(mesh: Mesh, make_token) -> tuple[httpx.AsyncClient, str, str, str
     return http, alice, make_token(alice), make_token(bob), conversation_id
 
 
-async def answers(socket: Socket, frames: list[tuple[str, dict[str, Any]]], gap_s: float = 0.03) -> list[dict[str, Any]]:
+async def answers(socket: Socket, frames: list[tuple[str, dict[str, Any]]],
+                  gap_s: float = 0.03) -> list[dict[str, Any]]:
     """Send frames with ids (at most ~33 a second, under the socket's frame rate) and return each one's answer."""
     ids = [uuid.uuid4().hex for _ in frames]
-    for request_id, (kind, data) in zip(ids, frames):
+    for request_id, (kind, data) in zip(ids, frames, strict=True):
         await socket.ws.send(json.dumps({"type": kind, "id": request_id, "data": data}))
         await asyncio.sleep(gap_s)
     got: dict[str, dict[str, Any]] = {}
@@ -148,7 +148,8 @@ async def test_each_kind_over_its_limit_is_rate_limited_and_the_socket_stays_ope
         assert (await alice.request("ping", {}))["type"] == "pong", kind  # still open
     # The limits are per socket (sends: per user): another socket of the same user has its own.
     again = await Socket.open(limits_mesh.edge_url, alice_token)
-    assert (await again.request("chat:typing", {"conversation_id": conversation_id, "is_typing": False}))["type"] == "ack"
+    assert (await again.request("chat:typing",
+                                {"conversation_id": conversation_id, "is_typing": False}))["type"] == "ack"
     await Socket.open(limits_mesh.edge_url, bob_token)
     await http.aclose()
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 
 UPGRADE = ("GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")

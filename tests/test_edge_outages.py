@@ -21,12 +21,12 @@ import grpc
 import httpx
 import psycopg
 import pytest
-from chatmesh_client import RETRYABLE, Client
 
-from chatmesh.embedded import EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_client import RETRYABLE, Client
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from services.edge.calls import unavailable
-from services.edge.errors import error_frame, error_response, from_rpc_error, rpc_error_frame
+from services.edge.errors import RETRYABLE_CODES, error_frame, error_response, from_rpc_error, rpc_error_frame
 from tests.conftest import dump_logs
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
 
@@ -94,6 +94,7 @@ def test_python_and_browser_clients_retry_the_same_codes() -> None:
     assert listed is not None
     assert set(re.findall(r'"([A-Z_]+)"', listed.group(1))) == set(RETRYABLE)
     assert "INTERNAL" not in RETRYABLE and {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RATE_LIMITED"} <= RETRYABLE
+    assert RETRYABLE == RETRYABLE_CODES | {"CONNECTION_LOST", "TIMEOUT"}  # the edge's list is the documented one
 
 
 # --- Redis stalled ---------------------------------------------------------------------------------

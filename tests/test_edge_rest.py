@@ -19,9 +19,9 @@ from chatmesh.auth import TokenVerifier, sign
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
 from chatmesh.grpc_server import MeshInterceptor
-from chatmesh.launcher import Mesh
 from chatmesh.logs import request_id_var
 from chatmesh.service_keys import keyring_env
+from chatmesh_tools.launcher import Mesh
 from services.edge.app import create_app
 from services.edge.transcoder import routes_from
 from tests.helpers import bearer, direct_conversation, new_user_id, register, send

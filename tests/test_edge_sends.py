@@ -14,8 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from services.edge.ws import CLOSE_TRY_AGAIN_LATER
 from tests.helpers import Socket, collect, direct_conversation, new_user_id, register
 

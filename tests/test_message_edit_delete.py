@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from chatmesh.gen.chat.v1 import message_pb2, message_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import send
 from tests.test_message_support import api, code_of, group, new_user_id, outbox_events
 
@@ -17,11 +17,11 @@ ROLES = ("admin", "moderator", "member")
 
 
 @pytest.fixture
-def cast(database_url: str) -> dict[str, str]:
+async def cast(database_url: str) -> dict[str, str]:
     """A group with a sender (a plain member), one user of each role, and an outsider."""
     users = {"sender": new_user_id("sender"), **{role: new_user_id(role) for role in ROLES},
              "outsider": new_user_id("outsider")}
-    users["cid"] = group(database_url, {users["sender"]: "member", **{users[r]: r for r in ROLES}})
+    users["cid"] = await group(database_url, {users["sender"]: "member", **{users[r]: r for r in ROLES}})
     return users
 
 

@@ -7,7 +7,7 @@ import urllib.parse
 
 import httpx
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, send
 from tests.test_message_support import api, group, mark, new_user_id
 
@@ -15,7 +15,7 @@ from tests.test_message_support import api, group, mark, new_user_id
 async def test_each_change_arrives_as_its_event(http: httpx.AsyncClient, mesh: Mesh, make_token,
                                                 database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     alice_token, bob_token = make_token(alice), make_token(bob)
     alice_socket = await Socket.open(mesh.edge_url, alice_token)
     bob_socket = await Socket.open(mesh.edge_url, bob_token)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import psycopg
 
+from services.message import seed_store
 from tests.helpers import send
 from tests.test_message_support import api, code_of, group, new_user_id
 
@@ -18,7 +19,7 @@ async def _page(http: httpx.AsyncClient, token: str, cid: str, **params: int) ->
 async def test_pages_walk_backwards_and_forwards_at_the_boundaries(http: httpx.AsyncClient, make_token,
                                                                    database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     token = make_token(bob)
     assert await _page(http, token, cid) == ([], False)
     for i in range(1, 6):
@@ -38,11 +39,9 @@ async def test_pages_walk_backwards_and_forwards_at_the_boundaries(http: httpx.A
 
 async def test_default_page_is_50_and_the_maximum_200(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
-    with psycopg.connect(database_url) as conn:  # 250 messages without 250 round trips
-        conn.execute("INSERT INTO message.messages (conversation_id, seq, sender_id, content)"
-                      " SELECT %s, s, %s, 'm' || s FROM generate_series(1, 250) s", (cid, alice))
-        conn.execute("INSERT INTO message.conversation_seq VALUES (%s, 250)", (cid,))
+    cid = await group(database_url, {alice: "admin", bob: "member"})
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await seed_store.seed_history(conn, cid, alice, 250)  # 250 messages without 250 round trips
     token = make_token(bob)
     seqs, more = await _page(http, token, cid)
     assert (seqs, more) == (list(range(201, 251)), True)
@@ -55,7 +54,7 @@ async def test_default_page_is_50_and_the_maximum_200(http: httpx.AsyncClient, m
 async def test_bad_paging_input_is_400_and_access_is_checked(http: httpx.AsyncClient, make_token,
                                                              database_url: str) -> None:
     alice, eve = new_user_id("alice"), new_user_id("eve")
-    cid = group(database_url, {alice: "admin"})
+    cid = await group(database_url, {alice: "admin"})
     token = make_token(alice)
     assert code_of(await api(http, token, "GET", f"/api/messages/{cid}", params={"limit": -1})) == (
         400, "INVALID_ARGUMENT")
@@ -71,7 +70,7 @@ async def test_bad_paging_input_is_400_and_access_is_checked(http: httpx.AsyncCl
 
 async def test_deleted_messages_stay_as_placeholders(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     token = make_token(alice)
     first = await send(http, token, cid, "keep")
     doomed = await send(http, token, cid, "secret", reply_to_id=first["message_id"])

@@ -26,7 +26,7 @@ def test_the_limit_comes_from_the_environment() -> None:
 
 @pytest.fixture
 async def small(database_url: str) -> AsyncIterator[Messages]:
-    await db.migrate(database_url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(database_url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     pool = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     yield Messages(pool, _Roles(), Limits(max_content=10))  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from tests.test_message_support import api, code_of, group, new_user_id, outbox_
 
 async def test_reactions_aggregate_and_are_idempotent(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     mid = (await send(http, make_token(alice), cid, "vote"))["message_id"]
     path = f"/api/messages/{mid}/reactions"
     for user, emoji in ((bob, "👍"), (carol, "👍"), (bob, "👨‍👩‍👧"), (bob, "👍"), (carol, "👍🏽")):
@@ -38,7 +38,7 @@ async def test_reactions_aggregate_and_are_idempotent(http: httpx.AsyncClient, m
 
 async def test_only_single_emoji_are_accepted(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice = new_user_id("alice")
-    cid = group(database_url, {alice: "admin"})
+    cid = await group(database_url, {alice: "admin"})
     mid = (await send(http, make_token(alice), cid, "hi"))["message_id"]
     path = f"/api/messages/{mid}/reactions"
     for bad in ("", "a", ":)", "👍👍", "👍 ", "ok👍", "1", "\u200d", "x" * 500):
@@ -52,7 +52,7 @@ async def test_only_single_emoji_are_accepted(http: httpx.AsyncClient, make_toke
 async def test_reactions_need_a_participant_and_a_live_message(http: httpx.AsyncClient, make_token,
                                                                database_url: str) -> None:
     alice, eve = new_user_id("alice"), new_user_id("eve")
-    cid = group(database_url, {alice: "admin"})
+    cid = await group(database_url, {alice: "admin"})
     mid = (await send(http, make_token(alice), cid, "hi"))["message_id"]
     assert code_of(await api(http, make_token(eve), "POST", f"/api/messages/{mid}/reactions", {"emoji": "👍"})) == (
         403, "NOT_PARTICIPANT")

@@ -22,7 +22,7 @@ def position(database_url: str, cid: str, user: str) -> tuple[int, int] | None:
 async def test_status_only_moves_forward_and_is_idempotent(http: httpx.AsyncClient, make_token,
                                                            database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     sent = [await send(http, make_token(alice), cid, f"m{i}") for i in range(1, 5)]
     bob_token = make_token(bob)
 
@@ -47,7 +47,7 @@ async def test_status_only_moves_forward_and_is_idempotent(http: httpx.AsyncClie
 async def test_concurrent_delivered_and_read_updates_never_go_backwards(http: httpx.AsyncClient, make_token,
                                                                         database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     sent = [await send(http, make_token(alice), cid, f"m{i}") for i in range(1, 11)]
     bob_token = make_token(bob)
     rng = random.Random(7)
@@ -70,7 +70,7 @@ async def test_concurrent_delivered_and_read_updates_never_go_backwards(http: ht
 
 async def test_invalid_statuses_and_ids_are_4xx(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     message_id = (await send(http, make_token(alice), cid, "hi"))["message_id"]
     token = make_token(bob)
     path = f"/api/messages/{message_id}/status"
@@ -88,7 +88,7 @@ async def test_invalid_statuses_and_ids_are_4xx(http: httpx.AsyncClient, make_to
 async def test_history_shows_each_readers_view_of_status(http: httpx.AsyncClient, make_token,
                                                         database_url: str) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     sent = [await send(http, make_token(alice), cid, f"m{i}") for i in range(1, 4)]
     await mark(http, make_token(bob), sent[1]["message_id"], "read")
     await mark(http, make_token(carol), sent[2]["message_id"], "delivered")

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh import db, outbox
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import Membership
+from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
@@ -28,7 +29,7 @@ class _Roles:
     """Membership as the conversation service would answer it, for any conversation."""
 
     async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: "member", BOB: "member", ADMIN: "admin"}, 1)
+        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER, ADMIN: Role.ADMIN}, 1)
 
 
 class _Boom(Exception):
@@ -37,7 +38,7 @@ class _Boom(Exception):
 
 @pytest.fixture
 async def messages(database_url: str) -> AsyncIterator[Messages]:
-    await db.migrate(database_url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(database_url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     yield Messages(pool, _Roles())  # type: ignore[arg-type]
@@ -72,7 +73,7 @@ async def failing_outbox(make_database: Callable[[], str]) -> AsyncIterator[tupl
     """Messages on a database of its own whose outbox refuses any event mentioning 'boom': a send
     is one statement, so this is how its last step (the event) is made to fail."""
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("""CREATE FUNCTION message.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
                         BEGIN
@@ -129,7 +130,8 @@ async def test_the_audit_log_is_append_only(messages: Messages, database_url: st
     row, _ = await messages.send(ALICE, _new(cid))
     await messages.delete(ADMIN, row.message_id)
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM message.audit_log WHERE conversation_id = %s", (cid,)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM message.audit_log WHERE conversation_id = %s",
+                            (cid,)).fetchone() == (1,)
         for statement in ("UPDATE message.audit_log SET actor_id = 'x' WHERE conversation_id = %s",
                           "DELETE FROM message.audit_log WHERE conversation_id = %s"):
             with pytest.raises(psycopg.errors.RaiseException), conn.transaction():

@@ -18,8 +18,8 @@ async def _search(http: httpx.AsyncClient, token: str, **params: str | int) -> h
 async def test_search_in_one_conversation_is_for_its_participants(http: httpx.AsyncClient, make_token,
                                                                   database_url: str) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
-    ours = group(database_url, {alice: "admin", bob: "member"})
-    theirs = group(database_url, {eve: "admin"})
+    ours = await group(database_url, {alice: "admin", bob: "member"})
+    theirs = await group(database_url, {eve: "admin"})
     word = f"kumquat{new_user_id('w').split('-')[1]}"  # unique to this test
     older = await send(http, make_token(alice), ours, f"who likes {word} jam")
     newer = await send(http, make_token(bob), ours, f"{word} season soon!")
@@ -38,7 +38,7 @@ async def test_search_in_one_conversation_is_for_its_participants(http: httpx.As
 async def test_search_skips_deleted_and_encrypted_messages(http: httpx.AsyncClient, make_token,
                                                            database_url: str) -> None:
     alice = new_user_id("alice")
-    cid = group(database_url, {alice: "admin"})
+    cid = await group(database_url, {alice: "admin"})
     word = f"quince{new_user_id('w').split('-')[1]}"
     token = make_token(alice)
     gone = await send(http, token, cid, f"{word} one")
@@ -56,9 +56,9 @@ async def test_search_skips_deleted_and_encrypted_messages(http: httpx.AsyncClie
 async def test_search_across_my_conversations_never_returns_anothers(http: httpx.AsyncClient, make_token,
                                                                     database_url: str) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
-    first = group(database_url, {alice: "admin", bob: "member"})
-    second = group(database_url, {bob: "admin", alice: "member"})
-    foreign = group(database_url, {eve: "admin", bob: "member"})
+    first = await group(database_url, {alice: "admin", bob: "member"})
+    second = await group(database_url, {bob: "admin", alice: "member"})
+    foreign = await group(database_url, {eve: "admin", bob: "member"})
     word = f"durian{new_user_id('w').split('-')[1]}"
     a = await send(http, make_token(alice), first, f"{word} a")
     b = await send(http, make_token(bob), second, f"{word} b")

@@ -12,9 +12,10 @@ from tests.helpers import bearer, new_user_id, send
 from tests.test_message_support import api, code_of, group
 
 
-async def test_fifty_concurrent_senders_get_gapless_seqs(http: httpx.AsyncClient, make_token, database_url: str) -> None:
+async def test_fifty_concurrent_senders_get_gapless_seqs(http: httpx.AsyncClient, make_token,
+                                                         database_url: str) -> None:
     users = [new_user_id(f"s{i}") for i in range(50)]
-    cid = group(database_url, {u: "member" for u in users})
+    cid = await group(database_url, {u: "member" for u in users})
     replies = await asyncio.gather(*(
         http.post("/api/messages", json={"conversation_id": cid, "content": f"hello from {u}"},
                   headers=bearer(make_token(u))) for u in users))
@@ -33,7 +34,7 @@ async def test_fifty_concurrent_senders_get_gapless_seqs(http: httpx.AsyncClient
 async def test_resend_with_same_client_id_returns_the_original(http: httpx.AsyncClient, make_token,
                                                                database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     token = make_token(alice)
     body = {"conversation_id": cid, "content": "once", "client_message_id": "tmp-1"}
     first, *again = await asyncio.gather(*(api(http, token, "POST", "/api/messages", body) for _ in range(5)))
@@ -44,7 +45,7 @@ async def test_resend_with_same_client_id_returns_the_original(http: httpx.Async
     # The seq a losing duplicate took was given back: the next message is 2.
     assert (await send(http, token, cid, "next"))["seq"] == "2"
     # The same client id in another conversation is a conflict, not a silent mix-up.
-    other = group(database_url, {alice: "admin", bob: "member"})
+    other = await group(database_url, {alice: "admin", bob: "member"})
     reused = await api(http, token, "POST", "/api/messages", body | {"conversation_id": other})
     assert code_of(reused) == (409, "CLIENT_MESSAGE_ID_REUSED")
 
@@ -52,8 +53,8 @@ async def test_resend_with_same_client_id_returns_the_original(http: httpx.Async
 async def test_reply_must_be_a_message_of_the_same_conversation(http: httpx.AsyncClient, make_token,
                                                                 database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
-    other = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
+    other = await group(database_url, {alice: "admin", bob: "member"})
     token = make_token(alice)
     original = await send(http, token, cid, "question?")
     elsewhere = await send(http, token, other, "elsewhere")
@@ -73,7 +74,7 @@ async def test_reply_must_be_a_message_of_the_same_conversation(http: httpx.Asyn
 async def test_encrypted_payload_is_stored_and_relayed_untouched(http: httpx.AsyncClient, make_token,
                                                                   database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     ciphertext = bytes(range(256))
     body = {"conversation_id": cid, "content_encrypted": base64.b64encode(ciphertext).decode(),
             "encryption": {"algorithm": "x25519-aes256gcm", "key_id": "k-7"}}
@@ -94,7 +95,7 @@ async def test_encrypted_payload_is_stored_and_relayed_untouched(http: httpx.Asy
 
 async def test_content_is_required_and_bounded(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     token = make_token(alice)
     at_limit = await api(http, token, "POST", "/api/messages", {"conversation_id": cid, "content": "x" * 4000})
     over = await api(http, token, "POST", "/api/messages", {"conversation_id": cid, "content": "x" * 4001})
@@ -109,7 +110,7 @@ async def test_content_is_required_and_bounded(http: httpx.AsyncClient, make_tok
 async def test_nul_characters_are_bad_input_not_a_server_error(http: httpx.AsyncClient, make_token,
                                                                database_url: str) -> None:
     alice = new_user_id("alice")
-    cid = group(database_url, {alice: "admin"})
+    cid = await group(database_url, {alice: "admin"})
     token = make_token(alice)
     mid = (await send(http, token, cid, "fine"))["message_id"]
     replies = [

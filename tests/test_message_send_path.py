@@ -23,6 +23,7 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import Membership
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import open_redis
+from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
@@ -33,7 +34,7 @@ ALICE, BOB = "sp-alice", "sp-bob"
 
 class _Roles:
     async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: "member", BOB: "member"}, 1)
+        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER}, 1)
 
 
 @dataclass
@@ -49,7 +50,7 @@ class _Env:
 async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
     """A database of its own (so the relay sees only this test's outbox) and a fresh stream key."""
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     pool = AsyncConnectionPool(url, min_size=2, max_size=12, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     client = open_redis(redis_server)

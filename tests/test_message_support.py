@@ -1,8 +1,8 @@
 """Helpers the message tests share (no tests here): groups with chosen roles, and REST shortcuts.
 
-Groups are inserted straight into the conversation service's tables, so the tests pick every role
-(admin, moderator, member) without depending on the group API's own rules; the message service
-still learns membership the real way, by asking the conversation service.
+Groups are written through the conversation service's own store module (its SQL, not the tests'), so
+the tests pick every role (admin, moderator, member) without depending on the group API's own rules;
+the message service still learns membership the real way, by asking the conversation service.
 """
 
 from __future__ import annotations
@@ -13,25 +13,22 @@ import httpx
 import psycopg
 
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.roles import Role
+from services.conversation import store as conversation_store
 from tests.helpers import bearer, new_user_id
 
 __all__ = ["api", "code_of", "group", "mark", "new_user_id", "outbox_events"]
 
 
-def group(database_url: str, roles: dict[str, str], title: str = "group") -> str:
+async def group(database_url: str, roles: dict[str, str], title: str = "group") -> str:
     """A group conversation with these users in these roles; returns its id."""
-    creator = next(iter(roles))
-    with psycopg.connect(database_url) as conn:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn, conn.transaction():
         for user in roles:
-            conn.execute("INSERT INTO conversation.users (user_id) VALUES (%s) ON CONFLICT DO NOTHING", (user,))
-        row = conn.execute(
-            "INSERT INTO conversation.conversations (kind, title, created_by) VALUES ('group', %s, %s)"
-            " RETURNING conversation_id::text", (title, creator)).fetchone()
-        assert row is not None
-        for user, role in roles.items():
-            conn.execute("INSERT INTO conversation.participants (conversation_id, user_id, role) VALUES (%s, %s, %s)",
-                         (row[0], user, role))
-    return str(row[0])
+            await conversation_store.ensure_user(conn, user)
+        row = await conversation_store.insert_group(conn, next(iter(roles)), title, len(roles))
+        await conversation_store.insert_participants(conn, row.conversation_id,
+                                                     [(user, Role(role)) for user, role in roles.items()])
+    return row.conversation_id
 
 
 async def api(http: httpx.AsyncClient, token: str, method: str, path: str, body: Any = None,

@@ -15,8 +15,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatmesh import metrics
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
+from services.edge import metrics as edge_metrics
+from services.message import stream_metrics
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 from tests.test_k8s_support import private_database
@@ -101,7 +103,8 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
     assert value(message, "chat_grpc_server_errors_total", service=service, method="SendMessage") >= 1
     assert value(message, "chat_grpc_server_request_seconds_count", method="SendMessage") >= 6
     assert value(message, "chat_grpc_server_request_seconds_sum", method="SendMessage") > 0
-    assert value(message, "chat_grpc_server_requests_total", method="StreamEvents") >= 0  # long-lived: counted at its end
+    assert value(message, "chat_grpc_server_requests_total",
+                 method="StreamEvents") >= 0  # long-lived: counted at its end
 
     # delivery: the events stream's length (sampled every few seconds) and the outbox backlog gauge
     prefix = metrics_mesh.env["CHAT_REDIS_PREFIX"]
@@ -124,10 +127,11 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
 
 def test_delivery_hooks_are_defined_for_the_delivery_path() -> None:
     """The series the delivery path reports into, with the names dashboards use."""
-    metrics.DELIVERY_LAG.observe(0.01)
-    metrics.DEAD_LETTER.inc(0)
-    names = {m.describe()[0].name for m in (metrics.DELIVERY_LAG, metrics.OUTBOX_BACKLOG, metrics.STREAM_PENDING,
-                              metrics.DEAD_LETTER, metrics.WS_CONNECTIONS)}
+    edge_metrics.DELIVERY_LAG.observe(0.01)
+    stream_metrics.DEAD_LETTER.inc(0)
+    names = {m.describe()[0].name for m in (edge_metrics.DELIVERY_LAG, metrics.OUTBOX_BACKLOG,
+                                            stream_metrics.STREAM_PENDING, stream_metrics.DEAD_LETTER,
+                                            edge_metrics.WS_CONNECTIONS)}
     assert names == {"chat_delivery_lag_seconds", "chat_outbox_backlog", "chat_stream_pending", "chat_dead_letter",
                      "chat_websocket_connections"}
 

@@ -21,9 +21,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatmesh.config import ConfigError, Settings
-from chatmesh.embedded import free_port
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
-from chatmesh.launcher import SERVICES, Mesh, kind_of
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh, kind_of
 from tests.conftest import dump_logs
 from tests.helpers import Socket, direct_conversation, new_user_id, register, send
 

@@ -21,7 +21,7 @@ from schemathesis.checks import (
 from chatmesh.auth import sign
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from services.edge.files_openapi import PATH as FILE_PATH
 from services.edge.openapi import build_openapi, openapi_paths
 from services.edge.transcoder import routes_from

@@ -25,11 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from chatmesh.auth import TokenVerifier, sign
 from chatmesh.config import Settings
 from chatmesh.db import POOL_TIMEOUT_S
-from chatmesh.embedded import EmbeddedPostgres, free_port
 from chatmesh.errors import ChatError, error_code_of
 from chatmesh.gen.chat.v1 import message_pb2, message_pb2_grpc
 from chatmesh.grpc_server import MeshInterceptor
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import EmbeddedPostgres, free_port
+from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs
 from tests.helpers import new_user_id
 from tests.test_message_support import group
@@ -107,7 +107,7 @@ async def test_a_send_answers_an_outage_while_the_conversation_service_is_down(
     conversation, message = start_split(meshes, env, {**env, "CHAT_METRICS_PORT": str(metrics_port)},
                                         tmp_path / "logs")
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    warm, cold = (group(env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"}) for _ in range(2))
+    warm, cold = [await group(env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"}) for _ in range(2)]
     token = make_token(alice)
     assert (await send(message.ports["message"], token, warm)).created  # the mesh works
 
@@ -135,7 +135,7 @@ async def test_sends_answer_unavailable_while_postgresql_is_down(
     _, message = start_split(meshes, env, {**env, "CHAT_DATABASE_URL": private_postgres.url,
                                            "CHAT_METRICS_PORT": str(metrics_port)}, tmp_path / "logs")
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
+    cid = await group(env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     token = make_token(alice)
     assert (await send(message.ports["message"], token, cid)).created  # the mesh works
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from chatmesh.embedded import free_port
 from chatmesh.service_keys import keyring_env
+from chatmesh_tools.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = sorted(p.name for p in (ROOT / "clients" / "web").iterdir() if p.is_file())
@@ -33,7 +33,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src, dist = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for folder in ("chatmesh", "services", "clients/python", "clients/web"):  # what the Dockerfile copies
+    for folder in ("chatmesh", "chatmesh_tools", "services", "clients/python",
+                   "clients/web"):  # what the Dockerfile copies
         shutil.copytree(ROOT / folder, src / folder, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
     # No build isolation: this venv's setuptools builds it offline, in seconds.
@@ -59,7 +60,7 @@ def fresh_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def test_the_wheel_carries_the_page_and_the_client(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert PAGE and {f"services/edge/page/{name}" for name in PAGE} <= names
-    assert {"chatmesh_client/__init__.py", "services/edge/web.py", "chatmesh/cli.py"} <= names
+    assert {"chatmesh_client/__init__.py", "services/edge/web.py", "chatmesh_tools/cli.py"} <= names
 
 
 def test_the_wheel_carries_the_api_docs_assets(wheel: Path) -> None:

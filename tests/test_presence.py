@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, quiet, register
 
 TYPING_WINDOW_S = 3.0 * 0.05
@@ -223,7 +223,8 @@ async def test_typing_flood_is_rate_limited_across_edges_without_dropping(http: 
     socket = await Socket.open(mesh.edge_url, alice_token)
     answers = []
     for i in range(40):
-        answers.append(await socket.request("chat:typing", {"conversation_id": conversation_id, "is_typing": i % 2 == 0}))
+        answers.append(await socket.request("chat:typing",
+                                            {"conversation_id": conversation_id, "is_typing": i % 2 == 0}))
     codes = [a["data"]["code"] for a in answers if a["type"] == "error"]
     assert codes and set(codes) == {"RATE_LIMITED"}, answers[-1]
     assert sum(a["type"] == "ack" for a in answers) == 30

@@ -21,8 +21,8 @@ import httpx
 import pytest
 import redis
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs
 from tests.helpers import Socket, quiet
 from tests.test_presence import pair, presence_of, status_frame, wait_status

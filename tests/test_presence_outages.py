@@ -16,12 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chatmesh.embedded import EmbeddedRedis, free_port
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
-from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
+from chatmesh.redis_conn import open_pubsub_redis, open_redis
 from chatmesh.resilience import is_outage, spawn_supervised
+from chatmesh_tools.embedded import EmbeddedRedis, free_port
 from services.presence.hub import EventHub
+from services.presence.keys import PresenceKeys
 from services.presence.presence import Contacts, Presence
 from services.presence.store import PresenceStore
 
@@ -48,7 +49,7 @@ class Replica:
     def __init__(self, url: str) -> None:
         self.redis = open_redis(url, timeout_s=COMMAND_TIMEOUT_S)
         self.pubsub = open_pubsub_redis(url)
-        keys = Keys("outage")
+        keys = PresenceKeys("outage")
         self.store = PresenceStore(self.redis, keys, TTL_S, 0.15)
         self.hub = EventHub(self.redis, self.pubsub, keys)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, quiet, register, send
 from tests.test_presence import presence_of, status_frame, wait_status
 

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.redis_conn import open_redis
+from services.presence.keys import PresenceKeys
 from services.presence.store import PresenceStore, Status
 
 TTL_S = 0.3
@@ -20,7 +21,7 @@ TTL_S = 0.3
 @pytest.fixture
 async def store(redis_server: str, redis_prefix: str) -> AsyncIterator[PresenceStore]:
     client: aioredis.Redis = open_redis(redis_server)
-    yield PresenceStore(client, Keys(f"{redis_prefix}:store{secrets.token_hex(4)}"), TTL_S, 0.15)
+    yield PresenceStore(client, PresenceKeys(f"{redis_prefix}:store{secrets.token_hex(4)}"), TTL_S, 0.15)
     await client.aclose()
 
 

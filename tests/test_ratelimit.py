@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, new_user_id
 
 TWO_EDGES = ("conversation", "message", "presence", "edge", "edge-2")

@@ -17,9 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chatmesh import readiness
-from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from chatmesh.grpc_server import LIVENESS_SERVICE
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.test_k8s_support import private_database
 

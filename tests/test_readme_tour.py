@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from chatmesh.embedded import free_port
+from chatmesh_tools.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -76,7 +76,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, make_database: Callable[[], str
                     CHAT_REDIS_PREFIX=f"tour-{secrets.token_hex(4)}")
     log = data_dir.parent / "up.out"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "chatmesh.cli", "up", "--data-dir", str(data_dir),
+        process = subprocess.Popen([sys.executable, "-m", "chatmesh_tools.cli", "up", "--data-dir", str(data_dir),
                                     *(f"--{name}-port={port}" for name, port in ports.items())],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

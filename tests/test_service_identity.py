@@ -20,10 +20,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from google.api import annotations_pb2
 
-from chatmesh import cli
 from chatmesh.auth import AuthError, ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
-from chatmesh.embedded import free_port
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import (
     conversation_pb2,
@@ -34,8 +32,10 @@ from chatmesh.gen.chat.v1 import (
     presence_pb2_grpc,
 )
 from chatmesh.grpc_server import SERVICE_CALLERS
-from chatmesh.launcher import SERVICES, Mesh
 from chatmesh.service_keys import keyring_env
+from chatmesh_tools import cli
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 Metadata = tuple[tuple[str, str], ...]

@@ -20,8 +20,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import bearer, direct_conversation, new_user_id, register
 
 REPLICAS = ("conversation", "message", "message-2", "presence", "edge", "edge-2")
@@ -135,7 +135,8 @@ async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) 
 
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
-                    len(receivers[u].seen.get(conversations[u], [])) < len(acked[conversations[u]]) for u in recipients):
+                    len(receivers[u].seen.get(conversations[u],
+                                              [])) < len(acked[conversations[u]]) for u in recipients):
                 await asyncio.sleep(0.5)
             stop.set()
             for task in tasks:

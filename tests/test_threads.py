@@ -30,7 +30,7 @@ def _contents(page: dict[str, Any]) -> list[str]:
 async def test_a_thread_pages_like_history_and_its_root_counts_the_replies(
         http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     root = await send(http, make_token(alice), cid, "lunch?")
     other = await send(http, make_token(alice), cid, "unrelated")
     replies = []
@@ -66,7 +66,7 @@ async def test_a_thread_pages_like_history_and_its_root_counts_the_replies(
 async def test_a_deleted_reply_no_longer_counts_but_stays_a_placeholder(
         http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     root = await send(http, make_token(alice), cid, "root")
     first, second, third = [await send(http, make_token(bob), cid, text, reply_to_id=root["message_id"])
                             for text in ("one", "two", "three")]
@@ -98,7 +98,7 @@ async def test_a_deleted_reply_no_longer_counts_but_stays_a_placeholder(
 
 async def test_concurrent_replies_are_each_counted_once(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(database_url, {alice: "admin", bob: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
     root = await send(http, make_token(alice), cid, "count us")
     sent = await asyncio.gather(*(send(http, make_token(user), cid, f"c{i}", reply_to_id=root["message_id"],
                                        client_message_id=f"c{i}") for i, user in enumerate([alice, bob] * 8)))
@@ -113,8 +113,8 @@ async def test_concurrent_replies_are_each_counted_once(http: httpx.AsyncClient,
 async def test_bad_thread_requests_and_replies_are_refused_and_leave_nothing(
         http: httpx.AsyncClient, make_token, database_url: str) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
-    cid = group(database_url, {alice: "admin", bob: "member"})
-    elsewhere = group(database_url, {alice: "admin", eve: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member"})
+    elsewhere = await group(database_url, {alice: "admin", eve: "member"})
     root = await send(http, make_token(alice), cid, "root")
     foreign = await send(http, make_token(alice), elsewhere, "foreign")
     path = f"/api/threads/{root['message_id']}"
@@ -149,7 +149,7 @@ async def test_a_reply_event_carries_its_thread_and_store_names_the_participants
     """The stored event of a reply parses with the thread the send's statement appended (the root's
     new count after the seq), and `store.thread_participants` is what push notifications ask."""
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     root = await send(http, make_token(alice), cid, "root")
     replies = [await send(http, make_token(user), cid, "re", reply_to_id=root["message_id"])
                for user in (carol, bob, carol)]
@@ -173,7 +173,7 @@ async def test_a_reply_event_carries_its_thread_and_store_names_the_participants
 async def test_members_sockets_hear_thread_updates_live(http: httpx.AsyncClient, make_token, mesh,
                                                         database_url: str) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(database_url, {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     root = await send(http, make_token(alice), cid, "root")
     watcher = await Socket.open(mesh.edge_url, make_token(bob))  # bob has the thread open, not in it yet
     author = await Socket.open(mesh.edge_url, make_token(alice))
@@ -213,7 +213,7 @@ async def test_the_migration_counts_replies_sent_before_it(make_database, tmp_pa
     for path in sorted(migrations.glob("000[123]_*.sql")):
         (before / path.name).write_text(path.read_text())
     url = make_database()
-    await db.migrate(url, store.SCHEMA, before)
+    await db.migrate(url, store.SCHEMA, before, shared_ddl=store.SHARED_DDL)
     cid, root, other = ("00000000-0000-0000-0000-0000000000c1", "00000000-0000-0000-0000-0000000000a1",
                         "00000000-0000-0000-0000-0000000000a2")
     rows = [(root, 1, None, "2026-01-01T10:00:00Z", None), (other, 2, None, "2026-01-01T10:01:00Z", None),
@@ -226,8 +226,9 @@ async def test_the_migration_counts_replies_sent_before_it(make_database, tmp_pa
                 """INSERT INTO message.messages (message_id, conversation_id, seq, sender_id, content, reply_to_id,
                        created_at, deleted_at) VALUES (%s, %s, %s, 'u', 'x', %s, %s, %s)""",
                 (message_id, cid, seq, reply_to, at, deleted))
-    assert (await db.migrate(url, store.SCHEMA, migrations))[0] == "0004_threads.sql"  # then any later ones
+    assert (await db.migrate(url, store.SCHEMA, migrations, shared_ddl=store.SHARED_DDL))[0] == "0004_threads.sql"  # then any later ones
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute("""SELECT message_id::text, reply_count, to_char(last_reply_at AT TIME ZONE 'UTC', 'HH24:MI')
+        cur = await conn.execute("""SELECT message_id::text, reply_count,
+                                           to_char(last_reply_at AT TIME ZONE 'UTC', 'HH24:MI')
                                     FROM message.messages WHERE seq <= 2 ORDER BY seq""")
         assert await cur.fetchall() == [(root, 2, "10:03"), (other, 0, None)]

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, direct_conversation, new_user_id, register, send
 
@@ -61,7 +61,8 @@ class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                                             attributes))
         return trace_service_pb2.ExportTraceServiceResponse()
 
-    async def trace_with(self, predicate: Callable[[_Span], bool], names: set[str], timeout_s: float = 15) -> list[_Span]:
+    async def trace_with(self, predicate: Callable[[_Span], bool], names: set[str],
+                         timeout_s: float = 15) -> list[_Span]:
         """The spans of the trace holding a span that matches `predicate`, once they include every name
         in `names` (spans are exported in batches, a fraction of a second after they end)."""
         async with asyncio.timeout(timeout_s):

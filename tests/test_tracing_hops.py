@@ -56,7 +56,7 @@ class _Env:
 @pytest.fixture
 async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
     pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     client = open_redis(redis_server)

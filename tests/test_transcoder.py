@@ -46,7 +46,8 @@ def _example_module() -> object:
     get = http_pb2.HttpRule(get="/v1/{name=messages/*}")
     get.additional_bindings.add(get="/v1/users/{user_id}/messages/{message_id}")
     method("GetMessage", "GetMessageRequest", get)
-    method("UpdateMessage", "UpdateMessageRequest", http_pb2.HttpRule(patch="/v1/messages/{message_id}", body="message"))
+    method("UpdateMessage", "UpdateMessageRequest",
+           http_pb2.HttpRule(patch="/v1/messages/{message_id}", body="message"))
     method("Search", "GetMessageRequest", http_pb2.HttpRule(get="/v1/{name=shelves/**}:search"))
     pool.AddSerializedFile(f.SerializeToString())
     return SimpleNamespace(DESCRIPTOR=pool.FindFileByName("example.proto"))
@@ -56,7 +57,8 @@ EXAMPLE = Transcoder(routes_from([_example_module()]))  # type: ignore[list-item
 
 
 def test_single_segment_variable_and_query_parameters() -> None:
-    # http.proto: GET /v1/messages/123456?revision=2&sub.subfield=foo -> name: "messages/123456" revision: 2 sub {subfield: "foo"}
+    # http.proto: GET /v1/messages/123456?revision=2&sub.subfield=foo
+    #   -> name: "messages/123456" revision: 2 sub {subfield: "foo"}
     route, path_vars, _ = EXAMPLE.match("GET", "/v1/messages/123456")
     assert route is not None and route.method.name == "GetMessage"
     request = EXAMPLE.build_request(route, path_vars, [("revision", "2"), ("sub.subfield", "foo")], None)

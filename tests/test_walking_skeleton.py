@@ -6,11 +6,12 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 
 
-async def test_rest_message_reaches_websocket(http: httpx.AsyncClient, mesh: Mesh, make_token, database_url: str) -> None:
+async def test_rest_message_reaches_websocket(http: httpx.AsyncClient, mesh: Mesh, make_token,
+                                              database_url: str) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     alice_token, bob_token = make_token(alice), make_token(bob)
     await register(http, bob_token)

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from tests.conftest import dump_logs
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -181,7 +181,8 @@ async def test_page_and_dev_login_follow_configuration(mesh: Mesh, http: httpx.A
     """The shared mesh runs with defaults: the page is served, development sign-in is not."""
     page = await http.get("/")
     assert page.status_code == 200 and "<title>chatmesh</title>" in page.text
-    for name in ("app.js", "chat.js", "chat-socket.js", "chat-store.js", "chat-wire.js", "privacy.js"):  # the page's modules
+    for name in ("app.js", "chat.js", "chat-socket.js", "chat-store.js", "chat-wire.js",
+                 "privacy.js"):  # the page's modules
         script = await http.get(f"/{name}")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
     assert (await http.post("/dev/token", json={"user_id": "mallory"})).status_code in (404, 405)
@@ -200,7 +201,8 @@ async def test_history_loads_older_pages_on_scroll_with_a_host_token(mesh: Mesh,
     for i in range(110):
         last = await rest_send(http, make_token(alice), conversation_id, f"m{i}")
     # Delivered to another device of bob's already, so this page gets no offline buffer: only history.
-    delivered = await http.post(f"/api/messages/{last['message_id']}/status", json={"status": "MESSAGE_STATUS_DELIVERED"},
+    delivered = await http.post(f"/api/messages/{last['message_id']}/status",
+                                json={"status": "MESSAGE_STATUS_DELIVERED"},
                                 headers={"Authorization": f"Bearer {make_token(bob)}"})
     assert delivered.status_code == 200, delivered.text
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.attachment_support import sunset
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS, playwright_api, sign_in, web_mesh  # noqa: F401 (fixture)
 

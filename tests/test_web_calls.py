@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh
 from tests.conftest import dump_logs
 from tests.test_web import CHROMIUM, CHROMIUM_ARGS, sign_in
 

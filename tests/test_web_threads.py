@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import send as rest_send
 from tests.test_message_support import group, new_user_id
 from tests.test_web import WAIT_MS, browser, wait_contents  # noqa: F401 (fixture)
@@ -38,7 +38,7 @@ async def test_a_thread_between_two_pages(mesh: Mesh, http: httpx.AsyncClient, b
                                           database_url: str) -> None:
     alice_id, bob_id = new_user_id("alice"), new_user_id("bob")
     title = f"trip-{alice_id}"
-    cid = group(database_url, {alice_id: "admin", bob_id: "member"}, title=title)
+    cid = await group(database_url, {alice_id: "admin", bob_id: "member"}, title=title)
     await rest_send(http, make_token(alice_id), cid, "where shall we go?")
     await rest_send(http, make_token(alice_id), cid, "something else")
     alice = await _open(browser, mesh, make_token(alice_id), title)
@@ -69,7 +69,8 @@ async def test_a_thread_between_two_pages(mesh: Mesh, http: httpx.AsyncClient, b
     await root_on_bob.get_by_role("button", name="💬 2 replies").wait_for()
 
     # Bob deletes his reply: a placeholder in both panels, and one reply left on the count.
-    await bob.locator("#messages li.message.mine", has_text="the mountains").get_by_role("button", name="Delete").click()
+    mine = bob.locator("#messages li.message.mine", has_text="the mountains")
+    await mine.get_by_role("button", name="Delete").click()
     await alice.locator("#thread .thread-count", has_text="1 reply").wait_for()
     await alice.locator("#thread .thread-replies li.message.deleted").wait_for()
     assert await _replies(alice) == ["This message was deleted", "the sea"]

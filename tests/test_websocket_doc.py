@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from services.edge.frame_catalog import CLOSE_CODES, EDGE_ERROR_CODES, FRAMES
 from tests.helpers import bearer, direct_conversation, new_user_id, register, send
 

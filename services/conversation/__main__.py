@@ -13,8 +13,8 @@ from chatmesh.config import ConfigError, Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc, message_pb2_grpc
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
-from chatmesh.outbox import OutboxRelay
 from chatmesh.membership import MembershipVersions
+from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
@@ -25,7 +25,7 @@ from services.conversation.participants import Participants
 from services.conversation.privacy import Privacy
 from services.conversation.projection import Projection
 from services.conversation.server import ConversationServicer
-from services.conversation.store import SCHEMA
+from services.conversation.store import SCHEMA, SHARED_DDL
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -34,7 +34,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     settings.require("database_url", "redis_url")
     if settings.max_group_size < 1:
         raise ConfigError(f"CHAT_MAX_GROUP_SIZE must be at least 1 (got {settings.max_group_size})")
-    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
     pool = await db.open_pool(settings.database_url, name="conversation")
     redis_client = open_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix)
@@ -47,7 +47,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     versions = MembershipVersions(redis_client, keys)
     requests = DirectRequests(pool, versions)
     servicer = ConversationServicer(Conversations(pool, settings.max_group_size, requests),
-                                    Participants(pool, settings.max_group_size, versions), AuditTrail(pool, audit_source),
+                                    Participants(pool, settings.max_group_size, versions),
+                                    AuditTrail(pool, audit_source),
                                     requests, Privacy(pool))
 
     def register(server: object) -> list[str]:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC
 
 import grpc
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors
+from chatmesh.audit import audit_entry
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
 from chatmesh.logs import request_id_var
-from services.conversation import audit_store, convert, paging, store, validate
+from chatmesh.roles import Role
+from chatmesh.timestamps import to_datetime
+from services.conversation import audit_store, paging, store, validate
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +113,13 @@ class AuditTrail:
             role = await store.get_role(conn, conversation_id, caller)
             if role is None:
                 raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
-            if role != "admin":
+            if role != Role.ADMIN:
                 raise errors.forbidden("INSUFFICIENT_ROLE", "only admins read a conversation's audit trail")
             ours: list[common_pb2.AuditEntry] = []
             if not position.ours_done:
                 after = (paging.timestamp_of(position.ours[0]), position.ours[1]) if position.ours else None
-                ours = [convert.audit_entry(r) for r in await audit_store.page(conn, conversation_id, limit + 1, after)]
+                rows = await audit_store.page(conn, conversation_id, limit + 1, after)
+                ours = [audit_entry(r, "conversation") for r in rows]
         theirs: list[common_pb2.AuditEntry] = []
         theirs_next = ""
         if not position.theirs_done and self._source is not None:
@@ -124,7 +127,7 @@ class AuditTrail:
         page, taken_ours, taken_theirs = _merge(ours, theirs, limit)
         if taken_ours:
             last = ours[taken_ours - 1]
-            position.ours = (last.created_at.ToDatetime(tzinfo=UTC).isoformat(), int(last.entry_id))
+            position.ours = (to_datetime(last.created_at).isoformat(), int(last.entry_id))
         position.ours_done = position.ours_done or taken_ours == len(ours)
         if self._source is None:
             position.theirs_done = True

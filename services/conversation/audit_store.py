@@ -3,22 +3,12 @@ delete here, and the table's triggers refuse them anyway."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from psycopg.rows import class_row
 
-
-@dataclass
-class AuditRow:
-    id: int
-    conversation_id: str
-    actor_id: str
-    action: str
-    target: str
-    request_id: str
-    created_at: datetime
+from chatmesh.audit import AuditRow
 
 
 async def append(conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str, target: str,
@@ -35,7 +25,7 @@ async def page(conn: psycopg.AsyncConnection, conversation_id: str, limit: int,
     keyset = "AND (created_at, id) < (%s, %s)" if after else ""
     async with conn.cursor(row_factory=class_row(AuditRow)) as cur:
         await cur.execute(
-            f"""SELECT id, conversation_id::text, actor_id, action, target, request_id, created_at
+            f"""SELECT id AS entry_id, conversation_id::text, actor_id, action, target, request_id, created_at
                 FROM conversation.audit_log WHERE conversation_id = %s {keyset}
                 ORDER BY created_at DESC, id DESC LIMIT %s""",
             (conversation_id, *(after or ()), limit),

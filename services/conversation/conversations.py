@@ -14,6 +14,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
+from chatmesh.roles import Role
 from services.conversation import changes, convert, paging, privacy_store, store, validate
 from services.conversation.direct_requests import DirectRequests
 from services.conversation.store import ConversationRow, ConversationView, UserRow
@@ -69,10 +70,12 @@ class Conversations:
                 await store.ensure_user(conn, caller)
                 row = await store.insert_direct(conn, caller, low, high, "accepted" if known else "pending")
                 if row is not None:
-                    await store.insert_participants(conn, row.conversation_id, [(low, "member"), (high, "member")],
+                    await store.insert_participants(conn, row.conversation_id,
+                                                    [(low, Role.MEMBER), (high, Role.MEMBER)],
                                                     engaged={caller, other} if known else {caller})
                     view = await self._view(conn, row, caller)
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
+                    await outbox.enqueue(conn, store.SCHEMA,
+                                         [convert.membership_event("conversation:created", view, caller)])
                     return view, True
             # A concurrent create won the unique index: return its conversation.
             winner = await store.find_direct(conn, low, high)
@@ -96,10 +99,11 @@ class Conversations:
                 await store.ensure_user(conn, caller)
                 row = await store.insert_group(conn, caller, title, len(others) + 1)
                 await store.insert_participants(conn, row.conversation_id,
-                                                [(caller, "admin"), *((u, "member") for u in others)],
+                                                [(caller, Role.ADMIN), *((u, Role.MEMBER) for u in others)],
                                                 engaged={caller})
                 view = await self._view(conn, row, caller)
-                await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
+                await outbox.enqueue(conn, store.SCHEMA,
+                                     [convert.membership_event("conversation:created", view, caller)])
                 return view
 
     async def get_for(self, caller: str, conversation_id: str) -> ConversationView:

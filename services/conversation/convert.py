@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chatmesh.gen.chat.v1 import common_pb2
-from services.conversation.audit_store import AuditRow
+from chatmesh.roles import Role
+from chatmesh.timestamps import timestamp
 from services.conversation.store import ConversationView, UserRow
 
-ROLES = {"admin": common_pb2.ROLE_ADMIN, "moderator": common_pb2.ROLE_MODERATOR, "member": common_pb2.ROLE_MEMBER}
 KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
 REQUEST_STATES = {None: common_pb2.REQUEST_STATE_UNSPECIFIED, "accepted": common_pb2.REQUEST_STATE_ACCEPTED,
                   "pending": common_pb2.REQUEST_STATE_PENDING, "declined": common_pb2.REQUEST_STATE_DECLINED,
                   "blocked": common_pb2.REQUEST_STATE_BLOCKED}
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def user(row: UserRow) -> common_pb2.User:
@@ -44,7 +33,7 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         type=KINDS[row.kind],
         title=row.title,
         participants=[
-            common_pb2.Participant(user_id=p.user_id, role=ROLES[p.role], joined_at=timestamp(p.joined_at),
+            common_pb2.Participant(user_id=p.user_id, role=p.role.proto, joined_at=timestamp(p.joined_at),
                                    display_name=p.display_name)
             for p in view.participants
         ],
@@ -59,14 +48,8 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
     )
 
 
-def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
-    return common_pb2.AuditEntry(
-        entry_id=str(row.id), conversation_id=row.conversation_id, actor_id=row.actor_id, action=row.action,
-        target=row.target, request_id=row.request_id, created_at=timestamp(row.created_at), service="conversation")
-
-
 def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",
-                     role: str = "") -> common_pb2.Event:
+                     role: Role | None = None) -> common_pb2.Event:
     """The event every participant receives: without the actor's own unread count."""
     shared = conversation(view)
     shared.ClearField("unread_count")
@@ -75,5 +58,6 @@ def membership_event(kind: str, view: ConversationView, actor: str, user_id: str
         type=kind,
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
-            conversation=shared, actor_id=actor, user_id=user_id, role=ROLES.get(role, common_pb2.ROLE_UNSPECIFIED)),
+            conversation=shared, actor_id=actor, user_id=user_id,
+            role=role.proto if role else common_pb2.ROLE_UNSPECIFIED),
     )

@@ -8,11 +8,13 @@ privacy_store.py). Each change locks the conversation's row first, like membersh
 publishes the new membership version before it returns (a declined conversation is inactive, a
 blocked one is not writable: both are in the answer the membership caches hold).
 
-| action  | who                                   | then                                                    |
-|---------|---------------------------------------|---------------------------------------------------------|
-| accept  | any participant                       | the caller takes part; a pending or declined request becomes accepted (and active) |
-| decline | the recipient of a pending request     | declined and inactive; either may open it again          |
-| block   | either participant of a direct one     | blocked: readable, writable by neither; the other can open no conversation with the caller |
+| action  | who                                | then                                                                  |
+|---------|------------------------------------|-----------------------------------------------------------------------|
+| accept  | any participant                    | the caller takes part; a pending or declined request becomes accepted |
+|         |                                    | (and active)                                                          |
+| decline | the recipient of a pending request | declined and inactive; either may open it again                       |
+| block   | either participant of a direct one | blocked: readable, writable by neither; the other can open no         |
+|         |                                    | conversation with the caller                                          |
 """
 
 from __future__ import annotations

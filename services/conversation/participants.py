@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
 from chatmesh.membership import MembershipVersions
+from chatmesh.roles import Role
 from services.conversation import audit, changes, convert, privacy_store, store, validate
 from services.conversation.conversations import DEFAULT_MAX_GROUP_SIZE
 from services.conversation.store import ConversationRow, ConversationView
@@ -38,12 +39,12 @@ class Participants:
     async def _published(self, view: ConversationView) -> ConversationView:
         return await changes.published(self._versions, view)
 
-    async def add(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
+    async def add(self, caller: str, conversation_id: str, user_id: str, role: Role) -> ConversationView:
         conversation_id = validate.conversation_id(conversation_id)
         user_id = validate.user_id(user_id)
         async with self._pool.connection() as conn, conn.transaction():
             row, caller_role = await _locked_group(conn, conversation_id, caller)
-            if caller_role == "member" or (caller_role == "moderator" and role != "member"):
+            if caller_role == Role.MEMBER or (caller_role == Role.MODERATOR and role != Role.MEMBER):
                 raise _insufficient("admins add participants; moderators add members only")
             if await store.get_user(conn, user_id) is None:
                 raise errors.not_found("USER_NOT_FOUND", f"user {user_id!r} does not exist")
@@ -73,8 +74,8 @@ class Participants:
             target_role = await store.get_role(conn, conversation_id, user_id)
             if target_role is None:
                 raise errors.not_found("PARTICIPANT_NOT_FOUND", f"{user_id!r} is not a participant")
-            if user_id != caller and not (caller_role == "admin"
-                                          or (caller_role == "moderator" and target_role == "member")):
+            if user_id != caller and not (caller_role == Role.ADMIN
+                                          or (caller_role == Role.MODERATOR and target_role == Role.MEMBER)):
                 raise _insufficient("admins remove anyone, moderators remove members, anyone removes themselves")
             nobody_left = row.participant_count <= 1
             await store.delete_participant(conn, conversation_id, user_id)
@@ -84,33 +85,33 @@ class Participants:
             promoted = None
             if nobody_left:
                 await audit.record(conn, conversation_id, caller, "conversation.deactivated", conversation_id)
-            elif target_role == "admin" and await store.count_role(conn, conversation_id, "admin") == 0:
+            elif target_role == Role.ADMIN and await store.count_role(conn, conversation_id, Role.ADMIN) == 0:
                 promoted = await store.longest_standing(conn, conversation_id)
                 assert promoted is not None
-                await store.set_role(conn, conversation_id, promoted, "admin")
+                await store.set_role(conn, conversation_id, promoted, Role.ADMIN)
                 await store.membership_changed(conn, conversation_id)
                 await audit.record(conn, conversation_id, caller, "participant.promoted", promoted)
             view = await _view(conn, conversation_id, caller)
             events = [convert.membership_event("conversation:participant_removed", view, caller, user_id, target_role)]
             if promoted:
-                events.append(convert.membership_event("conversation:role_changed", view, caller, promoted, "admin"))
+                events.append(convert.membership_event("conversation:role_changed", view, caller, promoted, Role.ADMIN))
             await outbox.enqueue(conn, store.SCHEMA, events)
         return await self._published(view)
 
-    async def change_role(self, caller: str, conversation_id: str, user_id: str, role: str) -> ConversationView:
+    async def change_role(self, caller: str, conversation_id: str, user_id: str, role: Role) -> ConversationView:
         """Admins only; a group always keeps at least one admin, so the last one cannot step down."""
         conversation_id = validate.conversation_id(conversation_id)
         user_id = validate.user_id(user_id)
         async with self._pool.connection() as conn, conn.transaction():
             _, caller_role = await _locked_group(conn, conversation_id, caller)
-            if caller_role != "admin":
+            if caller_role != Role.ADMIN:
                 raise _insufficient("only admins change roles")
             current = await store.get_role(conn, conversation_id, user_id)
             if current is None:
                 raise errors.not_found("PARTICIPANT_NOT_FOUND", f"{user_id!r} is not a participant")
             if current == role:
                 return await _view(conn, conversation_id, caller)
-            if current == "admin" and await store.count_role(conn, conversation_id, "admin") == 1:
+            if current == Role.ADMIN and await store.count_role(conn, conversation_id, Role.ADMIN) == 1:
                 raise errors.failed_precondition("LAST_ADMIN", "a group needs an admin: promote another one first")
             await store.set_role(conn, conversation_id, user_id, role)
             await store.membership_changed(conn, conversation_id)
@@ -121,7 +122,7 @@ class Participants:
         return await self._published(view)
 
 
-async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str) -> tuple[ConversationRow, str]:
+async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str) -> tuple[ConversationRow, Role]:
     """Lock the conversation and return it with the caller's role: 404, 403 for outsiders, 400 for direct."""
     row = await store.get_conversation(conn, conversation_id, for_update=True)
     if row is None:

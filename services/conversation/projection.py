@@ -25,7 +25,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC
 
 import psycopg
 import redis.asyncio as aioredis
@@ -36,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
+from chatmesh.timestamps import to_datetime
 from services.conversation import projection_store as sql
 from services.conversation.projection_store import Key, Position, SeenMessage
 
@@ -58,8 +58,8 @@ def _seen(event: common_pb2.Event) -> SeenMessage:
     return SeenMessage(
         conversation_id=m.conversation_id or event.conversation_id, message_id=m.message_id, seq=m.seq,
         sender_id=m.sender_id, preview=None if deleted else m.content[:PREVIEW_CHARS], deleted=deleted,
-        sent_at=m.created_at.ToDatetime(tzinfo=UTC) if m.HasField("created_at") else None,
-        edited_at=m.edited_at.ToDatetime(tzinfo=UTC) if m.HasField("edited_at") else None,
+        sent_at=to_datetime(m.created_at) if m.HasField("created_at") else None,
+        edited_at=to_datetime(m.edited_at) if m.HasField("edited_at") else None,
     )
 
 

@@ -99,7 +99,8 @@ async def move_positions(conn: psycopg.AsyncConnection, reads: list[Position], o
         return
     await conn.execute(
         """WITH reads AS (
-               SELECT * FROM unnest(%(rc)s::uuid[], %(ru)s::text[], %(rs)s::bigint[]) AS r(conversation_id, user_id, seq)),
+               SELECT * FROM unnest(%(rc)s::uuid[], %(ru)s::text[], %(rs)s::bigint[])
+                   AS r(conversation_id, user_id, seq)),
            covered AS (
                DELETE FROM conversation.own_messages o USING reads r
                WHERE o.conversation_id = r.conversation_id AND o.user_id = r.user_id AND o.seq <= r.seq

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import grpc
-
 from chatmesh import errors
 from chatmesh.gen.chat.v1 import conversation_pb2 as pb
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc
-from chatmesh.grpc_server import current_identity, require_service
+from chatmesh.grpc_server import Context, current_identity, require_service
+from chatmesh.roles import Role
 from services.conversation import convert, validate
 from services.conversation.audit import AuditTrail
 from services.conversation.conversations import Conversations
@@ -25,7 +24,8 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         self._requests = requests
         self._privacy = privacy
 
-    async def UpsertUser(self, request: pb.UpsertUserRequest, context: grpc.aio.ServicerContext) -> pb.UpsertUserResponse:
+    async def UpsertUser(self, request: pb.UpsertUserRequest,
+                         context: Context) -> pb.UpsertUserResponse:
         """Users record themselves; only services may name another user (and must name one)."""
         me = current_identity()
         if request.user_id and request.user_id != me.user_id:
@@ -36,25 +36,25 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
                                                      request.display_name or me.display_name)
         return pb.UpsertUserResponse(user=convert.user(user))
 
-    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.GetUserResponse:
+    async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
         current_identity()
         return pb.GetUserResponse(user=convert.user(await self._conversations.get_user(request.user_id)))
 
     async def CreateDirectConversation(
-        self, request: pb.CreateDirectConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateDirectConversationRequest, context: Context
     ) -> pb.CreateDirectConversationResponse:
         view, created = await self._conversations.create_direct(current_identity().user_id, request.user_id)
         return pb.CreateDirectConversationResponse(conversation=convert.conversation(view), created=created)
 
     async def CreateGroupConversation(
-        self, request: pb.CreateGroupConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateGroupConversationRequest, context: Context
     ) -> pb.CreateGroupConversationResponse:
         view = await self._conversations.create_group(current_identity().user_id, request.title,
                                                       list(request.participant_ids))
         return pb.CreateGroupConversationResponse(conversation=convert.conversation(view))
 
     async def ListConversations(
-        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListConversationsRequest, context: Context
     ) -> pb.ListConversationsResponse:
         views, next_cursor = await self._conversations.list_for(current_identity().user_id, request.limit,
                                                                 request.cursor)
@@ -62,71 +62,71 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
                                             next_cursor=next_cursor)
 
     async def GetConversation(
-        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetConversationRequest, context: Context
     ) -> pb.GetConversationResponse:
         view = await self._conversations.get_for(current_identity().user_id, request.conversation_id)
         return pb.GetConversationResponse(conversation=convert.conversation(view))
 
     async def AddParticipant(
-        self, request: pb.AddParticipantRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AddParticipantRequest, context: Context
     ) -> pb.AddParticipantResponse:
         view = await self._participants.add(current_identity().user_id, request.conversation_id, request.user_id,
-                                            validate.role(request.role, default="member"))
+                                            validate.role(request.role, default=Role.MEMBER))
         return pb.AddParticipantResponse(conversation=convert.conversation(view))
 
     async def RemoveParticipant(
-        self, request: pb.RemoveParticipantRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RemoveParticipantRequest, context: Context
     ) -> pb.RemoveParticipantResponse:
         view = await self._participants.remove(current_identity().user_id, request.conversation_id, request.user_id)
         return pb.RemoveParticipantResponse(conversation=convert.conversation(view))
 
     async def ChangeParticipantRole(
-        self, request: pb.ChangeParticipantRoleRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChangeParticipantRoleRequest, context: Context
     ) -> pb.ChangeParticipantRoleResponse:
         view = await self._participants.change_role(current_identity().user_id, request.conversation_id,
                                                     request.user_id, validate.role(request.role))
         return pb.ChangeParticipantRoleResponse(conversation=convert.conversation(view))
 
     async def ListAuditEntries(
-        self, request: pb.ListAuditEntriesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListAuditEntriesRequest, context: Context
     ) -> pb.ListAuditEntriesResponse:
         entries, next_cursor = await self._audit.read(current_identity().user_id, request.conversation_id,
                                                       request.limit, request.cursor)
         return pb.ListAuditEntriesResponse(entries=entries, next_cursor=next_cursor)
 
     async def AcceptConversation(
-        self, request: pb.AcceptConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AcceptConversationRequest, context: Context
     ) -> pb.AcceptConversationResponse:
         view = await self._requests.accept(current_identity().user_id, request.conversation_id)
         return pb.AcceptConversationResponse(conversation=convert.conversation(view))
 
     async def DeclineConversation(
-        self, request: pb.DeclineConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeclineConversationRequest, context: Context
     ) -> pb.DeclineConversationResponse:
         view = await self._requests.decline(current_identity().user_id, request.conversation_id)
         return pb.DeclineConversationResponse(conversation=convert.conversation(view))
 
     async def BlockConversation(
-        self, request: pb.BlockConversationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.BlockConversationRequest, context: Context
     ) -> pb.BlockConversationResponse:
         view = await self._requests.block(current_identity().user_id, request.conversation_id)
         return pb.BlockConversationResponse(conversation=convert.conversation(view))
 
     async def GetUserSettings(
-        self, request: pb.GetUserSettingsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetUserSettingsRequest, context: Context
     ) -> pb.GetUserSettingsResponse:
         hide = await self._privacy.hide_last_seen(current_identity().user_id)
         return pb.GetUserSettingsResponse(settings=pb.UserSettings(hide_last_seen=hide))
 
     async def UpdateUserSettings(
-        self, request: pb.UpdateUserSettingsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateUserSettingsRequest, context: Context
     ) -> pb.UpdateUserSettingsResponse:
         hide = await self._privacy.update(current_identity().user_id,
                                           request.hide_last_seen if request.HasField("hide_last_seen") else None)
         return pb.UpdateUserSettingsResponse(settings=pb.UserSettings(hide_last_seen=hide))
 
     async def GetMembership(
-        self, request: pb.GetMembershipRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetMembershipRequest, context: Context
     ) -> pb.GetMembershipResponse:
         require_service()
         view = await self._conversations.membership(request.conversation_id)
@@ -136,7 +136,8 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
             participants=conversation.participants, version=view.row.membership_version,
             blocked=view.row.request_state == "blocked")
 
-    async def ListContacts(self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
+    async def ListContacts(self, request: pb.ListContactsRequest,
+                           context: Context) -> pb.ListContactsResponse:
         require_service()
         contacts = await self._privacy.contacts(request.user_id)
         return pb.ListContactsResponse(user_ids=contacts.audience, visible_user_ids=contacts.visible,
@@ -144,7 +145,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
                                        hide_last_seen=contacts.hide_last_seen)
 
     async def ListConversationIds(self, request: pb.ListConversationIdsRequest,
-                                  context: grpc.aio.ServicerContext) -> pb.ListConversationIdsResponse:
+                                  context: Context) -> pb.ListConversationIdsResponse:
         require_service()
         return pb.ListConversationIdsResponse(
             conversation_ids=await self._conversations.conversation_ids(request.user_id))

@@ -13,7 +13,12 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from chatmesh import outbox
+from chatmesh.roles import Role
+
 SCHEMA = "conversation"
+# Tables a shared module owns in this schema, migrated before the service's own files (chatmesh/db.py).
+SHARED_DDL = (outbox.DDL,)
 
 
 @dataclass
@@ -53,9 +58,12 @@ class ListedRow(ConversationRow):
 @dataclass
 class ParticipantRow:
     user_id: str
-    role: str
+    role: Role
     joined_at: datetime
     display_name: str
+
+    def __post_init__(self) -> None:
+        self.role = Role(self.role)  # the column's text, refused if it is no role this build knows
 
 
 @dataclass
@@ -157,7 +165,7 @@ async def insert_group(conn: psycopg.AsyncConnection, creator: str, title: str, 
 
 
 async def insert_participants(conn: psycopg.AsyncConnection, conversation_id: str,
-                              members: list[tuple[str, str]], read_seq: int = 0,
+                              members: list[tuple[str, Role]], read_seq: int = 0,
                               engaged: Collection[str] = ()) -> None:
     """Add participants; read_seq starts them at the conversation's current end (nothing unread);
     `engaged` are those who take part from the start (the creator; a recipient who is no stranger)."""
@@ -193,7 +201,8 @@ async def list_participants(conn: psycopg.AsyncConnection, conversation_id: str)
         return await cur.fetchall()
 
 
-async def participants_of(conn: psycopg.AsyncConnection, conversation_ids: list[str]) -> dict[str, list[ParticipantRow]]:
+async def participants_of(conn: psycopg.AsyncConnection,
+                          conversation_ids: list[str]) -> dict[str, list[ParticipantRow]]:
     """Participants of several conversations at once (a list page's direct conversations)."""
     found: dict[str, list[ParticipantRow]] = {cid: [] for cid in conversation_ids}
     cur = await conn.execute(
@@ -234,13 +243,13 @@ async def list_for_user(conn: psycopg.AsyncConnection, user_id: str, limit: int,
         return await cur.fetchall()
 
 
-async def get_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> str | None:
+async def get_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> Role | None:
     cur = await conn.execute(
         "SELECT role FROM conversation.participants WHERE conversation_id = %s AND user_id = %s",
         (conversation_id, user_id),
     )
     row = await cur.fetchone()
-    return str(row[0]) if row else None
+    return Role(row[0]) if row else None
 
 
 async def delete_participant(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> None:
@@ -250,12 +259,12 @@ async def delete_participant(conn: psycopg.AsyncConnection, conversation_id: str
                        (conversation_id, user_id))
 
 
-async def set_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, role: str) -> None:
+async def set_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, role: Role) -> None:
     await conn.execute("UPDATE conversation.participants SET role = %s WHERE conversation_id = %s AND user_id = %s",
                        (role, conversation_id, user_id))
 
 
-async def count_role(conn: psycopg.AsyncConnection, conversation_id: str, role: str) -> int:
+async def count_role(conn: psycopg.AsyncConnection, conversation_id: str, role: Role) -> int:
     cur = await conn.execute(
         "SELECT count(*) FROM conversation.participants WHERE conversation_id = %s AND role = %s",
         (conversation_id, role),

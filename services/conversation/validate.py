@@ -11,11 +11,10 @@ import uuid
 from chatmesh import errors
 from chatmesh.auth import user_id_problem
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.roles import Role
 
 MAX_TITLE = 200
 MAX_DISPLAY_NAME = 200
-ROLE_NAMES: dict[int, str] = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator",
-              common_pb2.ROLE_MEMBER: "member"}
 
 
 def conversation_id(value: str) -> str:
@@ -51,14 +50,15 @@ def title(value: str) -> str:
     return trimmed
 
 
-def role(value: int, *, default: str | None = None) -> str:
-    """A proto Role as a role name; ROLE_UNSPECIFIED takes the default, or is refused without one."""
+def role(value: int, *, default: Role | None = None) -> Role:
+    """A proto Role; ROLE_UNSPECIFIED takes the default, or is refused without one."""
     if value == common_pb2.ROLE_UNSPECIFIED and default is not None:
         return default
-    name = ROLE_NAMES.get(value)
-    if name is None:
-        raise errors.invalid("INVALID_ROLE", f"role must be ROLE_ADMIN, ROLE_MODERATOR or ROLE_MEMBER (got {value})")
-    return name
+    try:
+        return Role.from_proto(value)
+    except ValueError:
+        raise errors.invalid("INVALID_ROLE",
+                             f"role must be ROLE_ADMIN, ROLE_MODERATOR or ROLE_MEMBER (got {value})") from None
 
 
 def participant_ids(values: list[str], creator: str) -> list[str]:

@@ -30,6 +30,7 @@ from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
 from services.edge.docs_page import docs_routes
 from services.edge.errors import error_response, from_rpc_error
+from services.edge.metrics import EdgeMetricsMiddleware
 from services.edge.openapi import build_openapi
 from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
@@ -68,14 +69,14 @@ def create_app(settings: Settings) -> Starlette:
     ctx = EdgeContext(settings)
     transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2]))
     openapi_document = build_openapi(transcoder.routes)
-    callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+    callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
     services = {r.grpc_path: ctx.service_of(r.method.containing_service.full_name) for r in transcoder.routes}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.start()
-        callables.update({r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name), r)
-                          for r in transcoder.routes})
+        callables.update({r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name),
+                                                               r) for r in transcoder.routes})
         try:
             yield
         finally:
@@ -87,7 +88,8 @@ def create_app(settings: Settings) -> Starlette:
     async def readyz(request: Request) -> Response:
         async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, bool]:
             try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                # types-grpcio-health-checking's HealthStub declares no methods (grpc adds them at run time).
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),  # type: ignore[attr-defined]
                                                                         timeout=READYZ_CHECK_S)
                 return name, reply.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError:
@@ -212,5 +214,5 @@ def create_app(settings: Settings) -> Starlette:
         ],
         lifespan=lifespan,
         middleware=[*tracing.http_middleware(route_of), Middleware(RequestIdMiddleware), *cors,
-                    Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
+                    Middleware(EdgeMetricsMiddleware, route_of=route_of)],
     )

@@ -96,7 +96,8 @@ class DeliveredReporter:
         try:
             await reachable(self._ctx.channels["message"], "message")
             await self._ctx.message.UpdateMessageStatus(
-                message_pb2.UpdateMessageStatusRequest(message_id=message_id, status=common_pb2.MESSAGE_STATUS_DELIVERED),
+                message_pb2.UpdateMessageStatusRequest(message_id=message_id,
+                                                       status=common_pb2.MESSAGE_STATUS_DELIVERED),
                 metadata=self._ctx.metadata(self._identity()), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in RETRY_STATUSES:

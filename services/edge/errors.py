@@ -34,7 +34,7 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 503,  # a slow upstream is a temporary outage to the client, not a 504 proxy error
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,  # a slow upstream: a temporary outage to the client, not a 504 proxy error
     grpc.StatusCode.INTERNAL: 500,
     grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.DATA_LOSS: 500,

@@ -33,18 +33,22 @@ FILE_PATHS: dict[str, Any] = {
             "responses": {
                 "200": {"description": "The checked upload, ready to attach",
                         "content": {"application/json": {"schema": {
-                            "type": "object", "properties": {"attachment": {"$ref": "#/components/schemas/Attachment"}}}}}},
-                **{code: {"$ref": "#/components/responses/Error"} for code in ("400", "403", "404", "409", "413", "503")},
+                            "type": "object",
+                            "properties": {"attachment": {"$ref": "#/components/schemas/Attachment"}}}}}},
+                **{code: {"$ref": "#/components/responses/Error"} for code in (
+                    "400", "403", "404", "409", "413", "503")},
             },
         },
         "get": {
-            "summary": "Download an attachment (or its thumbnail) at a link GetAttachment returned (filesystem backend)",
+            "summary": ("Download an attachment (or its thumbnail) at a link GetAttachment returned "
+                        "(filesystem backend)"),
             "operationId": "DownloadAttachmentContent",
             "tags": [FILE_TAG["name"]],
             "security": [],
             "parameters": [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}}],
             "responses": {
-                "200": {"description": "The bytes", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                "200": {"description": "The bytes",
+                        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
                 "206": {"description": "A range of the bytes",
                         "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
                 "304": {"description": "Not modified (If-None-Match)"},

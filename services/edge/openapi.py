@@ -18,7 +18,7 @@ Changing `unread_count` to int32 would change its JSON type for every client (bu
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import descriptor
 
@@ -90,7 +90,8 @@ class SchemaBuilder:
         if "$ref" in single:  # a $ref takes no siblings in OpenAPI 3.0
             return {"type": "array", "items": single} if field.is_repeated else single
         if request:
-            single.update(hints.request_bounds(field.containing_type.full_name, field.name))
+            owner = cast(descriptor.Descriptor, field.containing_type)  # a field always has one
+            single.update(hints.request_bounds(owner.full_name, field.name))
         if not field.is_repeated and (example := hints.example_of(field.name)) is not None:
             single["example"] = example
         schema = {"type": "array", "items": single} if field.is_repeated else single
@@ -137,11 +138,11 @@ class SchemaBuilder:
     def operation(self, route: Route, renames: dict[str, str]) -> dict[str, Any]:
         """`renames`: path parameters named otherwise in the document (a template shared with another)."""
         method = route.method
-        request_desc = route.request_class.DESCRIPTOR
+        request_desc = cast(descriptor.Descriptor, route.request_class.DESCRIPTOR)  # the stubs add upb's twin
         path_fields = set(route.variables.values())
         parameters: list[dict[str, Any]] = []
         for field_path in route.variables.values():
-            parameter = {"name": renames.get(field_path, field_path), "in": "path", "required": True,
+            parameter: dict[str, Any] = {"name": renames.get(field_path, field_path), "in": "path", "required": True,
                          "schema": self._path_field(request_desc, field_path)}
             if field_path in renames:  # say which id this one is
                 noun = field_path.removesuffix("_id").replace("_", " ")
@@ -152,12 +153,12 @@ class SchemaBuilder:
                 if field.name in path_fields or field.name == route.body or field.message_type is not None:
                     continue
                 schema = self.field(field, request=True)
-                parameter: dict[str, Any] = {"name": field.name, "in": "query", "required": False, "schema": schema}
+                query: dict[str, Any] = {"name": field.name, "in": "query", "required": False, "schema": schema}
                 if description := schema.pop("description", None):
-                    parameter["description"] = description
+                    query["description"] = description
                 if field.is_repeated:
-                    parameter.update(style="form", explode=True)
-                parameters.append(parameter)
+                    query.update(style="form", explode=True)
+                parameters.append(query)
         summary, description = hints.summary_and_description(hints.comments().get(method.full_name, ""), method.name)
         operation: dict[str, Any] = {
             "operationId": method.name if route.is_primary else f"{method.name}_{route.http_method.lower()}",
@@ -168,7 +169,8 @@ class SchemaBuilder:
             "security": [{"bearer": []}],
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {
-                    "schema": self.message_ref(route.response_class.DESCRIPTOR, request=False)}}},
+                    "schema": self.message_ref(cast(descriptor.Descriptor, route.response_class.DESCRIPTOR),
+                                               request=False)}}},
                 **{status: {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
                 "429": {"$ref": "#/components/responses/RateLimited"},
                 "503": {"$ref": "#/components/responses/Unavailable"},
@@ -193,7 +195,9 @@ class SchemaBuilder:
     def _path_field(self, desc: descriptor.Descriptor, field_path: str) -> dict[str, Any]:
         names = field_path.split(".")
         for name in names[:-1]:
-            desc = desc.fields_by_name[name].message_type
+            nested = desc.fields_by_name[name].message_type
+            assert nested is not None, field_path  # the route was checked when it was built
+            desc = nested
         schema = self.field(desc.fields_by_name[names[-1]], request=True)
         if schema.get("type") == "string" and "enum" not in schema:
             schema = {**schema, "minLength": 1}

@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2, presence_pb2_grpc
+from chatmesh.timestamps import rfc3339
 from services.edge.call_frames import call_event_frame
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.errors import error_frame, rpc_error_frame
@@ -52,7 +53,7 @@ def event_frame(event: common_pb2.Event) -> dict[str, Any] | None:
         p = event.presence
         data: dict[str, Any] = {"user_id": p.user_id, "status": _STATUS_NAMES.get(p.status, "unknown")}
         if p.HasField("last_seen_at"):
-            data["last_seen_at"] = p.last_seen_at.ToJsonString()
+            data["last_seen_at"] = rfc3339(p.last_seen_at)
         return {"type": event.type, "data": data}
     if event.HasField("typing"):
         t = event.typing

@@ -13,45 +13,18 @@ from __future__ import annotations
 import binascii
 import keyword
 from collections.abc import Callable
-from datetime import date
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from google.protobuf import descriptor, descriptor_pool, json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chatmesh.timestamps import rfc3339
 
 _C = descriptor.FieldDescriptor
 _INT64_CPPTYPES = frozenset({_C.CPPTYPE_INT64, _C.CPPTYPE_UINT64})
 _FLOAT_CPPTYPES = frozenset({_C.CPPTYPE_FLOAT, _C.CPPTYPE_DOUBLE})
-_TS_SECONDS_MIN, _TS_SECONDS_MAX = -62135596800, 253402300799
-_UNIX_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-_DAYS: dict[int, str] = {}  # day since the epoch -> "YYYY-MM-DD": a page's messages share a few days
-
-
-def _timestamp(ts: Timestamp) -> str:
-    """Timestamp.ToJsonString's text (RFC 3339, Z, 0, 3, 6 or 9 fractional digits) at half its cost."""
-    seconds, nanos = ts.seconds, ts.nanos
-    if not (_TS_SECONDS_MIN <= seconds <= _TS_SECONDS_MAX and 0 <= nanos < 1_000_000_000):
-        return str(ts.ToJsonString())  # raises, as json_format does
-    days, seconds = divmod(seconds, 86_400)
-    day = _DAYS.get(days)
-    if day is None:
-        if len(_DAYS) > 4096:
-            _DAYS.clear()
-        day = _DAYS[days] = date.fromordinal(_UNIX_EPOCH_ORDINAL + days).isoformat()
-    hours, seconds = divmod(seconds, 3600)
-    text = "%sT%02d:%02d:%02d" % (day, hours, seconds // 60, seconds % 60)
-    if not nanos:
-        return text + "Z"
-    if not nanos % 1_000_000:
-        return "%s.%03dZ" % (text, nanos // 1_000_000)
-    if not nanos % 1_000:
-        return "%s.%06dZ" % (text, nanos // 1_000)
-    return "%s.%09dZ" % (text, nanos)
-
-
 def _base64(value: bytes) -> str:
     return binascii.b2a_base64(value, newline=False).decode("ascii")
 
@@ -82,7 +55,8 @@ class JsonRenderer:
         self._custom_enum_names = _json_enum_option_exists()
 
     def render(self, message: Message) -> Any:
-        function = self._functions.get(message.DESCRIPTOR) or self._compile(message.DESCRIPTOR)
+        desc = cast(descriptor.Descriptor, message.DESCRIPTOR)  # the stubs add upb's twin type
+        function = self._functions.get(desc) or self._compile(desc)
         return function(message)
 
     def render_json(self, message: Message) -> bytes:
@@ -110,7 +84,7 @@ class JsonRenderer:
         name = self._names[desc] = f"_r{len(self._names)}"
         function: Callable[[Any], Any]
         if desc.full_name == Timestamp.DESCRIPTOR.full_name:
-            function = _timestamp
+            function = rfc3339  # Timestamp.ToJsonString at half its cost
         elif not self._compilable(desc):
             function = self._fallback
         else:

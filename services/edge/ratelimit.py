@@ -28,9 +28,10 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
@@ -97,11 +98,12 @@ class _Script:
         self._sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        # redis-py types its commands for the sync and the async client at once: this one awaits.
         try:
-            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+            return await cast(Awaitable[Any], self._redis.evalsha(self._sha, len(keys), *keys, *args))
         except NoScriptError:
             await self._redis.script_load(self._source)
-            return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+            return await cast(Awaitable[Any], self._redis.evalsha(self._sha, len(keys), *keys, *args))
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ BACKOFF_CAP_S = 5.0
 
 
 class ResilientStream(Generic[RequestT, ResponseT]):
-    def __init__(self, name: str, open_call: Callable[[], grpc.aio.StreamStreamCall],
+    def __init__(self, name: str, open_call: Callable[[], grpc.aio.StreamStreamCall[RequestT, ResponseT]],
                  initial: Callable[[], Iterable[RequestT]], on_response: Callable[[ResponseT], None]) -> None:
         self._name = name
         self._open_call = open_call
@@ -61,7 +61,7 @@ class ResilientStream(Generic[RequestT, ResponseT]):
                 self.connected.clear()
             await backoff.sleep()
 
-    async def _write(self, call: grpc.aio.StreamStreamCall, backoff: Backoff) -> None:
+    async def _write(self, call: grpc.aio.StreamStreamCall[RequestT, ResponseT], backoff: Backoff) -> None:
         self._requests = asyncio.Queue()
         for request in self._initial():
             self._requests.put_nowait(request)

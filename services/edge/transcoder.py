@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import grpc
@@ -136,23 +136,24 @@ class Transcoder:
     def build_request(route: Route, path_vars: dict[str, str], query: list[tuple[str, str]],
                       body: Any) -> Message:
         request = route.request_class()
+        desc = cast(descriptor.Descriptor, request.DESCRIPTOR)  # the stubs add upb's twin type
         try:
             if route.body == "*":
                 if body is not None:
                     if not isinstance(body, dict):
                         raise BadRequest("the request body must be a JSON object")
-                    json_format.ParseDict(_normalize_enums(body, request.DESCRIPTOR), request)
+                    json_format.ParseDict(_normalize_enums(body, desc), request)
             elif route.body and body is not None:
-                json_format.ParseDict(_normalize_enums({route.body: body}, request.DESCRIPTOR), request)
+                json_format.ParseDict(_normalize_enums({route.body: body}, desc), request)
             fixed = set(path_vars) | ({route.body} if route.body else set())
             merged: dict[str, Any] = {}
             if route.body != "*":
                 for key, value in query:
                     if key.split(".")[0] not in fixed:
-                        _set_path(merged, key, value, request.DESCRIPTOR)
+                        _set_path(merged, key, value, desc)
             for key, value in path_vars.items():
-                _set_path(merged, key, value, request.DESCRIPTOR)
-            json_format.ParseDict(_normalize_enums(merged, request.DESCRIPTOR), request)
+                _set_path(merged, key, value, desc)
+            json_format.ParseDict(_normalize_enums(merged, desc), request)
         except json_format.ParseError as exc:
             raise BadRequest(str(exc)) from None
         return request
@@ -163,7 +164,7 @@ class Transcoder:
         return _RESPONSES.render_json(response)
 
     @staticmethod
-    def callable_for(channel: grpc.aio.Channel, route: Route) -> grpc.aio.UnaryUnaryMultiCallable:
+    def callable_for(channel: grpc.aio.Channel, route: Route) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
         return channel.unary_unary(route.grpc_path, request_serializer=route.request_class.SerializeToString,
                                    response_deserializer=route.response_class.FromString)
 

@@ -49,7 +49,6 @@ from chatmesh import tracing
 from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
-from chatmesh.metrics import DELIVERY_LAG
 from services.edge import bounded_json
 from services.edge.call_frames import CALL_FRAMES, SocketCalls
 from services.edge.context import EdgeContext
@@ -57,6 +56,7 @@ from services.edge.delivered import DeliveredReporter
 from services.edge.errors import error_frame, from_rpc_error
 from services.edge.frame_limits import FrameLimits
 from services.edge.frames import RenderedEvent
+from services.edge.metrics import DELIVERY_LAG
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
 from services.edge.sends import Sends
@@ -207,8 +207,8 @@ class Connection:
             self._identity = self._user(await self._ctx.verifier.averify(str(frame["data"].get("token", ""))))
             return str(frame["data"].get("resume_token") or "")
         except (AuthError, ValueError, TimeoutError) as exc:
-            message = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
-            await self._ws.send_json(error_frame(None, "UNAUTHENTICATED", message))
+            reason = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
+            await self._ws.send_json(error_frame(None, "UNAUTHENTICATED", reason))
             await self._ws.close(CLOSE_POLICY, "unauthenticated")
             return ""
         except WebSocketDisconnect:

@@ -19,7 +19,6 @@ from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
-from chatmesh.metrics import StreamSampler
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
@@ -32,14 +31,15 @@ from services.message.fanout import Fanout
 from services.message.hub import Hub
 from services.message.messages import Limits, Messages
 from services.message.server import MessageServicer
-from services.message.store import SCHEMA
+from services.message.store import SCHEMA, SHARED_DDL
+from services.message.stream_metrics import StreamSampler
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     settings.require("database_url", "redis_url")
-    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS)
+    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
     pool = await db.open_pool(settings.database_url, max_size=20, name="message")
     redis_client = open_redis(settings.redis_url)
     pubsub_client = open_pubsub_redis(settings.redis_url)

@@ -13,10 +13,9 @@ import psycopg
 
 from chatmesh import errors
 from chatmesh.membership import Membership, MembershipCache
+from chatmesh.roles import Role
 from services.message import store
 from services.message.store import MessageRow
-
-MODERATING_ROLES = frozenset({"admin", "moderator"})
 
 
 def parse_id(value: str, what: str) -> str:
@@ -31,7 +30,7 @@ def parse_id(value: str, what: str) -> str:
 class Found:
     row: MessageRow
     membership: Membership
-    role: str
+    role: Role
 
 
 async def find(conn: psycopg.AsyncConnection, membership: MembershipCache, message_id: str, caller: str, *,

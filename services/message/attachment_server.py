@@ -6,19 +6,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import grpc
-
 from chatmesh import errors
 from chatmesh.gen.chat.v1 import message_pb2 as pb
-from chatmesh.grpc_server import current_identity, require_service
+from chatmesh.grpc_server import Context, current_identity, require_service
+from chatmesh.timestamps import timestamp
 from services.message.attachments import Attachments
-from services.message.convert import timestamp
 
 
 class AttachmentRpcs:
     _attachments: Attachments
 
-    async def CreateUpload(self, request: pb.CreateUploadRequest, context: grpc.aio.ServicerContext
+    async def CreateUpload(self, request: pb.CreateUploadRequest, context: Context
                            ) -> pb.CreateUploadResponse:
         upload = await self._attachments.create(current_identity().user_id, request.conversation_id,
                                                 request.filename, request.size_bytes, request.content_type)
@@ -26,18 +24,18 @@ class AttachmentRpcs:
                                        upload_method=upload.method, upload_headers=upload.headers,
                                        expires_at=timestamp(datetime.fromtimestamp(upload.expires_at, UTC)))
 
-    async def CompleteUpload(self, request: pb.CompleteUploadRequest, context: grpc.aio.ServicerContext
+    async def CompleteUpload(self, request: pb.CompleteUploadRequest, context: Context
                              ) -> pb.CompleteUploadResponse:
         return pb.CompleteUploadResponse(
             attachment=await self._attachments.complete(current_identity().user_id, request.attachment_id))
 
-    async def GetAttachment(self, request: pb.GetAttachmentRequest, context: grpc.aio.ServicerContext
+    async def GetAttachment(self, request: pb.GetAttachmentRequest, context: Context
                             ) -> pb.GetAttachmentResponse:
         return pb.GetAttachmentResponse(
             attachment=await self._attachments.get(current_identity().user_id, request.attachment_id))
 
     async def WriteAttachmentContent(self, request_iterator: AsyncIterator[pb.WriteAttachmentContentRequest],
-                                     context: grpc.aio.ServicerContext
+                                     context: Context
                                      ) -> AsyncIterator[pb.WriteAttachmentContentResponse]:
         require_service()
         first = await anext(aiter(request_iterator), None)
@@ -56,7 +54,7 @@ class AttachmentRpcs:
         yield pb.WriteAttachmentContentResponse(attachment=attachment)
 
     async def ReadAttachmentContent(self, request: pb.ReadAttachmentContentRequest,
-                                    context: grpc.aio.ServicerContext
+                                    context: Context
                                     ) -> AsyncIterator[pb.ReadAttachmentContentResponse]:
         require_service()
         head, chunks = await self._attachments.read(request)

@@ -32,12 +32,12 @@ from chatmesh.disposition import content_disposition
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.resilience import OutageLog, is_outage
+from chatmesh.timestamps import stamp, timestamp
 from services.message import attachment_store as store
 from services.message import media
 from services.message.access import parse_id
 from services.message.attachment_store import AttachmentRow, Checked
 from services.message.blobstore import BlobStore, FileBlobStore, TempWriter
-from services.message.convert import timestamp
 from services.message.links import Links
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class Attachments:
         attachment.download_url = await self._link(row, "file", user, expires)
         if row.has_thumbnail:
             attachment.thumbnail_url = await self._link(row, "thumbnail", user, expires)
-        attachment.urls_expire_at.CopyFrom(timestamp(datetime.fromtimestamp(expires, UTC)))
+        stamp(attachment.urls_expire_at, datetime.fromtimestamp(expires, UTC))
         return attachment
 
     async def _link(self, row: AttachmentRow, variant: str, user: str, expires: int) -> str:

@@ -11,8 +11,9 @@ import base64
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors
+from chatmesh.audit import audit_entry
 from chatmesh.gen.chat.v1 import common_pb2
-from services.message import convert, store
+from services.message import store
 from services.message.access import parse_id
 
 DEFAULT_LIMIT = 50
@@ -48,4 +49,4 @@ class Audit:
         async with self._pool.connection() as conn:
             rows = await store.list_audit(conn, conversation_id, limit=limit + 1, before_id=before)
         next_cursor = encode_cursor(rows[limit - 1].entry_id) if len(rows) > limit else ""
-        return [convert.audit_entry(r) for r in rows[:limit]], next_cursor
+        return [audit_entry(r, "message") for r in rows[:limit]], next_cursor

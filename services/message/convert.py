@@ -4,34 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
+from datetime import datetime
 
 from chatmesh.gen.chat.v1 import common_pb2
-from services.message.store import AuditRow, MessageRow
-
-AUDIT_SERVICE = "message"
-
-
-_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    _stamp(ts, value)
-    return ts
-
-
-def _stamp(ts: Timestamp, value: datetime) -> None:
-    """Timestamp.FromDatetime's result (naive means UTC) by timedelta arithmetic, a third of its CPU:
-    FromDatetime goes through utctimetuple() and calendar.timegm() for every timestamp of a page."""
-    delta = value - (_NAIVE_EPOCH if value.tzinfo is None else _UTC_EPOCH)
-    ts.seconds = delta.days * 86_400 + delta.seconds
-    ts.nanos = delta.microseconds * 1_000
+from chatmesh.timestamps import stamp, timestamp
+from services.message.store import MessageRow
 
 
 def recipients(statuses: Sequence[tuple[str, common_pb2.MessageStatus]]) -> common_pb2.Message:
@@ -56,14 +33,14 @@ def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSA
     if row.client_message_id:
         msg.client_message_id = row.client_message_id
     if row.created_at is not None:
-        _stamp(msg.created_at, row.created_at)
+        stamp(msg.created_at, row.created_at)
     if row.reply_count:  # its thread, kept on a placeholder too: the replies outlive their root
         msg.reply_count = row.reply_count
     if row.last_reply_at is not None:
-        _stamp(msg.last_reply_at, row.last_reply_at)
+        stamp(msg.last_reply_at, row.last_reply_at)
     if row.deleted_at is not None:
         msg.deleted = True
-        _stamp(msg.deleted_at, row.deleted_at)
+        stamp(msg.deleted_at, row.deleted_at)
         return msg
     if row.content:
         msg.content = row.content
@@ -74,7 +51,7 @@ def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSA
     if row.reply_to_id:
         msg.reply_to_id = row.reply_to_id
     if row.edited_at is not None:
-        _stamp(msg.edited_at, row.edited_at)
+        stamp(msg.edited_at, row.edited_at)
     if row.attachments:
         msg.MergeFromString(row.attachments)  # stored as a Message holding only `attachments` (migration 0003)
     for emoji, users in reactions:
@@ -99,7 +76,7 @@ def message_event(kind: str, row: MessageRow) -> common_pb2.Event:
         # Its time is the message's, stamped in the send's transaction, not the time this event was
         # built: the offline buffer rebuilds it much later, and chat_delivery_lag_seconds (the edge)
         # measures from here, so a message replayed 100 s after its send counts 100 s on every path.
-        _stamp(event.created_at, row.created_at)
+        stamp(event.created_at, row.created_at)
     event.message.CopyFrom(message(row))
     return event
 
@@ -117,10 +94,3 @@ def reaction_event(kind: str, row: MessageRow, user_id: str, emoji: str) -> comm
     event.reaction.CopyFrom(common_pb2.ReactionEvent(
         conversation_id=row.conversation_id, message_id=row.message_id, user_id=user_id, emoji=emoji))
     return event
-
-
-def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
-    return common_pb2.AuditEntry(
-        entry_id=str(row.entry_id), conversation_id=row.conversation_id, actor_id=row.actor_id,
-        action=row.action, target=row.target, request_id=row.request_id,
-        created_at=timestamp(row.created_at), service=AUDIT_SERVICE)

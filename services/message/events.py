@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
@@ -43,13 +44,13 @@ class OfflineBuffer:
 async def _drain(out: Outbox) -> list[Item] | None:
     """What is waiting, as one batch bounded in count and bytes (a gRPC message is at most 4 MB by default)."""
     first = await out.get()
-    if first is None:  # type: ignore[comparison-overlap]
+    if first is None:
         return None
     items = [first]
     size = item_size(first)
     while len(items) < MAX_BATCH and size < MAX_BATCH_BYTES and not out.empty():
         item = out.get_nowait()
-        if item is None:  # type: ignore[comparison-overlap]
+        if item is None:
             out.put_nowait(item)  # end after this batch
             break
         items.append(item)
@@ -98,15 +99,18 @@ class MultiplexedStream:
                     self._subs[s.subscription_id] = sub
                     task = asyncio.create_task(self._hub.subscribe(sub, s.resume_token))
                     self._starting[s.subscription_id] = task
-                    task.add_done_callback(lambda _, key=s.subscription_id: self._starting.pop(key, None))
+                    task.add_done_callback(functools.partial(self._started, s.subscription_id))
                 elif request.HasField("unsubscribe"):
                     subscription_id = request.unsubscribe.subscription_id
-                    if task := self._starting.pop(subscription_id, None):
-                        task.cancel()  # a socket gone before its replay finished
-                    if sub := self._subs.pop(subscription_id, None):
-                        await self._hub.unsubscribe(sub)
+                    if starting := self._starting.pop(subscription_id, None):
+                        starting.cancel()  # a socket gone before its replay finished
+                    if gone := self._subs.pop(subscription_id, None):
+                        await self._hub.unsubscribe(gone)
         finally:
-            self._out.put_nowait(None)  # type: ignore[arg-type]
+            self._out.put_nowait(None)
+
+    def _started(self, subscription_id: str, _: asyncio.Task[None]) -> None:
+        self._starting.pop(subscription_id, None)
 
 
 async def single_user(hub: Hub, user_id: str, resume_token: str

@@ -4,9 +4,10 @@ recipient's inbox, then wakes the hubs once per batch with the names of the user
 Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one Lua
 script (atomic like MULTI, and one round trip), so an event is either fanned out and acknowledged
 completely or not at all; the done-marker makes a re-read of the same event (the relay may publish
-a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out, by a lease in Redis, so a conversation's events reach each inbox in
-order; the others stand by and take over within the lease's TTL when it dies, first finishing the
-entries it had read but not acknowledged. An entry that fails stays pending and is retried after
+a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out, by a
+lease in Redis, so a conversation's events reach each inbox in order; the others stand by and take
+over within the lease's TTL when it dies, first finishing the entries it had read but not
+acknowledged. An entry that fails stays pending and is retried after
 2 s, 4 s, 8 s (scaled by CHAT_TIME_SCALE); after MAX_RETRIES retries it goes to the dead-letter stream
 with its reason.
 """
@@ -18,6 +19,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -27,10 +29,10 @@ from prometheus_client import Counter
 from chatmesh import tracing
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
-from chatmesh.metrics import DEAD_LETTER
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.message.inbox import INBOX_MAXLEN
+from services.message.stream_metrics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +365,7 @@ class Fanout:
 
     async def _dead_letter(self, entry_ids: list[bytes]) -> None:
         entries = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=0,
-                                           message_ids=entry_ids)
+                                           message_ids=cast("list[Any]", entry_ids))  # the stubs' list is invariant
         async with self._redis.pipeline(transaction=True) as tx:
             for entry_id, fields in entries:
                 reason = self._errors.pop(entry_id.decode(), "retries exhausted")
@@ -391,7 +393,7 @@ def _seqs_in_order(plans: list[_Plan]) -> list[_Plan]:
             places[plan[1].conversation_id].append(index)
     ordered = list(plans)
     for indexes in places.values():
-        for index, plan in zip(indexes, sorted((plans[i] for i in indexes), key=lambda p: abs(p[4]))):
+        for index, plan in zip(indexes, sorted((plans[i] for i in indexes), key=lambda p: abs(p[4])), strict=True):
             ordered[index] = plan
     return ordered
 

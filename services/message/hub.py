@@ -23,6 +23,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
@@ -88,7 +89,7 @@ class Hub:
         """On drain: end every stream after what it already holds; its edge resubscribes, from the last
         resume token it delivered, on another replica."""
         for out in self._streams:
-            out.put_nowait(None)  # type: ignore[arg-type]
+            out.put_nowait(None)
 
     async def subscribe(self, sub: Subscription, resume_token: str) -> None:
         """Replay what the inbox holds after the token (or the offline buffer), then go live.
@@ -185,7 +186,7 @@ class Hub:
                 # (a new epoch) must not go out under an old epoch's tokens, as if nothing was lost.
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.get(self._keys.epoch)
-                    pipe.xread(after, count=READ_BATCH)
+                    pipe.xread(cast("dict[Any, Any]", after), count=READ_BATCH)  # the stubs' dict is invariant
                     epoch, reply = await pipe.execute()
             except Exception as exc:
                 if not is_outage(exc):

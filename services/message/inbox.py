@@ -69,7 +69,9 @@ class Inboxes:
                          ) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries (XRANGE rows) strictly after entry_id ("0" for all), oldest first."""
         start = "(" + entry_id if entry_id != "0" else "-"
-        return await self._redis.xrange(self._keys.inbox(user_id), min=start, max="+", count=count)
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(
+            self._keys.inbox(user_id), min=start, max="+", count=count)
+        return rows
 
     async def first_id(self, user_id: str) -> str | None:
         rows = await self._redis.xrange(self._keys.inbox(user_id), count=1)

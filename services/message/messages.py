@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -25,8 +25,8 @@ from services.message.audit import Audit
 from services.message.reactions import Reactions
 from services.message.receipts import Receipts
 from services.message.search import Search
-from services.message.threads import Threads
 from services.message.store import MessageRow, NewMessage
+from services.message.threads import Threads
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Limits", "Messages", "parse_id"]
 
@@ -89,7 +89,7 @@ class Messages:
                            sender_id=new.sender_id, content=new.content, content_encrypted=new.content_encrypted,
                            enc_algorithm=new.enc_algorithm, enc_key_id=new.enc_key_id,
                            client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
-                           created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None,
+                           created_at=datetime.now(UTC), edited_at=None, deleted_at=None,
                            attachments=attached)
         event = convert.message_event("chat:message_received", draft)
         if new.reply_to_id:
@@ -107,8 +107,9 @@ class Messages:
                                            "reply_to_id is not a message of this conversation") from None
                 if exc.diag.constraint_name != _ATTACHMENTS_AVAILABLE:
                     raise
-                raise errors.conflict("ATTACHMENT_UNAVAILABLE",
-                                      "an attachment is already attached to another message, or was collected") from None
+                raise errors.conflict(
+                    "ATTACHMENT_UNAVAILABLE", "an attachment is already attached to another message, or was collected"
+                ) from None
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _CLIENT_ID_INDEX or new.client_message_id is None:
                     raise
@@ -171,7 +172,7 @@ class Messages:
         """
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, actor)
-            if found.row.sender_id != actor and found.role not in access.MODERATING_ROLES:
+            if found.row.sender_id != actor and not found.role.moderates:
                 raise errors.forbidden("NOT_ALLOWED", "only the sender or an admin or moderator may delete a message")
             async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
                 row = await store.get_message(conn, found.row.message_id, for_update=True)

@@ -40,6 +40,7 @@ class Receipts:
                 moved = await store.advance_position(conn, row.conversation_id, user,
                                                      delivered_seq=row.seq, read_seq=row.seq if read else 0)
                 if moved is not None:
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.receipt_event(_EVENTS[status], row, user, status)],
+                    await outbox.enqueue(conn, store.SCHEMA,
+                                         [convert.receipt_event(_EVENTS[status], row, user, status)],
                                          notify=notify)
             return moved or await store.position(conn, row.conversation_id, user)

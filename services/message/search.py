@@ -18,6 +18,7 @@ from chatmesh import errors
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from chatmesh.grpc_server import current_identity
 from chatmesh.membership import MembershipCache
+from chatmesh.roles import Role
 from services.message import access, store, views
 from services.message.access import parse_id
 
@@ -54,7 +55,7 @@ class Search:
             return []
         async with self._pool.connection() as conn:
             rows = await store.search(conn, scope, q, limit=limit)
-            participants: dict[str, dict[str, str]] = {}
+            participants: dict[str, dict[str, Role]] = {}
             for cid in {r.conversation_id for r in rows}:
                 membership = await self._membership.get(cid)
                 if user in membership.roles and membership.active:

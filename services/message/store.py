@@ -8,7 +8,12 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from chatmesh import outbox
+from chatmesh.audit import AuditRow
+
 SCHEMA = "message"
+# Tables a shared module owns in this schema, migrated before the service's own files (chatmesh/db.py).
+SHARED_DDL = (outbox.DDL,)
 
 
 @dataclass
@@ -295,17 +300,6 @@ async def reactions(conn: psycopg.AsyncConnection, message_ids: list[str]) -> di
     for message_id, emoji, users in await cur.fetchall():
         result.setdefault(message_id, []).append((emoji, list(users)))
     return result
-
-
-@dataclass
-class AuditRow:
-    entry_id: int
-    conversation_id: str
-    actor_id: str
-    action: str
-    target: str
-    request_id: str
-    created_at: datetime
 
 
 async def append_audit(conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str,

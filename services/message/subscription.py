@@ -26,7 +26,7 @@ from services.message.inbox import Token, parse_id
 # subscription; the event is an inbox entry's serialized bytes, or an Event already complete. None
 # ends the stream.
 Item = tuple[str, common_pb2.Event | bytes, str]
-Outbox = asyncio.Queue[Item]
+Outbox = asyncio.Queue[Item | None]  # None: the stream ends after what is queued before it
 Entry = tuple[bytes, dict[bytes, bytes]]  # an XRANGE / XREAD row
 
 RECEIVED = "chat:message_received"

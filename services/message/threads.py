@@ -26,7 +26,8 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh import errors
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
-from services.message import access, convert, store, views
+from chatmesh.timestamps import stamp
+from services.message import access, store, views
 from services.message.store import MessageRow
 
 DEFAULT_PAGE = 50
@@ -37,7 +38,7 @@ def mark_reply(event: common_pb2.Event, root_id: str, created_at: datetime) -> N
     """Before a reply's send: the thread fields the service knows (root, the reply's time); the send's
     statement appends the count, which only it knows."""
     event.thread.root_message_id = root_id
-    event.thread.last_reply_at.CopyFrom(convert.timestamp(created_at))
+    stamp(event.thread.last_reply_at, created_at)
 
 
 async def on_reply_deleted(conn: psycopg.AsyncConnection, reply: MessageRow, event: common_pb2.Event) -> None:
@@ -51,7 +52,7 @@ async def on_reply_deleted(conn: psycopg.AsyncConnection, reply: MessageRow, eve
     event.thread.root_message_id = root.message_id
     event.thread.reply_count = root.reply_count
     if root.last_reply_at is not None:
-        event.thread.last_reply_at.CopyFrom(convert.timestamp(root.last_reply_at))
+        stamp(event.thread.last_reply_at, root.last_reply_at)
 
 
 class Threads:

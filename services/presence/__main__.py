@@ -1,9 +1,10 @@
 """Run the presence service: `python -m services.presence`.
 
 Besides the gRPC servicer, each replica runs the sweeper (expires connections and typing states), the
-call ringing timeouts (services/presence/calls.py) and one pub/sub connection for the ephemeral events of the users its edge streams subscribed, both
-supervised. Commands go through a Redis client with command timeouts (a stalled Redis fails them
-instead of hanging the RPC); the subscription has a client of its own whose reads never time out.
+call ringing timeouts (services/presence/calls.py) and one pub/sub connection for the ephemeral events
+of the users its edge streams subscribed, all supervised. Commands go through a Redis client with
+command timeouts (a stalled Redis fails them instead of hanging the RPC); the subscription has a client
+of its own whose reads never time out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from chatmesh.tls import client_tls, server_credentials
 from services.presence.call_store import CallStore
 from services.presence.calls import ENDED_KEEP_S, Calls
 from services.presence.hub import EventHub
+from services.presence.keys import PresenceKeys
 from services.presence.presence import TYPING_WINDOW_S, Contacts, Presence
 from services.presence.server import PresenceServicer
 from services.presence.store import PresenceStore
@@ -39,15 +41,16 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
     credentials = ServiceCredentials(settings, "presence")
     ttl_s = settings.presence_ttl_s * settings.time_scale
-    store = PresenceStore(redis_client, keys, ttl_s, TYPING_WINDOW_S * settings.time_scale,
+    presence_keys = PresenceKeys(settings.redis_prefix)
+    store = PresenceStore(redis_client, presence_keys, ttl_s, TYPING_WINDOW_S * settings.time_scale,
                           settings.presence_announce_interval_s * settings.time_scale)
-    hub = EventHub(redis_client, pubsub_client, keys)
+    hub = EventHub(redis_client, pubsub_client, presence_keys)
     await hub.start()
     membership = MembershipCache(conversations, credentials, MembershipVersions(redis_client, keys))
     presence = Presence(store, hub, Contacts(conversations, credentials), membership, ttl_s, settings.time_scale)
     sweeper = spawn_supervised("presence sweep", presence.sweep_forever)
     ring_s, max_s = settings.call_ring_timeout_s * settings.time_scale, settings.call_max_s * settings.time_scale
-    calls = Calls(CallStore(redis_client, keys, int(ring_s * 1000), int(max(max_s, ring_s) * 1000),
+    calls = Calls(CallStore(redis_client, presence_keys, int(ring_s * 1000), int(max(max_s, ring_s) * 1000),
                             int(ENDED_KEEP_S * 1000)), hub, membership, store.allow, ring_s)
     ringing = spawn_supervised("call ringing timeouts", calls.expire_forever)
     servicer = PresenceServicer(presence, hub, calls, settings)

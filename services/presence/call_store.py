@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from chatmesh.redis_conn import Keys
+from services.presence.keys import PresenceKeys
 
 _PRELUDE = """
 local function now_ms()
@@ -137,7 +137,8 @@ def _record(flat: list[bytes]) -> CallRecord:
 
 
 class CallStore:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, ring_ms: int, max_ms: int, keep_ms: int) -> None:
+    def __init__(self, redis_client: aioredis.Redis, keys: PresenceKeys, ring_ms: int, max_ms: int,
+                 keep_ms: int) -> None:
         self._redis = redis_client
         self._keys = keys
         self._ring_ms, self._max_ms, self._keep_ms = ring_ms, max_ms, keep_ms
@@ -174,7 +175,7 @@ class CallStore:
         return outcome.decode(), _record(flat) if flat else None
 
     async def get(self, call_id: str) -> CallRecord | None:
-        fields = await self._redis.hgetall(self._call(call_id))
+        fields: dict[bytes, bytes] = await self._redis.hgetall(self._call(call_id))  # type: ignore[misc]
         return _record([x for pair in fields.items() for x in pair]) if fields else None
 
     async def expire(self, limit: int) -> list[CallRecord]:

@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2
-from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
+from services.presence.keys import PresenceKeys
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ Queue = asyncio.Queue[tuple[str, common_pb2.Event] | None]
 
 
 class EventHub:
-    def __init__(self, redis_client: aioredis.Redis, pubsub_client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis_client: aioredis.Redis, pubsub_client: aioredis.Redis, keys: PresenceKeys) -> None:
         self._redis = redis_client
         self._keys = keys
         self._pubsub = pubsub_client.pubsub(ignore_subscribe_messages=True)

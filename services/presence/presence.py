@@ -28,13 +28,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from chatmesh import errors
 from chatmesh.auth import ServiceCredentials, user_id_problem
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.resilience import Backoff, OutageLog, is_outage
+from chatmesh.timestamps import from_millis
 from services.presence.hub import EventHub
 from services.presence.store import PresenceStore, Status
 
@@ -55,19 +55,11 @@ SWEEP_BACKOFF_CAP_S = 2.0  # while Redis is out the sweeper retries this often a
 _DIRECTORY_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
-def _timestamp(ms: int) -> timestamp_pb2.Timestamp | None:
-    if ms <= 0:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(ms)
-    return stamp
-
-
 def user_presence(status: Status, *, hide_last_seen: bool = False) -> presence_pb2.UserPresence:
     return presence_pb2.UserPresence(
         user_id=status.user_id,
         status=common_pb2.PRESENCE_STATUS_ONLINE if status.online else common_pb2.PRESENCE_STATUS_OFFLINE,
-        last_seen_at=None if hide_last_seen else _timestamp(status.last_seen_ms))
+        last_seen_at=None if hide_last_seen else from_millis(status.last_seen_ms))
 
 
 @dataclass(frozen=True)

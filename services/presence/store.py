@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from chatmesh.redis_conn import Keys
+from services.presence.keys import PresenceKeys
 
 STATE_TTL_MS = 30 * 24 * 3600 * 1000  # last seen and invisible mode are kept a month after the last change
 CLOSED_KEPT_MS = 60_000  # at least: a closed connection is remembered this long (a late heartbeat cannot revive it)
@@ -126,7 +126,8 @@ for i = 6, #ARGV do
     redis.call('ZADD', KEYS[4], now, ARGV[i])
     if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
       closed = 1
-      if linger > 0 then redis.call('ZADD', KEYS[1], now + linger, ARGV[i]) else redis.call('ZREM', KEYS[1], ARGV[i]) end
+      if linger > 0 then redis.call('ZADD', KEYS[1], now + linger, ARGV[i])
+      else redis.call('ZREM', KEYS[1], ARGV[i]) end
     end
   end
 end
@@ -236,7 +237,7 @@ def _status(user_id: str, reply: list[object]) -> Status:
 
 
 class PresenceStore:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, ttl_s: float, typing_window_s: float,
+    def __init__(self, redis_client: aioredis.Redis, keys: PresenceKeys, ttl_s: float, typing_window_s: float,
                  announce_interval_s: float = 0.0) -> None:
         self._redis = redis_client
         self._keys = keys
@@ -255,7 +256,8 @@ class PresenceStore:
         self._rate = redis_client.register_script(_RATE)
 
     def _user_keys(self, user_id: str) -> list[str]:
-        return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id), self._keys.presence("deadlines"),
+        return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id),
+                self._keys.presence("deadlines"),
                 self._keys.presence(f"closed:{{{user_id}}}"), self._keys.presence("announce")]
 
     async def report(self, members: dict[str, list[str]]) -> list[Status]:
@@ -268,7 +270,8 @@ class PresenceStore:
         """Closed connections: each lingers `linger_ms` from now (a reconnect in time keeps the user online)."""
         keep_ms = max(2 * self.ttl_ms, CLOSED_KEPT_MS) + linger_ms  # far longer than a heartbeat is in flight
         return await self._per_user(members, lambda user, pipe: self._drop(
-            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, keep_ms, self._interval_ms, *members[user]],
+            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, keep_ms, self._interval_ms,
+                                              *members[user]],
             client=pipe))
 
     async def sweep(self, users: list[str]) -> list[Status]:
@@ -328,4 +331,4 @@ class PresenceStore:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [_status(user, reply) for user, reply in zip(user_list, replies)]
+        return [_status(user, reply) for user, reply in zip(user_list, replies, strict=True)]

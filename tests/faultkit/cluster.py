@@ -21,8 +21,8 @@ from pathlib import Path
 
 from chatmesh.auth import sign
 from chatmesh.config import Settings
-from chatmesh.embedded import free_port
-from chatmesh.launcher import SERVICES, Mesh, kind_of
+from chatmesh_tools.embedded import free_port
+from chatmesh_tools.launcher import SERVICES, Mesh, kind_of
 from tests.faultkit.proxy import Proxy
 from tests.faultkit.stores import Postgres, Redis
 

@@ -94,7 +94,8 @@ def write(rows: list[Row], started: float, command: str) -> Path:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        lines.append(f"| {row.fault.replace('|', '/')} | {_cell(row.recovery_s)} | {_cell(row.lost)} | {_cell(row.duplicated)} |"
+        lines.append(f"| {row.fault.replace('|', '/')} | {_cell(row.recovery_s)} | {_cell(row.lost)} |"
+                     f" {_cell(row.duplicated)} |"
                      f" {_reordered(row)} | {_cell(row.never_recovered)} | {_cell(row.gaps)} |"
                      f" {row.internal_errors} | {row.acked} | {row.verdict} |")
     noted = [row for row in rows if row.notes]

@@ -59,7 +59,8 @@ async def run_scenario(scenario: Scenario, root: Path) -> Outcome:
               notes=_notes(cluster, load, result))
     recovery = f"{result.recovery_s:.1f}s" if result.recovery_s is not None else "never"
     line = (f"{scenario.id}: recovery {recovery}, lost {result.lost}, duplicated {result.duplicated}, "
-            f"reordered {result.reordered} ({result.reordered_before} before the fault), gaps {result.gaps}, never recovered {result.never_recovered}, "
+            f"reordered {result.reordered} ({result.reordered_before} before the fault), gaps {result.gaps}, "
+            f"never recovered {result.never_recovered}, "
             f"INTERNAL {len(load.internal_errors)}, failed sends {len(load.failures)}, acked {len(load.acked)}, "
             f"{row.seconds:.0f}s")
     return Outcome(row, failed, _message(scenario, cluster, load, result) if failed else "", line)

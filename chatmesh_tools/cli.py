@@ -1,8 +1,9 @@
 """The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT,
-`keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's entrypoint), `migrate` applies the schema
-migrations (the Kubernetes migration Job), `status` and `dead-letter` look at a running mesh and `bench` measures the
-mesh (docs/performance.md). Every command takes --data-dir with the same default, and reads the running mesh's
-settings from it (chatmesh/meshdir.py); CHAT_* variables set in the shell win over the folder."""
+`keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's
+entrypoint), `migrate` applies the schema migrations (the Kubernetes migration Job), `status` and
+`dead-letter` look at a running mesh and `bench` measures the mesh (docs/performance.md). Every
+command takes --data-dir with the same default, and reads the running mesh's settings from it
+(chatmesh_tools/meshdir.py); CHAT_* variables set in the shell win over the folder."""
 
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ from pathlib import Path
 import psycopg
 import redis
 
-from chatmesh import db, deadletter, meshdir
-from chatmesh import status as mesh_status
+from chatmesh import db
 from chatmesh.auth import ServiceCredentials, sign
-from chatmesh.bench.args import add_arguments as add_bench_arguments
 from chatmesh.config import DEFAULT_PORTS, ConfigError, Settings
-from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis
-from chatmesh.launcher import SERVICES, Mesh
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.service_keys import ensure_keyring, keyring_env
 from chatmesh.tls import client_tls
+from chatmesh_tools import deadletter, meshdir
+from chatmesh_tools import status as mesh_status
+from chatmesh_tools.bench.args import add_arguments as add_bench_arguments
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis
+from chatmesh_tools.launcher import SERVICES, Mesh
 
 DATA_DIR_HELP = "the mesh's data folder (default $CHAT_DATA_DIR or ./.chatmesh), as `chatmesh up` uses it"
 
@@ -156,10 +158,11 @@ def migrate(args: argparse.Namespace) -> int:
     """Apply the pending migrations of every schema-owning service to CHAT_DATABASE_URL."""
     settings = _tool_settings(args, "database_url")
     for name in MIGRATED:
-        schema = importlib.import_module(f"services.{name}.store").SCHEMA
+        store = importlib.import_module(f"services.{name}.store")
+        schema = store.SCHEMA
         package = importlib.import_module(f"services.{name}")
         folder = Path(next(iter(package.__path__))) / "migrations"
-        applied = asyncio.run(db.migrate(settings.database_url, schema, folder))
+        applied = asyncio.run(db.migrate(settings.database_url, schema, folder, shared_ddl=store.SHARED_DDL))
         print(f"{schema}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})" if applied else ""),
               flush=True)
     return 0
@@ -225,7 +228,7 @@ def bench(args: argparse.Namespace) -> int:
             args.redis_url = args.redis_url or info.redis_url
         if not (args.jwt_secret or os.environ.get("CHAT_JWT_SECRET")) and meshdir.has_mesh(data_dir):
             args.jwt_secret = meshdir.existing_secret(data_dir)
-    from chatmesh.bench.runner import run  # the `bench` extra's imports, only when benching
+    from chatmesh_tools.bench.runner import run  # the `bench` extra's imports, only when benching
 
     return run(args)
 

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import fixtures, procstats, profile
-from chatmesh.bench.pool import LoadGen, log
-from chatmesh.bench.progress import Progress
-from chatmesh.bench.stats import cdf, cpu_per_1000, percentiles
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench import fixtures, procstats, profile
+from chatmesh_tools.bench.pool import LoadGen, log
+from chatmesh_tools.bench.progress import Progress
+from chatmesh_tools.bench.stats import cdf, cpu_per_1000, percentiles
+from chatmesh_tools.bench.target import Target
 
 SETTLE_S = 3.0
 

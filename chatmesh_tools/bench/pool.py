@@ -10,8 +10,8 @@ from collections import Counter
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from chatmesh.bench.loadgen import WorkerSpec, worker_main
-from chatmesh.bench.progress import Progress
+from chatmesh_tools.bench.loadgen import WorkerSpec, worker_main
+from chatmesh_tools.bench.progress import Progress
 
 STALL_S = 8.0
 

@@ -12,7 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jwt-secret", help="the mesh's HS256 secret, to sign bench users' tokens (with --url; "
                                         "default $CHAT_JWT_SECRET)")
     p.add_argument("--database-url", help="with --url: the mesh's PostgreSQL (history is seeded with COPY, the ceiling "
-                                          "runs there); without: a server to run the bench mesh on, in a fresh database")
+                                          "runs there); without: a server to run the bench mesh on, in a fresh "
+                                          "database")
     p.add_argument("--redis-url", help="with --url: the mesh's Redis (ceiling); without: a server to run the bench "
                                        "mesh on, under a fresh key prefix")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of " + ", ".join(SCENARIOS))
@@ -32,9 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how receivers acknowledge: events_ack in batches, or chat:message_delivered per message "
                         "(which also records a delivery receipt and announces it)")
     g.add_argument("--profile", action="store_true",
-                   help="sample the services with py-spy: during the first throughput step of each run (profile-g<size>/) "
-                        "and the edge while it holds the idle sockets (profile-idle/)")
-    g.add_argument("--ramp", action="store_true", help="raise the first rate by 25%% a step until p99 misses twice in a row, or a step loses")
+                   help="sample the services with py-spy: during the first throughput step of each run "
+                        "(profile-g<size>/) and the edge while it holds the idle sockets (profile-idle/)")
+    g.add_argument("--ramp", action="store_true",
+                   help="raise the first rate by 25%% a step until p99 misses twice in a row, or a step loses")
     g.add_argument("--ramp-p99-ms", type=float, default=100.0)
     g.add_argument("--ramp-max", type=float, default=20_000.0)
     g = p.add_argument_group("history")

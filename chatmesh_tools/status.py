@@ -20,10 +20,10 @@ import psycopg
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatmesh.launcher import kind_of
-from chatmesh.meshdir import MeshInfo
 from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.tls import ClientTls
+from chatmesh_tools.launcher import kind_of
+from chatmesh_tools.meshdir import MeshInfo
 
 FANOUT_GROUP = "fanout"  # services/message/fanout.py GROUP
 SCHEMA_OWNERS = ("conversation", "message")

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import plots, procstats, report
-from chatmesh.bench import target as targets
-from chatmesh.bench.args import SCENARIOS, apply_quick
-from chatmesh.bench.pool import log
+from chatmesh_tools.bench import plots, procstats, report
+from chatmesh_tools.bench import target as targets
+from chatmesh_tools.bench.args import SCENARIOS, apply_quick
+from chatmesh_tools.bench.pool import log
 
 
 def _machine() -> dict[str, Any]:
@@ -75,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if "connections" in chosen:
             log(f"connections: {args.sockets:,} idle WebSockets")
-            results["connections"] = __import__("chatmesh.bench.scenarios.connections", fromlist=["run"]).run(
+            results["connections"] = __import__("chatmesh_tools.bench.scenarios.connections", fromlist=["run"]).run(
                 target, sockets=args.sockets, workers=max(1, min(8, args.sockets // 2500 + 1)), idle_s=args.idle_s,
                 profile_dir=out / "profile-idle" if args.profile else None)
             ok &= results["connections"]["failed"] == 0
         if "throughput" in chosen:
-            from chatmesh.bench.scenarios import throughput
+            from chatmesh_tools.bench.scenarios import throughput
 
             results["throughput"] = []
             for size, rates in _parse_runs(args.runs):
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 if not args.ramp:
                     ok &= all(s["counts"] for s in r["steps"])
         if "history" in chosen:
-            from chatmesh.bench.scenarios import history
+            from chatmesh_tools.bench.scenarios import history
 
             log(f"history: {args.history_messages:,} messages, pages of 50")
             results["history"] = history.run(target, messages=args.history_messages, page=50,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                                              concurrency=[int(c) for c in args.history_concurrency.split(",")])
             ok &= all(p["errors"] == 0 for p in results["history"]["phases"])
         if "ceiling" in chosen:
-            from chatmesh.bench.scenarios import ceiling
+            from chatmesh_tools.bench.scenarios import ceiling
 
             sizes = [s for s, _ in _parse_runs(args.runs)] or [10]
             log("ceiling: PostgreSQL send transactions, Redis delivery entries")

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from chatmesh.auth import sign
 from chatmesh.config import Settings
-from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from chatmesh.launcher import Mesh
+from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from chatmesh_tools.launcher import Mesh
 
 
 def raise_nofile() -> int:

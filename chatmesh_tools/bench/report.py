@@ -35,7 +35,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         if pg := ce.get("postgres_without_notify"):
             out.append(("ceiling postgres -notify", f"{pg['commits_per_s']:,.0f} send txns/s", pg["what"]))
         if rd := ce.get("redis"):
-            out.append(("ceiling redis", f"{rd['messages_per_s']:,.0f} msg/s", f"{rd['deliveries_per_s']:,.0f} inbox entries/s"))
+            out.append(("ceiling redis", f"{rd['messages_per_s']:,.0f} msg/s",
+                        f"{rd['deliveries_per_s']:,.0f} inbox entries/s"))
     if r := results.get("ratios"):
         out.append(("mesh / ceiling", ", ".join(f"{k} {v}" for k, v in r.items()), ""))
     return out

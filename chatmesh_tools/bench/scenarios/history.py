@@ -1,11 +1,11 @@
 """history: paged reads of a long conversation, GET /api/messages/{id}?limit=50&before_seq=<random>.
 
 The conversation (a group of the sender and 100 readers, who take turns, since the edge limits each
-user's REST requests per minute) is made through the API; its messages are a benchmark fixture seeded straight into
-the message service's own tables with COPY (message.messages rows with consecutive seqs, and
-message.conversation_seq moved to the last one), because sending 100,000 messages through the mesh
-first would measure sends, not history. Seeded rows are exactly what a send stores, minus the outbox
-event (nothing is delivered for them). Without --database-url the conversation is filled through the
+user's REST requests per minute) is made through the API; its messages are a benchmark fixture seeded with COPY
+by the message service's own SQL (services/message/seed_store.py: rows with consecutive seqs, the
+conversation's seq moved to the last one), because sending 100,000 messages through the mesh first
+would measure sends, not history. Seeded rows are exactly what a send stores, minus the outbox event
+(nothing is delivered for them). Without --database-url the conversation is filled through the
 API instead (slower). Readers run in their own process (a minimal keep-alive HTTP client, not
 httpx, whose CPU per request exceeds the edge's): first one at a time (latency), then several
 concurrently (pages/s).
@@ -22,13 +22,13 @@ from typing import Any
 
 import httpx
 
-from chatmesh.bench import fixtures, procstats
-from chatmesh.bench.lean_http import LeanHTTP
-from chatmesh.bench.loadgen import loads
-from chatmesh.bench.pool import log
-from chatmesh.bench.progress import Progress
-from chatmesh.bench.stats import percentiles
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench import fixtures, procstats
+from chatmesh_tools.bench.lean_http import LeanHTTP
+from chatmesh_tools.bench.loadgen import loads
+from chatmesh_tools.bench.pool import log
+from chatmesh_tools.bench.progress import Progress
+from chatmesh_tools.bench.stats import percentiles
+from chatmesh_tools.bench.target import Target
 
 READERS = 100
 
@@ -36,16 +36,14 @@ READERS = 100
 def seed_copy(database_url: str, conversation_id: str, sender: str, count: int) -> float:
     import psycopg
 
+    from services.message import seed_store
+
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+            await seed_store.seed_history(conn, conversation_id, sender, count)
+
     started = time.monotonic()
-    with psycopg.connect(database_url) as conn:
-        with conn.cursor() as cur, cur.copy(
-                "COPY message.messages (conversation_id, seq, sender_id, content, client_message_id) FROM STDIN") as copy:
-            for seq in range(1, count + 1):
-                copy.write_row((conversation_id, seq, sender, f"history message {seq} " + "y" * 40, f"seed-{seq}"))
-        conn.execute("""INSERT INTO message.conversation_seq (conversation_id, last_seq) VALUES (%s, %s)
-                        ON CONFLICT (conversation_id) DO UPDATE SET last_seq = EXCLUDED.last_seq""",
-                     (conversation_id, count))
-        conn.execute("ANALYZE message.messages")
+    asyncio.run(run())
     return time.monotonic() - started
 
 
@@ -89,7 +87,8 @@ def _reader(url: str, tokens: list[str], conversation_id: str, last_seq: int, pa
                     before = rnd.randint(page + 1, last_seq + 1)
                     t = time.monotonic_ns()
                     k += 1
-                    status, body = await client.get(path, {"limit": page, "before_seq": before}, tokens[k % len(tokens)])
+                    status, body = await client.get(path, {"limit": page, "before_seq": before},
+                                                    tokens[k % len(tokens)])
                     lat.append((time.monotonic_ns() - t) / 1e6)
                     if status != 200 or len(loads(body).get("messages", [])) != page:
                         errors += 1

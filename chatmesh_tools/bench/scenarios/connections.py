@@ -13,15 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatmesh.bench import fixtures, procstats, profile
-from chatmesh.bench.pool import LoadGen, log
-from chatmesh.bench.progress import Progress
-from chatmesh.bench.target import Target
+from chatmesh_tools.bench import fixtures, procstats, profile
+from chatmesh_tools.bench.pool import LoadGen, log
+from chatmesh_tools.bench.progress import Progress
+from chatmesh_tools.bench.target import Target
 
 MB = 1024 * 1024
 
 
-def run(target: Target, *, sockets: int, workers: int, idle_s: float, profile_dir: Path | None = None) -> dict[str, Any]:
+def run(target: Target, *, sockets: int, workers: int, idle_s: float,
+        profile_dir: Path | None = None) -> dict[str, Any]:
     users, _ = fixtures.make(target, f"conn{int(time.time())}", sockets, 0, register=False)
     edge_pid = {"edge": target.pids["edge"]} if "edge" in target.pids else {}
     base = procstats.sample(edge_pid).get("edge")
