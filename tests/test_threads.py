@@ -226,7 +226,8 @@ async def test_the_migration_counts_replies_sent_before_it(make_database, tmp_pa
                 """INSERT INTO message.messages (message_id, conversation_id, seq, sender_id, content, reply_to_id,
                        created_at, deleted_at) VALUES (%s, %s, %s, 'u', 'x', %s, %s, %s)""",
                 (message_id, cid, seq, reply_to, at, deleted))
-    assert (await db.migrate(url, store.SCHEMA, migrations, shared_ddl=store.SHARED_DDL))[0] == "0004_threads.sql"  # then any later ones
+    applied = await db.migrate(url, store.SCHEMA, migrations, shared_ddl=store.SHARED_DDL)
+    assert applied[0] == "0004_threads.sql"  # then any later ones
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute("""SELECT message_id::text, reply_count,
                                            to_char(last_reply_at AT TIME ZONE 'UTC', 'HH24:MI')
