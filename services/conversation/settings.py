@@ -76,10 +76,11 @@ class ConversationSettings:
                 return await _view(conn, conversation_id, caller)
             await settings_store.set_archived(conn, conversation_id, archived)
             await store.membership_changed(conn, conversation_id)
-            action = "archived" if archived else "unarchived"
-            await audit.record(conn, conversation_id, caller, f"conversation.{action}", conversation_id)
+            action, kind = (("conversation.archived", "conversation:archived") if archived
+                            else ("conversation.unarchived", "conversation:unarchived"))
+            await audit.record(conn, conversation_id, caller, action, conversation_id)
             view = await _view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event(f"conversation:{action}", view, caller)])
+            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event(kind, view, caller)])
         return await changes.published(self._versions, view)
 
     async def leave(self, caller: str, conversation_id: str, close_group: bool) -> ConversationView:

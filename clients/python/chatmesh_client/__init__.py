@@ -2,7 +2,8 @@
 `await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
 
 from chatmesh_client.attachments import Attachment, Attachments
-from chatmesh_client.client import Client, Page, PendingSend
+from chatmesh_client.calls import Calls
+from chatmesh_client.client import Client, Page, PendingSend, ThreadPage
 from chatmesh_client.errors import (
     RETRYABLE,
     ChatError,
@@ -12,6 +13,8 @@ from chatmesh_client.errors import (
     Unauthenticated,
 )
 from chatmesh_client.models import (
+                                    Call,
+                                    CallEvent,
                                     Conversation,
                                     ConversationEvent,
                                     Event,
@@ -26,6 +29,7 @@ from chatmesh_client.models import (
                                     ReceiptEvent,
                                     ResyncEvent,
                                     StateEvent,
+                                    ThreadEvent,
                                     TypingEvent,
                                     UserSettings,
 )
@@ -35,6 +39,9 @@ __all__ = [
                                     "RETRYABLE",
                                     "Attachment",
                                     "Attachments",
+                                    "Call",
+                                    "CallEvent",
+                                    "Calls",
                                     "ChatError",
                                     "Client",
                                     "ConnectionLost",
@@ -58,6 +65,8 @@ __all__ = [
                                     "SendTimeout",
                                     "StateEvent",
                                     "Store",
+                                    "ThreadEvent",
+                                    "ThreadPage",
                                     "TypingEvent",
                                     "Unauthenticated",
                                     "UserSettings",
