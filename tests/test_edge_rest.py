@@ -197,6 +197,7 @@ async def test_a_non_participant_reaches_nothing(http: httpx.AsyncClient, make_t
         "AddParticipant": {"user_id": eve, "role": "member"}, "ChangeParticipantRole": {"role": "admin"},
         "EditMessage": {"content": "pwned"}, "UpdateMessageStatus": {"status": "read"},
         "AddReaction": {"emoji": "👎"}, "SetTyping": {"is_typing": True},
+        "UpdateConversation": {"title": "pwned"}, "UpdateConversationPreferences": {"muted": True},
     }
     walked = 0
     for route in ROUTES:

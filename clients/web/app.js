@@ -7,6 +7,8 @@ import { VoiceRecorder, formatSize, renderAttachment, uploadFile } from "./chat-
 import { CallPanel } from "./chat-calls.js";
 import { bindHideLastSeen, isRequestToMe, loadHideLastSeen, requestBar } from "./privacy.js";
 import { installThreads } from "./chat-threads.js";
+import { byListOrder, installSettings, listMarks, renderSettings } from "./chat-settings.js";
+import { el } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 const TICKS = { failed: ["!", "not sent"], pending: ["🕓", "sending"], sent: ["✓", "sent"], delivered: ["✓✓", "delivered"], read: ["✓✓", "read"] };
@@ -25,18 +27,6 @@ const attachmentNodes = new Map(); // attachment id -> its rendered node, kept a
 let recorder = null;
 let calls = null; // the call bar (chat-calls.js)
 let threads = null; // chat-threads.js: the thread panel and the buttons under each message
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
 
 function titleOf(conversation) {
   if (conversation.type === "group") return conversation.title || "Group";
@@ -95,6 +85,7 @@ async function signIn(token) {
 }
 
 bindHideLastSeen($("hide-last-seen"), () => client, (text) => alertLater(text));
+installSettings({ getClient: () => client, getOpenId: () => openId, onError: (text) => alertLater(text) });
 
 // Presence of the people in direct conversations: asked once each, then kept up to date by events.
 // A brand-new contact may read "unknown" for a moment (presence caches contacts): asked again.
@@ -175,19 +166,20 @@ function renderConnection(state) {
 function renderConversations() {
   if (!client) return;
   const list = $("conversations");
-  const sorted = [...client.conversations.values()].filter((c) => c.active).sort((a, b) => (b.last_message_at || "").localeCompare(a.last_message_at || ""));
+  const sorted = [...client.conversations.values()].filter((c) => c.active).sort(byListOrder);
   list.replaceChildren(...sorted.map((c) => {
     const other = otherUser(c);
     const status = other ? client.presence.get(other) || "unknown" : "";
     const unread = c.conversation_id === openId ? 0 : c.unread_count;
     const preview = c.last_message ? (c.last_message.deleted ? "(deleted)" : `${c.last_message.sender_id === client.userId ? "You: " : ""}${c.last_message.text}`) : "No messages yet";
     const badge = isRequestToMe(c, client.userId) ? "Request" : c.request_state === "blocked" ? "Blocked" : "";
-    const label = `${titleOf(c)}${badge ? `, ${badge.toLowerCase()}` : ""}${status ? `, ${status}` : ""}${unread ? `, ${unread} unread` : ""}`;
+    const marks = listMarks(c);
+    const label = `${titleOf(c)}${badge ? `, ${badge.toLowerCase()}` : ""}${marks.words ? `, ${marks.words}` : ""}${status ? `, ${status}` : ""}${unread ? `, ${unread} unread` : ""}`;
     return el("li", {},
       el("button", { type: "button", class: "conversation", "aria-label": label, "aria-current": c.conversation_id === openId ? "true" : "false",
                      dataset: { id: c.conversation_id }, onclick: () => openConversation(c.conversation_id) },
         el("span", { class: "dot", dataset: { status }, "aria-hidden": "true", title: status }),
-        el("span", { class: "title" }, titleOf(c), badge ? el("span", { class: "badge" }, badge) : null),
+        el("span", { class: "title" }, titleOf(c), badge ? el("span", { class: "badge" }, badge) : null, marks.text ? el("span", { class: "marks" }, marks.text) : null),
         el("span", { class: "preview" }, preview),
         el("span", { class: "unread", hidden: !unread, "aria-hidden": "true" }, String(unread))));
   }));
@@ -248,6 +240,7 @@ function renderRequest() {
   $("request-text").textContent = bar.text;
   for (const id of ["request-accept", "request-decline", "request-block"]) $(id).hidden = !bar.buttons;
   if (conversation && conversation.active) $("composer").hidden = bar.composerHidden;
+  renderSettings(conversation, client.userId); // chat-settings.js: its bar, and the composer off while archived
 }
 
 async function answerRequest(answer) {

@@ -75,6 +75,9 @@ export class ChatStore {
       }
     } else if (type.startsWith("conversation:")) {
       if (data.conversation) this.putConversation(normalizeConversation(data.conversation));
+      const mine = this.conversations.get(frame.conversation_id || data.conversation?.conversation_id);
+      if (mine && data.preferences) Object.assign(mine, { muted: Boolean(data.preferences.muted), pinned: Boolean(data.preferences.pinned) });
+      if (mine && type === "conversation:participant_removed" && data.user_id === this.userId) mine.active = false; // left: gone from this page
       this.emit("conversations", {});
     } else if (type === "chat:user_typing") {
       const users = this.typing.get(data.conversation_id) || new Set();

@@ -44,6 +44,12 @@ export function normalizeConversation(data) {
     active: Boolean(data.active), // proto3 JSON leaves false out of event frames
     // direct conversations: accepted | pending (a request) | declined | blocked; "" for groups
     request_state: shortEnum(data.request_state, "REQUEST_STATE_"),
+    archived: Boolean(data.archived), // read-only (chat-settings.js)
+    description: data.description || "",
+    // The caller's own mute and pin: in REST answers only (events every participant receives leave them
+    // out), so an event keeps what the store has.
+    ...("muted" in data ? { muted: Boolean(data.muted) } : {}),
+    ...("pinned" in data ? { pinned: Boolean(data.pinned) } : {}),
   };
 }
 

@@ -14,6 +14,7 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.roles import Role
 
 MAX_TITLE = 200
+MAX_DESCRIPTION = 1000
 MAX_DISPLAY_NAME = 200
 
 
@@ -47,6 +48,17 @@ def title(value: str) -> str:
         raise errors.invalid("TITLE_REQUIRED", "a group conversation needs a title")
     if len(trimmed) > MAX_TITLE:
         raise errors.invalid("TITLE_TOO_LONG", f"title exceeds {MAX_TITLE} characters ({len(trimmed)})")
+    return trimmed
+
+
+def description(value: str) -> str:
+    """A group's description: "" removes it; only blanks is a mistake, not a way to remove it."""
+    trimmed = text(value, "description").strip()
+    if value and not trimmed:
+        raise errors.invalid("DESCRIPTION_BLANK", "a description must not be only blanks (send \"\" to remove it)")
+    if len(trimmed) > MAX_DESCRIPTION:
+        raise errors.invalid("DESCRIPTION_TOO_LONG",
+                             f"description exceeds {MAX_DESCRIPTION} characters ({len(trimmed)})")
     return trimmed
 
 

@@ -76,6 +76,10 @@ _MEMBERSHIP = {
     "conversation:participant_added": "Someone joined a group (`user_id`, `role`).",
     "conversation:participant_removed": "Someone left or was removed from a group (`user_id`).",
     "conversation:role_changed": "A participant's role changed (`user_id`, `role`).",
+    "conversation:updated": "An admin renamed a group or changed its description (`title`, `description`).",
+    "conversation:archived": "An admin archived a group (read-only: writes answer CONVERSATION_ARCHIVED).",
+    "conversation:unarchived": "An admin unarchived a group (writable again).",
+    "conversation:closed": "The last admin closed a group (everyone left it, and it is inactive).",
 }
 
 FRAMES: tuple[Frame, ...] = (
@@ -173,6 +177,11 @@ FRAMES: tuple[Frame, ...] = (
     _durable("chat:reaction_removed", "A reaction was taken back", common_pb2.ReactionEvent.DESCRIPTOR, _REACTION),
     *(_durable(kind, text.split(" (")[0].removesuffix("."), common_pb2.ConversationEvent.DESCRIPTOR,
                _CONVERSATION, text) for kind, text in _MEMBERSHIP.items()),
+    _durable("conversation:preferences_changed", "The user muted, unmuted, pinned or unpinned a conversation",
+             common_pb2.ConversationEvent.DESCRIPTOR,
+             {"user_id": "bob", "actor_id": "bob", "preferences": {"muted": True}},
+             "To the user's own sockets only; no `conversation`, but `preferences` as they now stand "
+             "(a false flag is left out, so `{}` means neither)."),
     # edge -> client: ephemeral events
     Frame("chat:user_typing", False, "Someone is typing in a conversation, or stopped",
           "Ephemeral: no resume token, not replayed, dropped first when the socket's queue is full.",

@@ -38,6 +38,8 @@ _REQUEST_BOUNDS: dict[tuple[str, str], dict[str, Any]] = {
     ("chat.v1.ListMessagesRequest", "after_seq"): {"pattern": "^[0-9]+$"},
     ("chat.v1.SearchMessagesRequest", "q"): {"minLength": 1, "maxLength": 256},
     ("chat.v1.SendMessageRequest", "client_message_id"): {"maxLength": 128},
+    ("chat.v1.UpdateConversationRequest", "title"): {"minLength": 1, "maxLength": 200},  # conversation/validate.py
+    ("chat.v1.UpdateConversationRequest", "description"): {"maxLength": 1000},
 }
 # Examples by field name, on requests and responses.
 _EXAMPLES: dict[str, Any] = {
@@ -46,6 +48,7 @@ _EXAMPLES: dict[str, Any] = {
     "user_id": "bob", "sender_id": "alice", "created_by": "alice", "display_name": "Bob",
     "seq": "42", "unread_count": "3", "before_seq": "42", "after_seq": "40",
     "content": "hi", "client_message_id": "c-1f6e", "emoji": "👍", "title": "Weekend plans", "q": "dinner",
+    "description": "Who brings what on Saturday",
     "limit": 50, "filename": "cat.png", "content_type": "image/png", "size_bytes": "48213",
 }
 
