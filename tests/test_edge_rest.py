@@ -173,8 +173,11 @@ async def others_world(http: httpx.AsyncClient, make_token) -> dict[str, Any]:
     reacted = await http.post(f"/api/messages/{message['message_id']}/reactions", json={"emoji": "👍"},
                               headers=bearer(alice_token))
     assert reacted.status_code == 200, reacted.text
+    call = await http.post("/api/calls", headers=bearer(alice_token), json={
+        "conversation_id": conversation_id, "callee_id": bob, "sdp_offer": "v=0\r\n"})
+    assert call.status_code == 200, call.text
     return {"conversation_id": conversation_id, "message_id": message["message_id"], "user_id": bob,
-            "emoji": "👍", "alice": alice, "attachment_id": attachment_id}
+            "emoji": "👍", "alice": alice, "attachment_id": attachment_id, "call_id": call.json()["call"]["call_id"]}
 
 
 # Routes that name no other resource in their path, and what eve may get from them instead.
@@ -183,6 +186,8 @@ UNSCOPED = {
     ("POST", "/api/conversations/group"), ("GET", "/api/conversations"), ("GET", "/api/presence"),
     ("PUT", "/api/presence"), ("GET", "/api/messages/search"), ("POST", "/api/messages"),
     ("GET", "/api/users/me/settings"), ("PATCH", "/api/users/me/settings"),
+    ("GET", "/api/calls/config"),  # the ICE servers: the same for everyone
+    ("POST", "/api/calls"),  # names its conversation in the body: refused below
 }
 
 
@@ -216,6 +221,9 @@ async def test_a_non_participant_reaches_nothing(http: httpx.AsyncClient, make_t
     cid = others_world["conversation_id"]
     sent = await http.post("/api/messages", json={"conversation_id": cid, "content": "hi"}, headers=bearer(eve_token))
     assert sent.status_code == 403
+    rung = await http.post("/api/calls", json={"conversation_id": cid, "callee_id": others_world["alice"],
+                                               "sdp_offer": "v=0\r\n"}, headers=bearer(eve_token))
+    assert rung.status_code == 403
     found = await http.get("/api/messages/search", params={"q": "secret", "conversation_id": cid},
                            headers=bearer(eve_token))
     assert found.status_code in (403, 404) or found.json()["messages"] == []
