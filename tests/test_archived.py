@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import send
 from tests.test_conversation_settings import watched_group
 from tests.test_conversation_support import error_of, people, view

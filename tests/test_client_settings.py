@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from chatmesh_client import ChatError, Client, ConversationEvent
 from tests.helpers import new_user_id, register
 

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, direct_conversation, quiet, send
 from tests.test_conversation_support import Person, create_group, error_of, people, roles_of, settles, view
 

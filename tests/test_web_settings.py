@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from chatmesh.launcher import Mesh
+from chatmesh_tools.launcher import Mesh
 from tests.test_web import browser, sign_in, web_mesh  # noqa: F401 - fixtures
 
 pytest.importorskip("playwright.async_api")
