@@ -20,7 +20,7 @@ import redis
 from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import Settings
 from chatmesh.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from chatmesh.launcher import SERVICES, Mesh
+from chatmesh.launcher import IDENTITIES, SERVICES, Mesh
 from chatmesh.service_keys import ensure_keyring, keyring_env
 
 TIME_SCALE = "0.05"
@@ -116,7 +116,7 @@ def redis_prefix(redis_server: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def keyring(workdir: Path) -> Path:
     """The run's service key pairs, one per service: every mesh of the run (they share mesh_env) uses them."""
-    return ensure_keyring(workdir / "service-keys", SERVICES)
+    return ensure_keyring(workdir / "service-keys", IDENTITIES)
 
 
 @pytest.fixture(scope="session")

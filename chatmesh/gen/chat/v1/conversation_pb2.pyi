@@ -161,20 +161,22 @@ class GetMembershipRequest(_message.Message):
     def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
 
 class GetMembershipResponse(_message.Message):
-    __slots__ = ("conversation_id", "type", "active", "participants", "version", "blocked")
+    __slots__ = ("conversation_id", "type", "active", "participants", "version", "blocked", "muted_user_ids")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    MUTED_USER_IDS_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     type: _common_pb2.ConversationType
     active: bool
     participants: _containers.RepeatedCompositeFieldContainer[_common_pb2.Participant]
     version: int
     blocked: bool
-    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.ConversationType, str]] = ..., active: _Optional[bool] = ..., participants: _Optional[_Iterable[_Union[_common_pb2.Participant, _Mapping]]] = ..., version: _Optional[int] = ..., blocked: _Optional[bool] = ...) -> None: ...
+    muted_user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.ConversationType, str]] = ..., active: _Optional[bool] = ..., participants: _Optional[_Iterable[_Union[_common_pb2.Participant, _Mapping]]] = ..., version: _Optional[int] = ..., blocked: _Optional[bool] = ..., muted_user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListContactsRequest(_message.Message):
     __slots__ = ("user_id",)
