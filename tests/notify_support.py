@@ -68,10 +68,6 @@ def new_group(mesh: Mesh) -> str:
     return name
 
 
-def redis_of(mesh: Mesh) -> redis.Redis:
-    return redis.Redis.from_url(mesh.env["CHAT_REDIS_URL"])
-
-
 class Consumer:
     """A push worker's view of StreamNotifications, in the test: what arrives, by user."""
 
