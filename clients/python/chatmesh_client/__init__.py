@@ -3,6 +3,7 @@
 
 from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.client import Client, Page, PendingSend
+from chatmesh_client.devices import Device, Devices
 from chatmesh_client.errors import (
     RETRYABLE,
     ChatError,
@@ -40,6 +41,8 @@ __all__ = [
                                     "ConnectionLost",
                                     "Conversation",
                                     "ConversationEvent",
+                                    "Device",
+                                    "Devices",
                                     "Event",
                                     "Message",
                                     "MessageEvent",
