@@ -176,3 +176,15 @@ async def test_a_worker_killed_mid_stream_loses_no_notification(notify_mesh: Mes
     assert {p["body"]["user_id"] for p in receiver.posts} == set(users)
     assert [e for e in await _dead(notify_mesh, Keys(notify_mesh.env["CHAT_REDIS_PREFIX"]))
             if e[1] in {p["body"]["notification_id"] for p in receiver.posts}] == []
+
+
+def test_a_worker_without_its_secret_or_with_a_bad_webhook_does_not_start(tmp_path: Path, keyring: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}, "CHAT_DATA_DIR": str(tmp_path),
+           "CHAT_SERVICE_KEY_FILE": str(keyring / "push.key")}
+    command = [sys.executable, "-m", "chatmesh.cli", "push-worker", "--webhook"]
+    no_secret = subprocess.run([*command, "http://127.0.0.1:9/hook"], env=env, cwd=ROOT, capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert no_secret.returncode == 2 and "CHAT_PUSH_WEBHOOK_SECRET is not set" in no_secret.stderr
+    bad_url = subprocess.run([*command, "ftp://example/hook"], env={**env, "CHAT_PUSH_WEBHOOK_SECRET": "s"}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert bad_url.returncode == 2 and "is not an http(s) URL" in bad_url.stderr
