@@ -44,6 +44,7 @@ class Membership:
     roles: dict[str, str]
     version: int
     blocked: bool = False  # a blocked direct conversation: participants read it, nobody writes to it
+    muted: frozenset[str] = frozenset()  # participants who muted it: notifications leave them out
 
     def require_participant(self, user_id: str) -> str:
         """The user's role; 403 when they are not a participant (of an active conversation)."""
@@ -162,4 +163,5 @@ class MembershipCache:
             roles={p.user_id: ROLE_NAMES.get(p.role, "member") for p in reply.participants},
             version=reply.version,
             blocked=reply.blocked,
+            muted=frozenset(reply.muted_user_ids),
         )

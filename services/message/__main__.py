@@ -71,8 +71,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     attachments = Attachments(pool, membership, blobs, links, AttachmentLimits.of(settings))
     background.append(spawn_supervised("attachment collector", attachments.run_collector))
     # Push notifications: a consumer group of its own on the events stream, off the delivery path.
-    notifier = Notifier(pool, redis_client, keys, conversations, ServiceCredentials(settings, "message"),
-                        NotifyPolicy.of(settings), consumer)
+    notifier = Notifier(pool, redis_client, keys, membership, NotifyPolicy.of(settings), consumer)
     with contextlib.suppress(Exception):  # Redis away at start: the ingest loop creates the group later
         await notifier.ensure_group()
     background += [spawn_supervised("notifier ingest", notifier.run_ingest),

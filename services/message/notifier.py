@@ -10,13 +10,16 @@ size). The per-recipient work happens once per conversation and delay, in the ba
    commits, so a crash re-reads it (the upsert is idempotent). A replica that died leaves pending
    entries, which another claims after IDLE_S.
 2. **Check** (`run_checks`): every replica claims due conversations with a lease (`FOR UPDATE SKIP
-   LOCKED`, the due time moved forward), asks the conversation service for the participants and
-   who muted it, and compares each recipient's delivered position (what their devices acknowledged)
-   and how far notifications already went with the messages that have waited the delay. A recipient
-   with messages of others still unacknowledged gets one notification for all of them (a count,
-   the latest message, the strongest reason: mention, reply, thread reply, message); an online user
-   whose device acknowledged gets nothing. One already notified within `CHAT_NOTIFY_COLLAPSE_S`
-   waits for the window's end, so a burst collapses into one notification with a count.
+   LOCKED`, the due time moved forward), takes the participants and who muted the conversation from
+   the membership cache (versioned: a mute bumps the membership version, so it counts at once), and
+   compares each recipient's delivered position (what their devices acknowledged) and how far
+   notifications already went with the messages that have waited the delay. A recipient with a
+   message of someone else still unacknowledged gets one notification for it and every later one
+   (a count, the latest message, the strongest reason: mention, reply, thread reply, message), so a
+   burst is one notification; an online user whose device acknowledged gets nothing. One already
+   notified within `CHAT_NOTIFY_COLLAPSE_S` waits for the window's end, and what came meanwhile
+   collapses into that next notification. Muted recipients are passed over (their messages count as
+   checked, so unmuting does not notify the past).
 3. **Record**: notifications are appended to the Redis stream `<prefix>:notifications` (which
    `StreamNotifications` serves to push workers) before the recipients' marks commit; a crash in
    between records them again when the lease lapses: at least once, never lost.
@@ -42,10 +45,11 @@ import redis.exceptions
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
+from chatmesh.errors import ChatError
+from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.gen.chat.v1 import notification_pb2 as pb
+from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.message import convert, notify_store
@@ -96,13 +100,11 @@ def kind_of(message: PendingMessage, user_id: str, threads: dict[str, set[str]])
 
 class Notifier:
     def __init__(self, pool: AsyncConnectionPool, redis_client: aioredis.Redis, keys: Keys,
-                 conversations: conversation_pb2_grpc.ConversationServiceStub, credentials: ServiceCredentials,
-                 policy: NotifyPolicy, consumer: str) -> None:
+                 membership: MembershipCache, policy: NotifyPolicy, consumer: str) -> None:
         self._pool = pool
         self._redis = redis_client
         self._keys = keys
-        self._conversations = conversations
-        self._credentials = credentials
+        self._membership = membership
         self._policy = policy
         self._consumer = consumer
         scale = policy.time_scale
@@ -229,15 +231,12 @@ class Notifier:
     async def check(self, conversation_id: str, now: datetime) -> None:
         """Notify the recipients of the conversation's messages that waited the delay unacknowledged."""
         try:
-            membership = await self._conversations.GetMembership(
-                conversation_pb2.GetMembershipRequest(conversation_id=conversation_id),
-                metadata=self._credentials.metadata(), timeout=5, wait_for_ready=True)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise
-            membership = conversation_pb2.GetMembershipResponse(active=False)
-        participants = [p.user_id for p in membership.participants] if membership.active else []
-        muted = set(membership.muted_user_ids)
+            membership = await self._membership.get(conversation_id)
+            participants = sorted(membership.roles) if membership.active else []
+            muted = set(membership.muted)
+        except ChatError as exc:  # NOT_FOUND / INVALID_ARGUMENT: no such conversation, nobody to tell
+            log.warning("notifier: conversation %s: %s", conversation_id, exc.code)
+            participants, muted = [], set()
         async with self._pool.connection() as conn:
             through = await notify_store.checked_through(conn, conversation_id, now - self._policy.delay)
             marks = await notify_store.recipient_marks(conn, conversation_id, participants) if through else []
