@@ -44,7 +44,8 @@ class Membership:
     roles: dict[str, str]
     version: int
     blocked: bool = False  # a blocked direct conversation: participants read it, nobody writes to it
-    muted: frozenset[str] = frozenset()  # participants who muted it: notifications leave them out
+    archived: bool = False  # read-only until an admin unarchives it
+    muted: frozenset[str] = frozenset()  # participants who muted it: notify them of nothing
 
     def require_participant(self, user_id: str) -> str:
         """The user's role; 403 when they are not a participant (of an active conversation)."""
@@ -59,7 +60,13 @@ class Membership:
         role = self.require_participant(user_id)
         if self.blocked:
             raise errors.forbidden("BLOCKED", "a block between you and this user allows no new conversation or message")
+        self.require_unarchived()
         return role
+
+    def require_unarchived(self) -> None:
+        """Archived is read-only: FAILED_PRECONDITION CONVERSATION_ARCHIVED (the edge's 409) for any write."""
+        if self.archived:
+            raise errors.failed_precondition("CONVERSATION_ARCHIVED", "the conversation is archived: it is read-only")
 
 
 # Raise the stored version to ARGV[1], never lower it (two changes may publish out of order).
@@ -163,5 +170,6 @@ class MembershipCache:
             roles={p.user_id: ROLE_NAMES.get(p.role, "member") for p in reply.participants},
             version=reply.version,
             blocked=reply.blocked,
+            archived=reply.archived,
             muted=frozenset(reply.muted_user_ids),
         )

@@ -25,6 +25,7 @@ from services.conversation.participants import Participants
 from services.conversation.privacy import Privacy
 from services.conversation.projection import Projection
 from services.conversation.server import ConversationServicer
+from services.conversation.settings import ConversationSettings
 from services.conversation.store import SCHEMA
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -48,7 +49,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     requests = DirectRequests(pool, versions)
     servicer = ConversationServicer(Conversations(pool, settings.max_group_size, requests),
                                     Participants(pool, settings.max_group_size, versions), AuditTrail(pool, audit_source),
-                                    requests, Privacy(pool))
+                                    requests, Privacy(pool), ConversationSettings(pool, versions))
 
     def register(server: object) -> list[str]:
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)

@@ -115,9 +115,9 @@ class Conversations:
         return view
 
     async def list_for(self, caller: str, limit: int, cursor: str) -> tuple[list[ConversationView], str]:
-        """The caller's active conversations, newest activity first, keyset paged.
+        """The caller's active conversations, pinned ones first, then newest activity first, keyset paged.
 
-        The cursor names the last conversation returned by its (activity, created_at, id), so a page
+        The cursor names the last conversation returned by its (pinned, activity, created_at, id), so a page
         never repeats or skips a conversation whose activity did not change between pages; one that
         receives a message meanwhile moves to the front, where the client learns of it by event.
         Groups come with their participant count only; direct conversations with both participants.
@@ -129,12 +129,12 @@ class Conversations:
             page = rows[:limit]
             direct = await store.participants_of(conn, [r.conversation_id for r in page if r.kind == "direct"])
         views = [ConversationView(r, direct.get(r.conversation_id, []), r.unread_count,
-                                  with_participants=r.kind == "direct") for r in page]
+                                  with_participants=r.kind == "direct", muted=r.muted, pinned=r.pinned) for r in page]
         next_cursor = ""
         if len(rows) > limit:
             last = page[-1]
-            next_cursor = paging.encode({"a": last.activity_at.isoformat(), "t": last.created_at.isoformat(),
-                                         "i": last.conversation_id})
+            next_cursor = paging.encode({"p": last.pinned, "a": last.activity_at.isoformat(),
+                                         "t": last.created_at.isoformat(), "i": last.conversation_id})
         return views, next_cursor
 
     async def membership(self, conversation_id: str) -> ConversationView:
@@ -152,17 +152,19 @@ class Conversations:
 
     @staticmethod
     async def _view(conn: AsyncConnection, row: ConversationRow, caller: str = "") -> ConversationView:
-        unread = await store.unread_count(conn, row.conversation_id, caller) if caller else 0
-        return ConversationView(row, await store.list_participants(conn, row.conversation_id), unread)
+        mine = await store.caller_state(conn, row.conversation_id, caller) if caller else store.CallerState()
+        return ConversationView(row, await store.list_participants(conn, row.conversation_id), mine.unread_count,
+                                muted=mine.muted, pinned=mine.pinned)
 
 
-def _parse_list_cursor(cursor: str) -> tuple[datetime, datetime, str]:
+def _parse_list_cursor(cursor: str) -> tuple[bool, datetime, datetime, str]:
+    """A cursor from before pins existed has no "p": it named an unpinned conversation."""
     data = paging.decode(cursor)
-    conversation_id = data.get("i")
-    if not isinstance(conversation_id, str):
+    conversation_id, pinned = data.get("i"), data.get("p", False)
+    if not isinstance(conversation_id, str) or not isinstance(pinned, bool):
         raise paging.bad_cursor()
     try:
         conversation_id = validate.conversation_id(conversation_id)
     except errors.ChatError:
         raise paging.bad_cursor() from None
-    return paging.timestamp_of(data.get("a")), paging.timestamp_of(data.get("t")), conversation_id
+    return pinned, paging.timestamp_of(data.get("a")), paging.timestamp_of(data.get("t")), conversation_id

@@ -56,6 +56,10 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         unread_count=view.unread_count,
         active=row.active,
         request_state=REQUEST_STATES[row.request_state],
+        archived=row.archived_at is not None,
+        description=row.description,
+        muted=view.muted,
+        pinned=view.pinned,
     )
 
 
@@ -67,13 +71,27 @@ def audit_entry(row: AuditRow) -> common_pb2.AuditEntry:
 
 def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",
                      role: str = "") -> common_pb2.Event:
-    """The event every participant receives: without the actor's own unread count."""
+    """The event every participant receives: without the actor's own unread count, mute and pin."""
     shared = conversation(view)
-    shared.ClearField("unread_count")
+    for own in ("unread_count", "muted", "pinned"):
+        shared.ClearField(own)
     return common_pb2.Event(
         event_id=uuid.uuid4().hex,
         type=kind,
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
             conversation=shared, actor_id=actor, user_id=user_id, role=ROLES.get(role, common_pb2.ROLE_UNSPECIFIED)),
+    )
+
+
+def preferences_event(view: ConversationView, user_id: str) -> common_pb2.Event:
+    """conversation:preferences_changed, for the user's own devices only: it carries no conversation
+    (whose participants fan-out would address) but the user (whom it then addresses alone)."""
+    return common_pb2.Event(
+        event_id=uuid.uuid4().hex,
+        type="conversation:preferences_changed",
+        conversation_id=view.row.conversation_id,
+        conversation=common_pb2.ConversationEvent(
+            user_id=user_id, actor_id=user_id,
+            preferences=common_pb2.ConversationPreferences(muted=view.muted, pinned=view.pinned)),
     )

@@ -137,8 +137,9 @@ async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str
 async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationView:
     row = await store.get_conversation(conn, conversation_id)
     assert row is not None
-    return ConversationView(row, await store.list_participants(conn, conversation_id),
-                            await store.unread_count(conn, conversation_id, caller))
+    mine = await store.caller_state(conn, conversation_id, caller)
+    return ConversationView(row, await store.list_participants(conn, conversation_id), mine.unread_count,
+                            muted=mine.muted, pinned=mine.pinned)
 
 
 def _insufficient(message: str) -> errors.ChatError:

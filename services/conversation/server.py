@@ -14,16 +14,18 @@ from services.conversation.conversations import Conversations
 from services.conversation.direct_requests import DirectRequests
 from services.conversation.participants import Participants
 from services.conversation.privacy import Privacy
+from services.conversation.settings import ConversationSettings
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
     def __init__(self, conversations: Conversations, participants: Participants, audit: AuditTrail,
-                 requests: DirectRequests, privacy: Privacy) -> None:
+                 requests: DirectRequests, privacy: Privacy, settings: ConversationSettings) -> None:
         self._conversations = conversations
         self._participants = participants
         self._audit = audit
         self._requests = requests
         self._privacy = privacy
+        self._settings = settings
 
     async def UpsertUser(self, request: pb.UpsertUserRequest, context: grpc.aio.ServicerContext) -> pb.UpsertUserResponse:
         """Users record themselves; only services may name another user (and must name one)."""
@@ -134,7 +136,8 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         return pb.GetMembershipResponse(
             conversation_id=conversation.conversation_id, type=conversation.type, active=view.row.active,
             participants=conversation.participants, version=view.row.membership_version,
-            blocked=view.row.request_state == "blocked")
+            blocked=view.row.request_state == "blocked", archived=conversation.archived,
+            muted_user_ids=[p.user_id for p in view.participants if p.muted])
 
     async def ListContacts(self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext) -> pb.ListContactsResponse:
         require_service()
@@ -149,3 +152,37 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         return pb.ListConversationIdsResponse(
             conversation_ids=await self._conversations.conversation_ids(request.user_id))
 
+
+    # settings (settings.py)
+
+    async def UpdateConversation(self, request: pb.UpdateConversationRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.UpdateConversationResponse:
+        view = await self._settings.update(
+            current_identity().user_id, request.conversation_id,
+            request.title if request.HasField("title") else None,
+            request.description if request.HasField("description") else None)
+        return pb.UpdateConversationResponse(conversation=convert.conversation(view))
+
+    async def LeaveConversation(self, request: pb.LeaveConversationRequest,
+                                context: grpc.aio.ServicerContext) -> pb.LeaveConversationResponse:
+        view = await self._settings.leave(current_identity().user_id, request.conversation_id, request.close_group)
+        return pb.LeaveConversationResponse(conversation=convert.conversation(view))
+
+    async def ArchiveConversation(self, request: pb.ArchiveConversationRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.ArchiveConversationResponse:
+        view = await self._settings.set_archived(current_identity().user_id, request.conversation_id, True)
+        return pb.ArchiveConversationResponse(conversation=convert.conversation(view))
+
+    async def UnarchiveConversation(self, request: pb.UnarchiveConversationRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.UnarchiveConversationResponse:
+        view = await self._settings.set_archived(current_identity().user_id, request.conversation_id, False)
+        return pb.UnarchiveConversationResponse(conversation=convert.conversation(view))
+
+    async def UpdateConversationPreferences(
+        self, request: pb.UpdateConversationPreferencesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateConversationPreferencesResponse:
+        view = await self._settings.update_preferences(
+            current_identity().user_id, request.conversation_id,
+            request.muted if request.HasField("muted") else None,
+            request.pinned if request.HasField("pinned") else None)
+        return pb.UpdateConversationPreferencesResponse(conversation=convert.conversation(view))

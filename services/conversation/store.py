@@ -41,13 +41,26 @@ class ConversationRow:
     participant_count: int
     activity_at: datetime
     request_state: str | None  # direct conversations: accepted, pending, declined or blocked
+    description: str
+    archived_at: datetime | None  # set while archived (read-only)
 
 
 @dataclass
 class ListedRow(ConversationRow):
-    """A conversation as one participant lists it: with their unread count."""
+    """A conversation as one participant lists it: with their unread count, mute and pin."""
 
     unread_count: int = 0
+    muted: bool = False
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
+class CallerState:
+    """What of a conversation is the caller's own: unread count, mute, pin (all zero for an outsider)."""
+
+    unread_count: int = 0
+    muted: bool = False
+    pinned: bool = False
 
 
 @dataclass
@@ -56,6 +69,7 @@ class ParticipantRow:
     role: str
     joined_at: datetime
     display_name: str
+    muted: bool = False  # their own mute: read for GetMembership, never shown to the others
 
 
 @dataclass
@@ -67,11 +81,13 @@ class ConversationView:
     unread_count: int = 0
     # False when the view carries only the count (list pages of groups), not every participant.
     with_participants: bool = field(default=True)
+    muted: bool = False  # the caller's own mute and pin
+    pinned: bool = False
 
 
 _CONVERSATION_COLUMNS = """conversation_id::text, kind, title, created_by, active, created_at, last_message_at,
     last_message_id::text, last_message_seq, last_sender_id, last_preview, last_deleted, membership_version,
-    participant_count, activity_at, request_state"""
+    participant_count, activity_at, request_state, description, archived_at"""
 _C_COLUMNS = ", ".join(f"c.{c.strip()}" for c in _CONVERSATION_COLUMNS.split(","))
 
 
@@ -185,7 +201,7 @@ async def list_participants(conn: psycopg.AsyncConnection, conversation_id: str)
     """Participants in seniority order (participants_by_seniority)."""
     async with conn.cursor(row_factory=class_row(ParticipantRow)) as cur:
         await cur.execute(
-            """SELECT p.user_id, p.role, p.joined_at, u.display_name
+            """SELECT p.user_id, p.role, p.joined_at, u.display_name, p.muted
                FROM conversation.participants p JOIN conversation.users u USING (user_id)
                WHERE p.conversation_id = %s ORDER BY p.joined_at, p.user_id""",
             (conversation_id,),
@@ -218,16 +234,31 @@ async def unread_count(conn: psycopg.AsyncConnection, conversation_id: str, user
     return int(row[0]) if row else 0
 
 
+async def caller_state(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> CallerState:
+    """The caller's unread count, mute and pin in one read of their participant row."""
+    async with conn.cursor(row_factory=class_row(CallerState)) as cur:
+        await cur.execute(
+            """SELECT GREATEST(c.last_message_seq - p.read_seq - p.own_unread, 0) AS unread_count, p.muted, p.pinned
+               FROM conversation.participants p JOIN conversation.conversations c USING (conversation_id)
+               WHERE p.conversation_id = %s AND p.user_id = %s""",
+            (conversation_id, user_id),
+        )
+        return await cur.fetchone() or CallerState()
+
+
 async def list_for_user(conn: psycopg.AsyncConnection, user_id: str, limit: int,
-                        after: tuple[datetime, datetime, str] | None) -> list[ListedRow]:
-    """The user's active conversations, newest activity first, after a keyset position."""
-    keyset = "AND (c.activity_at, c.created_at, c.conversation_id) < (%s, %s, %s::uuid)" if after else ""
+                        after: tuple[bool, datetime, datetime, str] | None) -> list[ListedRow]:
+    """The user's active conversations, pinned ones first, then newest activity first, after a keyset
+    position (pinned, activity, created, id): every key descends, so one row comparison pages it."""
+    keyset = ("AND (p.pinned, c.activity_at, c.created_at, c.conversation_id) < (%s, %s, %s, %s::uuid)"
+              if after else "")
     async with conn.cursor(row_factory=class_row(ListedRow)) as cur:
         await cur.execute(
-            f"""SELECT {_C_COLUMNS}, GREATEST(c.last_message_seq - p.read_seq - p.own_unread, 0) AS unread_count
+            f"""SELECT {_C_COLUMNS}, GREATEST(c.last_message_seq - p.read_seq - p.own_unread, 0) AS unread_count,
+                       p.muted, p.pinned
                 FROM conversation.participants p JOIN conversation.conversations c USING (conversation_id)
                 WHERE p.user_id = %s AND c.active {keyset}
-                ORDER BY c.activity_at DESC, c.created_at DESC, c.conversation_id DESC
+                ORDER BY p.pinned DESC, c.activity_at DESC, c.created_at DESC, c.conversation_id DESC
                 LIMIT %s""",
             (user_id, *(after or ()), limit),
         )

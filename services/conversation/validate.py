@@ -13,6 +13,7 @@ from chatmesh.auth import user_id_problem
 from chatmesh.gen.chat.v1 import common_pb2
 
 MAX_TITLE = 200
+MAX_DESCRIPTION = 1000
 MAX_DISPLAY_NAME = 200
 ROLE_NAMES: dict[int, str] = {common_pb2.ROLE_ADMIN: "admin", common_pb2.ROLE_MODERATOR: "moderator",
               common_pb2.ROLE_MEMBER: "member"}
@@ -48,6 +49,17 @@ def title(value: str) -> str:
         raise errors.invalid("TITLE_REQUIRED", "a group conversation needs a title")
     if len(trimmed) > MAX_TITLE:
         raise errors.invalid("TITLE_TOO_LONG", f"title exceeds {MAX_TITLE} characters ({len(trimmed)})")
+    return trimmed
+
+
+def description(value: str) -> str:
+    """A group's description: "" removes it; only blanks is a mistake, not a way to remove it."""
+    trimmed = text(value, "description").strip()
+    if value and not trimmed:
+        raise errors.invalid("DESCRIPTION_BLANK", "a description must not be only blanks (send \"\" to remove it)")
+    if len(trimmed) > MAX_DESCRIPTION:
+        raise errors.invalid("DESCRIPTION_TOO_LONG",
+                             f"description exceeds {MAX_DESCRIPTION} characters ({len(trimmed)})")
     return trimmed
 
 

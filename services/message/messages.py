@@ -143,6 +143,7 @@ class Messages:
         self._validate_text(content)
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, editor)
+            found.membership.require_unarchived()
             if found.row.sender_id != editor:
                 raise errors.forbidden("NOT_SENDER", "only the sender may edit a message")
             if found.row.content_encrypted is not None:
@@ -165,6 +166,7 @@ class Messages:
         """
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, actor)
+            found.membership.require_unarchived()  # archived: read-only, deletes included
             if found.row.sender_id != actor and found.role not in access.MODERATING_ROLES:
                 raise errors.forbidden("NOT_ALLOWED", "only the sender or an admin or moderator may delete a message")
             async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():

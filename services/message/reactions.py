@@ -39,6 +39,7 @@ class Reactions:
     async def _change(self, user: str, message_id: str, emoji: str, *, add: bool) -> common_pb2.Message:
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, user)
+            found.membership.require_unarchived()  # an archived conversation keeps its reactions as they are
             if add:
                 found.membership.require_writer(user)  # a blocked conversation takes no new reactions
             access.require_live(found.row)

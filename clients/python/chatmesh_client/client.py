@@ -263,6 +263,34 @@ class Client:
         changes = {} if hide_last_seen is None else {"hide_last_seen": hide_last_seen}
         return UserSettings.from_json((await self.rest.update_settings(changes)).get("settings") or {})
 
+    # conversation settings (admins: rename, describe, archive; anyone: leave, mute, pin) -------------
+
+    async def update_conversation(self, conversation_id: str, *, title: str | None = None,
+                                  description: str | None = None) -> Conversation:
+        """Rename a group or change its description ("" removes it); None: unchanged. Admins only."""
+        body = {k: v for k, v in (("title", title), ("description", description)) if v is not None}
+        return await self._setting("PATCH", conversation_id, "", body)
+
+    async def leave(self, conversation_id: str, *, close_group: bool = False) -> Conversation:
+        """Leave a group. The last admin gets LAST_ADMIN unless they hand over first or close it."""
+        return await self._setting("POST", conversation_id, "/leave", {"close_group": close_group})
+
+    async def archive(self, conversation_id: str, archived: bool = True) -> Conversation:
+        """Make a group read-only (False: writable again). Admins only."""
+        return await self._setting("POST", conversation_id, "/archive" if archived else "/unarchive", {})
+
+    async def set_preferences(self, conversation_id: str, *, muted: bool | None = None,
+                              pinned: bool | None = None) -> Conversation:
+        """Your own mute and pin of a conversation; None: unchanged."""
+        body = {k: v for k, v in (("muted", muted), ("pinned", pinned)) if v is not None}
+        return await self._setting("PATCH", conversation_id, "/preferences", body)
+
+    async def _setting(self, method: str, conversation_id: str, suffix: str, body: dict[str, Any]) -> Conversation:
+        reply = await self.rest.change_conversation(method, conversation_id, suffix, body)
+        conversation = Conversation.from_json(reply["conversation"])
+        self.store.put_conversation(conversation)
+        return conversation
+
     # messages -------------------------------------------------------------------------------------
 
     async def history(self, conversation_id: str, *, before_seq: int = 0, after_seq: int = 0,

@@ -129,6 +129,10 @@ class Conversation:
     active: bool = True
     # Direct conversations: accepted | pending (a request) | declined | blocked; "" for groups.
     request_state: str = ""
+    archived: bool = False  # read-only: sends, reactions and edits fail with CONVERSATION_ARCHIVED
+    description: str = ""
+    muted: bool = False  # the caller's own; events every participant receives leave them out
+    pinned: bool = False
 
     def is_request_to(self, user_id: str) -> bool:
         """A pending request this user received (offer Accept / Decline / Block). The requester is
@@ -150,6 +154,10 @@ class Conversation:
             unread_count=_int(data.get("unread_count")),
             active=bool(data.get("active")),  # proto3 JSON leaves false out of event frames
             request_state=_enum(data.get("request_state"), "REQUEST_STATE_"),
+            archived=bool(data.get("archived")),
+            description=data.get("description", ""),
+            muted=bool(data.get("muted")),
+            pinned=bool(data.get("pinned")),
         )
 
 
@@ -228,12 +236,15 @@ class ReactionEvent(Event):
 
 @dataclass
 class ConversationEvent(Event):
-    """`conversation:created`, `conversation:participant_added`, `..._removed`, `conversation:role_changed`."""
+    """`conversation:created`, `conversation:participant_added`, `..._removed`, `conversation:role_changed`,
+    `conversation:updated`, `:archived`, `:unarchived`, `:closed`; `conversation:preferences_changed`
+    (the user's own devices only) has no conversation but `preferences`: {"muted": bool, "pinned": bool}."""
 
     conversation: Conversation | None = None
     user_id: str = ""
     role: str = ""
     actor_id: str = ""
+    preferences: dict[str, bool] | None = None
 
 
 @dataclass
@@ -281,9 +292,13 @@ def event_from_frame(frame: dict[str, Any]) -> Event:
                              emoji=data.get("emoji", ""))
     if kind.startswith("conversation:"):
         conversation = data.get("conversation")
+        preferences = data.get("preferences")
         return ConversationEvent(**base, conversation=Conversation.from_json(conversation) if conversation else None,
                                  user_id=data.get("user_id", ""), role=_enum(data.get("role"), "ROLE_"),
-                                 actor_id=data.get("actor_id", ""))
+                                 actor_id=data.get("actor_id", ""),
+                                 preferences=None if preferences is None else {
+                                     "muted": bool(preferences.get("muted")),
+                                     "pinned": bool(preferences.get("pinned"))})
     if kind == "chat:user_typing":
         return TypingEvent(**base, user_id=data.get("user_id", ""), is_typing=bool(data.get("is_typing")))
     if kind == "user:status_changed":

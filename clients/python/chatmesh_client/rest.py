@@ -74,6 +74,12 @@ class Rest:
         """`accept`, `decline` or `block` a direct conversation request."""
         return await self.call("POST", f"/api/conversations/{quote(conversation_id, safe='')}/{answer}", json={})
 
+    async def change_conversation(self, method: str, conversation_id: str, suffix: str,
+                                  body: dict[str, Any]) -> dict[str, Any]:
+        """A conversation setting: PATCH "" (title, description), POST /leave, /archive, /unarchive,
+        PATCH /preferences (muted, pinned)."""
+        return await self.call(method, f"/api/conversations/{quote(conversation_id, safe='')}{suffix}", json=body)
+
     async def settings(self) -> dict[str, Any]:
         return await self.call("GET", "/api/users/me/settings")
 

@@ -100,7 +100,12 @@ class Store:
         elif isinstance(event, ReactionEvent):
             self._apply_reaction(event)
         elif isinstance(event, ConversationEvent) and event.conversation:
+            if known := self.conversations.get(event.conversation.conversation_id):  # shared: not our mute, pin
+                event.conversation.muted, event.conversation.pinned = known.muted, known.pinned
             self.put_conversation(event.conversation)
+        elif isinstance(event, ConversationEvent) and event.preferences is not None:
+            if known := self.conversations.get(event.conversation_id):
+                known.muted, known.pinned = event.preferences["muted"], event.preferences["pinned"]
         elif isinstance(event, TypingEvent):
             users = self.typing.setdefault(event.conversation_id, set())
             (users.add if event.is_typing else users.discard)(event.user_id)

@@ -115,7 +115,7 @@ class MessagePreview(_message.Message):
     def __init__(self, message_id: _Optional[str] = ..., sender_id: _Optional[str] = ..., text: _Optional[str] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class Conversation(_message.Message):
-    __slots__ = ("conversation_id", "type", "title", "participants", "participant_count", "created_by", "created_at", "last_message_at", "last_message", "unread_count", "active", "request_state")
+    __slots__ = ("conversation_id", "type", "title", "participants", "participant_count", "created_by", "created_at", "last_message_at", "last_message", "unread_count", "active", "request_state", "archived", "description", "muted", "pinned")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,10 @@ class Conversation(_message.Message):
     UNREAD_COUNT_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_STATE_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MUTED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     type: ConversationType
     title: str
@@ -140,7 +144,11 @@ class Conversation(_message.Message):
     unread_count: int
     active: bool
     request_state: RequestState
-    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[ConversationType, str]] = ..., title: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., participant_count: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message: _Optional[_Union[MessagePreview, _Mapping]] = ..., unread_count: _Optional[int] = ..., active: _Optional[bool] = ..., request_state: _Optional[_Union[RequestState, str]] = ...) -> None: ...
+    archived: bool
+    description: str
+    muted: bool
+    pinned: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[ConversationType, str]] = ..., title: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., participant_count: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_message: _Optional[_Union[MessagePreview, _Mapping]] = ..., unread_count: _Optional[int] = ..., active: _Optional[bool] = ..., request_state: _Optional[_Union[RequestState, str]] = ..., archived: _Optional[bool] = ..., description: _Optional[str] = ..., muted: _Optional[bool] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class Encryption(_message.Message):
     __slots__ = ("algorithm", "key_id")
@@ -289,16 +297,26 @@ class ReactionEvent(_message.Message):
     def __init__(self, conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., user_id: _Optional[str] = ..., emoji: _Optional[str] = ...) -> None: ...
 
 class ConversationEvent(_message.Message):
-    __slots__ = ("conversation", "user_id", "role", "actor_id")
+    __slots__ = ("conversation", "user_id", "role", "actor_id", "preferences")
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     conversation: Conversation
     user_id: str
     role: Role
     actor_id: str
-    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., user_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., actor_id: _Optional[str] = ...) -> None: ...
+    preferences: ConversationPreferences
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., user_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., actor_id: _Optional[str] = ..., preferences: _Optional[_Union[ConversationPreferences, _Mapping]] = ...) -> None: ...
+
+class ConversationPreferences(_message.Message):
+    __slots__ = ("muted", "pinned")
+    MUTED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    muted: bool
+    pinned: bool
+    def __init__(self, muted: _Optional[bool] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class TypingEvent(_message.Message):
     __slots__ = ("conversation_id", "user_id", "is_typing")

@@ -161,13 +161,14 @@ class GetMembershipRequest(_message.Message):
     def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
 
 class GetMembershipResponse(_message.Message):
-    __slots__ = ("conversation_id", "type", "active", "participants", "version", "blocked", "muted_user_ids")
+    __slots__ = ("conversation_id", "type", "active", "participants", "version", "blocked", "archived", "muted_user_ids")
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
     MUTED_USER_IDS_FIELD_NUMBER: _ClassVar[int]
     conversation_id: str
     type: _common_pb2.ConversationType
@@ -175,8 +176,9 @@ class GetMembershipResponse(_message.Message):
     participants: _containers.RepeatedCompositeFieldContainer[_common_pb2.Participant]
     version: int
     blocked: bool
+    archived: bool
     muted_user_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.ConversationType, str]] = ..., active: _Optional[bool] = ..., participants: _Optional[_Iterable[_Union[_common_pb2.Participant, _Mapping]]] = ..., version: _Optional[int] = ..., blocked: _Optional[bool] = ..., muted_user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, conversation_id: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.ConversationType, str]] = ..., active: _Optional[bool] = ..., participants: _Optional[_Iterable[_Union[_common_pb2.Participant, _Mapping]]] = ..., version: _Optional[int] = ..., blocked: _Optional[bool] = ..., archived: _Optional[bool] = ..., muted_user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListContactsRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -271,3 +273,73 @@ class UpdateUserSettingsResponse(_message.Message):
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     settings: UserSettings
     def __init__(self, settings: _Optional[_Union[UserSettings, _Mapping]] = ...) -> None: ...
+
+class UpdateConversationRequest(_message.Message):
+    __slots__ = ("conversation_id", "title", "description")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    title: str
+    description: str
+    def __init__(self, conversation_id: _Optional[str] = ..., title: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class UpdateConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class LeaveConversationRequest(_message.Message):
+    __slots__ = ("conversation_id", "close_group")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_GROUP_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    close_group: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., close_group: _Optional[bool] = ...) -> None: ...
+
+class LeaveConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class ArchiveConversationRequest(_message.Message):
+    __slots__ = ("conversation_id",)
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
+
+class ArchiveConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class UnarchiveConversationRequest(_message.Message):
+    __slots__ = ("conversation_id",)
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    def __init__(self, conversation_id: _Optional[str] = ...) -> None: ...
+
+class UnarchiveConversationResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...
+
+class UpdateConversationPreferencesRequest(_message.Message):
+    __slots__ = ("conversation_id", "muted", "pinned")
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    conversation_id: str
+    muted: bool
+    pinned: bool
+    def __init__(self, conversation_id: _Optional[str] = ..., muted: _Optional[bool] = ..., pinned: _Optional[bool] = ...) -> None: ...
+
+class UpdateConversationPreferencesResponse(_message.Message):
+    __slots__ = ("conversation",)
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    conversation: _common_pb2.Conversation
+    def __init__(self, conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ...) -> None: ...

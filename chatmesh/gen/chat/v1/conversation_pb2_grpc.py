@@ -126,6 +126,31 @@ class ConversationServiceStub:
                 request_serializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsResponse.FromString,
                 _registered_method=True)
+        self.UpdateConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/UpdateConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationResponse.FromString,
+                _registered_method=True)
+        self.LeaveConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/LeaveConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.LeaveConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.LeaveConversationResponse.FromString,
+                _registered_method=True)
+        self.ArchiveConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/ArchiveConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.ArchiveConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.ArchiveConversationResponse.FromString,
+                _registered_method=True)
+        self.UnarchiveConversation = channel.unary_unary(
+                '/chat.v1.ConversationService/UnarchiveConversation',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.UnarchiveConversationRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.UnarchiveConversationResponse.FromString,
+                _registered_method=True)
+        self.UpdateConversationPreferences = channel.unary_unary(
+                '/chat.v1.ConversationService/UpdateConversationPreferences',
+                request_serializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationPreferencesRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationPreferencesResponse.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -252,6 +277,46 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateConversation(self, request, context):
+        """Admins rename a group and set its description; a field left out is unchanged. Participants
+        hear of it as conversation:updated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveConversation(self, request, context):
+        """The caller leaves a group. The last admin of a group others remain in must hand over first
+        (FAILED_PRECONDITION LAST_ADMIN), or close the group with `close_group`: everyone leaves it and
+        it is deactivated (conversation:closed). The last participant leaving deactivates it too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveConversation(self, request, context):
+        """Admins make a group read-only: no sends, reactions, edits, deletes or uploads
+        (FAILED_PRECONDITION CONVERSATION_ARCHIVED, HTTP 409); history stays readable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnarchiveConversation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConversationPreferences(self, request, context):
+        """The caller's own mute and pin of a conversation (any participant, direct or group). Pinned
+        conversations list first; muted ones still count unread but notify nobody. The caller's other
+        devices hear of it as conversation:preferences_changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -344,6 +409,31 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.ListConversationIds,
                     request_deserializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsRequest.FromString,
                     response_serializer=chat_dot_v1_dot_conversation__pb2.ListConversationIdsResponse.SerializeToString,
+            ),
+            'UpdateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationResponse.SerializeToString,
+            ),
+            'LeaveConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.LeaveConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.LeaveConversationResponse.SerializeToString,
+            ),
+            'ArchiveConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.ArchiveConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.ArchiveConversationResponse.SerializeToString,
+            ),
+            'UnarchiveConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveConversation,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.UnarchiveConversationRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.UnarchiveConversationResponse.SerializeToString,
+            ),
+            'UpdateConversationPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConversationPreferences,
+                    request_deserializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationPreferencesRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_conversation__pb2.UpdateConversationPreferencesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -834,6 +924,141 @@ class ConversationService:
             '/chat.v1.ConversationService/ListConversationIds',
             chat_dot_v1_dot_conversation__pb2.ListConversationIdsRequest.SerializeToString,
             chat_dot_v1_dot_conversation__pb2.ListConversationIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/UpdateConversation',
+            chat_dot_v1_dot_conversation__pb2.UpdateConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.UpdateConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/LeaveConversation',
+            chat_dot_v1_dot_conversation__pb2.LeaveConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.LeaveConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/ArchiveConversation',
+            chat_dot_v1_dot_conversation__pb2.ArchiveConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.ArchiveConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnarchiveConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/UnarchiveConversation',
+            chat_dot_v1_dot_conversation__pb2.UnarchiveConversationRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.UnarchiveConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConversationPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ConversationService/UpdateConversationPreferences',
+            chat_dot_v1_dot_conversation__pb2.UpdateConversationPreferencesRequest.SerializeToString,
+            chat_dot_v1_dot_conversation__pb2.UpdateConversationPreferencesResponse.FromString,
             options,
             channel_credentials,
             insecure,
