@@ -201,3 +201,24 @@ async def test_message_text_is_left_out_unless_the_mesh_allows_it(notify_mesh: M
         notify_mesh.stop("message")
         del notify_mesh.env["CHAT_NOTIFY_INCLUDE_TEXT"]
         notify_mesh.start("message")
+
+
+async def test_a_muted_conversation_notifies_nobody_who_muted_it(notify_mesh: Mesh, edge: httpx.AsyncClient,
+                                                                 keyring: Path) -> None:  # noqa: F811
+    alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
+    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
+    preferences = f"/api/conversations/{cid}/preferences"
+    assert (await api(edge, token(notify_mesh, bob), "PATCH", preferences, {"muted": True})).status_code == 200
+    consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))
+    try:
+        await send(edge, token(notify_mesh, alice), cid, "anyone?")
+        await consumer.wait_for(carol)  # checked together with bob's: his would be here by now
+        await asyncio.sleep(0.5)
+        assert consumer.of(bob) == []
+        # Unmuted, he hears of what comes next, not of what he muted.
+        assert (await api(edge, token(notify_mesh, bob), "PATCH", preferences, {"muted": False})).status_code == 200
+        later = await send(edge, token(notify_mesh, alice), cid, "still there?")
+        [note] = await consumer.wait_for(bob)
+        assert (note.message_id, note.message_count) == (later["message_id"], 1)
+    finally:
+        await consumer.close()
