@@ -108,14 +108,16 @@ class NotificationStreams:
             raise errors.invalid("INVALID_MAX_IN_FLIGHT", f"max_in_flight must be 1 to {MAX_IN_FLIGHT}")
         outage = OutageLog(log, f"notification stream {group}/{consumer}")
         backoff = Backoff(0.1, self._backoff_cap_s)
-        resume = True  # first this consumer's own unacknowledged notifications
+        resume: str | None = "0"  # first this consumer's own unacknowledged notifications, after this id
         last_claim = 0.0
+        grouped = False
         while not self._stopping.is_set():
             try:
-                await self.ensure_group(group)
-                if resume:
-                    batch = await self._read(group, consumer, "0", in_flight, block=False)
-                    resume = False
+                if not grouped:
+                    await self.ensure_group(group)
+                    grouped = True
+                if resume is not None:
+                    batch, resume = await self._read(group, consumer, resume, READ_BATCH, block=False)
                 else:
                     room = in_flight - await self._pending_of(group, consumer)
                     batch = []
@@ -123,7 +125,7 @@ class NotificationStreams:
                         last_claim = time.monotonic()
                         batch = await self._claim(group, consumer, room)
                     if room > 0 and not batch:
-                        batch = await self._read(group, consumer, ">", min(room, READ_BATCH), block=True)
+                        batch, _ = await self._read(group, consumer, ">", min(room, READ_BATCH), block=True)
                     elif room <= 0:
                         await asyncio.sleep(self._block_ms / 1000)
                 if batch:
@@ -133,10 +135,13 @@ class NotificationStreams:
             except errors.ChatError:
                 raise
             except Exception as exc:
+                if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("NOGROUP"):
+                    grouped = False  # the stream was lost with Redis' data: the group is made again
+                    continue
                 if not is_outage(exc):
                     raise
                 outage.failed(exc)
-                resume = True  # whatever was read but not yet sent goes out again
+                resume = "0"  # whatever was read but not yet sent goes out again
                 await backoff.sleep()
 
     async def _pending_of(self, group: str, consumer: str) -> int:
@@ -146,12 +151,16 @@ class NotificationStreams:
                 return int(entry["pending"])
         return 0
 
-    async def _read(self, group: str, consumer: str, start: str, count: int, *, block: bool) -> list[pb.Notification]:
+    async def _read(self, group: str, consumer: str, start: str, count: int, *, block: bool
+                    ) -> tuple[list[pb.Notification], str | None]:
+        """New notifications (start ">"), or this consumer's pending ones after `start`; with the id to
+        read its pending ones after next (None: no more of them)."""
         reply = await self._redis.xreadgroup(group, consumer, {self._keys.notifications: start}, count=count,
                                              block=self._block_ms if block else None)
         rows = [row for _, batch in reply or [] for row in batch]
         counts = await self._delivery_counts(group, consumer, rows) if start != ">" else {}
-        return await self._parse(group, rows, counts, 1)
+        after = rows[-1][0].decode() if rows and start != ">" else None
+        return await self._parse(group, rows, counts, 1), after
 
     async def _claim(self, group: str, consumer: str, room: int) -> list[pb.Notification]:
         """Notifications other workers of the group left unacknowledged past the claim timeout."""
