@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for the whole mesh: `chatmesh serve <conversation|message|presence|edge>` runs a service,
 # `chatmesh migrate` applies the schema migrations (the Kubernetes migration Job).
-#   docker build -t chatmesh:dev .
-#   docker run --rm -e CHAT_JWT_SECRET=... -e CHAT_REDIS_URL=... chatmesh:dev serve presence
+#   docker build -t chatmesh:0.1.0 .          (the tag: pyproject.toml's version, as deploy/k8s uses it)
+#   docker run --rm -e CHAT_JWT_SECRET=... -e CHAT_REDIS_URL=... chatmesh:0.1.0 serve presence
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

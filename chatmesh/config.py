@@ -6,6 +6,7 @@ fails at start with its name, never halfway through a request.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -91,6 +92,15 @@ ENV_VARS: dict[str, str] = {
                                          "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
+    "CHAT_TRACING": "OpenTelemetry tracing: `1` on, `0` off; unset: on when OTEL_TRACES_EXPORTER (not `none`) or "
+                    "an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. "
+                    "Exports as the standard OTEL_* variables say (chatmesh/tracing.py).",
+    "CHAT_EVENT_LOOP": "`asyncio` runs the services on the standard event loop instead of uvloop (default "
+                       "`uvloop`; to compare, or to rule uvloop out).",
+    "CHAT_DATA_DIR": "`chatmesh up`'s data folder, where every other command finds the running mesh (default "
+                     "`./.chatmesh`; also `--data-dir`).",
+    "CHAT_BENCH_KEEP": "`chatmesh bench` only: any value keeps the temporary folder of the mesh it started (its "
+                       "logs and data) instead of removing it.",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
     "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
     "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
@@ -129,6 +139,16 @@ ENV_VARS: dict[str, str] = {
                                 "default `0`: conversation, sender and count only.",
     "CHAT_PUSH_WEBHOOK_SECRET": "`chatmesh push-worker`: the key of the HMAC-SHA256 signature on every webhook "
                                 "POST (required by the worker).",
+    "CHAT_CALL_RING_TIMEOUT_S": "Seconds a call rings unanswered before it ends with reason timeout (default 45; "
+                                "scaled by CHAT_TIME_SCALE).",
+    "CHAT_CALL_MAX_S": "Longest a call's state is kept, ringing or accepted, when nobody hangs it up (a client and "
+                       "its edge both gone): after it the users are no longer busy (default 14400; scaled).",
+    "CHAT_ICE_SERVERS": "STUN/TURN servers handed to clients for calls, as JSON: a list of {\"urls\": string or list, "
+                        "\"username\"?, \"credential\"?} (default `[]`: host candidates only, enough on one network).",
+    "CHAT_TURN_URLS": "Comma-separated `turn:`/`turns:` URLs of a TURN server sharing CHAT_TURN_SECRET; each client "
+                      "gets time-limited credentials for them (the TURN REST API scheme, coturn's use-auth-secret).",
+    "CHAT_TURN_SECRET": "Shared secret of CHAT_TURN_URLS (unset: no TURN credentials are made).",
+    "CHAT_TURN_TTL_S": "Seconds TURN credentials stay valid (default 86400).",
 }
 
 # Common media and documents, and application/octet-stream (bytes no magic number names: served only as
@@ -177,10 +197,43 @@ def _rate(raw: str) -> tuple[int, float]:
     return limit
 
 
+def _ice_servers(raw: str) -> tuple[tuple[tuple[str, ...], str, str], ...]:
+    """CHAT_ICE_SERVERS: JSON [{"urls": str | [str], "username"?: str, "credential"?: str}] as
+    ((urls...), username, credential) tuples (hashable, like every other setting)."""
+    try:
+        servers = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(servers, list):
+        raise ValueError("expected a JSON list of {urls, username?, credential?}")
+    parsed = []
+    for server in servers:
+        urls = server.get("urls") if isinstance(server, dict) else None
+        urls = [urls] if isinstance(urls, str) else urls
+        if not urls or not isinstance(urls, list) or not all(isinstance(u, str) and ":" in u for u in urls):
+            raise ValueError("each server needs urls: a URL like stun:host:3478, or a list of them")
+        username, credential = server.get("username", ""), server.get("credential", "")
+        if not isinstance(username, str) or not isinstance(credential, str):
+            raise ValueError("username and credential must be strings")
+        parsed.append((tuple(urls), username, credential))
+    return tuple(parsed)
+
+
 def _backend(raw: str) -> str:
     if raw not in ("filesystem", "s3"):
         raise ValueError("expected filesystem or s3")
     return raw
+
+
+def _otel_configured(env: Mapping[str, str]) -> bool:
+    """Tracing's default: on when the standard OTEL variables name an exporter or an OTLP endpoint
+    (and the SDK is not disabled), so a platform that sets them for every pod gets traces."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporter:
+        return exporter != "none"
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def _target(service: str) -> str:
@@ -209,6 +262,7 @@ class Settings:
     max_message_chars: int = 4000
     max_group_size: int = 1000
     metrics_port: int | None = None
+    tracing: bool = False
     presence_ttl_s: float = 30.0
     presence_announce_interval_s: float = 2.0
     jwt_jwks_url: str | None = None
@@ -256,6 +310,12 @@ class Settings:
     notify_claim_s: float = 60.0
     notify_include_text: bool = False
     push_webhook_secret: str = ""
+    call_ring_timeout_s: float = 45.0
+    call_max_s: float = 14_400.0
+    ice_servers: tuple[tuple[tuple[str, ...], str, str], ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str = ""
+    turn_ttl_s: float = 86_400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -294,6 +354,7 @@ class Settings:
             max_message_chars=_read(env, "CHAT_MAX_MESSAGE_CHARS", int, 4000),
             max_group_size=_read(env, "CHAT_MAX_GROUP_SIZE", int, 1000),
             metrics_port=_read(env, "CHAT_METRICS_PORT", int, 0) or None,
+            tracing=_read(env, "CHAT_TRACING", _flag, _otel_configured(env)),
             jwt_jwks_url=jwks_url,
             cors_origins=_read(env, "CHAT_CORS_ORIGINS", _csv, ()),
             ws_allowed_origins=_read(env, "CHAT_WS_ALLOWED_ORIGINS", _csv, ()),
@@ -340,6 +401,12 @@ class Settings:
             notify_claim_s=_read(env, "CHAT_NOTIFY_CLAIM_S", float, 60.0),
             notify_include_text=_read(env, "CHAT_NOTIFY_INCLUDE_TEXT", _flag, False),
             push_webhook_secret=env.get("CHAT_PUSH_WEBHOOK_SECRET") or "",
+            call_ring_timeout_s=_read(env, "CHAT_CALL_RING_TIMEOUT_S", float, 45.0),
+            call_max_s=_read(env, "CHAT_CALL_MAX_S", float, 14_400.0),
+            ice_servers=_read(env, "CHAT_ICE_SERVERS", _ice_servers, ()),
+            turn_urls=_read(env, "CHAT_TURN_URLS", _csv, ()),
+            turn_secret=env.get("CHAT_TURN_SECRET") or "",
+            turn_ttl_s=_read(env, "CHAT_TURN_TTL_S", float, 86_400.0),
         )
 
     def require(self, *names: str) -> None:

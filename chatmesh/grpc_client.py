@@ -16,6 +16,7 @@ import json
 
 import grpc
 
+from chatmesh import tracing
 from chatmesh.tls import ClientTls
 
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
@@ -31,7 +32,10 @@ CHANNEL_OPTIONS = [
 
 
 def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
-    """A channel to `target`, over mTLS when `tls` is given (explicit, so no caller forgets it)."""
+    """A channel to `target`, over mTLS when `tls` is given (explicit, so no caller forgets it); with
+    tracing on, every call it makes carries the caller's trace (chatmesh/tracing.py)."""
+    interceptors = tracing.client_interceptors() or None
     if tls is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, tls.credentials, options=[*CHANNEL_OPTIONS, *tls.options()])
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, tls.credentials, options=[*CHANNEL_OPTIONS, *tls.options()],
+                                   interceptors=interceptors)

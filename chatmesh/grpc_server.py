@@ -23,7 +23,7 @@ import psycopg
 import redis.exceptions
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from chatmesh import metrics, reflection
+from chatmesh import metrics, reflection, tracing
 from chatmesh.auth import AuthError, Identity, TokenVerifier
 from chatmesh.config import ENV_VARS, ConfigError
 from chatmesh.errors import ERROR_CODE_KEY, ChatError, error_code_of
@@ -268,7 +268,8 @@ async def serve(
     """
     if not verifier.service_callers:  # every gRPC service answers some service: without keys it cannot
         raise ConfigError(f"CHAT_SERVICE_PUBLIC_KEYS is not set: {ENV_VARS['CHAT_SERVICE_PUBLIC_KEYS']}")
-    server = grpc.aio.server(interceptors=[MeshInterceptor(verifier)], options=[
+    # Tracing's interceptor first (none when off), so the mesh interceptor's work is inside its span.
+    server = grpc.aio.server(interceptors=[*tracing.server_interceptors(), MeshInterceptor(verifier)], options=[
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

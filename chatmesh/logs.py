@@ -1,4 +1,5 @@
-"""Structured JSON logs, each line carrying the request id of the call it belongs to."""
+"""Structured JSON logs, each line carrying the request id of the call it belongs to, and the trace
+and span ids when it is written inside a span (chatmesh/tracing.py), so a trace leads to its logs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import logging
 import sys
 import time
+
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -26,6 +29,10 @@ class _JsonFormatter(logging.Formatter):
         }
         if rid := request_id_var.get():
             line["request_id"] = rid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"] = format(span.trace_id, "032x")
+            line["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False)

@@ -14,23 +14,30 @@ holding the lock retries a few milliseconds later, until it gets the lock and so
 row committed before it looked, so a send is published promptly whichever replica leads. A writer
 without a local relay (or one that does not wake it) NOTIFYs inside its transaction as before; every
 relay LISTENs for that.
+
+Tracing (chatmesh/tracing.py). A row written while a span records carries that span's traceparent
+(NULL otherwise: an untraced write adds nothing); the relay publishes it in a span of its own, a
+child of the writer's, whose traceparent rides in the stream entry beside the event (field `t`) for
+fan-out to continue. So a send and its fan-out are one trace, though they run apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import psycopg
 import redis.asyncio as aioredis
 import redis.exceptions
+from opentelemetry.trace import Span, SpanKind
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, metrics
+from chatmesh import db, metrics, tracing
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.resilience import Backoff, OutageLog
 
@@ -50,11 +57,30 @@ async def enqueue(conn: psycopg.AsyncConnection, schema: str, events: list[commo
     """Add events to the outbox inside the caller's transaction; they publish only if it commits.
 
     With `notify=False` the caller promises to wake the relay after its commit (`wake_after`)."""
+    parent = tracing.traceparent()  # None unless a span records
     async with conn.cursor() as cur:
-        await cur.executemany(f'INSERT INTO "{schema}".outbox (payload) VALUES (%s)',
-                              [(e.SerializeToString(),) for e in events])
+        await cur.executemany(f'INSERT INTO "{schema}".outbox (payload, traceparent) VALUES (%s, %s)',
+                              [(e.SerializeToString(), parent) for e in events])
     if notify:
         await conn.execute(f"NOTIFY {schema}_outbox")
+
+
+_UNTRACED: AbstractAsyncContextManager[None] = contextlib.nullcontext()
+
+
+def carry_trace(conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager[None]:
+    """Around a statement that inserts its outbox row itself (message.send_message): while a span
+    records, a transaction that sets `chatmesh.traceparent`, which the outbox's traceparent column
+    defaults to (message migration 0005). Otherwise nothing at all: no transaction, no round trip."""
+    parent = tracing.traceparent()
+    return _UNTRACED if parent is None else _traced_transaction(conn, parent)
+
+
+@asynccontextmanager
+async def _traced_transaction(conn: psycopg.AsyncConnection, parent: str) -> AsyncIterator[None]:
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('chatmesh.traceparent', %s, true)", (parent,))
+        yield
 
 
 def needs_notify(schema: str) -> bool:
@@ -150,7 +176,7 @@ class OutboxRelay:
         async with self._pool.connection() as conn, conn.pipeline() as pipeline, conn.transaction():
             locked = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._lock_key,))
             selected = await conn.execute(
-                f'SELECT id, payload FROM "{self._schema}".outbox'
+                f'SELECT id, payload, traceparent FROM "{self._schema}".outbox'
                 " WHERE published_at IS NULL AND (SELECT pg_try_advisory_xact_lock(%s)) ORDER BY id LIMIT %s",
                 (self._lock_key, BATCH))
             await pipeline.sync()
@@ -163,10 +189,18 @@ class OutboxRelay:
             # MULTI/EXEC: the batch lands whole or not at all. A pipeline without it can be partly
             # refused (a Redis still loading its data answers some commands with LOADING), and the
             # whole batch, published again, would put a conversation's later seqs before earlier ones.
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for _, payload in rows:
-                    pipe.xadd(self._stream, {b"e": bytes(payload)}, maxlen=EVENTS_MAXLEN, approximate=True)
-                await pipe.execute()
+            spans: list[Span] = []  # the traced rows' publish spans
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for _, payload, parent in rows:
+                        fields = {b"e": bytes(payload)}
+                        if parent is not None:  # written while traced: the trace goes on to fan-out
+                            spans.append(tracing.continue_trace("outbox publish", parent, SpanKind.PRODUCER))
+                            fields[b"t"] = tracing.traceparent_of(spans[-1])
+                        pipe.xadd(self._stream, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+                    await pipe.execute()
+            finally:
+                tracing.end_all(spans)
             # No WAL flush to wait for: if a crash loses this mark, the rows are published again, and
             # a second copy is already a no-op downstream (fan-out's done-marker, the projection's
             # idempotent updates, clients' event ids), as when the relay dies right here.

@@ -215,19 +215,6 @@ async def test_state_events_and_bad_token(mesh: Mesh, clients) -> None:
     assert states[0] == "connecting"
 
 
-async def test_readme_python_tour_runs(http, mesh: Mesh, make_token) -> None:
-    """The README's ten lines of Python, run as written against the mesh."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    code = readme.split("### From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    alice, bob = new_user_id("alice"), new_user_id("bob")
-    await register(http, make_token(bob))
-    result = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", code, make_token(alice), make_token(bob), mesh.edge_url],
-        capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["stored as seq 1", f"{alice} says hi from Python"]
-
-
 async def test_dropped_sockets_lose_and_repeat_nothing(http, mesh: Mesh, make_token, clients) -> None:
     """Network drops in the middle of a stream of messages: the client resumes each time."""
     _, alice_token, _, bob_token, conversation_id = await chat_pair(http, make_token)

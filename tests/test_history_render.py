@@ -144,13 +144,15 @@ def test_a_fixed_page_renders_exactly() -> None:
     read_by = convert.recipients([("bob", common_pb2.MESSAGE_STATUS_READ),
                                   ("carol", common_pb2.MESSAGE_STATUS_DELIVERED)])
     page = message_pb2.ListMessagesResponse(has_more=True, messages=[
-        convert.message(_row(1, client_message_id="c-1", edited_at=T1), common_pb2.MESSAGE_STATUS_DELIVERED,
+        convert.message(_row(1, client_message_id="c-1", edited_at=T1, reply_count=2, last_reply_at=T2),
+                        common_pb2.MESSAGE_STATUS_DELIVERED,
                         [("👍", ["bob", "carol"]), ("❤️", ["bob"])], read_by),
         convert.message(_row(2, sender_id="bob", reply_to_id="00000000-0000-0000-0000-000000000001",
                              content='say "hi"\n'), common_pb2.MESSAGE_STATUS_READ),
         convert.message(_row(3, content="", content_encrypted=b"\x00\xffciphertext", enc_algorithm="x25519",
                              enc_key_id="k-7", created_at=T2), common_pb2.MESSAGE_STATUS_SENT),
-        convert.message(_row(4, deleted_at=T2, edited_at=T1, reply_to_id="x"), common_pb2.MESSAGE_STATUS_SENT,
+        convert.message(_row(4, deleted_at=T2, edited_at=T1, reply_to_id="x", reply_count=1, last_reply_at=T1),
+                        common_pb2.MESSAGE_STATUS_SENT,
                         [("👍", ["bob"])], read_by),
     ])
     ids = [f"00000000-0000-0000-0000-{seq:012d}" for seq in range(1, 5)]
@@ -162,20 +164,23 @@ def test_a_fixed_page_renders_exactly() -> None:
         '"status":"MESSAGE_STATUS_DELIVERED","reactions":[{"emoji":"👍","count":2,"user_ids":["bob","carol"]},'
         '{"emoji":"❤️","count":1,"user_ids":["bob"]}],'
         '"recipients":[{"user_id":"bob","status":"MESSAGE_STATUS_READ"},'
-        '{"user_id":"carol","status":"MESSAGE_STATUS_DELIVERED"}],"content_encrypted":"","reply_to_id":"",'
+        '{"user_id":"carol","status":"MESSAGE_STATUS_DELIVERED"}],"reply_count":2,'
+        '"last_reply_at":"2026-11-25T21:01:00.123456Z","content_encrypted":"","reply_to_id":"",'
         '"deleted":false,"attachments":[]},'
         f'{{"message_id":"{ids[1]}","conversation_id":"{CID}","seq":"2","sender_id":"bob",'
         f'"content":"say \\"hi\\"\\n","reply_to_id":"{ids[0]}","created_at":"2026-11-25T21:00:00.120Z",'
         '"status":"MESSAGE_STATUS_READ","content_encrypted":"","client_message_id":"","deleted":false,'
-        '"reactions":[],"recipients":[],"attachments":[]},'
+        '"reactions":[],"recipients":[],"attachments":[],"reply_count":0},'
         f'{{"message_id":"{ids[2]}","conversation_id":"{CID}","seq":"3","sender_id":"alice",'
         '"content_encrypted":"AP9jaXBoZXJ0ZXh0","encryption":{"algorithm":"x25519","key_id":"k-7"},'
         '"created_at":"2026-11-25T21:01:00.123456Z","status":"MESSAGE_STATUS_SENT","content":"",'
-        '"client_message_id":"","reply_to_id":"","deleted":false,"reactions":[],"recipients":[],"attachments":[]},'
+        '"client_message_id":"","reply_to_id":"","deleted":false,"reactions":[],"recipients":[],"attachments":[],'
+        '"reply_count":0},'
         f'{{"message_id":"{ids[3]}","conversation_id":"{CID}","seq":"4","sender_id":"alice",'
         '"created_at":"2026-11-25T21:00:00.120Z","deleted":true,"deleted_at":"2026-11-25T21:01:00.123456Z",'
-        '"status":"MESSAGE_STATUS_SENT","content":"","content_encrypted":"","client_message_id":"",'
-        '"reply_to_id":"","reactions":[],"recipients":[],"attachments":[]}'
+        '"status":"MESSAGE_STATUS_SENT","reply_count":1,"last_reply_at":"2026-11-25T21:00:05Z","content":"",'
+        '"content_encrypted":"","client_message_id":"","reply_to_id":"","reactions":[],"recipients":[],'
+        '"attachments":[]}'
         '],"has_more":true}')
     assert Transcoder.render_json(page).decode() == expected
     assert _before(page) == expected.encode()
@@ -204,7 +209,7 @@ async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_tok
     def common(sent: dict[str, Any]) -> dict[str, Any]:
         return {k: sent[k] for k in ("message_id", "conversation_id", "seq", "sender_id", "created_at")} | {
             "content": "", "content_encrypted": "", "client_message_id": "", "reply_to_id": "",
-            "deleted": False, "reactions": [], "recipients": [], "attachments": []}
+            "deleted": False, "reactions": [], "recipients": [], "attachments": [], "reply_count": 0}
 
     def statuses(bob_status: str, carol_status: str) -> list[dict[str, str]]:
         return [{"user_id": bob, "status": f"MESSAGE_STATUS_{bob_status}"},
@@ -220,6 +225,7 @@ async def test_a_history_page_through_the_mesh(http: httpx.AsyncClient, make_tok
         mine = reader == alice
         expected = [
             common(first) | {"content": "hello", "client_message_id": "c-1", "reactions": reactions,
+                             "reply_count": 1, "last_reply_at": reply["created_at"],
                              "status": f"MESSAGE_STATUS_{own_status[reader][0]}",
                              "recipients": statuses("READ", "DELIVERED") if mine else []},
             common(sealed) | {"content_encrypted": secret,

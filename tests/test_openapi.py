@@ -23,7 +23,7 @@ from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, notification_pb2, presence_pb2
 from chatmesh.launcher import Mesh
 from services.edge.files_openapi import PATH as FILE_PATH
-from services.edge.openapi import build_openapi
+from services.edge.openapi import build_openapi, openapi_paths
 from services.edge.transcoder import routes_from
 from tests.helpers import bearer, new_user_id
 
@@ -34,7 +34,8 @@ ROUTES = routes_from([conversation_pb2, message_pb2, presence_pb2, notification_
 def test_document_is_valid_openapi_3_and_covers_every_route() -> None:
     document = build_openapi(ROUTES)
     validate(document)  # raises on any violation of the OpenAPI 3 schema
-    served = {(r.http_method.lower(), r.template) for r in ROUTES} | {("put", FILE_PATH), ("get", FILE_PATH)}
+    paths = openapi_paths(ROUTES)
+    served = {(r.http_method.lower(), paths[r.template]) for r in ROUTES} | {("put", FILE_PATH), ("get", FILE_PATH)}
     documented = {(m, p) for p, ops in document["paths"].items() for m in ops if m != "parameters"}
     assert documented == served
 
@@ -43,7 +44,8 @@ def test_proto3_json_types() -> None:
     document = build_openapi(ROUTES)
     schemas = document["components"]["schemas"]
     message = schemas["Message"]["properties"]
-    assert message["seq"] == {"type": "string", "format": "int64", "pattern": r"^-?[0-9]+$"}
+    seq = message["seq"]  # int64 is a decimal string (proto3 JSON), with an example and the field's comment
+    assert (seq["type"], seq["format"], seq["pattern"], seq["example"]) == ("string", "int64", r"^-?[0-9]+$", "42")
     assert message["created_at"] == {"type": "string", "format": "date-time"}
     body = document["paths"]["/api/messages/{message_id}/status"]["post"]["requestBody"]
     status = body["content"]["application/json"]["schema"]["properties"]["status"]

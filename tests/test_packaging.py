@@ -62,6 +62,13 @@ def test_the_wheel_carries_the_page_and_the_client(wheel: Path) -> None:
     assert {"chatmesh_client/__init__.py", "services/edge/web.py", "chatmesh/cli.py"} <= names
 
 
+def test_the_wheel_carries_the_api_docs_assets(wheel: Path) -> None:
+    """/docs and /favicon.ico (services/edge/assets) and the proto comments /openapi.json is written from."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assets = {f"services/edge/assets/{n}" for n in ("docs.html", "redoc.standalone.js", "favicon.ico", "redoc.LICENSE")}
+    assert assets | {"chatmesh/gen/chat/v1/comments.json", "services/edge/asyncapi.py"} <= names
+
+
 def test_the_installed_wheel_finds_its_page_and_declares_httpx(fresh_python: Path) -> None:
     code = """if True:
         import importlib.metadata, json, sys, chatmesh_client, services.edge.web as web

@@ -4,7 +4,9 @@
 
 import { ChatClient } from "./chat.js";
 import { VoiceRecorder, formatSize, renderAttachment, uploadFile } from "./chat-attachments.js";
+import { CallPanel } from "./chat-calls.js";
 import { bindHideLastSeen, isRequestToMe, loadHideLastSeen, requestBar } from "./privacy.js";
+import { installThreads } from "./chat-threads.js";
 
 const $ = (id) => document.getElementById(id);
 const TICKS = { failed: ["!", "not sent"], pending: ["🕓", "sending"], sent: ["✓", "sent"], delivered: ["✓✓", "delivered"], read: ["✓✓", "read"] };
@@ -21,6 +23,8 @@ const typingTimers = new Map();
 let drafts = []; // uploads for the next message: { key, name, state: uploading|ready|failed, loaded, total, attachment, error }
 const attachmentNodes = new Map(); // attachment id -> its rendered node, kept across renders (a playing voice message goes on)
 let recorder = null;
+let calls = null; // the call bar (chat-calls.js)
+let threads = null; // chat-threads.js: the thread panel and the buttons under each message
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -79,12 +83,14 @@ async function signIn(token) {
     return;
   }
   sessionStorage.setItem("chatmesh.token", token);
+  threads = installThreads(client, { el, alert: alertLater, onChange: (d) => { if (d.conversation_id === openId) renderMessages(); } });
   $("signin").hidden = true;
   $("app").hidden = false;
   $("signout").hidden = false;
   $("me").textContent = `signed in as ${client.userId}`;
   await client.loadConversations();
   loadHideLastSeen($("hide-last-seen"), client);
+  calls = new CallPanel(client, { openConversation: () => (openId ? client.conversations.get(openId) : null), el, alert: alertLater });
   $("new-chat-user").focus();
 }
 
@@ -112,8 +118,11 @@ function askPresence() {
 }
 
 function signOut() {
+  if (calls) calls.close();
+  calls = null;
   if (client) client.close();
-  client = null;
+  if (threads) threads.uninstall();
+  client = threads = null;
   openId = "";
   presenceAsked.clear();
   presencePending.clear();
@@ -212,6 +221,7 @@ async function openConversation(cid) {
   renderTyping();
   renderConversations();
   renderRequest();
+  if (calls) calls.render();
   if (!hasMore.has(cid)) {
     const page = await client.history(cid);
     hasMore.set(cid, page.hasMore);
@@ -317,6 +327,7 @@ function renderMessage(m, group) {
       el("time", { datetime: m.created_at }, m.created_at ? new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : ""),
       mine ? el("span", { class: "ticks", dataset: { status: m.status }, "aria-label": tickLabel, title: m.error || tickLabel }, tick) : null),
     reactions.length ? el("div", { class: "reactions" }, ...reactions) : null,
+    threads ? threads.controls(m) : null,
     actions);
 }
 

@@ -84,6 +84,13 @@ export class ChatStore {
     } else if (type === "user:status_changed") {
       this.presence.set(data.user_id, data.status);
       this.emit("presence", { user_id: data.user_id, status: data.status });
+    } else if (type === "chat:thread_updated") {
+      // Ephemeral, right behind the reply's own event: the thread's count is absolute, the last one wins.
+      const root = this.messages.get(data.root_message_id);
+      if (root) { root.reply_count = Number(data.reply_count || 0); root.last_reply_at = data.last_reply_at || ""; }
+      this.emit("thread", { conversation_id: frame.conversation_id || "", root_message_id: data.root_message_id,
+                            reply_count: Number(data.reply_count || 0), last_reply_at: data.last_reply_at || "",
+                            reply: data.reply ? normalizeMessage(data.reply) : null });
     } else if (type === "resync_required") {
       this.emit("resync", { reason: data.reason });
     }

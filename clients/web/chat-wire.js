@@ -23,6 +23,9 @@ export function normalizeMessage(data) {
     status: shortEnum(data.status, "MESSAGE_STATUS_", "sent"),
     reactions: (data.reactions || []).map((r) => ({ emoji: r.emoji, count: Number(r.count || 0), user_ids: r.user_ids || [] })),
     attachments: (data.attachments || []).map((a) => ({ ...a, size_bytes: Number(a.size_bytes || 0), duration_ms: Number(a.duration_ms || 0) })),
+    reply_to_id: data.reply_to_id || "",
+    reply_count: Number(data.reply_count || 0), // its thread: live replies, and when the latest was sent
+    last_reply_at: data.last_reply_at || "",
   };
 }
 

@@ -118,6 +118,7 @@ export class ChatClient extends EventTarget {
       if (!remember(this.seenMessages, data.message_id)) return; // already fetched over REST
       this._noteSeq(data.conversation_id, Number(data.seq || 0));
     }
+    if (frame.type.startsWith("call:")) { this._emit("call", frame); return; } // call signaling: chat-calls.js
     this.store.apply(frame.type, data, frame);
     if (frame.type === "resync_required") await this._resync();
   }
@@ -222,8 +223,9 @@ export class ChatClient extends EventTarget {
   // Optimistic send: the pending message is in the store at once; retried with the same
   // client_message_id until acknowledged (the server stores it once) or refused.
   // `attachments`: ready uploads (chat-attachments.js uploadFile), shown on the pending message too.
-  send(cid, content, attachments = []) {
-    const pending = { message_id: "", conversation_id: cid, seq: 0, sender_id: this.userId, content, client_message_id: crypto.randomUUID(), created_at: new Date().toISOString(), edited_at: "", deleted: false, status: "pending", reactions: [], attachments };
+  // `replyToId`: the message whose thread this goes into (chat-threads.js).
+  send(cid, content, attachments = [], replyToId = "") {
+    const pending = { message_id: "", conversation_id: cid, seq: 0, sender_id: this.userId, content, client_message_id: crypto.randomUUID(), created_at: new Date().toISOString(), edited_at: "", deleted: false, status: "pending", reactions: [], attachments, reply_to_id: replyToId, reply_count: 0, last_reply_at: "" };
     this.putMessage(pending);
     this._emit("message", { type: "pending", message: pending });
     const done = this._deliver(pending);
@@ -233,6 +235,7 @@ export class ChatClient extends EventTarget {
   async _deliver(pending) {
     const data = { conversation_id: pending.conversation_id, content: pending.content, client_message_id: pending.client_message_id };
     if (pending.attachments.length) data.attachment_ids = pending.attachments.map((a) => a.attachment_id);
+    if (pending.reply_to_id) data.reply_to_id = pending.reply_to_id;
     for (let attempt = 0; attempt < 30; attempt++) {
       try {
         if (!this.connected) await this.socket.waitConnected(this.sendTimeoutMs);

@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from chatmesh import db, eventloop, logs, readiness
+from chatmesh import db, eventloop, logs, readiness, tracing
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import ConfigError, Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc, message_pb2_grpc
@@ -74,4 +74,5 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 if __name__ == "__main__":
     settings = Settings.from_env()
     logs.setup("conversation", settings.log_level)
+    tracing.setup("conversation", settings)
     eventloop.run(main(settings))

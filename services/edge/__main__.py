@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from chatmesh import logs
+from chatmesh import logs, tracing
 from chatmesh.config import Settings
 from services.edge.app import create_app
 from services.edge.protocols import EdgeWebSocketProtocol, http_protocol
@@ -14,6 +14,7 @@ from services.edge.ws import WS_HARD_CAP_FACTOR
 def main() -> None:
     settings = Settings.from_env()
     logs.setup("edge", settings.log_level)
+    tracing.setup("edge", settings)
     # The protocols are uvicorn's own (h11, websockets) with the edge's limits on request heads.
     uvicorn.run(create_app(settings), host=settings.edge_host, port=settings.edge_port, log_config=None,
                 http=http_protocol(settings.time_scale), ws=EdgeWebSocketProtocol,

@@ -19,14 +19,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from chatmesh import metrics
+from chatmesh import metrics, tracing
 from chatmesh.auth import AuthError
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, notification_pb2, presence_pb2
 from chatmesh.logs import request_id_var
 from services.edge import bounded_json
+from services.edge.asyncapi import document_for
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
+from services.edge.docs_page import docs_routes
 from services.edge.errors import error_response, from_rpc_error
 from services.edge.openapi import build_openapi
 from services.edge.request_id import RequestIdMiddleware
@@ -105,6 +107,9 @@ def create_app(settings: Settings) -> Starlette:
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document)
 
+    async def asyncapi(request: Request) -> Response:  # the WebSocket's contract, naming the host asked on
+        return JSONResponse(document_for(request.headers.get("host"), request.url.scheme == "https"))
+
     async def rest(request: Request) -> Response:
         route, path_vars, path_known = transcoder.match(request.method, request.url.path)
         if route is None:
@@ -165,7 +170,7 @@ def create_app(settings: Settings) -> Starlette:
 
     def route_of(method: str, path: str) -> str:
         """A request's route template for metric labels (bounded: never the raw path)."""
-        if path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        if path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", "/favicon.ico"):
             return path
         if path.startswith("/files/"):
             return "/files/{attachment_id}"
@@ -193,6 +198,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={Exception: crash, HTTPException: http_error},
         routes=[
             Route("/openapi.json", openapi),
+            Route("/asyncapi.json", asyncapi),
+            *docs_routes(),  # /docs (the API reference) and /favicon.ico, from packaged files
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
@@ -204,6 +211,6 @@ def create_app(settings: Settings) -> Starlette:
             *web_routes(settings),  # the browser page at / (last: it serves any other path)
         ],
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware), *cors,
+        middleware=[*tracing.http_middleware(route_of), Middleware(RequestIdMiddleware), *cors,
                     Middleware(metrics.EdgeMetricsMiddleware, route_of=route_of)],
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 PATH = "/files/{attachment_id}"
+FILE_TAG = {"name": "Files", "description": "An attachment's bytes at the signed links CreateUpload and GetAttachment "
+                                            "return (the filesystem backend; object storage presigns its own)."}
 
 
 FILE_PATHS: dict[str, Any] = {
@@ -24,6 +26,7 @@ FILE_PATHS: dict[str, Any] = {
         "put": {
             "summary": "Upload an attachment's bytes to the upload_url CreateUpload returned (filesystem backend)",
             "operationId": "UploadAttachmentContent",
+            "tags": [FILE_TAG["name"]],
             "security": [],
             "requestBody": {"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}},
@@ -37,6 +40,7 @@ FILE_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Download an attachment (or its thumbnail) at a link GetAttachment returned (filesystem backend)",
             "operationId": "DownloadAttachmentContent",
+            "tags": [FILE_TAG["name"]],
             "security": [],
             "parameters": [{"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}}],
             "responses": {

@@ -5,7 +5,14 @@ Schemas follow proto3 JSON as the edge renders it (`preserving_proto_field_name`
 printed): 64-bit integers are strings, `google.protobuf.Timestamp` is a date-time string, enums are
 string enums (requests also accept the short lowercase form, see the transcoder), repeated fields are
 arrays, maps are objects, and messages are `$ref`s under `components/schemas`. Every operation
-declares the bearer scheme and the one error body for 4xx/5xx.
+declares the bearer scheme and the one error body for 4xx/5xx. Summaries, descriptions, request
+bounds, examples and the one name of a shared path parameter come from openapi_hints.py; the document
+passes `redocly lint` (recommended rules) with no error (tests/test_openapi_lint.py).
+
+64-bit integers (`seq`, `unread_count`, sizes) stay strings, as proto3's JSON mapping has them: every
+int64 field reads the same way in REST bodies and WebSocket frames, the JSON of the gRPC tools
+(grpcurl) agrees, and no value can lose precision in a JavaScript number. Requests accept a number too.
+Changing `unread_count` to int32 would change its JSON type for every client (buf calls that breaking).
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any
 
 from google.protobuf import descriptor
 
-from services.edge.files_openapi import FILE_PATHS
+from services.edge import openapi_hints as hints
+from services.edge.files_openapi import FILE_PATHS, FILE_TAG
 from services.edge.transcoder import Route, enum_short_names
 
 FD = descriptor.FieldDescriptor
@@ -44,15 +52,29 @@ ERROR_SCHEMA: dict[str, Any] = {
     }},
 }
 ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "415", "429", "500", "501", "503")
+LICENSE = {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}
+DESCRIPTION = """REST/JSON over the chat.v1 gRPC services, transcoded from their `google.api.http` annotations.
+
+Authenticate with `Authorization: Bearer <JWT>` (the user is the token's `sub`). Every error is one
+body, `{"error": {"code", "message", "status", "request_id"}}`, with a machine-readable `code`;
+a 503 or 429 says when to retry in `Retry-After`.
+
+64-bit integers (`seq`, `unread_count`, sizes) are decimal strings, as in proto3's JSON mapping, in
+responses and in WebSocket frames alike; requests accept numbers too.
+
+Real-time events come over the WebSocket at `/ws`, described by `/asyncapi.json` and docs/websocket.md."""
 
 
 def _name(desc: descriptor.Descriptor | descriptor.EnumDescriptor) -> str:
     return str(desc.full_name).removeprefix("chat.v1.").replace(".", "_")
 
 
-class _Builder:
-    def __init__(self) -> None:
+class SchemaBuilder:
+    def __init__(self, all_printed: bool = True) -> None:
+        """`all_printed`: responses print every field without presence (REST); False for WebSocket
+        event frames, which leave out fields at their default value, so no field is required."""
         self.schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+        self._all_printed = all_printed
 
     def enum(self, enum: descriptor.EnumDescriptor, request: bool) -> dict[str, Any]:
         values: list[Any] = [v.name for v in enum.values]
@@ -65,7 +87,16 @@ class _Builder:
             value = field.message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value, request)}
         single = self._single(field, request)
-        return {"type": "array", "items": single} if field.is_repeated else single
+        if "$ref" in single:  # a $ref takes no siblings in OpenAPI 3.0
+            return {"type": "array", "items": single} if field.is_repeated else single
+        if request:
+            single.update(hints.request_bounds(field.containing_type.full_name, field.name))
+        if not field.is_repeated and (example := hints.example_of(field.name)) is not None:
+            single["example"] = example
+        schema = {"type": "array", "items": single} if field.is_repeated else single
+        if comment := hints.comments().get(field.full_name):
+            schema["description"] = hints.prose(comment)
+        return schema
 
     def _single(self, field: descriptor.FieldDescriptor, request: bool) -> dict[str, Any]:
         if field.message_type is not None:
@@ -92,7 +123,9 @@ class _Builder:
             self.schemas[name] = {}  # placeholder: recursive messages refer to themselves
             properties = {f.name: self.field(f, request) for f in desc.fields}
             schema: dict[str, Any] = {"type": "object", "properties": properties}
-            if not request:
+            if comment := hints.comments().get(desc.full_name):
+                schema["description"] = hints.prose(comment)
+            if not request and self._all_printed:
                 # The edge prints every field without presence, so responses always carry them.
                 schema["required"] = [f.name for f in desc.fields
                                       if f.containing_oneof is None and not f.has_presence]
@@ -101,25 +134,35 @@ class _Builder:
             self.schemas[name] = schema
         return {"$ref": f"#/components/schemas/{name}"}
 
-    def operation(self, route: Route) -> dict[str, Any]:
+    def operation(self, route: Route, renames: dict[str, str]) -> dict[str, Any]:
+        """`renames`: path parameters named otherwise in the document (a template shared with another)."""
         method = route.method
         request_desc = route.request_class.DESCRIPTOR
         path_fields = set(route.variables.values())
         parameters: list[dict[str, Any]] = []
         for field_path in route.variables.values():
-            parameters.append({"name": field_path, "in": "path", "required": True,
-                               "schema": self._path_field(request_desc, field_path)})
+            parameter = {"name": renames.get(field_path, field_path), "in": "path", "required": True,
+                         "schema": self._path_field(request_desc, field_path)}
+            if field_path in renames:  # say which id this one is
+                noun = field_path.removesuffix("_id").replace("_", " ")
+                parameter["description"] = f"The {noun}'s id (`{field_path}`)."
+            parameters.append(parameter)
         if route.body != "*":
             for field in request_desc.fields:
                 if field.name in path_fields or field.name == route.body or field.message_type is not None:
                     continue
                 schema = self.field(field, request=True)
                 parameter: dict[str, Any] = {"name": field.name, "in": "query", "required": False, "schema": schema}
+                if description := schema.pop("description", None):
+                    parameter["description"] = description
                 if field.is_repeated:
                     parameter.update(style="form", explode=True)
                 parameters.append(parameter)
+        summary, description = hints.summary_and_description(hints.comments().get(method.full_name, ""), method.name)
         operation: dict[str, Any] = {
             "operationId": method.name if route.is_primary else f"{method.name}_{route.http_method.lower()}",
+            "summary": summary,
+            **({"description": description} if description else {}),
             "tags": [method.containing_service.name],
             "parameters": parameters,
             "security": [{"bearer": []}],
@@ -157,22 +200,35 @@ class _Builder:
         return schema
 
 
-def openapi_path(template: str) -> str:
-    """`/api/messages/{message_id}` stays; `{name=**}` becomes `{name}`."""
-    return re.sub(r"\{([^}=]+)=[^}]*\}", r"{\1}", template)
+def openapi_path(template: str, renames: dict[str, str] | None = None) -> str:
+    """`/api/messages/{message_id}` stays (or takes its name in `renames`); `{name=**}` becomes `{name}`."""
+    renames = renames or {}
+    return re.sub(r"\{([^}=]+)(=[^}]*)?\}", lambda m: "{" + renames.get(m[1], m[1]) + "}", template)
+
+
+def openapi_paths(routes: list[Route]) -> dict[str, str]:
+    """Each route template's path in the document (templates equal but for names share one path)."""
+    renames = hints.shared_names(sorted({r.template for r in routes}))
+    return {template: openapi_path(template, names) for template, names in renames.items()}
 
 
 def build_openapi(routes: list[Route], title: str = "chatmesh", version: str = "1") -> dict[str, Any]:
-    builder = _Builder()
+    builder = SchemaBuilder()
     paths: dict[str, dict[str, Any]] = {}
+    renames = hints.shared_names(sorted({r.template for r in routes}))
     for route in sorted(routes, key=lambda r: r.template):
-        paths.setdefault(openapi_path(route.template), {})[route.http_method.lower()] = builder.operation(route)
+        names = renames[route.template]
+        paths.setdefault(openapi_path(route.template, names), {})[route.http_method.lower()] = \
+            builder.operation(route, names)
     paths.update(FILE_PATHS)  # attachment bytes: plain HTTP routes (services/edge/uploads.py)
+    services = {r.method.containing_service for r in routes}
+    tags = [{"name": s.name, "description": hints.prose(hints.comments().get(s.full_name, s.name))}
+            for s in sorted(services, key=lambda s: s.name)]
     return {
         "openapi": "3.0.3",
-        "info": {"title": title, "version": version,
-                 "description": "REST/JSON over the chat.v1 gRPC services, transcoded from their "
-                                "google.api.http annotations. Real-time events: the WebSocket at /ws."},
+        "info": {"title": title, "version": version, "description": DESCRIPTION, "license": LICENSE},
+        "servers": [{"url": "/", "description": "The edge serving this document"}],
+        "tags": [*tags, FILE_TAG],
         "paths": paths,
         "components": {
             "schemas": builder.schemas,

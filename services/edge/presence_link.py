@@ -9,7 +9,8 @@
   the user's sockets as ephemeral frames (dropped first when a socket's queue is full). The stream
   reconnects with backoff and resubscribes; events missed meanwhile are not replayed (ephemeral).
 - Frames: `chat:typing`, `presence:online`, `presence:offline` from a socket become SetTyping /
-  SetPresence calls, answered with ack or error frames.
+  SetPresence calls, answered with ack or error frames. Call signaling (`call:*`) rides the same
+  stream back as events; its frames are call_frames.py's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from google.protobuf import json_format
 from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2, presence_pb2_grpc
+from services.edge.call_frames import call_event_frame
 from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.errors import error_frame, rpc_error_frame
 from services.edge.frames import dumps
@@ -56,6 +58,8 @@ def event_frame(event: common_pb2.Event) -> dict[str, Any] | None:
         t = event.typing
         return {"type": event.type, "conversation_id": t.conversation_id,
                 "data": {"conversation_id": t.conversation_id, "user_id": t.user_id, "is_typing": t.is_typing}}
+    if event.HasField("call"):
+        return call_event_frame(event)
     return None
 
 

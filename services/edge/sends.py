@@ -16,6 +16,8 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.trace import Span
 
 from chatmesh.auth import Identity
 from chatmesh.gen.chat.v1 import message_pb2
@@ -38,23 +40,29 @@ class Sends:
         self._ctx = ctx
         self._out = out
         self._identity = identity  # the socket's current identity (a re-authentication replaces it)
-        self._queue: deque[tuple[Any, dict[str, Any], str]] | None = None  # (frame id, data, request id)
+        # (frame id, data, request id, the frame's span: None unless tracing is on)
+        self._queue: deque[tuple[Any, dict[str, Any], str, Span | None]] | None = None
         self._sender: asyncio.Task[None] | None = None
 
-    async def queue(self, request_id: Any, data: Any, upstream_request_id: str) -> None:
+    async def queue(self, request_id: Any, data: Any, upstream_request_id: str, span: Span | None = None) -> None:
         if not isinstance(data, dict):
             self._error(request_id, "BAD_FRAME", "data must be an object")
+            if span is not None:
+                span.end()
             return
         if self._queue is not None and len(self._queue) >= MAX_QUEUED and self._sender is not None:
             await asyncio.wait([self._sender])  # backpressure: stop reading until this socket's sends are done
         if self._queue is None:
             self._queue = deque()
-        self._queue.append((request_id, data, upstream_request_id))
+        self._queue.append((request_id, data, upstream_request_id, span))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued())
 
     def stop(self) -> None:
         """The socket is closing: sends not yet answered are dropped (the client resends them)."""
+        for *_, span in self._queue or ():
+            if span is not None:
+                span.end()
         self._queue = None
         if self._sender is not None and self._sender is not asyncio.current_task():
             self._sender.cancel()
@@ -62,9 +70,13 @@ class Sends:
     async def _send_queued(self) -> None:
         try:
             while self._queue:
-                request_id, data, upstream_request_id = self._queue.popleft()
+                request_id, data, upstream_request_id, span = self._queue.popleft()
                 request_id_var.set(upstream_request_id)
-                await self._send(request_id, data)
+                if span is None:
+                    await self._send(request_id, data)
+                else:  # the frame's span: the call carries its trace, and it ends when answered
+                    with trace.use_span(span, end_on_exit=True):
+                        await self._send(request_id, data)
         finally:
             self._sender = None
 

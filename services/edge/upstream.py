@@ -16,6 +16,8 @@ from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, message_pb2, message_pb2_grpc
 from services.edge.frames import FrameCache, RenderedEvent
 from services.edge.streams import ResilientStream
+from services.edge.threads import EVENT as THREAD_EVENT
+from services.edge.threads import ThreadFrames
 
 Sink = Callable[[common_pb2.Event, RenderedEvent], None]
 
@@ -31,6 +33,7 @@ class EventRouter:
     def __init__(self, stub: message_pb2_grpc.MessageServiceStub, credentials: ServiceCredentials) -> None:
         self._subs: dict[str, _Subscriber] = {}
         self._frames = FrameCache()
+        self._threads = ThreadFrames()
         self._stream: ResilientStream[message_pb2.StreamEventsRequest, message_pb2.StreamEventsResponse] = \
             ResilientStream(
                 "event stream",
@@ -67,3 +70,5 @@ class EventRouter:
                 if event.resume_token:
                     sub.resume_token = event.resume_token
                 sub.sink(event, render(event))
+                if event.HasField("thread"):  # a reply sent or deleted: open threads hear of it (threads.py)
+                    sub.sink(THREAD_EVENT, self._threads.render(event))

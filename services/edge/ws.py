@@ -42,13 +42,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
+from opentelemetry import trace
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from chatmesh import tracing
 from chatmesh.auth import AuthError, Identity
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.logs import request_id_var
 from chatmesh.metrics import DELIVERY_LAG
 from services.edge import bounded_json
+from services.edge.call_frames import CALL_FRAMES, SocketCalls
 from services.edge.context import EdgeContext
 from services.edge.delivered import DeliveredReporter
 from services.edge.errors import error_frame, from_rpc_error
@@ -75,6 +78,9 @@ _TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
                     grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
+# Frame types a span is named after (tracing on); any other type a client makes up is traced as `unknown`.
+_FRAME_TYPES = frozenset({"chat:message_send", "ping", "auth", "chat:message_delivered", "events_ack",
+                          *PRESENCE_FRAMES, *CALL_FRAMES})
 _REQUEST_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter makes each frame's id (uuid4 costs more)
 _request_ids = itertools.count()
 
@@ -108,6 +114,8 @@ class Connection:
         self._subscription_id = uuid.uuid4().hex
         self._delivered = DeliveredReporter(ctx, self._current_identity)
         self._sends = Sends(ctx, self._out, self._current_identity)
+        self._calls = SocketCalls(ctx.presence, ctx.channels["presence"],
+                                  lambda: ctx.metadata(self._current_identity()))
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # from `ready` until the socket stops
         self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
@@ -167,6 +175,7 @@ class Connection:
             self._stop()
             # Acknowledgements that arrived just before the close still advance the delivered position.
             await self._delivered.flush()
+            await self._calls.close(self._identity)  # its calls end with it
 
     def _stop(self) -> None:
         """Stop everything that writes to the socket (not the reporter: it talks to the message service)."""
@@ -345,10 +354,14 @@ class Connection:
                 continue
             request_id = _next_request_id()  # each frame's upstream calls get their own request id
             request_id_var.set(request_id)
-            if frame["type"] == "chat:message_send":
-                await self._sends.queue(frame.get("id"), frame.get("data") or {}, request_id)
-            else:
+            span = tracing.frame_span(frame["type"], _FRAME_TYPES)  # None unless tracing is on
+            if frame["type"] == "chat:message_send":  # its span ends when the send is answered
+                await self._sends.queue(frame.get("id"), frame.get("data") or {}, request_id, span)
+            elif span is None:
                 await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
+            else:
+                with trace.use_span(span, end_on_exit=True):
+                    await self._handle(frame.get("id"), frame["type"], frame.get("data") or {})
 
     async def _handle(self, request_id: Any, kind: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -370,6 +383,9 @@ class Connection:
             assert self._identity is not None
             if reply := await self._ctx.presence_link.handle_frame(request_id, kind, data,
                                                                    self._ctx.metadata(self._identity)):
+                self._out.push_reply(reply)
+        elif kind in CALL_FRAMES:
+            if reply := await self._calls.handle(request_id, kind, data):
                 self._out.push_reply(reply)
         else:
             self._error(request_id, "UNKNOWN_TYPE", f"unknown frame type {kind!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from chatmesh import db, eventloop, logs, readiness
+from chatmesh import db, eventloop, logs, readiness, tracing
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2_grpc, notification_pb2, notification_pb2_grpc
@@ -112,4 +112,5 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 if __name__ == "__main__":
     settings = Settings.from_env()
     logs.setup("message", settings.log_level)
+    tracing.setup("message", settings)
     eventloop.run(main(settings))

@@ -44,8 +44,9 @@ def recipients(statuses: Sequence[tuple[str, common_pb2.MessageStatus]]) -> comm
 def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSAGE_STATUS_SENT,
             reactions: Sequence[tuple[str, list[str]]] = (),
             read_by: common_pb2.Message | None = None) -> common_pb2.Message:
-    """A message as clients see it: a deleted one is a placeholder (id, seq, sender, deleted) and
-    nothing else, whatever the caller passes, so no read path can leak its content or reactions.
+    """A message as clients see it: a deleted one is a placeholder (id, seq, sender, deleted, and its
+    thread's count and time) and nothing else, whatever the caller passes, so no read path can leak
+    its content or reactions.
     `read_by` comes from `recipients()`.
 
     Only fields with a value are set (each keyword the constructor takes costs as much as a field
@@ -56,6 +57,10 @@ def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSA
         msg.client_message_id = row.client_message_id
     if row.created_at is not None:
         _stamp(msg.created_at, row.created_at)
+    if row.reply_count:  # its thread, kept on a placeholder too: the replies outlive their root
+        msg.reply_count = row.reply_count
+    if row.last_reply_at is not None:
+        _stamp(msg.last_reply_at, row.last_reply_at)
     if row.deleted_at is not None:
         msg.deleted = True
         _stamp(msg.deleted_at, row.deleted_at)

@@ -21,8 +21,10 @@ from collections import defaultdict
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import Counter
 
+from chatmesh import tracing
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.metrics import DEAD_LETTER
@@ -234,7 +236,18 @@ class Fanout:
 
     async def process(self, entries: list[Entry]) -> None:
         """Fan out a batch, with the entries held back before, in stream order. An entry that fails
-        stays pending for a retry with backoff, and the later entries of its conversation wait for it."""
+        stays pending for a retry with backoff, and the later entries of its conversation wait for it.
+
+        An entry that carries a trace (field `t`: its send was traced, chatmesh/outbox.py) gets a
+        span continuing it, from its parse to the script's answer: one send, one trace."""
+        traced: dict[bytes, Span] = {}  # stays empty unless an entry carries a trace
+        try:
+            await self._process(entries, traced)
+        finally:
+            if traced:
+                tracing.end_all(list(traced.values()))
+
+    async def _process(self, entries: list[Entry], traced: dict[bytes, Span]) -> None:
         now = time.monotonic()
         batch = {entry_id: fields for entry_id, ((_, fields), _) in self._held.items()}
         batch.update(entries)
@@ -243,6 +256,8 @@ class Fanout:
         members: dict[str, list[str]] = {}  # each conversation's participants, looked up once a batch
         for entry_id in sorted(batch, key=_stream_order):
             fields = batch[entry_id]
+            if (parent := fields.get(b"t")) is not None:
+                traced[entry_id] = tracing.continue_trace("fan-out", parent, SpanKind.CONSUMER)
             try:
                 data = fields[b"e"]
                 event = common_pb2.Event.FromString(data)
@@ -256,8 +271,14 @@ class Fanout:
                 if (conversation_id := _conversation_of(fields)) is not None:
                     failed.add(conversation_id)
                 log.warning("fan-out of %s failed: %s", entry_id, exc)
+                if traced and (span := traced.get(entry_id)) is not None:
+                    span.record_exception(exc)
+                    span.set_status(StatusCode.ERROR, "fan-out failed; retried with backoff")
                 continue
             plans.append((entry_id, event, data, recipients, self._seq_arg(entry_id, event, now)))
+            if traced and (span := traced.get(entry_id)) is not None:
+                span.set_attributes({"chat.event_id": event.event_id, "chat.event_type": event.type,
+                                     "chat.recipients": len(recipients)})
         if not plans:
             return
         plans = _seqs_in_order(plans)
@@ -278,6 +299,8 @@ class Fanout:
         for entry_id, *_ in plans:
             if entry_id in held:
                 self._hold(entry_id, batch[entry_id], now)
+                if traced and (span := traced.get(entry_id)) is not None:
+                    span.set_attribute("chat.fanout.held", True)  # tried again with the next batch
             else:
                 self._held.pop(entry_id, None)
 

@@ -18,13 +18,14 @@ from chatmesh import errors, outbox
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2_grpc
 from chatmesh.logs import request_id_var
 from chatmesh.membership import MembershipCache
-from services.message import access, convert, store, views
+from services.message import access, convert, store, threads, views
 from services.message.access import parse_id
 from services.message.attachments import Attachments
 from services.message.audit import Audit
 from services.message.reactions import Reactions
 from services.message.receipts import Receipts
 from services.message.search import Search
+from services.message.threads import Threads
 from services.message.store import MessageRow, NewMessage
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "Limits", "Messages", "parse_id"]
@@ -47,6 +48,7 @@ class Limits:
 
 _CLIENT_ID_INDEX = "messages_client_id"  # unique (sender_id, client_message_id): idempotent sends
 _ATTACHMENTS_AVAILABLE = "attachments_available"  # send_message's check that every upload is still free
+_REPLY_TO_FOUND = "reply_to_found"  # send_message's check that reply_to_id is a message of the conversation
 
 
 class Messages:
@@ -61,14 +63,16 @@ class Messages:
         self.reactions = Reactions(pool, membership)
         self.search = Search(pool, membership, conversations)
         self.audit = Audit(pool)
+        self.threads = Threads(pool, membership)
 
     async def send(self, sender: str, new: NewMessage) -> tuple[MessageRow, bool]:
         """Store a message with the next seq; a resend of a client_message_id returns the original.
 
         One statement for a plain send (`store.send_message`): the duplicate check, the seq, the row
         and its event commit together. The message id and created_at are chosen here, so the event
-        can be serialized before the statement; the database appends the seq to it. The relay is
-        woken in-process after the commit instead of by a NOTIFY (see chatmesh/outbox.py).
+        can be serialized before the statement; the database appends the seq to it (and, for a reply,
+        the root's new reply count: threads.py). The relay is woken in-process after the commit
+        instead of by a NOTIFY (see chatmesh/outbox.py).
         """
         new.conversation_id = parse_id(new.conversation_id, "conversation_id")
         if new.reply_to_id:
@@ -87,18 +91,20 @@ class Messages:
                            client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
                            created_at=datetime.now(timezone.utc), edited_at=None, deleted_at=None,
                            attachments=attached)
-        payload = convert.message_event("chat:message_received", draft).SerializeToString()
+        event = convert.message_event("chat:message_received", draft)
+        if new.reply_to_id:
+            threads.mark_reply(event, new.reply_to_id, draft.created_at)
+        payload = event.SerializeToString()
         async with self._pool.connection() as conn:
-            if new.reply_to_id:
-                # Messages are never removed, so checking outside the transaction cannot go stale.
-                replied = await store.get_message(conn, new.reply_to_id)
-                if replied is None or replied.conversation_id != new.conversation_id:
-                    raise errors.not_found("REPLY_TO_NOT_FOUND",
-                                           "reply_to_id is not a message of this conversation")
             try:
-                created, row = await store.send_message(conn, new, draft.message_id, draft.created_at, payload,
-                                                        notify=outbox.needs_notify(store.SCHEMA), attachments=attached)
+                async with outbox.carry_trace(conn):  # traced: the outbox row gets the trace (else nothing)
+                    created, row = await store.send_message(conn, new, draft.message_id, draft.created_at,
+                                                            payload, notify=outbox.needs_notify(store.SCHEMA),
+                                                            attachments=attached)
             except psycopg.errors.RaiseException as exc:
+                if exc.diag.constraint_name == _REPLY_TO_FOUND:  # checked by the statement's update of the root
+                    raise errors.not_found("REPLY_TO_NOT_FOUND",
+                                           "reply_to_id is not a message of this conversation") from None
                 if exc.diag.constraint_name != _ATTACHMENTS_AVAILABLE:
                     raise
                 raise errors.conflict("ATTACHMENT_UNAVAILABLE",
@@ -177,8 +183,9 @@ class Messages:
                     if actor != row.sender_id:
                         await store.append_audit(conn, row.conversation_id, actor, "message.deleted",
                                                  f"message:{row.message_id}", request_id_var.get())
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_deleted", row)],
-                                         notify=notify)
+                    event = convert.message_event("chat:message_deleted", row)
+                    await threads.on_reply_deleted(conn, row, event)
+                    await outbox.enqueue(conn, store.SCHEMA, [event], notify=notify)
             return convert.message(row)
 
     def _validate_new(self, new: NewMessage) -> None:

@@ -43,6 +43,12 @@ class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
             before_seq=request.before_seq, after_seq=request.after_seq)
         return pb.ListMessagesResponse(messages=messages, has_more=has_more)
 
+    async def ListThread(self, request: pb.ListThreadRequest, context: grpc.aio.ServicerContext) -> pb.ListThreadResponse:
+        root, messages, has_more = await self._messages.threads.page(
+            current_identity().user_id, request.message_id, limit=request.limit,
+            before_seq=request.before_seq, after_seq=request.after_seq)
+        return pb.ListThreadResponse(root=root, messages=messages, has_more=has_more)
+
     async def EditMessage(self, request: pb.EditMessageRequest, context: grpc.aio.ServicerContext) -> pb.EditMessageResponse:
         message = await self._messages.edit(current_identity().user_id, request.message_id, request.content)
         return pb.EditMessageResponse(message=message)

@@ -28,10 +28,14 @@ class MessageRow:
     deleted_at: datetime | None
     # A serialized Message holding only its attachments' metadata (migration 0003), or None.
     attachments: bytes | None = None
+    # Its thread (migration 0004): live replies naming it, and the time of the latest.
+    reply_count: int = 0
+    last_reply_at: datetime | None = None
 
 
 _COLUMNS = """message_id::text, conversation_id::text, seq, sender_id, content, content_encrypted, enc_algorithm,
-    enc_key_id, client_message_id, reply_to_id::text, created_at, edited_at, deleted_at, attachments"""
+    enc_key_id, client_message_id, reply_to_id::text, created_at, edited_at, deleted_at, attachments, reply_count,
+    last_reply_at"""
 
 
 @dataclass
@@ -58,7 +62,10 @@ async def send_message(conn: psycopg.AsyncConnection, new: NewMessage, message_i
     original), and nothing is written. A concurrent duplicate raises UniqueViolation on
     messages_client_id, and nothing is written either (the seq taken is given back). The uploads of
     `new.attachment_ids` are attached in the same statement; one no longer free raises
-    RaiseException with constraint name attachments_available, and nothing is written."""
+    RaiseException with constraint name attachments_available, and nothing is written. A reply
+    updates its root's reply_count and last_reply_at in the same statement (migration 0004) and
+    appends the new count to the event; a reply_to_id that is not a message of the conversation
+    raises RaiseException with constraint name reply_to_found, and nothing is written."""
     cur = await conn.execute(
         f"""SELECT created, {_SENT_COLUMNS}
             FROM message.send_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid[], %s)""",
@@ -146,6 +153,55 @@ async def list_messages(conn: psycopg.AsyncConnection, conversation_id: str, *, 
             (conversation_id, before_seq if before_seq is not None else 2**62, limit),
         )
         return await cur.fetchall()
+
+
+async def list_replies(conn: psycopg.AsyncConnection, root_id: str, *, limit: int,
+                       before_seq: int | None, after_seq: int | None) -> list[MessageRow]:
+    """A page of a thread in ascending seq, as `list_messages` pages history (index messages_replies)."""
+    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
+        if after_seq is not None:
+            await cur.execute(
+                f"""SELECT {_COLUMNS} FROM message.messages
+                    WHERE reply_to_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
+                (root_id, after_seq, limit),
+            )
+            return await cur.fetchall()
+        await cur.execute(
+            f"""SELECT * FROM (SELECT {_COLUMNS} FROM message.messages
+                    WHERE reply_to_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s) page ORDER BY seq""",
+            (root_id, before_seq if before_seq is not None else 2**62, limit),
+        )
+        return await cur.fetchall()
+
+
+async def reply_deleted(conn: psycopg.AsyncConnection, root_id: str) -> MessageRow | None:
+    """A reply of `root_id` was just deleted (in this transaction): one fewer live reply, and the last
+    reply time is the latest live one's again (NULL when none is left). The root after it, or None
+    when the root is not there."""
+    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
+        await cur.execute(
+            f"""UPDATE message.messages SET reply_count = GREATEST(reply_count - 1, 0),
+                    last_reply_at = (SELECT r.created_at FROM message.messages r
+                                     WHERE r.reply_to_id = %s AND r.deleted_at IS NULL ORDER BY r.seq DESC LIMIT 1)
+                WHERE message_id = %s RETURNING {_COLUMNS}""",
+            (root_id, root_id),
+        )
+        return await cur.fetchone()
+
+
+async def thread_participants(conn: psycopg.AsyncConnection, root_id: str) -> list[str]:
+    """Who takes part in a thread: the root's sender first, then everyone who replied (deleted replies
+    too: they took part), in the order of their first reply. Empty for an unknown root. Callers that
+    notify should still check membership: a participant may have left the conversation since."""
+    cur = await conn.execute(
+        """SELECT sender_id FROM (
+               SELECT sender_id, 0 AS seq FROM message.messages WHERE message_id = %s
+               UNION ALL
+               SELECT sender_id, min(seq) FROM message.messages WHERE reply_to_id = %s GROUP BY sender_id
+           ) t GROUP BY sender_id ORDER BY min(seq)""",
+        (root_id, root_id),
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
 
 
 async def search(conn: psycopg.AsyncConnection, conversation_ids: list[str], query: str, *, limit: int

@@ -1,7 +1,7 @@
 """Run the presence service: `python -m services.presence`.
 
-Besides the gRPC servicer, each replica runs the sweeper (expires connections and typing states) and
-one pub/sub connection for the ephemeral events of the users its edge streams subscribed, both
+Besides the gRPC servicer, each replica runs the sweeper (expires connections and typing states), the
+call ringing timeouts (services/presence/calls.py) and one pub/sub connection for the ephemeral events of the users its edge streams subscribed, both
 supervised. Commands go through a Redis client with command timeouts (a stalled Redis fails them
 instead of hanging the RPC); the subscription has a client of its own whose reads never time out.
 """
@@ -12,7 +12,7 @@ import asyncio
 
 import grpc
 
-from chatmesh import eventloop, logs, readiness
+from chatmesh import eventloop, logs, readiness, tracing
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
@@ -22,6 +22,8 @@ from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
 from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
+from services.presence.call_store import CallStore
+from services.presence.calls import ENDED_KEEP_S, Calls
 from services.presence.hub import EventHub
 from services.presence.presence import TYPING_WINDOW_S, Contacts, Presence
 from services.presence.server import PresenceServicer
@@ -44,7 +46,11 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     membership = MembershipCache(conversations, credentials, MembershipVersions(redis_client, keys))
     presence = Presence(store, hub, Contacts(conversations, credentials), membership, ttl_s, settings.time_scale)
     sweeper = spawn_supervised("presence sweep", presence.sweep_forever)
-    servicer = PresenceServicer(presence, hub)
+    ring_s, max_s = settings.call_ring_timeout_s * settings.time_scale, settings.call_max_s * settings.time_scale
+    calls = Calls(CallStore(redis_client, keys, int(ring_s * 1000), int(max(max_s, ring_s) * 1000),
+                            int(ENDED_KEEP_S * 1000)), hub, membership, store.allow, ring_s)
+    ringing = spawn_supervised("call ringing timeouts", calls.expire_forever)
+    servicer = PresenceServicer(presence, hub, calls, settings)
 
     def register(server: grpc.aio.Server) -> list[str]:
         presence_pb2_grpc.add_PresenceServiceServicer_to_server(servicer, server)
@@ -57,7 +63,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
                     readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
     finally:
         sweeper.cancel()
-        await asyncio.wait([sweeper])
+        ringing.cancel()
+        await asyncio.wait([sweeper, ringing])
         await hub.stop()
         await channel.close()
         await pubsub_client.aclose()
@@ -67,4 +74,5 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 if __name__ == "__main__":
     settings = Settings.from_env()
     logs.setup("presence", settings.log_level)
+    tracing.setup("presence", settings)
     eventloop.run(main(settings))

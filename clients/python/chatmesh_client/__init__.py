@@ -2,7 +2,8 @@
 `await client.send(conversation_id, content)`, `async for event in client.events()`, `await client.close()`."""
 
 from chatmesh_client.attachments import Attachment, Attachments
-from chatmesh_client.client import Client, Page, PendingSend
+from chatmesh_client.calls import Calls
+from chatmesh_client.client import Client, Page, PendingSend, ThreadPage
 from chatmesh_client.devices import Device, Devices
 from chatmesh_client.errors import (
     RETRYABLE,
@@ -13,6 +14,8 @@ from chatmesh_client.errors import (
     Unauthenticated,
 )
 from chatmesh_client.models import (
+                                    Call,
+                                    CallEvent,
                                     Conversation,
                                     ConversationEvent,
                                     Event,
@@ -27,6 +30,7 @@ from chatmesh_client.models import (
                                     ReceiptEvent,
                                     ResyncEvent,
                                     StateEvent,
+                                    ThreadEvent,
                                     TypingEvent,
                                     UserSettings,
 )
@@ -36,6 +40,9 @@ __all__ = [
                                     "RETRYABLE",
                                     "Attachment",
                                     "Attachments",
+                                    "Call",
+                                    "CallEvent",
+                                    "Calls",
                                     "ChatError",
                                     "Client",
                                     "ConnectionLost",
@@ -61,6 +68,8 @@ __all__ = [
                                     "SendTimeout",
                                     "StateEvent",
                                     "Store",
+                                    "ThreadEvent",
+                                    "ThreadPage",
                                     "TypingEvent",
                                     "Unauthenticated",
                                     "UserSettings",

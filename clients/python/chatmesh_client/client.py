@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar, cast, overload
 
 from chatmesh_client.attachments import Attachment, Attachments
+from chatmesh_client.calls import Calls
 from chatmesh_client.devices import Devices
 from chatmesh_client.connection import Connection
 from chatmesh_client.errors import ChatError, SendTimeout
@@ -38,6 +39,15 @@ T = TypeVar("T")
 
 @dataclass
 class Page:
+    messages: list[Message]
+    has_more: bool
+
+
+@dataclass
+class ThreadPage:
+    """A message's thread: the root (with its reply_count), a page of replies in seq order."""
+
+    root: Message
     messages: list[Message]
     has_more: bool
 
@@ -109,6 +119,7 @@ class Client:
             on_event=self._on_event, publish=self._events.put_nowait, send_timeout=send_timeout,
             backoff_initial=backoff_initial, backoff_max=backoff_max, open_timeout=open_timeout,
             ack_delay=ack_delay, max_frames_per_s=max_frames_per_s, token_provider=token_provider)
+        self.calls = Calls(self.rest, lambda kind, data: self._connection.request(kind, data, self.send_timeout))
 
     # connection -----------------------------------------------------------------------------------
 
@@ -299,6 +310,22 @@ class Client:
         page = await self.rest.history(conversation_id, before_seq=before_seq, after_seq=after_seq, limit=limit)
         messages = [self.store.put_message(Message.from_json(m)) for m in page.get("messages") or []]
         return Page(messages, bool(page.get("has_more")))
+
+    async def thread(self, message_id: str, *, before_seq: int = 0, after_seq: int = 0,
+                     limit: int = 50) -> ThreadPage:
+        """A page of the replies to a message, in seq order: the latest `limit` (or those before/after a
+        seq), with the root as it stands. Kept in the store (`store.thread_messages`); the client keeps
+        them current from then on with the `ThreadEvent`s and replies it receives."""
+        page = await self.rest.thread(message_id, before_seq=before_seq, after_seq=after_seq, limit=limit)
+        root = self.store.put_message(Message.from_json(page.get("root") or {}))
+        messages = [self.store.put_message(Message.from_json(m)) for m in page.get("messages") or []]
+        for message in messages:
+            self.store.put_reply(root.message_id, message)
+        return ThreadPage(root, messages, bool(page.get("has_more")))
+
+    async def reply(self, root: Message, content: str, **kwargs: Any) -> Message:
+        """Send a reply into `root`'s thread (a send with reply_to_id; same retries)."""
+        return await self.send(root.conversation_id, content, reply_to_id=root.message_id, **kwargs)
 
     def send_nowait(self, conversation_id: str, content: str, *, client_message_id: str = "",
                     reply_to_id: str = "", attachment_ids: list[str] | None = None) -> PendingSend:

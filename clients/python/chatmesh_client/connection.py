@@ -102,8 +102,16 @@ class Connection:
         return False
 
     async def stop(self) -> None:
-        """End the socket task for good: no reconnect after this."""
+        """End the socket task for good: no reconnect after this. The acknowledgements still waiting
+        for their batch go out first, so the edge does not deliver those events again next time."""
         self._closed = True
+        with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+            await asyncio.wait_for(self._send_acks(), self.send_timeout)
+        if self._ws is not None:  # a clean close ends the task's read loop; the cancel is the fallback
+            with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+                await asyncio.wait_for(self._ws.close(), self.send_timeout)
+        if self._ack_task is not None:
+            self._ack_task.cancel()
         if self._runner:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -231,16 +239,22 @@ class Connection:
     async def _flush_acks(self) -> None:
         while True:
             await asyncio.sleep(self.ack_delay)
-            ids, self._ack_ids = self._ack_ids, []
-            delivered, self._ack_delivered = self._ack_delivered, {}
-            ws = self._ws
-            if ws is None or not (ids or delivered):
-                return  # nothing more (or the socket is gone: the next one resumes after our token)
-            frames = [{"type": "events_ack", "data": {"event_ids": ids}}] if ids else []
-            frames += [{"type": "chat:message_delivered", "data": {"message_id": m}} for _, m in delivered.values()]
             with contextlib.suppress(ConnectionClosed):
-                for frame in frames:
-                    await self._send_frame(ws, frame)
+                if not await self._send_acks():
+                    return  # nothing more (or the socket is gone: the next one resumes after our token)
+
+    async def _send_acks(self) -> bool:
+        """Send the waiting batch now; False when there was none, or no socket to carry it."""
+        ids, self._ack_ids = self._ack_ids, []
+        delivered, self._ack_delivered = self._ack_delivered, {}
+        ws = self._ws
+        if ws is None or not (ids or delivered):
+            return False
+        frames = [{"type": "events_ack", "data": {"event_ids": ids}}] if ids else []
+        frames += [{"type": "chat:message_delivered", "data": {"message_id": m}} for _, m in delivered.values()]
+        for frame in frames:
+            await self._send_frame(ws, frame)
+        return True
 
     # frames out -----------------------------------------------------------------------------------
 

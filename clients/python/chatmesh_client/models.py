@@ -58,6 +58,8 @@ class Message:
     reactions: list[Reaction] = field(default_factory=list)
     recipients: dict[str, str] = field(default_factory=dict)  # user id -> status (sender's view)
     attachments: list[Attachment] = field(default_factory=list)  # metadata; links come from attachments.get
+    reply_count: int = 0  # its thread: live replies, and when the latest was sent
+    last_reply_at: str = ""
 
     @property
     def pending(self) -> bool:
@@ -86,6 +88,8 @@ class Message:
             recipients={r.get("user_id", ""): _enum(r.get("status"), "MESSAGE_STATUS_", "sent")
                         for r in data.get("recipients") or []},
             attachments=[Attachment.from_json(a) for a in data.get("attachments") or []],
+            reply_count=_int(data.get("reply_count")),
+            last_reply_at=data.get("last_reply_at", ""),
         )
 
 
@@ -261,6 +265,17 @@ class PresenceEvent(Event):
 
 
 @dataclass
+class ThreadEvent(Event):
+    """`chat:thread_updated` (ephemeral): a reply to `root_message_id` was sent or deleted; the thread
+    now has `reply_count` live replies, the latest sent at `last_reply_at` ("" when none is left)."""
+
+    root_message_id: str = ""
+    reply_count: int = 0
+    last_reply_at: str = ""
+    reply: Message | None = None
+
+
+@dataclass
 class ResyncEvent(Event):
     """The server could not replay from the resume token (`reason`); the client fetched the missing
     messages over REST and delivers them as `MessageEvent(recovered=True)` right after this one."""
@@ -274,6 +289,39 @@ class StateEvent(Event):
 
     state: str = ""
     attempt: int = 0
+
+
+@dataclass
+class Call:
+    """A one-to-one call's signaling state. `state`: ringing | accepted | ended; `end_reason`, once
+    ended: hangup | timeout | busy | declined. Read from socket frames (lowercase) or REST (enum names)."""
+
+    call_id: str
+    conversation_id: str
+    caller_id: str
+    callee_id: str
+    state: str
+    end_reason: str = ""
+    ended_by: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Call:
+        return cls(data.get("call_id", ""), data.get("conversation_id", ""), data.get("caller_id", ""),
+                   data.get("callee_id", ""), _enum(data.get("state"), "CALL_STATE_"),
+                   _enum(data.get("end_reason"), "CALL_END_REASON_").replace("unspecified", ""),
+                   data.get("ended_by", ""))
+
+
+@dataclass
+class CallEvent(Event):
+    """`call:incoming` (with the caller's offer in `sdp`), `call:accepted` (the caller's with the
+    answer in `sdp`), `call:candidate` (an ICE `candidate`: candidate, sdp_mid, sdp_mline_index,
+    username_fragment), `call:ended`. Ephemeral: a party that was not connected misses them."""
+
+    call: Call = field(default_factory=lambda: Call("", "", "", "", ""))
+    sdp: str = ""
+    candidate: dict[str, Any] | None = None
+    from_user_id: str = ""
 
 
 def event_from_frame(frame: dict[str, Any]) -> Event:
@@ -304,6 +352,14 @@ def event_from_frame(frame: dict[str, Any]) -> Event:
     if kind == "user:status_changed":
         return PresenceEvent(**base, user_id=data.get("user_id", ""), status=str(data.get("status", "")),
                              last_seen_at=data.get("last_seen_at", ""))
+    if kind.startswith("call:"):
+        return CallEvent(**base, call=Call.from_json(data.get("call") or {}), sdp=data.get("sdp", ""),
+                         candidate=data.get("candidate"), from_user_id=data.get("from_user_id", ""))
+    if kind == "chat:thread_updated":
+        reply = data.get("reply")
+        return ThreadEvent(**base, root_message_id=data.get("root_message_id", ""),
+                           reply_count=_int(data.get("reply_count")), last_reply_at=data.get("last_reply_at", ""),
+                           reply=Message.from_json(reply) if reply else None)
     if kind == "resync_required":
         return ResyncEvent(**base, reason=data.get("reason", ""))
     return Event(**base)

@@ -107,6 +107,15 @@ class Rest:
             params["after_seq"] = after_seq
         return await self.call("GET", f"/api/messages/{quote(conversation_id, safe='')}", params=params)
 
+    async def thread(self, message_id: str, *, limit: int = 50, before_seq: int = 0,
+                     after_seq: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if before_seq:
+            params["before_seq"] = before_seq
+        if after_seq:
+            params["after_seq"] = after_seq
+        return await self.call("GET", f"/api/threads/{quote(message_id, safe='')}", params=params)
+
     async def edit(self, message_id: str, content: str) -> dict[str, Any]:
         return await self.call("PATCH", f"/api/messages/{quote(message_id, safe='')}", json={"content": content})
 

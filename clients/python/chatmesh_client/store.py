@@ -2,7 +2,7 @@
 
 conversations by id, messages by id (pending ones under `pending:<client_message_id>`), each
 conversation's message ids in seq order (pending ones last), receipts as each user's delivered/read
-positions per conversation, presence by user, and who is typing where.
+positions per conversation, presence by user, who is typing where, and each thread's reply ids.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from chatmesh_client.models import (
     Reaction,
     ReactionEvent,
     ReceiptEvent,
+    ThreadEvent,
     TypingEvent,
 )
 
@@ -40,11 +41,16 @@ class Store:
     receipts: dict[str, dict[str, Position]] = field(default_factory=dict)  # conversation -> user -> position
     presence: dict[str, str] = field(default_factory=dict)  # user -> online | offline | unknown
     typing: dict[str, set[str]] = field(default_factory=dict)  # conversation -> users typing
+    threads: dict[str, list[str]] = field(default_factory=dict)  # root message id -> reply ids by seq
 
     # reads
 
     def conversation_messages(self, conversation_id: str) -> list[Message]:
         return [self.messages[k] for k in self.order.get(conversation_id, []) if k in self.messages]
+
+    def thread_messages(self, root_id: str) -> list[Message]:
+        """The replies to `root_id` seen so far (thread pages and live replies), in seq order."""
+        return [self.messages[k] for k in self.threads.get(root_id, []) if k in self.messages]
 
     def last_seq(self, conversation_id: str) -> int:
         stored = [m.seq for m in self.conversation_messages(conversation_id) if m.seq]
@@ -83,9 +89,23 @@ class Store:
         if message.key in order:
             order.remove(message.key)
 
+    def put_reply(self, root_id: str, reply: Message) -> bool:
+        """File a stored reply under its thread (by seq); False when it was there already."""
+        replies = self.threads.setdefault(root_id, [])
+        if reply.pending or reply.message_id in replies:
+            return False
+        seqs = [self.messages[k].seq if k in self.messages else 0 for k in replies]
+        replies.insert(bisect.bisect_right(seqs, reply.seq), reply.message_id)
+        return True
+
     def apply(self, event: Event) -> None:
         if isinstance(event, MessageEvent):
             self.put_message(event.message)
+            root = self.messages.get(event.message.reply_to_id) if event.message.reply_to_id else None
+            if root is not None and self.put_reply(root.message_id, event.message) \
+                    and event.type == "chat:message_received":
+                root.reply_count += 1  # until the thread event (or a thread page) says exactly
+                root.last_reply_at = max(root.last_reply_at, event.message.created_at)
             conversation = self.conversations.get(event.message.conversation_id)
             if conversation and event.type == "chat:message_received" and event.message.sender_id != self.user_id:
                 conversation.unread_count += 1
@@ -111,6 +131,12 @@ class Store:
             (users.add if event.is_typing else users.discard)(event.user_id)
         elif isinstance(event, PresenceEvent):
             self.presence[event.user_id] = event.status
+        elif isinstance(event, ThreadEvent):
+            if event.reply is not None and not event.reply.deleted:
+                reply = self.messages.get(event.reply.message_id) or self.put_message(event.reply)
+                self.put_reply(event.root_message_id, reply)
+            if root := self.messages.get(event.root_message_id):
+                root.reply_count, root.last_reply_at = event.reply_count, event.last_reply_at
 
     def _apply_receipts(self, conversation_id: str) -> None:
         """The sender's view of their own messages: the least advanced other participant."""

@@ -22,64 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from chatmesh.gen.chat.v1 import call_pb2 as chat_dot_v1_dot_call__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hat/v1/common.proto\x12\x07\x63hat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1b\n\x04role\x18\x02 \x01(\x0e\x32\r.chat.v1.Role\x12-\n\tjoined_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"\x90\x01\n\x0eMessagePreview\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12+\n\x07sent_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\x12\x0b\n\x03seq\x18\x06 \x01(\x03\"\xe8\x03\n\x0c\x43onversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.chat.v1.ConversationType\x12\r\n\x05title\x18\x03 \x01(\t\x12*\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x14.chat.v1.Participant\x12\x19\n\x11participant_count\x18\x05 \x01(\x05\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0clast_message\x18\t \x01(\x0b\x32\x17.chat.v1.MessagePreview\x12\x14\n\x0cunread_count\x18\n \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x0b \x01(\x08\x12,\n\rrequest_state\x18\x0c \x01(\x0e\x32\x15.chat.v1.RequestState\x12\x10\n\x08\x61rchived\x18\r \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0e \x01(\t\x12\r\n\x05muted\x18\x0f \x01(\x08\x12\x0e\n\x06pinned\x18\x10 \x01(\x08\"/\n\nEncryption\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"A\n\x0fReactionSummary\x12\r\n\x05\x65moji\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x10\n\x08user_ids\x18\x03 \x03(\t\"J\n\x0fRecipientStatus\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.chat.v1.MessageStatus\"\xa8\x04\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x11\n\tsender_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x19\n\x11\x63ontent_encrypted\x18\x06 \x01(\x0c\x12\'\n\nencryption\x18\x07 \x01(\x0b\x32\x13.chat.v1.Encryption\x12\x19\n\x11\x63lient_message_id\x18\x08 \x01(\t\x12\x13\n\x0breply_to_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tedited_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x65leted\x18\x0c \x01(\x08\x12.\n\ndeleted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x0e \x01(\x0e\x32\x16.chat.v1.MessageStatus\x12+\n\treactions\x18\x0f \x03(\x0b\x32\x18.chat.v1.ReactionSummary\x12,\n\nrecipients\x18\x10 \x03(\x0b\x32\x18.chat.v1.RecipientStatus\x12(\n\x0b\x61ttachments\x18\x11 \x03(\x0b\x32\x13.chat.v1.Attachment\"\xa2\x03\n\nAttachment\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0buploader_id\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\r\n\x05width\x18\x08 \x01(\x05\x12\x0e\n\x06height\x18\t \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\n \x01(\x03\x12\x15\n\rhas_thumbnail\x18\x0b \x01(\x08\x12\'\n\x05state\x18\x0c \x01(\x0e\x32\x18.chat.v1.AttachmentState\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64ownload_url\x18\x0e \x01(\t\x12\x15\n\rthumbnail_url\x18\x0f \x01(\t\x12\x32\n\x0eurls_expire_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbe\x01\n\nAuditEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x08 \x01(\t\"\x81\x01\n\x0cReceiptEvent\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x03\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.chat.v1.MessageStatus\"\\\n\rReactionEvent\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05\x65moji\x18\x04 \x01(\t\"\xb7\x01\n\x11\x43onversationEvent\x12+\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x15.chat.v1.Conversation\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x1b\n\x04role\x18\x03 \x01(\x0e\x32\r.chat.v1.Role\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x35\n\x0bpreferences\x18\x05 \x01(\x0b\x32 .chat.v1.ConversationPreferences\"8\n\x17\x43onversationPreferences\x12\r\n\x05muted\x18\x01 \x01(\x08\x12\x0e\n\x06pinned\x18\x02 \x01(\x08\"J\n\x0bTypingEvent\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tis_typing\x18\x03 \x01(\x08\"{\n\rPresenceEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.chat.v1.PresenceStatus\x12\x30\n\x0clast_seen_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\x0eResyncRequired\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xbf\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12#\n\x07message\x18\n \x01(\x0b\x32\x10.chat.v1.MessageH\x00\x12(\n\x07receipt\x18\x0b \x01(\x0b\x32\x15.chat.v1.ReceiptEventH\x00\x12*\n\x08reaction\x18\x0c \x01(\x0b\x32\x16.chat.v1.ReactionEventH\x00\x12\x32\n\x0c\x63onversation\x18\r \x01(\x0b\x32\x1a.chat.v1.ConversationEventH\x00\x12&\n\x06typing\x18\x0e \x01(\x0b\x32\x14.chat.v1.TypingEventH\x00\x12*\n\x08presence\x18\x0f \x01(\x0b\x32\x16.chat.v1.PresenceEventH\x00\x12)\n\x06resync\x18\x10 \x01(\x0b\x32\x17.chat.v1.ResyncRequiredH\x00\x42\t\n\x07payload\"=\n\nUserEvents\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1e\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x0e.chat.v1.Event*p\n\x10\x43onversationType\x12!\n\x1d\x43ONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONVERSATION_TYPE_DIRECT\x10\x01\x12\x1b\n\x17\x43ONVERSATION_TYPE_GROUP\x10\x02*Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_MEMBER\x10\x01\x12\x12\n\x0eROLE_MODERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03*\x7f\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_STATUS_SENT\x10\x01\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x02\x12\x17\n\x13MESSAGE_STATUS_READ\x10\x03*\x87\x01\n\x0ePresenceStatus\x12\x1f\n\x1bPRESENCE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PRESENCE_STATUS_ONLINE\x10\x01\x12\x1b\n\x17PRESENCE_STATUS_OFFLINE\x10\x02\x12\x1b\n\x17PRESENCE_STATUS_UNKNOWN\x10\x03*\x9b\x01\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REQUEST_STATE_ACCEPTED\x10\x01\x12\x19\n\x15REQUEST_STATE_PENDING\x10\x02\x12\x1a\n\x16REQUEST_STATE_DECLINED\x10\x03\x12\x19\n\x15REQUEST_STATE_BLOCKED\x10\x04*\x8c\x01\n\x0f\x41ttachmentState\x12 \n\x1c\x41TTACHMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41TTACHMENT_STATE_PENDING\x10\x01\x12\x1a\n\x16\x41TTACHMENT_STATE_READY\x10\x02\x12\x1d\n\x19\x41TTACHMENT_STATE_ATTACHED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x63hat/v1/common.proto\x12\x07\x63hat.v1\x1a\x12\x63hat/v1/call.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"]\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0bParticipant\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1b\n\x04role\x18\x02 \x01(\x0e\x32\r.chat.v1.Role\x12-\n\tjoined_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"\x90\x01\n\x0eMessagePreview\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12+\n\x07sent_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\x12\x0b\n\x03seq\x18\x06 \x01(\x03\"\xe8\x03\n\x0c\x43onversation\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\'\n\x04type\x18\x02 \x01(\x0e\x32\x19.chat.v1.ConversationType\x12\r\n\x05title\x18\x03 \x01(\t\x12*\n\x0cparticipants\x18\x04 \x03(\x0b\x32\x14.chat.v1.Participant\x12\x19\n\x11participant_count\x18\x05 \x01(\x05\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_message_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x0clast_message\x18\t \x01(\x0b\x32\x17.chat.v1.MessagePreview\x12\x14\n\x0cunread_count\x18\n \x01(\x03\x12\x0e\n\x06\x61\x63tive\x18\x0b \x01(\x08\x12,\n\rrequest_state\x18\x0c \x01(\x0e\x32\x15.chat.v1.RequestState\x12\x10\n\x08\x61rchived\x18\r \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0e \x01(\t\x12\r\n\x05muted\x18\x0f \x01(\x08\x12\x0e\n\x06pinned\x18\x10 \x01(\x08\"/\n\nEncryption\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"A\n\x0fReactionSummary\x12\r\n\x05\x65moji\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x10\n\x08user_ids\x18\x03 \x03(\t\"J\n\x0fRecipientStatus\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.chat.v1.MessageStatus\"\xf0\x04\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x11\n\tsender_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\t\x12\x19\n\x11\x63ontent_encrypted\x18\x06 \x01(\x0c\x12\'\n\nencryption\x18\x07 \x01(\x0b\x32\x13.chat.v1.Encryption\x12\x19\n\x11\x63lient_message_id\x18\x08 \x01(\t\x12\x13\n\x0breply_to_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tedited_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x65leted\x18\x0c \x01(\x08\x12.\n\ndeleted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06status\x18\x0e \x01(\x0e\x32\x16.chat.v1.MessageStatus\x12+\n\treactions\x18\x0f \x03(\x0b\x32\x18.chat.v1.ReactionSummary\x12,\n\nrecipients\x18\x10 \x03(\x0b\x32\x18.chat.v1.RecipientStatus\x12(\n\x0b\x61ttachments\x18\x11 \x03(\x0b\x32\x13.chat.v1.Attachment\x12\x13\n\x0breply_count\x18\x12 \x01(\x05\x12\x31\n\rlast_reply_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa2\x03\n\nAttachment\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x13\n\x0buploader_id\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\r\n\x05width\x18\x08 \x01(\x05\x12\x0e\n\x06height\x18\t \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\n \x01(\x03\x12\x15\n\rhas_thumbnail\x18\x0b \x01(\x08\x12\'\n\x05state\x18\x0c \x01(\x0e\x32\x18.chat.v1.AttachmentState\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64ownload_url\x18\x0e \x01(\t\x12\x15\n\rthumbnail_url\x18\x0f \x01(\t\x12\x32\n\x0eurls_expire_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbe\x01\n\nAuditEntry\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07service\x18\x08 \x01(\t\"\x81\x01\n\x0cReceiptEvent\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t\x12\x0b\n\x03seq\x18\x04 \x01(\x03\x12&\n\x06status\x18\x05 \x01(\x0e\x32\x16.chat.v1.MessageStatus\"\\\n\rReactionEvent\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05\x65moji\x18\x04 \x01(\t\"\xb7\x01\n\x11\x43onversationEvent\x12+\n\x0c\x63onversation\x18\x01 \x01(\x0b\x32\x15.chat.v1.Conversation\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x1b\n\x04role\x18\x03 \x01(\x0e\x32\r.chat.v1.Role\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x35\n\x0bpreferences\x18\x05 \x01(\x0b\x32 .chat.v1.ConversationPreferences\"8\n\x17\x43onversationPreferences\x12\r\n\x05muted\x18\x01 \x01(\x08\x12\x0e\n\x06pinned\x18\x02 \x01(\x08\"J\n\x0bTypingEvent\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tis_typing\x18\x03 \x01(\x08\"{\n\rPresenceEvent\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.chat.v1.PresenceStatus\x12\x30\n\x0clast_seen_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\x0eResyncRequired\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x8a\x04\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12%\n\x06thread\x18\x06 \x01(\x0b\x32\x15.chat.v1.ThreadUpdate\x12#\n\x07message\x18\n \x01(\x0b\x32\x10.chat.v1.MessageH\x00\x12(\n\x07receipt\x18\x0b \x01(\x0b\x32\x15.chat.v1.ReceiptEventH\x00\x12*\n\x08reaction\x18\x0c \x01(\x0b\x32\x16.chat.v1.ReactionEventH\x00\x12\x32\n\x0c\x63onversation\x18\r \x01(\x0b\x32\x1a.chat.v1.ConversationEventH\x00\x12&\n\x06typing\x18\x0e \x01(\x0b\x32\x14.chat.v1.TypingEventH\x00\x12*\n\x08presence\x18\x0f \x01(\x0b\x32\x16.chat.v1.PresenceEventH\x00\x12)\n\x06resync\x18\x10 \x01(\x0b\x32\x17.chat.v1.ResyncRequiredH\x00\x12\"\n\x04\x63\x61ll\x18\x1e \x01(\x0b\x32\x12.chat.v1.CallEventH\x00\x42\t\n\x07payload\"\x90\x01\n\x0cThreadUpdate\x12\x17\n\x0froot_message_id\x18\x01 \x01(\t\x12\x13\n\x0breply_count\x18\x02 \x01(\x05\x12\x31\n\rlast_reply_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x05reply\x18\x04 \x01(\x0b\x32\x10.chat.v1.Message\"=\n\nUserEvents\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1e\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x0e.chat.v1.Event*p\n\x10\x43onversationType\x12!\n\x1d\x43ONVERSATION_TYPE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONVERSATION_TYPE_DIRECT\x10\x01\x12\x1b\n\x17\x43ONVERSATION_TYPE_GROUP\x10\x02*Q\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_MEMBER\x10\x01\x12\x12\n\x0eROLE_MODERATOR\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03*\x7f\n\rMessageStatus\x12\x1e\n\x1aMESSAGE_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13MESSAGE_STATUS_SENT\x10\x01\x12\x1c\n\x18MESSAGE_STATUS_DELIVERED\x10\x02\x12\x17\n\x13MESSAGE_STATUS_READ\x10\x03*\x87\x01\n\x0ePresenceStatus\x12\x1f\n\x1bPRESENCE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PRESENCE_STATUS_ONLINE\x10\x01\x12\x1b\n\x17PRESENCE_STATUS_OFFLINE\x10\x02\x12\x1b\n\x17PRESENCE_STATUS_UNKNOWN\x10\x03*\x9b\x01\n\x0cRequestState\x12\x1d\n\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REQUEST_STATE_ACCEPTED\x10\x01\x12\x19\n\x15REQUEST_STATE_PENDING\x10\x02\x12\x1a\n\x16REQUEST_STATE_DECLINED\x10\x03\x12\x19\n\x15REQUEST_STATE_BLOCKED\x10\x04*\x8c\x01\n\x0f\x41ttachmentState\x12 \n\x1c\x41TTACHMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41TTACHMENT_STATE_PENDING\x10\x01\x12\x1a\n\x16\x41TTACHMENT_STATE_READY\x10\x02\x12\x1d\n\x19\x41TTACHMENT_STATE_ATTACHED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chat.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONVERSATIONTYPE']._serialized_start=3509
-  _globals['_CONVERSATIONTYPE']._serialized_end=3621
-  _globals['_ROLE']._serialized_start=3623
-  _globals['_ROLE']._serialized_end=3704
-  _globals['_MESSAGESTATUS']._serialized_start=3706
-  _globals['_MESSAGESTATUS']._serialized_end=3833
-  _globals['_PRESENCESTATUS']._serialized_start=3836
-  _globals['_PRESENCESTATUS']._serialized_end=3971
-  _globals['_REQUESTSTATE']._serialized_start=3974
-  _globals['_REQUESTSTATE']._serialized_end=4129
-  _globals['_ATTACHMENTSTATE']._serialized_start=4132
-  _globals['_ATTACHMENTSTATE']._serialized_end=4272
-  _globals['_USER']._serialized_start=66
-  _globals['_USER']._serialized_end=159
-  _globals['_PARTICIPANT']._serialized_start=162
-  _globals['_PARTICIPANT']._serialized_end=290
-  _globals['_MESSAGEPREVIEW']._serialized_start=293
-  _globals['_MESSAGEPREVIEW']._serialized_end=437
-  _globals['_CONVERSATION']._serialized_start=440
-  _globals['_CONVERSATION']._serialized_end=928
-  _globals['_ENCRYPTION']._serialized_start=930
-  _globals['_ENCRYPTION']._serialized_end=977
-  _globals['_REACTIONSUMMARY']._serialized_start=979
-  _globals['_REACTIONSUMMARY']._serialized_end=1044
-  _globals['_RECIPIENTSTATUS']._serialized_start=1046
-  _globals['_RECIPIENTSTATUS']._serialized_end=1120
-  _globals['_MESSAGE']._serialized_start=1123
-  _globals['_MESSAGE']._serialized_end=1675
-  _globals['_ATTACHMENT']._serialized_start=1678
-  _globals['_ATTACHMENT']._serialized_end=2096
-  _globals['_AUDITENTRY']._serialized_start=2099
-  _globals['_AUDITENTRY']._serialized_end=2289
-  _globals['_RECEIPTEVENT']._serialized_start=2292
-  _globals['_RECEIPTEVENT']._serialized_end=2421
-  _globals['_REACTIONEVENT']._serialized_start=2423
-  _globals['_REACTIONEVENT']._serialized_end=2515
-  _globals['_CONVERSATIONEVENT']._serialized_start=2518
-  _globals['_CONVERSATIONEVENT']._serialized_end=2701
-  _globals['_CONVERSATIONPREFERENCES']._serialized_start=2703
-  _globals['_CONVERSATIONPREFERENCES']._serialized_end=2759
-  _globals['_TYPINGEVENT']._serialized_start=2761
-  _globals['_TYPINGEVENT']._serialized_end=2835
-  _globals['_PRESENCEEVENT']._serialized_start=2837
-  _globals['_PRESENCEEVENT']._serialized_end=2960
-  _globals['_RESYNCREQUIRED']._serialized_start=2962
-  _globals['_RESYNCREQUIRED']._serialized_end=2994
-  _globals['_EVENT']._serialized_start=2997
-  _globals['_EVENT']._serialized_end=3444
-  _globals['_USEREVENTS']._serialized_start=3446
-  _globals['_USEREVENTS']._serialized_end=3507
+  _globals['_CONVERSATIONTYPE']._serialized_start=3823
+  _globals['_CONVERSATIONTYPE']._serialized_end=3935
+  _globals['_ROLE']._serialized_start=3937
+  _globals['_ROLE']._serialized_end=4018
+  _globals['_MESSAGESTATUS']._serialized_start=4020
+  _globals['_MESSAGESTATUS']._serialized_end=4147
+  _globals['_PRESENCESTATUS']._serialized_start=4150
+  _globals['_PRESENCESTATUS']._serialized_end=4285
+  _globals['_REQUESTSTATE']._serialized_start=4288
+  _globals['_REQUESTSTATE']._serialized_end=4443
+  _globals['_ATTACHMENTSTATE']._serialized_start=4446
+  _globals['_ATTACHMENTSTATE']._serialized_end=4586
+  _globals['_USER']._serialized_start=86
+  _globals['_USER']._serialized_end=179
+  _globals['_PARTICIPANT']._serialized_start=182
+  _globals['_PARTICIPANT']._serialized_end=310
+  _globals['_MESSAGEPREVIEW']._serialized_start=313
+  _globals['_MESSAGEPREVIEW']._serialized_end=457
+  _globals['_CONVERSATION']._serialized_start=460
+  _globals['_CONVERSATION']._serialized_end=948
+  _globals['_ENCRYPTION']._serialized_start=950
+  _globals['_ENCRYPTION']._serialized_end=997
+  _globals['_REACTIONSUMMARY']._serialized_start=999
+  _globals['_REACTIONSUMMARY']._serialized_end=1064
+  _globals['_RECIPIENTSTATUS']._serialized_start=1066
+  _globals['_RECIPIENTSTATUS']._serialized_end=1140
+  _globals['_MESSAGE']._serialized_start=1143
+  _globals['_MESSAGE']._serialized_end=1767
+  _globals['_ATTACHMENT']._serialized_start=1770
+  _globals['_ATTACHMENT']._serialized_end=2188
+  _globals['_AUDITENTRY']._serialized_start=2191
+  _globals['_AUDITENTRY']._serialized_end=2381
+  _globals['_RECEIPTEVENT']._serialized_start=2384
+  _globals['_RECEIPTEVENT']._serialized_end=2513
+  _globals['_REACTIONEVENT']._serialized_start=2515
+  _globals['_REACTIONEVENT']._serialized_end=2607
+  _globals['_CONVERSATIONEVENT']._serialized_start=2610
+  _globals['_CONVERSATIONEVENT']._serialized_end=2793
+  _globals['_CONVERSATIONPREFERENCES']._serialized_start=2795
+  _globals['_CONVERSATIONPREFERENCES']._serialized_end=2851
+  _globals['_TYPINGEVENT']._serialized_start=2853
+  _globals['_TYPINGEVENT']._serialized_end=2927
+  _globals['_PRESENCEEVENT']._serialized_start=2929
+  _globals['_PRESENCEEVENT']._serialized_end=3052
+  _globals['_RESYNCREQUIRED']._serialized_start=3054
+  _globals['_RESYNCREQUIRED']._serialized_end=3086
+  _globals['_EVENT']._serialized_start=3089
+  _globals['_EVENT']._serialized_end=3611
+  _globals['_THREADUPDATE']._serialized_start=3614
+  _globals['_THREADUPDATE']._serialized_end=3758
+  _globals['_USEREVENTS']._serialized_start=3760
+  _globals['_USEREVENTS']._serialized_end=3821
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from chatmesh.gen.chat.v1 import call_pb2 as _call_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -177,7 +178,7 @@ class RecipientStatus(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[MessageStatus, str]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("message_id", "conversation_id", "seq", "sender_id", "content", "content_encrypted", "encryption", "client_message_id", "reply_to_id", "created_at", "edited_at", "deleted", "deleted_at", "status", "reactions", "recipients", "attachments")
+    __slots__ = ("message_id", "conversation_id", "seq", "sender_id", "content", "content_encrypted", "encryption", "client_message_id", "reply_to_id", "created_at", "edited_at", "deleted", "deleted_at", "status", "reactions", "recipients", "attachments", "reply_count", "last_reply_at")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +196,8 @@ class Message(_message.Message):
     REACTIONS_FIELD_NUMBER: _ClassVar[int]
     RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
     ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    REPLY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPLY_AT_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     conversation_id: str
     seq: int
@@ -212,7 +215,9 @@ class Message(_message.Message):
     reactions: _containers.RepeatedCompositeFieldContainer[ReactionSummary]
     recipients: _containers.RepeatedCompositeFieldContainer[RecipientStatus]
     attachments: _containers.RepeatedCompositeFieldContainer[Attachment]
-    def __init__(self, message_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_id: _Optional[str] = ..., content: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., edited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., reactions: _Optional[_Iterable[_Union[ReactionSummary, _Mapping]]] = ..., recipients: _Optional[_Iterable[_Union[RecipientStatus, _Mapping]]] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ...) -> None: ...
+    reply_count: int
+    last_reply_at: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., conversation_id: _Optional[str] = ..., seq: _Optional[int] = ..., sender_id: _Optional[str] = ..., content: _Optional[str] = ..., content_encrypted: _Optional[bytes] = ..., encryption: _Optional[_Union[Encryption, _Mapping]] = ..., client_message_id: _Optional[str] = ..., reply_to_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., edited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deleted: _Optional[bool] = ..., deleted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[MessageStatus, str]] = ..., reactions: _Optional[_Iterable[_Union[ReactionSummary, _Mapping]]] = ..., recipients: _Optional[_Iterable[_Union[RecipientStatus, _Mapping]]] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., reply_count: _Optional[int] = ..., last_reply_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Attachment(_message.Message):
     __slots__ = ("attachment_id", "conversation_id", "uploader_id", "filename", "content_type", "size_bytes", "sha256", "width", "height", "duration_ms", "has_thumbnail", "state", "created_at", "download_url", "thumbnail_url", "urls_expire_at")
@@ -345,12 +350,13 @@ class ResyncRequired(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "type", "resume_token", "created_at", "conversation_id", "message", "receipt", "reaction", "conversation", "typing", "presence", "resync")
+    __slots__ = ("event_id", "type", "resume_token", "created_at", "conversation_id", "thread", "message", "receipt", "reaction", "conversation", "typing", "presence", "resync", "call")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     REACTION_FIELD_NUMBER: _ClassVar[int]
@@ -358,11 +364,13 @@ class Event(_message.Message):
     TYPING_FIELD_NUMBER: _ClassVar[int]
     PRESENCE_FIELD_NUMBER: _ClassVar[int]
     RESYNC_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     type: str
     resume_token: str
     created_at: _timestamp_pb2.Timestamp
     conversation_id: str
+    thread: ThreadUpdate
     message: Message
     receipt: ReceiptEvent
     reaction: ReactionEvent
@@ -370,7 +378,20 @@ class Event(_message.Message):
     typing: TypingEvent
     presence: PresenceEvent
     resync: ResyncRequired
-    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., resume_token: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation_id: _Optional[str] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEvent, _Mapping]] = ..., reaction: _Optional[_Union[ReactionEvent, _Mapping]] = ..., conversation: _Optional[_Union[ConversationEvent, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequired, _Mapping]] = ...) -> None: ...
+    call: _call_pb2.CallEvent
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[str] = ..., resume_token: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., conversation_id: _Optional[str] = ..., thread: _Optional[_Union[ThreadUpdate, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., receipt: _Optional[_Union[ReceiptEvent, _Mapping]] = ..., reaction: _Optional[_Union[ReactionEvent, _Mapping]] = ..., conversation: _Optional[_Union[ConversationEvent, _Mapping]] = ..., typing: _Optional[_Union[TypingEvent, _Mapping]] = ..., presence: _Optional[_Union[PresenceEvent, _Mapping]] = ..., resync: _Optional[_Union[ResyncRequired, _Mapping]] = ..., call: _Optional[_Union[_call_pb2.CallEvent, _Mapping]] = ...) -> None: ...
+
+class ThreadUpdate(_message.Message):
+    __slots__ = ("root_message_id", "reply_count", "last_reply_at", "reply")
+    ROOT_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPLY_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    root_message_id: str
+    reply_count: int
+    last_reply_at: _timestamp_pb2.Timestamp
+    reply: Message
+    def __init__(self, root_message_id: _Optional[str] = ..., reply_count: _Optional[int] = ..., last_reply_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reply: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
 
 class UserEvents(_message.Message):
     __slots__ = ("user_id", "events")

@@ -159,68 +159,97 @@ class ConversationServiceServicer:
     """
 
     def UpsertUser(self, request, context):
-        """Records (or refreshes) the caller's identity; the edge calls it for each authenticated connection.
+        """Record (or refresh) the caller in the user directory.
+
+        The edge calls it for each authenticated connection, so a user exists from their first request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetUser(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Get a user the mesh has seen.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateDirectConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Open the caller's direct conversation with a user.
+
+        The same one however often it is asked (`created` says whether it is new). Opened with someone the caller
+        shares no conversation with, it is a request until the recipient replies or accepts (see RequestState).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateGroupConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Create a group conversation.
+
+        The caller is its first admin; the named users join as members.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListConversations(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """List the caller's conversations, latest activity first.
+
+        Pages of `limit`; pass a page's `next_cursor` back as `cursor` for the next one.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Get a conversation the caller takes part in.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddParticipant(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Add a user to a group conversation.
+
+        Admins add any role, moderators add members only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveParticipant(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Remove a participant from a group conversation, or leave it.
+
+        Admins remove anyone, moderators remove members, anyone removes themselves; the last admin leaving
+        promotes the longest-standing participant.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ChangeParticipantRole(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Change a participant's role in a group conversation.
+
+        Admins only.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditEntries(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """List a conversation's audit entries, newest first.
+
+        Membership changes and moderation, by whom and with which request id; pages as ListConversations.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AcceptConversation(self, request, context):
-        """A direct conversation request (see RequestState): the recipient accepts it (as replying does),
+        """Accept a direct conversation request.
+
+        A direct conversation request (see RequestState): the recipient accepts it (as replying does),
         declines it, or blocks the requester. Accepting any other conversation marks the caller as
         taking part in it, which shows their presence to its participants.
         """
@@ -229,13 +258,18 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeclineConversation(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Decline a direct conversation request.
+
+        The conversation is inactive until either participant opens it again.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BlockConversation(self, request, context):
-        """Blocks the other participant of a direct conversation: it stays readable and is writable by
+        """Block the other participant of a direct conversation.
+
+        It stays readable and is writable by
         neither, and the blocked user can open no conversation with the caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -243,14 +277,15 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUserSettings(self, request, context):
-        """The caller's privacy settings.
+        """Get the caller's privacy settings.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUserSettings(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Update the caller's privacy settings.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

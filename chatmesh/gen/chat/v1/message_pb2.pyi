@@ -339,3 +339,25 @@ class ContentHead(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     satisfiable: bool
     def __init__(self, content_type: _Optional[str] = ..., filename: _Optional[str] = ..., sha256: _Optional[str] = ..., total_bytes: _Optional[int] = ..., first: _Optional[int] = ..., length: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., satisfiable: _Optional[bool] = ...) -> None: ...
+
+class ListThreadRequest(_message.Message):
+    __slots__ = ("message_id", "limit", "before_seq", "after_seq")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    limit: int
+    before_seq: int
+    after_seq: int
+    def __init__(self, message_id: _Optional[str] = ..., limit: _Optional[int] = ..., before_seq: _Optional[int] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class ListThreadResponse(_message.Message):
+    __slots__ = ("root", "messages", "has_more")
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    root: _common_pb2.Message
+    messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]
+    has_more: bool
+    def __init__(self, root: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.Message, _Mapping]]] = ..., has_more: _Optional[bool] = ...) -> None: ...

@@ -116,6 +116,11 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_message__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_message__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
+        self.ListThread = channel.unary_unary(
+                '/chat.v1.MessageService/ListThread',
+                request_serializer=chat_dot_v1_dot_message__pb2.ListThreadRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.ListThreadResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -124,55 +129,80 @@ class MessageServiceServicer:
     """
 
     def SendMessage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Send a message to a conversation.
+
+        Answered once the message and its event are committed. A resend with the same `client_message_id` returns
+        the original message (`created` false), so a retry never stores twice.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SearchMessages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Search the messages of the caller's conversations by words.
+
+        Every conversation the caller takes part in, or only `conversation_id`.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListMessages(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """List a conversation's messages (its history).
+
+        Ascending seq pages: the newest `limit` before `before_seq` (or the newest of all), or the oldest after
+        `after_seq`; `has_more` says whether more lie beyond.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EditMessage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Replace a message's text.
+
+        Only its sender may.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteMessage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Delete a message.
+
+        Its sender, or an admin or moderator of the conversation, may; it stays as a placeholder without content.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateMessageStatus(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Mark a message delivered or read.
+
+        Moves the caller's delivered or read position in the conversation up to this message; positions only move
+        forward.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AddReaction(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """React to a message with one emoji.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveReaction(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Take back the caller's reaction to a message.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateUpload(self, request, context):
-        """Start an upload into a conversation: the reply names where to send the bytes (upload_url,
+        """Start an upload into a conversation.
+
+        The reply names where to send the bytes (upload_url,
         expiring), then CompleteUpload checks them. Over the size limit: 413 before any byte is sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -180,15 +210,18 @@ class MessageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompleteUpload(self, request, context):
-        """Check the uploaded bytes (type, size, sha256, thumbnail, duration) and make the upload ready to
-        attach; repeating it on a ready upload returns it as it is.
+        """Check an upload's bytes and make it ready to attach.
+
+        Finds the type, size, sha256, thumbnail and duration; repeating it on a ready upload returns it as it is.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetAttachment(self, request, context):
-        """An attachment's metadata with fresh expiring download links, for participants of its conversation
+        """Get an attachment's metadata with fresh download links.
+
+        The links expire; for participants of its conversation
         while its message is not deleted (and for its uploader until it is attached).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -230,6 +263,14 @@ class MessageServiceServicer:
     def StreamEvents(self, request_iterator, context):
         """Many users' events over one stream, for an edge replica: the client adds and
         removes subscribers as sockets come and go; the server answers in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListThread(self, request, context):
+        """A message's thread: the message itself (with its reply count) and a page of its replies in seq
+        order, paged like history. Participants of its conversation only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -317,6 +358,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=chat_dot_v1_dot_message__pb2.StreamEventsRequest.FromString,
                     response_serializer=chat_dot_v1_dot_message__pb2.StreamEventsResponse.SerializeToString,
+            ),
+            'ListThread': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListThread,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.ListThreadRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.ListThreadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,6 +799,33 @@ class MessageService:
             '/chat.v1.MessageService/StreamEvents',
             chat_dot_v1_dot_message__pb2.StreamEventsRequest.SerializeToString,
             chat_dot_v1_dot_message__pb2.StreamEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListThread(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/ListThread',
+            chat_dot_v1_dot_message__pb2.ListThreadRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.ListThreadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from chatmesh.gen.chat.v1 import call_pb2 as chat_dot_v1_dot_call__pb2
 from chatmesh.gen.chat.v1 import common_pb2 as chat_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63hat/v1/presence.proto\x12\x07\x63hat.v1\x1a\x14\x63hat/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\nConnection\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"U\n\x18ReportConnectionsRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12(\n\x0b\x63onnections\x18\x02 \x03(\x0b\x32\x13.chat.v1.Connection\"\x1b\n\x19ReportConnectionsResponse\"S\n\x16\x44ropConnectionsRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12(\n\x0b\x63onnections\x18\x02 \x03(\x0b\x32\x13.chat.v1.Connection\"\x19\n\x17\x44ropConnectionsResponse\"=\n\x12SetPresenceRequest\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.chat.v1.PresenceStatus\">\n\x13SetPresenceResponse\x12\'\n\x08presence\x18\x01 \x01(\x0b\x32\x15.chat.v1.UserPresence\"&\n\x12GetPresenceRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"?\n\x13GetPresenceResponse\x12(\n\tpresences\x18\x01 \x03(\x0b\x32\x15.chat.v1.UserPresence\"z\n\x0cUserPresence\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.chat.v1.PresenceStatus\x12\x30\n\x0clast_seen_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x10SetTypingRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tis_typing\x18\x02 \x01(\x08\"\x13\n\x11SetTypingResponse\"c\n\x1bStreamPresenceEventsRequest\x12\x1b\n\x11subscribe_user_id\x18\x01 \x01(\tH\x00\x12\x1d\n\x13unsubscribe_user_id\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x61\x63tion\"D\n\x1cStreamPresenceEventsResponse\x12$\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x13.chat.v1.UserEvents2\xed\x04\n\x0fPresenceService\x12Z\n\x11ReportConnections\x12!.chat.v1.ReportConnectionsRequest\x1a\".chat.v1.ReportConnectionsResponse\x12T\n\x0f\x44ropConnections\x12\x1f.chat.v1.DropConnectionsRequest\x1a .chat.v1.DropConnectionsResponse\x12\x62\n\x0bSetPresence\x12\x1b.chat.v1.SetPresenceRequest\x1a\x1c.chat.v1.SetPresenceResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x1a\r/api/presence:\x01*\x12_\n\x0bGetPresence\x12\x1b.chat.v1.GetPresenceRequest\x1a\x1c.chat.v1.GetPresenceResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/presence\x12z\n\tSetTyping\x12\x19.chat.v1.SetTypingRequest\x1a\x1a.chat.v1.SetTypingResponse\"6\x82\xd3\xe4\x93\x02\x30\"+/api/conversations/{conversation_id}/typing:\x01*\x12g\n\x14StreamPresenceEvents\x12$.chat.v1.StreamPresenceEventsRequest\x1a%.chat.v1.StreamPresenceEventsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63hat/v1/presence.proto\x12\x07\x63hat.v1\x1a\x12\x63hat/v1/call.proto\x1a\x14\x63hat/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\nConnection\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"U\n\x18ReportConnectionsRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12(\n\x0b\x63onnections\x18\x02 \x03(\x0b\x32\x13.chat.v1.Connection\"\x1b\n\x19ReportConnectionsResponse\"S\n\x16\x44ropConnectionsRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12(\n\x0b\x63onnections\x18\x02 \x03(\x0b\x32\x13.chat.v1.Connection\"\x19\n\x17\x44ropConnectionsResponse\"=\n\x12SetPresenceRequest\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.chat.v1.PresenceStatus\">\n\x13SetPresenceResponse\x12\'\n\x08presence\x18\x01 \x01(\x0b\x32\x15.chat.v1.UserPresence\"&\n\x12GetPresenceRequest\x12\x10\n\x08user_ids\x18\x01 \x03(\t\"?\n\x13GetPresenceResponse\x12(\n\tpresences\x18\x01 \x03(\x0b\x32\x15.chat.v1.UserPresence\"z\n\x0cUserPresence\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.chat.v1.PresenceStatus\x12\x30\n\x0clast_seen_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x10SetTypingRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tis_typing\x18\x02 \x01(\x08\"\x13\n\x11SetTypingResponse\"c\n\x1bStreamPresenceEventsRequest\x12\x1b\n\x11subscribe_user_id\x18\x01 \x01(\tH\x00\x12\x1d\n\x13unsubscribe_user_id\x18\x02 \x01(\tH\x00\x42\x08\n\x06\x61\x63tion\"D\n\x1cStreamPresenceEventsResponse\x12$\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x13.chat.v1.UserEvents2\xf6\t\n\x0fPresenceService\x12Z\n\x11ReportConnections\x12!.chat.v1.ReportConnectionsRequest\x1a\".chat.v1.ReportConnectionsResponse\x12T\n\x0f\x44ropConnections\x12\x1f.chat.v1.DropConnectionsRequest\x1a .chat.v1.DropConnectionsResponse\x12\x62\n\x0bSetPresence\x12\x1b.chat.v1.SetPresenceRequest\x1a\x1c.chat.v1.SetPresenceResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x1a\r/api/presence:\x01*\x12_\n\x0bGetPresence\x12\x1b.chat.v1.GetPresenceRequest\x1a\x1c.chat.v1.GetPresenceResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/api/presence\x12z\n\tSetTyping\x12\x19.chat.v1.SetTypingRequest\x1a\x1a.chat.v1.SetTypingResponse\"6\x82\xd3\xe4\x93\x02\x30\"+/api/conversations/{conversation_id}/typing:\x01*\x12g\n\x14StreamPresenceEvents\x12$.chat.v1.StreamPresenceEventsRequest\x1a%.chat.v1.StreamPresenceEventsResponse(\x01\x30\x01\x12Y\n\tStartCall\x12\x19.chat.v1.StartCallRequest\x1a\x1a.chat.v1.StartCallResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/api/calls:\x01*\x12m\n\nAnswerCall\x12\x1a.chat.v1.AnswerCallRequest\x1a\x1b.chat.v1.AnswerCallResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/api/calls/{call_id}:answer:\x01*\x12\x86\x01\n\x11SendCallCandidate\x12!.chat.v1.SendCallCandidateRequest\x1a\".chat.v1.SendCallCandidateResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/calls/{call_id}/candidates:\x01*\x12m\n\nHangUpCall\x12\x1a.chat.v1.HangUpCallRequest\x1a\x1b.chat.v1.HangUpCallResponse\"&\x82\xd3\xe4\x93\x02 \"\x1b/api/calls/{call_id}:hangup:\x01*\x12Z\n\x07GetCall\x12\x17.chat.v1.GetCallRequest\x1a\x18.chat.v1.GetCallResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/calls/{call_id}\x12i\n\rGetCallConfig\x12\x1d.chat.v1.GetCallConfigRequest\x1a\x1e.chat.v1.GetCallConfigResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/calls/configb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,34 +41,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRESENCESERVICE'].methods_by_name['GetPresence']._serialized_options = b'\202\323\344\223\002\017\022\r/api/presence'
   _globals['_PRESENCESERVICE'].methods_by_name['SetTyping']._loaded_options = None
   _globals['_PRESENCESERVICE'].methods_by_name['SetTyping']._serialized_options = b'\202\323\344\223\0020\"+/api/conversations/{conversation_id}/typing:\001*'
-  _globals['_CONNECTION']._serialized_start=120
-  _globals['_CONNECTION']._serialized_end=172
-  _globals['_REPORTCONNECTIONSREQUEST']._serialized_start=174
-  _globals['_REPORTCONNECTIONSREQUEST']._serialized_end=259
-  _globals['_REPORTCONNECTIONSRESPONSE']._serialized_start=261
-  _globals['_REPORTCONNECTIONSRESPONSE']._serialized_end=288
-  _globals['_DROPCONNECTIONSREQUEST']._serialized_start=290
-  _globals['_DROPCONNECTIONSREQUEST']._serialized_end=373
-  _globals['_DROPCONNECTIONSRESPONSE']._serialized_start=375
-  _globals['_DROPCONNECTIONSRESPONSE']._serialized_end=400
-  _globals['_SETPRESENCEREQUEST']._serialized_start=402
-  _globals['_SETPRESENCEREQUEST']._serialized_end=463
-  _globals['_SETPRESENCERESPONSE']._serialized_start=465
-  _globals['_SETPRESENCERESPONSE']._serialized_end=527
-  _globals['_GETPRESENCEREQUEST']._serialized_start=529
-  _globals['_GETPRESENCEREQUEST']._serialized_end=567
-  _globals['_GETPRESENCERESPONSE']._serialized_start=569
-  _globals['_GETPRESENCERESPONSE']._serialized_end=632
-  _globals['_USERPRESENCE']._serialized_start=634
-  _globals['_USERPRESENCE']._serialized_end=756
-  _globals['_SETTYPINGREQUEST']._serialized_start=758
-  _globals['_SETTYPINGREQUEST']._serialized_end=820
-  _globals['_SETTYPINGRESPONSE']._serialized_start=822
-  _globals['_SETTYPINGRESPONSE']._serialized_end=841
-  _globals['_STREAMPRESENCEEVENTSREQUEST']._serialized_start=843
-  _globals['_STREAMPRESENCEEVENTSREQUEST']._serialized_end=942
-  _globals['_STREAMPRESENCEEVENTSRESPONSE']._serialized_start=944
-  _globals['_STREAMPRESENCEEVENTSRESPONSE']._serialized_end=1012
-  _globals['_PRESENCESERVICE']._serialized_start=1015
-  _globals['_PRESENCESERVICE']._serialized_end=1636
+  _globals['_PRESENCESERVICE'].methods_by_name['StartCall']._loaded_options = None
+  _globals['_PRESENCESERVICE'].methods_by_name['StartCall']._serialized_options = b'\202\323\344\223\002\017\"\n/api/calls:\001*'
+  _globals['_PRESENCESERVICE'].methods_by_name['AnswerCall']._loaded_options = None
+  _globals['_PRESENCESERVICE'].methods_by_name['AnswerCall']._serialized_options = b'\202\323\344\223\002 \"\033/api/calls/{call_id}:answer:\001*'
+  _globals['_PRESENCESERVICE'].methods_by_name['SendCallCandidate']._loaded_options = None
+  _globals['_PRESENCESERVICE'].methods_by_name['SendCallCandidate']._serialized_options = b'\202\323\344\223\002$\"\037/api/calls/{call_id}/candidates:\001*'
+  _globals['_PRESENCESERVICE'].methods_by_name['HangUpCall']._loaded_options = None
+  _globals['_PRESENCESERVICE'].methods_by_name['HangUpCall']._serialized_options = b'\202\323\344\223\002 \"\033/api/calls/{call_id}:hangup:\001*'
+  _globals['_PRESENCESERVICE'].methods_by_name['GetCall']._loaded_options = None
+  _globals['_PRESENCESERVICE'].methods_by_name['GetCall']._serialized_options = b'\202\323\344\223\002\026\022\024/api/calls/{call_id}'
+  _globals['_PRESENCESERVICE'].methods_by_name['GetCallConfig']._loaded_options = None
+  _globals['_PRESENCESERVICE'].methods_by_name['GetCallConfig']._serialized_options = b'\202\323\344\223\002\023\022\021/api/calls/config'
+  _globals['_CONNECTION']._serialized_start=140
+  _globals['_CONNECTION']._serialized_end=192
+  _globals['_REPORTCONNECTIONSREQUEST']._serialized_start=194
+  _globals['_REPORTCONNECTIONSREQUEST']._serialized_end=279
+  _globals['_REPORTCONNECTIONSRESPONSE']._serialized_start=281
+  _globals['_REPORTCONNECTIONSRESPONSE']._serialized_end=308
+  _globals['_DROPCONNECTIONSREQUEST']._serialized_start=310
+  _globals['_DROPCONNECTIONSREQUEST']._serialized_end=393
+  _globals['_DROPCONNECTIONSRESPONSE']._serialized_start=395
+  _globals['_DROPCONNECTIONSRESPONSE']._serialized_end=420
+  _globals['_SETPRESENCEREQUEST']._serialized_start=422
+  _globals['_SETPRESENCEREQUEST']._serialized_end=483
+  _globals['_SETPRESENCERESPONSE']._serialized_start=485
+  _globals['_SETPRESENCERESPONSE']._serialized_end=547
+  _globals['_GETPRESENCEREQUEST']._serialized_start=549
+  _globals['_GETPRESENCEREQUEST']._serialized_end=587
+  _globals['_GETPRESENCERESPONSE']._serialized_start=589
+  _globals['_GETPRESENCERESPONSE']._serialized_end=652
+  _globals['_USERPRESENCE']._serialized_start=654
+  _globals['_USERPRESENCE']._serialized_end=776
+  _globals['_SETTYPINGREQUEST']._serialized_start=778
+  _globals['_SETTYPINGREQUEST']._serialized_end=840
+  _globals['_SETTYPINGRESPONSE']._serialized_start=842
+  _globals['_SETTYPINGRESPONSE']._serialized_end=861
+  _globals['_STREAMPRESENCEEVENTSREQUEST']._serialized_start=863
+  _globals['_STREAMPRESENCEEVENTSREQUEST']._serialized_end=962
+  _globals['_STREAMPRESENCEEVENTSRESPONSE']._serialized_start=964
+  _globals['_STREAMPRESENCEEVENTSRESPONSE']._serialized_end=1032
+  _globals['_PRESENCESERVICE']._serialized_start=1035
+  _globals['_PRESENCESERVICE']._serialized_end=2305
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from chatmesh.gen.chat.v1 import call_pb2 as _call_pb2
 from chatmesh.gen.chat.v1 import common_pb2 as _common_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

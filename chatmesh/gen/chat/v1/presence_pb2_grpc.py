@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from chatmesh.gen.chat.v1 import call_pb2 as chat_dot_v1_dot_call__pb2
 from chatmesh.gen.chat.v1 import presence_pb2 as chat_dot_v1_dot_presence__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -65,6 +66,36 @@ class PresenceServiceStub:
                 request_serializer=chat_dot_v1_dot_presence__pb2.StreamPresenceEventsRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_presence__pb2.StreamPresenceEventsResponse.FromString,
                 _registered_method=True)
+        self.StartCall = channel.unary_unary(
+                '/chat.v1.PresenceService/StartCall',
+                request_serializer=chat_dot_v1_dot_call__pb2.StartCallRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_call__pb2.StartCallResponse.FromString,
+                _registered_method=True)
+        self.AnswerCall = channel.unary_unary(
+                '/chat.v1.PresenceService/AnswerCall',
+                request_serializer=chat_dot_v1_dot_call__pb2.AnswerCallRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_call__pb2.AnswerCallResponse.FromString,
+                _registered_method=True)
+        self.SendCallCandidate = channel.unary_unary(
+                '/chat.v1.PresenceService/SendCallCandidate',
+                request_serializer=chat_dot_v1_dot_call__pb2.SendCallCandidateRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_call__pb2.SendCallCandidateResponse.FromString,
+                _registered_method=True)
+        self.HangUpCall = channel.unary_unary(
+                '/chat.v1.PresenceService/HangUpCall',
+                request_serializer=chat_dot_v1_dot_call__pb2.HangUpCallRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_call__pb2.HangUpCallResponse.FromString,
+                _registered_method=True)
+        self.GetCall = channel.unary_unary(
+                '/chat.v1.PresenceService/GetCall',
+                request_serializer=chat_dot_v1_dot_call__pb2.GetCallRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_call__pb2.GetCallResponse.FromString,
+                _registered_method=True)
+        self.GetCallConfig = channel.unary_unary(
+                '/chat.v1.PresenceService/GetCallConfig',
+                request_serializer=chat_dot_v1_dot_call__pb2.GetCallConfigRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_call__pb2.GetCallConfigResponse.FromString,
+                _registered_method=True)
 
 
 class PresenceServiceServicer:
@@ -86,20 +117,26 @@ class PresenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPresence(self, request, context):
-        """Explicit state (invisible mode): wins over connection state.
+        """Set the caller's presence explicitly.
+
+        Explicit state (invisible mode) wins over connection state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetPresence(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Get users' presence as the caller may see it.
+
+        Users the caller may not see read as PRESENCE_STATUS_UNKNOWN.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SetTyping(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Say that the caller is typing in a conversation, or stopped.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -107,6 +144,47 @@ class PresenceServiceServicer:
     def StreamPresenceEvents(self, request_iterator, context):
         """Ephemeral events (presence, typing) for many users over one stream per edge replica:
         the edge adds and removes users as sockets come and go; events come in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartCall(self, request, context):
+        """Call signaling (call.proto): ring a participant of a conversation with an SDP offer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerCall(self, request, context):
+        """The callee accepts a ringing call with an SDP answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendCallCandidate(self, request, context):
+        """Relay one ICE candidate to the other party of a ringing or accepted call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HangUpCall(self, request, context):
+        """End a call: the callee hanging up a ringing call declines it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCall(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCallConfig(self, request, context):
+        """STUN/TURN servers (with time-limited TURN credentials when configured) and the call limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +222,36 @@ def add_PresenceServiceServicer_to_server(servicer, server):
                     servicer.StreamPresenceEvents,
                     request_deserializer=chat_dot_v1_dot_presence__pb2.StreamPresenceEventsRequest.FromString,
                     response_serializer=chat_dot_v1_dot_presence__pb2.StreamPresenceEventsResponse.SerializeToString,
+            ),
+            'StartCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCall,
+                    request_deserializer=chat_dot_v1_dot_call__pb2.StartCallRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_call__pb2.StartCallResponse.SerializeToString,
+            ),
+            'AnswerCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerCall,
+                    request_deserializer=chat_dot_v1_dot_call__pb2.AnswerCallRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_call__pb2.AnswerCallResponse.SerializeToString,
+            ),
+            'SendCallCandidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendCallCandidate,
+                    request_deserializer=chat_dot_v1_dot_call__pb2.SendCallCandidateRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_call__pb2.SendCallCandidateResponse.SerializeToString,
+            ),
+            'HangUpCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.HangUpCall,
+                    request_deserializer=chat_dot_v1_dot_call__pb2.HangUpCallRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_call__pb2.HangUpCallResponse.SerializeToString,
+            ),
+            'GetCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCall,
+                    request_deserializer=chat_dot_v1_dot_call__pb2.GetCallRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_call__pb2.GetCallResponse.SerializeToString,
+            ),
+            'GetCallConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCallConfig,
+                    request_deserializer=chat_dot_v1_dot_call__pb2.GetCallConfigRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_call__pb2.GetCallConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +417,168 @@ class PresenceService:
             '/chat.v1.PresenceService/StreamPresenceEvents',
             chat_dot_v1_dot_presence__pb2.StreamPresenceEventsRequest.SerializeToString,
             chat_dot_v1_dot_presence__pb2.StreamPresenceEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.PresenceService/StartCall',
+            chat_dot_v1_dot_call__pb2.StartCallRequest.SerializeToString,
+            chat_dot_v1_dot_call__pb2.StartCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.PresenceService/AnswerCall',
+            chat_dot_v1_dot_call__pb2.AnswerCallRequest.SerializeToString,
+            chat_dot_v1_dot_call__pb2.AnswerCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendCallCandidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.PresenceService/SendCallCandidate',
+            chat_dot_v1_dot_call__pb2.SendCallCandidateRequest.SerializeToString,
+            chat_dot_v1_dot_call__pb2.SendCallCandidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HangUpCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.PresenceService/HangUpCall',
+            chat_dot_v1_dot_call__pb2.HangUpCallRequest.SerializeToString,
+            chat_dot_v1_dot_call__pb2.HangUpCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.PresenceService/GetCall',
+            chat_dot_v1_dot_call__pb2.GetCallRequest.SerializeToString,
+            chat_dot_v1_dot_call__pb2.GetCallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCallConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.PresenceService/GetCallConfig',
+            chat_dot_v1_dot_call__pb2.GetCallConfigRequest.SerializeToString,
+            chat_dot_v1_dot_call__pb2.GetCallConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,165 @@
+"""Tracing across the asynchronous hops, in-process with the SDK's InMemorySpanExporter: a traced
+send's outbox row carries its traceparent, the relay publishes it in a child span and puts that
+span's traceparent beside the event in the stream, and fan-out continues the same trace. An untraced
+send carries nothing anywhere. And log lines written inside a span carry its trace id.
+
+The domain, the relay and fan-out run here against a real PostgreSQL database of their own and a real
+Redis; only membership is stood in for (as in test_message_send_path.py). The whole mesh, as separate
+processes exporting OTLP, is tests/test_tracing.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Tracer
+from psycopg_pool import AsyncConnectionPool
+
+from chatmesh import db, logs, tracing
+from chatmesh.membership import Membership
+from chatmesh.outbox import OutboxRelay
+from chatmesh.redis_conn import Keys, open_redis
+from services.message import store
+from services.message.fanout import GROUP, Fanout
+from services.message.messages import Messages
+from services.message.store import NewMessage
+
+MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
+ALICE, BOB = "tr-alice", "tr-bob"
+
+
+class _Roles:
+    async def get(self, conversation_id: str) -> Membership:
+        return Membership(conversation_id, True, {ALICE: "member", BOB: "member"}, 1)
+
+
+@dataclass
+class _Env:
+    url: str
+    messages: Messages
+    pool: AsyncConnectionPool
+    redis: aioredis.Redis
+    keys: Keys
+
+
+@pytest.fixture
+async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
+    url = make_database()
+    await db.migrate(url, store.SCHEMA, MIGRATIONS)
+    pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
+    await pool.open(wait=True)
+    client = open_redis(redis_server)
+    keys = Keys(f"test-trace-{secrets.token_hex(6)}")
+    yield _Env(url, Messages(pool, _Roles()), pool, client, keys)  # type: ignore[arg-type]
+    for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
+        await client.delete(key)
+    await client.aclose()
+    await pool.close()
+
+
+@dataclass
+class _Traced:
+    exporter: InMemorySpanExporter
+    tracer: Tracer  # stands for the instrumentation's server span
+
+
+@pytest.fixture
+def traced() -> Iterator[_Traced]:
+    """Tracing on for chatmesh.tracing's users in this process (`use`), with finished spans kept in
+    memory; off again after the test."""
+    exporter = InMemorySpanExporter()
+    provider = tracing.new_provider("message")
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield _Traced(exporter, provider.get_tracer("test"))
+    tracing.use(None)
+    provider.shutdown()
+
+
+def _new(cid: str, content: str) -> NewMessage:
+    return NewMessage(conversation_id=cid, sender_id=ALICE, content=content, content_encrypted=None,
+                      enc_algorithm="", enc_key_id="", client_message_id=None, reply_to_id=None)
+
+
+def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, [s.name for s in spans]
+    return found[0]
+
+
+async def _fan_out(env: _Env) -> None:
+    """Relay what the outbox holds to the stream, then fan it out as the worker does."""
+    assert await OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys.events).publish_once() == 2
+    fanout = Fanout(env.redis, env.keys, _Roles(), "test-consumer")  # type: ignore[arg-type]
+    await env.redis.xgroup_create(env.keys.events, GROUP, id="0", mkstream=True)
+    reply = await env.redis.xreadgroup(GROUP, "test-consumer", {env.keys.events: ">"}, count=10)
+    await fanout.process([entry for _, batch in reply for entry in batch])
+
+
+async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: _Env, traced: _Traced) -> None:
+    cid = str(uuid.uuid4())
+    with traced.tracer.start_as_current_span("/chat.v1.MessageService/SendMessage", kind=SpanKind.SERVER):
+        sent, _ = await env.messages.send(ALICE, _new(cid, "traced"))
+    untraced, _ = await env.messages.send(ALICE, _new(cid, "untraced"))  # no span: nothing is carried
+
+    with psycopg.connect(env.url) as conn:
+        carried = conn.execute("SELECT traceparent FROM message.outbox ORDER BY id").fetchall()
+    server = _one(traced.exporter.get_finished_spans(), "/chat.v1.MessageService/SendMessage")
+    context = server.context
+    assert carried == [(f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}",),
+                       (None,)]
+
+    await _fan_out(env)
+    entries = await env.redis.xrange(env.keys.events)
+    assert [b"t" in fields for _, fields in entries] == [True, False]  # the untraced entry is as before
+
+    finished = traced.exporter.get_finished_spans()
+    publish, fanned = _one(finished, "outbox publish"), _one(finished, "fan-out")  # none for the untraced send
+    assert {s.context.trace_id for s in (server, publish, fanned)} == {server.context.trace_id}
+    assert publish.parent is not None and publish.parent.span_id == server.context.span_id
+    assert fanned.parent is not None and fanned.parent.span_id == publish.context.span_id
+    assert (publish.kind, fanned.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER)
+    assert fanned.attributes is not None
+    assert fanned.attributes["chat.event_id"] == f"received:{sent.message_id}"
+    assert fanned.attributes["chat.recipients"] == 2
+    # Both events reached both inboxes: tracing changed nothing of the delivery itself.
+    for user in (ALICE, BOB):
+        inbox = await env.redis.xrange(env.keys.inbox(user))
+        assert [fields[b"i"].decode() for _, fields in inbox] == [f"received:{sent.message_id}",
+                                                                  f"received:{untraced.message_id}"]
+
+
+async def test_with_tracing_off_nothing_is_carried(env: _Env) -> None:
+    cid = str(uuid.uuid4())
+    for content in ("one", "two"):
+        await env.messages.send(ALICE, _new(cid, content))
+    with psycopg.connect(env.url) as conn:
+        assert conn.execute("SELECT traceparent FROM message.outbox").fetchall() == [(None,), (None,)]
+    await _fan_out(env)
+    assert [sorted(fields) for _, fields in await env.redis.xrange(env.keys.events)] == [[b"e"], [b"e"]]
+
+
+def test_log_lines_carry_the_trace_id_inside_a_span(traced: _Traced) -> None:
+    formatter = logs._JsonFormatter("message")
+
+    def line(message: str) -> dict[str, str]:
+        record = logging.LogRecord("chatmesh.test", logging.INFO, __file__, 1, message, None, None)
+        return dict(json.loads(formatter.format(record)))
+
+    with traced.tracer.start_as_current_span("request", kind=SpanKind.SERVER) as span:
+        inside = line("inside")
+    outside = line("outside")
+    assert inside["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
+    assert "trace_id" not in outside and "span_id" not in outside
