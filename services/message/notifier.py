@@ -52,7 +52,7 @@ from chatmesh.gen.chat.v1 import notification_pb2 as pb
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
-from services.message import convert, notify_store
+from services.message import convert, notify_store, store
 from services.message.notify_store import PendingMessage, RecipientMark
 
 log = logging.getLogger(__name__)
@@ -280,7 +280,7 @@ class Notifier:
         messages = await notify_store.messages_between(conn, conversation_id, low, NO_END, MAX_SCAN)
         latest = max([through, *(m.seq for m in messages)])
         roots = sorted({m.reply_to_id for m in messages if m.reply_to_id})
-        threads = await notify_store.thread_participants(conn, conversation_id, roots) if roots else {}
+        threads = {root: set(await store.thread_participants(conn, root)) for root in roots}
         notes = []
         for mark in ready:
             seen = max(mark.delivered_seq, mark.notified_seq)

@@ -1,4 +1,4 @@
-"""SQL of push notifications: devices and the notifier's state (migration 0005). One function per
+"""SQL of push notifications: devices and the notifier's state (migration 0006). One function per
 query, as in store.py."""
 
 from __future__ import annotations
@@ -172,23 +172,6 @@ async def messages_between(conn: psycopg.AsyncConnection, conversation_id: str, 
                ORDER BY m.seq DESC LIMIT %s""",
             (conversation_id, after_seq, through_seq, limit))
         return await cur.fetchall()
-
-
-async def thread_participants(conn: psycopg.AsyncConnection, conversation_id: str, root_ids: list[str]
-                              ) -> dict[str, set[str]]:
-    """Who takes part in each thread: its root's author and everyone who replied to the root.
-    (The threads work adds its own `thread_participants` to store.py; this one serves the notifier
-    until the two meet.)"""
-    cur = await conn.execute(
-        """SELECT message_id::text, sender_id FROM message.messages WHERE message_id = ANY(%s::uuid[])
-           UNION
-           SELECT reply_to_id::text, sender_id FROM message.messages
-           WHERE conversation_id = %s AND reply_to_id = ANY(%s::uuid[])""",
-        (root_ids, conversation_id, root_ids))
-    found: dict[str, set[str]] = {}
-    for root_id, sender_id in await cur.fetchall():
-        found.setdefault(root_id, set()).add(sender_id)
-    return found
 
 
 async def mark_notified(conn: psycopg.AsyncConnection, conversation_id: str, now: datetime, user_ids: list[str],
