@@ -133,6 +133,16 @@ ENV_VARS: dict[str, str] = {
     "CHAT_S3_REGION": "Region of the bucket (default `us-east-1`).",
     "CHAT_S3_ACCESS_KEY_ID": "Access key of the s3 backend (unset: botocore's usual chain, e.g. a pod identity).",
     "CHAT_S3_SECRET_ACCESS_KEY": "Secret key of CHAT_S3_ACCESS_KEY_ID.",
+    "CHAT_NOTIFY_DELAY_S": "Seconds a recipient's devices have to acknowledge a message (delivered) before a push "
+                           "notification is recorded for them (default 5; scaled by CHAT_TIME_SCALE).",
+    "CHAT_NOTIFY_COLLAPSE_S": "At most one notification per user and conversation in this many seconds: later "
+                              "messages collapse into the next one, with a count (default 30; scaled).",
+    "CHAT_NOTIFY_CLAIM_S": "Seconds a streamed notification may stay unacknowledged before it goes to another push "
+                           "worker of its group (default 60; scaled): longer than a worker's retries.",
+    "CHAT_NOTIFY_INCLUDE_TEXT": "`1` puts the latest message's text (200 characters at most) in notifications; "
+                                "default `0`: conversation, sender and count only.",
+    "CHAT_PUSH_WEBHOOK_SECRET": "`chatmesh push-worker`: the key of the HMAC-SHA256 signature on every webhook "
+                                "POST (required by the worker).",
     "CHAT_CALL_RING_TIMEOUT_S": "Seconds a call rings unanswered before it ends with reason timeout (default 45; "
                                 "scaled by CHAT_TIME_SCALE).",
     "CHAT_CALL_MAX_S": "Longest a call's state is kept, ringing or accepted, when nobody hangs it up (a client and "
@@ -299,6 +309,11 @@ class Settings:
     s3_region: str = "us-east-1"
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
+    notify_delay_s: float = 5.0
+    notify_collapse_s: float = 30.0
+    notify_claim_s: float = 60.0
+    notify_include_text: bool = False
+    push_webhook_secret: str = ""
     call_ring_timeout_s: float = 45.0
     call_max_s: float = 14_400.0
     ice_servers: tuple[tuple[tuple[str, ...], str, str], ...] = ()
@@ -385,6 +400,11 @@ class Settings:
             s3_region=_read(env, "CHAT_S3_REGION", str, "us-east-1"),
             s3_access_key_id=env.get("CHAT_S3_ACCESS_KEY_ID") or None,
             s3_secret_access_key=env.get("CHAT_S3_SECRET_ACCESS_KEY") or None,
+            notify_delay_s=_read(env, "CHAT_NOTIFY_DELAY_S", float, 5.0),
+            notify_collapse_s=_read(env, "CHAT_NOTIFY_COLLAPSE_S", float, 30.0),
+            notify_claim_s=_read(env, "CHAT_NOTIFY_CLAIM_S", float, 60.0),
+            notify_include_text=_read(env, "CHAT_NOTIFY_INCLUDE_TEXT", _flag, False),
+            push_webhook_secret=env.get("CHAT_PUSH_WEBHOOK_SECRET") or "",
             call_ring_timeout_s=_read(env, "CHAT_CALL_RING_TIMEOUT_S", float, 45.0),
             call_max_s=_read(env, "CHAT_CALL_MAX_S", float, 14_400.0),
             ice_servers=_read(env, "CHAT_ICE_SERVERS", _ice_servers, ()),

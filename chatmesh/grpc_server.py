@@ -94,6 +94,10 @@ SERVICE_CALLERS: dict[str, frozenset[str]] = {
     "/chat.v1.PresenceService/ReportConnections": frozenset({"edge"}),
     "/chat.v1.PresenceService/DropConnections": frozenset({"edge"}),
     "/chat.v1.PresenceService/StreamPresenceEvents": frozenset({"edge"}),
+    # The host application's push workers (chatmesh_tools/push_worker.py is the reference one).
+    "/chat.v1.NotificationService/StreamNotifications": frozenset({"push"}),
+    "/chat.v1.NotificationService/AckNotifications": frozenset({"push"}),
+    "/chat.v1.NotificationService/DeadLetterNotifications": frozenset({"push"}),
     # UpsertUser naming another user is for services, but none does so today: listed for none.
 }
 

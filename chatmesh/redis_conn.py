@@ -57,6 +57,15 @@ class Keys:
         return f"{self.prefix}:events:dead"
 
     @property
+    def notifications(self) -> str:
+        """Push notifications recorded for users who did not get a message live (push workers read it)."""
+        return f"{self.prefix}:notifications"
+
+    @property
+    def notifications_dead(self) -> str:
+        return f"{self.prefix}:notifications:dead"
+
+    @property
     def epoch(self) -> str:
         """A random value set once; when Redis loses its data the epoch changes and old tokens resync."""
         return f"{self.prefix}:epoch"

@@ -1,9 +1,10 @@
 """The `chatmesh` command: `up` starts the whole mesh on this machine, `token` signs a dev JWT,
 `keygen` makes the services' identity keys, `serve NAME` runs one service (the container image's
 entrypoint), `migrate` applies the schema migrations (the Kubernetes migration Job), `status` and
-`dead-letter` look at a running mesh and `bench` measures the mesh (docs/performance.md). Every
-command takes --data-dir with the same default, and reads the running mesh's settings from it
-(chatmesh_tools/meshdir.py); CHAT_* variables set in the shell win over the folder."""
+`dead-letter` look at a running mesh, `push-worker` POSTs its push notifications to a webhook and
+`bench` measures the mesh (docs/performance.md). Every command takes --data-dir with the same default,
+and reads the running mesh's settings from it (chatmesh_tools/meshdir.py); CHAT_* variables set in the
+shell win over the folder."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from chatmesh import db
+from chatmesh import db, eventloop, logs
 from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import DEFAULT_PORTS, ConfigError, Settings
 from chatmesh.redis_conn import Keys, open_redis
@@ -30,7 +31,7 @@ from chatmesh_tools import deadletter, meshdir
 from chatmesh_tools import status as mesh_status
 from chatmesh_tools.bench.args import add_arguments as add_bench_arguments
 from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis
-from chatmesh_tools.launcher import SERVICES, Mesh
+from chatmesh_tools.launcher import IDENTITIES, SERVICES, Mesh
 
 DATA_DIR_HELP = "the mesh's data folder (default $CHAT_DATA_DIR or ./.chatmesh), as `chatmesh up` uses it"
 
@@ -137,8 +138,8 @@ def keygen(args: argparse.Namespace) -> int:
     """Make an Ed25519 key pair per service for production: each private key goes into its own
     Secret (the pod of that service alone mounts it), the public ones into one ConfigMap."""
     folder = ensure_keyring(Path(args.folder).resolve() if args.folder
-                            else _data_dir(args.data_dir) / meshdir.KEYRING_DIR, SERVICES)
-    print(f"private keys: {', '.join(str(folder / f'{name}.key') for name in SERVICES)}")
+                            else _data_dir(args.data_dir) / meshdir.KEYRING_DIR, IDENTITIES)
+    print(f"private keys: {', '.join(str(folder / f'{name}.key') for name in IDENTITIES)}")
     print(f"public keys:  {folder / 'public'}/")
     print("see docs/security.md for the Secrets and the ConfigMap to make of them")
     return 0
@@ -175,17 +176,43 @@ def dead_letter(args: argparse.Namespace) -> int:
     async def run() -> int:
         client = open_redis(settings.redis_url)
         keys = Keys(settings.redis_prefix)
+        streams = deadletter.NOTIFICATIONS if args.notifications else deadletter.EVENTS
         try:
             if args.action == "replay":
-                print(f"replayed {await deadletter.replay(client, keys)} event(s)")
+                print(f"replayed {await deadletter.replay(client, keys, streams)} {streams.what}(s)")
             else:
-                for dead_id, entry_id, reason in await deadletter.list_entries(client, keys):
+                for dead_id, entry_id, reason in await deadletter.list_entries(client, keys, streams):
                     print(f"{dead_id}  entry {entry_id}  {reason}")
         finally:
             await client.aclose()
         return 0
 
     return asyncio.run(run())
+
+
+def push_worker(args: argparse.Namespace) -> int:
+    """Run the reference push worker until SIGINT/SIGTERM (chatmesh_tools/push_worker.py)."""
+    from chatmesh import push_worker as worker
+
+    env = dict(os.environ)
+    if args.data_dir is not None or meshdir.read(_data_dir(None)) is not None:
+        env = {**meshdir.service_env(_data_dir(args.data_dir), "push"), **env}
+    env.pop("CHAT_SERVICE_PUBLIC_KEYS", None)  # the worker answers no calls
+    env.setdefault("CHAT_JWT_SECRET", "-")  # and verifies no user token
+    settings = Settings.from_env(env)
+    options = worker.WorkerOptions.of(settings, args.webhook, group=args.group, consumer=args.consumer,
+                                      concurrency=args.concurrency, timeout_s=args.timeout)
+    logs.setup("push-worker", settings.log_level)
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await worker.main(settings, options, stopping)
+
+    eventloop.run(run())
+    return 0
 
 
 def _tool_settings(args: argparse.Namespace, needs: str) -> Settings:
@@ -248,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 "or with --service a service token for an internal caller")
     p_token.add_argument("user_id", nargs="?")
     p_token.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p_token.add_argument("--service", choices=SERVICES, help="sign as this service with its key from the mesh's "
+    p_token.add_argument("--service", choices=IDENTITIES, help="sign as this service with its key from the mesh's "
                                                              "keyring (valid 5 minutes)")
     p_token.add_argument("--name", help="display name claim")
     p_token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires (default a day)")
@@ -274,7 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     p_dead = commands.add_parser("dead-letter", help="list or replay events that delivery gave up on")
     p_dead.add_argument("action", choices=["list", "replay"])
     p_dead.add_argument("--data-dir", help=DATA_DIR_HELP)
+    p_dead.add_argument("--notifications", action="store_true",
+                        help="the push notifications workers gave up on, instead of events")
     p_dead.set_defaults(func=dead_letter)
+
+    p_push = commands.add_parser("push-worker", help="POST the mesh's push notifications to a webhook, signed "
+                                                     "(HMAC-SHA256 with CHAT_PUSH_WEBHOOK_SECRET)")
+    p_push.add_argument("--webhook", required=True, help="the URL each notification is POSTed to as JSON")
+    p_push.add_argument("--group", default="push", help="the consumer group workers share (default push)")
+    p_push.add_argument("--consumer", help="this worker's name in the group; a restart under the same name "
+                                           "resumes at once (default: host-pid)")
+    p_push.add_argument("--concurrency", type=int, default=16, help="POSTs at once (default 16)")
+    p_push.add_argument("--timeout", type=float, default=5.0, help="seconds a POST may take (default 5)")
+    p_push.add_argument("--data-dir", help="join the mesh `chatmesh up` runs in this folder (default: CHAT_* "
+                                           "variables alone)")
+    p_push.set_defaults(func=push_worker)
 
     p_status = commands.add_parser("status", help="each service's health, the outbox backlog, fan-out pending "
                                                   "and dead letters of the mesh in --data-dir")

@@ -22,6 +22,9 @@ from chatmesh.service_keys import ensure_keyring, keyring_env
 from chatmesh.tls import ClientTls, client_tls
 
 SERVICES = ("conversation", "message", "presence", "edge")
+# Every identity the keyring holds a key pair for: the services, and the push workers (internal
+# callers of NotificationService that serve nothing: `chatmesh push-worker`).
+IDENTITIES = (*SERVICES, "push")
 
 
 def kind_of(name: str) -> str:
@@ -78,7 +81,7 @@ class Mesh:
                "CHAT_CONVERSATION_TARGET": self._target("conversation"),
                "CHAT_MESSAGE_TARGET": self._target("message"),
                "CHAT_PRESENCE_TARGET": self._target("presence"),
-               **keyring_env(ensure_keyring(self.keyring, SERVICES), kind, verifies=kind != "edge")}
+               **keyring_env(ensure_keyring(self.keyring, IDENTITIES), kind, verifies=kind != "edge")}
         if kind == "edge":
             env.pop("CHAT_SERVICE_PUBLIC_KEYS", None)
             env["CHAT_EDGE_PORT"] = str(self.ports[name])

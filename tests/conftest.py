@@ -21,7 +21,7 @@ from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import Settings
 from chatmesh.service_keys import ensure_keyring, keyring_env
 from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from chatmesh_tools.launcher import SERVICES, Mesh
+from chatmesh_tools.launcher import IDENTITIES, SERVICES, Mesh
 
 TIME_SCALE = "0.05"
 
@@ -116,7 +116,7 @@ def redis_prefix(redis_server: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def keyring(workdir: Path) -> Path:
     """The run's service key pairs, one per service: every mesh of the run (they share mesh_env) uses them."""
-    return ensure_keyring(workdir / "service-keys", SERVICES)
+    return ensure_keyring(workdir / "service-keys", IDENTITIES)
 
 
 @pytest.fixture(scope="session")

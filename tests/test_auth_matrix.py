@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
+from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, notification_pb2, presence_pb2
 from chatmesh.service_keys import keyring_env
 from chatmesh_tools.launcher import Mesh
 from services.edge.app import create_app
@@ -38,7 +38,7 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
 ENDPOINTS = [(r.http_method, re.sub(r"\{[^}]*\}", "x1", r.template), bool(r.body))
-             for r in routes_from([conversation_pb2, message_pb2, presence_pb2])]
+             for r in routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2])]
 
 
 def _b64(data: bytes) -> str:

@@ -187,7 +187,7 @@ def test_keygen_defaults_to_the_data_folders_keyring(tmp_path: Path) -> None:
     made = run("keygen", "--data-dir", str(tmp_path))
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in (tmp_path / "service-keys").glob("*.key")) == [
-        "conversation.key", "edge.key", "message.key", "presence.key"]
+        "conversation.key", "edge.key", "message.key", "presence.key", "push.key"]
 
 
 def test_a_service_served_by_hand_with_the_data_dir_joins_the_mesh(up: Up, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from chatmesh_tools.launcher import Mesh
 from chatmesh_client import ChatError, Client, ConversationEvent
+from chatmesh_tools.launcher import Mesh
 from tests.helpers import new_user_id, register
 
 

@@ -20,7 +20,7 @@ from schemathesis.checks import (
 
 from chatmesh.auth import sign
 from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
+from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, notification_pb2, presence_pb2
 from chatmesh_tools.launcher import Mesh
 from services.edge.files_openapi import PATH as FILE_PATH
 from services.edge.openapi import build_openapi, openapi_paths
@@ -28,7 +28,7 @@ from services.edge.transcoder import routes_from
 from tests.helpers import bearer, new_user_id
 
 MAX_EXAMPLES = 10  # per operation and mode: 21 operations x 2 modes in about a minute
-ROUTES = routes_from([conversation_pb2, message_pb2, presence_pb2])
+ROUTES = routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2])
 
 
 def test_document_is_valid_openapi_3_and_covers_every_route() -> None:

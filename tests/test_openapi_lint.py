@@ -14,12 +14,12 @@ from typing import Any
 
 import httpx
 
-from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
+from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, notification_pb2, presence_pb2
 from services.edge.openapi import build_openapi
 from services.edge.transcoder import routes_from
 from tests.helpers import bearer
 
-DOCUMENT = build_openapi(routes_from([conversation_pb2, message_pb2, presence_pb2]))
+DOCUMENT = build_openapi(routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2]))
 QUIET_NODE_TOOL = {"REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true", "NO_COLOR": "1"}
 
 

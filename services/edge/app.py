@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from chatmesh import metrics, tracing
 from chatmesh.auth import AuthError
 from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, presence_pb2
+from chatmesh.gen.chat.v1 import conversation_pb2, message_pb2, notification_pb2, presence_pb2
 from chatmesh.logs import request_id_var
 from services.edge import bounded_json
 from services.edge.asyncapi import document_for
@@ -67,7 +67,7 @@ async def _read_body(request: Request) -> bytes:
 def create_app(settings: Settings) -> Starlette:
     methods_all = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     ctx = EdgeContext(settings)
-    transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2]))
+    transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2]))
     openapi_document = build_openapi(transcoder.routes)
     callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
     services = {r.grpc_path: ctx.service_of(r.method.containing_service.full_name) for r in transcoder.routes}

@@ -33,6 +33,8 @@ from services.edge.ratelimit import RateLimiter
 from services.edge.upstream import EventRouter
 
 USER_REFRESH_S = 300.0
+# Proto services served by another service's process: NotificationService by the message service.
+HOSTED_BY = {"notification": "message"}
 KNOWN_USERS = 100_000
 
 
@@ -80,8 +82,9 @@ class EdgeContext:
 
     @staticmethod
     def service_of(service_full_name: str) -> str:
-        """`chat.v1.MessageService` -> `message`, the name of its channel."""
-        return service_full_name.rsplit(".", 1)[-1].removesuffix("Service").lower()
+        """`chat.v1.MessageService` -> `message`, the name of its channel (of the process that hosts it)."""
+        name = service_full_name.rsplit(".", 1)[-1].removesuffix("Service").lower()
+        return HOSTED_BY.get(name, name)
 
     def channel_for(self, service_full_name: str) -> grpc.aio.Channel:
         """`chat.v1.MessageService` -> the message service's channel."""

@@ -1,11 +1,13 @@
 """Run the message service: `python -m services.message`.
 
-Besides the gRPC servicer, each replica runs the outbox relay, a fan-out worker and the live hub.
+Besides the gRPC servicers (messages, and notifications for push workers), each replica runs the
+outbox relay, a fan-out worker, the live hub and the notifier.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -15,7 +17,13 @@ import grpc
 from chatmesh import db, eventloop, logs, readiness, tracing
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
-from chatmesh.gen.chat.v1 import conversation_pb2_grpc, message_pb2, message_pb2_grpc
+from chatmesh.gen.chat.v1 import (
+    conversation_pb2_grpc,
+    message_pb2,
+    message_pb2_grpc,
+    notification_pb2,
+    notification_pb2_grpc,
+)
 from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
@@ -25,11 +33,15 @@ from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
 from services.message.attachments import AttachmentLimits, Attachments
 from services.message.backends import open_blobs
+from services.message.devices import Devices
 from services.message.events import OfflineBuffer
 from services.message.fanout import GROUP as FANOUT_GROUP
 from services.message.fanout import Fanout
 from services.message.hub import Hub
 from services.message.messages import Limits, Messages
+from services.message.notification_server import NotificationServicer
+from services.message.notification_stream import NotificationStreams
+from services.message.notifier import Notifier, NotifyPolicy
 from services.message.server import MessageServicer
 from services.message.store import SCHEMA, SHARED_DDL
 from services.message.stream_metrics import StreamSampler
@@ -64,17 +76,32 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     blobs, links = open_blobs(settings)
     attachments = Attachments(pool, membership, blobs, links, AttachmentLimits.of(settings))
     background.append(spawn_supervised("attachment collector", attachments.run_collector))
+    # Push notifications: a consumer group of its own on the events stream, off the delivery path.
+    notifier = Notifier(pool, redis_client, keys, membership, NotifyPolicy.of(settings), consumer)
+    with contextlib.suppress(Exception):  # Redis away at start: the ingest loop creates the group later
+        await notifier.ensure_group()
+    background += [spawn_supervised("notifier ingest", notifier.run_ingest),
+                   spawn_supervised("notifier checks", notifier.run_checks)]
+    streams = NotificationStreams(redis_client, keys, pool, claim_s=settings.notify_claim_s * settings.time_scale,
+                                  time_scale=settings.time_scale)
+    notifications = NotificationServicer(Devices(pool), streams)
     servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
                                         conversation_pb2_grpc.ConversationServiceStub(channel), attachments),
                                hub, attachments)
 
     def register(server: grpc.aio.Server) -> list[str]:
         message_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)
-        return [message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name]
+        notification_pb2_grpc.add_NotificationServiceServicer_to_server(notifications, server)
+        return [message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
+                notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name]
+
+    def end_streams() -> None:
+        hub.end_streams()
+        streams.end_streams()
 
     try:
         await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping,
-                    metrics_port=settings.metrics_port, end_streams=hub.end_streams,
+                    metrics_port=settings.metrics_port, end_streams=end_streams,
                     tls=server_credentials(settings), health_port=settings.health_port,
                     # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
                     readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))

@@ -4,6 +4,7 @@
 from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.calls import Calls
 from chatmesh_client.client import Client, Page, PendingSend, ThreadPage
+from chatmesh_client.devices import Device, Devices
 from chatmesh_client.errors import (
     RETRYABLE,
     ChatError,
@@ -47,6 +48,8 @@ __all__ = [
                                     "ConnectionLost",
                                     "Conversation",
                                     "ConversationEvent",
+                                    "Device",
+                                    "Devices",
                                     "Event",
                                     "Message",
                                     "MessageEvent",

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 from chatmesh_client.attachments import Attachment, Attachments
 from chatmesh_client.calls import Calls
 from chatmesh_client.connection import Connection
+from chatmesh_client.devices import Devices
 from chatmesh_client.errors import ChatError, SendTimeout
 from chatmesh_client.limits import SeenIds
 from chatmesh_client.models import Conversation, Event, Message, MessageEvent, Presence, ResyncEvent, UserSettings
@@ -104,6 +105,7 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.rest = Rest(self.base_url)
         self.attachments = Attachments(self.rest)  # upload, get (fresh links), download
+        self.devices = Devices(self.rest)  # register, list, delete: where push notifications go
         self.store = Store()
         self.send_attempts = send_attempts
         self.typing_interval = typing_interval
