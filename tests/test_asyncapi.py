@@ -18,17 +18,18 @@ import httpx
 import jsonschema
 
 from chatmesh_tools.launcher import Mesh
-from services.edge import frame_limits, presence_link, ws
+from services.edge import call_frames, frame_limits, presence_link, ws
 from services.edge.asyncapi import build_asyncapi
-from services.edge.frame_catalog import CLOSE_CODES, EDGE_ERROR_CODES, FRAMES, MESSAGE_ID
+from services.edge.frame_catalog import CALL_ID, CLOSE_CODES, EDGE_ERROR_CODES, FRAMES, MESSAGE_ID, Frame
 from services.edge.openapi_hints import UUID_EXAMPLE
 from tests.helpers import Socket, direct_conversation, new_user_id, register, send
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = build_asyncapi()
 MESSAGES = DOCUMENT["components"]["messages"]
-EDGE_FRAME_MODULES = ("ws", "sends", "errors", "presence_link", "presence_toggles", "delivered", "outgoing", "frames")
-NAMESPACES = ("chat:", "conversation:", "user:", "presence:")
+EDGE_FRAME_MODULES = ("ws", "sends", "errors", "presence_link", "presence_toggles", "delivered", "outgoing", "frames",
+                      "call_frames", "threads")
+NAMESPACES = ("chat:", "conversation:", "user:", "presence:", "call:")
 
 
 def _validator(message: dict[str, Any]) -> jsonschema.Draft7Validator:
@@ -103,7 +104,7 @@ def _edge_frames() -> tuple[set[str], set[str]]:
 
 def test_the_document_lists_exactly_the_frames_of_the_code() -> None:
     compared, written = _edge_frames()
-    dispatched = compared | set(presence_link.PRESENCE_FRAMES)
+    dispatched = compared | set(presence_link.PRESENCE_FRAMES) | set(call_frames.CALL_FRAMES)  # (handed on whole)
     assert dispatched == _documented(client=True)  # what ws.py's dispatcher handles is what a client may send
     emitted = _emitted_event_types() | written
     assert emitted | dispatched == _documented()
@@ -153,7 +154,7 @@ async def test_every_client_frame_example_gets_a_documented_reply(mesh: Mesh, ht
     answered: dict[str, dict[str, Any]] = {}
     requests = {}
     for frame in FRAMES:
-        if frame.client and frame.type != "auth":
+        if frame.client and frame.type != "auth" and frame.type not in call_frames.CALL_FRAMES:
             example = substituted(frame.example)
             requests[example["id"]] = frame
             await socket.ws.send(json.dumps(example))
@@ -170,9 +171,45 @@ async def test_every_client_frame_example_gets_a_documented_reply(mesh: Mesh, ht
     for request_id, frame in requests.items():
         reply = answered[request_id]
         assert reply["type"] in frame.replies and reply["type"] != "error", (frame.type, reply)
+    seen += await _call_examples(mesh, socket, make_token(bob), substituted, real)
     documented = {m["name"]: m for key, m in MESSAGES.items() if key.startswith("edge.")}
     for frame in seen:  # replies and events alike fit the document
         _validator(documented[frame["type"]]).validate(frame)
     assert any(f["type"] == "chat:message_received" for f in seen)  # its own send, as another device sees it
     unknown = await socket.request("chat:teleport", {})
     assert unknown["type"] == "error" and unknown["data"]["code"] == "UNKNOWN_TYPE"
+
+
+async def _call_examples(mesh: Mesh, alice: Socket, bob_token: str, substituted: Any,
+                         real: dict[str, str]) -> list[dict[str, Any]]:
+    """The call frames' examples, one call through: alice invites bob (their direct conversation), bob
+    answers, alice relays a candidate and hangs up. Each gets a documented reply that is no error, and
+    each party hears the events the catalog says it does; returns every frame both sockets got."""
+    bob = await Socket.open(mesh.edge_url, bob_token)
+    examples = {f.type: f for f in FRAMES if f.client and f.type in call_frames.CALL_FRAMES}
+    assert list(examples) == list(call_frames.CALL_FRAMES)
+    got: dict[Socket, list[dict[str, Any]]] = {alice: [], bob: []}
+
+    async def reply_to(socket: Socket, frame: Frame) -> dict[str, Any]:
+        example = substituted(frame.example)
+        await socket.ws.send(json.dumps(example))
+        async with asyncio.timeout(10):
+            while True:
+                got[socket].append(reply := await socket.recv())
+                if reply.get("id") == example["id"]:
+                    break
+        assert reply["type"] in frame.replies and reply["type"] != "error", (frame.type, reply)
+        return reply
+
+    invited = await reply_to(alice, examples["call:invite"])
+    assert invited["data"]["call"]["state"] == "ringing"
+    real[CALL_ID] = invited["data"]["call"]["call_id"]
+    assert (await reply_to(bob, examples["call:answer"]))["data"]["call"]["state"] == "accepted"
+    await reply_to(alice, examples["call:ice"])
+    assert (await reply_to(alice, examples["call:hangup"]))["data"]["call"]["end_reason"] == "hangup"
+    for socket, kinds in ((alice, ("call:accepted", "call:ended")),
+                          (bob, ("call:incoming", "call:candidate", "call:ended"))):
+        for kind in kinds:
+            if not any(f["type"] == kind for f in got[socket]):
+                got[socket].append(await socket.next_of(kind))
+    return got[alice] + got[bob]

@@ -20,6 +20,7 @@ from services.edge.openapi_hints import UUID_EXAMPLE
 
 MESSAGE_ID = "9d1e7a52-0b3c-4f8e-8a6d-5e4f3c2b1a09"
 RESUME_TOKEN = "1733140800123-4f2a:1733140800456-0"
+CALL_ID = "5f0c3a9e2b7d4e18a6c9f1b3d5e7a2c4"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,18 @@ _EVENT_ENVELOPE = {
 }
 _EPHEMERAL_ENVELOPE = {"conversation_id": _EVENT_ENVELOPE["conversation_id"]}
 ERRORS = ("error",)
+_CALL = _obj(["call_id", "conversation_id", "caller_id", "callee_id", "state"], call_id=_STR, conversation_id=_STR,
+             caller_id=_STR, callee_id=_STR,
+             state={"type": "string", "enum": ["ringing", "accepted", "ended", "unknown"]},
+             end_reason={"type": "string", "enum": ["hangup", "timeout", "busy", "declined", "unknown"]},
+             ended_by=_STR, created_at={"type": "string", "format": "date-time"},
+             answered_at={"type": "string", "format": "date-time"}, ended_at={"type": "string", "format": "date-time"})
+_CANDIDATE = _obj(["candidate"], candidate={"type": "string", "description": "One `candidate:` line; empty: the end."},
+                  sdp_mid=_STR, sdp_mline_index={"type": "integer", "minimum": 0},
+                  username_fragment=_STR)
+_SDP = {"type": "string", "description": "A session description (starts with v=0; at most 16 KiB)."}
+_CALL_ERRORS = ("Errors: INVALID_ARGUMENT (malformed data), INVALID_CALL_ID, CALL_NOT_FOUND, NOT_CALL_PARTICIPANT, "
+                "CALL_ENDED")
 
 
 def _durable(kind: str, summary: str, data: Any, example_data: dict[str, Any], description: str = "") -> Frame:
@@ -127,6 +140,40 @@ FRAMES: tuple[Frame, ...] = (
     Frame("presence:offline", True, "Show the user offline (invisible)",
           "As presence:online, the other way.", _obj([]),
           {"type": "presence:offline", "id": "6", "data": {}}, replies=("ack", *ERRORS)),
+    # call signaling (call_frames.py; the rules in services/presence/calls.py): the others hear of it in call:* events
+    Frame("call:invite", True, "Call someone in a conversation",
+          "Rings the callee with an SDP offer (`callee_id` may be left out in a direct conversation). `ack` "
+          "{call}: ringing, or ended with end_reason `busy` when the callee is in a call already. Errors: "
+          "SDP_TOO_LARGE, INVALID_SDP, CALLEE_REQUIRED, CANNOT_CALL_SELF, CALLEE_NOT_PARTICIPANT, ALREADY_IN_CALL "
+          "(hang up first), RATE_LIMITED, and the conversation's own (NOT_PARTICIPANT, CONVERSATION_ARCHIVED, "
+          "BLOCKED, ...).",
+          _obj(["conversation_id", "sdp"], conversation_id={"type": "string", "format": "uuid"},
+               callee_id={"type": "string", "description": "Needed in a group."}, sdp=_SDP),
+          {"type": "call:invite", "id": "7",
+           "data": {"conversation_id": UUID_EXAMPLE, "sdp": "v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}},
+          replies=("ack", *ERRORS)),
+    Frame("call:answer", True, "Accept a ringing call",
+          "The callee's SDP answer. `ack` {call} (accepted); the caller gets `call:accepted` with the answer, "
+          f"the callee's other devices stop ringing. {_CALL_ERRORS}, NOT_CALLEE, CALL_ALREADY_ANSWERED, "
+          "SDP_TOO_LARGE, INVALID_SDP.",
+          _obj(["call_id", "sdp"], call_id=_STR, sdp=_SDP),
+          {"type": "call:answer", "id": "8",
+           "data": {"call_id": CALL_ID, "sdp": "v=0\r\no=- 7302 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}},
+          replies=("ack", *ERRORS)),
+    Frame("call:ice", True, "Relay an ICE candidate to the other party",
+          "RTCIceCandidate.toJSON()'s camelCase names are taken too. `ack` {}; the other party gets "
+          f"`call:candidate`. {_CALL_ERRORS}, CANDIDATE_TOO_LARGE, INVALID_CANDIDATE.",
+          _obj(["call_id", "candidate"], call_id=_STR, candidate=_CANDIDATE),
+          {"type": "call:ice", "id": "9", "data": {"call_id": CALL_ID, "candidate": {
+              "candidate": "candidate:1 1 udp 2122260223 192.0.2.7 54400 typ host", "sdp_mid": "0",
+              "sdp_mline_index": 0}}},
+          replies=("ack", *ERRORS)),
+    Frame("call:hangup", True, "End a call",
+          "Either party, in any state (the callee hanging up a ringing call declines it). `ack` {call} "
+          "(ended); both parties get `call:ended`. Errors: INVALID_ARGUMENT, INVALID_CALL_ID, CALL_NOT_FOUND, "
+          "NOT_CALL_PARTICIPANT.",
+          _obj(["call_id"], call_id=_STR), {"type": "call:hangup", "id": "10", "data": {"call_id": CALL_ID}},
+          replies=("ack", *ERRORS)),
     # edge -> client: replies and the socket's own
     Frame("ready", False, "The socket is authenticated",
           "Events start after it: first what the resume token had not reached (or, without a token, the "
@@ -134,16 +181,18 @@ FRAMES: tuple[Frame, ...] = (
           _obj(["user_id"], user_id=_STR), {"type": "ready", "data": {"user_id": "bob"}}),
     Frame("ack", False, "A request succeeded",
           "Carries the request's `id`. `data`: for chat:message_send the stored message and `created`; "
-          "for presence toggles the presence; for auth `expires_at`; otherwise {}.",
+          "for presence toggles the presence; for auth `expires_at`; for call:invite, call:answer and "
+          "call:hangup the call; otherwise {}.",
           {"anyOf": [message_pb2.SendMessageResponse.DESCRIPTOR, presence_pb2.SetPresenceResponse.DESCRIPTOR,
+                     _obj(["call"], call=_CALL),
                      _obj(["expires_at"], expires_at={"type": "integer"}), _obj([])]},
           {"type": "ack", "id": "1", "data": {"message": _MESSAGE, "created": True}},
           envelope={"id": {"description": "The id of the frame answered."}}),
     Frame("error", False, "A request, or the socket, failed",
           "`id`: the frame answered (null: the socket itself, or a frame without an id). `code` is "
           "machine-readable: the edge's own (see `x-error-codes`) or a service's (NOT_PARTICIPANT, "
-          "CONVERSATION_NOT_FOUND, ...). `retryable`: send the same frame again (after `retry_after` "
-          "seconds when given).",
+          "CONVERSATION_NOT_FOUND, CONVERSATION_ARCHIVED, a call frame's: see each). `retryable`: send the "
+          "same frame again (after `retry_after` seconds when given).",
           _obj(["code", "message"], code=_STR, message=_STR, retryable={"type": "boolean"},
                retry_after={"type": "number", "description": "Seconds until the same frame would pass."}),
           {"type": "error", "id": "1", "data": {"code": "RATE_LIMITED", "message": "too many messages; slow down",
@@ -197,6 +246,55 @@ FRAMES: tuple[Frame, ...] = (
           {"type": "user:status_changed", "data": {"user_id": "alice", "status": "offline",
                                                    "last_seen_at": "2026-01-15T09:30:00Z"}},
           ephemeral=True),
+    Frame("chat:thread_updated", False, "A thread's reply count changed",
+          "Right after a reply's chat:message_received or chat:message_deleted: the root's live `reply_count` "
+          "and `last_reply_at` (absent when no reply is left), and the reply. Ephemeral: the count is absolute, "
+          "so the last wins; read the thread (ListThread) to catch up.",
+          common_pb2.ThreadUpdate.DESCRIPTOR,
+          {"type": "chat:thread_updated", "conversation_id": UUID_EXAMPLE,
+           "data": {"root_message_id": MESSAGE_ID, "reply_count": 3, "last_reply_at": "2026-01-15T09:32:00Z",
+                    "reply": {**_MESSAGE, "message_id": "0b7e4c21-5d9a-4f36-9e1b-2c8a7d6f5e43", "seq": "45",
+                              "reply_to_id": MESSAGE_ID, "created_at": "2026-01-15T09:32:00Z"}}},
+          ephemeral=True, envelope=_EPHEMERAL_ENVELOPE),
+    Frame("call:incoming", False, "Someone is calling",
+          "To the callee's sockets: the ringing `call`, the caller's SDP offer and `from_user_id`. Answer with "
+          "call:answer, decline with call:hangup; it rings out after CHAT_CALL_RING_TIMEOUT_S (call:ended `timeout`).",
+          _obj(["call", "sdp", "from_user_id"], call=_CALL, sdp=_SDP, from_user_id=_STR),
+          {"type": "call:incoming", "conversation_id": UUID_EXAMPLE,
+           "data": {"call": {"call_id": CALL_ID, "conversation_id": UUID_EXAMPLE, "caller_id": "alice",
+                             "callee_id": "bob", "state": "ringing", "created_at": "2026-01-15T09:30:00Z"},
+                    "sdp": "v=0\r\no=- 4611 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", "from_user_id": "alice"}},
+          ephemeral=True, envelope=_EPHEMERAL_ENVELOPE),
+    Frame("call:accepted", False, "The call was answered",
+          "To the caller with the callee's SDP answer (`sdp`), and to the callee's sockets without it (the "
+          "device that answered has it; the others stop ringing).",
+          _obj(["call"], call=_CALL, sdp=_SDP, from_user_id=_STR),
+          {"type": "call:accepted", "conversation_id": UUID_EXAMPLE,
+           "data": {"call": {"call_id": CALL_ID, "conversation_id": UUID_EXAMPLE, "caller_id": "alice",
+                             "callee_id": "bob", "state": "accepted", "created_at": "2026-01-15T09:30:00Z",
+                             "answered_at": "2026-01-15T09:30:04Z"},
+                    "sdp": "v=0\r\no=- 7302 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n", "from_user_id": "bob"}},
+          ephemeral=True, envelope=_EPHEMERAL_ENVELOPE),
+    Frame("call:candidate", False, "The other party's ICE candidate",
+          "Add it to the peer connection (`addIceCandidate`).",
+          _obj(["call", "candidate", "from_user_id"], call=_CALL, candidate=_CANDIDATE, from_user_id=_STR),
+          {"type": "call:candidate", "conversation_id": UUID_EXAMPLE,
+           "data": {"call": {"call_id": CALL_ID, "conversation_id": UUID_EXAMPLE, "caller_id": "alice",
+                             "callee_id": "bob", "state": "accepted"},
+                    "candidate": {"candidate": "candidate:1 1 udp 2122260223 192.0.2.7 54400 typ host",
+                                  "sdp_mid": "0", "sdp_mline_index": 0, "username_fragment": ""},
+                    "from_user_id": "alice"}},
+          ephemeral=True, envelope=_EPHEMERAL_ENVELOPE),
+    Frame("call:ended", False, "The call ended",
+          "To both parties: `call.end_reason` is `hangup` (`ended_by` who), `declined` or `timeout` (it rang "
+          "out). (A `busy` call ends at once: only the caller's ack says so.)",
+          _obj(["call"], call=_CALL, from_user_id=_STR),
+          {"type": "call:ended", "conversation_id": UUID_EXAMPLE,
+           "data": {"call": {"call_id": CALL_ID, "conversation_id": UUID_EXAMPLE, "caller_id": "alice",
+                             "callee_id": "bob", "state": "ended", "end_reason": "hangup", "ended_by": "bob",
+                             "ended_at": "2026-01-15T09:41:00Z"},
+                    "from_user_id": "bob"}},
+          ephemeral=True, envelope=_EPHEMERAL_ENVELOPE),
 )
 
 # Error codes the edge itself sends in error frames (services add their own: NOT_PARTICIPANT, ...).
