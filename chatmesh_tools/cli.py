@@ -192,7 +192,7 @@ def dead_letter(args: argparse.Namespace) -> int:
 
 def push_worker(args: argparse.Namespace) -> int:
     """Run the reference push worker until SIGINT/SIGTERM (chatmesh_tools/push_worker.py)."""
-    from chatmesh import push_worker as worker
+    from chatmesh_tools import push_worker as worker
 
     env = dict(os.environ)
     if args.data_dir is not None or meshdir.read(_data_dir(None)) is not None:

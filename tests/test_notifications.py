@@ -14,12 +14,12 @@ import grpc
 import httpx
 import pytest
 
-from chatmesh import deadletter
 from chatmesh.auth import sign
 from chatmesh.config import Settings
 from chatmesh.errors import error_code_of
 from chatmesh.gen.chat.v1 import notification_pb2 as pb
 from chatmesh.redis_conn import Keys, open_redis
+from chatmesh_tools import deadletter
 from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, send
 from tests.notify_support import Consumer, new_group, notify_mesh, push_metadata  # noqa: F401
@@ -47,7 +47,7 @@ async def acknowledging(socket: Socket) -> None:
 async def test_an_offline_user_is_notified_and_an_online_user_who_acknowledges_is_not(
         notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path) -> None:  # noqa: F811
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
     device = (await api(edge, token(notify_mesh, bob), "POST", "/api/users/me/devices",
                         {"platform": "apns", "push_token": "bob-phone"})).json()["device"]
     carol_socket = await Socket.open(notify_mesh.edge_url, token(notify_mesh, carol))
@@ -75,7 +75,7 @@ async def test_an_offline_user_is_notified_and_an_online_user_who_acknowledges_i
 async def test_a_burst_collapses_into_one_notification_with_a_count(notify_mesh: Mesh, edge: httpx.AsyncClient,
                                                                    keyring: Path) -> None:  # noqa: F811
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))
     alice_token = token(notify_mesh, alice)
     try:
@@ -95,7 +95,7 @@ async def test_a_burst_collapses_into_one_notification_with_a_count(notify_mesh:
 async def test_replies_mentions_and_threads_say_why(notify_mesh: Mesh, edge: httpx.AsyncClient,
                                                    keyring: Path) -> None:  # noqa: F811
     alice, bob, carol, dave, erin = (new_user_id(n) for n in ("alice", "bob", "carol", "dave", "erin"))
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {u: "member" for u in (alice, bob, carol, dave, erin)})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {u: "member" for u in (alice, bob, carol, dave, erin)})
     consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))
     try:
         root = await send(edge, token(notify_mesh, bob), cid, "who is in for friday?")
@@ -113,7 +113,7 @@ async def test_replies_mentions_and_threads_say_why(notify_mesh: Mesh, edge: htt
 async def test_the_stream_is_at_least_once_resumable_and_shared_by_a_group(
         notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path) -> None:  # noqa: F811
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
     metadata, name = push_metadata(notify_mesh, keyring), new_group(notify_mesh)
     silent = Consumer(notify_mesh, metadata, name, "w1", ack=False)
     try:
@@ -148,7 +148,7 @@ async def test_the_stream_is_at_least_once_resumable_and_shared_by_a_group(
 async def test_dead_lettered_notifications_are_listed_and_replayed(notify_mesh: Mesh, edge: httpx.AsyncClient,
                                                                    keyring: Path) -> None:  # noqa: F811
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     metadata, name = push_metadata(notify_mesh, keyring), new_group(notify_mesh)
     consumer = Consumer(notify_mesh, metadata, name, "w1", ack=False)
     keys, client = Keys(notify_mesh.env["CHAT_REDIS_PREFIX"]), open_redis(notify_mesh.env["CHAT_REDIS_URL"])
@@ -181,8 +181,8 @@ async def test_message_text_is_left_out_unless_the_mesh_allows_it(notify_mesh: M
     """Off by default (the first test saw none); with CHAT_NOTIFY_INCLUDE_TEXT=1, the latest message's text,
     200 characters at most, and never an encrypted message's."""
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    plain = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
-    secret = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", carol: "member"})
+    plain = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
+    secret = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", carol: "member"})
     notify_mesh.stop("message")
     notify_mesh.env["CHAT_NOTIFY_INCLUDE_TEXT"] = "1"
     notify_mesh.start("message")
@@ -206,7 +206,7 @@ async def test_message_text_is_left_out_unless_the_mesh_allows_it(notify_mesh: M
 async def test_a_muted_conversation_notifies_nobody_who_muted_it(notify_mesh: Mesh, edge: httpx.AsyncClient,
                                                                  keyring: Path) -> None:  # noqa: F811
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
     preferences = f"/api/conversations/{cid}/preferences"
     assert (await api(edge, token(notify_mesh, bob), "PATCH", preferences, {"muted": True})).status_code == 200
     consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))

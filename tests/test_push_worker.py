@@ -16,10 +16,10 @@ import httpx
 import pytest
 from starlette.responses import JSONResponse, Response
 
-from chatmesh import deadletter
 from chatmesh.auth import sign
 from chatmesh.config import Settings
 from chatmesh.redis_conn import Keys, open_redis
+from chatmesh_tools import deadletter
 from chatmesh_tools.launcher import Mesh
 from tests.helpers import send
 from tests.notify_support import WEBHOOK_SECRET, Receiver, new_group, notify_mesh  # noqa: F401
@@ -74,7 +74,7 @@ async def pending(mesh: Mesh, group_name: str) -> int:
 async def test_each_notification_is_posted_signed_and_acknowledged(notify_mesh: Mesh, edge: httpx.AsyncClient,
                                                                    workers: Any) -> None:  # noqa: F811
     alice, bob = new_user_id("alice"), new_user_id("bob")
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     await api(edge, token(notify_mesh, bob), "POST", "/api/users/me/devices", {"platform": "fcm", "push_token": "b1"})
     name = new_group(notify_mesh)
     async with Receiver() as receiver:
@@ -96,8 +96,8 @@ async def test_each_notification_is_posted_signed_and_acknowledged(notify_mesh: 
 async def test_a_failing_webhook_is_retried_then_dead_lettered_and_holds_up_nobody(
         notify_mesh: Mesh, edge: httpx.AsyncClient, workers: Any) -> None:  # noqa: F811
     alice, bob, carol, dave = (new_user_id(n) for n in ("alice", "bob", "carol", "dave"))
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
-    later = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", dave: "member"})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
+    later = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", dave: "member"})
 
     async def answer(body: dict[str, Any]) -> Response:
         if body["user_id"] == bob:
@@ -150,7 +150,7 @@ async def test_a_worker_killed_mid_stream_loses_no_notification(notify_mesh: Mes
                                                                 workers: Any) -> None:  # noqa: F811
     alice = new_user_id("alice")
     users = [new_user_id(n) for n in ("bob", "carol", "dave", "erin")]
-    cid = group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", **{u: "member" for u in users}})
+    cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", **{u: "member" for u in users}})
     answering = asyncio.Event()
     answered: set[str] = set()
 

@@ -234,7 +234,7 @@ def test_the_allow_list_is_exactly_the_callers_the_code_has() -> None:
     assert set(SERVICE_CALLERS) == INTERNAL, "every internal RPC has a row, and only they"
     called = {service: _called_by(service) for service in SERVICES}
     # The push workers are the host application's; `chatmesh push-worker` is the reference one.
-    called["push"] = _rpcs_in(ast.parse((ROOT / "chatmesh" / "push_worker.py").read_text()))
+    called["push"] = _rpcs_in(ast.parse((ROOT / "chatmesh_tools" / "push_worker.py").read_text()))
     for method, allowed in SERVICE_CALLERS.items():
         real = {service for service, methods in called.items() if method in methods}
         if method.endswith("/SubscribeEvents"):  # StreamEvents' one-user form: the edge's, no caller today
