@@ -4,7 +4,7 @@ gRPC services count and time every business call in the MeshInterceptor (`observ
 alone in `GRPC_INTERNAL_ERRORS`) and serve the registry on `CHAT_METRICS_PORT` (`start_metrics_server`);
 both outbox relays report `OUTBOX_BACKLOG`. A series one service alone reports lives in that service:
 the edge's HTTP, WebSocket and delivery-lag series in services/edge/metrics.py, the events stream's
-in services/message/stream_metrics.py.
+in services/message/delivery/metrics.py.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from chatmesh.tls import ClientTls
 from chatmesh_tools.launcher import kind_of
 from chatmesh_tools.meshdir import MeshInfo
 
-FANOUT_GROUP = "fanout"  # services/message/fanout.py GROUP
+FANOUT_GROUP = "fanout"  # services/message/delivery/fanout.py GROUP
 SCHEMA_OWNERS = ("conversation", "message")
 
 

@@ -18,7 +18,7 @@ from chatmesh import metrics
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
 from services.edge import metrics as edge_metrics
-from services.message import stream_metrics
+from services.message.delivery import metrics as stream_metrics
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 from tests.test_k8s_support import private_database

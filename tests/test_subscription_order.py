@@ -7,8 +7,8 @@ import asyncio
 import uuid
 
 from chatmesh.gen.chat.v1 import common_pb2
-from services.message.inbox import Token
-from services.message.subscription import Entry, Outbox, Subscription
+from services.message.delivery.inbox import Token
+from services.message.delivery.subscription import Entry, Outbox, Subscription
 
 CONVERSATION = str(uuid.uuid4())
 

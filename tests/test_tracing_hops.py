@@ -31,7 +31,7 @@ from chatmesh.membership import Membership
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
 from services.message import store
-from services.message.fanout import GROUP, Fanout
+from services.message.delivery.fanout import GROUP, Fanout
 from services.message.messages import Messages
 from services.message.store import NewMessage
 

@@ -33,18 +33,18 @@ from chatmesh.resilience import spawn_supervised
 from chatmesh.tls import client_tls, server_credentials
 from services.message.attachments import AttachmentLimits, Attachments
 from services.message.backends import open_blobs
+from services.message.delivery.fanout import GROUP as FANOUT_GROUP
+from services.message.delivery.fanout import Fanout
+from services.message.delivery.hub import Hub
+from services.message.delivery.metrics import StreamSampler
+from services.message.delivery.streams import OfflineBuffer
 from services.message.devices import Devices
-from services.message.events import OfflineBuffer
-from services.message.fanout import GROUP as FANOUT_GROUP
-from services.message.fanout import Fanout
-from services.message.hub import Hub
 from services.message.messages import Limits, Messages
 from services.message.notification_server import NotificationServicer
 from services.message.notification_stream import NotificationStreams
 from services.message.notifier import Notifier, NotifyPolicy
 from services.message.server import MessageServicer
 from services.message.store import SCHEMA, SHARED_DDL
-from services.message.stream_metrics import StreamSampler
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -30,7 +30,7 @@ from chatmesh.gen.chat.v1 import notification_pb2 as pb
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.message import devices, notify_store
-from services.message.stream_metrics import DEAD_LETTER
+from services.message.delivery.metrics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from chatmesh.gen.chat.v1 import message_pb2 as pb
 from chatmesh.gen.chat.v1 import message_pb2_grpc
 from chatmesh.grpc_server import Context, current_identity, require_service
-from services.message import convert, events
+from services.message import convert
 from services.message.attachment_server import AttachmentRpcs
 from services.message.attachments import Attachments
-from services.message.hub import Hub
+from services.message.delivery import streams
+from services.message.delivery.hub import Hub
 from services.message.messages import Messages
 from services.message.store import NewMessage
 
@@ -91,11 +92,11 @@ class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
     async def SubscribeEvents(self, request: pb.SubscribeEventsRequest, context: Context
                               ) -> AsyncIterator[pb.SubscribeEventsResponse]:
         require_service()
-        async for response in events.single_user(self._hub, request.user_id, request.resume_token):
+        async for response in streams.single_user(self._hub, request.user_id, request.resume_token):
             yield response
 
     async def StreamEvents(self, request_iterator: AsyncIterator[pb.StreamEventsRequest],
                            context: Context) -> AsyncIterator[pb.StreamEventsResponse]:
         require_service()
-        async for response in events.MultiplexedStream(self._hub).run(request_iterator):
+        async for response in streams.MultiplexedStream(self._hub).run(request_iterator):
             yield response

@@ -31,8 +31,8 @@ from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage
-from services.message.inbox import INBOX_MAXLEN
-from services.message.stream_metrics import DEAD_LETTER
+from services.message.delivery.inbox import INBOX_MAXLEN
+from services.message.delivery.metrics import DEAD_LETTER
 
 log = logging.getLogger(__name__)
 

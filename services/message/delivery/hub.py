@@ -31,8 +31,8 @@ from prometheus_client import Counter
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
-from services.message.inbox import Inboxes, Token, parse_id
-from services.message.subscription import Outbox, Subscription
+from services.message.delivery.inbox import Inboxes, Token, parse_id
+from services.message.delivery.subscription import Outbox, Subscription
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh.auth import ServiceCredentials
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, message_pb2
 from services.message import convert, store
-from services.message.hub import Hub
-from services.message.subscription import Item, Outbox, Subscription, item_size, to_event
+from services.message.delivery.hub import Hub
+from services.message.delivery.subscription import Item, Outbox, Subscription, item_size, to_event
 
 MAX_BATCH = 1000
 # The most a connection's offline buffer replays; older undelivered messages are in history (REST).

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 
 from chatmesh.gen.chat.v1 import common_pb2
-from services.message.inbox import Token, parse_id
+from services.message.delivery.inbox import Token, parse_id
 
 # (subscription_id, event, resume_token) is pushed onto the queue of the stream that owns the
 # subscription; the event is an inbox entry's serialized bytes, or an Event already complete. None

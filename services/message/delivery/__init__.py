@@ -1,0 +1,17 @@
+"""The message service's delivery path, in the order a message travels through it.
+
+1. The send's transaction writes the event to the outbox; the relay (chatmesh/outbox.py, shared with
+   the conversation service) publishes it to the events stream in commit order.
+2. `fanout.py`: one worker at a time reads the events stream and appends each event to every
+   recipient's inbox (one atomic script per batch, per-conversation seq order enforced), then wakes
+   the hubs.
+3. `inbox.py`: the inboxes (a Redis stream per user) and the resume tokens that point into them.
+4. `hub.py`: each replica's reader of the inboxes its subscribers own; it replays on subscribe and
+   pumps what fan-out wakes it for.
+5. `subscription.py`: one connection's view: the offline buffer merged with the inbox, the order
+   check, the acknowledgements.
+6. `streams.py`: the gRPC server streams to the edges (the offline buffer from PostgreSQL, and many
+   subscriptions multiplexed onto one stream).
+
+`metrics.py` holds the events stream's series (pending, lengths, dead letters).
+"""
