@@ -143,6 +143,12 @@ class Notifier:
                     backlog = False
                 if entries:
                     await self.ingest(entries)
+                if entries and len(entries) < READ_BATCH and not backlog:
+                    # Caught up: read again in a while, not per commit. A notification waits the delay
+                    # anyway, and one read (and one statement) for a poll's worth of events costs the
+                    # send path far less than one per event under load; it makes a notification at
+                    # most a poll (a fifth of the delay) late.
+                    await asyncio.sleep(self._poll_s)
                 if time.monotonic() - last_claim >= self._idle_ms / 2000:
                     last_claim = time.monotonic()
                     await self._claim_abandoned()
