@@ -24,6 +24,12 @@ class AuditRow:
 def audit_entry(row: AuditRow, service: str) -> common_pb2.AuditEntry:
     """The entry as clients see it, naming the service whose log holds it."""
     return common_pb2.AuditEntry(
-        entry_id=str(row.entry_id), conversation_id=row.conversation_id, actor_id=row.actor_id,
-        action=row.action, target=row.target, request_id=row.request_id,
-        created_at=timestamp(row.created_at), service=service)
+        entry_id=str(row.entry_id),
+        conversation_id=row.conversation_id,
+        actor_id=row.actor_id,
+        action=row.action,
+        target=row.target,
+        request_id=row.request_id,
+        created_at=timestamp(row.created_at),
+        service=service,
+    )

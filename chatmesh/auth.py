@@ -132,8 +132,9 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._jwks = _Jwks(settings.jwt_jwks_url, JWKS_CACHE_S) if settings.jwt_jwks_url else None
         self._asymmetric = [a for a in self._algorithms if not a.startswith("HS")]
-        self._service_keys = (service_keys.load_public_keys(settings.service_public_keys)
-                              if settings.service_public_keys else {})
+        self._service_keys = (
+            service_keys.load_public_keys(settings.service_public_keys) if settings.service_public_keys else {}
+        )
         self._verified: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
 
     @property
@@ -167,8 +168,11 @@ class TokenVerifier:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:
             raise AuthError(str(exc)) from exc
-        return kid.removeprefix(SERVICE_KID_PREFIX) if isinstance(kid, str) and kid.startswith(
-            SERVICE_KID_PREFIX) else None
+        return (
+            kid.removeprefix(SERVICE_KID_PREFIX)
+            if isinstance(kid, str) and kid.startswith(SERVICE_KID_PREFIX)
+            else None
+        )
 
     def _user_key(self, token: str) -> tuple[Any, list[str], float]:
         """(key, algorithms, trusted until). The algorithm lists are pinned here, never the header's."""
@@ -215,8 +219,13 @@ class TokenVerifier:
         claims: dict[str, Any] | None = None
         for key in keys:  # more than one only while the service's key is being rotated
             try:
-                claims = jwt.decode(token, key, algorithms=[SERVICE_ALGORITHM], leeway=LEEWAY_S,
-                                    options={"require": ["exp", "iat", "sub"], "verify_aud": False})
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[SERVICE_ALGORITHM],
+                    leeway=LEEWAY_S,
+                    options={"require": ["exp", "iat", "sub"], "verify_aud": False},
+                )
                 break
             except jwt.InvalidSignatureError:
                 continue
@@ -239,8 +248,13 @@ class TokenVerifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=LEEWAY_S,
-                options={"require": ["exp", "sub"], "verify_exp": True, "verify_nbf": True, "verify_iat": True,
-                         "verify_aud": self._audience is not None},
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_aud": self._audience is not None,
+                },
             )
         except jwt.PyJWTError as exc:
             raise AuthError(str(exc)) from exc
@@ -298,10 +312,15 @@ class ServiceCredentials:
     def token(self) -> str:
         now = time.time()
         if now >= self._renew_at:
-            claims = {"sub": f"service:{self._service}", "typ": "service", "iat": int(now),
-                      "exp": int(now) + SERVICE_TOKEN_TTL_S}
-            self._token = jwt.encode(claims, self._key, algorithm=SERVICE_ALGORITHM,
-                                     headers={"kid": f"{SERVICE_KID_PREFIX}{self._service}"})
+            claims = {
+                "sub": f"service:{self._service}",
+                "typ": "service",
+                "iat": int(now),
+                "exp": int(now) + SERVICE_TOKEN_TTL_S,
+            }
+            self._token = jwt.encode(
+                claims, self._key, algorithm=SERVICE_ALGORITHM, headers={"kid": f"{SERVICE_KID_PREFIX}{self._service}"}
+            )
             self._renew_at = now + SERVICE_TOKEN_TTL_S / 2
         return self._token
 

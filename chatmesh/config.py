@@ -26,42 +26,42 @@ DEFAULT_PORTS = {
 
 ENV_VARS: dict[str, str] = {
     "CHAT_DATABASE_URL": "PostgreSQL URL (conversation and message services). Unset: `chatmesh up` starts an "
-                         "embedded one.",
+    "embedded one.",
     "CHAT_REDIS_URL": "Redis URL (all services). Unset: `chatmesh up` starts an embedded one.",
     "CHAT_REDIS_PREFIX": "Prefix of every Redis key, so several meshes or test runs share one Redis (default `chat`).",
     "CHAT_JWT_SECRET": "HS256 secret that signs and verifies user tokens when no JWKS is set (development, the base "
-                       "manifests); never service tokens. Not needed with CHAT_JWT_JWKS_URL.",
+    "manifests); never service tokens. Not needed with CHAT_JWT_JWKS_URL.",
     "CHAT_JWT_ALGORITHMS": "Comma-separated algorithms accepted (default `HS256`); never taken from the token.",
     "CHAT_JWT_ISSUER": "Required `iss` claim, when set.",
     "CHAT_JWT_AUDIENCE": "Required `aud` claim, when set.",
     "CHAT_JWT_JWKS_URL": "JWKS URL of the identity provider (production): user tokens are verified with its key "
-                         "named by `kid` (the set is refetched every 5 minutes, so a withdrawn key is refused within "
-                         "5 minutes, remembered tokens included).",
+    "named by `kid` (the set is refetched every 5 minutes, so a withdrawn key is refused within "
+    "5 minutes, remembered tokens included).",
     "CHAT_SERVICE_KEY_FILE": "PEM file of this process's Ed25519 private key, which signs its service tokens "
-                             "(every service and the edge; the launcher of `chatmesh up` makes them).",
+    "(every service and the edge; the launcher of `chatmesh up` makes them).",
     "CHAT_SERVICE_PUBLIC_KEYS": "Folder of the callers' Ed25519 public keys, `<service>.pub` each (and "
-                                "`<service>.<label>.pub` during a rotation): a gRPC service takes a token as a "
-                                "service's only if that service's key verifies it. Required by conversation, "
-                                "message and presence; the edge needs none.",
+    "`<service>.<label>.pub` during a rotation): a gRPC service takes a token as a "
+    "service's only if that service's key verifies it. Required by conversation, "
+    "message and presence; the edge needs none.",
     "CHAT_SERVICE_KEYRING": "`chatmesh up` and the tests only: the folder of development key pairs the launcher "
-                            "makes and hands each process its own of (default `<data dir>/service-keys`).",
+    "makes and hands each process its own of (default `<data dir>/service-keys`).",
     "CHAT_TLS_CERT_FILE": "PEM certificate (chain) of this process for mTLS between services; with CHAT_TLS_KEY_FILE "
-                          "and CHAT_TLS_CA_FILE. Unset: plaintext gRPC.",
+    "and CHAT_TLS_CA_FILE. Unset: plaintext gRPC.",
     "CHAT_TLS_KEY_FILE": "PEM private key of CHAT_TLS_CERT_FILE.",
     "CHAT_TLS_CA_FILE": "PEM CA bundle that peers' certificates must chain to (servers require client certificates).",
     "CHAT_TLS_SERVER_NAME": "Name the services' certificates are checked against instead of the target's host "
-                            "(unset: the host, e.g. `conversation-headless`; the launcher uses `localhost`).",
+    "(unset: the host, e.g. `conversation-headless`; the launcher uses `localhost`).",
     "CHAT_HEALTH_PORT": "Port of a plaintext gRPC listener serving only grpc.health.v1, on the listen host, for "
-                        "kubelet probes, which cannot speak TLS (unset: none).",
+    "kubelet probes, which cannot speak TLS (unset: none).",
     "CHAT_CORS_ORIGINS": "Comma-separated origins allowed by CORS at the edge (`*` for any; unset: no CORS).",
     "CHAT_WS_ALLOWED_ORIGINS": "Comma-separated origins allowed to open a WebSocket (`*` for any; unset: same host "
-                               "only). Requests without an Origin (non-browser clients) are allowed.",
+    "only). Requests without an Origin (non-browser clients) are allowed.",
     "CHAT_RATE_REST": "Per-user REST requests allowed, as `count/seconds` (default `1200/60`; `0` disables).",
     "CHAT_RATE_MESSAGES": "Per-user message sends allowed (REST and WebSocket), as `count/seconds` (default `600/60`).",
     "CHAT_WS_MAX_SOCKETS": "Concurrent WebSockets per user, across every edge replica (default 20).",
     "CHAT_WS_MAX_FRAMES_PER_S": "Frames a WebSocket may send per second before its frames are refused (default 50).",
     "CHAT_WS_MAX_FRAME_BYTES": "Largest WebSocket frame answered with an error (default 65536); frames over 16 times "
-                               "that close the socket with 1009.",
+    "that close the socket with 1009.",
     "CHAT_LISTEN_ADDR": "Where a gRPC service listens (default `127.0.0.1:<its port>`).",
     "CHAT_CONVERSATION_TARGET": "gRPC target of the conversation service (default `127.0.0.1:50151`).",
     "CHAT_MESSAGE_TARGET": "gRPC target of the message service (default `127.0.0.1:50152`).",
@@ -69,97 +69,107 @@ ENV_VARS: dict[str, str] = {
     "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
     "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
     "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting (a catch-up burst included) before it is "
-                          "disconnected as too slow (default 10000, the inbox bound).",
+    "disconnected as too slow (default 10000, the inbox bound).",
     "CHAT_WS_SEND_TIMEOUT": "Seconds one WebSocket write may wait on a client that is not reading before the "
-                            "socket is closed as too slow (default 10).",
+    "socket is closed as too slow (default 10).",
     "CHAT_WS_SEND_QUEUE_BYTES": "Bytes a WebSocket may have waiting (default 8388608, 8 MiB: a catch-up of "
-                                "10,000 typical events fits); a socket that fills it takes no more events, writes "
-                                "out what it has and is closed with 4008 (it resumes from its token).",
+    "10,000 typical events fits); a socket that fills it takes no more events, writes "
+    "out what it has and is closed with 4008 (it resumes from its token).",
     "CHAT_WS_SEND_BUDGET_BYTES": "Bytes all of an edge's WebSockets may have waiting together; over it, the slowest "
-                                 "are closed with 4008 (default 268435456, 256 MiB, against the edge's 1 GiB limit).",
+    "are closed with 4008 (default 268435456, 256 MiB, against the edge's 1 GiB limit).",
     "CHAT_WS_MIN_DRAIN_BYTES_PER_S": "Slowest a WebSocket with a backlog may drain; below it over a whole "
-                                     "CHAT_WS_DRAIN_WINDOW_S it is closed with 4008 (default 16384; 0 disables).",
+    "CHAT_WS_DRAIN_WINDOW_S it is closed with 4008 (default 16384; 0 disables).",
     "CHAT_WS_DRAIN_WINDOW_S": "Seconds over which a backlogged WebSocket's drain rate is measured (default 5).",
     "CHAT_WS_RATE_PRESENCE": "presence:online/offline frames per WebSocket, as `count/seconds` (default `10/10`).",
     "CHAT_WS_RATE_TYPING": "chat:typing frames per WebSocket, as `count/seconds` (default `30/10`).",
     "CHAT_WS_RATE_RECEIPTS": "chat:message_delivered/chat:message_read frames per WebSocket, as `count/seconds` "
-                             "(default `300/10`).",
+    "(default `300/10`).",
     "CHAT_WS_RATE_ACKS": "Event ids acknowledged by events_ack per WebSocket, as `count/seconds` (default "
-                         "`20000/10`: two full catch-ups at once).",
+    "`20000/10`: two full catch-ups at once).",
     "CHAT_WS_PRESENCE_INTERVAL_S": "At most one presence:online/offline per user per edge goes to the presence "
-                                   "service in this many seconds; the last one wins (default 1).",
+    "service in this many seconds; the last one wins (default 1).",
     "CHAT_PRESENCE_TTL_S": "Seconds a connection stays online without a heartbeat from its edge (default 30; "
-                           "scaled by CHAT_TIME_SCALE).",
+    "scaled by CHAT_TIME_SCALE).",
     "CHAT_PRESENCE_ANNOUNCE_INTERVAL_S": "At most one status announcement per user in this many seconds, across "
-                                         "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
+    "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
     "CHAT_TRACING": "OpenTelemetry tracing: `1` on, `0` off; unset: on when OTEL_TRACES_EXPORTER (not `none`) or "
-                    "an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. "
-                    "Exports as the standard OTEL_* variables say (chatmesh/tracing.py).",
+    "an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set. "
+    "Exports as the standard OTEL_* variables say (chatmesh/tracing.py).",
     "CHAT_EVENT_LOOP": "`asyncio` runs the services on the standard event loop instead of uvloop (default "
-                       "`uvloop`; to compare, or to rule uvloop out).",
+    "`uvloop`; to compare, or to rule uvloop out).",
     "CHAT_DATA_DIR": "`chatmesh up`'s data folder, where every other command finds the running mesh (default "
-                     "`./.chatmesh`; also `--data-dir`).",
+    "`./.chatmesh`; also `--data-dir`).",
     "CHAT_BENCH_KEEP": "`chatmesh bench` only: any value keeps the temporary folder of the mesh it started (its "
-                       "logs and data) instead of removing it.",
+    "logs and data) instead of removing it.",
     "CHAT_MAX_MESSAGE_CHARS": "Longest message text the message service accepts, in characters (default 4000).",
     "CHAT_MAX_GROUP_SIZE": "Most participants a group conversation may have, its creator included (default 1000).",
     "CHAT_WEB_ENABLED": "Serve the browser chat page (clients/web) at the edge's `/` (default `1`; `0` turns it off).",
     "CHAT_DEV_LOGIN": "Development only: `1` lets the edge sign a token for any user name at `POST /dev/token` "
-                      "(the page's sign-in). Never set it in production (default `0`; `chatmesh up` sets it).",
+    "(the page's sign-in). Never set it in production (default `0`; `chatmesh up` sets it).",
     "CHAT_METRICS_PORT": "Port of a gRPC service's Prometheus /metrics, on its listen host (unset: none; the edge "
-                         "serves /metrics itself).",
+    "serves /metrics itself).",
     "CHAT_ATTACHMENT_BACKEND": "Where attachment bytes live: `filesystem` (default; served by the edge) or `s3` "
-                               "(presigned URLs: the bytes never pass through the mesh).",
+    "(presigned URLs: the bytes never pass through the mesh).",
     "CHAT_ATTACHMENT_DIR": "The filesystem backend's folder, on the message service (default "
-                           "`$CHAT_DATA_DIR/attachments`, i.e. `./.chatmesh/attachments`).",
+    "`$CHAT_DATA_DIR/attachments`, i.e. `./.chatmesh/attachments`).",
     "CHAT_ATTACHMENT_MAX_BYTES": "Largest attachment accepted, in bytes (default 26214400, 25 MiB): 413 beyond it.",
     "CHAT_ATTACHMENT_TYPES": "Comma-separated allow-list of sniffed MIME types (`type/*` for a family); others are "
-                             "415. Default: common images, audio, video, PDF, plain text, ZIP and unrecognized bytes "
-                             "(application/octet-stream).",
+    "415. Default: common images, audio, video, PDF, plain text, ZIP and unrecognized bytes "
+    "(application/octet-stream).",
     "CHAT_ATTACHMENT_MAX_PIXELS": "Largest image accepted, in pixels (default 50000000): decompression bombs are "
-                                  "refused.",
+    "refused.",
     "CHAT_ATTACHMENT_TTL_S": "Seconds an upload may stay unattached before it is collected (default 86400; scaled "
-                             "by CHAT_TIME_SCALE).",
+    "by CHAT_TIME_SCALE).",
     "CHAT_ATTACHMENT_URL_TTL_S": "Seconds a signed upload or download link stays valid (default 300; scaled by "
-                                 "CHAT_TIME_SCALE).",
+    "CHAT_TIME_SCALE).",
     "CHAT_ATTACHMENT_URL_SECRET": "Key of the mesh's own signed links (filesystem backend), shared by the message "
-                                  "replicas. Unset: derived from CHAT_JWT_SECRET (required without one).",
+    "replicas. Unset: derived from CHAT_JWT_SECRET (required without one).",
     "CHAT_S3_ENDPOINT_URL": "S3-compatible endpoint the message service talks to (unset: AWS S3 of CHAT_S3_REGION).",
     "CHAT_S3_PUBLIC_ENDPOINT_URL": "Endpoint written into presigned URLs, when clients reach the store by another "
-                                   "address than the mesh (default: CHAT_S3_ENDPOINT_URL).",
+    "address than the mesh (default: CHAT_S3_ENDPOINT_URL).",
     "CHAT_S3_BUCKET": "Bucket of the s3 backend (required with it).",
     "CHAT_S3_REGION": "Region of the bucket (default `us-east-1`).",
     "CHAT_S3_ACCESS_KEY_ID": "Access key of the s3 backend (unset: botocore's usual chain, e.g. a pod identity).",
     "CHAT_S3_SECRET_ACCESS_KEY": "Secret key of CHAT_S3_ACCESS_KEY_ID.",
     "CHAT_NOTIFY_DELAY_S": "Seconds a recipient's devices have to acknowledge a message (delivered) before a push "
-                           "notification is recorded for them (default 5; scaled by CHAT_TIME_SCALE).",
+    "notification is recorded for them (default 5; scaled by CHAT_TIME_SCALE).",
     "CHAT_NOTIFY_COLLAPSE_S": "At most one notification per user and conversation in this many seconds: later "
-                              "messages collapse into the next one, with a count (default 30; scaled).",
+    "messages collapse into the next one, with a count (default 30; scaled).",
     "CHAT_NOTIFY_CLAIM_S": "Seconds a streamed notification may stay unacknowledged before it goes to another push "
-                           "worker of its group (default 60; scaled): longer than a worker's retries.",
+    "worker of its group (default 60; scaled): longer than a worker's retries.",
     "CHAT_NOTIFY_INCLUDE_TEXT": "`1` puts the latest message's text (200 characters at most) in notifications; "
-                                "default `0`: conversation, sender and count only.",
+    "default `0`: conversation, sender and count only.",
     "CHAT_PUSH_WEBHOOK_SECRET": "`chatmesh push-worker`: the key of the HMAC-SHA256 signature on every webhook "
-                                "POST (required by the worker).",
+    "POST (required by the worker).",
     "CHAT_CALL_RING_TIMEOUT_S": "Seconds a call rings unanswered before it ends with reason timeout (default 45; "
-                                "scaled by CHAT_TIME_SCALE).",
+    "scaled by CHAT_TIME_SCALE).",
     "CHAT_CALL_MAX_S": "Longest a call's state is kept, ringing or accepted, when nobody hangs it up (a client and "
-                       "its edge both gone): after it the users are no longer busy (default 14400; scaled).",
-    "CHAT_ICE_SERVERS": "STUN/TURN servers handed to clients for calls, as JSON: a list of {\"urls\": string or list, "
-                        "\"username\"?, \"credential\"?} (default `[]`: host candidates only, enough on one network).",
+    "its edge both gone): after it the users are no longer busy (default 14400; scaled).",
+    "CHAT_ICE_SERVERS": 'STUN/TURN servers handed to clients for calls, as JSON: a list of {"urls": string or list, '
+    '"username"?, "credential"?} (default `[]`: host candidates only, enough on one network).',
     "CHAT_TURN_URLS": "Comma-separated `turn:`/`turns:` URLs of a TURN server sharing CHAT_TURN_SECRET; each client "
-                      "gets time-limited credentials for them (the TURN REST API scheme, coturn's use-auth-secret).",
+    "gets time-limited credentials for them (the TURN REST API scheme, coturn's use-auth-secret).",
     "CHAT_TURN_SECRET": "Shared secret of CHAT_TURN_URLS (unset: no TURN credentials are made).",
     "CHAT_TURN_TTL_S": "Seconds TURN credentials stay valid (default 86400).",
 }
 
 # Common media and documents, and application/octet-stream (bytes no magic number names: served only as
 # downloads). Executables, archives other than ZIP and office formats are left out; add them here.
-DEFAULT_ATTACHMENT_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "audio/*", "video/mp4",
-                            "video/webm", "application/pdf", "text/plain", "application/zip",
-                            "application/octet-stream")
+DEFAULT_ATTACHMENT_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "audio/*",
+    "video/mp4",
+    "video/webm",
+    "application/pdf",
+    "text/plain",
+    "application/zip",
+    "application/octet-stream",
+)
 
 
 class ConfigError(RuntimeError):
@@ -325,15 +335,17 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         jwks_url = env.get("CHAT_JWT_JWKS_URL") or None
-        algorithms = tuple(a.strip() for a in _read(env, "CHAT_JWT_ALGORITHMS", str,
-                                                    "RS256" if jwks_url else "HS256").split(","))
+        algorithms = tuple(
+            a.strip() for a in _read(env, "CHAT_JWT_ALGORITHMS", str, "RS256" if jwks_url else "HS256").split(",")
+        )
         if "none" in (a.lower() for a in algorithms):
             raise ConfigError("CHAT_JWT_ALGORITHMS must not include 'none'")
         tls = {key: env.get(key) or None for key in ("CHAT_TLS_CERT_FILE", "CHAT_TLS_KEY_FILE", "CHAT_TLS_CA_FILE")}
         if any(tls.values()) and not all(tls.values()):  # half a TLS setup would silently run plaintext
             missing = next(key for key, value in tls.items() if not value)
-            raise ConfigError(f"{missing} is not set: mTLS needs CHAT_TLS_CERT_FILE, CHAT_TLS_KEY_FILE and "
-                              "CHAT_TLS_CA_FILE together")
+            raise ConfigError(
+                f"{missing} is not set: mTLS needs CHAT_TLS_CERT_FILE, CHAT_TLS_KEY_FILE and CHAT_TLS_CA_FILE together"
+            )
         return cls(
             database_url=_read(env, "CHAT_DATABASE_URL", str, ""),
             redis_url=_read(env, "CHAT_REDIS_URL", str, ""),
@@ -386,8 +398,9 @@ class Settings:
             tls_server_name=env.get("CHAT_TLS_SERVER_NAME") or None,
             health_port=_read(env, "CHAT_HEALTH_PORT", int, 0) or None,
             attachment_backend=_read(env, "CHAT_ATTACHMENT_BACKEND", _backend, "filesystem"),
-            attachment_dir=_read(env, "CHAT_ATTACHMENT_DIR", str,
-                                 os.path.join(env.get("CHAT_DATA_DIR") or ".chatmesh", "attachments")),
+            attachment_dir=_read(
+                env, "CHAT_ATTACHMENT_DIR", str, os.path.join(env.get("CHAT_DATA_DIR") or ".chatmesh", "attachments")
+            ),
             attachment_max_bytes=_read(env, "CHAT_ATTACHMENT_MAX_BYTES", int, 25 * 1024 * 1024),
             attachment_types=_read(env, "CHAT_ATTACHMENT_TYPES", _csv, DEFAULT_ATTACHMENT_TYPES),
             attachment_max_pixels=_read(env, "CHAT_ATTACHMENT_MAX_PIXELS", int, 50_000_000),

@@ -29,21 +29,39 @@ log = logging.getLogger(__name__)
 POOL_TIMEOUT_S = 5.0  # a request waits this long for a connection, then fails (PoolTimeout)
 STATEMENT_TIMEOUT_MS = 10_000  # no request-path statement comes near it; one that does is a stall
 # libpq's connect_timeout (whole seconds), and keepalives that find a dead peer in ~1 min, not ~2 h.
-CONNECT_KWARGS: dict[str, Any] = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30,
-                                  "keepalives_interval": 10, "keepalives_count": 3}
+CONNECT_KWARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
-async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10, name: str = "chatmesh",
-                    timeout_s: float = POOL_TIMEOUT_S,
-                    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> AsyncConnectionPool:
+async def open_pool(
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    name: str = "chatmesh",
+    timeout_s: float = POOL_TIMEOUT_S,
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+) -> AsyncConnectionPool:
     """A pool whose every call is bounded (see the module docstring); opening waits up to 30 s."""
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(statement_timeout_ms),))
 
-    pool = AsyncConnectionPool(url, min_size=min_size, max_size=max_size, open=False, name=name,
-                               timeout=timeout_s, configure=configure,
-                               kwargs={"autocommit": True, **CONNECT_KWARGS})
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name=name,
+        timeout=timeout_s,
+        configure=configure,
+        kwargs={"autocommit": True, **CONNECT_KWARGS},
+    )
     await pool.open(wait=True, timeout=30)
     return pool
 

@@ -37,5 +37,6 @@ def open_channel(target: str, tls: ClientTls | None) -> grpc.aio.Channel:
     interceptors = tracing.client_interceptors() or None
     if tls is None:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    return grpc.aio.secure_channel(target, tls.credentials, options=[*CHANNEL_OPTIONS, *tls.options()],
-                                   interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, tls.credentials, options=[*CHANNEL_OPTIONS, *tls.options()], interceptors=interceptors
+    )

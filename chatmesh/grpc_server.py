@@ -54,13 +54,26 @@ LIVENESS_SERVICE = "liveness"
 
 _S = grpc.StatusCode
 # A downstream service's answer that means the same to our caller: passed through, code and message.
-_PASSED_THROUGH = frozenset({_S.INVALID_ARGUMENT, _S.NOT_FOUND, _S.ALREADY_EXISTS, _S.PERMISSION_DENIED,
-                             _S.FAILED_PRECONDITION, _S.OUT_OF_RANGE, _S.RESOURCE_EXHAUSTED, _S.ABORTED})
+_PASSED_THROUGH = frozenset(
+    {
+        _S.INVALID_ARGUMENT,
+        _S.NOT_FOUND,
+        _S.ALREADY_EXISTS,
+        _S.PERMISSION_DENIED,
+        _S.FAILED_PRECONDITION,
+        _S.OUT_OF_RANGE,
+        _S.RESOURCE_EXHAUSTED,
+        _S.ABORTED,
+    }
+)
 # A downstream outage. CANCELLED reaches us only when the downstream server cancelled our call (it was
 # stopping): our own cancellation arrives as asyncio.CancelledError. Anything else downstream
 # (INTERNAL, UNKNOWN, UNAUTHENTICATED of our service credentials, UNIMPLEMENTED) is a bug here too.
-_DOWNSTREAM_OUTAGES = {_S.UNAVAILABLE: _S.UNAVAILABLE, _S.CANCELLED: _S.UNAVAILABLE,
-                       _S.DEADLINE_EXCEEDED: _S.DEADLINE_EXCEEDED}
+_DOWNSTREAM_OUTAGES = {
+    _S.UNAVAILABLE: _S.UNAVAILABLE,
+    _S.CANCELLED: _S.UNAVAILABLE,
+    _S.DEADLINE_EXCEEDED: _S.DEADLINE_EXCEEDED,
+}
 
 
 def current_identity() -> Identity:
@@ -105,8 +118,11 @@ SERVICE_CALLERS: dict[str, frozenset[str]] = {
 def allow_service_caller(method: str, identity: Identity) -> None:
     """Refuse a service token on an RPC its service is not listed for (SERVICE_CALLERS)."""
     if identity.is_service and identity.service not in SERVICE_CALLERS.get(method, frozenset()):
-        raise ChatError(grpc.StatusCode.PERMISSION_DENIED, "CALLER_NOT_ALLOWED",
-                        f"the service {identity.service!r} may not call {method}")
+        raise ChatError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CALLER_NOT_ALLOWED",
+            f"the service {identity.service!r} may not call {method}",
+        )
 
 
 def outage_error(exc: BaseException) -> ChatError | None:
@@ -118,8 +134,13 @@ def outage_error(exc: BaseException) -> ChatError | None:
     elif is_outage(exc):
         deadline = isinstance(exc, (TimeoutError, psycopg.errors.QueryCanceled))  # statement_timeout too
         status = _S.DEADLINE_EXCEEDED if deadline else _S.UNAVAILABLE
-        what = "the database" if isinstance(exc, psycopg.Error) else \
-            "Redis" if isinstance(exc, redis.exceptions.RedisError) else "a dependency"
+        what = (
+            "the database"
+            if isinstance(exc, psycopg.Error)
+            else "Redis"
+            if isinstance(exc, redis.exceptions.RedisError)
+            else "a dependency"
+        )
     else:
         return None
     if status is None:
@@ -150,15 +171,20 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         scope = _CallScope(self._verifier, metadata, details.method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                scope.wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+                scope.wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+            )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                scope.wrap_stream(cast(_Stream, handler.unary_stream)), handler.request_deserializer,
-                handler.response_serializer)
+                scope.wrap_stream(cast(_Stream, handler.unary_stream)),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                scope.wrap_stream(cast(_Stream, handler.stream_stream)), handler.request_deserializer,
-                handler.response_serializer)
+                scope.wrap_stream(cast(_Stream, handler.stream_stream)),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
         return handler
 
 
@@ -186,10 +212,15 @@ class _CallScope:
         if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_THROUGH:
             return ChatError(exc.code(), error_code_of(exc), exc.details() or exc.code().name)
         if (outage := outage_error(exc)) is not None:
-            cause = (f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError)
-                     else repr(exc))
-            _outage_log.warning(f"{self._method}:{outage.status.name}", "%s answered %s: %s (%s)", self._method,
-                                outage.status.name, outage.message, cause)
+            cause = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
+            _outage_log.warning(
+                f"{self._method}:{outage.status.name}",
+                "%s answered %s: %s (%s)",
+                self._method,
+                outage.status.name,
+                outage.message,
+                cause,
+            )
             return outage
         log.exception("unhandled error in %s", self._method)
         metrics.GRPC_INTERNAL_ERRORS.labels(*metrics.service_of(self._method)).inc()
@@ -278,14 +309,17 @@ async def serve(
     if not verifier.service_callers:  # every gRPC service answers some service: without keys it cannot
         raise ConfigError(f"CHAT_SERVICE_PUBLIC_KEYS is not set: {ENV_VARS['CHAT_SERVICE_PUBLIC_KEYS']}")
     # Tracing's interceptor first (none when off), so the mesh interceptor's work is inside its span.
-    server = grpc.aio.server(interceptors=[*tracing.server_interceptors(), MeshInterceptor(verifier)], options=[
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        # Clients re-resolve (a headless Service's DNS) when a connection ends; ending each one after
-        # a few minutes (GOAWAY: open streams carry on, new calls reconnect) lets round_robin find new pods.
-        ("grpc.max_connection_age_ms", 300_000),
-    ])
+    server = grpc.aio.server(
+        interceptors=[*tracing.server_interceptors(), MeshInterceptor(verifier)],
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # Clients re-resolve (a headless Service's DNS) when a connection ends; ending each one after
+            # a few minutes (GOAWAY: open streams carry on, new calls reconnect) lets round_robin find new pods.
+            ("grpc.max_connection_age_ms", 300_000),
+        ],
+    )
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -296,8 +330,9 @@ async def serve(
     for service_name in ["", *names, LIVENESS_SERVICE]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     metrics_server = metrics.start_metrics_server(listen, metrics_port)
-    watcher = asyncio.create_task(readiness.watch(_readiness_to_health(health_servicer, ["", *names]))) \
-        if readiness else None
+    watcher = (
+        asyncio.create_task(readiness.watch(_readiness_to_health(health_servicer, ["", *names]))) if readiness else None
+    )
     log.info("%s serving on %s (port %d, %s)", name, listen, port, "mTLS" if tls else "plaintext")
     if ready:
         ready(port)
@@ -317,8 +352,9 @@ async def serve(
         metrics_server.close()
 
 
-async def _start_health_only(servicer: health.aio.HealthServicer, listen: str,
-                             port: int | None) -> grpc.aio.Server | None:
+async def _start_health_only(
+    servicer: health.aio.HealthServicer, listen: str, port: int | None
+) -> grpc.aio.Server | None:
     """A plaintext server of the one health servicer (the same statuses), on the listen host."""
     if port is None:
         return None
@@ -331,8 +367,7 @@ async def _start_health_only(servicer: health.aio.HealthServicer, listen: str,
     return server
 
 
-def _readiness_to_health(servicer: health.aio.HealthServicer,
-                         names: list[str]) -> Callable[[bool], Awaitable[None]]:
+def _readiness_to_health(servicer: health.aio.HealthServicer, names: list[str]) -> Callable[[bool], Awaitable[None]]:
     async def on_change(ready: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         for service_name in names:

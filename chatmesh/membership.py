@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 TTL_S = 5.0
 
+
 @dataclass(frozen=True)
 class Membership:
     conversation_id: str
@@ -124,8 +125,13 @@ class _SingleFlight(Generic[T]):
 
 
 class MembershipCache:
-    def __init__(self, stub: conversation_pb2_grpc.ConversationServiceStub, credentials: ServiceCredentials,
-                 versions: MembershipVersions | None = None, ttl_s: float = TTL_S) -> None:
+    def __init__(
+        self,
+        stub: conversation_pb2_grpc.ConversationServiceStub,
+        credentials: ServiceCredentials,
+        versions: MembershipVersions | None = None,
+        ttl_s: float = TTL_S,
+    ) -> None:
         self._stub = stub
         self._credentials = credentials
         self._versions = versions
@@ -157,7 +163,10 @@ class MembershipCache:
         try:
             reply = await self._stub.GetMembership(
                 conversation_pb2.GetMembershipRequest(conversation_id=conversation_id),
-                metadata=self._credentials.metadata(), timeout=5, wait_for_ready=True)
+                metadata=self._credentials.metadata(),
+                timeout=5,
+                wait_for_ready=True,
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                 raise errors.ChatError(exc.code(), errors.error_code_of(exc), exc.details() or "") from None

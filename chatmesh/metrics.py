@@ -25,15 +25,22 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-GRPC_REQUESTS = Counter("chat_grpc_server_requests", "gRPC calls served, by method and status code.",
-                        ["service", "method", "code"])
-GRPC_ERRORS = Counter("chat_grpc_server_errors", "gRPC calls answered with a status other than OK.",
-                      ["service", "method", "code"])
+GRPC_REQUESTS = Counter(
+    "chat_grpc_server_requests", "gRPC calls served, by method and status code.", ["service", "method", "code"]
+)
+GRPC_ERRORS = Counter(
+    "chat_grpc_server_errors", "gRPC calls answered with a status other than OK.", ["service", "method", "code"]
+)
 # INTERNAL means a bug and nothing else (an outage is UNAVAILABLE or DEADLINE_EXCEEDED): alert on any.
-GRPC_INTERNAL_ERRORS = Counter("chat_grpc_internal_errors", "gRPC calls failed by a bug (answered INTERNAL).",
-                               ["service", "method"])
-GRPC_LATENCY = Histogram("chat_grpc_server_request_seconds", "Time to answer a gRPC call (a stream: its whole life).",
-                         ["service", "method"], buckets=LATENCY_BUCKETS)
+GRPC_INTERNAL_ERRORS = Counter(
+    "chat_grpc_internal_errors", "gRPC calls failed by a bug (answered INTERNAL).", ["service", "method"]
+)
+GRPC_LATENCY = Histogram(
+    "chat_grpc_server_request_seconds",
+    "Time to answer a gRPC call (a stream: its whole life).",
+    ["service", "method"],
+    buckets=LATENCY_BUCKETS,
+)
 
 OUTBOX_BACKLOG = Gauge("chat_outbox_backlog", "Outbox rows not yet published to the events stream.", ["schema"])
 

@@ -67,15 +67,18 @@ BACKLOG_SAMPLE_S = 1.0
 _local: dict[str, set[OutboxRelay]] = {}  # relays running in this process, by schema
 
 
-async def enqueue(conn: psycopg.AsyncConnection, schema: str, events: list[common_pb2.Event], *,
-                  notify: bool = True) -> None:
+async def enqueue(
+    conn: psycopg.AsyncConnection, schema: str, events: list[common_pb2.Event], *, notify: bool = True
+) -> None:
     """Add events to the outbox inside the caller's transaction; they publish only if it commits.
 
     With `notify=False` the caller promises to wake the relay after its commit (`wake_after`)."""
     parent = tracing.traceparent()  # None unless a span records
     async with conn.cursor() as cur:
-        await cur.executemany(f'INSERT INTO "{schema}".outbox (payload, traceparent) VALUES (%s, %s)',
-                              [(e.SerializeToString(), parent) for e in events])
+        await cur.executemany(
+            f'INSERT INTO "{schema}".outbox (payload, traceparent) VALUES (%s, %s)',
+            [(e.SerializeToString(), parent) for e in events],
+        )
     if notify:
         await conn.execute(f"NOTIFY {schema}_outbox")
 
@@ -120,8 +123,15 @@ async def wake_after(schema: str) -> AsyncIterator[bool]:
 
 
 class OutboxRelay:
-    def __init__(self, pool: AsyncConnectionPool, url: str, schema: str, redis_client: aioredis.Redis,
-                 stream: str, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        url: str,
+        schema: str,
+        redis_client: aioredis.Redis,
+        stream: str,
+        time_scale: float = 1.0,
+    ) -> None:
         self._pool = pool
         self._url = url
         self._schema = schema
@@ -193,7 +203,8 @@ class OutboxRelay:
             selected = await conn.execute(
                 f'SELECT id, payload, traceparent FROM "{self._schema}".outbox'
                 " WHERE published_at IS NULL AND (SELECT pg_try_advisory_xact_lock(%s)) ORDER BY id LIMIT %s",
-                (self._lock_key, BATCH))
+                (self._lock_key, BATCH),
+            )
             await pipeline.sync()
             row = await locked.fetchone()
             if not row or not row[0]:
@@ -221,8 +232,8 @@ class OutboxRelay:
             # idempotent updates, clients' event ids), as when the relay dies right here.
             await conn.execute("SET LOCAL synchronous_commit = off")
             await conn.execute(
-                f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY(%s)',
-                ([r[0] for r in rows],))
+                f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY(%s)', ([r[0] for r in rows],)
+            )
             return len(rows)
 
     async def _sample_backlog(self) -> None:
@@ -236,7 +247,8 @@ class OutboxRelay:
             async with self._pool.connection(timeout=5) as conn:
                 cur = await conn.execute(
                     f'SELECT count(*) FROM (SELECT 1 FROM "{self._schema}".outbox WHERE published_at IS NULL'
-                    " LIMIT 1000000) AS unpublished")
+                    " LIMIT 1000000) AS unpublished"
+                )
                 row = await cur.fetchone()
             metrics.OUTBOX_BACKLOG.labels(self._schema).set(row[0] if row else 0)
         except (OSError, psycopg.Error) as exc:
@@ -247,8 +259,9 @@ class OutboxRelay:
         outage = OutageLog(log, f"outbox listener for {self._schema}")
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True,
-                                                                 **db.CONNECT_KWARGS) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, **db.CONNECT_KWARGS
+                ) as conn:
                     await conn.execute(f"LISTEN {self._schema}_outbox")
                     outage.recovered()
                     self._wake.set()

@@ -53,8 +53,9 @@ def postgres_check(url: str) -> Check:
 class Readiness:
     """Named dependency checks run every `interval_s`; `ready` is True while all of them pass."""
 
-    def __init__(self, checks: dict[str, Check], *, interval_s: float = INTERVAL_S,
-                 timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, checks: dict[str, Check], *, interval_s: float = INTERVAL_S, timeout_s: float = TIMEOUT_S
+    ) -> None:
         self.checks = checks
         self.interval_s = interval_s
         self.timeout_s = timeout_s
@@ -89,8 +90,9 @@ class Readiness:
             await asyncio.sleep(self.interval_s)
 
 
-def of(*, postgres_url: str | None = None, redis_client: aioredis.Redis | None = None,
-       time_scale: float = 1.0) -> Readiness:
+def of(
+    *, postgres_url: str | None = None, redis_client: aioredis.Redis | None = None, time_scale: float = 1.0
+) -> Readiness:
     """A service's readiness: the stores it names (those on its request path)."""
     checks: dict[str, Check] = {}
     if postgres_url:

@@ -23,22 +23,35 @@ def open_redis(url: str, *, timeout_s: float = COMMAND_TIMEOUT_S) -> aioredis.Re
     (redis-py's default, three retries up to 10 s apart, would hide them for seconds per call). A
     timeout is not retried: a stalled Redis would only double the wait."""
     return aioredis.Redis.from_url(
-        url, decode_responses=False, health_check_interval=30, socket_keepalive=True,
-        socket_timeout=timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S,
-        retry=_one_quick_retry())
+        url,
+        decode_responses=False,
+        health_check_interval=30,
+        socket_keepalive=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=_one_quick_retry(),
+    )
 
 
 def open_pubsub_redis(url: str) -> aioredis.Redis:
     """A client for pub/sub only: its reads wait for the next message however long that takes (a
     read timeout would end an idle subscription), and the health check pings an idle connection."""
     return aioredis.Redis.from_url(
-        url, decode_responses=False, health_check_interval=10, socket_keepalive=True,
-        socket_connect_timeout=CONNECT_TIMEOUT_S, retry=_one_quick_retry())
+        url,
+        decode_responses=False,
+        health_check_interval=10,
+        socket_keepalive=True,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        retry=_one_quick_retry(),
+    )
 
 
 def _one_quick_retry() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.2), retries=1,
-                 supported_errors=(redis.exceptions.ConnectionError,))
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.05, cap=0.2),
+        retries=1,
+        supported_errors=(redis.exceptions.ConnectionError,),
+    )
 
 
 class Keys:

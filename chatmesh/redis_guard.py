@@ -51,8 +51,9 @@ class RedisGuard:
         """Whether the last call that reached Redis succeeded."""
         return not self._outage.down
 
-    async def call(self, op: Callable[[], Awaitable[T]], *, deadline_s: float | None = None,
-                   force: bool = False) -> T | None:
+    async def call(
+        self, op: Callable[[], Awaitable[T]], *, deadline_s: float | None = None, force: bool = False
+    ) -> T | None:
         """`op()`'s result, or None when Redis did not answer in time, failed, or is known to be away
         (the caller fails open). `force` makes the call even then (background work, health probes)."""
         probing = self._outage.down

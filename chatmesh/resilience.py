@@ -23,13 +23,17 @@ from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-BACKGROUND_RESTARTS = Counter("chat_background_restarts", "Background loops that failed and were restarted.",
-                              ["task"])
+BACKGROUND_RESTARTS = Counter("chat_background_restarts", "Background loops that failed and were restarted.", ["task"])
 
 # What an unreachable, restarting, stalled or overloaded dependency raises. Anything else is a bug.
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError,
-    psycopg.OperationalError, psycopg_pool.PoolTimeout, OSError, TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    OSError,
+    TimeoutError,
 )
 
 

@@ -36,4 +36,7 @@ class Role(StrEnum):
 
 
 _PROTO: dict[Role, common_pb2.Role] = {
-    Role.ADMIN: common_pb2.ROLE_ADMIN, Role.MODERATOR: common_pb2.ROLE_MODERATOR, Role.MEMBER: common_pb2.ROLE_MEMBER}
+    Role.ADMIN: common_pb2.ROLE_ADMIN,
+    Role.MODERATOR: common_pb2.ROLE_MODERATOR,
+    Role.MEMBER: common_pb2.ROLE_MEMBER,
+}

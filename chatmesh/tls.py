@@ -40,8 +40,11 @@ def _files(settings: Settings) -> tuple[bytes, bytes, bytes] | None:
     if not settings.tls_cert_file or not settings.tls_key_file or not settings.tls_ca_file:
         return None
     read = {}
-    for key, path in (("CHAT_TLS_CERT_FILE", settings.tls_cert_file), ("CHAT_TLS_KEY_FILE", settings.tls_key_file),
-                      ("CHAT_TLS_CA_FILE", settings.tls_ca_file)):
+    for key, path in (
+        ("CHAT_TLS_CERT_FILE", settings.tls_cert_file),
+        ("CHAT_TLS_KEY_FILE", settings.tls_key_file),
+        ("CHAT_TLS_CA_FILE", settings.tls_ca_file),
+    ):
         try:
             read[key] = Path(path).read_bytes()
         except OSError as exc:
@@ -64,5 +67,7 @@ def client_tls(settings: Settings) -> ClientTls | None:
     if files is None:
         return None
     chain, key, ca = files
-    return ClientTls(grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain),
-                     settings.tls_server_name)
+    return ClientTls(
+        grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain),
+        settings.tls_server_name,
+    )

@@ -45,8 +45,13 @@ if TYPE_CHECKING:
 
 # Calls that get no span: probes, reflection, and streams that live as long as a connection (the
 # edge's event and presence streams, a socket's subscription) or carry bytes (attachment content).
-UNTRACED_METHODS = ("StreamEvents", "SubscribeEvents", "StreamPresenceEvents", "WriteAttachmentContent",
-                    "ReadAttachmentContent")
+UNTRACED_METHODS = (
+    "StreamEvents",
+    "SubscribeEvents",
+    "StreamPresenceEvents",
+    "WriteAttachmentContent",
+    "ReadAttachmentContent",
+)
 UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
 
 _propagator = TraceContextTextMapPropagator()
@@ -80,8 +85,10 @@ def new_provider(service: str) -> TracerProvider:
     from opentelemetry.sdk.trace import TracerProvider
 
     ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG") or 1.0)
-    return TracerProvider(resource=Resource.create({"service.name": service, "service.namespace": "chatmesh"}),
-                          sampler=ParentBased(root=_RequestsOnly(TraceIdRatioBased(ratio))))
+    return TracerProvider(
+        resource=Resource.create({"service.name": service, "service.namespace": "chatmesh"}),
+        sampler=ParentBased(root=_RequestsOnly(TraceIdRatioBased(ratio))),
+    )
 
 
 def use(provider: TracerProvider | None) -> None:
@@ -102,18 +109,24 @@ def _exporters() -> list[SpanExporter]:
     exporters: list[SpanExporter] = []
     for name in chosen:
         if name == "otlp":
-            protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+            protocol = (
+                os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "grpc"
+            )
             if protocol == "grpc":
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
                 exporters.append(OTLPSpanExporter())
             elif protocol == "http/protobuf":
                 from opentelemetry.exporter.otlp.proto.http import trace_exporter as http
+
                 exporters.append(http.OTLPSpanExporter())
             else:
                 raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: expected grpc or http/protobuf")
         elif name == "console":
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
             exporters.append(ConsoleSpanExporter())
         elif name != "none":
             raise ValueError(f"OTEL_TRACES_EXPORTER={name!r}: expected otlp, console or none")
@@ -127,8 +140,16 @@ class _RequestsOnly(Sampler):
     def __init__(self, ratio: Sampler) -> None:
         self._ratio = ratio
 
-    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: SpanKind | None = None,
-                      attributes: Any = None, links: Any = None, trace_state: Any = None) -> SamplingResult:
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
         if kind is not SpanKind.SERVER:
             return SamplingResult(Decision.DROP)
         return self._ratio.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -143,8 +164,13 @@ class _RequestsOnly(Sampler):
 def _traced_call() -> Callable[[Any], bool]:
     from opentelemetry.instrumentation.grpc import filters
 
-    return filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"),
-                                         *(filters.method_name(m) for m in UNTRACED_METHODS)))
+    return filters.negate(
+        filters.any_of(
+            filters.health_check(),
+            filters.service_prefix("grpc.reflection"),
+            *(filters.method_name(m) for m in UNTRACED_METHODS),
+        )
+    )
 
 
 def server_interceptors() -> list[Any]:
@@ -164,8 +190,12 @@ def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors(tracer_provider=_provider,  # type: ignore[no-untyped-call]
-                                        filter_=_traced_call()))
+    return list(
+        aio_client_interceptors(
+            tracer_provider=_provider,  # type: ignore[no-untyped-call]
+            filter_=_traced_call(),
+        )
+    )
 
 
 # The edge
@@ -191,9 +221,13 @@ class _HttpTracing:
             route = route_of(scope["method"], scope["path"])
             return f"{scope['method']} {route}", {"http.route": route}
 
-        self._traced = OpenTelemetryMiddleware(app, excluded_urls=",".join(UNTRACED_PATHS),
-                                               default_span_details=details, tracer_provider=provider,
-                                               exclude_spans=["receive", "send"])
+        self._traced = OpenTelemetryMiddleware(
+            app,
+            excluded_urls=",".join(UNTRACED_PATHS),
+            default_span_details=details,
+            tracer_provider=provider,
+            exclude_spans=["receive", "send"],
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -226,8 +260,9 @@ def traceparent() -> str | None:
     return _format(span)
 
 
-def continue_trace(name: str, parent: str | bytes, kind: SpanKind = SpanKind.INTERNAL,
-                   attributes: dict[str, Any] | None = None) -> Span:
+def continue_trace(
+    name: str, parent: str | bytes, kind: SpanKind = SpanKind.INTERNAL, attributes: dict[str, Any] | None = None
+) -> Span:
     """A started span continuing the trace an event carried (`parent`, a traceparent); the caller ends
     it. With tracing off in this process it is the parent itself, not recording, so whatever this hop
     passes on (`traceparent_of`) still continues the same trace."""

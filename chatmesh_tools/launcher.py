@@ -71,17 +71,23 @@ class Mesh:
     def keyring(self) -> Path:
         """The development key pairs (CHAT_SERVICE_KEYRING, or `service-keys` beside the logs): meshes
         that share an environment share them, so their services accept each other's calls."""
-        return Path(self.env.get("CHAT_SERVICE_KEYRING") or os.environ.get("CHAT_SERVICE_KEYRING")
-                    or self.log_dir.parent / "service-keys")
+        return Path(
+            self.env.get("CHAT_SERVICE_KEYRING")
+            or os.environ.get("CHAT_SERVICE_KEYRING")
+            or self.log_dir.parent / "service-keys"
+        )
 
     def service_env(self, name: str) -> dict[str, str]:
         """Each process gets its own service key only; the edge, which answers no service, no public keys."""
         kind = kind_of(name)
-        env = {**os.environ, **self.env,
-               "CHAT_CONVERSATION_TARGET": self._target("conversation"),
-               "CHAT_MESSAGE_TARGET": self._target("message"),
-               "CHAT_PRESENCE_TARGET": self._target("presence"),
-               **keyring_env(ensure_keyring(self.keyring, IDENTITIES), kind, verifies=kind != "edge")}
+        env = {
+            **os.environ,
+            **self.env,
+            "CHAT_CONVERSATION_TARGET": self._target("conversation"),
+            "CHAT_MESSAGE_TARGET": self._target("message"),
+            "CHAT_PRESENCE_TARGET": self._target("presence"),
+            **keyring_env(ensure_keyring(self.keyring, IDENTITIES), kind, verifies=kind != "edge"),
+        }
         if kind == "edge":
             env.pop("CHAT_SERVICE_PUBLIC_KEYS", None)
             env["CHAT_EDGE_PORT"] = str(self.ports[name])
@@ -110,8 +116,12 @@ class Mesh:
     def spawn(self, name: str) -> None:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{kind_of(name)}"], env=self.service_env(name),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", f"services.{kind_of(name)}"],
+                env=self.service_env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self, name: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -119,8 +129,10 @@ class Mesh:
         while time.monotonic() < deadline:
             process = self.processes[name]
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}\n"
-                                   + (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"{name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}\n"
+                    + (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                )
             if self._healthy(name, tls):
                 return
             time.sleep(0.1)
@@ -134,8 +146,11 @@ class Mesh:
             except OSError:
                 return False
         target = f"127.0.0.1:{self.ports[name]}"
-        with (grpc.secure_channel(target, tls.credentials, options=tls.options()) if tls
-              else grpc.insecure_channel(target)) as channel:
+        with (
+            grpc.secure_channel(target, tls.credentials, options=tls.options())
+            if tls
+            else grpc.insecure_channel(target)
+        ) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
             except grpc.RpcError:

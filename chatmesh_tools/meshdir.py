@@ -88,10 +88,13 @@ def existing_secret(folder: Path) -> str:
         return (folder / SECRET_FILE).read_text().strip()
     except FileNotFoundError:
         if (folder / MESH_FILE).exists():
-            raise NoMesh(f"the mesh in {folder} signs with the CHAT_JWT_SECRET it was started with; "
-                         "set that variable here too") from None
-        raise NoMesh(f"{folder} holds no mesh (no {SECRET_FILE}): start one with `chatmesh up --data-dir {folder}`"
-                     " or pass the --data-dir it uses") from None
+            raise NoMesh(
+                f"the mesh in {folder} signs with the CHAT_JWT_SECRET it was started with; set that variable here too"
+            ) from None
+        raise NoMesh(
+            f"{folder} holds no mesh (no {SECRET_FILE}): start one with `chatmesh up --data-dir {folder}`"
+            " or pass the --data-dir it uses"
+        ) from None
 
 
 def tool_env(folder: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -100,8 +103,11 @@ def tool_env(folder: Path, environ: Mapping[str, str] | None = None) -> dict[str
     env = dict(os.environ if environ is None else environ)
     info = read(folder)
     if info is not None:
-        for key, value in (("CHAT_DATABASE_URL", info.database_url), ("CHAT_REDIS_URL", info.redis_url),
-                           ("CHAT_REDIS_PREFIX", info.redis_prefix)):
+        for key, value in (
+            ("CHAT_DATABASE_URL", info.database_url),
+            ("CHAT_REDIS_URL", info.redis_url),
+            ("CHAT_REDIS_PREFIX", info.redis_prefix),
+        ):
             if value and not env.get(key):
                 env[key] = value
     return env
@@ -115,12 +121,15 @@ def service_env(folder: Path, service: str) -> dict[str, str]:
     if info is None:
         raise NoMesh(f"no mesh runs in {folder} to join (`chatmesh up` writes {MESH_FILE} there while it runs)")
     env = tool_env(folder)
-    found = {"CHAT_JWT_SECRET": existing_secret(folder) if not env.get("CHAT_JWT_SECRET") else "",
-             **keyring_env(keyring(folder), service, verifies=service != "edge"),
-             **{f"CHAT_{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in info.ports.items()
-                if name != "edge"}}
-    return {**{key: value for key, value in found.items() if value and not env.get(key)},
-            **{key: env[key] for key in ("CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_REDIS_PREFIX") if key in env}}
+    found = {
+        "CHAT_JWT_SECRET": existing_secret(folder) if not env.get("CHAT_JWT_SECRET") else "",
+        **keyring_env(keyring(folder), service, verifies=service != "edge"),
+        **{f"CHAT_{name.upper()}_TARGET": f"127.0.0.1:{port}" for name, port in info.ports.items() if name != "edge"},
+    }
+    return {
+        **{key: value for key, value in found.items() if value and not env.get(key)},
+        **{key: env[key] for key in ("CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_REDIS_PREFIX") if key in env},
+    }
 
 
 def keyring(folder: Path) -> Path:

@@ -82,22 +82,34 @@ class WorkerOptions:
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
 
     @classmethod
-    def of(cls, settings: Settings, webhook: str, *, group: str, consumer: str | None, concurrency: int,
-           timeout_s: float) -> WorkerOptions:
+    def of(
+        cls, settings: Settings, webhook: str, *, group: str, consumer: str | None, concurrency: int, timeout_s: float
+    ) -> WorkerOptions:
         if not settings.push_webhook_secret:
             raise ConfigError("CHAT_PUSH_WEBHOOK_SECRET is not set: the key the worker signs each POST with")
         if not webhook.startswith(("http://", "https://")):
             raise ConfigError(f"--webhook {webhook!r} is not an http(s) URL")
         if concurrency < 1 or timeout_s <= 0:
             raise ConfigError("--concurrency and --timeout must be positive")
-        return cls(webhook, settings.push_webhook_secret.encode(), group,
-                   consumer or f"{socket.gethostname()}-{os.getpid()}", concurrency, timeout_s,
-                   tuple(d * settings.time_scale for d in RETRY_DELAYS_S))
+        return cls(
+            webhook,
+            settings.push_webhook_secret.encode(),
+            group,
+            consumer or f"{socket.gethostname()}-{os.getpid()}",
+            concurrency,
+            timeout_s,
+            tuple(d * settings.time_scale for d in RETRY_DELAYS_S),
+        )
 
 
 class PushWorker:
-    def __init__(self, stub: notification_pb2_grpc.NotificationServiceStub, credentials: ServiceCredentials,
-                 options: WorkerOptions, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        stub: notification_pb2_grpc.NotificationServiceStub,
+        credentials: ServiceCredentials,
+        options: WorkerOptions,
+        http: httpx.AsyncClient,
+    ) -> None:
         self._stub = stub
         self._credentials = credentials
         self._options = options
@@ -116,12 +128,14 @@ class PushWorker:
     async def _read_forever(self) -> None:
         outage = OutageLog(log, "push worker: notification stream")
         backoff = Backoff(0.1, 5.0)
-        request = pb.StreamNotificationsRequest(group=self._options.group, consumer=self._options.consumer,
-                                                max_in_flight=self._options.concurrency)
+        request = pb.StreamNotificationsRequest(
+            group=self._options.group, consumer=self._options.consumer, max_in_flight=self._options.concurrency
+        )
         while True:
             try:
-                async for response in self._stub.StreamNotifications(request, metadata=self._credentials.metadata(),
-                                                                     wait_for_ready=True):
+                async for response in self._stub.StreamNotifications(
+                    request, metadata=self._credentials.metadata(), wait_for_ready=True
+                ):
                     outage.recovered()
                     backoff.reset()
                     for note in response.notifications:
@@ -131,8 +145,11 @@ class PushWorker:
                         task = asyncio.create_task(self._deliver(note))
                         self._active[note.notification_id] = task
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-                                  grpc.StatusCode.INVALID_ARGUMENT):
+                if exc.code() in (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
                     log.error("push worker refused by the mesh: %s %s", exc.code().name, exc.details())
                 outage.failed(exc)
             await backoff.sleep()
@@ -142,31 +159,47 @@ class PushWorker:
         try:
             failure = await self._post(note)
             if failure is None:
-                await self._settle(lambda: self._stub.AckNotifications(
-                    pb.AckNotificationsRequest(group=group, notification_ids=ids),
-                    metadata=self._credentials.metadata(), timeout=CALL_TIMEOUT_S, wait_for_ready=True))
+                await self._settle(
+                    lambda: self._stub.AckNotifications(
+                        pb.AckNotificationsRequest(group=group, notification_ids=ids),
+                        metadata=self._credentials.metadata(),
+                        timeout=CALL_TIMEOUT_S,
+                        wait_for_ready=True,
+                    )
+                )
             else:
                 log.warning("notification %s dead-lettered: %s", note.notification_id, failure)
-                await self._settle(lambda: self._stub.DeadLetterNotifications(
-                    pb.DeadLetterNotificationsRequest(group=group, notification_ids=ids, reason=failure),
-                    metadata=self._credentials.metadata(), timeout=CALL_TIMEOUT_S, wait_for_ready=True))
+                await self._settle(
+                    lambda: self._stub.DeadLetterNotifications(
+                        pb.DeadLetterNotificationsRequest(group=group, notification_ids=ids, reason=failure),
+                        metadata=self._credentials.metadata(),
+                        timeout=CALL_TIMEOUT_S,
+                        wait_for_ready=True,
+                    )
+                )
         finally:
             self._active.pop(note.notification_id, None)
             self._slots.release()
 
     async def _post(self, note: pb.Notification) -> str | None:
         """None once the webhook took it; otherwise why it was given up on."""
-        body = json.dumps(json_format.MessageToDict(note, preserving_proto_field_name=True),
-                          separators=(",", ":")).encode()
+        body = json.dumps(
+            json_format.MessageToDict(note, preserving_proto_field_name=True), separators=(",", ":")
+        ).encode()
         reason = ""
         for attempt in range(len(self._options.retry_delays_s) + 1):
             if attempt:
                 await asyncio.sleep(self._options.retry_delays_s[attempt - 1])
-            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._options.secret, body),
-                       "X-Chatmesh-Notification-Id": note.notification_id, "X-Chatmesh-Attempt": str(attempt + 1)}
+            headers = {
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(self._options.secret, body),
+                "X-Chatmesh-Notification-Id": note.notification_id,
+                "X-Chatmesh-Attempt": str(attempt + 1),
+            }
             try:
-                reply = await self._http.post(self._options.webhook, content=body, headers=headers,
-                                              timeout=self._options.timeout_s)
+                reply = await self._http.post(
+                    self._options.webhook, content=body, headers=headers, timeout=self._options.timeout_s
+                )
             except httpx.TimeoutException:
                 reason = f"timed out after {self._options.timeout_s:g} s"
                 continue
@@ -199,10 +232,16 @@ async def main(settings: Settings, options: WorkerOptions, stopping: asyncio.Eve
     channel = open_channel(settings.message_target, client_tls(settings))
     limits = httpx.Limits(max_connections=options.concurrency, max_keepalive_connections=options.concurrency)
     async with httpx.AsyncClient(limits=limits) as http:
-        worker = PushWorker(notification_pb2_grpc.NotificationServiceStub(channel),
-                            ServiceCredentials(settings, "push"), options, http)
-        log.info("push worker %s of group %s: %s -> %s", options.consumer, options.group, settings.message_target,
-                 options.webhook)
+        worker = PushWorker(
+            notification_pb2_grpc.NotificationServiceStub(channel), ServiceCredentials(settings, "push"), options, http
+        )
+        log.info(
+            "push worker %s of group %s: %s -> %s",
+            options.consumer,
+            options.group,
+            settings.message_target,
+            options.webhook,
+        )
         try:
             await worker.run(stopping)
         finally:

@@ -51,8 +51,9 @@ def _health(name: str, port: int, tls: ClientTls | None) -> str:
         except OSError:
             return "unreachable"
     target = f"127.0.0.1:{port}"
-    with (grpc.secure_channel(target, tls.credentials, options=tls.options()) if tls
-          else grpc.insecure_channel(target)) as channel:
+    with (
+        grpc.secure_channel(target, tls.credentials, options=tls.options()) if tls else grpc.insecure_channel(target)
+    ) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
         except grpc.RpcError as exc:
@@ -68,16 +69,20 @@ async def _outbox(database_url: str) -> dict[str, int | str]:
                 schema = importlib.import_module(f"services.{owner}.store").SCHEMA
                 try:
                     # Capped as the relay's gauge is (chatmesh/outbox.py): a huge backlog is counted fast.
-                    cur = await conn.execute(f'SELECT count(*) FROM (SELECT 1 FROM "{schema}".outbox'
-                                             " WHERE published_at IS NULL LIMIT 1000000) AS unpublished")
+                    cur = await conn.execute(
+                        f'SELECT count(*) FROM (SELECT 1 FROM "{schema}".outbox'
+                        " WHERE published_at IS NULL LIMIT 1000000) AS unpublished"
+                    )
                     row = await cur.fetchone()
                     backlog[schema] = int(row[0]) if row else 0
                 except psycopg.errors.UndefinedTable:
                     await conn.rollback()
                     backlog[schema] = "not migrated"
     except (OSError, psycopg.Error) as exc:
-        return {owner: f"unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                for owner in SCHEMA_OWNERS}
+        return {
+            owner: f"unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            for owner in SCHEMA_OWNERS
+        }
     return backlog
 
 
@@ -113,11 +118,14 @@ def render(info: MeshInfo, report: Report) -> str:
     for name, port in info.ports.items():
         where = f"http://127.0.0.1:{port}" if kind_of(name) == "edge" else f"127.0.0.1:{port}"
         metrics = info.metrics_ports.get(name)
-        lines.append(f"{name:<{width}}  {report.health[name]:<11}  {where}"
-                     + (f"  metrics http://127.0.0.1:{metrics}/metrics" if metrics else ""))
+        lines.append(
+            f"{name:<{width}}  {report.health[name]:<11}  {where}"
+            + (f"  metrics http://127.0.0.1:{metrics}/metrics" if metrics else "")
+        )
     lines.append("outbox backlog: " + ", ".join(f"{schema} {count}" for schema, count in report.outbox.items()))
     lines.append(f"fan-out pending: {report.fanout_pending}")
-    lines.append(f"dead letters: {report.dead_letters}"
-                 + ("  (chatmesh dead-letter list)" if isinstance(report.dead_letters, int) and report.dead_letters
-                    else ""))
+    lines.append(
+        f"dead letters: {report.dead_letters}"
+        + ("  (chatmesh dead-letter list)" if isinstance(report.dead_letters, int) and report.dead_letters else "")
+    )
     return "\n".join(lines)

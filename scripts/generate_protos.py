@@ -55,8 +55,9 @@ def generate(into: Path) -> None:
     descriptors = descriptor_pb2.FileDescriptorSet.FromString((into / "descriptors.binpb").read_bytes())
     (into / "descriptors.binpb").unlink()
     comments = {name: text for file in descriptors.file for name, text in _leading_comments(file)}
-    (into / "chat" / "v1" / COMMENTS).write_text(json.dumps(dict(sorted(comments.items())), indent=1,
-                                                            ensure_ascii=False) + "\n")
+    (into / "chat" / "v1" / COMMENTS).write_text(
+        json.dumps(dict(sorted(comments.items())), indent=1, ensure_ascii=False) + "\n"
+    )
     for path in (into / "chat" / "v1").iterdir():
         if path.suffix in {".py", ".pyi"}:
             path.write_text(_IMPORT.sub("from chatmesh.gen.chat.v1 import ", path.read_text()))
@@ -102,8 +103,11 @@ def _leading_comments(file: descriptor_pb2.FileDescriptorProto) -> list[tuple[st
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*")
-            if p.suffix in {".py", ".pyi"} or p.name == COMMENTS}
+    return {
+        str(p.relative_to(folder)): p.read_text()
+        for p in folder.rglob("*")
+        if p.suffix in {".py", ".pyi"} or p.name == COMMENTS
+    }
 
 
 def main() -> int:

@@ -37,7 +37,7 @@ from chatmesh.config import Settings
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import SERVICES, Mesh
 
-BIG = "\U0001F600" * 3990  # ~16 KB of UTF-8
+BIG = "\U0001f600" * 3990  # ~16 KB of UTF-8
 
 
 def rss_mib(pid: int) -> float:
@@ -121,8 +121,11 @@ async def attack(mesh: Mesh, settings: Settings, sockets: int, messages: int, ra
     await http.put("/api/users/me", json={}, headers={"Authorization": f"Bearer {bob_token}"})
     conversations = []
     for sender in senders:
-        reply = await http.post("/api/conversations/direct", json={"user_id": bob},
-                                headers={"Authorization": f"Bearer {sign(settings, sender)}"})
+        reply = await http.post(
+            "/api/conversations/direct",
+            json={"user_id": bob},
+            headers={"Authorization": f"Bearer {sign(settings, sender)}"},
+        )
         conversations.append(reply.json()["conversation"]["conversation_id"])
     CONV.append(conversations[0])
     readers = [await SlowReader.open(mesh.ports["edge"], bob_token) for _ in range(sockets)]
@@ -138,30 +141,40 @@ async def attack(mesh: Mesh, settings: Settings, sockets: int, messages: int, ra
             await asyncio.sleep(0.05)
 
     async def send(sender: str, conversation_id: str, n: int) -> None:
-        reply = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": f"{n} {BIG}"},
-                                headers={"Authorization": f"Bearer {sign(settings, sender)}"})
+        reply = await http.post(
+            "/api/messages",
+            json={"conversation_id": conversation_id, "content": f"{n} {BIG}"},
+            headers={"Authorization": f"Bearer {sign(settings, sender)}"},
+        )
         reply.raise_for_status()
 
     sampler = asyncio.create_task(sample())
     reading = [asyncio.create_task(r.read(rate, seconds)) for r in readers]
     for start in range(0, messages // 2, 10):
-        await asyncio.gather(*(send(s, c, n) for s, c in zip(senders, conversations, strict=True)
-                               for n in range(start, start + 10)))
+        await asyncio.gather(
+            *(send(s, c, n) for s, c in zip(senders, conversations, strict=True) for n in range(start, start + 10))
+        )
     sent_after = time.monotonic() - started
     await asyncio.gather(*reading)
     sampler.cancel()
     after = rss_mib(pid)
-    print(f"sent {messages} x 16 KB in {sent_after:.1f} s; edge RSS before {before:.0f} MiB, peak {peak:.0f} MiB "
-          f"(+{peak - before:.0f}), after {seconds:.0f} s {after:.0f} MiB")
+    print(
+        f"sent {messages} x 16 KB in {sent_after:.1f} s; edge RSS before {before:.0f} MiB, peak {peak:.0f} MiB "
+        f"(+{peak - before:.0f}), after {seconds:.0f} s {after:.0f} MiB"
+    )
     slowly = [len(r.seqs) for r in readers]
     await asyncio.gather(*(r.read(100 << 20, 60) for r in readers))  # the rest at full speed, to its close frame
     for i, r in enumerate(readers):
         print(f"socket {i}: {slowly[i]} messages read slowly, then close code {r.code} after {len(r.seqs)}")
-    closes = [json.loads(line) for line in (mesh.log_dir / "edge.log").read_text().splitlines()
-              if "closing a slow WebSocket" in line]
+    closes = [
+        json.loads(line)
+        for line in (mesh.log_dir / "edge.log").read_text().splitlines()
+        if "closing a slow WebSocket" in line
+    ]
     if closes:
-        first, last = (datetime.fromisoformat(c["ts"].replace("Z", "+00:00")).timestamp() - wall for c in
-                       (closes[0], closes[-1]))
+        first, last = (
+            datetime.fromisoformat(c["ts"].replace("Z", "+00:00")).timestamp() - wall for c in (closes[0], closes[-1])
+        )
         print(f"the edge closed {len(closes)} sockets as too slow, {first:.1f} to {last:.1f} s after the first send")
     for line in (mesh.log_dir / "edge.log").read_text().splitlines():
         if "services.edge.backlog" in line:
@@ -185,11 +198,14 @@ def main() -> None:
     with psycopg.connect(postgres, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     with tempfile.TemporaryDirectory(prefix="chatmesh-attack-") as tmp:
-        env = {"CHAT_DATABASE_URL": urlunsplit(urlsplit(postgres)._replace(path=f"/{name}")),
-               "CHAT_REDIS_URL": os.environ["CHAT_TEST_REDIS_URL"],
-               "CHAT_REDIS_PREFIX": f"attack-{secrets.token_hex(4)}",
-               "CHAT_JWT_SECRET": secrets.token_urlsafe(32), "CHAT_LOG_LEVEL": "INFO",
-               "CHAT_SERVICE_KEYRING": str(Path(tmp) / "keys")}
+        env = {
+            "CHAT_DATABASE_URL": urlunsplit(urlsplit(postgres)._replace(path=f"/{name}")),
+            "CHAT_REDIS_URL": os.environ["CHAT_TEST_REDIS_URL"],
+            "CHAT_REDIS_PREFIX": f"attack-{secrets.token_hex(4)}",
+            "CHAT_JWT_SECRET": secrets.token_urlsafe(32),
+            "CHAT_LOG_LEVEL": "INFO",
+            "CHAT_SERVICE_KEYRING": str(Path(tmp) / "keys"),
+        }
         mesh = Mesh(env=env, ports={s: free_port() for s in SERVICES}, log_dir=Path(tmp) / "logs")
         mesh.start()
         try:

@@ -42,8 +42,9 @@ if ! command -v kubectl >/dev/null && ! command -v kustomize >/dev/null; then
 fi
 
 # Lint and types first (configured in pyproject.toml).
-step "ruff and mypy (lint and types; a finding fails the run before any test starts)"
+step "ruff (lint, format) and mypy (types): a finding fails the run before any test starts"
 python -m ruff check .
+python -m ruff format --check .
 python -m mypy
 
 step "running pytest (about 8-10 minutes on 2 cores; a dot per test)"

@@ -31,8 +31,11 @@ def sunset(width: int = 640, height: int = 360) -> bytes:
     image = Image.new("RGB", (width, height))
     for y in range(height):
         t = y / height
-        colour = (int(40 + 215 * t), int(60 + 90 * t), int(140 - 60 * t)) if y < height * 0.65 else (
-            int(20 + 30 * t), int(60 + 40 * t), int(110 + 40 * t))
+        colour = (
+            (int(40 + 215 * t), int(60 + 90 * t), int(140 - 60 * t))
+            if y < height * 0.65
+            else (int(20 + 30 * t), int(60 + 40 * t), int(110 + 40 * t))
+        )
         for x in range(width):
             image.putpixel((x, y), colour)
     sun = Image.new("RGB", (width // 6, width // 6), (255, 214, 90))
@@ -72,8 +75,10 @@ def _uint(element_id: bytes, value: int) -> bytes:
 def webm(*, blocks_ms: list[int], stated_duration_ms: float | None = None, video: bool = False) -> bytes:
     """A small WebM as a browser's MediaRecorder writes it: unknown-size Segment and Clusters, one
     Opus track (plus a video track when asked), and no Duration unless `stated_duration_ms`."""
-    header = _element(b"\x1a\x45\xdf\xa3", _uint(b"\x42\x86", 1) + _element(b"\x42\x82", b"webm")
-                      + _uint(b"\x42\x87", 4) + _uint(b"\x42\x85", 2))
+    header = _element(
+        b"\x1a\x45\xdf\xa3",
+        _uint(b"\x42\x86", 1) + _element(b"\x42\x82", b"webm") + _uint(b"\x42\x87", 4) + _uint(b"\x42\x85", 2),
+    )
     info = _uint(b"\x2a\xd7\xb1", 1_000_000)
     if stated_duration_ms is not None:
         info += _element(b"\x44\x89", struct.pack(">d", stated_duration_ms))
@@ -88,24 +93,45 @@ def webm(*, blocks_ms: list[int], stated_duration_ms: float | None = None, video
     return header + _element(b"\x18\x53\x80\x67", None) + body
 
 
-async def create_upload(http: httpx.AsyncClient, token: str, conversation_id: str, size: int,
-                        filename: str = "file.bin", content_type: str = "") -> httpx.Response:
-    return await http.post("/api/attachments", headers=bearer(token), json={
-        "conversation_id": conversation_id, "filename": filename, "size_bytes": str(size),
-        "content_type": content_type})
+async def create_upload(
+    http: httpx.AsyncClient,
+    token: str,
+    conversation_id: str,
+    size: int,
+    filename: str = "file.bin",
+    content_type: str = "",
+) -> httpx.Response:
+    return await http.post(
+        "/api/attachments",
+        headers=bearer(token),
+        json={
+            "conversation_id": conversation_id,
+            "filename": filename,
+            "size_bytes": str(size),
+            "content_type": content_type,
+        },
+    )
 
 
-async def upload(http: httpx.AsyncClient, token: str, conversation_id: str, data: bytes,
-                 filename: str = "file.bin", content_type: str = "") -> dict[str, Any]:
+async def upload(
+    http: httpx.AsyncClient,
+    token: str,
+    conversation_id: str,
+    data: bytes,
+    filename: str = "file.bin",
+    content_type: str = "",
+) -> dict[str, Any]:
     """Create, send the bytes, complete: the ready attachment."""
     created = await create_upload(http, token, conversation_id, len(data), filename, content_type)
     assert created.status_code == 200, created.text
     target = created.json()
-    sent = await http.request(target["upload_method"], target["upload_url"], content=data,
-                              headers=target["upload_headers"])
+    sent = await http.request(
+        target["upload_method"], target["upload_url"], content=data, headers=target["upload_headers"]
+    )
     assert sent.status_code == 200, sent.text
-    completed = await http.post(f"/api/attachments/{target['attachment']['attachment_id']}:complete",
-                                headers=bearer(token), json={})
+    completed = await http.post(
+        f"/api/attachments/{target['attachment']['attachment_id']}:complete", headers=bearer(token), json={}
+    )
     assert completed.status_code == 200, completed.text
     return dict(completed.json()["attachment"])
 
@@ -114,8 +140,9 @@ async def get_attachment(http: httpx.AsyncClient, token: str, attachment_id: str
     return await http.get(f"/api/attachments/{attachment_id}", headers=bearer(token))
 
 
-async def raw_request(edge_url: str, head: str, body_parts: list[bytes], *, close_after: bool = False,
-                      timeout: float = 10) -> bytes:
+async def raw_request(
+    edge_url: str, head: str, body_parts: list[bytes], *, close_after: bool = False, timeout: float = 10
+) -> bytes:
     """Send a request by hand (head without the final blank line) and read what comes back; with
     `close_after` the connection is dropped after the body parts, answered or not."""
     url = urlsplit(edge_url)

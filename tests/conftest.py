@@ -96,8 +96,12 @@ def isolated_env(mesh_env: dict[str, str], make_database: Callable[[], str]) -> 
     consumer groups never see another mesh's events (meshes sharing a database share an outbox)."""
 
     def make(**overrides: str) -> dict[str, str]:
-        return {**mesh_env, "CHAT_DATABASE_URL": make_database(),
-                "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}", **overrides}
+        return {
+            **mesh_env,
+            "CHAT_DATABASE_URL": make_database(),
+            "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}",
+            **overrides,
+        }
 
     return make
 

@@ -31,10 +31,10 @@ async def direct_conversation(http: httpx.AsyncClient, token: str, other: str) -
     return str(reply.json()["conversation"]["conversation_id"])
 
 
-async def send(http: httpx.AsyncClient, token: str, conversation_id: str, content: str,
-               **extra: Any) -> dict[str, Any]:
-    reply = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": content, **extra},
-                            headers=bearer(token))
+async def send(http: httpx.AsyncClient, token: str, conversation_id: str, content: str, **extra: Any) -> dict[str, Any]:
+    reply = await http.post(
+        "/api/messages", json={"conversation_id": conversation_id, "content": content, **extra}, headers=bearer(token)
+    )
     assert reply.status_code == 200, reply.text
     return dict(reply.json()["message"])
 

@@ -40,10 +40,17 @@ WEBHOOK_SECRET = secrets.token_hex(16)
 @pytest.fixture(scope="session")
 def notify_mesh(mesh_env: dict[str, str], make_database: Callable[[], str], workdir: Path) -> Iterator[Mesh]:
     """A mesh of its own (database and Redis prefix), so its notifications are only these tests'."""
-    env = {**mesh_env, "CHAT_DATABASE_URL": make_database(), "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}",
-           **NOTIFY_ENV}
-    mesh = Mesh(env=env, ports={name: free_port() for name in ("conversation", "message", "presence", "edge")},
-                log_dir=workdir / "notify-logs")
+    env = {
+        **mesh_env,
+        "CHAT_DATABASE_URL": make_database(),
+        "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}",
+        **NOTIFY_ENV,
+    }
+    mesh = Mesh(
+        env=env,
+        ports={name: free_port() for name in ("conversation", "message", "presence", "edge")},
+        log_dir=workdir / "notify-logs",
+    )
     mesh.start()
     yield mesh
     mesh.stop()
@@ -71,8 +78,16 @@ def new_group(mesh: Mesh) -> str:
 class Consumer:
     """A push worker's view of StreamNotifications, in the test: what arrives, by user."""
 
-    def __init__(self, mesh: Mesh, metadata: tuple[tuple[str, str], ...], group: str, consumer: str = "",
-                 *, ack: bool = True, max_in_flight: int = 0) -> None:
+    def __init__(
+        self,
+        mesh: Mesh,
+        metadata: tuple[tuple[str, str], ...],
+        group: str,
+        consumer: str = "",
+        *,
+        ack: bool = True,
+        max_in_flight: int = 0,
+    ) -> None:
         self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['message']}")
         self.stub = notification_pb2_grpc.NotificationServiceStub(self._channel)
         self.metadata = metadata
@@ -88,8 +103,11 @@ class Consumer:
             for note in response.notifications:
                 self.received.append(note)
                 if self._ack:
-                    await self.stub.AckNotifications(pb.AckNotificationsRequest(
-                        group=self.group, notification_ids=[note.notification_id]), metadata=self.metadata, timeout=5)
+                    await self.stub.AckNotifications(
+                        pb.AckNotificationsRequest(group=self.group, notification_ids=[note.notification_id]),
+                        metadata=self.metadata,
+                        timeout=5,
+                    )
             self._arrived.set()
 
     def of(self, user_id: str) -> list[pb.Notification]:
@@ -122,8 +140,9 @@ class Receiver:
         self.posts: list[dict[str, Any]] = []  # every POST: body, attempt, signature verdict
         self.arrived = asyncio.Event()
         app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                     lifespan="off", ws="none"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", ws="none")
+        )
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Receiver:
@@ -142,12 +161,19 @@ class Receiver:
         body = await request.body()
         header = request.headers.get("x-chatmesh-signature", "")
         parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-        expected = hmac.new(WEBHOOK_SECRET.encode(), f"{parts.get('t', '')}.".encode() + body,
-                            hashlib.sha256).hexdigest()
+        expected = hmac.new(
+            WEBHOOK_SECRET.encode(), f"{parts.get('t', '')}.".encode() + body, hashlib.sha256
+        ).hexdigest()
         signed = hmac.compare_digest(expected, parts.get("v1", "")) and abs(time.time() - int(parts["t"])) < 60
         data = json.loads(body)
-        self.posts.append({"body": data, "signed": signed, "attempt": int(request.headers["x-chatmesh-attempt"]),
-                           "at": time.monotonic()})
+        self.posts.append(
+            {
+                "body": data,
+                "signed": signed,
+                "attempt": int(request.headers["x-chatmesh-attempt"]),
+                "at": time.monotonic(),
+            }
+        )
         self.arrived.set()
         if not signed:
             return JSONResponse({"error": "bad signature"}, status_code=401)
@@ -163,4 +189,3 @@ class Receiver:
                 if done():
                     return
                 await self.arrived.wait()
-

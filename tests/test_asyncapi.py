@@ -27,8 +27,18 @@ from tests.helpers import Socket, direct_conversation, new_user_id, register, se
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = build_asyncapi()
 MESSAGES = DOCUMENT["components"]["messages"]
-EDGE_FRAME_MODULES = ("ws", "sends", "errors", "presence_link", "presence_toggles", "delivered", "outgoing", "frames",
-                      "call_frames", "threads")
+EDGE_FRAME_MODULES = (
+    "ws",
+    "sends",
+    "errors",
+    "presence_link",
+    "presence_toggles",
+    "delivered",
+    "outgoing",
+    "frames",
+    "call_frames",
+    "threads",
+)
 NAMESPACES = ("chat:", "conversation:", "user:", "presence:", "call:")
 
 
@@ -49,8 +59,14 @@ def test_the_asyncapi_parser_finds_no_problem(tmp_path: Path) -> None:
     modules = Path(redocly).parent.parent
     assert (modules / "@asyncapi" / "parser").is_dir(), f"@asyncapi/parser is not installed in {modules}"
     (tmp_path / "asyncapi.json").write_text(json.dumps(DOCUMENT))
-    result = subprocess.run([node, str(ROOT / "tests" / "asyncapi" / "validate.mjs"), "asyncapi.json"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "NODE_PATH": str(modules)})
+    result = subprocess.run(
+        [node, str(ROOT / "tests" / "asyncapi" / "validate.mjs"), "asyncapi.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_PATH": str(modules)},
+    )
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["parsed"] and report["version"] == "3.1.0", result.stdout + result.stderr
     assert report["diagnostics"] == []  # no error, and no warning either
@@ -68,8 +84,12 @@ def _strings(tree: ast.AST) -> set[str]:
 
 
 def _sources(*folders: str) -> list[Path]:
-    return [p for folder in folders for p in (ROOT / folder).rglob("*.py")
-            if "gen" not in p.parts and "bench" not in p.parts]
+    return [
+        p
+        for folder in folders
+        for p in (ROOT / folder).rglob("*.py")
+        if "gen" not in p.parts and "bench" not in p.parts
+    ]
 
 
 def _emitted_event_types() -> set[str]:
@@ -78,8 +98,9 @@ def _emitted_event_types() -> set[str]:
     found: set[str] = set()
     for path in _sources("services", "chatmesh"):
         tree = ast.parse(path.read_text())
-        found |= {s for s in _strings(tree)
-                  if s.startswith(NAMESPACES) and s.split(":", 1)[1].replace("_", "").isalpha()}
+        found |= {
+            s for s in _strings(tree) if s.startswith(NAMESPACES) and s.split(":", 1)[1].replace("_", "").isalpha()
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "Event":
                 found |= {k.value.value for k in node.keywords if k.arg == "type" and isinstance(k.value, ast.Constant)}
@@ -115,8 +136,12 @@ def test_the_edge_error_and_close_codes_are_documented() -> None:
     sent: set[str] = set()
     for name in EDGE_FRAME_MODULES:
         for node in ast.walk(ast.parse((ROOT / "services" / "edge" / f"{name}.py").read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
-                    "error_frame", "_error") and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("error_frame", "_error")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+            ):
                 sent.add(node.args[1].value)
     assert sent <= set(EDGE_ERROR_CODES), sent - set(EDGE_ERROR_CODES)
     assert set(EDGE_ERROR_CODES) <= sent | {"DEADLINE_EXCEEDED"}  # (upstream timeouts, from from_rpc_error)
@@ -132,11 +157,13 @@ async def test_served_document_names_the_edge_it_was_asked_on(mesh: Mesh, http: 
     host = mesh.edge_url.removeprefix("http://")
     assert served["servers"]["edge"] == {**DOCUMENT["servers"]["edge"], "host": host}
     assert {k: v for k, v in served.items() if k != "servers"} == json.loads(
-        json.dumps({k: v for k, v in DOCUMENT.items() if k != "servers"}))
+        json.dumps({k: v for k, v in DOCUMENT.items() if k != "servers"})
+    )
 
 
-async def test_every_client_frame_example_gets_a_documented_reply(mesh: Mesh, http: httpx.AsyncClient,
-                                                                  make_token: Any) -> None:
+async def test_every_client_frame_example_gets_a_documented_reply(
+    mesh: Mesh, http: httpx.AsyncClient, make_token: Any
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     token = make_token(alice)
     await register(http, make_token(bob))
@@ -180,8 +207,9 @@ async def test_every_client_frame_example_gets_a_documented_reply(mesh: Mesh, ht
     assert unknown["type"] == "error" and unknown["data"]["code"] == "UNKNOWN_TYPE"
 
 
-async def _call_examples(mesh: Mesh, alice: Socket, bob_token: str, substituted: Any,
-                         real: dict[str, str]) -> list[dict[str, Any]]:
+async def _call_examples(
+    mesh: Mesh, alice: Socket, bob_token: str, substituted: Any, real: dict[str, str]
+) -> list[dict[str, Any]]:
     """The call frames' examples, one call through: alice invites bob (their direct conversation), bob
     answers, alice relays a candidate and hangs up. Each gets a documented reply that is no error, and
     each party hears the events the catalog says it does; returns every frame both sockets got."""
@@ -207,8 +235,10 @@ async def _call_examples(mesh: Mesh, alice: Socket, bob_token: str, substituted:
     assert (await reply_to(bob, examples["call:answer"]))["data"]["call"]["state"] == "accepted"
     await reply_to(alice, examples["call:ice"])
     assert (await reply_to(alice, examples["call:hangup"]))["data"]["call"]["end_reason"] == "hangup"
-    for socket, kinds in ((alice, ("call:accepted", "call:ended")),
-                          (bob, ("call:incoming", "call:candidate", "call:ended"))):
+    for socket, kinds in (
+        (alice, ("call:accepted", "call:ended")),
+        (bob, ("call:incoming", "call:candidate", "call:ended")),
+    ):
         for kind in kinds:
             if not any(f["type"] == kind for f in got[socket]):
                 got[socket].append(await socket.next_of(kind))

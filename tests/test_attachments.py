@@ -32,13 +32,19 @@ def files_dir(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def attachment_mesh(mesh_env: dict[str, str], make_database: Callable[[], str], workdir: Path,
-                    files_dir: Path, redis_prefix: str) -> Iterator[Mesh]:
-    env = {**mesh_env, "CHAT_DATABASE_URL": make_database(), "CHAT_REDIS_PREFIX": f"{redis_prefix}:files",
-           "CHAT_ATTACHMENT_DIR": str(files_dir), "CHAT_ATTACHMENT_MAX_BYTES": str(MAX_BYTES),
-           "CHAT_ATTACHMENT_MAX_PIXELS": "4000000",
-           "CHAT_ATTACHMENT_TTL_S": "100",  # 5 s at the tests' time scale
-           "CHAT_ATTACHMENT_URL_TTL_S": "60"}  # 3 s
+def attachment_mesh(
+    mesh_env: dict[str, str], make_database: Callable[[], str], workdir: Path, files_dir: Path, redis_prefix: str
+) -> Iterator[Mesh]:
+    env = {
+        **mesh_env,
+        "CHAT_DATABASE_URL": make_database(),
+        "CHAT_REDIS_PREFIX": f"{redis_prefix}:files",
+        "CHAT_ATTACHMENT_DIR": str(files_dir),
+        "CHAT_ATTACHMENT_MAX_BYTES": str(MAX_BYTES),
+        "CHAT_ATTACHMENT_MAX_PIXELS": "4000000",
+        "CHAT_ATTACHMENT_TTL_S": "100",  # 5 s at the tests' time scale
+        "CHAT_ATTACHMENT_URL_TTL_S": "60",
+    }  # 3 s
     running = new_mesh(env, workdir / "logs-attachments")
     running.start()
     yield running
@@ -57,8 +63,7 @@ async def pair(client: httpx.AsyncClient, make_token) -> dict[str, str]:  # type
     tokens = {"alice": make_token(alice), "bob": make_token(bob)}
     for token in tokens.values():
         await register(client, token)
-    return {**tokens, "alice_id": alice, "bob_id": bob,
-            "cid": await direct_conversation(client, tokens["alice"], bob)}
+    return {**tokens, "alice_id": alice, "bob_id": bob, "cid": await direct_conversation(client, tokens["alice"], bob)}
 
 
 async def settled(check: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -74,7 +79,8 @@ def stored_files(files_dir: Path, conversation_id: str) -> list[str]:
 
 
 async def test_an_image_is_sniffed_thumbnailed_attached_and_downloaded(
-        client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh) -> None:
+    client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh
+) -> None:
     data = png(1200, 600)
     # The declared type lies and the name is path-like: the sniffed type and the last segment are stored.
     image = await upload(client, pair["alice"], pair["cid"], data, "../../etc/ca\x07t.png", "text/plain")
@@ -97,9 +103,9 @@ async def test_an_image_is_sniffed_thumbnailed_attached_and_downloaded(
     full = await client.get(found["download_url"])
     assert full.status_code == 200 and full.content == data
     assert full.headers["content-type"] == "image/png"
-    assert full.headers["etag"] == f"\"{image['sha256']}\""
+    assert full.headers["etag"] == f'"{image["sha256"]}"'
     assert full.headers["cache-control"].startswith("private, max-age=")
-    assert full.headers["content-disposition"].startswith("inline; filename=\"cat.png\"")
+    assert full.headers["content-disposition"].startswith('inline; filename="cat.png"')
     assert full.headers["x-content-type-options"] == "nosniff"
     thumbnail = await client.get(found["thumbnail_url"])
     assert thumbnail.headers["content-type"] == "image/jpeg"
@@ -142,27 +148,33 @@ async def test_voice_and_audio_durations(client: httpx.AsyncClient, pair: dict[s
     assert clip["content_type"] == "video/webm"
     memo = await upload(client, pair["alice"], pair["cid"], wav(1.5), "memo.wav")
     assert (memo["content_type"], memo["duration_ms"]) == ("audio/x-wav", "1500")
-    message = await send(client, pair["alice"], pair["cid"], "listen",
-                         attachment_ids=[recorded["attachment_id"], memo["attachment_id"]])
+    message = await send(
+        client, pair["alice"], pair["cid"], "listen", attachment_ids=[recorded["attachment_id"], memo["attachment_id"]]
+    )
     assert [a["duration_ms"] for a in message["attachments"]] == ["2380", "1500"]  # in the order given
 
 
 async def test_over_the_limit_is_413_before_the_body_is_read(
-        client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh, files_dir: Path) -> None:
+    client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh, files_dir: Path
+) -> None:
     too_big = await create_upload(client, pair["alice"], pair["cid"], MAX_BYTES + 1)
     assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "ATTACHMENT_TOO_LARGE"
 
     target = (await create_upload(client, pair["alice"], pair["cid"], 1000)).json()
     path = target["upload_url"]
     # A declared length over the limit: answered without a byte of body sent.
-    reply = await raw_request(attachment_mesh.edge_url, f"PUT {path} HTTP/1.1\r\nHost: x\r\n"
-                              f"Content-Length: {MAX_BYTES + 1}", [])
+    reply = await raw_request(
+        attachment_mesh.edge_url, f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BYTES + 1}", []
+    )
     assert reply.startswith(b"HTTP/1.1 413")
     # A chunked body that runs past the upload's size: answered while the body is still unfinished
     # (the client never ends it), so the edge stopped reading past the limit.
     chunk = b"x" * 4096
-    reply = await raw_request(attachment_mesh.edge_url, f"PUT {path} HTTP/1.1\r\nHost: x\r\n"
-                              "Transfer-Encoding: chunked", [b"%x\r\n%s\r\n" % (len(chunk), chunk)])
+    reply = await raw_request(
+        attachment_mesh.edge_url,
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+        [b"%x\r\n%s\r\n" % (len(chunk), chunk)],
+    )
     assert reply.startswith(b"HTTP/1.1 413")
     assert b"ATTACHMENT_TOO_LARGE" in reply
     await settled(lambda: stored_files(files_dir, pair["cid"]) == [])  # nothing kept, not even a partial file
@@ -175,29 +187,45 @@ async def test_over_the_limit_is_413_before_the_body_is_read(
     assert (await client.put(path, content=b"z" * 1000)).status_code == 200
 
 
-async def test_an_interrupted_upload_leaves_nothing(client: httpx.AsyncClient, pair: dict[str, str],
-                                                    attachment_mesh: Mesh, files_dir: Path) -> None:
+async def test_an_interrupted_upload_leaves_nothing(
+    client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh, files_dir: Path
+) -> None:
     target = (await create_upload(client, pair["alice"], pair["cid"], 100_000)).json()
-    await raw_request(attachment_mesh.edge_url, f"PUT {target['upload_url']} HTTP/1.1\r\nHost: x\r\n"
-                      "Content-Length: 100000", [b"a" * 40_000], close_after=True)
+    await raw_request(
+        attachment_mesh.edge_url,
+        f"PUT {target['upload_url']} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000",
+        [b"a" * 40_000],
+        close_after=True,
+    )
     attachment_id = target["attachment"]["attachment_id"]
     # The edge notices the dropped connection and cancels the upload; the service removes its part.
     await settled(lambda: stored_files(files_dir, pair["cid"]) == [])
     incomplete = await client.post(f"/api/attachments/{attachment_id}:complete", headers=bearer(pair["alice"]))
     assert (incomplete.status_code, incomplete.json()["error"]["code"]) == (400, "UPLOAD_INCOMPLETE")
-    refused = await client.post("/api/messages", headers=bearer(pair["alice"]), json={
-        "conversation_id": pair["cid"], "content": "x", "attachment_ids": [attachment_id]})
+    refused = await client.post(
+        "/api/messages",
+        headers=bearer(pair["alice"]),
+        json={"conversation_id": pair["cid"], "content": "x", "attachment_ids": [attachment_id]},
+    )
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "ATTACHMENT_NOT_READY")
 
 
-@pytest.mark.parametrize(("data", "name", "expected"), [
-    (lambda: png(3000, 3000, "1"), "bomb.png", (400, "IMAGE_TOO_LARGE")),  # 9 Mpx in a few KB
-    (lambda: b"\x7fELF\x02\x01\x01" + b"\x00" * 100, "tool", (415, "UNSUPPORTED_MEDIA_TYPE")),
-    (lambda: png(40, 40)[:60], "cut.png", (400, "IMAGE_INVALID")),
-])
-async def test_refused_bytes_leave_nothing_behind(client: httpx.AsyncClient, pair: dict[str, str],
-                                                  files_dir: Path, data: Callable[[], bytes], name: str,
-                                                  expected: tuple[int, str]) -> None:
+@pytest.mark.parametrize(
+    ("data", "name", "expected"),
+    [
+        (lambda: png(3000, 3000, "1"), "bomb.png", (400, "IMAGE_TOO_LARGE")),  # 9 Mpx in a few KB
+        (lambda: b"\x7fELF\x02\x01\x01" + b"\x00" * 100, "tool", (415, "UNSUPPORTED_MEDIA_TYPE")),
+        (lambda: png(40, 40)[:60], "cut.png", (400, "IMAGE_INVALID")),
+    ],
+)
+async def test_refused_bytes_leave_nothing_behind(
+    client: httpx.AsyncClient,
+    pair: dict[str, str],
+    files_dir: Path,
+    data: Callable[[], bytes],
+    name: str,
+    expected: tuple[int, str],
+) -> None:
     body = data()
     target = (await create_upload(client, pair["alice"], pair["cid"], len(body), name)).json()
     reply = await client.put(target["upload_url"], content=body)
@@ -208,27 +236,31 @@ async def test_refused_bytes_leave_nothing_behind(client: httpx.AsyncClient, pai
 
 
 async def test_hostile_names_are_stored_harmlessly(client: httpx.AsyncClient, pair: dict[str, str]) -> None:
-    name = "..\\r\u00e9sum\u00e9\";\r\nX-Evil: 1;.txt"
+    name = '..\\r\u00e9sum\u00e9";\r\nX-Evil: 1;.txt'
     attachment = await upload(client, pair["alice"], pair["cid"], b"plain words\n", name)
-    assert attachment["filename"] == "r\u00e9sum\u00e9\";X-Evil: 1;.txt"
+    assert attachment["filename"] == 'r\u00e9sum\u00e9";X-Evil: 1;.txt'
     assert attachment["content_type"] == "text/plain"
     await send(client, pair["alice"], pair["cid"], "cv", attachment_ids=[attachment["attachment_id"]])
     url = (await get_attachment(client, pair["bob"], attachment["attachment_id"])).json()["attachment"]["download_url"]
     reply = await client.get(url)
     assert "x-evil" not in reply.headers
     assert reply.headers["content-disposition"] == (
-        "attachment; filename=\"r_sum_X-Evil_1_.txt\"; "
-        "filename*=UTF-8''r%C3%A9sum%C3%A9%22%3BX-Evil%3A%201%3B.txt")
+        "attachment; filename=\"r_sum_X-Evil_1_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9%22%3BX-Evil%3A%201%3B.txt"
+    )
 
 
 async def test_sends_attach_only_the_senders_ready_uploads_once(
-        client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh) -> None:
+    client: httpx.AsyncClient, pair: dict[str, str], attachment_mesh: Mesh
+) -> None:
     mine = await upload(client, pair["alice"], pair["cid"], b"one\n", "one.txt")
     theirs = await upload(client, pair["bob"], pair["cid"], b"two\n", "two.txt")
 
     async def attempt(token: str, ids: list[str], **extra: Any) -> tuple[int, Any]:
-        reply = await client.post("/api/messages", headers=bearer(token), json={
-            "conversation_id": pair["cid"], "content": "see", "attachment_ids": ids, **extra})
+        reply = await client.post(
+            "/api/messages",
+            headers=bearer(token),
+            json={"conversation_id": pair["cid"], "content": "see", "attachment_ids": ids, **extra},
+        )
         body = reply.json()
         return reply.status_code, body.get("error", {}).get("code") or body
 
@@ -242,23 +274,30 @@ async def test_sends_attach_only_the_senders_ready_uploads_once(
     assert await attempt(pair["alice"], [mine["attachment_id"]]) == (409, "ATTACHMENT_UNAVAILABLE")
     # Over the WebSocket, as over REST.
     socket = await Socket.open(attachment_mesh.edge_url, pair["bob"])
-    ack = await socket.request("chat:message_send", {"conversation_id": pair["cid"], "content": "",
-                                                     "attachment_ids": [theirs["attachment_id"]]})
+    ack = await socket.request(
+        "chat:message_send",
+        {"conversation_id": pair["cid"], "content": "", "attachment_ids": [theirs["attachment_id"]]},
+    )
     assert ack["type"] == "ack", ack
     assert ack["data"]["message"]["attachments"][0]["filename"] == "two.txt"
     found = await client.get("/api/messages/search", params={"q": "see"}, headers=bearer(pair["bob"]))
     assert found.json()["messages"][0]["attachments"][0]["filename"] == "one.txt"
 
 
-
-async def test_access_is_historys_and_ends_with_removal(client: httpx.AsyncClient, make_token,  # type: ignore[no-untyped-def]
-                                                        pair: dict[str, str]) -> None:
+async def test_access_is_historys_and_ends_with_removal(
+    client: httpx.AsyncClient,
+    make_token,  # type: ignore[no-untyped-def]
+    pair: dict[str, str],
+) -> None:
     carol, outsider = new_user_id("carol"), new_user_id("outsider")
     tokens = {"carol": make_token(carol), "outsider": make_token(outsider)}
     for token in tokens.values():
         await register(client, token)
-    created = await client.post("/api/conversations/group", headers=bearer(pair["alice"]),
-                                json={"title": "pics", "participant_ids": [pair["bob_id"], carol]})
+    created = await client.post(
+        "/api/conversations/group",
+        headers=bearer(pair["alice"]),
+        json={"title": "pics", "participant_ids": [pair["bob_id"], carol]},
+    )
     gid = created.json()["conversation"]["conversation_id"]
     # Not a participant: no upload into it, no reading from it.
     refused = await create_upload(client, tokens["outsider"], gid, 10)
@@ -297,8 +336,9 @@ async def test_links_expire(client: httpx.AsyncClient, pair: dict[str, str]) -> 
     assert (await client.get(fresh["download_url"])).status_code == 200
 
 
-async def test_uploads_never_attached_are_collected(client: httpx.AsyncClient, pair: dict[str, str],
-                                                    files_dir: Path) -> None:
+async def test_uploads_never_attached_are_collected(
+    client: httpx.AsyncClient, pair: dict[str, str], files_dir: Path
+) -> None:
     kept = await upload(client, pair["alice"], pair["cid"], png(20, 20), "kept.png")
     await send(client, pair["alice"], pair["cid"], "kept", attachment_ids=[kept["attachment_id"]])
     dropped = await upload(client, pair["alice"], pair["cid"], png(30, 30), "dropped.png")
@@ -314,8 +354,11 @@ async def test_uploads_never_attached_are_collected(client: httpx.AsyncClient, p
                 await asyncio.sleep(0.2)
     assert stored_files(files_dir, pair["cid"]) == sorted([kept["attachment_id"], kept["attachment_id"] + ".thumb"])
     assert (await get_attachment(client, pair["bob"], kept["attachment_id"])).status_code == 200
-    late = await client.post("/api/messages", headers=bearer(pair["alice"]), json={
-        "conversation_id": pair["cid"], "content": "late", "attachment_ids": [dropped["attachment_id"]]})
+    late = await client.post(
+        "/api/messages",
+        headers=bearer(pair["alice"]),
+        json={"conversation_id": pair["cid"], "content": "late", "attachment_ids": [dropped["attachment_id"]]},
+    )
     assert late.status_code == 404, late.text
 
 

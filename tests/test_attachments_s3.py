@@ -37,8 +37,11 @@ def s3_endpoint(workdir: Path) -> Iterator[str]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with open(workdir / "moto.log", "ab") as log:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -62,13 +65,23 @@ def bucket(s3_endpoint: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def s3_mesh(mesh_env: dict[str, str], make_database: Callable[[], str], workdir: Path, s3_endpoint: str,
-            redis_prefix: str) -> Iterator[Mesh]:
-    env = {**mesh_env, "CHAT_DATABASE_URL": make_database(), "CHAT_REDIS_PREFIX": f"{redis_prefix}:s3",
-           "CHAT_ATTACHMENT_BACKEND": "s3", "CHAT_S3_ENDPOINT_URL": s3_endpoint, "CHAT_S3_BUCKET": BUCKET,
-           "CHAT_S3_ACCESS_KEY_ID": "testing", "CHAT_S3_SECRET_ACCESS_KEY": "testing",
-           "CHAT_ATTACHMENT_MAX_BYTES": str(1024 * 1024), "CHAT_ATTACHMENT_MAX_PIXELS": "4000000",
-           "CHAT_ATTACHMENT_TTL_S": "100", "CHAT_ATTACHMENT_URL_TTL_S": "200"}  # 5 s and 10 s, scaled
+def s3_mesh(
+    mesh_env: dict[str, str], make_database: Callable[[], str], workdir: Path, s3_endpoint: str, redis_prefix: str
+) -> Iterator[Mesh]:
+    env = {
+        **mesh_env,
+        "CHAT_DATABASE_URL": make_database(),
+        "CHAT_REDIS_PREFIX": f"{redis_prefix}:s3",
+        "CHAT_ATTACHMENT_BACKEND": "s3",
+        "CHAT_S3_ENDPOINT_URL": s3_endpoint,
+        "CHAT_S3_BUCKET": BUCKET,
+        "CHAT_S3_ACCESS_KEY_ID": "testing",
+        "CHAT_S3_SECRET_ACCESS_KEY": "testing",
+        "CHAT_ATTACHMENT_MAX_BYTES": str(1024 * 1024),
+        "CHAT_ATTACHMENT_MAX_PIXELS": "4000000",
+        "CHAT_ATTACHMENT_TTL_S": "100",
+        "CHAT_ATTACHMENT_URL_TTL_S": "200",
+    }  # 5 s and 10 s, scaled
     running = new_mesh(env, workdir / "logs-attachments-s3")
     running.start()
     yield running
@@ -94,8 +107,9 @@ def keys(bucket, conversation_id: str) -> list[str]:  # type: ignore[no-untyped-
     return sorted(o.key.split("/", 1)[1] for o in bucket.objects.filter(Prefix=f"{conversation_id}/"))
 
 
-async def test_bytes_go_to_the_store_and_come_back_from_it(client: httpx.AsyncClient, pair: dict[str, str],
-                                                           s3_endpoint: str, bucket) -> None:  # type: ignore[no-untyped-def]
+async def test_bytes_go_to_the_store_and_come_back_from_it(
+    client: httpx.AsyncClient, pair: dict[str, str], s3_endpoint: str, bucket
+) -> None:  # type: ignore[no-untyped-def]
     data = png(640, 480)
     created = (await create_upload(client, pair["alice"], pair["cid"], len(data), "cat.png", "text/plain")).json()
     upload_url = created["upload_url"]
@@ -108,7 +122,11 @@ async def test_bytes_go_to_the_store_and_come_back_from_it(client: httpx.AsyncCl
     done = (await client.post(f"/api/attachments/{attachment_id}:complete", headers=bearer(pair["alice"]))).json()
     image = done["attachment"]
     assert (image["content_type"], image["width"], image["height"], image["has_thumbnail"]) == (
-        "image/png", 640, 480, True)
+        "image/png",
+        640,
+        480,
+        True,
+    )
     assert keys(bucket, pair["cid"]) == [attachment_id, f"{attachment_id}.thumb"]
 
     sent = await send(client, pair["alice"], pair["cid"], "", attachment_ids=[attachment_id])
@@ -120,7 +138,7 @@ async def test_bytes_go_to_the_store_and_come_back_from_it(client: httpx.AsyncCl
     async with httpx.AsyncClient() as store_client:
         full = await store_client.get(links["download_url"])
         thumbnail = await store_client.get(links["thumbnail_url"])
-    assert full.content == data and full.headers["content-disposition"].startswith("inline; filename=\"cat.png\"")
+    assert full.content == data and full.headers["content-disposition"].startswith('inline; filename="cat.png"')
     assert thumbnail.headers["content-type"] == "image/jpeg" and thumbnail.content[:3] == b"\xff\xd8\xff"
     # The mesh serves no bytes of its own here: its /files links are refused.
     assert (await client.get(f"/files/{attachment_id}?v=file&u=x&e=9999999999&s=x")).status_code == 403
@@ -137,8 +155,9 @@ async def test_refused_objects_are_deleted(client: httpx.AsyncClient, pair: dict
         if body:
             async with httpx.AsyncClient() as store_client:
                 await store_client.put(created["upload_url"], content=body)
-        reply = await client.post(f"/api/attachments/{created['attachment']['attachment_id']}:complete",
-                                  headers=bearer(pair["alice"]))
+        reply = await client.post(
+            f"/api/attachments/{created['attachment']['attachment_id']}:complete", headers=bearer(pair["alice"])
+        )
         return reply.status_code, reply.json()["error"]["code"]
 
     assert await complete_after(b"", 10) == (400, "UPLOAD_INCOMPLETE")
@@ -166,8 +185,9 @@ async def test_a_removed_participant_gets_no_more_links(client: httpx.AsyncClien
     tokens = {"alice": make_token(alice), "carol": make_token(carol)}
     for token in tokens.values():
         await register(client, token)
-    created = await client.post("/api/conversations/group", headers=bearer(tokens["alice"]),
-                                json={"title": "pics", "participant_ids": [carol]})
+    created = await client.post(
+        "/api/conversations/group", headers=bearer(tokens["alice"]), json={"title": "pics", "participant_ids": [carol]}
+    )
     gid = created.json()["conversation"]["conversation_id"]
     photo = await upload(client, tokens["alice"], gid, png(40, 40), "p.png")
     await send(client, tokens["alice"], gid, "pic", attachment_ids=[photo["attachment_id"]])

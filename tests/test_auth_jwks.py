@@ -45,9 +45,19 @@ class Jwks:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 jwks.fetches += 1
-                body = json.dumps({"keys": [
-                    {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig",
-                     "alg": "RS256"} for kid, k in jwks.keys.items()]}).encode()
+                body = json.dumps(
+                    {
+                        "keys": [
+                            {
+                                **json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())),
+                                "kid": kid,
+                                "use": "sig",
+                                "alg": "RS256",
+                            }
+                            for kid, k in jwks.keys.items()
+                        ]
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
@@ -66,8 +76,9 @@ class Jwks:
 
     def token(self, kid: str, sub: str = "alice", ttl_s: int = 600, **claims: Any) -> str:
         now = int(time.time())
-        return jwt.encode({"sub": sub, "iat": now, "exp": now + ttl_s, **claims}, self.keys[kid], "RS256",
-                          headers={"kid": kid})
+        return jwt.encode(
+            {"sub": sub, "iat": now, "exp": now + ttl_s, **claims}, self.keys[kid], "RS256", headers={"kid": kid}
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -99,12 +110,14 @@ async def test_keys_by_kid_and_rotation(jwks: Jwks) -> None:
     assert (await verifier.averify(jwks.token("k2", sub="bob"))).user_id == "bob"
     assert jwks.fetches == 2
     with pytest.raises(AuthError):  # a kid the provider never published
-        await verifier.averify(jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, jwks.keys["k2"], "RS256",
-                                          headers={"kid": "nope"}))
+        await verifier.averify(
+            jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, jwks.keys["k2"], "RS256", headers={"kid": "nope"})
+        )
 
 
-async def test_a_withdrawn_key_is_refused_after_the_set_is_refetched(jwks: Jwks, monkeypatch: pytest.MonkeyPatch
-                                                                    ) -> None:
+async def test_a_withdrawn_key_is_refused_after_the_set_is_refetched(
+    jwks: Jwks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(auth, "JWKS_CACHE_S", 0.2)
     verifier = TokenVerifier(_settings(jwks))
     assert (await verifier.averify(jwks.token("k1"))).user_id == "alice"
@@ -117,8 +130,9 @@ async def test_a_withdrawn_key_is_refused_after_the_set_is_refetched(jwks: Jwks,
     assert (await verifier.averify(jwks.token("k2", sub="bob"))).user_id == "bob"
 
 
-async def test_a_remembered_token_is_refused_once_its_key_leaves_the_set(jwks: Jwks,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_remembered_token_is_refused_once_its_key_leaves_the_set(
+    jwks: Jwks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The verified-token cache does not outlive the set that vouched for a token: a token verified
     (and remembered) before its key was withdrawn is refused once the set is refetched, well before
     its exp. The bound is JWKS_CACHE_S after the withdrawal (docs/security.md)."""
@@ -142,8 +156,11 @@ async def test_jwks_mode_refusals(jwks: Jwks) -> None:
     verifier = TokenVerifier(_settings(jwks, CHAT_JWT_AUDIENCE="chat", CHAT_JWT_ISSUER="https://id.test"))
     good = jwks.token("k1", aud="chat", iss="https://id.test")
     assert (await verifier.averify(good)).user_id == "alice"
-    pem = jwks.keys["k1"].public_key().public_bytes(serialization.Encoding.PEM,
-                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        jwks.keys["k1"]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     claims = {"sub": "alice", "exp": int(time.time()) + 60, "aud": "chat", "iss": "https://id.test"}
 
     def b64(data: bytes) -> str:
@@ -157,9 +174,11 @@ async def test_jwks_mode_refusals(jwks: Jwks) -> None:
         "alg none": unsigned,
         "user token signed with the shared secret": jwt.encode(claims, SECRET, "HS256"),
         "service token signed with the shared secret": jwt.encode(
-            {**claims, "sub": "service:edge", "typ": "service"}, SECRET, "HS256"),
-        "provider token claiming to be a service": jwks.token("k1", aud="chat", iss="https://id.test",
-                                                              sub="service:message", typ="service"),
+            {**claims, "sub": "service:edge", "typ": "service"}, SECRET, "HS256"
+        ),
+        "provider token claiming to be a service": jwks.token(
+            "k1", aud="chat", iss="https://id.test", sub="service:message", typ="service"
+        ),
         "wrong audience": jwks.token("k1", aud="other", iss="https://id.test"),
         "no audience": jwks.token("k1", iss="https://id.test"),
         "wrong issuer": jwks.token("k1", aud="chat", iss="https://evil.test"),
@@ -216,8 +235,9 @@ async def test_a_mesh_on_jwks(jwks: Jwks, isolated_env: Callable[..., dict[str, 
             assert reply.status_code == 200, reply.text
             conversation_id = reply.json()["conversation"]["conversation_id"]
             socket = await Socket.open(mesh.edge_url, bob_token)
-            sent = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": "rs"},
-                                   headers=bearer(alice_token))
+            sent = await http.post(
+                "/api/messages", json={"conversation_id": conversation_id, "content": "rs"}, headers=bearer(alice_token)
+            )
             assert sent.status_code == 200, sent.text
             frame = await socket.next_of("chat:message_received")
             assert frame["data"]["content"] == "rs"

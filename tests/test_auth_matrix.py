@@ -35,10 +35,13 @@ from services.edge.transcoder import routes_from
 SECRET = secrets.token_urlsafe(32)
 AUDIENCE, ISSUER = "chatmesh-api", "https://id.example.test"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
-ENDPOINTS = [(r.http_method, re.sub(r"\{[^}]*\}", "x1", r.template), bool(r.body))
-             for r in routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2])]
+RSA_PUBLIC_PEM = RSA_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+ENDPOINTS = [
+    (r.http_method, re.sub(r"\{[^}]*\}", "x1", r.template), bool(r.body))
+    for r in routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2])
+]
 
 
 def _b64(data: bytes) -> str:
@@ -65,17 +68,21 @@ def bad_headers() -> dict[str, dict[str, str]]:
         "bearer without a token": {"Authorization": "Bearer"},
         "other scheme": {"Authorization": f"Basic {_b64(b'alice:pw')}"},
         "expired": {"Authorization": "Bearer " + jwt.encode(_claims(exp=int(time.time()) - 120), SECRET, "HS256")},
-        "no exp": {"Authorization": "Bearer " + jwt.encode({k: v for k, v in _claims().items() if k != "exp"},
-                                                           SECRET, "HS256")},
-        "not yet valid": {"Authorization": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET,
-                                                                  "HS256")},
-        "issued in the future": {"Authorization": "Bearer " + jwt.encode(_claims(iat=int(time.time()) + 600),
-                                                                         SECRET, "HS256")},
+        "no exp": {
+            "Authorization": "Bearer " + jwt.encode({k: v for k, v in _claims().items() if k != "exp"}, SECRET, "HS256")
+        },
+        "not yet valid": {
+            "Authorization": "Bearer " + jwt.encode(_claims(nbf=int(time.time()) + 600), SECRET, "HS256")
+        },
+        "issued in the future": {
+            "Authorization": "Bearer " + jwt.encode(_claims(iat=int(time.time()) + 600), SECRET, "HS256")
+        },
         "wrong signature": {"Authorization": "Bearer " + jwt.encode(_claims(), "another-secret-" + SECRET, "HS256")},
         "alg none": {"Authorization": f"Bearer {unsigned}"},
         "RS256 when HS256 is pinned": {"Authorization": "Bearer " + jwt.encode(_claims(), RSA_KEY, "RS256")},
         "HS256 keyed with the RSA public key": {
-            "Authorization": "Bearer " + _hand_signed({"alg": "HS256", "typ": "JWT"}, _claims(), RSA_PUBLIC_PEM)},
+            "Authorization": "Bearer " + _hand_signed({"alg": "HS256", "typ": "JWT"}, _claims(), RSA_PUBLIC_PEM)
+        },
         "wrong audience": {"Authorization": "Bearer " + jwt.encode(_claims(aud="someone-else"), SECRET, "HS256")},
         "wrong issuer": {"Authorization": "Bearer " + jwt.encode(_claims(iss="https://evil.test"), SECRET, "HS256")},
         "service token": {"Authorization": "Bearer " + jwt.encode(_claims(typ="service"), SECRET, "HS256")},
@@ -84,8 +91,14 @@ def bad_headers() -> dict[str, dict[str, str]]:
 
 @pytest.fixture
 async def edge_without_upstreams(keyring: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings.from_env({"CHAT_JWT_SECRET": SECRET, "CHAT_JWT_AUDIENCE": AUDIENCE,
-                                  "CHAT_JWT_ISSUER": ISSUER, **keyring_env(keyring, "edge", verifies=False)})
+    settings = Settings.from_env(
+        {
+            "CHAT_JWT_SECRET": SECRET,
+            "CHAT_JWT_AUDIENCE": AUDIENCE,
+            "CHAT_JWT_ISSUER": ISSUER,
+            **keyring_env(keyring, "edge", verifies=False),
+        }
+    )
     transport = httpx.ASGITransport(app=create_app(settings), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
         yield client

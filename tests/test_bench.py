@@ -17,9 +17,25 @@ pytest.importorskip("psutil")  # a dependency of the embedded servers, so normal
 def test_quick_bench_loses_and_duplicates_nothing(tmp_path: Path, postgres_server: str, redis_server: str) -> None:
     out = tmp_path / "bench"
     run = subprocess.run(
-        [sys.executable, "-m", "chatmesh_tools.cli", "bench", "--quick", "--out", str(out), "--no-plots",
-         "--database-url", postgres_server, "--redis-url", redis_server],
-        check=False, capture_output=True, text=True, timeout=280)
+        [
+            sys.executable,
+            "-m",
+            "chatmesh_tools.cli",
+            "bench",
+            "--quick",
+            "--out",
+            str(out),
+            "--no-plots",
+            "--database-url",
+            postgres_server,
+            "--redis-url",
+            redis_server,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     results = json.loads((out / "results.json").read_text())
 
@@ -37,7 +53,8 @@ def test_quick_bench_loses_and_duplicates_nothing(tmp_path: Path, postgres_serve
             assert step["cpu_s_per_1000_deliveries"]["edge"] > 0 and "loadgen" in step["cpu_s"]
 
     history = results["history"]
-    assert history["seeded_by"].startswith("COPY") and all(p["errors"] == 0 and p["pages"] > 0
-                                                          for p in history["phases"])
+    assert history["seeded_by"].startswith("COPY") and all(
+        p["errors"] == 0 and p["pages"] > 0 for p in history["phases"]
+    )
     assert results["ceiling"]["postgres"]["commits"] > 0 and results["ceiling"]["redis"]["messages"] > 0
     assert "sends_vs_postgres" in results["ratios"]

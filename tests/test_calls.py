@@ -24,8 +24,12 @@ from tests.helpers import Socket, bearer, direct_conversation, new_user_id, regi
 
 OFFER = "v=0\r\no=- 46117 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\n"
 ANSWER = OFFER.replace("46117", "51234")
-CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 192.0.2.7 54321 typ host", "sdpMid": "0",
-             "sdpMLineIndex": 0, "usernameFragment": "abcd"}
+CANDIDATE = {
+    "candidate": "candidate:1 1 udp 2122260223 192.0.2.7 54321 typ host",
+    "sdpMid": "0",
+    "sdpMLineIndex": 0,
+    "usernameFragment": "abcd",
+}
 RING_S = 45 * 0.05
 
 
@@ -90,8 +94,7 @@ async def refused(socket: CallSocket, kind: str, data: dict[str, Any]) -> str:
     return str(frame["data"]["code"])
 
 
-async def test_offer_answer_candidates_and_hang_up_are_relayed(http: httpx.AsyncClient, mesh: Mesh,
-                                                               make_token) -> None:
+async def test_offer_answer_candidates_and_hang_up_are_relayed(http: httpx.AsyncClient, mesh: Mesh, make_token) -> None:
     (alice, bob), (alice_token, bob_token), conversation_id = await pair(http, make_token, "alice", "bob")
     config = await http.get("/api/calls/config", headers=bearer(alice_token))
     assert config.status_code == 200, config.text
@@ -111,8 +114,12 @@ async def test_offer_answer_candidates_and_hang_up_are_relayed(http: httpx.Async
     call_id = call["call_id"]
     await ok(a, "call:ice", {"call_id": call_id, "candidate": CANDIDATE})  # trickled while it rings
     relayed = (await b.next_of("call:candidate"))["data"]
-    assert relayed["candidate"] == {"candidate": CANDIDATE["candidate"], "sdp_mid": "0", "sdp_mline_index": 0,
-                                    "username_fragment": "abcd"}
+    assert relayed["candidate"] == {
+        "candidate": CANDIDATE["candidate"],
+        "sdp_mid": "0",
+        "sdp_mline_index": 0,
+        "username_fragment": "abcd",
+    }
     accepted = (await ok(b, "call:answer", {"call_id": call_id, "sdp": ANSWER}))["call"]
     assert accepted["state"] == "accepted" and accepted["answered_at"]
     at_caller = (await a.next_of("call:accepted"))["data"]
@@ -135,8 +142,9 @@ async def test_offer_answer_candidates_and_hang_up_are_relayed(http: httpx.Async
     got = await http.get(f"/api/calls/{call_id}", headers=bearer(bob_token))
     assert got.status_code == 200 and got.json()["call"]["end_reason"] == "CALL_END_REASON_HANGUP", got.text
     # Nobody is left busy: bob calls alice back, over REST this time.
-    back = await http.post("/api/calls", json={"conversation_id": conversation_id, "sdp_offer": OFFER},
-                           headers=bearer(bob_token))
+    back = await http.post(
+        "/api/calls", json={"conversation_id": conversation_id, "sdp_offer": OFFER}, headers=bearer(bob_token)
+    )
     assert back.status_code == 200 and back.json()["call"]["state"] == "CALL_STATE_RINGING", back.text
     assert (await a.next_of("call:incoming"))["data"]["from_user_id"] == bob
     declined = await ok(a, "call:hangup", {"call_id": back.json()["call"]["call_id"]})
@@ -185,8 +193,9 @@ async def test_a_callee_in_a_call_answers_busy(http: httpx.AsyncClient, mesh: Me
     assert (await b.next_of("call:ended"))["data"]["call"]["call_id"] == call["call_id"]
 
 
-async def test_signaling_to_or_from_a_non_participant_is_refused(http: httpx.AsyncClient, mesh: Mesh,
-                                                                 make_token, mesh_env: dict[str, str]) -> None:
+async def test_signaling_to_or_from_a_non_participant_is_refused(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, mesh_env: dict[str, str]
+) -> None:
     (alice, bob, carol), tokens, conversation_id = await pair(http, make_token, "alice", "bob", "carol")
     alice_token, bob_token, carol_token = tokens
     await register(http, carol_token)
@@ -195,10 +204,15 @@ async def test_signaling_to_or_from_a_non_participant_is_refused(http: httpx.Asy
     assert await refused(a, "call:invite", {**invite, "callee_id": carol}) == "CALLEE_NOT_PARTICIPANT"
     assert await refused(a, "call:invite", {**invite, "callee_id": alice}) == "CANNOT_CALL_SELF"
     assert await refused(c, "call:invite", invite) == "NOT_PARTICIPANT"
-    assert await refused(c, "call:invite", {**invite, "conversation_id": "no-such"}) in ("CONVERSATION_NOT_FOUND",
-                                                                                         "INVALID_ID")
-    rest = await http.post("/api/calls", json={**{"conversation_id": conversation_id, "sdp_offer": OFFER},
-                                               "callee_id": carol}, headers=bearer(alice_token))
+    assert await refused(c, "call:invite", {**invite, "conversation_id": "no-such"}) in (
+        "CONVERSATION_NOT_FOUND",
+        "INVALID_ID",
+    )
+    rest = await http.post(
+        "/api/calls",
+        json={**{"conversation_id": conversation_id, "sdp_offer": OFFER}, "callee_id": carol},
+        headers=bearer(alice_token),
+    )
     assert rest.status_code == 403 and rest.json()["error"]["code"] == "CALLEE_NOT_PARTICIPANT", rest.text
     assert await b.none_of("call:incoming", 0.3) and await c.none_of("call:incoming", 0.1)
 
@@ -219,8 +233,9 @@ async def test_signaling_to_or_from_a_non_participant_is_refused(http: httpx.Asy
         await redis.aclose()
 
 
-async def test_malformed_or_oversized_signaling_is_refused(http: httpx.AsyncClient, mesh: Mesh, make_token,
-                                                           mesh_env: dict[str, str]) -> None:
+async def test_malformed_or_oversized_signaling_is_refused(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, mesh_env: dict[str, str]
+) -> None:
     (alice, bob), (alice_token, bob_token), conversation_id = await pair(http, make_token, "alice", "bob")
     a = await CallSocket.connect(mesh.edge_url, alice_token)
     b = await CallSocket.connect(mesh.edge_url, bob_token)
@@ -232,18 +247,21 @@ async def test_malformed_or_oversized_signaling_is_refused(http: httpx.AsyncClie
     assert await refused(a, "call:invite", {**invite, "sdp": 42}) == "INVALID_ARGUMENT"
     assert await refused(a, "call:invite", {"sdp": OFFER}) == "INVALID_ARGUMENT"
     assert await refused(a, "call:invite", {**invite, "callee_id": ["x"]}) == "INVALID_ARGUMENT"
-    rest = await http.post("/api/calls", json={"conversation_id": conversation_id, "sdp_offer": big},
-                           headers=bearer(alice_token))
+    rest = await http.post(
+        "/api/calls", json={"conversation_id": conversation_id, "sdp_offer": big}, headers=bearer(alice_token)
+    )
     assert rest.status_code == 400 and rest.json()["error"]["code"] == "SDP_TOO_LARGE", rest.text
     assert await b.none_of("call:incoming", 0.3)  # none of it rang
 
     call_id = (await ok(a, "call:invite", invite))["call"]["call_id"]
     await b.next_of("call:incoming")
-    for candidate, code in [({**CANDIDATE, "candidate": "not a candidate"}, "INVALID_CANDIDATE"),
-                            ({**CANDIDATE, "candidate": CANDIDATE["candidate"] + "\r\na=evil"}, "INVALID_CANDIDATE"),
-                            ({**CANDIDATE, "candidate": "candidate:" + "1" * 2000}, "CANDIDATE_TOO_LARGE"),
-                            ({**CANDIDATE, "sdpMLineIndex": "0"}, "INVALID_ARGUMENT"),
-                            ("candidate:1", "INVALID_ARGUMENT")]:
+    for candidate, code in [
+        ({**CANDIDATE, "candidate": "not a candidate"}, "INVALID_CANDIDATE"),
+        ({**CANDIDATE, "candidate": CANDIDATE["candidate"] + "\r\na=evil"}, "INVALID_CANDIDATE"),
+        ({**CANDIDATE, "candidate": "candidate:" + "1" * 2000}, "CANDIDATE_TOO_LARGE"),
+        ({**CANDIDATE, "sdpMLineIndex": "0"}, "INVALID_ARGUMENT"),
+        ("candidate:1", "INVALID_ARGUMENT"),
+    ]:
         assert await refused(a, "call:ice", {"call_id": call_id, "candidate": candidate}) == code, candidate
     assert await refused(b, "call:answer", {"call_id": call_id, "sdp": "v=1"}) == "INVALID_SDP"
     assert await refused(b, "call:answer", {"call_id": "../../etc", "sdp": ANSWER}) == "INVALID_CALL_ID"
@@ -271,10 +289,14 @@ async def test_a_closed_socket_hangs_up_its_call(http: httpx.AsyncClient, mesh: 
 def test_ice_servers_and_time_limited_turn_credentials() -> None:
     """CHAT_ICE_SERVERS is served as configured; with CHAT_TURN_SECRET each user gets TURN credentials
     of the TURN REST API scheme: `<expiry>:<user>` and base64(HMAC-SHA1(secret, username))."""
-    env = {"CHAT_JWT_SECRET": "x", "CHAT_ICE_SERVERS": '[{"urls": "stun:stun.example.org:3478"}, '
-           '{"urls": ["turn:a.example.org"], "username": "u", "credential": "p"}]',
-           "CHAT_TURN_URLS": "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349",
-           "CHAT_TURN_SECRET": "s3cret", "CHAT_TURN_TTL_S": "600"}
+    env = {
+        "CHAT_JWT_SECRET": "x",
+        "CHAT_ICE_SERVERS": '[{"urls": "stun:stun.example.org:3478"}, '
+        '{"urls": ["turn:a.example.org"], "username": "u", "credential": "p"}]',
+        "CHAT_TURN_URLS": "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:5349",
+        "CHAT_TURN_SECRET": "s3cret",
+        "CHAT_TURN_TTL_S": "600",
+    }
     before = int(time.time())
     reply = call_config(Settings.from_env(env), "alice", 2.0, 16384)
     stun, static, turn = reply.ice_servers
@@ -288,7 +310,12 @@ def test_ice_servers_and_time_limited_turn_credentials() -> None:
     assert reply.credentials_expire_at.seconds == int(expiry) and reply.ring_timeout_ms == 2000
     plain = call_config(Settings.from_env({"CHAT_JWT_SECRET": "x"}), "alice", 2.0, 16384)
     assert list(plain.ice_servers) == [] and not plain.HasField("credentials_expire_at")  # host candidates only
-    for bad in ("{", '{"urls": "stun:x"}', '[{"urls": []}]', '[{"urls": "nothing"}]',
-                '[{"urls": "stun:x", "username": 1}]'):
+    for bad in (
+        "{",
+        '{"urls": "stun:x"}',
+        '[{"urls": []}]',
+        '[{"urls": "nothing"}]',
+        '[{"urls": "stun:x", "username": 1}]',
+    ):
         with pytest.raises(ConfigError, match="CHAT_ICE_SERVERS"):
             Settings.from_env({"CHAT_JWT_SECRET": "x", "CHAT_ICE_SERVERS": bad})

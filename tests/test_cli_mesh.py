@@ -49,8 +49,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CHATMESH, *args], env=env or clean_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([*CHATMESH, *args], env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -70,13 +69,18 @@ def up(tmp_path_factory: pytest.TempPathFactory, make_database: Callable[[], str
     servers stand in for the embedded ones (the tools read whichever URLs `up` used from the folder)."""
     data_dir = tmp_path_factory.mktemp("up") / "data"
     ports = {name: free_port() for name in ("conversation", "message", "presence", "edge")}
-    env = clean_env(CHAT_DATABASE_URL=make_database(), CHAT_REDIS_URL=redis_server,
-                    CHAT_REDIS_PREFIX=f"cli-{secrets.token_hex(4)}", CHAT_METRICS_PORT=str(free_ports_in_a_row(3)))
+    env = clean_env(
+        CHAT_DATABASE_URL=make_database(),
+        CHAT_REDIS_URL=redis_server,
+        CHAT_REDIS_PREFIX=f"cli-{secrets.token_hex(4)}",
+        CHAT_METRICS_PORT=str(free_ports_in_a_row(3)),
+    )
     args = [f"--{name}-port={port}" for name, port in ports.items()]
     log = data_dir.parent / "up.out"
     with open(log, "w") as out:
-        process = subprocess.Popen([*CHATMESH, "up", "--data-dir", str(data_dir), *args], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*CHATMESH, "up", "--data-dir", str(data_dir), *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 90
         while "Ctrl-C stops everything" not in log.read_text():
@@ -122,8 +126,9 @@ def test_the_data_dir_defaults_the_same_way_for_every_command(up: Up, tmp_path: 
     assert run("token", "carol", env=clean_env(CHAT_DATA_DIR=str(up.data_dir))).returncode == 0
     (tmp_path / ".chatmesh").mkdir()  # a ./.chatmesh in the working folder, as `up` leaves it
     shutil.copy(up.data_dir / "jwt_secret", tmp_path / ".chatmesh" / "jwt_secret")
-    made = subprocess.run([*CHATMESH, "token", "carol"], env=clean_env(), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=30)
+    made = subprocess.run(
+        [*CHATMESH, "token", "carol"], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
     assert made.returncode == 0, made.stderr
 
 
@@ -155,8 +160,9 @@ def test_dead_letter_and_migrate_meet_the_running_mesh(up: Up) -> None:
     assert "0 migration(s) applied" in migrated.stdout  # the services applied them when they started
 
 
-@pytest.mark.parametrize("command", [["dead-letter", "list"], ["migrate"], ["status"], ["bench", "--quick"],
-                                     ["serve", "presence"]])
+@pytest.mark.parametrize(
+    "command", [["dead-letter", "list"], ["migrate"], ["status"], ["bench", "--quick"], ["serve", "presence"]]
+)
 def test_tools_without_a_mesh_say_so_in_one_line(tmp_path: Path, command: list[str]) -> None:
     failed = run(*command, "--data-dir", str(tmp_path))
     assert failed.returncode == 2
@@ -165,8 +171,10 @@ def test_tools_without_a_mesh_say_so_in_one_line(tmp_path: Path, command: list[s
 
 
 def test_a_server_that_does_not_answer_is_one_line_too(tmp_path: Path) -> None:
-    env = clean_env(CHAT_REDIS_URL=f"redis://127.0.0.1:{free_port()}", CHAT_DATABASE_URL=(
-        f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"))
+    env = clean_env(
+        CHAT_REDIS_URL=f"redis://127.0.0.1:{free_port()}",
+        CHAT_DATABASE_URL=(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"),
+    )
     for command in (["dead-letter", "list"], ["migrate"]):
         failed = run(*command, "--data-dir", str(tmp_path), env=env)
         assert failed.returncode == 1, failed.stderr
@@ -187,16 +195,24 @@ def test_keygen_defaults_to_the_data_folders_keyring(tmp_path: Path) -> None:
     made = run("keygen", "--data-dir", str(tmp_path))
     assert made.returncode == 0, made.stderr
     assert sorted(p.name for p in (tmp_path / "service-keys").glob("*.key")) == [
-        "conversation.key", "edge.key", "message.key", "presence.key", "push.key"]
+        "conversation.key",
+        "edge.key",
+        "message.key",
+        "presence.key",
+        "push.key",
+    ]
 
 
 def test_a_service_served_by_hand_with_the_data_dir_joins_the_mesh(up: Up, tmp_path: Path) -> None:
     """`chatmesh serve presence --data-dir D` with nothing but a listen address: a second presence replica."""
     port = free_port()
     with open(tmp_path / "presence.log", "wb") as log:
-        replica = subprocess.Popen([*CHATMESH, "serve", "presence", "--data-dir", str(up.data_dir)],
-                                   env=clean_env(CHAT_LISTEN_ADDR=f"127.0.0.1:{port}"), stdout=log,
-                                   stderr=subprocess.STDOUT)
+        replica = subprocess.Popen(
+            [*CHATMESH, "serve", "presence", "--data-dir", str(up.data_dir)],
+            env=clean_env(CHAT_LISTEN_ADDR=f"127.0.0.1:{port}"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

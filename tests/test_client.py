@@ -72,8 +72,10 @@ async def nothing_more(client: Client, seconds: float) -> list[MessageEvent]:
 
 def test_client_package_stands_alone() -> None:
     """clients/python imports neither the server library nor the services."""
-    code = ("import sys, chatmesh_client; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('chatmesh', 'services')]; assert not bad, bad")
+    code = (
+        "import sys, chatmesh_client; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('chatmesh', 'services')]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -115,7 +117,8 @@ async def test_send_receive_read_and_store(http, mesh: Mesh, make_token, clients
 
 
 async def test_reconnect_across_edge_restart_sees_every_event_once_in_order(
-        http, private_edge: Mesh, make_token, clients) -> None:
+    http, private_edge: Mesh, make_token, clients
+) -> None:
     _, alice_token, _, bob_token, conversation_id = await chat_pair(http, make_token)
     bob = Client(private_edge.edge_url, backoff_initial=0.05, backoff_max=0.5)
     clients.append(bob)
@@ -157,13 +160,15 @@ async def test_send_retried_after_a_lost_ack_is_stored_once(http, mesh: Mesh, ma
     stored = await alice.send(conversation_id, "once")
     assert [r.get("created", False) for r in replies] == [True, False]  # the retry found the first
     assert replies[0]["message"]["message_id"] == replies[1]["message"]["message_id"] == stored.message_id
-    history = (await http.get(f"/api/messages/{conversation_id}", headers={"Authorization": f"Bearer {alice_token}"})
-               ).json()["messages"]
+    history = (
+        await http.get(f"/api/messages/{conversation_id}", headers={"Authorization": f"Bearer {alice_token}"})
+    ).json()["messages"]
     assert [m["content"] for m in history] == ["once"]
 
 
-async def test_resync_required_is_answered_from_history(http, private_edge: Mesh, make_token, clients,
-                                                        redis_server: str, redis_prefix: str) -> None:
+async def test_resync_required_is_answered_from_history(
+    http, private_edge: Mesh, make_token, clients, redis_server: str, redis_prefix: str
+) -> None:
     _, alice_token, bob_id, bob_token, conversation_id = await chat_pair(http, make_token)
     bob = Client(private_edge.edge_url, backoff_initial=0.05, backoff_max=0.5)
     clients.append(bob)

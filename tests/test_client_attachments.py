@@ -34,10 +34,15 @@ async def test_upload_send_receive_and_download(pair: tuple[Client, Client, str]
     photo = tmp_path / "holiday.png"
     photo.write_bytes(png(900, 300))
     seen: list[tuple[int, int]] = []
-    uploaded = await alice.attachments.upload(conversation_id, photo,
-                                              progress=lambda sent, total: seen.append((sent, total)))
+    uploaded = await alice.attachments.upload(
+        conversation_id, photo, progress=lambda sent, total: seen.append((sent, total))
+    )
     assert (uploaded.filename, uploaded.content_type, uploaded.width, uploaded.state) == (
-        "holiday.png", "image/png", 900, "ready")
+        "holiday.png",
+        "image/png",
+        900,
+        "ready",
+    )
     assert seen and seen[-1] == (photo.stat().st_size, photo.stat().st_size)
     note = await alice.attachments.upload(conversation_id, b"minutes\n", filename="notes.txt")
 

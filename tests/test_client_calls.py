@@ -33,8 +33,9 @@ async def next_call_event(client: Client, kind: str, timeout: float = 10) -> Cal
     raise AssertionError("the event stream ended")
 
 
-async def test_a_call_placed_answered_and_hung_up_from_python(http: httpx.AsyncClient, mesh: Mesh, make_token,
-                                                              clients: list[Client]) -> None:
+async def test_a_call_placed_answered_and_hung_up_from_python(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, clients: list[Client]
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     await register(http, make_token(bob))
     conversation_id = await direct_conversation(http, make_token(alice), bob)
@@ -54,8 +55,9 @@ async def test_a_call_placed_answered_and_hung_up_from_python(http: httpx.AsyncC
     answered = await b.calls.answer(call.call_id, ANSWER)
     assert answered.state == "accepted"
     assert (await next_call_event(a, "call:accepted")).sdp == ANSWER
-    await a.calls.candidate(call.call_id, {"candidate": "candidate:1 1 udp 1 192.0.2.1 5000 typ host",
-                                           "sdp_mid": "0", "sdp_mline_index": 0})
+    await a.calls.candidate(
+        call.call_id, {"candidate": "candidate:1 1 udp 1 192.0.2.1 5000 typ host", "sdp_mid": "0", "sdp_mline_index": 0}
+    )
     assert (await next_call_event(b, "call:candidate")).candidate["sdp_mid"] == "0"  # type: ignore[index]
 
     ended = await b.calls.hang_up(call.call_id)

@@ -31,8 +31,9 @@ async def next_conversation_event(client: Client, kind: str, timeout: float = 10
     raise AssertionError(f"no {kind}")
 
 
-async def test_settings_round_trip_through_the_client(http: httpx.AsyncClient, mesh: Mesh, make_token,
-                                                      clients: list[Client]) -> None:
+async def test_settings_round_trip_through_the_client(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, clients: list[Client]
+) -> None:
     ann_id, bob_id = new_user_id("ann"), new_user_id("bob")
     for user in (ann_id, bob_id):
         await register(http, make_token(user))

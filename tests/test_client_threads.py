@@ -32,8 +32,9 @@ async def _thread_event(client: Client, reply_count: int, timeout: float = 10) -
     raise AssertionError("the client closed")
 
 
-async def test_an_open_thread_stays_current(mesh: Mesh, http: httpx.AsyncClient, make_token, database_url: str,
-                                            clients: list[Client]) -> None:
+async def test_an_open_thread_stays_current(
+    mesh: Mesh, http: httpx.AsyncClient, make_token, database_url: str, clients: list[Client]
+) -> None:
     alice_id, bob_id = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice_id: "admin", bob_id: "member"})
     alice, bob = Client(mesh.edge_url), Client(mesh.edge_url)
@@ -63,8 +64,7 @@ async def test_an_open_thread_stays_current(mesh: Mesh, http: httpx.AsyncClient,
     deleted = await _thread_event(bob, 1)
     assert deleted.reply is not None and deleted.reply.deleted and deleted.last_reply_at == second.created_at
     assert bob.store.messages[root.message_id].reply_count == 1
-    assert [m.message_id for m in bob.store.thread_messages(root.message_id)] == [first.message_id,
-                                                                                   second.message_id]
+    assert [m.message_id for m in bob.store.thread_messages(root.message_id)] == [first.message_id, second.message_id]
     assert bob.store.messages[first.message_id].deleted
 
     # Paging older replies, as history pages.

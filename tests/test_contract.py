@@ -23,12 +23,14 @@ def test_buf_lint_is_clean() -> None:
 
 
 def test_buf_format_is_clean() -> None:
-    result = subprocess.run([_buf(), "format", "--diff", "--exit-code", "protos"], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [_buf(), "format", "--diff", "--exit-code", "protos"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_committed_stubs_match_a_fresh_generation() -> None:
-    result = subprocess.run([sys.executable, "scripts/generate_protos.py", "--check"], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/generate_protos.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

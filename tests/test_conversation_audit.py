@@ -43,12 +43,28 @@ async def test_privileged_actions_are_recorded_with_request_ids(http: httpx.Asyn
     admin, bob, cat = await people(http, make_token, "admin", "bob", "cat")
     cid = (await create_group(http, admin, [bob]))["conversation_id"]
     steps = [
-        ("req-add", http.post(f"/api/conversations/{cid}/participants", json={"user_id": cat.id},
-                              headers={**admin.auth, "x-request-id": "req-add"})),
-        ("req-role", http.patch(f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"},
-                                headers={**admin.auth, "x-request-id": "req-role"})),
-        ("req-remove", http.delete(f"/api/conversations/{cid}/participants/{bob.id}",
-                                   headers={**admin.auth, "x-request-id": "req-remove"})),
+        (
+            "req-add",
+            http.post(
+                f"/api/conversations/{cid}/participants",
+                json={"user_id": cat.id},
+                headers={**admin.auth, "x-request-id": "req-add"},
+            ),
+        ),
+        (
+            "req-role",
+            http.patch(
+                f"/api/conversations/{cid}/participants/{cat.id}",
+                json={"role": "ROLE_MODERATOR"},
+                headers={**admin.auth, "x-request-id": "req-role"},
+            ),
+        ),
+        (
+            "req-remove",
+            http.delete(
+                f"/api/conversations/{cid}/participants/{bob.id}", headers={**admin.auth, "x-request-id": "req-remove"}
+            ),
+        ),
     ]
     for _, step in steps:
         assert (await step).status_code == 200
@@ -67,8 +83,10 @@ async def test_the_trail_is_append_only(http: httpx.AsyncClient, make_token, dat
     cid = (await create_group(http, admin, []))["conversation_id"]
     await http.post(f"/api/conversations/{cid}/participants", json={"user_id": bob.id}, headers=admin.auth)
     with psycopg.connect(database_url) as conn:
-        for statement in ("UPDATE conversation.audit_log SET actor_id = 'someone-else' WHERE conversation_id = %s",
-                          "DELETE FROM conversation.audit_log WHERE conversation_id = %s"):
+        for statement in (
+            "UPDATE conversation.audit_log SET actor_id = 'someone-else' WHERE conversation_id = %s",
+            "DELETE FROM conversation.audit_log WHERE conversation_id = %s",
+        ):
             with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
                 conn.execute(statement, (cid,))
             conn.rollback()
@@ -85,8 +103,9 @@ async def test_message_service_entries_are_merged_newest_first(http: httpx.Async
     own = await send(http, admin.token, cid, "mine")
     await http.post(f"/api/conversations/{cid}/participants", json={"user_id": cat.id}, headers=admin.auth)
     assert (await http.delete(f"/api/messages/{first['message_id']}", headers=admin.auth)).status_code == 200
-    await http.patch(f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"},
-                     headers=admin.auth)
+    await http.patch(
+        f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"}, headers=admin.auth
+    )
     assert (await http.delete(f"/api/messages/{second['message_id']}", headers=admin.auth)).status_code == 200
     assert (await http.delete(f"/api/messages/{own['message_id']}", headers=admin.auth)).status_code == 200
     entries = (await trail(http, admin, cid))["entries"]
@@ -102,8 +121,7 @@ async def test_message_service_entries_are_merged_newest_first(http: httpx.Async
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
-async def test_pages_of_the_merged_trail_cover_it_exactly_once(http: httpx.AsyncClient, make_token,
-                                                               limit: int) -> None:
+async def test_pages_of_the_merged_trail_cover_it_exactly_once(http: httpx.AsyncClient, make_token, limit: int) -> None:
     admin, bob, *others = await people(http, make_token, "admin", "bob", "c1", "c2", "c3")
     cid = (await create_group(http, admin, [bob]))["conversation_id"]
     for person in others:  # interleave our entries with the message service's
@@ -122,16 +140,19 @@ async def test_an_empty_trail_is_one_empty_page(http: httpx.AsyncClient, make_to
     assert await trail(http, admin, cid) == {"entries": [], "next_cursor": ""}
 
 
-@pytest.mark.parametrize(("params", "code"), [
-    ({"limit": "101"}, "INVALID_LIMIT"),
-    ({"limit": "-3"}, "INVALID_LIMIT"),
-    ({"cursor": "!!"}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(b'{"c": ["yesterday", 1]}').decode()}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(b'{"c": ["2026-01-01T00:00:00+00:00", "x"]}').decode()}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(b'{"m": 5}').decode()}, "INVALID_CURSOR"),
-    # The message service's part of the cursor, tampered with: it refuses it, and so do we.
-    ({"cursor": base64.urlsafe_b64encode(b'{"c": null, "m": "not-theirs"}').decode()}, "INVALID_CURSOR"),
-])
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"limit": "101"}, "INVALID_LIMIT"),
+        ({"limit": "-3"}, "INVALID_LIMIT"),
+        ({"cursor": "!!"}, "INVALID_CURSOR"),
+        ({"cursor": base64.urlsafe_b64encode(b'{"c": ["yesterday", 1]}').decode()}, "INVALID_CURSOR"),
+        ({"cursor": base64.urlsafe_b64encode(b'{"c": ["2026-01-01T00:00:00+00:00", "x"]}').decode()}, "INVALID_CURSOR"),
+        ({"cursor": base64.urlsafe_b64encode(b'{"m": 5}').decode()}, "INVALID_CURSOR"),
+        # The message service's part of the cursor, tampered with: it refuses it, and so do we.
+        ({"cursor": base64.urlsafe_b64encode(b'{"c": null, "m": "not-theirs"}').decode()}, "INVALID_CURSOR"),
+    ],
+)
 async def test_bad_audit_paging_is_400(http: httpx.AsyncClient, make_token, params: dict[str, str], code: str) -> None:
     (admin,) = await people(http, make_token, "admin")
     cid = (await create_group(http, admin, []))["conversation_id"]
@@ -147,8 +168,9 @@ async def test_audit_of_unknown_or_malformed_conversation(http: httpx.AsyncClien
     assert error_of(malformed) == (400, "INVALID_ID")
 
 
-async def _audit_via(mesh: Mesh, mesh_env: dict[str, str], workdir: Path, message_port: int, name: str,
-                     admin: Person, cid: str) -> conversation_pb2.ListAuditEntriesResponse:
+async def _audit_via(
+    mesh: Mesh, mesh_env: dict[str, str], workdir: Path, message_port: int, name: str, admin: Person, cid: str
+) -> conversation_pb2.ListAuditEntriesResponse:
     """ListAuditEntries on a second conversation service whose message target is message_port."""
     other = Mesh(env=mesh_env, ports={"conversation": free_port(), "message": message_port}, log_dir=workdir / name)
     other.start("conversation")
@@ -157,14 +179,17 @@ async def _audit_via(mesh: Mesh, mesh_env: dict[str, str], workdir: Path, messag
             stub = conversation_pb2_grpc.ConversationServiceStub(channel)
             reply: conversation_pb2.ListAuditEntriesResponse = await stub.ListAuditEntries(
                 conversation_pb2.ListAuditEntriesRequest(conversation_id=cid),
-                metadata=(("authorization", f"Bearer {admin.token}"),), timeout=15)
+                metadata=(("authorization", f"Bearer {admin.token}"),),
+                timeout=15,
+            )
             return reply
     finally:
         other.stop()
 
 
-async def test_a_message_service_without_the_rpc_means_no_entries(http: httpx.AsyncClient, make_token, mesh: Mesh,
-                                                                  mesh_env: dict[str, str], workdir: Path) -> None:
+async def test_a_message_service_without_the_rpc_means_no_entries(
+    http: httpx.AsyncClient, make_token, mesh: Mesh, mesh_env: dict[str, str], workdir: Path
+) -> None:
     admin, bob = await people(http, make_token, "admin", "bob")
     cid = (await create_group(http, admin, []))["conversation_id"]
     await http.post(f"/api/conversations/{cid}/participants", json={"user_id": bob.id}, headers=admin.auth)
@@ -175,7 +200,8 @@ async def test_a_message_service_without_the_rpc_means_no_entries(http: httpx.As
 
 
 async def test_an_unreachable_message_service_is_503_not_a_partial_trail(
-        http: httpx.AsyncClient, make_token, mesh: Mesh, mesh_env: dict[str, str], workdir: Path) -> None:
+    http: httpx.AsyncClient, make_token, mesh: Mesh, mesh_env: dict[str, str], workdir: Path
+) -> None:
     (admin,) = await people(http, make_token, "admin")
     cid = (await create_group(http, admin, []))["conversation_id"]
     with pytest.raises(grpc.aio.AioRpcError) as failed:

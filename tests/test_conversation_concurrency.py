@@ -13,20 +13,26 @@ from tests.helpers import send
 from tests.test_conversation_support import create_group, people, roles_of, settles
 
 
-async def test_everyone_leaving_at_once_deactivates_exactly_once(http: httpx.AsyncClient, make_token,
-                                                                database_url: str) -> None:
+async def test_everyone_leaving_at_once_deactivates_exactly_once(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     admin, *members = await people(http, make_token, "admin", "m1", "m2", "m3", "m4", "m5")
     cid = (await create_group(http, admin, members))["conversation_id"]
-    replies = await asyncio.gather(*(http.delete(f"/api/conversations/{cid}/participants/{p.id}", headers=p.auth)
-                                     for p in (admin, *members)))
+    replies = await asyncio.gather(
+        *(http.delete(f"/api/conversations/{cid}/participants/{p.id}", headers=p.auth) for p in (admin, *members))
+    )
     assert [r.status_code for r in replies] == [200] * 6, [r.text for r in replies]
     with psycopg.connect(database_url) as conn:
         active, count, version = conn.execute(
             "SELECT active, participant_count, membership_version FROM conversation.conversations"
-            " WHERE conversation_id = %s", (cid,)).fetchone() or (None, None, None)
+            " WHERE conversation_id = %s",
+            (cid,),
+        ).fetchone() or (None, None, None)
         deactivations = conn.execute(
             "SELECT count(*) FROM conversation.audit_log WHERE conversation_id = %s"
-            " AND action = 'conversation.deactivated'", (cid,)).fetchone()
+            " AND action = 'conversation.deactivated'",
+            (cid,),
+        ).fetchone()
     assert (active, count, deactivations) == (False, 0, (1,))
     assert version is not None and version >= 7  # created at 1, then six removals (and any promotions)
 
@@ -47,8 +53,11 @@ async def test_two_admins_demoting_each_other_leave_one_admin(http: httpx.AsyncC
 async def test_concurrent_adds_are_each_applied_once(http: httpx.AsyncClient, make_token) -> None:
     admin, *newcomers = await people(http, make_token, "admin", "n1", "n2", "n3", "n4")
     cid = (await create_group(http, admin, []))["conversation_id"]
-    adds = [http.post(f"/api/conversations/{cid}/participants", json={"user_id": p.id}, headers=admin.auth)
-            for p in newcomers for _ in range(2)]
+    adds = [
+        http.post(f"/api/conversations/{cid}/participants", json={"user_id": p.id}, headers=admin.auth)
+        for p in newcomers
+        for _ in range(2)
+    ]
     replies = await asyncio.gather(*adds)
     assert sorted(r.status_code for r in replies) == [200] * 4 + [409] * 4
     final = await http.get(f"/api/conversations/{cid}", headers=admin.auth)

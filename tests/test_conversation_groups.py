@@ -21,8 +21,9 @@ from tests.test_conversation_support import create_group, error_of, people, role
 
 async def test_group_creator_is_admin_and_others_members(http: httpx.AsyncClient, make_token) -> None:
     ann, bob, cid_ = await people(http, make_token, "ann", "bob", "cid")
-    reply = await http.post("/api/conversations/group",
-                            json={"title": "  Launch  ", "participant_ids": [bob.id, cid_.id]}, headers=ann.auth)
+    reply = await http.post(
+        "/api/conversations/group", json={"title": "  Launch  ", "participant_ids": [bob.id, cid_.id]}, headers=ann.auth
+    )
     assert reply.status_code == 200, reply.text
     group = reply.json()["conversation"]
     assert group["type"] == "CONVERSATION_TYPE_GROUP"
@@ -47,16 +48,20 @@ async def test_group_of_one(http: httpx.AsyncClient, make_token) -> None:
     assert group["participant_count"] == 1
 
 
-@pytest.mark.parametrize(("title", "code"), [
-    ("", "TITLE_REQUIRED"),
-    ("   \t ", "TITLE_REQUIRED"),
-    ("x" * 201, "TITLE_TOO_LONG"),
-    ("nul\x00title", "INVALID_TEXT"),
-])
+@pytest.mark.parametrize(
+    ("title", "code"),
+    [
+        ("", "TITLE_REQUIRED"),
+        ("   \t ", "TITLE_REQUIRED"),
+        ("x" * 201, "TITLE_TOO_LONG"),
+        ("nul\x00title", "INVALID_TEXT"),
+    ],
+)
 async def test_bad_titles_are_400(http: httpx.AsyncClient, make_token, title: str, code: str) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
-    reply = await http.post("/api/conversations/group", json={"title": title, "participant_ids": [bob.id]},
-                            headers=ann.auth)
+    reply = await http.post(
+        "/api/conversations/group", json={"title": title, "participant_ids": [bob.id]}, headers=ann.auth
+    )
     assert error_of(reply) == (400, code)
 
 
@@ -66,36 +71,43 @@ async def test_title_of_exactly_200_after_trimming_is_fine(http: httpx.AsyncClie
     assert group["title"] == "x" * 200
 
 
-async def test_unknown_participant_is_404_and_nothing_is_created(http: httpx.AsyncClient, make_token,
-                                                                 database_url: str) -> None:
+async def test_unknown_participant_is_404_and_nothing_is_created(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
     title = f"ghost-{uuid.uuid4().hex}"
-    reply = await http.post("/api/conversations/group",
-                            json={"title": title, "participant_ids": [bob.id, "nobody-" + uuid.uuid4().hex]},
-                            headers=ann.auth)
+    reply = await http.post(
+        "/api/conversations/group",
+        json={"title": title, "participant_ids": [bob.id, "nobody-" + uuid.uuid4().hex]},
+        headers=ann.auth,
+    )
     assert error_of(reply) == (404, "USER_NOT_FOUND")
     with psycopg.connect(database_url) as conn:
         count = conn.execute("SELECT count(*) FROM conversation.conversations WHERE title = %s", (title,)).fetchone()
     assert count == (0,)
 
 
-@pytest.mark.parametrize(("ids", "code"), [
-    (["{bob}", "{bob}"], "DUPLICATE_PARTICIPANT"),
-    (["{bob}", ""], "INVALID_USER_ID"),
-    (["x" * 129], "INVALID_USER_ID"),
-    ([" {bob}"], "INVALID_USER_ID"),
-    (["nul\x00id"], "INVALID_USER_ID"),
-])
+@pytest.mark.parametrize(
+    ("ids", "code"),
+    [
+        (["{bob}", "{bob}"], "DUPLICATE_PARTICIPANT"),
+        (["{bob}", ""], "INVALID_USER_ID"),
+        (["x" * 129], "INVALID_USER_ID"),
+        ([" {bob}"], "INVALID_USER_ID"),
+        (["nul\x00id"], "INVALID_USER_ID"),
+    ],
+)
 async def test_bad_participant_lists_are_400(http: httpx.AsyncClient, make_token, ids: list[str], code: str) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
-    reply = await http.post("/api/conversations/group",
-                            json={"title": "t", "participant_ids": [i.format(bob=bob.id) for i in ids]},
-                            headers=ann.auth)
+    reply = await http.post(
+        "/api/conversations/group",
+        json={"title": "t", "participant_ids": [i.format(bob=bob.id) for i in ids]},
+        headers=ann.auth,
+    )
     assert error_of(reply) == (400, code)
 
 
-async def test_get_is_403_for_outsiders_404_for_unknown_400_for_malformed(http: httpx.AsyncClient,
-                                                                         make_token) -> None:
+async def test_get_is_403_for_outsiders_404_for_unknown_400_for_malformed(http: httpx.AsyncClient, make_token) -> None:
     ann, bob, eve = await people(http, make_token, "ann", "bob", "eve")
     group = await create_group(http, ann, [bob])
     outsider = await http.get(f"/api/conversations/{group['conversation_id']}", headers=eve.auth)
@@ -109,8 +121,11 @@ async def test_get_is_403_for_outsiders_404_for_unknown_400_for_malformed(http: 
 @pytest.fixture(scope="module")
 def small_groups(mesh: Mesh, mesh_env: dict[str, str], workdir: Path) -> Iterator[str]:
     """A second conversation service on the same database, with CHAT_MAX_GROUP_SIZE=3."""
-    limited = Mesh(env={**mesh_env, "CHAT_MAX_GROUP_SIZE": "3"},
-                   ports={"conversation": free_port(), "message": mesh.ports["message"]}, log_dir=workdir / "small")
+    limited = Mesh(
+        env={**mesh_env, "CHAT_MAX_GROUP_SIZE": "3"},
+        ports={"conversation": free_port(), "message": mesh.ports["message"]},
+        log_dir=workdir / "small",
+    )
     limited.start("conversation")
     yield f"127.0.0.1:{limited.ports['conversation']}"
     limited.stop()
@@ -122,16 +137,24 @@ async def test_group_size_limit_is_configurable(http: httpx.AsyncClient, make_to
         stub = conversation_pb2_grpc.ConversationServiceStub(channel)
         metadata = (("authorization", f"Bearer {ann.token}"),)
         with pytest.raises(grpc.aio.AioRpcError) as too_big:
-            await stub.CreateGroupConversation(conversation_pb2.CreateGroupConversationRequest(
-                title="big", participant_ids=[bob.id, cid_.id, dan.id]), metadata=metadata)
+            await stub.CreateGroupConversation(
+                conversation_pb2.CreateGroupConversationRequest(title="big", participant_ids=[bob.id, cid_.id, dan.id]),
+                metadata=metadata,
+            )
         assert too_big.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert error_code_of(too_big.value) == "GROUP_TOO_LARGE"
-        full = await stub.CreateGroupConversation(conversation_pb2.CreateGroupConversationRequest(
-            title="full", participant_ids=[bob.id, cid_.id]), metadata=metadata)
+        full = await stub.CreateGroupConversation(
+            conversation_pb2.CreateGroupConversationRequest(title="full", participant_ids=[bob.id, cid_.id]),
+            metadata=metadata,
+        )
         assert full.conversation.participant_count == 3
         with pytest.raises(grpc.aio.AioRpcError) as no_room:
-            await stub.AddParticipant(conversation_pb2.AddParticipantRequest(
-                conversation_id=full.conversation.conversation_id, user_id=dan.id), metadata=metadata)
+            await stub.AddParticipant(
+                conversation_pb2.AddParticipantRequest(
+                    conversation_id=full.conversation.conversation_id, user_id=dan.id
+                ),
+                metadata=metadata,
+            )
         assert error_code_of(no_room.value) == "GROUP_TOO_LARGE"
 
 

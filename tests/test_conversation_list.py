@@ -99,23 +99,48 @@ async def test_default_limit_is_20_and_100_is_allowed(http: httpx.AsyncClient, m
     assert len((await listed(http, ann, limit=100))["conversations"]) == 21
 
 
-@pytest.mark.parametrize(("params", "code"), [
-    ({"limit": "-1"}, "INVALID_LIMIT"),
-    ({"limit": "101"}, "INVALID_LIMIT"),
-    ({"limit": "ten"}, "INVALID_ARGUMENT"),
-    ({"cursor": "%%%not-base64"}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(b"not json").decode()}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(json.dumps({"a": 1, "t": 2, "i": 3}).encode()).decode()}, "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(json.dumps(
-        {"a": "2026-01-01T00:00:00+00:00", "t": "2026-01-01T00:00:00+00:00", "i": "nope"}).encode()).decode()},
-     "INVALID_CURSOR"),
-    ({"cursor": base64.urlsafe_b64encode(json.dumps(
-        {"a": "2026-01-01T00:00:00", "t": "2026-01-01T00:00:00", "i": "00000000-0000-0000-0000-000000000000"}
-    ).encode()).decode()}, "INVALID_CURSOR"),  # timestamps without a zone
-])
-async def test_bad_limits_and_cursors_are_400(http: httpx.AsyncClient, make_token, params: dict[str, str],
-                                              code: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"limit": "-1"}, "INVALID_LIMIT"),
+        ({"limit": "101"}, "INVALID_LIMIT"),
+        ({"limit": "ten"}, "INVALID_ARGUMENT"),
+        ({"cursor": "%%%not-base64"}, "INVALID_CURSOR"),
+        ({"cursor": base64.urlsafe_b64encode(b"not json").decode()}, "INVALID_CURSOR"),
+        ({"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()}, "INVALID_CURSOR"),
+        (
+            {"cursor": base64.urlsafe_b64encode(json.dumps({"a": 1, "t": 2, "i": 3}).encode()).decode()},
+            "INVALID_CURSOR",
+        ),
+        (
+            {
+                "cursor": base64.urlsafe_b64encode(
+                    json.dumps(
+                        {"a": "2026-01-01T00:00:00+00:00", "t": "2026-01-01T00:00:00+00:00", "i": "nope"}
+                    ).encode()
+                ).decode()
+            },
+            "INVALID_CURSOR",
+        ),
+        (
+            {
+                "cursor": base64.urlsafe_b64encode(
+                    json.dumps(
+                        {
+                            "a": "2026-01-01T00:00:00",
+                            "t": "2026-01-01T00:00:00",
+                            "i": "00000000-0000-0000-0000-000000000000",
+                        }
+                    ).encode()
+                ).decode()
+            },
+            "INVALID_CURSOR",
+        ),  # timestamps without a zone
+    ],
+)
+async def test_bad_limits_and_cursors_are_400(
+    http: httpx.AsyncClient, make_token, params: dict[str, str], code: str
+) -> None:
     (ann,) = await people(http, make_token, "ann")
     reply = await http.get("/api/conversations", params=params, headers=ann.auth)
     assert error_of(reply) == (400, code)

@@ -19,8 +19,13 @@ from tests.test_conversation_support import create_group, error_of, people, role
 
 
 @pytest.fixture
-async def internal(mesh: Mesh, service_metadata) -> AsyncIterator[tuple[  # type: ignore[no-untyped-def]
-        conversation_pb2_grpc.ConversationServiceStub, tuple[tuple[str, str], ...]]]:
+async def internal(
+    mesh: Mesh, service_metadata
+) -> AsyncIterator[
+    tuple[  # type: ignore[no-untyped-def]
+        conversation_pb2_grpc.ConversationServiceStub, tuple[tuple[str, str], ...]
+    ]
+]:
     """The conversation service over gRPC as the message service (which calls the internal RPCs)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['conversation']}") as channel:
         yield conversation_pb2_grpc.ConversationServiceStub(channel), service_metadata("message")
@@ -28,17 +33,18 @@ async def internal(mesh: Mesh, service_metadata) -> AsyncIterator[tuple[  # type
 
 async def membership(internal, conversation_id: str) -> conversation_pb2.GetMembershipResponse:  # type: ignore[no-untyped-def]
     stub, metadata = internal
-    return await stub.GetMembership(conversation_pb2.GetMembershipRequest(conversation_id=conversation_id),
-                                    metadata=metadata)
+    return await stub.GetMembership(
+        conversation_pb2.GetMembershipRequest(conversation_id=conversation_id), metadata=metadata
+    )
 
 
-async def test_last_admin_leaving_promotes_the_longest_standing(http: httpx.AsyncClient, make_token,
-                                                                internal) -> None:
+async def test_last_admin_leaving_promotes_the_longest_standing(http: httpx.AsyncClient, make_token, internal) -> None:
     admin, first, second = await people(http, make_token, "admin", "first", "second")
     cid = (await create_group(http, admin, []))["conversation_id"]
     for person, role in ((first, "ROLE_MEMBER"), (second, "ROLE_MODERATOR")):
-        reply = await http.post(f"/api/conversations/{cid}/participants", json={"user_id": person.id, "role": role},
-                                headers=admin.auth)
+        reply = await http.post(
+            f"/api/conversations/{cid}/participants", json={"user_id": person.id, "role": role}, headers=admin.auth
+        )
         assert reply.status_code == 200, reply.text
     left = await http.delete(f"/api/conversations/{cid}/participants/{admin.id}", headers=admin.auth)
     assert left.status_code == 200, left.text
@@ -54,14 +60,16 @@ async def test_last_admin_leaving_promotes_the_longest_standing(http: httpx.Asyn
 async def test_an_admin_leaving_with_another_admin_promotes_nobody(http: httpx.AsyncClient, make_token) -> None:
     admin, other, member = await people(http, make_token, "admin", "other", "member")
     cid = (await create_group(http, admin, [other, member]))["conversation_id"]
-    await http.patch(f"/api/conversations/{cid}/participants/{other.id}", json={"role": "ROLE_ADMIN"},
-                     headers=admin.auth)
+    await http.patch(
+        f"/api/conversations/{cid}/participants/{other.id}", json={"role": "ROLE_ADMIN"}, headers=admin.auth
+    )
     left = await http.delete(f"/api/conversations/{cid}/participants/{admin.id}", headers=admin.auth)
     assert roles_of(left.json()["conversation"]) == {other.id: "ROLE_ADMIN", member.id: "ROLE_MEMBER"}
 
 
-async def test_last_participant_leaving_deactivates(http: httpx.AsyncClient, make_token, internal,
-                                                    database_url: str) -> None:
+async def test_last_participant_leaving_deactivates(
+    http: httpx.AsyncClient, make_token, internal, database_url: str
+) -> None:
     admin, member = await people(http, make_token, "admin", "member")
     cid = (await create_group(http, admin, [member]))["conversation_id"]
     await http.delete(f"/api/conversations/{cid}/participants/{member.id}", headers=member.auth)
@@ -78,8 +86,9 @@ async def test_last_participant_leaving_deactivates(http: httpx.AsyncClient, mak
     rejoin = await http.post(f"/api/conversations/{cid}/participants", json={"user_id": admin.id}, headers=admin.auth)
     assert error_of(rejoin) == (403, "NOT_PARTICIPANT")
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT actor_id, action, target FROM conversation.audit_log WHERE conversation_id = %s"
-                            " ORDER BY id", (cid,)).fetchall()
+        rows = conn.execute(
+            "SELECT actor_id, action, target FROM conversation.audit_log WHERE conversation_id = %s ORDER BY id", (cid,)
+        ).fetchall()
     assert (admin.id, "conversation.deactivated", cid) in rows
 
 
@@ -89,8 +98,9 @@ async def test_every_membership_change_bumps_the_version(http: httpx.AsyncClient
     versions = [(await membership(internal, cid)).version]
     changes = [
         http.post(f"/api/conversations/{cid}/participants", json={"user_id": cat.id}, headers=admin.auth),
-        http.patch(f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"},
-                   headers=admin.auth),
+        http.patch(
+            f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"}, headers=admin.auth
+        ),
         http.delete(f"/api/conversations/{cid}/participants/{bob.id}", headers=admin.auth),
     ]
     for change in changes:
@@ -107,8 +117,10 @@ async def test_membership_rpcs_are_internal(http: httpx.AsyncClient, make_token,
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['conversation']}") as channel:
         stub = conversation_pb2_grpc.ConversationServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.GetMembership(conversation_pb2.GetMembershipRequest(conversation_id=cid),
-                                     metadata=(("authorization", f"Bearer {ann.token}"),))
+            await stub.GetMembership(
+                conversation_pb2.GetMembershipRequest(conversation_id=cid),
+                metadata=(("authorization", f"Bearer {ann.token}"),),
+            )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_code_of(refused.value) == "INTERNAL_ONLY"
 
@@ -128,8 +140,9 @@ async def test_membership_changes_reach_websockets(http: httpx.AsyncClient, make
             added = await sockets[user].next_of("conversation:participant_added")
             assert added["data"]["user_id"] == cat.id and added["data"]["role"] == "ROLE_MEMBER"
 
-        await http.patch(f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"},
-                         headers=admin.auth)
+        await http.patch(
+            f"/api/conversations/{cid}/participants/{cat.id}", json={"role": "ROLE_MODERATOR"}, headers=admin.auth
+        )
         changed = await sockets[cat.id].next_of("conversation:role_changed")
         assert changed["data"]["user_id"] == cat.id and changed["data"]["role"] == "ROLE_MODERATOR"
 
@@ -149,12 +162,15 @@ async def test_conversation_ids_of_a_user_for_services(http: httpx.AsyncClient, 
     left = (await create_group(http, ann, [bob]))["conversation_id"]
     await http.delete(f"/api/conversations/{left}/participants/{bob.id}", headers=bob.auth)
     stub, metadata = internal
-    reply = await stub.ListConversationIds(conversation_pb2.ListConversationIdsRequest(user_id=bob.id),
-                                           metadata=metadata)
+    reply = await stub.ListConversationIds(
+        conversation_pb2.ListConversationIdsRequest(user_id=bob.id), metadata=metadata
+    )
     assert set(reply.conversation_ids) == {group}
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.ListConversationIds(conversation_pb2.ListConversationIdsRequest(user_id=bob.id),
-                                       metadata=(("authorization", f"Bearer {bob.token}"),))
+        await stub.ListConversationIds(
+            conversation_pb2.ListConversationIdsRequest(user_id=bob.id),
+            metadata=(("authorization", f"Bearer {bob.token}"),),
+        )
     assert error_code_of(refused.value) == "INTERNAL_ONLY"
 
 

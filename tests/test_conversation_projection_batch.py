@@ -36,16 +36,22 @@ async def publish_batch(redis_server: str, redis_prefix: str) -> AsyncIterator[P
     await client.aclose()
 
 
-async def test_a_batch_of_one_conversation_ends_at_its_highest_seq(http: httpx.AsyncClient, make_token,
-                                                                   publish_batch: Publish) -> None:
+async def test_a_batch_of_one_conversation_ends_at_its_highest_seq(
+    http: httpx.AsyncClient, make_token, publish_batch: Publish
+) -> None:
     ann, bob, cat = await people(http, make_token, "ann", "bob", "cat")
     cid = (await create_group(http, ann, [bob, cat]))["conversation_id"]
     # Out of order and with repeats: ann 1, bob 2, ann 3, bob 4, ann 5; bob read up to 2, then 4.
-    await publish_batch(message_event(RECEIVED, cid, 3, ann.id, "three"),
-                        message_event(RECEIVED, cid, 5, ann.id, "five"),
-                        message_event(RECEIVED, cid, 1, ann.id, "one"), read_event(cid, bob.id, 4),
-                        message_event(RECEIVED, cid, 4, bob.id, "four"), message_event(RECEIVED, cid, 2, bob.id, "two"),
-                        read_event(cid, bob.id, 2), message_event(RECEIVED, cid, 5, ann.id, "five"))
+    await publish_batch(
+        message_event(RECEIVED, cid, 3, ann.id, "three"),
+        message_event(RECEIVED, cid, 5, ann.id, "five"),
+        message_event(RECEIVED, cid, 1, ann.id, "one"),
+        read_event(cid, bob.id, 4),
+        message_event(RECEIVED, cid, 4, bob.id, "four"),
+        message_event(RECEIVED, cid, 2, bob.id, "two"),
+        read_event(cid, bob.id, 2),
+        message_event(RECEIVED, cid, 5, ann.id, "five"),
+    )
     state = await settles(http, cat, cid, {"last_message.seq": "5", "unread_count": "5"})
     assert state["last_message"]["text"] == "five" and state["last_message"]["sender_id"] == ann.id
     assert state["last_message_at"] == "2030-01-01T00:00:05Z"
@@ -53,15 +59,19 @@ async def test_a_batch_of_one_conversation_ends_at_its_highest_seq(http: httpx.A
     await settles(http, bob, cid, {"unread_count": "1"})  # 5 - read 4 (his own 2 and 4 covered by it)
 
     # His own message past his read position is never unread; reading past it stops subtracting it.
-    await publish_batch(read_event(cid, bob.id, 6), message_event(RECEIVED, cid, 6, bob.id, "six"),
-                        message_event(RECEIVED, cid, 7, bob.id, "seven"),
-                        message_event(RECEIVED, cid, 8, cat.id, "eight"))
+    await publish_batch(
+        read_event(cid, bob.id, 6),
+        message_event(RECEIVED, cid, 6, bob.id, "six"),
+        message_event(RECEIVED, cid, 7, bob.id, "seven"),
+        message_event(RECEIVED, cid, 8, cat.id, "eight"),
+    )
     await settles(http, bob, cid, {"last_message.seq": "8", "unread_count": "1"})  # 8 - read 6 - own 7
     await settles(http, cat, cid, {"unread_count": "7"})  # 8 - own 8
 
 
-async def test_edits_and_deletes_in_the_batch_of_their_message(http: httpx.AsyncClient, make_token,
-                                                                publish_batch: Publish) -> None:
+async def test_edits_and_deletes_in_the_batch_of_their_message(
+    http: httpx.AsyncClient, make_token, publish_batch: Publish
+) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
     edited_cid, deleted_cid = [(await create_group(http, ann, [bob]))["conversation_id"] for _ in range(2)]
     t = datetime(2030, 1, 2, tzinfo=UTC)
@@ -76,20 +86,26 @@ async def test_edits_and_deletes_in_the_batch_of_their_message(http: httpx.Async
         # A deletion sticks, whatever edit follows it in the batch.
         message_event(RECEIVED, deleted_cid, 3, ann.id, "regret", other),
         message_event("chat:message_deleted", deleted_cid, 3, ann.id, "", other, deleted=True),
-        message_event("chat:message_updated", deleted_cid, 3, ann.id, "undead", other, edited=t + timedelta(3)))
+        message_event("chat:message_updated", deleted_cid, 3, ann.id, "undead", other, edited=t + timedelta(3)),
+    )
     edited = await settles(http, bob, edited_cid, {"last_message.seq": "2", "last_message.text": "newest"})
     assert edited["unread_count"] == "1"  # 2 - own 1
     gone = await settles(http, bob, deleted_cid, {"last_message.seq": "3", "last_message.deleted": True})
     assert gone["last_message"]["text"] == "" and gone["last_message"]["message_id"] == other
 
 
-async def test_reprocessing_a_batch_changes_nothing(http: httpx.AsyncClient, make_token,
-                                                    publish_batch: Publish) -> None:
+async def test_reprocessing_a_batch_changes_nothing(
+    http: httpx.AsyncClient, make_token, publish_batch: Publish
+) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
     cid, marker_cid = [(await create_group(http, ann, [bob]))["conversation_id"] for _ in range(2)]
-    batch = [message_event(RECEIVED, cid, 1, ann.id, "one"), message_event(RECEIVED, cid, 2, bob.id, "two"),
-             message_event(RECEIVED, cid, 3, bob.id, "three"), read_event(cid, ann.id, 2),
-             message_event(RECEIVED, cid, 4, ann.id, "four")]
+    batch = [
+        message_event(RECEIVED, cid, 1, ann.id, "one"),
+        message_event(RECEIVED, cid, 2, bob.id, "two"),
+        message_event(RECEIVED, cid, 3, bob.id, "three"),
+        read_event(cid, ann.id, 2),
+        message_event(RECEIVED, cid, 4, ann.id, "four"),
+    ]
     await publish_batch(*batch)
     before_ann = await settles(http, ann, cid, {"last_message.seq": "4", "unread_count": "1"})  # 4 - read 2 - own 4
     before_bob = await settles(http, bob, cid, {"unread_count": "2"})  # 4 - own 2, 3
@@ -107,11 +123,15 @@ async def test_reprocessing_a_batch_changes_nothing(http: httpx.AsyncClient, mak
     await settles(http, ann, cid, {"unread_count": "1"})  # 5 - read 2 - own 4, 5
 
 
-async def test_events_of_non_participants_move_no_position(http: httpx.AsyncClient, make_token,
-                                                           publish_batch: Publish) -> None:
+async def test_events_of_non_participants_move_no_position(
+    http: httpx.AsyncClient, make_token, publish_batch: Publish
+) -> None:
     ann, bob, outsider = await people(http, make_token, "ann", "bob", "outsider")
     cid = (await create_group(http, ann, [bob]))["conversation_id"]
-    await publish_batch(message_event(RECEIVED, cid, 1, ann.id, "one"), read_event(cid, outsider.id, 5),
-                        message_event(RECEIVED, cid, 2, bob.id, "two"))
+    await publish_batch(
+        message_event(RECEIVED, cid, 1, ann.id, "one"),
+        read_event(cid, outsider.id, 5),
+        message_event(RECEIVED, cid, 2, bob.id, "two"),
+    )
     await settles(http, bob, cid, {"last_message.seq": "2", "unread_count": "1"})
     await settles(http, ann, cid, {"unread_count": "1"})

@@ -29,12 +29,14 @@ async def internal(mesh: Mesh, service_metadata) -> AsyncIterator[Internal]:  # 
 
 async def membership(internal: Internal, conversation_id: str) -> conversation_pb2.GetMembershipResponse:
     stub, metadata = internal
-    return await stub.GetMembership(conversation_pb2.GetMembershipRequest(conversation_id=conversation_id),
-                                    metadata=metadata)
+    return await stub.GetMembership(
+        conversation_pb2.GetMembershipRequest(conversation_id=conversation_id), metadata=metadata
+    )
 
 
-async def watched_group(http: httpx.AsyncClient, mesh: Mesh, admin: Person, others: list[Person],
-                        title: str = "team") -> tuple[str, dict[str, Socket]]:
+async def watched_group(
+    http: httpx.AsyncClient, mesh: Mesh, admin: Person, others: list[Person], title: str = "team"
+) -> tuple[str, dict[str, Socket]]:
     """A group whose participants' sockets are live: each has seen it created. (The edge answers
     `ready` before it subscribes, so an event right after a fresh socket opens could precede it.)"""
     sockets = {p.id: await Socket.open(mesh.edge_url, p.token) for p in (admin, *others)}
@@ -46,9 +48,13 @@ async def watched_group(http: httpx.AsyncClient, mesh: Mesh, admin: Person, othe
 
 def audit_rows(database_url: str, conversation_id: str) -> list[tuple[str, str, str]]:
     with psycopg.connect(database_url) as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-            "SELECT actor_id, action, target FROM conversation.audit_log WHERE conversation_id = %s ORDER BY id",
-            (conversation_id,)).fetchall()]
+        return [
+            tuple(r)
+            for r in conn.execute(  # type: ignore[misc]
+                "SELECT actor_id, action, target FROM conversation.audit_log WHERE conversation_id = %s ORDER BY id",
+                (conversation_id,),
+            ).fetchall()
+        ]
 
 
 async def patch(http: httpx.AsyncClient, person: Person, cid: str, body: dict[str, Any]) -> httpx.Response:
@@ -64,16 +70,18 @@ async def preferences(http: httpx.AsyncClient, person: Person, cid: str, **body:
 async def listed(http: httpx.AsyncClient, person: Person, limit: int = 100) -> list[dict[str, Any]]:
     found, cursor = [], ""
     while True:
-        reply = await http.get("/api/conversations", params={"limit": limit, **({"cursor": cursor} if cursor else {})},
-                               headers=person.auth)
+        reply = await http.get(
+            "/api/conversations", params={"limit": limit, **({"cursor": cursor} if cursor else {})}, headers=person.auth
+        )
         assert reply.status_code == 200, reply.text
         found += reply.json()["conversations"]
         if not (cursor := reply.json()["next_cursor"]):
             return found
 
 
-async def test_admins_rename_and_describe_and_participants_hear_it(http: httpx.AsyncClient, make_token, mesh: Mesh,
-                                                                   database_url: str) -> None:
+async def test_admins_rename_and_describe_and_participants_hear_it(
+    http: httpx.AsyncClient, make_token, mesh: Mesh, database_url: str
+) -> None:
     admin, bob = await people(http, make_token, "admin", "bob")
     cid, sockets = await watched_group(http, mesh, admin, [bob], title="old name")
     socket = sockets[bob.id]
@@ -87,30 +95,37 @@ async def test_admins_rename_and_describe_and_participants_hear_it(http: httpx.A
     assert (await view(http, bob, cid))["description"] == "what we talk about"
 
     # One field alone leaves the other; "" removes the description; the same values again change nothing.
-    assert (await patch(http, admin, cid, {"title": "newer"})).json()["conversation"]["description"] == \
-        "what we talk about"
+    assert (await patch(http, admin, cid, {"title": "newer"})).json()["conversation"][
+        "description"
+    ] == "what we talk about"
     assert (await patch(http, admin, cid, {"description": ""})).json()["conversation"]["description"] == ""
     assert (await patch(http, admin, cid, {"title": "newer", "description": ""})).status_code == 200
     assert [(a, t) for _, a, t in audit_rows(database_url, cid) if a.startswith("conversation.")] == [
-        ("conversation.renamed", "new name"), ("conversation.described", ""),
-        ("conversation.renamed", "newer"), ("conversation.described", "")]
+        ("conversation.renamed", "new name"),
+        ("conversation.described", ""),
+        ("conversation.renamed", "newer"),
+        ("conversation.described", ""),
+    ]
     trail = await http.get(f"/api/conversations/{cid}/audit", headers=admin.auth)
     assert "conversation.renamed" in {e["action"] for e in trail.json()["entries"]}
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ({"title": ""}, (400, "TITLE_REQUIRED")),
-    ({"title": "   "}, (400, "TITLE_REQUIRED")),
-    ({"title": "x" * 201}, (400, "TITLE_TOO_LONG")),
-    ({"description": "d" * 1001}, (400, "DESCRIPTION_TOO_LONG")),
-    ({"description": "  \n "}, (400, "DESCRIPTION_BLANK")),
-    ({"description": "nul\x00"}, (400, "INVALID_TEXT")),
-    ({}, (400, "NOTHING_TO_UPDATE")),
-    ({"title": 5}, (400, "INVALID_ARGUMENT")),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"title": ""}, (400, "TITLE_REQUIRED")),
+        ({"title": "   "}, (400, "TITLE_REQUIRED")),
+        ({"title": "x" * 201}, (400, "TITLE_TOO_LONG")),
+        ({"description": "d" * 1001}, (400, "DESCRIPTION_TOO_LONG")),
+        ({"description": "  \n "}, (400, "DESCRIPTION_BLANK")),
+        ({"description": "nul\x00"}, (400, "INVALID_TEXT")),
+        ({}, (400, "NOTHING_TO_UPDATE")),
+        ({"title": 5}, (400, "INVALID_ARGUMENT")),
+    ],
+)
 async def test_bad_names_and_descriptions_are_refused_and_change_nothing(
-        http: httpx.AsyncClient, make_token, database_url: str, body: dict[str, Any],
-        expected: tuple[int, str]) -> None:
+    http: httpx.AsyncClient, make_token, database_url: str, body: dict[str, Any], expected: tuple[int, str]
+) -> None:
     (admin,) = await people(http, make_token, "admin")
     cid = (await create_group(http, admin, [], title="keep"))["conversation_id"]
     assert error_of(await patch(http, admin, cid, body)) == expected
@@ -121,18 +136,22 @@ async def test_bad_names_and_descriptions_are_refused_and_change_nothing(
 async def test_only_admins_change_settings(http: httpx.AsyncClient, make_token, database_url: str) -> None:
     admin, moderator, member, outsider = await people(http, make_token, "admin", "moderator", "member", "outsider")
     cid = (await create_group(http, admin, [moderator, member], title="keep"))["conversation_id"]
-    await http.patch(f"/api/conversations/{cid}/participants/{moderator.id}", json={"role": "ROLE_MODERATOR"},
-                     headers=admin.auth)
+    await http.patch(
+        f"/api/conversations/{cid}/participants/{moderator.id}", json={"role": "ROLE_MODERATOR"}, headers=admin.auth
+    )
     for person in (moderator, member):
         assert error_of(await patch(http, person, cid, {"title": "mine"})) == (403, "INSUFFICIENT_ROLE")
         for action in ("archive", "unarchive"):
             refused = await http.post(f"/api/conversations/{cid}/{action}", json={}, headers=person.auth)
             assert error_of(refused) == (403, "INSUFFICIENT_ROLE")
     assert error_of(await patch(http, outsider, cid, {"title": "mine"})) == (403, "NOT_PARTICIPANT")
-    assert error_of(await http.post(f"/api/conversations/{cid}/leave", json={}, headers=outsider.auth)) == \
-        (403, "NOT_PARTICIPANT")
-    assert error_of(await http.patch(f"/api/conversations/{cid}/preferences", json={"muted": True},
-                                     headers=outsider.auth)) == (403, "NOT_PARTICIPANT")
+    assert error_of(await http.post(f"/api/conversations/{cid}/leave", json={}, headers=outsider.auth)) == (
+        403,
+        "NOT_PARTICIPANT",
+    )
+    assert error_of(
+        await http.patch(f"/api/conversations/{cid}/preferences", json={"muted": True}, headers=outsider.auth)
+    ) == (403, "NOT_PARTICIPANT")
     missing = "00000000-0000-4000-8000-000000000000"
     assert error_of(await patch(http, admin, missing, {"title": "x"})) == (404, "CONVERSATION_NOT_FOUND")
     assert error_of(await patch(http, admin, "not-an-id", {"title": "x"})) == (400, "INVALID_ID")
@@ -144,16 +163,21 @@ async def test_direct_conversations_have_no_group_settings(http: httpx.AsyncClie
     ann, bob = await people(http, make_token, "ann", "bob")
     cid = await direct_conversation(http, ann.token, bob.id)
     assert error_of(await patch(http, ann, cid, {"title": "ours"})) == (400, "DIRECT_CONVERSATION")
-    assert error_of(await http.post(f"/api/conversations/{cid}/archive", json={}, headers=ann.auth)) == \
-        (400, "DIRECT_CONVERSATION")
-    assert error_of(await http.post(f"/api/conversations/{cid}/leave", json={}, headers=ann.auth)) == \
-        (400, "DIRECT_CONVERSATION")
+    assert error_of(await http.post(f"/api/conversations/{cid}/archive", json={}, headers=ann.auth)) == (
+        400,
+        "DIRECT_CONVERSATION",
+    )
+    assert error_of(await http.post(f"/api/conversations/{cid}/leave", json={}, headers=ann.auth)) == (
+        400,
+        "DIRECT_CONVERSATION",
+    )
     # Mute and pin are anyone's, in any conversation.
     assert (await preferences(http, ann, cid, pinned=True))["pinned"] is True
 
 
-async def test_members_leave_and_everyone_hears_it(http: httpx.AsyncClient, make_token, mesh: Mesh,
-                                                   internal: Internal, database_url: str) -> None:
+async def test_members_leave_and_everyone_hears_it(
+    http: httpx.AsyncClient, make_token, mesh: Mesh, internal: Internal, database_url: str
+) -> None:
     admin, bob, cat = await people(http, make_token, "admin", "bob", "cat")
     cid, sockets = await watched_group(http, mesh, admin, [bob, cat])
     before = (await membership(internal, cid)).version
@@ -175,8 +199,7 @@ async def test_the_last_admin_hands_over_before_leaving(http: httpx.AsyncClient,
     refused = await http.post(f"/api/conversations/{cid}/leave", json={}, headers=admin.auth)
     assert error_of(refused) == (400, "LAST_ADMIN")
     assert roles_of(await view(http, admin, cid)) == {admin.id: "ROLE_ADMIN", bob.id: "ROLE_MEMBER"}
-    await http.patch(f"/api/conversations/{cid}/participants/{bob.id}", json={"role": "ROLE_ADMIN"},
-                     headers=admin.auth)
+    await http.patch(f"/api/conversations/{cid}/participants/{bob.id}", json={"role": "ROLE_ADMIN"}, headers=admin.auth)
     left = await http.post(f"/api/conversations/{cid}/leave", json={}, headers=admin.auth)
     assert left.status_code == 200, left.text
     assert roles_of(left.json()["conversation"]) == {bob.id: "ROLE_ADMIN"}
@@ -185,8 +208,9 @@ async def test_the_last_admin_hands_over_before_leaving(http: httpx.AsyncClient,
     assert last.status_code == 200 and last.json()["conversation"]["active"] is False
 
 
-async def test_the_last_admin_closes_the_group(http: httpx.AsyncClient, make_token, mesh: Mesh, internal: Internal,
-                                               database_url: str) -> None:
+async def test_the_last_admin_closes_the_group(
+    http: httpx.AsyncClient, make_token, mesh: Mesh, internal: Internal, database_url: str
+) -> None:
     admin, bob, cat = await people(http, make_token, "admin", "bob", "cat")
     cid, sockets = await watched_group(http, mesh, admin, [bob, cat])
     await send(http, bob.token, cid, "before the end")
@@ -200,13 +224,15 @@ async def test_the_last_admin_closes_the_group(http: httpx.AsyncClient, make_tok
     assert not after.active and not after.participants
     for person in (admin, bob, cat):
         assert cid not in {c["conversation_id"] for c in await listed(http, person)}
-        assert error_of(await http.post("/api/messages", json={"conversation_id": cid, "content": "hello?"},
-                                        headers=person.auth)) == (403, "NOT_PARTICIPANT")
+        assert error_of(
+            await http.post("/api/messages", json={"conversation_id": cid, "content": "hello?"}, headers=person.auth)
+        ) == (403, "NOT_PARTICIPANT")
     assert (admin.id, "conversation.closed", cid) in audit_rows(database_url, cid)
 
 
-async def test_mute_and_pin_are_the_users_own(http: httpx.AsyncClient, make_token, mesh: Mesh, internal: Internal,
-                                              database_url: str) -> None:
+async def test_mute_and_pin_are_the_users_own(
+    http: httpx.AsyncClient, make_token, mesh: Mesh, internal: Internal, database_url: str
+) -> None:
     ann, bob = await people(http, make_token, "ann", "bob")
     cid, sockets = await watched_group(http, mesh, ann, [bob])
     ann_socket, bob_socket = sockets[ann.id], sockets[bob.id]

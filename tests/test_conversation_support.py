@@ -36,10 +36,14 @@ async def people(http: httpx.AsyncClient, make_token: Callable[..., str], *names
     return found
 
 
-async def create_group(http: httpx.AsyncClient, creator: Person, others: list[Person],
-                       title: str = "team") -> dict[str, Any]:
-    reply = await http.post("/api/conversations/group",
-                            json={"title": title, "participant_ids": [p.id for p in others]}, headers=creator.auth)
+async def create_group(
+    http: httpx.AsyncClient, creator: Person, others: list[Person], title: str = "team"
+) -> dict[str, Any]:
+    reply = await http.post(
+        "/api/conversations/group",
+        json={"title": title, "participant_ids": [p.id for p in others]},
+        headers=creator.auth,
+    )
     assert reply.status_code == 200, reply.text
     return dict(reply.json()["conversation"])
 
@@ -47,15 +51,24 @@ async def create_group(http: httpx.AsyncClient, creator: Person, others: list[Pe
 async def staffed_group(http: httpx.AsyncClient, make_token: Callable[..., str]) -> tuple[str, dict[str, Person]]:
     """A group with an admin, two moderators and two members, plus an outsider and a spare user to add."""
     admin, moderator, moderator2, member, member2, outsider, spare = await people(
-        http, make_token, "admin", "moderator", "moderator2", "member", "member2", "outsider", "spare")
+        http, make_token, "admin", "moderator", "moderator2", "member", "member2", "outsider", "spare"
+    )
     group = await create_group(http, admin, [moderator, moderator2, member, member2])
     cid = group["conversation_id"]
     for person in (moderator, moderator2):
-        reply = await http.patch(f"/api/conversations/{cid}/participants/{person.id}",
-                                 json={"role": "ROLE_MODERATOR"}, headers=admin.auth)
+        reply = await http.patch(
+            f"/api/conversations/{cid}/participants/{person.id}", json={"role": "ROLE_MODERATOR"}, headers=admin.auth
+        )
         assert reply.status_code == 200, reply.text
-    return cid, {"admin": admin, "moderator": moderator, "moderator2": moderator2, "member": member,
-                 "member2": member2, "outsider": outsider, "spare": spare}
+    return cid, {
+        "admin": admin,
+        "moderator": moderator,
+        "moderator2": moderator2,
+        "member": member,
+        "member2": member2,
+        "outsider": outsider,
+        "spare": spare,
+    }
 
 
 def error_of(reply: httpx.Response) -> tuple[int, str]:
@@ -84,8 +97,9 @@ async def view(http: httpx.AsyncClient, person: Person, conversation_id: str) ->
     return dict(reply.json()["conversation"])
 
 
-async def settles(http: httpx.AsyncClient, person: Person, conversation_id: str,
-                  expect: dict[str, Any]) -> dict[str, Any]:
+async def settles(
+    http: httpx.AsyncClient, person: Person, conversation_id: str, expect: dict[str, Any]
+) -> dict[str, Any]:
     """Poll the conversation until the listed fields (dotted paths) have the expected values."""
     seen: list[dict[str, Any]] = []
 

@@ -27,8 +27,9 @@ async def stub(mesh: Mesh) -> AsyncIterator[Stub]:
 def _row_version(database_url: str, user_id: str) -> tuple[object, ...]:
     """The row's xmin (a new one on any write, even a same-value update) and the outbox's size."""
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT xmin::text, updated_at, display_name FROM conversation.users WHERE user_id = %s",
-                           (user_id,)).fetchone()
+        row = conn.execute(
+            "SELECT xmin::text, updated_at, display_name FROM conversation.users WHERE user_id = %s", (user_id,)
+        ).fetchone()
         outbox = conn.execute("SELECT count(*) FROM conversation.outbox").fetchone()
     assert row is not None and outbox is not None
     return (*row, outbox[0])
@@ -39,8 +40,7 @@ async def test_an_unchanged_user_is_not_written(stub: Stub, make_token, database
     own = (("authorization", f"Bearer {make_token(user)}"),)  # the user's token, as the edge forwards it
 
     async def upsert(name: str) -> str:
-        reply = await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name=name),
-                                      metadata=own)
+        reply = await stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name=name), metadata=own)
         assert reply.user.user_id == user and reply.user.created_at.seconds > 0
         return str(reply.user.display_name)
 
@@ -61,10 +61,14 @@ async def test_an_unchanged_user_is_not_written(stub: Stub, make_token, database
 async def test_concurrent_first_upserts_make_one_user(stub: Stub, make_token, database_url: str) -> None:
     user = new_user_id("racer")
     own = (("authorization", f"Bearer {make_token(user)}"),)  # the user's token, as the edge forwards it
-    replies = await asyncio.gather(*(
-        stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name="Racer"), metadata=own)
-        for _ in range(10)))
+    replies = await asyncio.gather(
+        *(
+            stub.UpsertUser(conversation_pb2.UpsertUserRequest(user_id=user, display_name="Racer"), metadata=own)
+            for _ in range(10)
+        )
+    )
     assert {(r.user.user_id, r.user.display_name, r.user.created_at.ToDatetime()) for r in replies} == {
-        (user, "Racer", replies[0].user.created_at.ToDatetime())}
+        (user, "Racer", replies[0].user.created_at.ToDatetime())
+    }
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM conversation.users WHERE user_id = %s", (user,)).fetchone() == (1,)

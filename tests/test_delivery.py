@@ -81,8 +81,9 @@ async def test_resume_token_gets_exactly_what_was_missed(http, mesh: Mesh, pair)
     await resumed.close()
 
 
-async def test_token_older_than_the_inbox_gets_resync_required(http, mesh: Mesh, pair, redis_client,
-                                                               redis_prefix: str) -> None:
+async def test_token_older_than_the_inbox_gets_resync_required(
+    http, mesh: Mesh, pair, redis_client, redis_prefix: str
+) -> None:
     alice_token, bob_id, bob_token, conversation_id, _ = pair
     bob = await Socket.open(mesh.edge_url, bob_token)
     await send(http, alice_token, conversation_id, "old")
@@ -91,8 +92,10 @@ async def test_token_older_than_the_inbox_gets_resync_required(http, mesh: Mesh,
     await send(http, alice_token, conversation_id, "new")
     inbox = Keys(redis_prefix).inbox(bob_id)
     async with asyncio.timeout(10):  # fan-out is asynchronous: wait until "new" is in bob's inbox
-        while not (last := await redis_client.xrevrange(inbox, count=1)) or \
-                common_pb2.Event.FromString(last[0][1][b"e"]).message.content != "new":
+        while (
+            not (last := await redis_client.xrevrange(inbox, count=1))
+            or common_pb2.Event.FromString(last[0][1][b"e"]).message.content != "new"
+        ):
             await asyncio.sleep(0.02)
     await redis_client.xtrim(inbox, maxlen=1, approximate=False)  # the inbox no longer holds what follows the token
 
@@ -125,8 +128,9 @@ async def test_unacknowledged_event_is_pushed_again_three_times(http, mesh: Mesh
     await bob.close()
 
 
-async def test_poison_event_is_dead_lettered_after_three_retries(http, mesh: Mesh, pair, redis_client,
-                                                                 redis_prefix: str) -> None:
+async def test_poison_event_is_dead_lettered_after_three_retries(
+    http, mesh: Mesh, pair, redis_client, redis_prefix: str
+) -> None:
     keys = Keys(redis_prefix)
     poison_id = (await redis_client.xadd(keys.events, {b"e": b"\xff not an event"})).decode()
     started = time.monotonic()
@@ -138,8 +142,9 @@ async def test_poison_event_is_dead_lettered_after_three_retries(http, mesh: Mes
     await bob.close()
 
     async with asyncio.timeout(15):
-        while not (dead := [e for e in await redis_client.xrange(keys.dead_letter)
-                            if e[1][b"entry"].decode() == poison_id]):
+        while not (
+            dead := [e for e in await redis_client.xrange(keys.dead_letter) if e[1][b"entry"].decode() == poison_id]
+        ):
             await asyncio.sleep(0.05)
     waited = time.monotonic() - started
     assert waited >= (2 + 4 + 8) * 0.05 * 0.9  # the backoff was honoured (scaled)
@@ -160,8 +165,9 @@ async def test_websocket_ack_frames_are_validated(mesh: Mesh, pair) -> None:
     await bob.close()
 
 
-async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str], redis_client, redis_prefix: str,
-                                                       http, mesh: Mesh, pair) -> None:
+async def test_dead_letters_can_be_listed_and_replayed(
+    mesh_env: dict[str, str], redis_client, redis_prefix: str, http, mesh: Mesh, pair
+) -> None:
     """A dead-lettered event whose cause is gone (here: a valid event parked by hand) is delivered on replay."""
     import subprocess
     import sys
@@ -170,16 +176,24 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
     sent = await send(http, alice_token, conversation_id, "parked")
     bob = await Socket.open(mesh.edge_url, bob_token)
     await bob.next_of("chat:message_received")  # the original delivery
-    event = common_pb2.Event(event_id="replayed-" + sent["message_id"], type="chat:message_received",
-                             conversation_id=conversation_id)
+    event = common_pb2.Event(
+        event_id="replayed-" + sent["message_id"], type="chat:message_received", conversation_id=conversation_id
+    )
     event.message.message_id, event.message.content = sent["message_id"], "parked"
     keys = Keys(redis_prefix)
-    await redis_client.xadd(keys.dead_letter, {b"e": event.SerializeToString(), b"entry": b"0-1",
-                                               b"reason": b"test: upstream was down"})
+    await redis_client.xadd(
+        keys.dead_letter, {b"e": event.SerializeToString(), b"entry": b"0-1", b"reason": b"test: upstream was down"}
+    )
     env = {**mesh_env, "PATH": ""}
+
     def cli(action: str) -> str:
-        return subprocess.run([sys.executable, "-m", "chatmesh_tools.cli", "dead-letter", action], env=env,
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "-m", "chatmesh_tools.cli", "dead-letter", action],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     listed = await asyncio.to_thread(cli, "list")
     assert "test: upstream was down" in listed
@@ -192,8 +206,9 @@ async def test_dead_letters_can_be_listed_and_replayed(mesh_env: dict[str, str],
     await bob.close()
 
 
-async def test_an_event_published_twice_reaches_the_inbox_once(redis_client, redis_prefix: str, http, mesh: Mesh,
-                                                               pair) -> None:
+async def test_an_event_published_twice_reaches_the_inbox_once(
+    redis_client, redis_prefix: str, http, mesh: Mesh, pair
+) -> None:
     """The relay can publish a row twice (it died between its XADD and its commit): fan-out's
     done-marker keeps the second copy out of every inbox, so a resume never replays it twice."""
     alice_token, bob, bob_token, conversation_id, _ = pair
@@ -201,8 +216,11 @@ async def test_an_event_published_twice_reaches_the_inbox_once(redis_client, red
     first = await send(http, alice_token, conversation_id, "once")
     received = await bob_socket.next_of("chat:message_received")
     keys = Keys(redis_prefix)
-    copy = next(fields for _, fields in reversed(await redis_client.xrange(keys.events))
-                if common_pb2.Event.FromString(fields[b"e"]).message.message_id == first["message_id"])
+    copy = next(
+        fields
+        for _, fields in reversed(await redis_client.xrange(keys.events))
+        if common_pb2.Event.FromString(fields[b"e"]).message.message_id == first["message_id"]
+    )
     await redis_client.xadd(keys.events, {b"e": copy[b"e"]})  # the relay's second publish
     second = await send(http, alice_token, conversation_id, "after")  # fanned out after the copy
     async with asyncio.timeout(10):
@@ -211,9 +229,12 @@ async def test_an_event_published_twice_reaches_the_inbox_once(redis_client, red
     await bob_socket.close()
 
     inbox = [common_pb2.Event.FromString(fields[b"e"]) for _, fields in await redis_client.xrange(keys.inbox(bob))]
-    assert [e.message.message_id for e in inbox if e.type == "chat:message_received"] == [first["message_id"],
-                                                                                          second["message_id"]]
+    assert [e.message.message_id for e in inbox if e.type == "chat:message_received"] == [
+        first["message_id"],
+        second["message_id"],
+    ]
     resumed = await Socket.open(mesh.edge_url, bob_token, resume_token=received["resume_token"])
     assert [f["data"]["message_id"] for f in await collect(resumed, "chat:message_received", 1)] == [
-        second["message_id"]]
+        second["message_id"]
+    ]
     await resumed.close()

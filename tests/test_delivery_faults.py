@@ -96,8 +96,9 @@ def contents(frames: list[dict]) -> list[str]:
 REPLICATED = ("conversation", "message", "message-2", "presence", "edge", "edge-2")
 
 
-async def test_two_edges_and_two_message_services_deliver_each_event_once(isolated_env, tmp_path, running,
-                                                                         make_token) -> None:
+async def test_two_edges_and_two_message_services_deliver_each_event_once(
+    isolated_env, tmp_path, running, make_token
+) -> None:
     mesh = private_mesh(isolated_env(), tmp_path / "logs", REPLICATED)
     running.append(mesh)
     mesh.start()
@@ -134,9 +135,11 @@ async def test_killed_fanout_worker_loses_nothing(isolated_env, tmp_path, runnin
         """A client's sends: a call caught in the killed replica fails (503) and is retried with its id."""
         for i in range(start, start + 30):
             for _ in range(20):
-                reply = await http.post("/api/messages", headers={"Authorization": f"Bearer {alice_token}"},
-                                        json={"conversation_id": conversation_id, "content": f"m{i}",
-                                              "client_message_id": f"cm-{i}"})
+                reply = await http.post(
+                    "/api/messages",
+                    headers={"Authorization": f"Bearer {alice_token}"},
+                    json={"conversation_id": conversation_id, "content": f"m{i}", "client_message_id": f"cm-{i}"},
+                )
                 if reply.status_code == 200:
                     break
                 assert reply.status_code >= 500, reply.text
@@ -155,8 +158,9 @@ async def test_killed_fanout_worker_loses_nothing(isolated_env, tmp_path, runnin
     await http.aclose()
 
 
-async def test_sends_succeed_while_redis_is_down_and_arrive_when_it_returns(isolated_env, tmp_path, running,
-                                                                           make_token) -> None:
+async def test_sends_succeed_while_redis_is_down_and_arrive_when_it_returns(
+    isolated_env, tmp_path, running, make_token
+) -> None:
     redis_server = EmbeddedRedis(tmp_path / "redis", free_port())
     url = redis_server.start()
     mesh = private_mesh(isolated_env(CHAT_REDIS_URL=url), tmp_path / "logs")
@@ -182,8 +186,9 @@ async def test_sends_succeed_while_redis_is_down_and_arrive_when_it_returns(isol
         redis_server.stop()
 
 
-async def test_redis_emptied_means_resync_not_a_silent_gap(isolated_env, tmp_path, running, make_token,
-                                                          redis_server: str) -> None:
+async def test_redis_emptied_means_resync_not_a_silent_gap(
+    isolated_env, tmp_path, running, make_token, redis_server: str
+) -> None:
     mesh = private_mesh(isolated_env(), tmp_path / "logs")
     running.append(mesh)
     mesh.start()
@@ -208,31 +213,42 @@ async def test_redis_emptied_means_resync_not_a_silent_gap(isolated_env, tmp_pat
     await http.aclose()
 
 
-async def test_resend_after_edge_died_between_commit_and_ack_is_stored_once(isolated_env, tmp_path, running,
-                                                                           make_token) -> None:
+async def test_resend_after_edge_died_between_commit_and_ack_is_stored_once(
+    isolated_env, tmp_path, running, make_token
+) -> None:
     mesh = private_mesh(isolated_env(), tmp_path / "logs")
     running.append(mesh)
     mesh.start()
     http, alice_token, bob_token, conversation_id = await chat(mesh.edge_url, make_token)
     bob_http = httpx.AsyncClient(base_url=mesh.edge_url, timeout=20)
     alice = await Socket.open(mesh.edge_url, alice_token)
-    await alice.ws.send(json.dumps({"type": "chat:message_send", "id": "1", "data": {
-        "conversation_id": conversation_id, "content": "once", "client_message_id": "cm-1"}}))
+    await alice.ws.send(
+        json.dumps(
+            {
+                "type": "chat:message_send",
+                "id": "1",
+                "data": {"conversation_id": conversation_id, "content": "once", "client_message_id": "cm-1"},
+            }
+        )
+    )
     await asyncio.sleep(0.05)
     mesh.stop("edge", sig=signal.SIGKILL)  # the ack may or may not have been written
     mesh.start("edge")
 
     alice = await Socket.open(mesh.edge_url, alice_token)
-    ack = await alice.request("chat:message_send", {"conversation_id": conversation_id, "content": "once",
-                                                    "client_message_id": "cm-1"})
+    ack = await alice.request(
+        "chat:message_send", {"conversation_id": conversation_id, "content": "once", "client_message_id": "cm-1"}
+    )
     assert ack["type"] == "ack"
     bob = await Socket.open(mesh.edge_url, bob_token)
     frames = await collect(bob, "chat:message_received", 1)
     assert contents(frames) == ["once"]
     assert [f for f in await quiet(bob, "chat:message_received", 0.3) if f["event_id"] != frames[0]["event_id"]] == []
     with psycopg.connect(mesh.env["CHAT_DATABASE_URL"]) as conn:
-        count = conn.execute("SELECT count(*) FROM message.messages WHERE client_message_id = 'cm-1'"
-                             " AND conversation_id = %s", (conversation_id,)).fetchone()
+        count = conn.execute(
+            "SELECT count(*) FROM message.messages WHERE client_message_id = 'cm-1' AND conversation_id = %s",
+            (conversation_id,),
+        ).fetchone()
     assert count == (1,)
     await http.aclose()
     await bob_http.aclose()
@@ -251,11 +267,12 @@ async def test_slow_reader_is_disconnected_while_others_keep_up(isolated_env, tm
     fast = await Socket.open(mesh.edge_url, make_token(carol))
 
     # ~15 KB frames (3,900 four-byte characters): enough to fill the kernel's buffers (up to 4 MB) and more.
-    big = "\U0001F600" * 3900
+    big = "\U0001f600" * 3900
     total = 400
     for start in range(0, total, 10):
-        await asyncio.gather(*(send(http, alice_token, conversation_id, f"{i} {big}")
-                               for i in range(start, start + 10)))
+        await asyncio.gather(
+            *(send(http, alice_token, conversation_id, f"{i} {big}") for i in range(start, start + 10))
+        )
     await send(http, alice_token, carol_conversation, "for carol")
     frame = await fast.next_of("chat:message_received", timeout=5)  # carol is served meanwhile
     assert frame["data"]["content"] == "for carol"

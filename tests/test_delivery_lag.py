@@ -15,20 +15,27 @@ OLD_S = 100
 async def lag_buckets(http) -> dict[str, float]:  # type: ignore[no-untyped-def]
     reply = await http.get("/metrics")
     assert reply.status_code == 200
-    return {sample.labels["le"]: sample.value for family in text_string_to_metric_families(reply.text)
-            for sample in family.samples if sample.name == "chat_delivery_lag_seconds_bucket"}
+    return {
+        sample.labels["le"]: sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+        if sample.name == "chat_delivery_lag_seconds_bucket"
+    }
 
 
 async def test_a_message_from_the_offline_buffer_counts_from_its_send(
-        mesh: Mesh, http, make_token, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    mesh: Mesh, http, make_token, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
     alice, bob = new_user_id("alice"), new_user_id("bob")
     alice_token, bob_token = make_token(alice), make_token(bob)
     await register(http, bob_token)
     cid = await direct_conversation(http, alice_token, bob)
     sent = await send(http, alice_token, cid, "sent while bob was away")
     with psycopg.connect(database_url, autocommit=True) as conn:  # as if it had been sent 100 s ago
-        conn.execute("UPDATE message.messages SET created_at = created_at - make_interval(secs => %s)"
-                     " WHERE message_id = %s", (OLD_S, sent["message_id"]))
+        conn.execute(
+            "UPDATE message.messages SET created_at = created_at - make_interval(secs => %s) WHERE message_id = %s",
+            (OLD_S, sent["message_id"]),
+        )
     before = await lag_buckets(http)
 
     bob_socket = await Socket.open(mesh.edge_url, bob_token)  # no resume token: the offline buffer

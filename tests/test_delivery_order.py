@@ -33,15 +33,18 @@ def received(conversation_id: str, sender: str, seq: int) -> bytes:
     """A message's event as the relay publishes it (serialized `chat:message_received`)."""
     message_id = str(uuid.uuid4())
     return common_pb2.Event(
-        event_id=f"received:{message_id}", type="chat:message_received", conversation_id=conversation_id,
-        message=common_pb2.Message(message_id=message_id, conversation_id=conversation_id, sender_id=sender,
-                                   content=f"s{seq}", seq=seq),
+        event_id=f"received:{message_id}",
+        type="chat:message_received",
+        conversation_id=conversation_id,
+        message=common_pb2.Message(
+            message_id=message_id, conversation_id=conversation_id, sender_id=sender, content=f"s{seq}", seq=seq
+        ),
     ).SerializeToString()
 
 
-async def test_a_partial_publish_then_a_republish_cannot_reorder(http: httpx.AsyncClient, mesh: Mesh, make_token,
-                                                                 redis_client: aioredis.Redis,
-                                                                 redis_prefix: str) -> None:
+async def test_a_partial_publish_then_a_republish_cannot_reorder(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
     """The stream as a partly refused batch leaves it: seq 1, 3, 4 landed, then the whole batch again
     (2, 3, 4). Fan-out holds 3 and 4 until 2 is in: bob sees 1, 2, 3, 4, once each."""
     alice, bob = new_user_id("alice"), new_user_id("bob")
@@ -63,14 +66,14 @@ async def test_a_partial_publish_then_a_republish_cannot_reorder(http: httpx.Asy
     assert [s for s in seqs if s in events] == [1, 2, 3, 4]  # once each, in order, for every later resume too
 
 
-async def test_a_subscription_whose_replay_fails_is_retried_not_left_deaf(isolated_env, tmp_path: Path, running,
-                                                                          make_token) -> None:
+async def test_a_subscription_whose_replay_fails_is_retried_not_left_deaf(
+    isolated_env, tmp_path: Path, running, make_token
+) -> None:
     """bob connects while Redis is down: his subscription's replay fails. Once Redis is back, it goes
     live by itself and bob's open socket receives what alice sends (it used to stay deaf for good)."""
     redis_server = EmbeddedRedis(tmp_path / "redis", free_port())
     url = redis_server.start()
-    mesh = private_mesh(isolated_env(CHAT_REDIS_URL=url, CHAT_RATE_REST="0", CHAT_RATE_MESSAGES="0"),
-                        tmp_path / "logs")
+    mesh = private_mesh(isolated_env(CHAT_REDIS_URL=url, CHAT_RATE_REST="0", CHAT_RATE_MESSAGES="0"), tmp_path / "logs")
     running.append(mesh)
     try:
         mesh.start()
@@ -90,8 +93,9 @@ async def test_a_subscription_whose_replay_fails_is_retried_not_left_deaf(isolat
         redis_server.stop()
 
 
-async def test_after_a_resync_the_readers_own_message_keeps_its_place(isolated_env, tmp_path: Path, running,
-                                                                      make_token, redis_server: str) -> None:
+async def test_after_a_resync_the_readers_own_message_keeps_its_place(
+    isolated_env, tmp_path: Path, running, make_token, redis_server: str
+) -> None:
     """Redis loses its data; bob resumes with his old token and gets `resync_required`, then the offline
     buffer. His own message between alice's comes in seq order with them, not after."""
     mesh = private_mesh(isolated_env(), tmp_path / "logs")
@@ -120,8 +124,9 @@ async def test_after_a_resync_the_readers_own_message_keeps_its_place(isolated_e
     await http.aclose()
 
 
-async def test_resuming_from_the_middle_of_the_offline_buffer_gets_the_rest(http: httpx.AsyncClient, mesh: Mesh,
-                                                                           make_token) -> None:
+async def test_resuming_from_the_middle_of_the_offline_buffer_gets_the_rest(
+    http: httpx.AsyncClient, mesh: Mesh, make_token
+) -> None:
     """bob gets three messages from his offline buffer, acknowledges the first and drops: resuming with
     its token replays what is left of the buffer (it used to resume past it, at the inbox position
     the buffer was read at)."""
@@ -141,8 +146,9 @@ async def test_resuming_from_the_middle_of_the_offline_buffer_gets_the_rest(http
     assert [f["data"]["content"] for f in rest] == ["m1", "m2"]
 
 
-async def test_a_live_socket_learns_that_redis_lost_its_data(isolated_env, tmp_path: Path, running, make_token,
-                                                             redis_server: str) -> None:
+async def test_a_live_socket_learns_that_redis_lost_its_data(
+    isolated_env, tmp_path: Path, running, make_token, redis_server: str
+) -> None:
     """Redis empties under a live socket: the socket gets `resync_required` and the offline buffer from
     PostgreSQL, without reconnecting. It used to read the new inbox under its old epoch, silently past
     whatever was lost with the data."""

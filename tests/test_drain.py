@@ -59,11 +59,14 @@ class Result:
 
 
 @pytest.fixture(scope="module")
-def drain_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], postgres_server: str,
-               workdir: Path) -> Iterator[Mesh]:
+def drain_mesh(
+    request: pytest.FixtureRequest, mesh_env: dict[str, str], postgres_server: str, workdir: Path
+) -> Iterator[Mesh]:
     with private_database(postgres_server) as database_url:
-        running = new_mesh({**mesh_env, "CHAT_DATABASE_URL": database_url,
-                            "CHAT_REDIS_PREFIX": f"drain-{secrets.token_hex(4)}"}, workdir / "drain-logs")
+        running = new_mesh(
+            {**mesh_env, "CHAT_DATABASE_URL": database_url, "CHAT_REDIS_PREFIX": f"drain-{secrets.token_hex(4)}"},
+            workdir / "drain-logs",
+        )
         running.start()
         yield running
         running.stop()
@@ -128,8 +131,16 @@ async def _load(call: Callable[[int], Awaitable[httpx.Response]], stop: asyncio.
                 if reply.status_code != 499:
                     break
                 reply = await call(i)
-            results.append(Result(started, time.monotonic(), reply.status_code,
-                                  reply.json() if reply.content else {}, first_status, first_ended))
+            results.append(
+                Result(
+                    started,
+                    time.monotonic(),
+                    reply.status_code,
+                    reply.json() if reply.content else {},
+                    first_status,
+                    first_ended,
+                )
+            )
 
     await asyncio.gather(*(worker() for _ in range(WORKERS)))
     return results
@@ -163,8 +174,10 @@ async def _roll(mesh: Mesh, name: str, stop_load: asyncio.Event) -> tuple[float,
 def _check(results: list[Result], signalled: float, exited: float, status: int) -> None:
     spanning = [r for r in results if r.started < signalled < r.first_ended]
     retried = [r for r in results if r.first_status != 200]
-    print(f"{len(results)} requests, {len(spanning)} in flight at SIGTERM, {len(retried)} retried, "
-          f"old process exited {exited - signalled:.1f}s after it")
+    print(
+        f"{len(results)} requests, {len(spanning)} in flight at SIGTERM, {len(retried)} retried, "
+        f"old process exited {exited - signalled:.1f}s after it"
+    )
     assert spanning, "no request was in flight at the signal"
     failures = [(r.status, r.body) for r in results if r.status != 200]
     assert not failures, f"{len(failures)} of {len(results)} failed: {failures[:5]}"
@@ -172,7 +185,8 @@ def _check(results: list[Result], signalled: float, exited: float, status: int) 
     for r in retried:
         assert r.first_status == 499 and r.started < stopped + 0.5 and r.first_ended > signalled, (
             f"only a call in flight when the old server stops may be cancelled: {r.first_status} from "
-            f"{r.started - signalled:+.3f}s to {r.first_ended - signalled:+.3f}s after the signal")
+            f"{r.started - signalled:+.3f}s to {r.first_ended - signalled:+.3f}s after the signal"
+        )
     assert status == 0
     # Long-lived event streams are ended after the lame duck, not waited out for the whole grace.
     assert exited - signalled <= LAME_DUCK_S + EXIT_MARGIN_S
@@ -188,13 +202,18 @@ async def test_message_drains_in_flight_sends_and_nothing_is_lost(drain_mesh: Me
         await bob_client.connect()
         receiver = asyncio.create_task(bob_client.run())
         try:
+
             async def send(i: int) -> httpx.Response:
-                return await http.post("/api/messages", headers=bearer(alice_token), json={
-                    "conversation_id": conversation_id, "content": f"drain {i}", "client_message_id": f"d{i}"})
+                return await http.post(
+                    "/api/messages",
+                    headers=bearer(alice_token),
+                    json={"conversation_id": conversation_id, "content": f"drain {i}", "client_message_id": f"d{i}"},
+                )
 
             stop = asyncio.Event()
-            results, (signalled, exited, status) = await asyncio.gather(_load(send, stop),
-                                                                       _roll(drain_mesh, "message", stop))
+            results, (signalled, exited, status) = await asyncio.gather(
+                _load(send, stop), _roll(drain_mesh, "message", stop)
+            )
             _check(results, signalled, exited, status)
 
             accepted = {str(r.body["message"]["message_id"]) for r in results}  # type: ignore[index]
@@ -214,9 +233,11 @@ async def test_message_drains_in_flight_sends_and_nothing_is_lost(drain_mesh: Me
             while not accepted <= bob_client.received and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
             missing = accepted - bob_client.received
-            assert not missing, (f"{len(missing)} of {len(accepted)} never reached bob (seqs "
-                                 f"{sorted(int(m['seq']) for m in stored if m['message_id'] in missing)}); "
-                                 f"socket closes: {bob_client.closes}, frames: {bob_client.kinds}")
+            assert not missing, (
+                f"{len(missing)} of {len(accepted)} never reached bob (seqs "
+                f"{sorted(int(m['seq']) for m in stored if m['message_id'] in missing)}); "
+                f"socket closes: {bob_client.closes}, frames: {bob_client.kinds}"
+            )
         finally:
             receiver.cancel()
             await bob_client.close()
@@ -233,18 +254,21 @@ async def test_conversation_drains_in_flight_calls(drain_mesh: Mesh, make_token)
             return await http.get(f"/api/conversations/{conversation_id}", headers=bearer(alice_token))
 
         stop = asyncio.Event()
-        results, (signalled, exited, status) = await asyncio.gather(_load(read, stop),
-                                                                   _roll(drain_mesh, "conversation", stop))
+        results, (signalled, exited, status) = await asyncio.gather(
+            _load(read, stop), _roll(drain_mesh, "conversation", stop)
+        )
         _check(results, signalled, exited, status)
 
 
 async def test_presence_drains_in_flight_calls(drain_mesh: Mesh, make_token) -> None:
     token = make_token(new_user_id("carol"))
     async with httpx.AsyncClient(base_url=drain_mesh.edge_url, timeout=30) as http:
+
         async def set_presence(i: int) -> httpx.Response:
             return await http.put("/api/presence", headers=bearer(token), json={})
 
         stop = asyncio.Event()
-        results, (signalled, exited, status) = await asyncio.gather(_load(set_presence, stop),
-                                                                   _roll(drain_mesh, "presence", stop))
+        results, (signalled, exited, status) = await asyncio.gather(
+            _load(set_presence, stop), _roll(drain_mesh, "presence", stop)
+        )
         _check(results, signalled, exited, status)

@@ -14,8 +14,13 @@ KB = 1024
 
 
 def event(n: int, size: int = 10 * KB) -> dict:
-    return {"type": "chat:message_received", "event_id": f"e{n}", "resume_token": f"t:{n}", "conversation_id": "c",
-            "data": {"message_id": f"m{n}", "seq": str(n), "content": "x" * size}}
+    return {
+        "type": "chat:message_received",
+        "event_id": f"e{n}",
+        "resume_token": f"t:{n}",
+        "conversation_id": "c",
+        "data": {"message_id": f"m{n}", "seq": str(n), "content": "x" * size},
+    }
 
 
 def socket(budget: SendBudget, closed: list[str], name: str) -> Outgoing:

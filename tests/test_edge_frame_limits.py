@@ -80,14 +80,24 @@ async def test_toggles_go_at_most_once_per_interval_and_the_last_wins() -> None:
     toggles.toggle("u3", "presence:offline", (("user", "u3"),), None, replies.append)
     await asyncio.sleep(0.25)
     assert [(r["id"], r["data"]["code"], r["data"]["retryable"]) for r in replies] == [
-        ("y", "UNAVAILABLE", True), (None, "UNAVAILABLE", True)]
+        ("y", "UNAVAILABLE", True),
+        (None, "UNAVAILABLE", True),
+    ]
 
 
 @pytest.fixture(scope="module")
-def limits_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], make_database: Callable[[], str],
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    env = {**mesh_env, "CHAT_DATABASE_URL": make_database(), "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}",
-           **LIMITS}
+def limits_mesh(
+    request: pytest.FixtureRequest,
+    mesh_env: dict[str, str],
+    make_database: Callable[[], str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Mesh]:
+    env = {
+        **mesh_env,
+        "CHAT_DATABASE_URL": make_database(),
+        "CHAT_REDIS_PREFIX": f"test-{secrets.token_hex(6)}",
+        **LIMITS,
+    }
     mesh = Mesh(env=env, ports={name: free_port() for name in SERVICES}, log_dir=tmp_path_factory.mktemp("limits"))
     failed_before = request.session.testsfailed
     mesh.start()
@@ -106,8 +116,9 @@ async def pair(mesh: Mesh, make_token) -> tuple[httpx.AsyncClient, str, str, str
     return http, alice, make_token(alice), make_token(bob), conversation_id
 
 
-async def answers(socket: Socket, frames: list[tuple[str, dict[str, Any]]],
-                  gap_s: float = 0.03) -> list[dict[str, Any]]:
+async def answers(
+    socket: Socket, frames: list[tuple[str, dict[str, Any]]], gap_s: float = 0.03
+) -> list[dict[str, Any]]:
     """Send frames with ids (at most ~33 a second, under the socket's frame rate) and return each one's answer."""
     ids = [uuid.uuid4().hex for _ in frames]
     for request_id, (kind, data) in zip(ids, frames, strict=True):
@@ -129,16 +140,19 @@ def limited(frame: dict[str, Any]) -> bool:
     return True
 
 
-async def test_each_kind_over_its_limit_is_rate_limited_and_the_socket_stays_open(limits_mesh: Mesh,
-                                                                                 make_token) -> None:
+async def test_each_kind_over_its_limit_is_rate_limited_and_the_socket_stays_open(
+    limits_mesh: Mesh, make_token
+) -> None:
     http, _, alice_token, bob_token, conversation_id = await pair(limits_mesh, make_token)
     alice = await Socket.open(limits_mesh.edge_url, alice_token)
     cases: dict[str, tuple[int, list[tuple[str, dict[str, Any]]]]] = {  # kind: (frames allowed, frames sent)
         "typing": (3, [("chat:typing", {"conversation_id": conversation_id, "is_typing": True})] * 4),
         "receipts": (3, [("chat:message_delivered", {"message_id": f"m{n}"}) for n in range(4)]),
         "acks": (1, [("events_ack", {"event_ids": [f"e{n}" for n in range(30)]})] * 2),  # 30 + 30 ids > 50
-        "sends": (3, [("chat:message_send", {"conversation_id": conversation_id, "content": f"hi {n}"})
-                      for n in range(4)]),
+        "sends": (
+            3,
+            [("chat:message_send", {"conversation_id": conversation_id, "content": f"hi {n}"}) for n in range(4)],
+        ),
         "presence": (20, [("presence:offline" if n % 2 else "presence:online", {}) for n in range(25)]),
     }
     for kind, (allowed, frames) in cases.items():
@@ -148,14 +162,14 @@ async def test_each_kind_over_its_limit_is_rate_limited_and_the_socket_stays_ope
         assert (await alice.request("ping", {}))["type"] == "pong", kind  # still open
     # The limits are per socket (sends: per user): another socket of the same user has its own.
     again = await Socket.open(limits_mesh.edge_url, alice_token)
-    assert (await again.request("chat:typing",
-                                {"conversation_id": conversation_id, "is_typing": False}))["type"] == "ack"
+    assert (await again.request("chat:typing", {"conversation_id": conversation_id, "is_typing": False}))[
+        "type"
+    ] == "ack"
     await Socket.open(limits_mesh.edge_url, bob_token)
     await http.aclose()
 
 
-async def test_a_flapping_client_costs_a_contact_one_status_change_per_interval(limits_mesh: Mesh,
-                                                                               make_token) -> None:
+async def test_a_flapping_client_costs_a_contact_one_status_change_per_interval(limits_mesh: Mesh, make_token) -> None:
     http, alice_id, alice_token, bob_token, _ = await pair(limits_mesh, make_token)
     bob = await Socket.open(limits_mesh.edge_url, bob_token)
     alice = await Socket.open(limits_mesh.edge_url, alice_token)

@@ -12,9 +12,10 @@ from services.edge.frames import FrameCache, render
 from services.edge.outgoing import Outgoing
 
 
-def message_event(token: str, content: str = "héllo \"there\"") -> common_pb2.Event:
-    event = common_pb2.Event(event_id="received:m1", type="chat:message_received", resume_token=token,
-                             conversation_id="c1")
+def message_event(token: str, content: str = 'héllo "there"') -> common_pb2.Event:
+    event = common_pb2.Event(
+        event_id="received:m1", type="chat:message_received", resume_token=token, conversation_id="c1"
+    )
     event.message.message_id = "m1"
     event.message.conversation_id = "c1"
     event.message.seq = 42
@@ -28,10 +29,14 @@ def test_one_rendering_per_event_with_each_sockets_token_spliced_in() -> None:
     rendered = cache.render(first)
     assert cache.render(second) is rendered  # the second socket reuses the first one's rendering
     frame = json.loads(rendered.text(second.resume_token))
-    assert frame == {"type": "chat:message_received", "event_id": "received:m1", "resume_token": "ep:7-3",
-                     "conversation_id": "c1",
-                     "data": json_format.MessageToDict(second.message, preserving_proto_field_name=True)}
-    assert frame["data"]["seq"] == "42" and frame["data"]["content"] == "héllo \"there\""
+    assert frame == {
+        "type": "chat:message_received",
+        "event_id": "received:m1",
+        "resume_token": "ep:7-3",
+        "conversation_id": "c1",
+        "data": json_format.MessageToDict(second.message, preserving_proto_field_name=True),
+    }
+    assert frame["data"]["seq"] == "42" and frame["data"]["content"] == 'héllo "there"'
     assert (rendered.message_id, rendered.conversation_id, rendered.seq) == ("m1", "c1", 42)
     assert "resume_token" not in json.loads(rendered.text(""))
     odd = 'a"b\\c'  # not a token the hub makes, but it must still be valid JSON
@@ -55,8 +60,13 @@ def test_the_cache_is_bounded() -> None:
 
 
 def test_a_dict_frame_and_a_rendered_event_queue_the_same_text() -> None:
-    frame = {"type": "chat:message_received", "event_id": "e1", "resume_token": "t:1", "conversation_id": "c",
-             "data": {"message_id": "m1", "seq": "1"}}
+    frame = {
+        "type": "chat:message_received",
+        "event_id": "e1",
+        "resume_token": "t:1",
+        "conversation_id": "c",
+        "data": {"message_id": "m1", "seq": "1"},
+    }
     one, two = Outgoing(limit=10), Outgoing(limit=10)
     one.push_event(frame)
     two.push_rendered(render(frame), "t:1")

@@ -17,8 +17,10 @@ import httpx
 
 from chatmesh_tools.launcher import Mesh
 
-UPGRADE = ("GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+UPGRADE = (
+    "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
 
 
 async def _raw(mesh: Mesh, head: bytes, timeout: float = 5) -> bytes:
@@ -42,15 +44,18 @@ async def test_oversized_heads_are_answered_431_and_closed(mesh: Mesh, http: htt
     host = urlsplit(mesh.edge_url).netloc
     big_line = f"X-Padding: {'a' * 9000}\r\n"
     # Twenty at once, as in the report: each is answered and its connection closed at once.
-    answers = await asyncio.gather(*(_raw(mesh, (UPGRADE.format(host=host) + big_line + "\r\n").encode())
-                                     for _ in range(20)))
+    answers = await asyncio.gather(
+        *(_raw(mesh, (UPGRADE.format(host=host) + big_line + "\r\n").encode()) for _ in range(20))
+    )
     for answer in answers:
         status, body = _status_and_body(answer)
         assert status == 431 and body["error"]["code"] == "HEADERS_TOO_LARGE", answer[:300]  # type: ignore[index]
     many_lines = "".join(f"X-Padding-{i}: {'a' * 7000}\r\n" for i in range(3))  # each fine, 21 KB together
-    for head in (f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n{big_line}\r\n",
-                 f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n{many_lines}\r\n",
-                 UPGRADE.format(host=host) + many_lines + "\r\n"):
+    for head in (
+        f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n{big_line}\r\n",
+        f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n{many_lines}\r\n",
+        UPGRADE.format(host=host) + many_lines + "\r\n",
+    ):
         status, body = _status_and_body(await _raw(mesh, head.encode()))
         assert status == 431 and body["error"]["code"] == "HEADERS_TOO_LARGE", head[:80]  # type: ignore[index]
     status, body = _status_and_body(await _raw(mesh, f"GET /{'a' * 9000} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()))

@@ -73,6 +73,7 @@ def edge_log_lines(mesh: Mesh, *needles: str) -> list[dict[str, Any]]:
 
 # --- the error model, on its own -------------------------------------------------------------------
 
+
 def test_upstream_outages_are_503_and_retryable_internal_is_neither() -> None:
     assert from_rpc_error(unavailable("gone"))[:2] == (503, "UNAVAILABLE")
     deadline = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata())
@@ -82,7 +83,11 @@ def test_upstream_outages_are_503_and_retryable_internal_is_neither() -> None:
     assert rpc_error_frame("f1", deadline)["data"]["retryable"] is True
     assert "retryable" not in rpc_error_frame("f1", internal)["data"]
     assert error_frame(None, "RATE_LIMITED", "slow down", retry_after=3)["data"] == {
-        "code": "RATE_LIMITED", "message": "slow down", "retry_after": 3, "retryable": True}
+        "code": "RATE_LIMITED",
+        "message": "slow down",
+        "retry_after": 3,
+        "retryable": True,
+    }
     assert error_response(503, "UNAVAILABLE", "away").headers["retry-after"] == "1"
     assert "retry-after" not in error_response(500, "INTERNAL", "bug").headers
 
@@ -99,9 +104,13 @@ def test_python_and_browser_clients_retry_the_same_codes() -> None:
 
 # --- Redis stalled ---------------------------------------------------------------------------------
 
+
 async def test_a_stalled_redis_holds_up_neither_rest_nor_ready(
-        isolated_env: Callable[..., dict[str, str]], tmp_path: Path, meshes: Callable[..., Mesh],
-        make_token: Callable[..., str]) -> None:
+    isolated_env: Callable[..., dict[str, str]],
+    tmp_path: Path,
+    meshes: Callable[..., Mesh],
+    make_token: Callable[..., str],
+) -> None:
     redis_server = EmbeddedRedis(tmp_path / "redis", free_port())
     url = redis_server.start()
     assert redis_server._process is not None
@@ -115,9 +124,13 @@ async def test_a_stalled_redis_holds_up_neither_rest_nor_ready(
                 for _ in range(3):  # every request, not only the first, is answered promptly
                     listed, elapsed = await timed(http.get("/api/conversations", headers=bearer(alice_token)))
                     assert listed.status_code == 200 and elapsed < 2, (listed.status_code, elapsed)
-                    sent, elapsed = await timed(http.post(
-                        "/api/messages", headers=bearer(alice_token),
-                        json={"conversation_id": conversation_id, "content": "while Redis is stalled"}))
+                    sent, elapsed = await timed(
+                        http.post(
+                            "/api/messages",
+                            headers=bearer(alice_token),
+                            json={"conversation_id": conversation_id, "content": "while Redis is stalled"},
+                        )
+                    )
                     assert sent.status_code == 200 and elapsed < 2, (sent.status_code, elapsed)
                 bob, elapsed = await timed(Socket.open(mesh.edge_url, bob_token))  # asserts `ready`
                 assert elapsed < 2, elapsed
@@ -129,8 +142,11 @@ async def test_a_stalled_redis_holds_up_neither_rest_nor_ready(
             async with asyncio.timeout(10):  # back: the edge sees Redis again, and delivery works
                 while (await http.get("/readyz")).json()["redis"] is not True:
                     await asyncio.sleep(0.1)
-            await http.post("/api/messages", headers=bearer(alice_token),
-                            json={"conversation_id": conversation_id, "content": "after"})
+            await http.post(
+                "/api/messages",
+                headers=bearer(alice_token),
+                json={"conversation_id": conversation_id, "content": "after"},
+            )
             frame = await bob.next_of("chat:message_received", timeout=15)
             while frame["data"]["content"] != "after":
                 frame = await bob.next_of("chat:message_received", timeout=15)
@@ -144,31 +160,39 @@ async def test_a_stalled_redis_holds_up_neither_rest_nor_ready(
 
 # --- an upstream gone ------------------------------------------------------------------------------
 
+
 def delivered_seq(database_url: str, conversation_id: str, user_id: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT delivered_seq FROM message.positions WHERE conversation_id = %s AND user_id = %s",
-                           (conversation_id, user_id)).fetchone()
+        row = conn.execute(
+            "SELECT delivered_seq FROM message.positions WHERE conversation_id = %s AND user_id = %s",
+            (conversation_id, user_id),
+        ).fetchone()
     return 0 if row is None else int(row[0])
 
 
 async def test_a_killed_message_service_is_503_and_retryable_and_delivery_is_recorded_later(
-        isolated_env: Callable[..., dict[str, str]], meshes: Callable[..., Mesh],
-        make_token: Callable[..., str]) -> None:
+    isolated_env: Callable[..., dict[str, str]], meshes: Callable[..., Mesh], make_token: Callable[..., str]
+) -> None:
     mesh = meshes(isolated_env())
     async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=20) as http:
         alice_token, bob_id, bob_token, conversation_id = await chat(http, make_token)
-        first = await http.post("/api/messages", headers=bearer(alice_token),
-                                json={"conversation_id": conversation_id, "content": "before"})
+        first = await http.post(
+            "/api/messages", headers=bearer(alice_token), json={"conversation_id": conversation_id, "content": "before"}
+        )
         alice, bob = await Socket.open(mesh.edge_url, alice_token), await Socket.open(mesh.edge_url, bob_token)
         received = await bob.next_of("chat:message_received")
 
         mesh.stop("message", sig=signal.SIGKILL)
         started = time.monotonic()
         rest, frame, ack = await asyncio.gather(
-            http.post("/api/messages", headers=bearer(alice_token),
-                      json={"conversation_id": conversation_id, "content": "during", "client_message_id": "c1"}),
+            http.post(
+                "/api/messages",
+                headers=bearer(alice_token),
+                json={"conversation_id": conversation_id, "content": "during", "client_message_id": "c1"},
+            ),
             alice.request("chat:message_send", {"conversation_id": conversation_id, "content": "during"}),
-            bob.request("chat:message_delivered", {"message_id": received["data"]["message_id"]}))
+            bob.request("chat:message_delivered", {"message_id": received["data"]["message_id"]}),
+        )
         assert time.monotonic() - started < 4  # not the old 10 s wait for a deadline
         assert rest.status_code == 503 and rest.headers["retry-after"] == "1", (rest.status_code, rest.text)
         assert rest.json()["error"]["code"] == "UNAVAILABLE"
@@ -186,9 +210,13 @@ async def test_a_killed_message_service_is_503_and_retryable_and_delivery_is_rec
 
 # --- the Python client -----------------------------------------------------------------------------
 
+
 async def test_client_sends_survive_rate_limits_and_a_short_message_outage(
-        isolated_env: Callable[..., dict[str, str]], meshes: Callable[..., Mesh], make_token: Callable[..., str],
-        caplog: pytest.LogCaptureFixture) -> None:
+    isolated_env: Callable[..., dict[str, str]],
+    meshes: Callable[..., Mesh],
+    make_token: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="chatmesh_client")
     mesh = meshes(isolated_env(CHAT_RATE_MESSAGES="3/1"))
     async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=20) as http:
@@ -204,8 +232,7 @@ async def test_client_sends_survive_rate_limits_and_a_short_message_outage(
             mesh.stop("message", sig=signal.SIGKILL)
             pending = client.send_nowait(conversation_id, "through the outage")
             async with asyncio.timeout(8):  # the edge said UNAVAILABLE and the client is retrying
-                while not any("UNAVAILABLE" in r.getMessage() and "retrying" in r.getMessage()
-                              for r in caplog.records):
+                while not any("UNAVAILABLE" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records):
                     await asyncio.sleep(0.05)
             await asyncio.to_thread(mesh.start, "message")
             stored = await asyncio.wait_for(pending.task, 20)

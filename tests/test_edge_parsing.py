@@ -57,8 +57,9 @@ async def test_deep_json_bodies_are_a_400(http: httpx.AsyncClient, mesh: Mesh, m
     token = make_token(new_user_id("mallory"))
     with _no_tracebacks(mesh):
         for body in ("[" * DEEP, '{"a":' * 10_000, "[" * 33 + "]" * 33):  # each within the 64 KiB body limit
-            reply = await http.post("/api/messages", content=body, headers={**bearer(token),
-                                                                          "content-type": "application/json"})
+            reply = await http.post(
+                "/api/messages", content=body, headers={**bearer(token), "content-type": "application/json"}
+            )
             assert reply.status_code == 400, (body[:40], reply.text)
             assert reply.json()["error"]["code"] == "JSON_TOO_DEEP"
     # Brackets inside strings are text, not nesting: a message made of them goes through.
@@ -110,8 +111,9 @@ async def test_an_oversized_token_is_a_plain_401(http: httpx.AsyncClient, mesh: 
 
 
 @pytest.mark.parametrize("sub", ["\x00alice", " alice", "alice ", "al\nice", "al\x7fice", "x" * 129])
-async def test_a_sub_the_user_id_rule_refuses_is_401_or_a_clean_close(http: httpx.AsyncClient, mesh: Mesh,
-                                                                      settings: Settings, sub: str) -> None:
+async def test_a_sub_the_user_id_rule_refuses_is_401_or_a_clean_close(
+    http: httpx.AsyncClient, mesh: Mesh, settings: Settings, sub: str
+) -> None:
     token = _token(settings, sub)
     with _no_tracebacks(mesh):
         reply = await http.get("/api/conversations", headers=bearer(token))
@@ -139,10 +141,12 @@ async def test_services_name_users_by_the_same_rule(http: httpx.AsyncClient, mak
 
 async def test_405_names_the_allowed_methods(http: httpx.AsyncClient, make_token) -> None:
     token = make_token(new_user_id("alice"))
-    for method, path, allowed in [("DELETE", "/api/conversations", "GET"),
-                                  ("PUT", f"/api/messages/{uuid.uuid4()}", "DELETE, GET, PATCH"),
-                                  ("OPTIONS", "/api/messages", "POST"),
-                                  ("POST", "/healthz", "GET, HEAD")]:  # a route of Starlette's own
+    for method, path, allowed in [
+        ("DELETE", "/api/conversations", "GET"),
+        ("PUT", f"/api/messages/{uuid.uuid4()}", "DELETE, GET, PATCH"),
+        ("OPTIONS", "/api/messages", "POST"),
+        ("POST", "/healthz", "GET, HEAD"),
+    ]:  # a route of Starlette's own
         reply = await http.request(method, path, headers=bearer(token))
         assert reply.status_code == 405 and reply.json()["error"]["code"] == "METHOD_NOT_ALLOWED", (method, path)
         assert sorted(reply.headers.get("allow", "").split(", ")) == allowed.split(", "), (method, path, reply.headers)

@@ -12,8 +12,13 @@ SCALE = 0.01  # 20 ms, 40 ms, 80 ms
 
 
 def durable(n: int) -> dict:
-    return {"type": "chat:message_received", "event_id": f"e{n}", "resume_token": f"t:{n}", "conversation_id": "c",
-            "data": {"message_id": f"m{n}", "seq": str(n)}}
+    return {
+        "type": "chat:message_received",
+        "event_id": f"e{n}",
+        "resume_token": f"t:{n}",
+        "conversation_id": "c",
+        "data": {"message_id": f"m{n}", "seq": str(n)},
+    }
 
 
 def drain(out: Outgoing) -> list[str]:

@@ -22,16 +22,22 @@ from tests.helpers import Socket, collect, direct_conversation, new_user_id, reg
 SENDS = 20
 
 
-async def test_sends_keep_their_order_while_acks_are_answered(mesh: Mesh, http: httpx.AsyncClient,
-                                                              make_token) -> None:  # type: ignore[no-untyped-def]
+async def test_sends_keep_their_order_while_acks_are_answered(mesh: Mesh, http: httpx.AsyncClient, make_token) -> None:  # type: ignore[no-untyped-def]
     alice, bob = new_user_id("alice"), new_user_id("bob")
     await register(http, make_token(bob))
     conversation_id = await direct_conversation(http, make_token(alice), bob)
     sender = await Socket.open(mesh.edge_url, make_token(alice))
     reader = await Socket.open(mesh.edge_url, make_token(bob))
     for n in range(SENDS):
-        await sender.ws.send(json.dumps({"type": "chat:message_send", "id": f"s{n}", "data": {
-            "conversation_id": conversation_id, "content": f"m{n}", "client_message_id": f"c{n}"}}))
+        await sender.ws.send(
+            json.dumps(
+                {
+                    "type": "chat:message_send",
+                    "id": f"s{n}",
+                    "data": {"conversation_id": conversation_id, "content": f"m{n}", "client_message_id": f"c{n}"},
+                }
+            )
+        )
     await sender.ws.send(json.dumps({"type": "events_ack", "id": "ack", "data": {"event_ids": ["nothing"]}}))
 
     answers: list[dict] = []
@@ -54,8 +60,11 @@ async def test_sends_keep_their_order_while_acks_are_answered(mesh: Mesh, http: 
 @pytest.fixture
 def mesh_without_directory(isolated_env: Callable[..., dict[str, str]], tmp_path: Path) -> Iterator[Mesh]:
     """A mesh whose conversation service (the user directory) is not running."""
-    mesh = Mesh(env=isolated_env(), ports={n: free_port() for n in ("conversation", "message", "presence", "edge")},
-                log_dir=tmp_path / "logs")
+    mesh = Mesh(
+        env=isolated_env(),
+        ports={n: free_port() for n in ("conversation", "message", "presence", "edge")},
+        log_dir=tmp_path / "logs",
+    )
     mesh.start("message", "presence", "edge")
     yield mesh
     mesh.stop()

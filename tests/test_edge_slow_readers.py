@@ -30,7 +30,7 @@ from tests.helpers import Socket, direct_conversation, new_user_id, register, se
 BUDGET = 16 << 20  # the edge's send budget for this test; its RSS must grow by less
 SOCKETS = 10
 MESSAGES = 300
-BIG = "\U0001F600" * 3990  # ~16 KB of UTF-8 (and 16 KB in memory: four bytes a character), the largest message
+BIG = "\U0001f600" * 3990  # ~16 KB of UTF-8 (and 16 KB in memory: four bytes a character), the largest message
 SLOW_ENV = {
     "CHAT_WS_SEND_QUEUE_BYTES": str(1 << 20),
     "CHAT_WS_SEND_BUDGET_BYTES": str(BUDGET),
@@ -149,8 +149,9 @@ def slow_mesh(isolated_env, tmp_path: Path, request: pytest.FixtureRequest) -> I
         dump_logs(mesh.log_dir)
 
 
-async def test_slow_readers_are_closed_within_the_budget_and_resume_with_nothing_lost(slow_mesh: Mesh,
-                                                                                     make_token) -> None:
+async def test_slow_readers_are_closed_within_the_budget_and_resume_with_nothing_lost(
+    slow_mesh: Mesh, make_token
+) -> None:
     http = httpx.AsyncClient(base_url=slow_mesh.url_of("edge-2"), timeout=20)
     alice, bob = new_user_id("alice"), new_user_id("bob")
     alice_token, bob_token = make_token(alice), make_token(bob)
@@ -169,8 +170,9 @@ async def test_slow_readers_are_closed_within_the_budget_and_resume_with_nothing
 
     async def sends() -> None:
         for start in range(0, MESSAGES, 10):
-            await asyncio.gather(*(send(http, alice_token, conversation_id, f"{i} {BIG}")
-                                   for i in range(start, start + 10)))
+            await asyncio.gather(
+                *(send(http, alice_token, conversation_id, f"{i} {BIG}") for i in range(start, start + 10))
+            )
 
     sampler = asyncio.create_task(sample())
     readers = [asyncio.create_task(c.read_slowly(12_000, 12)) for c in clients]

@@ -59,8 +59,10 @@ def test_checks_find_planted_faults() -> None:
     for seq in (1, 2, 3, 4):
         load.acked[f"m{seq}"] = Acked(f"m{seq}", "c", seq, f"cm-{seq}", "alice", at=0.0)
     load.probes["c"] = "m4"
-    alice, bob = (Device(name, name, "token", "ws://unused", None, ["c"])  # type: ignore[arg-type]
-                  for name in ("alice", "bob"))
+    alice, bob = (
+        Device(name, name, "token", "ws://unused", None, ["c"])  # type: ignore[arg-type]
+        for name in ("alice", "bob")
+    )
     load.devices = [alice, bob]
     for device, order in ((alice, (2, 1, 4)), (bob, (1, 2, 3))):  # alice: 1 after 2, 3 lost; bob: probe lost
         connection = Connection(1, opened_at=0.0)

@@ -38,7 +38,8 @@ async def test_a_direct_caller_without_credentials_is_unauthenticated(mesh: Mesh
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports['message']}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await message_pb2_grpc.MessageServiceStub(channel).SendMessage(
-                message_pb2.SendMessageRequest(conversation_id="x", content="hi"))
+                message_pb2.SendMessageRequest(conversation_id="x", content="hi")
+            )
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 

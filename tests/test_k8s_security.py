@@ -44,7 +44,8 @@ def with_mtls(tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
     (folder / "kustomization.yaml").write_text(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: chatmesh\n"
         f"resources:\n  - {os.path.relpath(TREES['prod'], folder)}\n"
-        f"components:\n  - {os.path.relpath(MTLS, folder)}\n")
+        f"components:\n  - {os.path.relpath(MTLS, folder)}\n"
+    )
     return render(folder)
 
 
@@ -55,6 +56,7 @@ def _volume_of(spec: Doc, path: str) -> Doc:
 
 
 # --- keys -------------------------------------------------------------------------------------------
+
 
 def test_each_pod_mounts_its_own_service_key_and_the_edge_no_public_keys(rendered: dict[str, list[Doc]]) -> None:
     """Separate keys: a pod holds only the private key that speaks as itself (the edge's pod cannot
@@ -70,23 +72,29 @@ def test_each_pod_mounts_its_own_service_key_and_the_edge_no_public_keys(rendere
             assert key["secret"]["secretName"].startswith(f"chatmesh-service-key-{name}"), (tree, name)
             assert env["CHAT_SERVICE_KEY_FILE"]["value"].endswith("/service.key")
             assert {s for s in secrets_used if s.startswith("chatmesh-service-key-")} == {
-                key["secret"]["secretName"]}, (tree, name, secrets_used)
+                key["secret"]["secretName"]
+            }, (tree, name, secrets_used)
             if name == "edge":
                 assert "CHAT_SERVICE_PUBLIC_KEYS" not in env
             else:
                 public = _volume_of(spec, env["CHAT_SERVICE_PUBLIC_KEYS"]["value"] + "/x.pub")
                 assert public["configMap"]["name"].startswith("chatmesh-service-public-keys")
     dev = rendered["dev"]
-    public_keys = next(d for d in dev if d["kind"] == "ConfigMap"
-                       and d["metadata"]["name"].startswith("chatmesh-service-public-keys"))
+    public_keys = next(
+        d for d in dev if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("chatmesh-service-public-keys")
+    )
     assert set(public_keys["data"]) == {f"{name}.pub" for name in SERVICES}
     for name in SERVICES:
-        (secret,) = [d for d in dev if d["kind"] == "Secret"
-                     and d["metadata"]["name"].startswith(f"chatmesh-service-key-{name}-")]
+        (secret,) = [
+            d
+            for d in dev
+            if d["kind"] == "Secret" and d["metadata"]["name"].startswith(f"chatmesh-service-key-{name}-")
+        ]
         assert set(secret["data"]) == {"service.key"}
 
 
 # --- network ----------------------------------------------------------------------------------------
+
 
 def _callers_in_code() -> dict[str, set[str]]:
     """callee -> the services whose code makes a stub of it (`<Callee>ServiceStub(`)."""
@@ -115,8 +123,11 @@ def _admitted(rule: Doc) -> set[str]:
 
 def test_each_grpc_service_admits_only_its_real_callers(rendered: dict[str, list[Doc]]) -> None:
     callers = _callers_in_code()
-    assert callers == {"conversation": {"edge", "message", "presence"}, "message": {"edge", "conversation"},
-                       "presence": {"edge"}}, "the code's calls changed: update networkpolicy.yaml and this"
+    assert callers == {
+        "conversation": {"edge", "message", "presence"},
+        "message": {"edge", "conversation"},
+        "presence": {"edge"},
+    }, "the code's calls changed: update networkpolicy.yaml and this"
     for tree, docs in rendered.items():
         policies = by_kind(docs, "NetworkPolicy")
         for name in GRPC_SERVICES:
@@ -127,12 +138,18 @@ def test_each_grpc_service_admits_only_its_real_callers(rendered: dict[str, list
             for rule in spec["ingress"]:
                 if rule not in grpc_rules:
                     assert [p["port"] for p in rule["ports"]] == ["metrics"]
-                    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
-                        "kubernetes.io/metadata.name": "monitoring"}}}]
+                    assert rule["from"] == [
+                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                    ]
             # Policies add up: no other policy may admit anything more to this service's pods.
             labels = by_kind(docs, "Deployment")[name]["spec"]["template"]["metadata"]["labels"]
-            others = [n for n, p in policies.items() if n != f"chatmesh-{name}" and p["spec"].get("ingress")
-                      and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()]
+            others = [
+                n
+                for n, p in policies.items()
+                if n != f"chatmesh-{name}"
+                and p["spec"].get("ingress")
+                and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+            ]
             assert not others, (tree, name, others)
 
 
@@ -144,7 +161,8 @@ def test_only_the_edge_is_reachable_from_outside_the_mesh(rendered: dict[str, li
         assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
         for name, _ in chatmesh_workloads(docs):
             labels = next(d for d in docs if d["metadata"]["name"] == name and d["kind"] in ("Deployment", "Job"))[
-                "spec"]["template"]["metadata"]["labels"]
+                "spec"
+            ]["template"]["metadata"]["labels"]
             assert labels["app.kubernetes.io/part-of"] == "chatmesh", (tree, name)
         assert policies["chatmesh-edge"]["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": "http"}]}]
 
@@ -171,11 +189,13 @@ def test_each_process_gets_its_own_certificate_and_the_settings_to_use_it(with_m
         env = {k: v["value"] for k, v in env_of(main_container(deployment)).items() if "value" in v}
         volume = _volume_of(spec, env["CHAT_TLS_CERT_FILE"])
         assert _volume_of(spec, env["CHAT_TLS_KEY_FILE"]) == volume == _volume_of(spec, env["CHAT_TLS_CA_FILE"])
-        (certificate,) = [c for c in certificates.values()
-                          if c["spec"]["secretName"] == volume["secret"]["secretName"]]
+        (certificate,) = [c for c in certificates.values() if c["spec"]["secretName"] == volume["secret"]["secretName"]]
         assert certificate["metadata"]["name"] == f"chatmesh-tls-{name}"
         assert [Path(env[k]).name for k in ("CHAT_TLS_CERT_FILE", "CHAT_TLS_KEY_FILE", "CHAT_TLS_CA_FILE")] == [
-            "tls.crt", "tls.key", "ca.crt"]  # the keys cert-manager writes
+            "tls.crt",
+            "tls.key",
+            "ca.crt",
+        ]  # the keys cert-manager writes
         assert certificate["spec"]["issuerRef"]["name"] in issuers
         usages = set(certificate["spec"]["usages"])
         assert "client auth" in usages, name

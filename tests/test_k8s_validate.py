@@ -36,13 +36,19 @@ def _kind_of(folder: Path) -> str:
 
 
 def kustomizations() -> dict[str, Path]:
-    return {p.parent.relative_to(K8S).as_posix(): p.parent for p in sorted(K8S.rglob("kustomization.yaml"))
-            if _kind_of(p.parent) == "Kustomization"}
+    return {
+        p.parent.relative_to(K8S).as_posix(): p.parent
+        for p in sorted(K8S.rglob("kustomization.yaml"))
+        if _kind_of(p.parent) == "Kustomization"
+    }
 
 
 def components() -> dict[str, Path]:
-    return {p.parent.relative_to(K8S).as_posix(): p.parent for p in sorted(K8S.rglob("kustomization.yaml"))
-            if _kind_of(p.parent) == "Component"}
+    return {
+        p.parent.relative_to(K8S).as_posix(): p.parent
+        for p in sorted(K8S.rglob("kustomization.yaml"))
+        if _kind_of(p.parent) == "Component"
+    }
 
 
 def compositions() -> list[str]:
@@ -62,11 +68,17 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
         folder = tmp_path_factory.mktemp(name.replace("/", "-").replace("+", "-"))
         base = kustomizations()[overlay]
         namespace = yaml.safe_load((base / "kustomization.yaml").read_text()).get("namespace")
-        (folder / "kustomization.yaml").write_text(yaml.safe_dump({
-            "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-            **({"namespace": namespace} if namespace else {}),
-            "resources": [os.path.relpath(base, folder)],
-            "components": [os.path.relpath(components()[component], folder)]}))
+        (folder / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    **({"namespace": namespace} if namespace else {}),
+                    "resources": [os.path.relpath(base, folder)],
+                    "components": [os.path.relpath(components()[component], folder)],
+                }
+            )
+        )
         out[name] = render(folder)
     return out
 
@@ -89,8 +101,10 @@ def test_every_rendered_object_validates_strictly(rendered: dict[str, list[Doc]]
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.utils.SchemaNotFoundError:
-                pytest.fail(f"{what}: no Kubernetes {version} schema for {doc['apiVersion']} {doc['kind']}; "
-                            "if it is a CRD's, name it in NOT_KUBERNETES with the reason")
+                pytest.fail(
+                    f"{what}: no Kubernetes {version} schema for {doc['apiVersion']} {doc['kind']}; "
+                    "if it is a CRD's, name it in NOT_KUBERNETES with the reason"
+                )
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{what} is invalid for Kubernetes {version}: {exc.message}")
     assert bool(skipped) == name.endswith("components/mtls"), (name, skipped)
@@ -106,8 +120,11 @@ def test_strict_validation_refuses_an_unknown_field(rendered: dict[str, list[Doc
         with pytest.raises(kubernetes_validate.ValidationError):
             kubernetes_validate.validate(doc, K8S_VERSIONS[0], strict=True)
     with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):  # and a CRD kind is not silently valid
-        kubernetes_validate.validate({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
-                                      "metadata": {"name": "x"}, "spec": {}}, K8S_VERSIONS[0], strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "x"}, "spec": {}},
+            K8S_VERSIONS[0],
+            strict=True,
+        )
 
 
 # --- one image tag --------------------------------------------------------------------------------
@@ -145,7 +162,11 @@ def test_every_image_tag_is_the_release_version(rendered: dict[str, list[Doc]]) 
 
 
 def test_the_image_pattern_finds_tags_and_nothing_else() -> None:
-    found = [m.group(0) for m in IMAGE.finditer(
-        "docker build -t registry.example.com/chatmesh:0.2.0 . kind load docker-image chatmesh:dev\n"
-        "postgresql://chatmesh:secret@postgres:5432/chatmesh sub chatmesh:<service> `chatmesh:0.1.0`")]
+    found = [
+        m.group(0)
+        for m in IMAGE.finditer(
+            "docker build -t registry.example.com/chatmesh:0.2.0 . kind load docker-image chatmesh:dev\n"
+            "postgresql://chatmesh:secret@postgres:5432/chatmesh sub chatmesh:<service> `chatmesh:0.1.0`"
+        )
+    ]
     assert found == ["registry.example.com/chatmesh:0.2.0", "chatmesh:dev", "chatmesh:0.1.0"]

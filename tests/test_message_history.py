@@ -16,8 +16,9 @@ async def _page(http: httpx.AsyncClient, token: str, cid: str, **params: int) ->
     return [int(m["seq"]) for m in reply.json()["messages"]], reply.json()["has_more"]
 
 
-async def test_pages_walk_backwards_and_forwards_at_the_boundaries(http: httpx.AsyncClient, make_token,
-                                                                   database_url: str) -> None:
+async def test_pages_walk_backwards_and_forwards_at_the_boundaries(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     token = make_token(bob)
@@ -51,20 +52,29 @@ async def test_default_page_is_50_and_the_maximum_200(http: httpx.AsyncClient, m
     assert (seqs, more) == (list(range(1, 51)), False)
 
 
-async def test_bad_paging_input_is_400_and_access_is_checked(http: httpx.AsyncClient, make_token,
-                                                             database_url: str) -> None:
+async def test_bad_paging_input_is_400_and_access_is_checked(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, eve = new_user_id("alice"), new_user_id("eve")
     cid = await group(database_url, {alice: "admin"})
     token = make_token(alice)
     assert code_of(await api(http, token, "GET", f"/api/messages/{cid}", params={"limit": -1})) == (
-        400, "INVALID_ARGUMENT")
-    assert code_of(await api(http, token, "GET", f"/api/messages/{cid}",
-                             params={"before_seq": 3, "after_seq": 1})) == (400, "INVALID_ARGUMENT")
+        400,
+        "INVALID_ARGUMENT",
+    )
+    assert code_of(await api(http, token, "GET", f"/api/messages/{cid}", params={"before_seq": 3, "after_seq": 1})) == (
+        400,
+        "INVALID_ARGUMENT",
+    )
     assert code_of(await api(http, token, "GET", f"/api/messages/{cid}", params={"limit": "x"})) == (
-        400, "INVALID_ARGUMENT")
+        400,
+        "INVALID_ARGUMENT",
+    )
     assert code_of(await api(http, token, "GET", "/api/messages/not-a-uuid")) == (400, "INVALID_ID")
     assert code_of(await api(http, token, "GET", "/api/messages/00000000-0000-0000-0000-000000000000")) == (
-        404, "CONVERSATION_NOT_FOUND")
+        404,
+        "CONVERSATION_NOT_FOUND",
+    )
     assert code_of(await api(http, make_token(eve), "GET", f"/api/messages/{cid}")) == (403, "NOT_PARTICIPANT")
 
 

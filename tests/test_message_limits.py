@@ -35,8 +35,16 @@ async def small(database_url: str) -> AsyncIterator[Messages]:
 
 async def test_a_configured_limit_applies_to_send_and_edit(small: Messages) -> None:
     def new(content: str) -> NewMessage:
-        return NewMessage(conversation_id=str(uuid.uuid4()), sender_id=ALICE, content=content, content_encrypted=None,
-                          enc_algorithm="", enc_key_id="", client_message_id=None, reply_to_id=None)
+        return NewMessage(
+            conversation_id=str(uuid.uuid4()),
+            sender_id=ALICE,
+            content=content,
+            content_encrypted=None,
+            enc_algorithm="",
+            enc_key_id="",
+            client_message_id=None,
+            reply_to_id=None,
+        )
 
     row, _ = await small.send(ALICE, new("é" * 10))  # characters, not bytes
     with pytest.raises(errors.ChatError) as too_long:

@@ -29,11 +29,18 @@ async def test_reactions_aggregate_and_are_idempotent(http: httpx.AsyncClient, m
     history = (await api(http, make_token(alice), "GET", f"/api/messages/{cid}")).json()["messages"]
     assert {r["emoji"]: r["count"] for r in history[0]["reactions"]} == {"👍": 1, "👨‍👩‍👧": 1, "👍🏽": 1}
 
-    events = [(e.type, e.reaction.user_id, e.reaction.emoji) for e in outbox_events(database_url, cid)
-              if e.HasField("reaction")]
-    assert events == [("chat:reaction_added", bob, "👍"), ("chat:reaction_added", carol, "👍"),
-                      ("chat:reaction_added", bob, "👨‍👩‍👧"), ("chat:reaction_added", carol, "👍🏽"),
-                      ("chat:reaction_removed", bob, "👍")]
+    events = [
+        (e.type, e.reaction.user_id, e.reaction.emoji)
+        for e in outbox_events(database_url, cid)
+        if e.HasField("reaction")
+    ]
+    assert events == [
+        ("chat:reaction_added", bob, "👍"),
+        ("chat:reaction_added", carol, "👍"),
+        ("chat:reaction_added", bob, "👨‍👩‍👧"),
+        ("chat:reaction_added", carol, "👍🏽"),
+        ("chat:reaction_removed", bob, "👍"),
+    ]
 
 
 async def test_only_single_emoji_are_accepted(http: httpx.AsyncClient, make_token, database_url: str) -> None:
@@ -42,25 +49,39 @@ async def test_only_single_emoji_are_accepted(http: httpx.AsyncClient, make_toke
     mid = (await send(http, make_token(alice), cid, "hi"))["message_id"]
     path = f"/api/messages/{mid}/reactions"
     for bad in ("", "a", ":)", "👍👍", "👍 ", "ok👍", "1", "\u200d", "x" * 500):
-        assert code_of(await api(http, make_token(alice), "POST", path, {"emoji": bad})) == (
-            400, "INVALID_EMOJI"), repr(bad)
+        assert code_of(await api(http, make_token(alice), "POST", path, {"emoji": bad})) == (400, "INVALID_EMOJI"), (
+            repr(bad)
+        )
     assert code_of(await api(http, make_token(alice), "DELETE", f"{path}/abc")) == (400, "INVALID_EMOJI")
     for good in ("❤️", "🇫🇷", "#️⃣", "🫠"):
         assert (await api(http, make_token(alice), "POST", path, {"emoji": good})).status_code == 200, good
 
 
-async def test_reactions_need_a_participant_and_a_live_message(http: httpx.AsyncClient, make_token,
-                                                               database_url: str) -> None:
+async def test_reactions_need_a_participant_and_a_live_message(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, eve = new_user_id("alice"), new_user_id("eve")
     cid = await group(database_url, {alice: "admin"})
     mid = (await send(http, make_token(alice), cid, "hi"))["message_id"]
     assert code_of(await api(http, make_token(eve), "POST", f"/api/messages/{mid}/reactions", {"emoji": "👍"})) == (
-        403, "NOT_PARTICIPANT")
+        403,
+        "NOT_PARTICIPANT",
+    )
     assert code_of(await api(http, make_token(alice), "POST", "/api/messages/bad/reactions", {"emoji": "👍"})) == (
-        400, "INVALID_ID")
-    assert code_of(await api(http, make_token(alice), "POST",
-                             "/api/messages/00000000-0000-0000-0000-00000000000a/reactions", {"emoji": "👍"})) == (
-        404, "MESSAGE_NOT_FOUND")
+        400,
+        "INVALID_ID",
+    )
+    assert code_of(
+        await api(
+            http,
+            make_token(alice),
+            "POST",
+            "/api/messages/00000000-0000-0000-0000-00000000000a/reactions",
+            {"emoji": "👍"},
+        )
+    ) == (404, "MESSAGE_NOT_FOUND")
     await api(http, make_token(alice), "DELETE", f"/api/messages/{mid}")
-    assert code_of(await api(http, make_token(alice), "POST", f"/api/messages/{mid}/reactions",
-                             {"emoji": "👍"})) == (400, "MESSAGE_DELETED")
+    assert code_of(await api(http, make_token(alice), "POST", f"/api/messages/{mid}/reactions", {"emoji": "👍"})) == (
+        400,
+        "MESSAGE_DELETED",
+    )

@@ -14,13 +14,16 @@ from tests.test_message_support import api, code_of, group, mark, new_user_id, o
 
 def position(database_url: str, cid: str, user: str) -> tuple[int, int] | None:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT delivered_seq, read_seq FROM message.positions"
-                           " WHERE conversation_id = %s AND user_id = %s", (cid, user)).fetchone()
+        row = conn.execute(
+            "SELECT delivered_seq, read_seq FROM message.positions WHERE conversation_id = %s AND user_id = %s",
+            (cid, user),
+        ).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
 
 
-async def test_status_only_moves_forward_and_is_idempotent(http: httpx.AsyncClient, make_token,
-                                                           database_url: str) -> None:
+async def test_status_only_moves_forward_and_is_idempotent(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     sent = [await send(http, make_token(alice), cid, f"m{i}") for i in range(1, 5)]
@@ -34,18 +37,26 @@ async def test_status_only_moves_forward_and_is_idempotent(http: httpx.AsyncClie
         reply = await mark(http, bob_token, older["message_id"], status)
         assert reply.json() == {"delivered_seq": "3", "read_seq": "3"}, (older["seq"], status)
     assert (await mark(http, bob_token, sent[3]["message_id"], "delivered")).json() == {
-        "delivered_seq": "4", "read_seq": "3"}
+        "delivered_seq": "4",
+        "read_seq": "3",
+    }
     assert position(database_url, cid, bob) == (4, 3)
 
-    receipts = [(e.type, e.receipt.seq, e.receipt.user_id, e.receipt.message_id)
-                for e in outbox_events(database_url, cid) if e.HasField("receipt")]
-    assert receipts == [("chat:message_delivered", 2, bob, sent[1]["message_id"]),
-                        ("chat:message_read", 3, bob, sent[2]["message_id"]),
-                        ("chat:message_delivered", 4, bob, sent[3]["message_id"])]
+    receipts = [
+        (e.type, e.receipt.seq, e.receipt.user_id, e.receipt.message_id)
+        for e in outbox_events(database_url, cid)
+        if e.HasField("receipt")
+    ]
+    assert receipts == [
+        ("chat:message_delivered", 2, bob, sent[1]["message_id"]),
+        ("chat:message_read", 3, bob, sent[2]["message_id"]),
+        ("chat:message_delivered", 4, bob, sent[3]["message_id"]),
+    ]
 
 
-async def test_concurrent_delivered_and_read_updates_never_go_backwards(http: httpx.AsyncClient, make_token,
-                                                                        database_url: str) -> None:
+async def test_concurrent_delivered_and_read_updates_never_go_backwards(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     sent = [await send(http, make_token(alice), cid, f"m{i}") for i in range(1, 11)]
@@ -80,27 +91,38 @@ async def test_invalid_statuses_and_ids_are_4xx(http: httpx.AsyncClient, make_to
     assert code_of(await api(http, token, "POST", path, {"status": "bogus"})) == (400, "INVALID_ARGUMENT")
     assert code_of(await mark(http, token, "nope", "read")) == (400, "INVALID_ID")
     assert code_of(await mark(http, token, "00000000-0000-0000-0000-000000000009", "read")) == (
-        404, "MESSAGE_NOT_FOUND")
+        404,
+        "MESSAGE_NOT_FOUND",
+    )
     assert code_of(await mark(http, make_token(eve), message_id, "read")) == (403, "NOT_PARTICIPANT")
     assert position(database_url, cid, bob) is None
 
 
-async def test_history_shows_each_readers_view_of_status(http: httpx.AsyncClient, make_token,
-                                                        database_url: str) -> None:
+async def test_history_shows_each_readers_view_of_status(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     sent = [await send(http, make_token(alice), cid, f"m{i}") for i in range(1, 4)]
     await mark(http, make_token(bob), sent[1]["message_id"], "read")
     await mark(http, make_token(carol), sent[2]["message_id"], "delivered")
 
-    mine, bobs, carols = [(await api(http, make_token(u), "GET", f"/api/messages/{cid}")).json()["messages"]
-                          for u in (alice, bob, carol)]
-    assert [m["status"] for m in mine] == ["MESSAGE_STATUS_DELIVERED", "MESSAGE_STATUS_DELIVERED",
-                                           "MESSAGE_STATUS_SENT"]
+    mine, bobs, carols = [
+        (await api(http, make_token(u), "GET", f"/api/messages/{cid}")).json()["messages"] for u in (alice, bob, carol)
+    ]
+    assert [m["status"] for m in mine] == [
+        "MESSAGE_STATUS_DELIVERED",
+        "MESSAGE_STATUS_DELIVERED",
+        "MESSAGE_STATUS_SENT",
+    ]
     assert {r["user_id"]: r["status"] for r in mine[1]["recipients"]} == {
-        bob: "MESSAGE_STATUS_READ", carol: "MESSAGE_STATUS_DELIVERED"}
+        bob: "MESSAGE_STATUS_READ",
+        carol: "MESSAGE_STATUS_DELIVERED",
+    }
     assert {r["user_id"]: r["status"] for r in mine[2]["recipients"]} == {
-        bob: "MESSAGE_STATUS_SENT", carol: "MESSAGE_STATUS_DELIVERED"}
+        bob: "MESSAGE_STATUS_SENT",
+        carol: "MESSAGE_STATUS_DELIVERED",
+    }
     assert [m["status"] for m in bobs] == ["MESSAGE_STATUS_READ", "MESSAGE_STATUS_READ", "MESSAGE_STATUS_SENT"]
     assert [m["status"] for m in carols] == ["MESSAGE_STATUS_DELIVERED"] * 3
     assert all(m["recipients"] == [] for m in bobs + carols)  # others do not watch each other read

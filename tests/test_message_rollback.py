@@ -46,8 +46,16 @@ async def messages(database_url: str) -> AsyncIterator[Messages]:
 
 
 def _new(cid: str, content: str = "hi", client_id: str | None = None) -> NewMessage:
-    return NewMessage(conversation_id=cid, sender_id=ALICE, content=content, content_encrypted=None,
-                      enc_algorithm="", enc_key_id="", client_message_id=client_id, reply_to_id=None)
+    return NewMessage(
+        conversation_id=cid,
+        sender_id=ALICE,
+        content=content,
+        content_encrypted=None,
+        enc_algorithm="",
+        enc_key_id="",
+        client_message_id=client_id,
+        reply_to_id=None,
+    )
 
 
 def _snapshot(database_url: str, cid: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -55,11 +63,11 @@ def _snapshot(database_url: str, cid: str) -> dict[str, list[tuple[Any, ...]]]:
     queries = {
         "seq": "SELECT last_seq FROM message.conversation_seq WHERE conversation_id = %(c)s",
         "messages": "SELECT seq, content, edited_at, deleted_at, deleted_by FROM message.messages"
-                    " WHERE conversation_id = %(c)s ORDER BY seq",
+        " WHERE conversation_id = %(c)s ORDER BY seq",
         "edits": "SELECT e.version, e.content FROM message.message_edits e JOIN message.messages m USING (message_id)"
-                 " WHERE m.conversation_id = %(c)s",
+        " WHERE m.conversation_id = %(c)s",
         "reactions": "SELECT r.user_id, r.emoji FROM message.reactions r JOIN message.messages m USING (message_id)"
-                     " WHERE m.conversation_id = %(c)s",
+        " WHERE m.conversation_id = %(c)s",
         "positions": "SELECT user_id, delivered_seq, read_seq FROM message.positions WHERE conversation_id = %(c)s",
         "audit": "SELECT actor_id, action FROM message.audit_log WHERE conversation_id = %(c)s",
         "outbox": "SELECT count(*) FROM message.outbox WHERE position(%(b)s::bytea in payload) > 0",
@@ -80,8 +88,10 @@ async def failing_outbox(make_database: Callable[[], str]) -> AsyncIterator[tupl
                             IF position('boom'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION 'boom'; END IF;
                             RETURN NEW;
                         END $$""")
-        conn.execute("CREATE TRIGGER refuse_boom BEFORE INSERT ON message.outbox"
-                     " FOR EACH ROW EXECUTE FUNCTION message.refuse_boom()")
+        conn.execute(
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON message.outbox"
+            " FOR EACH ROW EXECUTE FUNCTION message.refuse_boom()"
+        )
     pool = AsyncConnectionPool(url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     yield Messages(pool, _Roles()), url  # type: ignore[arg-type]
@@ -100,8 +110,9 @@ async def test_a_failed_send_leaves_no_message_no_seq_and_no_event(failing_outbo
     assert (first.seq, second.seq, created) == (1, 2, True)  # the failed attempt left no gap
 
 
-async def test_failed_edit_delete_receipt_and_reaction_leave_nothing(messages: Messages, database_url: str,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failed_edit_delete_receipt_and_reaction_leave_nothing(
+    messages: Messages, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cid = str(uuid.uuid4())
     row, _ = await messages.send(ALICE, _new(cid, "original"))
     await messages.edit(ALICE, row.message_id, "edited once")
@@ -130,18 +141,21 @@ async def test_the_audit_log_is_append_only(messages: Messages, database_url: st
     row, _ = await messages.send(ALICE, _new(cid))
     await messages.delete(ADMIN, row.message_id)
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM message.audit_log WHERE conversation_id = %s",
-                            (cid,)).fetchone() == (1,)
-        for statement in ("UPDATE message.audit_log SET actor_id = 'x' WHERE conversation_id = %s",
-                          "DELETE FROM message.audit_log WHERE conversation_id = %s"):
+        assert conn.execute("SELECT count(*) FROM message.audit_log WHERE conversation_id = %s", (cid,)).fetchone() == (
+            1,
+        )
+        for statement in (
+            "UPDATE message.audit_log SET actor_id = 'x' WHERE conversation_id = %s",
+            "DELETE FROM message.audit_log WHERE conversation_id = %s",
+        ):
             with pytest.raises(psycopg.errors.RaiseException), conn.transaction():
                 conn.execute(statement, (cid,))
 
 
 @pytest.mark.parametrize("step", ["update_content", "append_audit"])
-async def test_a_failure_between_two_sql_steps_rolls_back_the_first(messages: Messages, database_url: str,
-                                                                    monkeypatch: pytest.MonkeyPatch,
-                                                                    step: str) -> None:
+async def test_a_failure_between_two_sql_steps_rolls_back_the_first(
+    messages: Messages, database_url: str, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
     """Fail the second statement of a write (after the old text was kept, after the message was
     marked deleted): the first statement's effect must be gone too. (A send is one statement.)"""
     cid = str(uuid.uuid4())
@@ -152,8 +166,10 @@ async def test_a_failure_between_two_sql_steps_rolls_back_the_first(messages: Me
         raise _Boom
 
     monkeypatch.setattr(store, step, boom)
-    attempts = {"update_content": lambda: messages.edit(ALICE, row.message_id, "changed"),
-                "append_audit": lambda: messages.delete(ADMIN, row.message_id)}
+    attempts = {
+        "update_content": lambda: messages.edit(ALICE, row.message_id, "changed"),
+        "append_audit": lambda: messages.delete(ADMIN, row.message_id),
+    }
     with pytest.raises(_Boom):
         await attempts[step]()
     assert _snapshot(database_url, cid) == before

@@ -15,8 +15,9 @@ async def _search(http: httpx.AsyncClient, token: str, **params: str | int) -> h
     return await api(http, token, "GET", "/api/messages/search", params=params)
 
 
-async def test_search_in_one_conversation_is_for_its_participants(http: httpx.AsyncClient, make_token,
-                                                                  database_url: str) -> None:
+async def test_search_in_one_conversation_is_for_its_participants(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
     ours = await group(database_url, {alice: "admin", bob: "member"})
     theirs = await group(database_url, {eve: "admin"})
@@ -35,17 +36,26 @@ async def test_search_in_one_conversation_is_for_its_participants(http: httpx.As
     assert [m["message_id"] for m in limited] == [newer["message_id"]]
 
 
-async def test_search_skips_deleted_and_encrypted_messages(http: httpx.AsyncClient, make_token,
-                                                           database_url: str) -> None:
+async def test_search_skips_deleted_and_encrypted_messages(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice = new_user_id("alice")
     cid = await group(database_url, {alice: "admin"})
     word = f"quince{new_user_id('w').split('-')[1]}"
     token = make_token(alice)
     gone = await send(http, token, cid, f"{word} one")
     await api(http, token, "DELETE", f"/api/messages/{gone['message_id']}")
-    await api(http, token, "POST", "/api/messages", {
-        "conversation_id": cid, "content_encrypted": base64.b64encode(word.encode()).decode(),
-        "encryption": {"algorithm": "test"}})
+    await api(
+        http,
+        token,
+        "POST",
+        "/api/messages",
+        {
+            "conversation_id": cid,
+            "content_encrypted": base64.b64encode(word.encode()).decode(),
+            "encryption": {"algorithm": "test"},
+        },
+    )
     kept = await send(http, token, cid, f"{word} two")
     edited = await send(http, token, cid, "typo")
     await api(http, token, "PATCH", f"/api/messages/{edited['message_id']}", {"content": f"{word} three"})
@@ -53,8 +63,9 @@ async def test_search_skips_deleted_and_encrypted_messages(http: httpx.AsyncClie
     assert [m["message_id"] for m in hits] == [edited["message_id"], kept["message_id"]]
 
 
-async def test_search_across_my_conversations_never_returns_anothers(http: httpx.AsyncClient, make_token,
-                                                                    database_url: str) -> None:
+async def test_search_across_my_conversations_never_returns_anothers(
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
     first = await group(database_url, {alice: "admin", bob: "member"})
     second = await group(database_url, {bob: "admin", alice: "member"})

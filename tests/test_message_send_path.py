@@ -62,8 +62,16 @@ async def env(make_database: Callable[[], str], redis_server: str) -> AsyncItera
 
 
 def _new(cid: str, content: str, client_id: str | None = None, sender: str = ALICE) -> NewMessage:
-    return NewMessage(conversation_id=cid, sender_id=sender, content=content, content_encrypted=None,
-                      enc_algorithm="", enc_key_id="", client_message_id=client_id, reply_to_id=None)
+    return NewMessage(
+        conversation_id=cid,
+        sender_id=sender,
+        content=content,
+        content_encrypted=None,
+        enc_algorithm="",
+        enc_key_id="",
+        client_message_id=client_id,
+        reply_to_id=None,
+    )
 
 
 async def _published(env: _Env, count: int, within_s: float) -> list[common_pb2.Event]:
@@ -113,7 +121,8 @@ async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: 
     # loses (the pre-check, or the insert after waiting for the winner) must give its seq back.
     results = await asyncio.gather(
         *(env.messages.send(ALICE, _new(cid, "once", client_id="dup-1")) for _ in range(20)),
-        *(env.messages.send(BOB, _new(cid, f"other {i}")) for i in range(5)))
+        *(env.messages.send(BOB, _new(cid, f"other {i}")) for i in range(5)),
+    )
     copies = results[:20]
     assert sorted(created for _, created in copies) == [False] * 19 + [True]
     assert len({row.message_id for row, _ in copies}) == 1
@@ -121,15 +130,18 @@ async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: 
     after, created = await env.messages.send(ALICE, _new(cid, "after"))
     assert (after.seq, created) == (8, True)  # 1 + one copy + five others + this one: no gap
     with psycopg.connect(env.url) as conn:
-        seqs = [r[0] for r in conn.execute("SELECT seq FROM message.messages WHERE conversation_id = %s ORDER BY seq",
-                                           (cid,))]
+        seqs = [
+            r[0]
+            for r in conn.execute("SELECT seq FROM message.messages WHERE conversation_id = %s ORDER BY seq", (cid,))
+        ]
         events = conn.execute("SELECT count(*) FROM message.outbox").fetchone()
     assert seqs == list(range(1, 9))
     assert events == (8,)  # one event per stored message, none for a duplicate
     # The same client id in another conversation, even racing, is a conflict, never a second message.
     other = str(uuid.uuid4())
-    outcomes = await asyncio.gather(*(env.messages.send(ALICE, _new(other, "once", client_id="dup-1"))
-                                      for _ in range(3)), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(env.messages.send(ALICE, _new(other, "once", client_id="dup-1")) for _ in range(3)), return_exceptions=True
+    )
     assert all(isinstance(o, errors.ChatError) and o.code == "CLIENT_MESSAGE_ID_REUSED" for o in outcomes)
 
 
@@ -141,7 +153,8 @@ async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(env: _E
             await env.messages.send(ALICE, _new(cid, f"m{i}"))
         events = await _published(env, 10, within_s=3)
         assert [(e.type, e.message.seq, e.message.content) for e in events] == [
-            ("chat:message_received", i + 1, f"m{i}") for i in range(10)]
+            ("chat:message_received", i + 1, f"m{i}") for i in range(10)
+        ]
         with psycopg.connect(env.url) as conn:
             row = conn.execute("SELECT message_id::text, created_at FROM message.messages WHERE seq = 3").fetchone()
         assert row is not None

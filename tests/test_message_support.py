@@ -26,13 +26,15 @@ async def group(database_url: str, roles: dict[str, str], title: str = "group") 
         for user in roles:
             await conversation_store.ensure_user(conn, user)
         row = await conversation_store.insert_group(conn, next(iter(roles)), title, len(roles))
-        await conversation_store.insert_participants(conn, row.conversation_id,
-                                                     [(user, Role(role)) for user, role in roles.items()])
+        await conversation_store.insert_participants(
+            conn, row.conversation_id, [(user, Role(role)) for user, role in roles.items()]
+        )
     return row.conversation_id
 
 
-async def api(http: httpx.AsyncClient, token: str, method: str, path: str, body: Any = None,
-              params: dict[str, Any] | None = None) -> httpx.Response:
+async def api(
+    http: httpx.AsyncClient, token: str, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+) -> httpx.Response:
     return await http.request(method, path, json=body, params=params, headers=bearer(token))
 
 
@@ -51,5 +53,6 @@ def outbox_events(database_url: str, conversation_id: str) -> list[common_pb2.Ev
 
 
 async def mark(http: httpx.AsyncClient, token: str, message_id: str, status: str) -> httpx.Response:
-    return await api(http, token, "POST", f"/api/messages/{message_id}/status",
-                     {"status": f"MESSAGE_STATUS_{status.upper()}"})
+    return await api(
+        http, token, "POST", f"/api/messages/{message_id}/status", {"status": f"MESSAGE_STATUS_{status.upper()}"}
+    )

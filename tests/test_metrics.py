@@ -39,11 +39,14 @@ class MetricsMesh(Mesh):
 
 
 @pytest.fixture(scope="module")
-def metrics_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], postgres_server: str,
-                 workdir: Path) -> Iterator[MetricsMesh]:
+def metrics_mesh(
+    request: pytest.FixtureRequest, mesh_env: dict[str, str], postgres_server: str, workdir: Path
+) -> Iterator[MetricsMesh]:
     with private_database(postgres_server) as database_url:
-        base = new_mesh({**mesh_env, "CHAT_DATABASE_URL": database_url,
-                         "CHAT_REDIS_PREFIX": f"metrics-{secrets.token_hex(4)}"}, workdir / "metrics-logs")
+        base = new_mesh(
+            {**mesh_env, "CHAT_DATABASE_URL": database_url, "CHAT_REDIS_PREFIX": f"metrics-{secrets.token_hex(4)}"},
+            workdir / "metrics-logs",
+        )
         running = MetricsMesh(env=base.env, ports=base.ports, log_dir=base.log_dir)
         running.metrics_ports = {name: free_port() for name in ("conversation", "message", "presence")}
         running.start()
@@ -58,8 +61,11 @@ def scrape(url: str) -> Samples:
         assert reply.status == 200
         assert reply.headers["Content-Type"].startswith("text/plain")
         text = reply.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -80,8 +86,11 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
                 await send(http, alice_token, conversation_id, f"m{i}")
             await socket.next_of("chat:message_received")
             # a call the message service refuses: counted as an error by method and code
-            missing = await http.post("/api/messages", headers=bearer(alice_token), json={
-                "conversation_id": "00000000-0000-0000-0000-000000000000", "content": "x"})
+            missing = await http.post(
+                "/api/messages",
+                headers=bearer(alice_token),
+                json={"conversation_id": "00000000-0000-0000-0000-000000000000", "content": "x"},
+            )
             assert missing.status_code == 404
             await http.put("/api/presence", headers=bearer(alice_token), json={})
 
@@ -103,8 +112,9 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
     assert value(message, "chat_grpc_server_errors_total", service=service, method="SendMessage") >= 1
     assert value(message, "chat_grpc_server_request_seconds_count", method="SendMessage") >= 6
     assert value(message, "chat_grpc_server_request_seconds_sum", method="SendMessage") > 0
-    assert value(message, "chat_grpc_server_requests_total",
-                 method="StreamEvents") >= 0  # long-lived: counted at its end
+    assert (
+        value(message, "chat_grpc_server_requests_total", method="StreamEvents") >= 0
+    )  # long-lived: counted at its end
 
     # delivery: the events stream's length (sampled every few seconds) and the outbox backlog gauge
     prefix = metrics_mesh.env["CHAT_REDIS_PREFIX"]
@@ -117,8 +127,7 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
     assert ("chat_stream_pending", frozenset({("stream", f"{prefix}:events"), ("group", "fanout")})) in message
 
     conversation = scrape(f"http://127.0.0.1:{metrics_mesh.metrics_ports['conversation']}/metrics")
-    assert value(conversation, "chat_grpc_server_requests_total", service="chat.v1.ConversationService",
-                 code="OK") >= 2
+    assert value(conversation, "chat_grpc_server_requests_total", service="chat.v1.ConversationService", code="OK") >= 2
     assert ("chat_outbox_backlog", frozenset({("schema", "conversation")})) in conversation
 
     presence = scrape(f"http://127.0.0.1:{metrics_mesh.metrics_ports['presence']}/metrics")
@@ -129,9 +138,20 @@ def test_delivery_hooks_are_defined_for_the_delivery_path() -> None:
     """The series the delivery path reports into, with the names dashboards use."""
     edge_metrics.DELIVERY_LAG.observe(0.01)
     stream_metrics.DEAD_LETTER.inc(0)
-    names = {m.describe()[0].name for m in (edge_metrics.DELIVERY_LAG, metrics.OUTBOX_BACKLOG,
-                                            stream_metrics.STREAM_PENDING, stream_metrics.DEAD_LETTER,
-                                            edge_metrics.WS_CONNECTIONS)}
-    assert names == {"chat_delivery_lag_seconds", "chat_outbox_backlog", "chat_stream_pending", "chat_dead_letter",
-                     "chat_websocket_connections"}
-
+    names = {
+        m.describe()[0].name
+        for m in (
+            edge_metrics.DELIVERY_LAG,
+            metrics.OUTBOX_BACKLOG,
+            stream_metrics.STREAM_PENDING,
+            stream_metrics.DEAD_LETTER,
+            edge_metrics.WS_CONNECTIONS,
+        )
+    }
+    assert names == {
+        "chat_delivery_lag_seconds",
+        "chat_outbox_backlog",
+        "chat_stream_pending",
+        "chat_dead_letter",
+        "chat_websocket_connections",
+    }

@@ -20,8 +20,10 @@ async def test_migrations_apply_once_and_are_tracked(database_url: str, tmp_path
     assert await db.migrate(database_url, "migrtest", tmp_path) == []
     with psycopg.connect(database_url) as conn:
         versions = conn.execute("SELECT version, name FROM migrtest.schema_migrations ORDER BY version").fetchall()
-        columns = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'migrtest'"
-                               " AND table_name = 'things' ORDER BY ordinal_position").fetchall()
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'migrtest'"
+            " AND table_name = 'things' ORDER BY ordinal_position"
+        ).fetchall()
     assert versions == [(1, "0001_first.sql"), (2, "0002_second.sql")]
     assert columns == [("id",), ("name",)]
 
@@ -36,23 +38,29 @@ async def test_a_failing_migration_leaves_nothing_behind(database_url: str, tmp_
     else:
         raise AssertionError("a broken migration must fail the start")
     with psycopg.connect(database_url) as conn:
-        tables = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'migrfail'"
-                              " ORDER BY table_name").fetchall()
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'migrfail' ORDER BY table_name"
+        ).fetchall()
     assert tables == [("a",), ("schema_migrations",)]
 
 
 def _outbox_shape(database_url: str, schema: str) -> list[tuple[object, ...]]:
     with psycopg.connect(database_url) as conn:
-        columns = conn.execute("SELECT column_name, data_type, is_nullable FROM information_schema.columns"
-                               " WHERE table_schema = %s AND table_name = 'outbox' ORDER BY ordinal_position",
-                               (schema,)).fetchall()
-        indexes = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'outbox'"
-                               " ORDER BY indexname", (schema,)).fetchall()
+        columns = conn.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'outbox' ORDER BY ordinal_position",
+            (schema,),
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = 'outbox' ORDER BY indexname",
+            (schema,),
+        ).fetchall()
     return [*columns, *((d.replace(f"{schema}.", ""),) for (d,) in indexes)]
 
 
 async def test_the_shared_outbox_ddl_makes_the_table_first_and_leaves_an_older_one_as_it_is(
-        database_url: str, tmp_path: Path) -> None:
+    database_url: str, tmp_path: Path
+) -> None:
     """A new schema gets chatmesh/outbox.py's table before its own files (which may write to it); a
     schema whose 0001_init.sql made the table itself (before the DDL moved to chatmesh/outbox.py)
     migrates again without error and keeps the same table."""

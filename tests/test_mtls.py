@@ -31,8 +31,9 @@ GRPC_SERVICES = ("conversation", "message", "presence")
 
 
 def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 class Authority:
@@ -42,12 +43,17 @@ class Authority:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.UTC)
-        self.cert = (x509.CertificateBuilder().subject_name(self.name).issuer_name(self.name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(minutes=5))
-                     .not_valid_after(now + datetime.timedelta(days=1))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
 
     @property
     def pem(self) -> bytes:
@@ -57,18 +63,32 @@ class Authority:
         """A leaf's files in `folder`, as the CHAT_TLS_* settings."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(self.name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                               critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(self.key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"CHAT_TLS_CERT_FILE": folder / f"{name}.crt", "CHAT_TLS_KEY_FILE": folder / f"{name}.key",
-                 "CHAT_TLS_CA_FILE": folder / "ca.crt"}
+        files = {
+            "CHAT_TLS_CERT_FILE": folder / f"{name}.crt",
+            "CHAT_TLS_KEY_FILE": folder / f"{name}.key",
+            "CHAT_TLS_CA_FILE": folder / "ca.crt",
+        }
         files["CHAT_TLS_CERT_FILE"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         files["CHAT_TLS_KEY_FILE"].write_bytes(_pem(key))
         files["CHAT_TLS_CA_FILE"].write_bytes(self.pem)
@@ -76,9 +96,11 @@ class Authority:
 
     def credentials(self, folder: Path, name: str) -> grpc.ChannelCredentials:
         files = self.issue(folder, name)
-        return grpc.ssl_channel_credentials(Path(files["CHAT_TLS_CA_FILE"]).read_bytes(),
-                                            Path(files["CHAT_TLS_KEY_FILE"]).read_bytes(),
-                                            Path(files["CHAT_TLS_CERT_FILE"]).read_bytes())
+        return grpc.ssl_channel_credentials(
+            Path(files["CHAT_TLS_CA_FILE"]).read_bytes(),
+            Path(files["CHAT_TLS_KEY_FILE"]).read_bytes(),
+            Path(files["CHAT_TLS_CERT_FILE"]).read_bytes(),
+        )
 
 
 class TlsMesh(Mesh):
@@ -101,8 +123,9 @@ def authority() -> Authority:
 
 
 @pytest.fixture(scope="module")
-def tls_mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], make_database, authority: Authority,
-             workdir: Path) -> Iterator[TlsMesh]:  # type: ignore[no-untyped-def]
+def tls_mesh(
+    request: pytest.FixtureRequest, mesh_env: dict[str, str], make_database, authority: Authority, workdir: Path
+) -> Iterator[TlsMesh]:  # type: ignore[no-untyped-def]
     folder = workdir / "mtls"
     env = {**mesh_env, "CHAT_DATABASE_URL": make_database(), "CHAT_REDIS_PREFIX": "mtls-" + folder.name}
     mesh = TlsMesh(env=env, ports={name: free_port() for name in SERVICES}, log_dir=folder / "logs")
@@ -130,15 +153,18 @@ async def test_the_mesh_runs_over_mtls(tls_mesh: TlsMesh, make_token) -> None:  
 
 def _check(target: str, credentials: grpc.ChannelCredentials | None, service: str = "") -> int:
     options = [("grpc.ssl_target_name_override", "localhost")] if credentials else []
-    with (grpc.secure_channel(target, credentials, options=options) if credentials
-          else grpc.insecure_channel(target)) as channel:
-        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
-                                                             timeout=3).status)
+    with (
+        grpc.secure_channel(target, credentials, options=options) if credentials else grpc.insecure_channel(target)
+    ) as channel:
+        return int(
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=3).status
+        )
 
 
 @pytest.mark.parametrize("name", GRPC_SERVICES)
-def test_only_a_client_with_a_mesh_certificate_connects(tls_mesh: TlsMesh, authority: Authority, tmp_path: Path,
-                                                        name: str) -> None:
+def test_only_a_client_with_a_mesh_certificate_connects(
+    tls_mesh: TlsMesh, authority: Authority, tmp_path: Path, name: str
+) -> None:
     target = f"127.0.0.1:{tls_mesh.ports[name]}"
     assert _check(target, authority.credentials(tmp_path, "client")) == health_pb2.HealthCheckResponse.SERVING
     refused = {
@@ -160,8 +186,10 @@ def test_the_plaintext_health_port_serves_health_only(tls_mesh: TlsMesh, name: s
     assert _check(target, None, "liveness") == health_pb2.HealthCheckResponse.SERVING
     with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as failed:
         conversation_pb2_grpc.ConversationServiceStub(channel).ListConversations(
-            conversation_pb2.ListConversationsRequest(), metadata=(("authorization", f"Bearer {make_token('x')}"),),
-            timeout=3)
+            conversation_pb2.ListConversationsRequest(),
+            metadata=(("authorization", f"Bearer {make_token('x')}"),),
+            timeout=3,
+        )
     assert failed.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
 
 

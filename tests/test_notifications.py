@@ -45,11 +45,19 @@ async def acknowledging(socket: Socket) -> None:
 
 
 async def test_an_offline_user_is_notified_and_an_online_user_who_acknowledges_is_not(
-        notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path) -> None:  # noqa: F811
+    notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path
+) -> None:  # noqa: F811
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
-    device = (await api(edge, token(notify_mesh, bob), "POST", "/api/users/me/devices",
-                        {"platform": "apns", "push_token": "bob-phone"})).json()["device"]
+    device = (
+        await api(
+            edge,
+            token(notify_mesh, bob),
+            "POST",
+            "/api/users/me/devices",
+            {"platform": "apns", "push_token": "bob-phone"},
+        )
+    ).json()["device"]
     carol_socket = await Socket.open(notify_mesh.edge_url, token(notify_mesh, carol))
     carol_device = asyncio.create_task(acknowledging(carol_socket))
     consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))
@@ -59,11 +67,17 @@ async def test_an_offline_user_is_notified_and_an_online_user_who_acknowledges_i
         [note] = await consumer.wait_for(bob)
         assert time.monotonic() - started >= 0.8  # the devices had their second (1 s scaled) to acknowledge
         assert (note.kind, note.message_count, note.message_id, note.sender_id, note.seq) == (
-            pb.NOTIFICATION_KIND_MESSAGE, 1, sent["message_id"], alice, 1)
+            pb.NOTIFICATION_KIND_MESSAGE,
+            1,
+            sent["message_id"],
+            alice,
+            1,
+        )
         assert (note.conversation_id, note.collapse_key, note.delivery_count) == (cid, cid, 1)
         assert note.text == ""  # CHAT_NOTIFY_INCLUDE_TEXT is off
         assert [(d.device_id, d.push_token, d.platform) for d in note.devices] == [
-            (device["device_id"], "bob-phone", pb.DEVICE_PLATFORM_APNS)]
+            (device["device_id"], "bob-phone", pb.DEVICE_PLATFORM_APNS)
+        ]
         await asyncio.sleep(1.0)  # everyone of the conversation is checked at once: carol's would be here
         assert consumer.of(carol) == [] and consumer.of(alice) == []
         assert not carol_device.done(), carol_device  # her device acknowledged all along
@@ -72,8 +86,9 @@ async def test_an_offline_user_is_notified_and_an_online_user_who_acknowledges_i
         await consumer.close()
 
 
-async def test_a_burst_collapses_into_one_notification_with_a_count(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                                   keyring: Path) -> None:  # noqa: F811
+async def test_a_burst_collapses_into_one_notification_with_a_count(
+    notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path
+) -> None:  # noqa: F811
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))
@@ -92,8 +107,7 @@ async def test_a_burst_collapses_into_one_notification_with_a_count(notify_mesh:
         await consumer.close()
 
 
-async def test_replies_mentions_and_threads_say_why(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                   keyring: Path) -> None:  # noqa: F811
+async def test_replies_mentions_and_threads_say_why(notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path) -> None:  # noqa: F811
     alice, bob, carol, dave, erin = (new_user_id(n) for n in ("alice", "bob", "carol", "dave", "erin"))
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {u: "member" for u in (alice, bob, carol, dave, erin)})
     consumer = Consumer(notify_mesh, push_metadata(notify_mesh, keyring), new_group(notify_mesh))
@@ -111,7 +125,8 @@ async def test_replies_mentions_and_threads_say_why(notify_mesh: Mesh, edge: htt
 
 
 async def test_the_stream_is_at_least_once_resumable_and_shared_by_a_group(
-        notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path) -> None:  # noqa: F811
+    notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path
+) -> None:  # noqa: F811
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
     metadata, name = push_metadata(notify_mesh, keyring), new_group(notify_mesh)
@@ -145,8 +160,9 @@ async def test_the_stream_is_at_least_once_resumable_and_shared_by_a_group(
         await after.close()
 
 
-async def test_dead_lettered_notifications_are_listed_and_replayed(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                                   keyring: Path) -> None:  # noqa: F811
+async def test_dead_lettered_notifications_are_listed_and_replayed(
+    notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path
+) -> None:  # noqa: F811
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     metadata, name = push_metadata(notify_mesh, keyring), new_group(notify_mesh)
@@ -155,17 +171,22 @@ async def test_dead_lettered_notifications_are_listed_and_replayed(notify_mesh: 
     try:
         await send(edge, token(notify_mesh, alice), cid, "hi")
         [note] = await consumer.wait_for(bob)
-        reply = await consumer.stub.DeadLetterNotifications(pb.DeadLetterNotificationsRequest(
-            group=name, notification_ids=[note.notification_id], reason="HTTP 500 after 3 retries"),
-            metadata=metadata, timeout=5)
+        reply = await consumer.stub.DeadLetterNotifications(
+            pb.DeadLetterNotificationsRequest(
+                group=name, notification_ids=[note.notification_id], reason="HTTP 500 after 3 retries"
+            ),
+            metadata=metadata,
+            timeout=5,
+        )
         assert reply.dead_lettered == 1
         listed = await deadletter.list_entries(client, keys, deadletter.NOTIFICATIONS)
         assert (note.notification_id, "HTTP 500 after 3 retries") in [(e, r) for _, e, r in listed]
         assert await client.xpending(keys.notifications, name) is not None
         assert (await client.xpending(keys.notifications, name))["pending"] == 0
         with pytest.raises(grpc.aio.AioRpcError) as bad:
-            await consumer.stub.AckNotifications(pb.AckNotificationsRequest(group=name, notification_ids=["x"]),
-                                                 metadata=metadata, timeout=5)
+            await consumer.stub.AckNotifications(
+                pb.AckNotificationsRequest(group=name, notification_ids=["x"]), metadata=metadata, timeout=5
+            )
         assert error_code_of(bad.value) == "INVALID_NOTIFICATION_ID"
         # Replayed onto the stream: the group gets it again.
         assert await deadletter.replay(client, keys, deadletter.NOTIFICATIONS) >= 1
@@ -176,8 +197,9 @@ async def test_dead_lettered_notifications_are_listed_and_replayed(notify_mesh: 
         await client.aclose()
 
 
-async def test_message_text_is_left_out_unless_the_mesh_allows_it(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                                  keyring: Path) -> None:  # noqa: F811
+async def test_message_text_is_left_out_unless_the_mesh_allows_it(
+    notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path
+) -> None:  # noqa: F811
     """Off by default (the first test saw none); with CHAT_NOTIFY_INCLUDE_TEXT=1, the latest message's text,
     200 characters at most, and never an encrypted message's."""
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
@@ -190,9 +212,17 @@ async def test_message_text_is_left_out_unless_the_mesh_allows_it(notify_mesh: M
     try:
         text = "see you at the station " + "x" * 300
         await send(edge, token(notify_mesh, alice), plain, text)
-        encrypted = await api(edge, token(notify_mesh, alice), "POST", "/api/messages", {
-            "conversation_id": secret, "content_encrypted": base64.b64encode(b"\x01\x02").decode(),
-            "encryption": {"algorithm": "x25519-aes256gcm", "key_id": "k-1"}})
+        encrypted = await api(
+            edge,
+            token(notify_mesh, alice),
+            "POST",
+            "/api/messages",
+            {
+                "conversation_id": secret,
+                "content_encrypted": base64.b64encode(b"\x01\x02").decode(),
+                "encryption": {"algorithm": "x25519-aes256gcm", "key_id": "k-1"},
+            },
+        )
         assert encrypted.status_code == 200, encrypted.text
         assert (await consumer.wait_for(bob))[0].text == text[:200]
         assert (await consumer.wait_for(carol))[0].text == ""
@@ -203,8 +233,9 @@ async def test_message_text_is_left_out_unless_the_mesh_allows_it(notify_mesh: M
         notify_mesh.start("message")
 
 
-async def test_a_muted_conversation_notifies_nobody_who_muted_it(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                                 keyring: Path) -> None:  # noqa: F811
+async def test_a_muted_conversation_notifies_nobody_who_muted_it(
+    notify_mesh: Mesh, edge: httpx.AsyncClient, keyring: Path
+) -> None:  # noqa: F811
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
     preferences = f"/api/conversations/{cid}/preferences"

@@ -51,7 +51,9 @@ def test_proto3_json_types() -> None:
     status = body["content"]["application/json"]["schema"]["properties"]["status"]
     assert "MESSAGE_STATUS_READ" in status["enum"] and "read" in status["enum"]
     assert schemas["ListMessagesResponse"]["properties"]["messages"] == {
-        "type": "array", "items": {"$ref": "#/components/schemas/Message"}}
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Message"},
+    }
     assert schemas["Error"]["properties"]["error"]["required"] == ["code", "message", "status", "request_id"]
 
 
@@ -81,8 +83,9 @@ def fuzz_token(mesh: Mesh, settings: Settings) -> str:
         reply = client.post("/api/conversations/direct", json={"user_id": other}, headers=bearer(token))
         assert reply.status_code == 200, reply.text
         conversation_id = reply.json()["conversation"]["conversation_id"]
-        sent = client.post("/api/messages", json={"conversation_id": conversation_id, "content": "hi"},
-                           headers=bearer(token))
+        sent = client.post(
+            "/api/messages", json={"conversation_id": conversation_id, "content": "hi"}, headers=bearer(token)
+        )
         assert sent.status_code == 200, sent.text
     return token
 
@@ -103,12 +106,20 @@ def test_api_keeps_to_its_schema(operation: Any, mode: GenerationMode, mesh: Mes
     document (status codes, content types, bodies)."""
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck), database=None)
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
     def run(case: schemathesis.Case) -> None:
-        response = case.call_and_validate(base_url=mesh.edge_url, headers=bearer(fuzz_token), timeout=10,
-                                          checks=[not_a_server_error, status_code_conformance,
-                                                  content_type_conformance, response_schema_conformance])
+        response = case.call_and_validate(
+            base_url=mesh.edge_url,
+            headers=bearer(fuzz_token),
+            timeout=10,
+            checks=[not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance],
+        )
         statuses.append(response.status_code)
 
     statuses: list[int] = []

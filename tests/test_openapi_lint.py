@@ -24,17 +24,27 @@ QUIET_NODE_TOOL = {"REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE":
 
 
 def _operations() -> list[tuple[str, str, dict[str, Any]]]:
-    return [(path, method, op) for path, ops in DOCUMENT["paths"].items() for method, op in ops.items()
-            if method != "parameters"]
+    return [
+        (path, method, op)
+        for path, ops in DOCUMENT["paths"].items()
+        for method, op in ops.items()
+        if method != "parameters"
+    ]
 
 
 def test_redocly_lint_recommended_finds_no_error(tmp_path: Path) -> None:
     redocly = shutil.which("redocly")
     assert redocly, "the Redocly CLI is not on PATH: run the tests with ./scripts/test.sh, which installs it"
     (tmp_path / "openapi.json").write_text(json.dumps(DOCUMENT))
-    result = subprocess.run([redocly, "lint", "openapi.json", "--format=json"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120, env={**os.environ, **QUIET_NODE_TOOL})
-    report = json.loads(result.stdout[result.stdout.index("{"):])
+    result = subprocess.run(
+        [redocly, "lint", "openapi.json", "--format=json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **QUIET_NODE_TOOL},
+    )
+    report = json.loads(result.stdout[result.stdout.index("{") :])
     problems = [(p["severity"], p["ruleId"], p["message"]) for p in report["problems"]]
     assert report["totals"]["errors"] == 0 and result.returncode == 0, problems
     assert report["totals"]["warnings"] == 0, problems  # none today: keep it so
@@ -45,7 +55,10 @@ def test_paths_are_unique_and_the_shared_one_names_its_parameter_once() -> None:
     assert len(shapes) == len(set(shapes))
     shared = DOCUMENT["paths"]["/api/messages/{id}"]
     assert {m: shared[m]["operationId"] for m in shared} == {
-        "get": "ListMessages", "patch": "EditMessage", "delete": "DeleteMessage"}
+        "get": "ListMessages",
+        "patch": "EditMessage",
+        "delete": "DeleteMessage",
+    }
     (history_id,) = [p for p in shared["get"]["parameters"] if p["in"] == "path"]
     (edit_id,) = [p for p in shared["patch"]["parameters"] if p["in"] == "path"]
     assert (history_id["name"], edit_id["name"]) == ("id", "id")
@@ -61,7 +74,8 @@ def test_summaries_and_descriptions_come_from_the_proto_comments() -> None:
     limit = next(p for p in DOCUMENT["paths"]["/api/conversations"]["get"]["parameters"] if p["name"] == "limit")
     assert limit["description"] == "Page size: 1 to 100; 0 (unset) means 20."  # the field's comment
     assert DOCUMENT["components"]["schemas"]["Message"]["properties"]["seq"]["description"].startswith(
-        "Per-conversation sequence number")
+        "Per-conversation sequence number"
+    )
     assert {t["name"] for t in DOCUMENT["tags"]} >= {"ConversationService", "MessageService", "PresenceService"}
     assert all(t["description"] for t in DOCUMENT["tags"])
 
@@ -81,8 +95,7 @@ def test_ids_and_limits_carry_formats_bounds_and_examples() -> None:
     assert DOCUMENT["info"]["license"]["name"] == "Apache-2.0" and DOCUMENT["servers"]
 
 
-async def test_documented_limit_bounds_are_the_services(http: httpx.AsyncClient, make_token: Any,
-                                                       user_id: str) -> None:
+async def test_documented_limit_bounds_are_the_services(http: httpx.AsyncClient, make_token: Any, user_id: str) -> None:
     """The documented maximum is accepted and one past it is refused, as the document says."""
     limit = next(p for p in DOCUMENT["paths"]["/api/conversations"]["get"]["parameters"] if p["name"] == "limit")
     headers = bearer(make_token(user_id))

@@ -53,8 +53,9 @@ def meshes(request: pytest.FixtureRequest) -> Iterator[list[Mesh]]:
             dump_logs(mesh.log_dir)
 
 
-def start_split(meshes: list[Mesh], conversation_env: dict[str, str], message_env: dict[str, str],
-                log_dir: Path) -> tuple[Mesh, Mesh]:
+def start_split(
+    meshes: list[Mesh], conversation_env: dict[str, str], message_env: dict[str, str], log_dir: Path
+) -> tuple[Mesh, Mesh]:
     """The conversation and message services as two meshes over the same ports, so each has an
     environment of its own (its database, its metrics port) and a test can stop one of them."""
     ports = {"conversation": free_port(), "message": free_port()}
@@ -66,12 +67,13 @@ def start_split(meshes: list[Mesh], conversation_env: dict[str, str], message_en
     return conversation, message
 
 
-async def send(port: int, token: str, conversation_id: str,
-               timeout_s: float = 15) -> message_pb2.SendMessageResponse:
+async def send(port: int, token: str, conversation_id: str, timeout_s: float = 15) -> message_pb2.SendMessageResponse:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         return await message_pb2_grpc.MessageServiceStub(channel).SendMessage(
             message_pb2.SendMessageRequest(conversation_id=conversation_id, content="hello"),
-            metadata=(("authorization", f"Bearer {token}"),), timeout=timeout_s)
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=timeout_s,
+        )
 
 
 async def failed_send(port: int, token: str, conversation_id: str) -> tuple[grpc.aio.AioRpcError, float]:
@@ -93,19 +95,23 @@ def internal_errors(metrics_port: int, method: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     labels = {"service": "chat.v1.MessageService", "method": method}
-    values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-              if sample.name == "chat_grpc_internal_errors_total" and sample.labels == labels]
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "chat_grpc_internal_errors_total" and sample.labels == labels
+    ]
     assert len(values) == 1, f"no chat_grpc_internal_errors_total{labels}"  # exported from the first call on
     return values[0]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stalled"])
 async def test_a_send_answers_an_outage_while_the_conversation_service_is_down(
-        isolated_env, tmp_path: Path, meshes: list[Mesh], make_token, sig: signal.Signals) -> None:
+    isolated_env, tmp_path: Path, meshes: list[Mesh], make_token, sig: signal.Signals
+) -> None:
     env = isolated_env()
     metrics_port = free_port()
-    conversation, message = start_split(meshes, env, {**env, "CHAT_METRICS_PORT": str(metrics_port)},
-                                        tmp_path / "logs")
+    conversation, message = start_split(meshes, env, {**env, "CHAT_METRICS_PORT": str(metrics_port)}, tmp_path / "logs")
     alice, bob = new_user_id("alice"), new_user_id("bob")
     warm, cold = [await group(env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"}) for _ in range(2)]
     token = make_token(alice)
@@ -128,12 +134,16 @@ def private_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
 
 
 async def test_sends_answer_unavailable_while_postgresql_is_down(
-        isolated_env, tmp_path: Path, meshes: list[Mesh], make_token,
-        private_postgres: EmbeddedPostgres) -> None:
+    isolated_env, tmp_path: Path, meshes: list[Mesh], make_token, private_postgres: EmbeddedPostgres
+) -> None:
     env = isolated_env()
     metrics_port = free_port()
-    _, message = start_split(meshes, env, {**env, "CHAT_DATABASE_URL": private_postgres.url,
-                                           "CHAT_METRICS_PORT": str(metrics_port)}, tmp_path / "logs")
+    _, message = start_split(
+        meshes,
+        env,
+        {**env, "CHAT_DATABASE_URL": private_postgres.url, "CHAT_METRICS_PORT": str(metrics_port)},
+        tmp_path / "logs",
+    )
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     token = make_token(alice)
@@ -176,38 +186,49 @@ async def faults(settings: Settings) -> AsyncIterator[tuple[grpc.aio.Channel, tu
         if what.startswith("relay"):
             target = f"127.0.0.1:{free_port() if what == 'relay-dead' else port}"
             async with grpc.aio.insecure_channel(target) as downstream:
-                return bytes(await downstream.unary_unary(METHOD)(what.removeprefix("relay:").encode(),
-                                                                  metadata=metadata, timeout=2))
+                return bytes(
+                    await downstream.unary_unary(METHOD)(
+                        what.removeprefix("relay:").encode(), metadata=metadata, timeout=2
+                    )
+                )
         raise RAISED[what]
 
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "test.v1.Faults", {"Raise": grpc.unary_unary_rpc_method_handler(handle)})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.v1.Faults", {"Raise": grpc.unary_unary_rpc_method_handler(handle)})]
+    )
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel, metadata
     await server.stop(None)
 
 
-@pytest.mark.parametrize(("what", "status", "code"), [
-    ("bug", grpc.StatusCode.INTERNAL, "INTERNAL"),
-    ("postgres", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
-    ("refused", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
-    ("timeout", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
-    ("statement", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
-    ("relay:not-found", grpc.StatusCode.NOT_FOUND, "NO_SUCH_THING"),  # a downstream answer passes through
-    ("relay:postgres", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
-    ("relay:timeout", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
-    ("relay-dead", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),  # nobody listens downstream
-    ("relay:bug", grpc.StatusCode.INTERNAL, "INTERNAL"),  # a downstream bug is not an outage
-])
+@pytest.mark.parametrize(
+    ("what", "status", "code"),
+    [
+        ("bug", grpc.StatusCode.INTERNAL, "INTERNAL"),
+        ("postgres", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+        ("refused", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+        ("timeout", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+        ("statement", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+        ("relay:not-found", grpc.StatusCode.NOT_FOUND, "NO_SUCH_THING"),  # a downstream answer passes through
+        ("relay:postgres", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+        ("relay:timeout", grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+        ("relay-dead", grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),  # nobody listens downstream
+        ("relay:bug", grpc.StatusCode.INTERNAL, "INTERNAL"),  # a downstream bug is not an outage
+    ],
+)
 async def test_each_exception_gets_its_status_and_only_bugs_count_as_internal(
-        faults: tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]], what: str, status: grpc.StatusCode,
-        code: str) -> None:
+    faults: tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]], what: str, status: grpc.StatusCode, code: str
+) -> None:
     channel, metadata = faults
 
     def bugs() -> float:
-        return REGISTRY.get_sample_value("chat_grpc_internal_errors_total",
-                                         {"service": "test.v1.Faults", "method": "Raise"}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "chat_grpc_internal_errors_total", {"service": "test.v1.Faults", "method": "Raise"}
+            )
+            or 0.0
+        )
 
     before = bugs()
     with pytest.raises(grpc.aio.AioRpcError) as caught:

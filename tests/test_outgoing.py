@@ -9,8 +9,13 @@ from services.edge.outgoing import REPLY_ROOM, Outgoing
 
 
 def durable(n: int) -> dict:
-    return {"type": "chat:message_received", "event_id": f"e{n}", "resume_token": f"t:{n}", "conversation_id": "c",
-            "data": {"message_id": f"m{n}", "seq": str(n)}}
+    return {
+        "type": "chat:message_received",
+        "event_id": f"e{n}",
+        "resume_token": f"t:{n}",
+        "conversation_id": "c",
+        "data": {"message_id": f"m{n}", "seq": str(n)},
+    }
 
 
 def typing(n: int) -> dict:
@@ -32,7 +37,10 @@ async def test_ephemeral_frames_go_first_and_a_full_queue_drains_then_closes() -
     assert out.push_event(durable(2))  # full: the oldest ephemeral frame makes room
     frames = drain(out)
     assert [('"e1"' in f, '"e2"' in f, '"n":2' in f) for f in frames] == [
-        (True, False, False), (False, False, True), (False, True, False)]
+        (True, False, False),
+        (False, False, True),
+        (False, True, False),
+    ]
 
     for n in range(3, 6):
         out.push_event(durable(n))

@@ -33,13 +33,37 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src, dist = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for folder in ("chatmesh", "chatmesh_tools", "services", "clients/python",
-                   "clients/web"):  # what the Dockerfile copies
-        shutil.copytree(ROOT / folder, src / folder, symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    for folder in (
+        "chatmesh",
+        "chatmesh_tools",
+        "services",
+        "clients/python",
+        "clients/web",
+    ):  # what the Dockerfile copies
+        shutil.copytree(
+            ROOT / folder,
+            src / folder,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+        )
     # No build isolation: this venv's setuptools builds it offline, in seconds.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(dist), str(src)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     (built,) = dist.glob("chatmesh-*.whl")
     return built
 
@@ -49,11 +73,32 @@ def fresh_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     venv = tmp_path_factory.mktemp("venv") / "fresh"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"
-    purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  check=True, capture_output=True, text=True).stdout.strip())
+    purelib = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (purelib / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     yield python
 
 
@@ -77,8 +122,15 @@ def test_the_installed_wheel_finds_its_page_and_declares_httpx(fresh_python: Pat
                           "requires": importlib.metadata.requires("chatmesh")}))"""
     import json
 
-    out = subprocess.run([str(fresh_python), "-c", code], check=True, capture_output=True, text=True, timeout=60,
-                         cwd="/", env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    out = subprocess.run(
+        [str(fresh_python), "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     found = json.loads(out.stdout)
     prefix = found["prefix"]
     assert found["page"].startswith(prefix) and sorted(p.name for p in Path(found["page"]).iterdir()) == PAGE
@@ -88,12 +140,17 @@ def test_the_installed_wheel_finds_its_page_and_declares_httpx(fresh_python: Pat
 
 def test_the_edge_of_a_wheel_install_serves_the_page(fresh_python: Path, keyring: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHAT_") and k != "PYTHONPATH"},
-           "CHAT_JWT_SECRET": "x" * 32, "CHAT_EDGE_PORT": str(port), **keyring_env(keyring, "edge", verifies=False)}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHAT_") and k != "PYTHONPATH"},
+        "CHAT_JWT_SECRET": "x" * 32,
+        "CHAT_EDGE_PORT": str(port),
+        **keyring_env(keyring, "edge", verifies=False),
+    }
     log = tmp_path / "edge.log"
     with open(log, "wb") as out:
-        edge = subprocess.Popen([str(fresh_python), "-m", "services.edge"], env=env, cwd="/", stdout=out,
-                                stderr=subprocess.STDOUT)
+        edge = subprocess.Popen(
+            [str(fresh_python), "-m", "services.edge"], env=env, cwd="/", stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -26,7 +26,7 @@ def test_the_depth_scan_matches_the_parsed_depth() -> None:
     """Random documents whose strings are full of brackets, quotes and escapes: the scan sees through
     them and measures what json.loads builds."""
     rng = random.Random(7)
-    tricky = ['[', ']', '{', '}', '"', '\\', '\\"', '\\\\', '["', '\\u005b']
+    tricky = ["[", "]", "{", "}", '"', "\\", '\\"', "\\\\", '["', "\\u005b"]
 
     def text() -> str:
         return "".join(rng.choice(tricky) for _ in range(rng.randint(0, 6)))
@@ -35,8 +35,10 @@ def test_the_depth_scan_matches_the_parsed_depth() -> None:
         """Nested `depth` deep along one chain, with strings and shallow siblings beside it."""
         if depth == 0:
             return text()
-        items = [document(depth - 1), *(rng.choice([text(), [text()], {text(): [text()]}])
-                                        for _ in range(rng.randint(0, 2)))]
+        items = [
+            document(depth - 1),
+            *(rng.choice([text(), [text()], {text(): [text()]}]) for _ in range(rng.randint(0, 2))),
+        ]
         rng.shuffle(items)
         return items if rng.random() < 0.5 else {f"{text()}{i}": item for i, item in enumerate(items)}
 
@@ -61,8 +63,9 @@ def test_shallow_or_stringy_documents_parse() -> None:
         bounded_json.loads(b'"\xff"')
 
 
-@pytest.mark.parametrize("value", ["", " a", "a ", "\x00a", "a\tb", "a\nb", "a\x7f", "a\x85b", "a\ud800",
-                                   "\u00a0a", "x" * 129, 7, None])
+@pytest.mark.parametrize(
+    "value", ["", " a", "a ", "\x00a", "a\tb", "a\nb", "a\x7f", "a\x85b", "a\ud800", "\u00a0a", "x" * 129, 7, None]
+)
 def test_the_user_id_rule_refuses(value: object) -> None:
     assert user_id_problem(value) is not None
 

@@ -48,8 +48,9 @@ async def pair(http: httpx.AsyncClient, make_token) -> tuple[str, str, str, str,
     return alice, alice_token, bob, bob_token, conversation_id
 
 
-async def test_two_tabs_one_closes_still_online_both_close_offline_once(http: httpx.AsyncClient, mesh: Mesh,
-                                                                         make_token) -> None:
+async def test_two_tabs_one_closes_still_online_both_close_offline_once(
+    http: httpx.AsyncClient, mesh: Mesh, make_token
+) -> None:
     alice, alice_token, bob, bob_token, _ = await pair(http, make_token)
     watcher = await Socket.open(mesh.edge_url, bob_token)
     await wait_status(http, alice_token, bob, "PRESENCE_STATUS_ONLINE")
@@ -103,8 +104,9 @@ async def test_presence_query_hides_strangers(http: httpx.AsyncClient, mesh: Mes
     # Eve cannot see alice either, while alice is online.
     assert (await presence_of(http, eve_token, alice))[alice]["status"] == "PRESENCE_STATUS_UNKNOWN"
 
-    too_many = await http.get("/api/presence", params={"user_ids": ",".join(f"u{i}" for i in range(101))},
-                              headers=bearer(bob_token))
+    too_many = await http.get(
+        "/api/presence", params={"user_ids": ",".join(f"u{i}" for i in range(101))}, headers=bearer(bob_token)
+    )
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "TOO_MANY_USERS"
     unauthenticated = await http.get("/api/presence", params={"user_ids": alice})
     assert unauthenticated.status_code == 401
@@ -160,17 +162,20 @@ async def test_typing_reaches_only_participants_and_expires(http: httpx.AsyncCli
 
     # Keystrokes within the window are coalesced: one start, one end.
     for _ in range(5):
-        await alice_socket.ws.send(json.dumps({"type": "chat:typing",
-                                               "data": {"conversation_id": conversation_id, "is_typing": True}}))
+        await alice_socket.ws.send(
+            json.dumps({"type": "chat:typing", "data": {"conversation_id": conversation_id, "is_typing": True}})
+        )
         await asyncio.sleep(TYPING_WINDOW_S / 4)
-    await alice_socket.ws.send(json.dumps({"type": "chat:typing",
-                                           "data": {"conversation_id": conversation_id, "is_typing": False}}))
+    await alice_socket.ws.send(
+        json.dumps({"type": "chat:typing", "data": {"conversation_id": conversation_id, "is_typing": False}})
+    )
     frames = await quiet(bob_socket, "chat:user_typing", 1.5)
     assert [f["data"]["is_typing"] for f in frames] == [True, False]
 
     # REST too, and the sender does not hear their own typing; strangers hear nothing.
-    reply = await http.post(f"/api/conversations/{conversation_id}/typing", json={"is_typing": True},
-                            headers=bearer(alice_token))
+    reply = await http.post(
+        f"/api/conversations/{conversation_id}/typing", json={"is_typing": True}, headers=bearer(alice_token)
+    )
     assert reply.status_code == 200, reply.text
     assert (await bob_socket.next_of("chat:user_typing"))["data"]["is_typing"] is True
     assert await quiet(eve_socket, "chat:user_typing", 0.5) == []
@@ -202,35 +207,42 @@ async def test_typing_bad_input_gets_error_frames_and_4xx(http: httpx.AsyncClien
     assert (await eve.next_of("error"))["data"]["code"] == "BAD_FRAME"
     assert (await eve.request("ping", {}))["type"] == "pong"  # still connected
 
-    outsider = await http.post(f"/api/conversations/{conversation_id}/typing", json={"is_typing": True},
-                               headers=bearer(eve_token))
+    outsider = await http.post(
+        f"/api/conversations/{conversation_id}/typing", json={"is_typing": True}, headers=bearer(eve_token)
+    )
     assert outsider.status_code == 403 and outsider.json()["error"]["code"] == "NOT_PARTICIPANT"
-    missing = await http.post(f"/api/conversations/{unknown}/typing", json={"is_typing": True},
-                              headers=bearer(alice_token))
+    missing = await http.post(
+        f"/api/conversations/{unknown}/typing", json={"is_typing": True}, headers=bearer(alice_token)
+    )
     assert missing.status_code == 404
-    malformed = await http.post(f"/api/conversations/{conversation_id}/typing", json={"is_typing": "maybe"},
-                                headers=bearer(alice_token))
+    malformed = await http.post(
+        f"/api/conversations/{conversation_id}/typing", json={"is_typing": "maybe"}, headers=bearer(alice_token)
+    )
     assert malformed.status_code == 400
-    bad_status = await http.put("/api/presence", json={"status": "PRESENCE_STATUS_UNKNOWN"},
-                                headers=bearer(alice_token))
+    bad_status = await http.put(
+        "/api/presence", json={"status": "PRESENCE_STATUS_UNKNOWN"}, headers=bearer(alice_token)
+    )
     assert bad_status.status_code == 400 and bad_status.json()["error"]["code"] == "INVALID_STATUS"
     await eve.close()
 
 
-async def test_typing_flood_is_rate_limited_across_edges_without_dropping(http: httpx.AsyncClient, mesh: Mesh,
-                                                                          make_token) -> None:
+async def test_typing_flood_is_rate_limited_across_edges_without_dropping(
+    http: httpx.AsyncClient, mesh: Mesh, make_token
+) -> None:
     _, alice_token, _, _, conversation_id = await pair(http, make_token)
     socket = await Socket.open(mesh.edge_url, alice_token)
     answers = []
     for i in range(40):
-        answers.append(await socket.request("chat:typing",
-                                            {"conversation_id": conversation_id, "is_typing": i % 2 == 0}))
+        answers.append(
+            await socket.request("chat:typing", {"conversation_id": conversation_id, "is_typing": i % 2 == 0})
+        )
     codes = [a["data"]["code"] for a in answers if a["type"] == "error"]
     assert codes and set(codes) == {"RATE_LIMITED"}, answers[-1]
     assert sum(a["type"] == "ack" for a in answers) == 30
     # The limit is held in Redis, so REST (any edge) sees it too; the socket stays usable.
-    rest = await http.post(f"/api/conversations/{conversation_id}/typing", json={"is_typing": True},
-                           headers=bearer(alice_token))
+    rest = await http.post(
+        f"/api/conversations/{conversation_id}/typing", json={"is_typing": True}, headers=bearer(alice_token)
+    )
     assert rest.status_code == 429 and rest.json()["error"]["code"] == "RATE_LIMITED"
     assert (await socket.request("ping", {}))["type"] == "pong"
     await socket.close()
@@ -241,8 +253,9 @@ async def test_typing_is_not_replayed_after_reconnect(http: httpx.AsyncClient, m
     bob_socket = await Socket.open(mesh.edge_url, bob_token)
     alice_socket = await Socket.open(mesh.edge_url, alice_token)
     await wait_status(http, alice_token, bob, "PRESENCE_STATUS_ONLINE")
-    message = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": "hi"},
-                              headers=bearer(alice_token))
+    message = await http.post(
+        "/api/messages", json={"conversation_id": conversation_id, "content": "hi"}, headers=bearer(alice_token)
+    )
     assert message.status_code == 200, message.text
     received = await bob_socket.next_of("chat:message_received")
     await bob_socket.close()

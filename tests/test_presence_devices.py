@@ -36,8 +36,12 @@ def _epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-async def two_devices_close_apart(http: httpx.AsyncClient, edge_url: str, make_token,  # type: ignore[no-untyped-def]
-                                  last_opened_closes_first: bool) -> None:
+async def two_devices_close_apart(
+    http: httpx.AsyncClient,
+    edge_url: str,
+    make_token,  # type: ignore[no-untyped-def]
+    last_opened_closes_first: bool,
+) -> None:
     """Alice opens two sockets, closes one, then the other GAP_S later; her contact bob sees one
     offline a linger after the second close, with it as last seen."""
     alice, alice_token, bob, bob_token, _ = await pair(http, make_token)
@@ -74,10 +78,12 @@ async def two_devices_close_apart(http: httpx.AsyncClient, edge_url: str, make_t
 
 
 async def test_devices_closing_apart_in_either_order_go_offline_once_after_the_last(
-        http: httpx.AsyncClient, mesh: Mesh, make_token) -> None:  # type: ignore[no-untyped-def]
+    http: httpx.AsyncClient, mesh: Mesh, make_token
+) -> None:  # type: ignore[no-untyped-def]
     await asyncio.gather(
         two_devices_close_apart(http, mesh.edge_url, make_token, last_opened_closes_first=False),
-        two_devices_close_apart(http, mesh.edge_url, make_token, last_opened_closes_first=True))
+        two_devices_close_apart(http, mesh.edge_url, make_token, last_opened_closes_first=True),
+    )
 
 
 # Long enough that the grace of a just-started presence (2 × TTL = 20 s) outlasts the test by far.
@@ -85,15 +91,22 @@ TTL_S = 200.0
 
 
 @pytest.fixture
-def just_started(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
-                 workdir: Path) -> Iterator[Mesh]:
+def just_started(
+    request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str, workdir: Path
+) -> Iterator[Mesh]:
     """A presence service and an edge of their own, just started on a Redis prefix of their own, as
     after a presence restart: no sweeper ran before, so the first one opens the grace. Conversations
     come from the session mesh's services."""
-    env = {**mesh_env, "CHAT_REDIS_PREFIX": f"{redis_prefix}:devices{secrets.token_hex(4)}",
-           "CHAT_PRESENCE_TTL_S": str(TTL_S)}
-    own = Mesh(env=env, ports={**mesh.ports, "presence": free_port(), "edge": free_port()},
-               log_dir=workdir / f"devices-{secrets.token_hex(4)}")
+    env = {
+        **mesh_env,
+        "CHAT_REDIS_PREFIX": f"{redis_prefix}:devices{secrets.token_hex(4)}",
+        "CHAT_PRESENCE_TTL_S": str(TTL_S),
+    }
+    own = Mesh(
+        env=env,
+        ports={**mesh.ports, "presence": free_port(), "edge": free_port()},
+        log_dir=workdir / f"devices-{secrets.token_hex(4)}",
+    )
     failed_before = request.session.testsfailed
     own.start("presence", "edge")
     yield own
@@ -109,13 +122,12 @@ async def just_started_http(just_started: Mesh) -> AsyncIterator[httpx.AsyncClie
 
 
 async def test_in_the_grace_after_a_restart_closed_devices_still_go_offline_after_the_linger(
-        just_started: Mesh, just_started_http: httpx.AsyncClient, redis_server: str,
-        make_token) -> None:  # type: ignore[no-untyped-def]
+    just_started: Mesh, just_started_http: httpx.AsyncClient, redis_server: str, make_token
+) -> None:  # type: ignore[no-untyped-def]
     """The grace keeps overdue open connections (their heartbeats may have been lost while presence
     was down), not closed ones: alice's devices go offline a linger after the last close, not when
     the grace ends."""
     prefix = just_started.env["CHAT_REDIS_PREFIX"]
     with redis.Redis.from_url(redis_server) as client:
         assert client.pttl(f"{prefix}:presence:grace") > 10_000  # the scenario: in the grace, for a while yet
-    await two_devices_close_apart(just_started_http, just_started.edge_url, make_token,
-                                  last_opened_closes_first=True)
+    await two_devices_close_apart(just_started_http, just_started.edge_url, make_token, last_opened_closes_first=True)

@@ -33,15 +33,17 @@ class Replicas:
 
     def __init__(self, mesh: Mesh, env: dict[str, str], log_dir: Path, split: bool = False) -> None:
         self.prefix = env["CHAT_REDIS_PREFIX"]
-        self.presences = [Mesh(env=env, log_dir=log_dir / f"p{i}", ports={**mesh.ports, "presence": free_port(),
-                                                                          "edge": free_port()})
-                          for i in range(2 if split else 1)]
+        self.presences = [
+            Mesh(env=env, log_dir=log_dir / f"p{i}", ports={**mesh.ports, "presence": free_port(), "edge": free_port()})
+            for i in range(2 if split else 1)
+        ]
         self.presence = self.presences[0]
         self.edges: dict[str, Mesh] = {}
         for i, name in enumerate(("a", "b")):
             presence_port = self.presences[i % len(self.presences)].ports["presence"]
-            self.edges[name] = Mesh(env=env, log_dir=log_dir / name,
-                                    ports={**mesh.ports, "presence": presence_port, "edge": free_port()})
+            self.edges[name] = Mesh(
+                env=env, log_dir=log_dir / name, ports={**mesh.ports, "presence": presence_port, "edge": free_port()}
+            )
 
     def start(self) -> None:
         """Presence replicas, then edges. When one fails to start, the ones that did are stopped: the
@@ -62,11 +64,13 @@ class Replicas:
             presence.stop()
 
 
-def _replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
-              workdir: Path, split: bool) -> Iterator[Replicas]:
+def _replicas(
+    request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str, workdir: Path, split: bool
+) -> Iterator[Replicas]:
     log_dir = workdir / f"presence-{secrets.token_hex(4)}"
-    running = Replicas(mesh, {**mesh_env, "CHAT_REDIS_PREFIX": f"{redis_prefix}:iso{secrets.token_hex(4)}"},
-                       log_dir, split)
+    running = Replicas(
+        mesh, {**mesh_env, "CHAT_REDIS_PREFIX": f"{redis_prefix}:iso{secrets.token_hex(4)}"}, log_dir, split
+    )
     running.start()
     yield running
     running.stop()
@@ -76,14 +80,16 @@ def _replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, st
 
 
 @pytest.fixture
-def replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
-             workdir: Path) -> Iterator[Replicas]:
+def replicas(
+    request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str, workdir: Path
+) -> Iterator[Replicas]:
     yield from _replicas(request, mesh, mesh_env, redis_prefix, workdir, split=False)
 
 
 @pytest.fixture
-def split_replicas(request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str,
-                   workdir: Path) -> Iterator[Replicas]:
+def split_replicas(
+    request: pytest.FixtureRequest, mesh: Mesh, mesh_env: dict[str, str], redis_prefix: str, workdir: Path
+) -> Iterator[Replicas]:
     yield from _replicas(request, mesh, mesh_env, redis_prefix, workdir, split=True)
 
 
@@ -98,13 +104,15 @@ async def contacts(http: httpx.AsyncClient, make_token, watcher: str, *others: s
     for other in others:
         conversation_id = await direct_conversation(http, make_token(other), watcher)
         # The watcher accepts each request, so presence shows both ways.
-        accepted = await http.post(f"/api/conversations/{conversation_id}/accept", json={},
-                                   headers=bearer(make_token(watcher)))
+        accepted = await http.post(
+            f"/api/conversations/{conversation_id}/accept", json={}, headers=bearer(make_token(watcher))
+        )
         assert accepted.status_code == 200, accepted.text
 
 
-async def test_edge_killed_without_goodbye_goes_offline_after_ttl(replicas: Replicas, edge_a: httpx.AsyncClient,
-                                                                  make_token) -> None:
+async def test_edge_killed_without_goodbye_goes_offline_after_ttl(
+    replicas: Replicas, edge_a: httpx.AsyncClient, make_token
+) -> None:
     bob, alice, carol = new_user_id("bob"), new_user_id("alice"), new_user_id("carol")
     await contacts(edge_a, make_token, bob, alice, carol)
     watcher = await Socket.open(replicas.edges["a"].edge_url, make_token(bob))
@@ -126,8 +134,9 @@ async def test_edge_killed_without_goodbye_goes_offline_after_ttl(replicas: Repl
     await watcher.close()
 
 
-async def test_presence_restart_neither_strands_nor_flaps(replicas: Replicas, edge_a: httpx.AsyncClient,
-                                                          make_token, redis_server: str) -> None:
+async def test_presence_restart_neither_strands_nor_flaps(
+    replicas: Replicas, edge_a: httpx.AsyncClient, make_token, redis_server: str
+) -> None:
     bob, alice, carol = new_user_id("bob"), new_user_id("alice"), new_user_id("carol")
     await contacts(edge_a, make_token, bob, alice, carol)
     bob_token = make_token(bob)
@@ -191,6 +200,7 @@ async def test_two_presence_replicas_deliver_across_and_announce_once(split_repl
         split_replicas.edges["b"].stop("edge", sig=signal.SIGKILL)
         assert (await status_frame(watcher, alice, timeout=4 * TTL_S + 10))["data"]["status"] == "offline"
         # Two sweepers, one announcement.
-        assert [f for f in await quiet(watcher, "user:status_changed", 2 * TTL_S)
-                if f["data"]["user_id"] == alice] == []
+        assert [
+            f for f in await quiet(watcher, "user:status_changed", 2 * TTL_S) if f["data"]["user_id"] == alice
+        ] == []
         await watcher.close()

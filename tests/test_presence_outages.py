@@ -54,8 +54,14 @@ class Replica:
         self.hub = EventHub(self.redis, self.pubsub, keys)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}")
         stub = conversation_pb2_grpc.ConversationServiceStub(self.channel)
-        self.presence = Presence(self.store, self.hub, Contacts(stub, None), MembershipCache(stub, None),  # type: ignore[arg-type]
-                                 TTL_S, 0.05)
+        self.presence = Presence(
+            self.store,
+            self.hub,
+            Contacts(stub, None),
+            MembershipCache(stub, None),  # type: ignore[arg-type]
+            TTL_S,
+            0.05,
+        )
 
     async def start(self) -> None:
         await self.hub.start()
@@ -80,6 +86,7 @@ async def replica(own_redis: EmbeddedRedis) -> AsyncIterator[Replica]:
 
 async def edge_stream(hub: EventHub, user_id: str, received: asyncio.Queue[str]) -> None:
     """An edge's StreamPresenceEvents as the hub sees it: subscribe one user, then stay open."""
+
     async def requests() -> AsyncIterator[presence_pb2.StreamPresenceEventsRequest]:
         yield presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=user_id)
         await asyncio.Event().wait()
@@ -105,12 +112,16 @@ async def delivered(hub: EventHub, to: str, received: asyncio.Queue[str], timeou
 
 
 def presence_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == level and r.name.startswith(("services.presence", "chatmesh.resilience"))]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == level and r.name.startswith(("services.presence", "chatmesh.resilience"))
+    ]
 
 
 async def test_redis_down_then_stalled_fails_calls_fast_and_logs_each_outage_once(
-        own_redis: EmbeddedRedis, replica: Replica, caplog: pytest.LogCaptureFixture) -> None:
+    own_redis: EmbeddedRedis, replica: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     received: asyncio.Queue[str] = asyncio.Queue()
     stream = asyncio.create_task(edge_stream(replica.hub, "bob", received))

@@ -62,8 +62,9 @@ async def _error(reply: httpx.Response) -> tuple[int, str]:
     return reply.status_code, reply.json()["error"]["code"]
 
 
-async def test_a_strangers_request_shows_the_recipient_only_once_they_reply(http: httpx.AsyncClient, mesh: Mesh,
-                                                                            make_token) -> None:
+async def test_a_strangers_request_shows_the_recipient_only_once_they_reply(
+    http: httpx.AsyncClient, mesh: Mesh, make_token
+) -> None:
     alice, alice_token, bob, bob_token, conversation_id = await _request(http, make_token)
     sockets = [await Socket.open(mesh.edge_url, token) for token in (alice_token, bob_token)]
     # Alice opened it, so she took part: bob sees her. Bob took no part: alice sees nothing of him.
@@ -79,14 +80,16 @@ async def test_a_strangers_request_shows_the_recipient_only_once_they_reply(http
     await wait_status(http, alice_token, bob, "PRESENCE_STATUS_ONLINE", timeout=CONTACTS_TTL_S + 5)
     async with asyncio.timeout(5):
         while (await http.get(f"/api/conversations/{conversation_id}", headers=bearer(alice_token))).json()[
-                "conversation"]["request_state"] != "REQUEST_STATE_ACCEPTED":
+            "conversation"
+        ]["request_state"] != "REQUEST_STATE_ACCEPTED":
             await asyncio.sleep(0.05)
     for socket in sockets:
         await socket.close()
 
 
-async def test_accepting_a_request_shows_the_recipient_and_tells_the_requester(http: httpx.AsyncClient, mesh: Mesh,
-                                                                               make_token) -> None:
+async def test_accepting_a_request_shows_the_recipient_and_tells_the_requester(
+    http: httpx.AsyncClient, mesh: Mesh, make_token
+) -> None:
     alice, alice_token, bob, bob_token, conversation_id = await _request(http, make_token)
     alice_socket = await Socket.open(mesh.edge_url, alice_token)
     bob_socket = await Socket.open(mesh.edge_url, bob_token)
@@ -95,8 +98,9 @@ async def test_accepting_a_request_shows_the_recipient_and_tells_the_requester(h
     assert [f for f in await quiet(alice_socket, "user:status_changed", 0.5) if f["data"]["user_id"] == bob] == []
 
     # The requester cannot accept or decline for the recipient.
-    assert await _error(await http.post(f"/api/conversations/{conversation_id}/decline", json={},
-                                        headers=bearer(alice_token))) == (400, "NOT_A_REQUEST")
+    assert await _error(
+        await http.post(f"/api/conversations/{conversation_id}/decline", json={}, headers=bearer(alice_token))
+    ) == (400, "NOT_A_REQUEST")
     accepted = await http.post(f"/api/conversations/{conversation_id}/accept", json={}, headers=bearer(bob_token))
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["conversation"]["request_state"] == "REQUEST_STATE_ACCEPTED"
@@ -109,28 +113,36 @@ async def test_accepting_a_request_shows_the_recipient_and_tells_the_requester(h
 
     # Outsiders and bad ids: 403 and 400, never a 500.
     eve_token = make_token(new_user_id("eve"))
-    assert await _error(await http.post(f"/api/conversations/{conversation_id}/accept", json={},
-                                        headers=bearer(eve_token))) == (403, "NOT_PARTICIPANT")
-    assert (await http.post("/api/conversations/not-a-uuid/block", json={},
-                            headers=bearer(bob_token))).status_code == 400
+    assert await _error(
+        await http.post(f"/api/conversations/{conversation_id}/accept", json={}, headers=bearer(eve_token))
+    ) == (403, "NOT_PARTICIPANT")
+    assert (
+        await http.post("/api/conversations/not-a-uuid/block", json={}, headers=bearer(bob_token))
+    ).status_code == 400
     await alice_socket.close()
 
 
-async def test_a_declined_request_is_gone_and_may_be_asked_again(http: httpx.AsyncClient, mesh: Mesh,
-                                                                 channels: dict[str, grpc.aio.Channel],
-                                                                 make_token) -> None:
+async def test_a_declined_request_is_gone_and_may_be_asked_again(
+    http: httpx.AsyncClient, mesh: Mesh, channels: dict[str, grpc.aio.Channel], make_token
+) -> None:
     alice, alice_token, bob, bob_token, conversation_id = await _request(http, make_token)
     sockets = [await Socket.open(mesh.edge_url, token) for token in (alice_token, bob_token)]
     stub = conversation_pb2_grpc.ConversationServiceStub(channels["conversation"])
-    declined = await stub.DeclineConversation(conversation_pb2.DeclineConversationRequest(
-        conversation_id=conversation_id), metadata=_metadata(bob_token), timeout=5)
+    declined = await stub.DeclineConversation(
+        conversation_pb2.DeclineConversationRequest(conversation_id=conversation_id),
+        metadata=_metadata(bob_token),
+        timeout=5,
+    )
     assert declined.conversation.request_state == common_pb2.REQUEST_STATE_DECLINED
     assert not declined.conversation.active
     event = await sockets[0].next_of("conversation:declined")
     assert event["data"]["conversation"]["request_state"] == "REQUEST_STATE_DECLINED"
 
-    assert await _error(await http.post("/api/messages", json={"conversation_id": conversation_id, "content": "?"},
-                                        headers=bearer(alice_token))) == (403, "NOT_PARTICIPANT")
+    assert await _error(
+        await http.post(
+            "/api/messages", json={"conversation_id": conversation_id, "content": "?"}, headers=bearer(alice_token)
+        )
+    ) == (403, "NOT_PARTICIPANT")
     listed = (await http.get("/api/conversations", headers=bearer(bob_token))).json()["conversations"]
     assert conversation_id not in [c["conversation_id"] for c in listed]
     await _hidden_for(http, alice_token, bob, 0.5)
@@ -146,9 +158,9 @@ async def test_a_declined_request_is_gone_and_may_be_asked_again(http: httpx.Asy
         await socket.close()
 
 
-async def test_a_blocked_user_opens_nothing_and_messages_nobody(http: httpx.AsyncClient, mesh: Mesh,
-                                                                channels: dict[str, grpc.aio.Channel],
-                                                                make_token) -> None:
+async def test_a_blocked_user_opens_nothing_and_messages_nobody(
+    http: httpx.AsyncClient, mesh: Mesh, channels: dict[str, grpc.aio.Channel], make_token
+) -> None:
     alice, alice_token, bob, bob_token, conversation_id = await _request(http, make_token)
     await send(http, alice_token, conversation_id, "buy my course")
     sockets = [await Socket.open(mesh.edge_url, token) for token in (alice_token, bob_token)]
@@ -159,34 +171,49 @@ async def test_a_blocked_user_opens_nothing_and_messages_nobody(http: httpx.Asyn
     assert blocked.json()["conversation"]["request_state"] == "REQUEST_STATE_BLOCKED"
     # Blocking twice changes nothing; over gRPC the same.
     stub = conversation_pb2_grpc.ConversationServiceStub(channels["conversation"])
-    again = await stub.BlockConversation(conversation_pb2.BlockConversationRequest(conversation_id=conversation_id),
-                                         metadata=_metadata(bob_token), timeout=5)
+    again = await stub.BlockConversation(
+        conversation_pb2.BlockConversationRequest(conversation_id=conversation_id),
+        metadata=_metadata(bob_token),
+        timeout=5,
+    )
     assert again.conversation.request_state == common_pb2.REQUEST_STATE_BLOCKED
 
     # No message, reaction or typing from alice (nor bob: the conversation is closed), at once.
     body = {"conversation_id": conversation_id, "content": "hello??"}
     assert await _error(await http.post("/api/messages", json=body, headers=bearer(alice_token))) == (403, "BLOCKED")
     assert await _error(await http.post("/api/messages", json=body, headers=bearer(bob_token))) == (403, "BLOCKED")
-    assert await _error(await http.post(f"/api/conversations/{conversation_id}/typing", json={"is_typing": True},
-                                        headers=bearer(alice_token))) == (403, "BLOCKED")
+    assert await _error(
+        await http.post(
+            f"/api/conversations/{conversation_id}/typing", json={"is_typing": True}, headers=bearer(alice_token)
+        )
+    ) == (403, "BLOCKED")
     # No conversation either: not the direct one, not a group with bob in it, not adding bob to one.
-    assert await _error(await http.post("/api/conversations/direct", json={"user_id": bob},
-                                        headers=bearer(alice_token))) == (403, "BLOCKED")
-    assert await _error(await http.post("/api/conversations/group", json={"title": "x", "participant_ids": [bob]},
-                                        headers=bearer(alice_token))) == (403, "BLOCKED")
-    group = await http.post("/api/conversations/group", json={"title": "y", "participant_ids": []},
-                            headers=bearer(alice_token))
+    assert await _error(
+        await http.post("/api/conversations/direct", json={"user_id": bob}, headers=bearer(alice_token))
+    ) == (403, "BLOCKED")
+    assert await _error(
+        await http.post(
+            "/api/conversations/group", json={"title": "x", "participant_ids": [bob]}, headers=bearer(alice_token)
+        )
+    ) == (403, "BLOCKED")
+    group = await http.post(
+        "/api/conversations/group", json={"title": "y", "participant_ids": []}, headers=bearer(alice_token)
+    )
     group_id = group.json()["conversation"]["conversation_id"]
-    assert await _error(await http.post(f"/api/conversations/{group_id}/participants", json={"user_id": bob},
-                                        headers=bearer(alice_token))) == (403, "BLOCKED")
+    assert await _error(
+        await http.post(
+            f"/api/conversations/{group_id}/participants", json={"user_id": bob}, headers=bearer(alice_token)
+        )
+    ) == (403, "BLOCKED")
 
     # Bob still reads what was said; neither sees the other's presence any more.
     history = await http.get(f"/api/messages/{conversation_id}", headers=bearer(bob_token))
     assert history.status_code == 200 and [m["content"] for m in history.json()["messages"]] == ["buy my course"]
     await wait_status(http, bob_token, alice, "PRESENCE_STATUS_UNKNOWN", timeout=CONTACTS_TTL_S + 5)
     await _hidden_for(http, alice_token, bob, 0.5)
-    assert await _error(await http.post(f"/api/conversations/{conversation_id}/accept", json={},
-                                        headers=bearer(alice_token))) == (403, "BLOCKED")
+    assert await _error(
+        await http.post(f"/api/conversations/{conversation_id}/accept", json={}, headers=bearer(alice_token))
+    ) == (403, "BLOCKED")
     for socket in sockets:
         await socket.close()
 
@@ -196,13 +223,15 @@ async def test_hide_last_seen_hides_it_from_everyone(http: httpx.AsyncClient, me
     await send(http, bob_token, conversation_id, "hello alice")
     watcher = await Socket.open(mesh.edge_url, alice_token)
     assert (await http.get("/api/users/me/settings", headers=bearer(bob_token))).json() == {
-        "settings": {"hide_last_seen": False}}
+        "settings": {"hide_last_seen": False}
+    }
     changed = await http.patch("/api/users/me/settings", json={"hide_last_seen": True}, headers=bearer(bob_token))
     assert changed.status_code == 200 and changed.json() == {"settings": {"hide_last_seen": True}}
     untouched = await http.patch("/api/users/me/settings", json={}, headers=bearer(bob_token))
     assert untouched.json() == {"settings": {"hide_last_seen": True}}  # left out: unchanged
-    assert (await http.patch("/api/users/me/settings", json={"hide_last_seen": "yes"},
-                             headers=bearer(bob_token))).status_code == 400
+    assert (
+        await http.patch("/api/users/me/settings", json={"hide_last_seen": "yes"}, headers=bearer(bob_token))
+    ).status_code == 400
     await asyncio.sleep(CONTACTS_TTL_S)  # the presence service's contacts cache
 
     tab = await Socket.open(mesh.edge_url, bob_token)
@@ -219,7 +248,8 @@ async def test_hide_last_seen_hides_it_from_everyone(http: httpx.AsyncClient, me
 
 
 async def test_a_flapping_client_costs_a_contact_one_status_event_per_interval(
-        http: httpx.AsyncClient, mesh: Mesh, channels: dict[str, grpc.aio.Channel], make_token) -> None:
+    http: httpx.AsyncClient, mesh: Mesh, channels: dict[str, grpc.aio.Channel], make_token
+) -> None:
     """120 toggles at 40/s through the presence service's own API (no edge limit in the way):
     bob hears at most duration/interval + 1 status events of alice, and the last state wins."""
     alice, bob = new_user_id("alice"), new_user_id("bob")
@@ -244,12 +274,16 @@ async def test_a_flapping_client_costs_a_contact_one_status_event_per_interval(
     started = time.monotonic()
     for i in range(120):
         status = common_pb2.PRESENCE_STATUS_OFFLINE if i % 2 == 0 else common_pb2.PRESENCE_STATUS_UNSPECIFIED
-        await stub.SetPresence(presence_pb2.SetPresenceRequest(status=status), metadata=_metadata(alice_token),
-                               timeout=5)
+        await stub.SetPresence(
+            presence_pb2.SetPresenceRequest(status=status), metadata=_metadata(alice_token), timeout=5
+        )
         await asyncio.sleep(max(0.0, started + (i + 1) / 40 - time.monotonic()))
     # The last toggle (invisible off) ends online; one more: invisible, which must be what bob ends on.
-    await stub.SetPresence(presence_pb2.SetPresenceRequest(status=common_pb2.PRESENCE_STATUS_OFFLINE),
-                           metadata=_metadata(alice_token), timeout=5)
+    await stub.SetPresence(
+        presence_pb2.SetPresenceRequest(status=common_pb2.PRESENCE_STATUS_OFFLINE),
+        metadata=_metadata(alice_token),
+        timeout=5,
+    )
     duration = time.monotonic() - started
     await asyncio.sleep(ANNOUNCE_INTERVAL_S * 3 + 0.5)  # the last waiting announcement goes
     listener.cancel()

@@ -34,14 +34,34 @@ def workers(notify_mesh: Mesh, keyring: Path, tmp_path: Path) -> Iterator[Any]: 
     started: list[subprocess.Popen[bytes]] = []
 
     def start(webhook: str, group_name: str, consumer: str, *extra: str) -> subprocess.Popen[bytes]:
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHAT_")},
-               "CHAT_DATA_DIR": str(tmp_path / "no-mesh"), "CHAT_TIME_SCALE": notify_mesh.env["CHAT_TIME_SCALE"],
-               "CHAT_MESSAGE_TARGET": f"127.0.0.1:{notify_mesh.ports['message']}",
-               "CHAT_SERVICE_KEY_FILE": str(keyring / "push.key"), "CHAT_PUSH_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CHAT_")},
+            "CHAT_DATA_DIR": str(tmp_path / "no-mesh"),
+            "CHAT_TIME_SCALE": notify_mesh.env["CHAT_TIME_SCALE"],
+            "CHAT_MESSAGE_TARGET": f"127.0.0.1:{notify_mesh.ports['message']}",
+            "CHAT_SERVICE_KEY_FILE": str(keyring / "push.key"),
+            "CHAT_PUSH_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
         log = open(tmp_path / f"worker-{consumer}.log", "ab")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen([sys.executable, "-m", "chatmesh_tools.cli", "push-worker", "--webhook", webhook,
-                                    "--group", group_name, "--consumer", consumer, *extra],
-                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chatmesh_tools.cli",
+                "push-worker",
+                "--webhook",
+                webhook,
+                "--group",
+                group_name,
+                "--consumer",
+                consumer,
+                *extra,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         started.append(process)
         return process
@@ -71,8 +91,9 @@ async def pending(mesh: Mesh, group_name: str) -> int:
         await client.aclose()
 
 
-async def test_each_notification_is_posted_signed_and_acknowledged(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                                   workers: Any) -> None:  # noqa: F811
+async def test_each_notification_is_posted_signed_and_acknowledged(
+    notify_mesh: Mesh, edge: httpx.AsyncClient, workers: Any
+) -> None:  # noqa: F811
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member"})
     await api(edge, token(notify_mesh, bob), "POST", "/api/users/me/devices", {"platform": "fcm", "push_token": "b1"})
@@ -85,7 +106,11 @@ async def test_each_notification_is_posted_signed_and_acknowledged(notify_mesh: 
         assert post["signed"] and post["attempt"] == 1
         body = post["body"]
         assert (body["message_id"], body["sender_id"], body["kind"], body["message_count"]) == (
-            sent["message_id"], alice, "NOTIFICATION_KIND_MESSAGE", 1)
+            sent["message_id"],
+            alice,
+            "NOTIFICATION_KIND_MESSAGE",
+            1,
+        )
         assert [(d["platform"], d["push_token"]) for d in body["devices"]] == [("DEVICE_PLATFORM_FCM", "b1")]
         assert "text" not in body or body["text"] == ""
         async with asyncio.timeout(10):
@@ -94,7 +119,8 @@ async def test_each_notification_is_posted_signed_and_acknowledged(notify_mesh: 
 
 
 async def test_a_failing_webhook_is_retried_then_dead_lettered_and_holds_up_nobody(
-        notify_mesh: Mesh, edge: httpx.AsyncClient, workers: Any) -> None:  # noqa: F811
+    notify_mesh: Mesh, edge: httpx.AsyncClient, workers: Any
+) -> None:  # noqa: F811
     alice, bob, carol, dave = (new_user_id(n) for n in ("alice", "bob", "carol", "dave"))
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", bob: "member", carol: "member"})
     later = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", dave: "member"})
@@ -112,8 +138,9 @@ async def test_a_failing_webhook_is_retried_then_dead_lettered_and_holds_up_nobo
         await send(edge, token(notify_mesh, alice), cid, "first")
         await receiver.wait(lambda: bool(receiver.bodies(carol)))
         await send(edge, token(notify_mesh, alice), later, "meanwhile")  # while carol's webhook hangs
-        await receiver.wait(lambda: len(receiver.bodies(bob)) == 4 and len(receiver.bodies(carol)) == 4
-                            and bool(receiver.bodies(dave)))
+        await receiver.wait(
+            lambda: len(receiver.bodies(bob)) == 4 and len(receiver.bodies(carol)) == 4 and bool(receiver.bodies(dave))
+        )
         attempts = {user: [p for p in receiver.posts if p["body"]["user_id"] == user] for user in (bob, carol)}
         for posts in attempts.values():
             assert [p["attempt"] for p in posts] == [1, 2, 3, 4] and all(p["signed"] for p in posts)
@@ -146,8 +173,9 @@ async def _dead(mesh: Mesh, keys: Keys) -> list[tuple[str, str, str]]:
         await client.aclose()
 
 
-async def test_a_worker_killed_mid_stream_loses_no_notification(notify_mesh: Mesh, edge: httpx.AsyncClient,
-                                                                workers: Any) -> None:  # noqa: F811
+async def test_a_worker_killed_mid_stream_loses_no_notification(
+    notify_mesh: Mesh, edge: httpx.AsyncClient, workers: Any
+) -> None:  # noqa: F811
     alice = new_user_id("alice")
     users = [new_user_id(n) for n in ("bob", "carol", "dave", "erin")]
     cid = await group(notify_mesh.env["CHAT_DATABASE_URL"], {alice: "admin", **{u: "member" for u in users}})
@@ -174,17 +202,37 @@ async def test_a_worker_killed_mid_stream_loses_no_notification(notify_mesh: Mes
             while await pending(notify_mesh, name):
                 await asyncio.sleep(0.05)
     assert {p["body"]["user_id"] for p in receiver.posts} == set(users)
-    assert [e for e in await _dead(notify_mesh, Keys(notify_mesh.env["CHAT_REDIS_PREFIX"]))
-            if e[1] in {p["body"]["notification_id"] for p in receiver.posts}] == []
+    assert [
+        e
+        for e in await _dead(notify_mesh, Keys(notify_mesh.env["CHAT_REDIS_PREFIX"]))
+        if e[1] in {p["body"]["notification_id"] for p in receiver.posts}
+    ] == []
 
 
 def test_a_worker_without_its_secret_or_with_a_bad_webhook_does_not_start(tmp_path: Path, keyring: Path) -> None:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}, "CHAT_DATA_DIR": str(tmp_path),
-           "CHAT_SERVICE_KEY_FILE": str(keyring / "push.key")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CHAT_")},
+        "CHAT_DATA_DIR": str(tmp_path),
+        "CHAT_SERVICE_KEY_FILE": str(keyring / "push.key"),
+    }
     command = [sys.executable, "-m", "chatmesh_tools.cli", "push-worker", "--webhook"]
-    no_secret = subprocess.run([*command, "http://127.0.0.1:9/hook"], env=env, cwd=ROOT, capture_output=True,
-                               text=True, timeout=60, check=False)
+    no_secret = subprocess.run(
+        [*command, "http://127.0.0.1:9/hook"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert no_secret.returncode == 2 and "CHAT_PUSH_WEBHOOK_SECRET is not set" in no_secret.stderr
-    bad_url = subprocess.run([*command, "ftp://example/hook"], env={**env, "CHAT_PUSH_WEBHOOK_SECRET": "s"}, cwd=ROOT,
-                             capture_output=True, text=True, timeout=60, check=False)
+    bad_url = subprocess.run(
+        [*command, "ftp://example/hook"],
+        env={**env, "CHAT_PUSH_WEBHOOK_SECRET": "s"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad_url.returncode == 2 and "is not an http(s) URL" in bad_url.stderr

@@ -41,8 +41,10 @@ async def test_limits_are_shared_by_edges_and_answered(limited_mesh: Mesh, make_
         statuses = []
         for i in range(3):
             reply = await (one if i % 2 else two).post(
-                "/api/messages", json={"conversation_id": conversation_id, "content": f"m{i}"},
-                headers=bearer(alice_token))
+                "/api/messages",
+                json={"conversation_id": conversation_id, "content": f"m{i}"},
+                headers=bearer(alice_token),
+            )
             statuses.append(reply.status_code)
         assert statuses == [200, 200, 200]
         socket = await Socket.open(limited_mesh.url_of("edge-2"), alice_token)
@@ -51,14 +53,16 @@ async def test_limits_are_shared_by_edges_and_answered(limited_mesh: Mesh, make_
         limited = await socket.request("chat:message_send", {"conversation_id": conversation_id, "content": "no"})
         assert limited["type"] == "error" and limited["data"]["code"] == "RATE_LIMITED"
         assert 1 <= limited["data"]["retry_after"] <= 60
-        over = await one.post("/api/messages", json={"conversation_id": conversation_id, "content": "no"},
-                              headers=bearer(alice_token))
+        over = await one.post(
+            "/api/messages", json={"conversation_id": conversation_id, "content": "no"}, headers=bearer(alice_token)
+        )
         assert over.status_code == 429 and over.json()["error"]["code"] == "RATE_LIMITED"
         assert 1 <= int(over.headers["retry-after"]) <= 60
 
         # REST requests: 12 per minute for alice across both edges (she has used 5); bob is untouched.
-        replies = [await (one if i % 2 else two).get("/api/conversations", headers=bearer(alice_token))
-                   for i in range(9)]
+        replies = [
+            await (one if i % 2 else two).get("/api/conversations", headers=bearer(alice_token)) for i in range(9)
+        ]
         codes = [r.status_code for r in replies]
         assert codes[:7] == [200] * 7 and codes[7:] == [429, 429], codes
         assert all(r.json()["error"]["request_id"] and r.headers["retry-after"] for r in replies[7:])
@@ -67,8 +71,15 @@ async def test_limits_are_shared_by_edges_and_answered(limited_mesh: Mesh, make_
         # Typing: the presence service's own per-user limit (30 per 10 s), answered frame by frame.
         bob_socket = await Socket.open(limited_mesh.url_of("edge"), bob_token)
         for i in range(40):
-            await bob_socket.ws.send(json.dumps({"type": "chat:typing", "id": f"t{i}", "data": {
-                "conversation_id": conversation_id, "is_typing": i % 2 == 0}}))
+            await bob_socket.ws.send(
+                json.dumps(
+                    {
+                        "type": "chat:typing",
+                        "id": f"t{i}",
+                        "data": {"conversation_id": conversation_id, "is_typing": i % 2 == 0},
+                    }
+                )
+            )
         answers = []
         while len(answers) < 40:
             frame = await bob_socket.recv()

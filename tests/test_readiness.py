@@ -40,8 +40,10 @@ def _wait_for(mesh: Mesh, names: list[str], status: int, timeout_s: float = 15) 
         if all(_status(mesh, n) == status for n in names):
             return time.monotonic() - started
         time.sleep(0.1)
-    raise AssertionError(f"{names} did not reach {health_pb2.HealthCheckResponse.ServingStatus.Name(status)} "
-                         f"within {timeout_s}s: {[_status(mesh, n) for n in names]}")
+    raise AssertionError(
+        f"{names} did not reach {health_pb2.HealthCheckResponse.ServingStatus.Name(status)} "
+        f"within {timeout_s}s: {[_status(mesh, n) for n in names]}"
+    )
 
 
 def _private(mesh_env: dict[str, str], log_dir: Path, **overrides: str) -> Mesh:
@@ -49,6 +51,7 @@ def _private(mesh_env: dict[str, str], log_dir: Path, **overrides: str) -> Mesh:
 
 
 # --- the watcher on its own -------------------------------------------------------------------------
+
 
 async def test_readiness_flips_with_its_checks_and_reports_each_change() -> None:
     healthy = {"store": True}
@@ -93,6 +96,7 @@ async def test_postgres_check_fails_on_a_server_that_is_not_there() -> None:
 
 # --- real services, real stores ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "redis", free_port())
@@ -108,7 +112,8 @@ def private_db(postgres_server: str) -> Iterator[str]:
 
 
 def test_losing_redis_makes_presence_not_ready_until_it_returns(
-        mesh_env: dict[str, str], private_db: str, private_redis: EmbeddedRedis, tmp_path: Path) -> None:
+    mesh_env: dict[str, str], private_db: str, private_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
     mesh = _private(mesh_env, tmp_path / "logs", CHAT_REDIS_URL=private_redis.url, CHAT_DATABASE_URL=private_db)
     try:
         mesh.start("conversation", "message", "presence", "edge")
@@ -137,7 +142,8 @@ def test_losing_redis_makes_presence_not_ready_until_it_returns(
 
 
 def test_losing_postgresql_makes_conversation_and_message_not_ready_until_it_returns(
-        mesh_env: dict[str, str], tmp_path: Path) -> None:
+    mesh_env: dict[str, str], tmp_path: Path
+) -> None:
     postgres = EmbeddedPostgres(tmp_path / "postgres", free_port())
     url = postgres.start()
     mesh = _private(mesh_env, tmp_path / "logs", CHAT_DATABASE_URL=url)

@@ -18,8 +18,8 @@ NAME = re.compile(r"\bCHAT_[A-Z0-9_]*[A-Z0-9]\b")  # whole names: not a prefix s
 def readme_table() -> list[str]:
     """The first column of the table under "## Configuration", one or more `CHAT_*` names a row."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Configuration"):]
-    section = section[:section.index("\n## ", 1)]
+    section = text[text.index("## Configuration") :]
+    section = section[: section.index("\n## ", 1)]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     assert rows, "no settings table under ## Configuration"
     names = [name for row in rows for name in re.findall(r"`(CHAT_[A-Z0-9_]+)`", row.split("|")[1])]
@@ -61,8 +61,12 @@ def read_by_settings() -> set[str]:
 
 
 def named_in_code() -> set[str]:
-    files = [p for folder in ("chatmesh", "services") for p in (ROOT / folder).rglob("*.py")
-             if "gen" not in p.relative_to(ROOT).parts]
+    files = [
+        p
+        for folder in ("chatmesh", "services")
+        for p in (ROOT / folder).rglob("*.py")
+        if "gen" not in p.relative_to(ROOT).parts
+    ]
     return {name for path in files for name in NAME.findall(path.read_text())}
 
 
@@ -72,8 +76,9 @@ def test_the_readme_table_is_every_variable_the_code_reads() -> None:
     assert read, "the watched environment saw nothing"
     # OpenTelemetry's standard variables (OTEL_*) are not ours: the CHAT_TRACING row names them.
     standard = {name for name in read if name.startswith("OTEL_")}
-    tracing_row = next(row for row in (ROOT / "README.md").read_text().splitlines()
-                       if row.startswith("| `CHAT_TRACING`"))
+    tracing_row = next(
+        row for row in (ROOT / "README.md").read_text().splitlines() if row.startswith("| `CHAT_TRACING`")
+    )
     assert not {n for n in standard if n not in tracing_row}, "an OTEL_* variable read is not in CHAT_TRACING's row"
     read -= standard
     assert not read - table, f"read by chatmesh/config.py, missing from the README's table: {sorted(read - table)}"

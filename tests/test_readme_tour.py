@@ -39,7 +39,7 @@ class Block:
 
 def tour_section() -> str:
     text = README.read_text()
-    return text[text.index("## A 60-second tour"):text.index("## Looking at a running mesh")]
+    return text[text.index("## A 60-second tour") : text.index("## Looking at a running mesh")]
 
 
 def blocks(text: str) -> list[Block]:
@@ -66,19 +66,32 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory, make_database: Callable[[], str],
-       redis_server: str) -> Iterator[tuple[str, Path]]:
+def up(
+    tmp_path_factory: pytest.TempPathFactory, make_database: Callable[[], str], redis_server: str
+) -> Iterator[tuple[str, Path]]:
     """`chatmesh up` on free ports in a data folder of its own (the test servers stand in for the
     embedded ones). Yields the tour's EDGE and DATA."""
     data_dir = tmp_path_factory.mktemp("tour") / "data"
     ports = {name: free_port() for name in ("conversation", "message", "presence", "edge")}
-    env = clean_env(CHAT_DATABASE_URL=make_database(), CHAT_REDIS_URL=redis_server,
-                    CHAT_REDIS_PREFIX=f"tour-{secrets.token_hex(4)}")
+    env = clean_env(
+        CHAT_DATABASE_URL=make_database(), CHAT_REDIS_URL=redis_server, CHAT_REDIS_PREFIX=f"tour-{secrets.token_hex(4)}"
+    )
     log = data_dir.parent / "up.out"
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "chatmesh_tools.cli", "up", "--data-dir", str(data_dir),
-                                    *(f"--{name}-port={port}" for name, port in ports.items())],
-                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "chatmesh_tools.cli",
+                "up",
+                "--data-dir",
+                str(data_dir),
+                *(f"--{name}-port={port}" for name, port in ports.items()),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 90
         while "Ctrl-C stops everything" not in log.read_text():
@@ -106,8 +119,14 @@ def test_the_readme_tour_runs_as_written(up: tuple[str, Path], tmp_path: Path) -
     shell.append(shell[-1])  # the Python example once more: a new message again, not the last one
     script = "set -euo pipefail\n" + "".join(f"echo '{MARKER.format(i)}'\n{code}" for i, code in enumerate(shell))
 
-    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env=clean_env(EDGE=edge, DATA=str(data_dir)))
+    run = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(EDGE=edge, DATA=str(data_dir)),
+    )
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     parts = re.split(r"^@@ tour block \d+ @@$\n", run.stdout, flags=re.MULTILINE)[1:]
     assert len(parts) == len(shell), run.stdout
@@ -130,8 +149,9 @@ def test_the_readme_tour_runs_as_written(up: tuple[str, Path], tmp_path: Path) -
 
     seqs = []
     for output in (tour_1, tour_2):
-        stored = re.fullmatch(r"stored as seq (\d+)\nbob got seq (\d+) from alice: hi from Python at [\d:]{8}\n",
-                              output)
+        stored = re.fullmatch(
+            r"stored as seq (\d+)\nbob got seq (\d+) from alice: hi from Python at [\d:]{8}\n", output
+        )
         assert stored and stored.group(1) == stored.group(2), output  # bob printed the message just sent
         seqs.append(int(stored.group(1)))
     assert seqs[1] == seqs[0] + 1 == 4  # "hi", the photo, then one new message per run

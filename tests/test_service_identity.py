@@ -45,11 +45,15 @@ Stubs = dict[str, Any]
 
 @pytest.fixture
 async def stubs(mesh: Mesh) -> AsyncIterator[Stubs]:
-    channels = {name: grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports[name]}")
-                for name in ("conversation", "message", "presence")}
-    yield {"conversation": conversation_pb2_grpc.ConversationServiceStub(channels["conversation"]),
-           "message": message_pb2_grpc.MessageServiceStub(channels["message"]),
-           "presence": presence_pb2_grpc.PresenceServiceStub(channels["presence"])}
+    channels = {
+        name: grpc.aio.insecure_channel(f"127.0.0.1:{mesh.ports[name]}")
+        for name in ("conversation", "message", "presence")
+    }
+    yield {
+        "conversation": conversation_pb2_grpc.ConversationServiceStub(channels["conversation"]),
+        "message": message_pb2_grpc.MessageServiceStub(channels["message"]),
+        "presence": presence_pb2_grpc.PresenceServiceStub(channels["presence"]),
+    }
     for channel in channels.values():
         await channel.close()
 
@@ -66,7 +70,9 @@ def _claims(sub: str) -> dict[str, Any]:
 async def _membership(stubs: Stubs, metadata: Metadata) -> Any:
     return await stubs["conversation"].GetMembership(
         conversation_pb2.GetMembershipRequest(conversation_id="00000000-0000-0000-0000-000000000000"),
-        metadata=metadata, timeout=5)
+        metadata=metadata,
+        timeout=5,
+    )
 
 
 async def _refused(call: Any) -> grpc.aio.AioRpcError:
@@ -82,6 +88,7 @@ async def _refused(call: Any) -> grpc.aio.AioRpcError:
 
 # --- 1. a service token comes from a service key, and from nothing else ------------------------------
 
+
 async def test_the_user_token_secret_cannot_mint_a_service_identity(stubs: Stubs, mesh_env: dict[str, str]) -> None:
     """Whoever holds CHAT_JWT_SECRET (the edge does, in the base setup) signs `typ: service` in vain."""
     forged = jwt.encode(_claims("service:message"), mesh_env["CHAT_JWT_SECRET"], "HS256")
@@ -91,10 +98,18 @@ async def test_the_user_token_secret_cannot_mint_a_service_identity(stubs: Stubs
 
 async def test_the_edge_key_speaks_only_as_the_edge(stubs: Stubs, keyring: Path) -> None:
     edge_key = serialization.load_pem_private_key((keyring / "edge.key").read_bytes(), password=None)
-    as_message = jwt.encode(_claims("service:message"), edge_key, "EdDSA",  # type: ignore[arg-type]
-                            headers={"kid": "chatmesh:message"})
-    edge_claiming_message = jwt.encode(_claims("service:message"), edge_key, "EdDSA",  # type: ignore[arg-type]
-                                       headers={"kid": "chatmesh:edge"})
+    as_message = jwt.encode(
+        _claims("service:message"),
+        edge_key,
+        "EdDSA",  # type: ignore[arg-type]
+        headers={"kid": "chatmesh:message"},
+    )
+    edge_claiming_message = jwt.encode(
+        _claims("service:message"),
+        edge_key,
+        "EdDSA",  # type: ignore[arg-type]
+        headers={"kid": "chatmesh:edge"},
+    )
     for forged in (as_message, edge_claiming_message):
         refused = await _refused(lambda forged=forged: _membership(stubs, _bearer(forged)))
         assert refused.code() == grpc.StatusCode.UNAUTHENTICATED, refused
@@ -102,23 +117,25 @@ async def test_the_edge_key_speaks_only_as_the_edge(stubs: Stubs, keyring: Path)
 
 def test_a_verifier_takes_a_service_token_only_from_that_services_key(keyring: Path) -> None:
     verifier = TokenVerifier(Settings.from_env({"CHAT_JWT_SECRET": "x" * 32, **keyring_env(keyring, "message")}))
-    credentials = ServiceCredentials(Settings.from_env(keyring_env(keyring, "presence") | {"CHAT_JWT_SECRET": "x"}),
-                                     "presence")
+    credentials = ServiceCredentials(
+        Settings.from_env(keyring_env(keyring, "presence") | {"CHAT_JWT_SECRET": "x"}), "presence"
+    )
     identity = verifier.verify(credentials.token())
     assert (identity.service, identity.user_id, identity.is_service) == ("presence", "service:presence", True)
     # The same key naming itself as another service: refused.
-    liar = ServiceCredentials(Settings.from_env(keyring_env(keyring, "presence") | {"CHAT_JWT_SECRET": "x"}),
-                              "message")
+    liar = ServiceCredentials(Settings.from_env(keyring_env(keyring, "presence") | {"CHAT_JWT_SECRET": "x"}), "message")
     with pytest.raises(AuthError):
         verifier.verify(liar.token())
     # The edge verifies no service token at all: it holds no public key.
-    edge = TokenVerifier(Settings.from_env({"CHAT_JWT_SECRET": "x" * 32, **keyring_env(keyring, "edge",
-                                                                                       verifies=False)}))
+    edge = TokenVerifier(
+        Settings.from_env({"CHAT_JWT_SECRET": "x" * 32, **keyring_env(keyring, "edge", verifies=False)})
+    )
     with pytest.raises(AuthError):
         edge.verify(credentials.token())
 
 
 # --- 2. the edge holds no key that signs another service's tokens -----------------------------------
+
 
 def test_each_process_gets_its_own_key_and_the_edge_no_public_keys(mesh: Mesh, keyring: Path) -> None:
     for name in SERVICES:
@@ -139,14 +156,22 @@ def _start_fails(kind: str, env: dict[str, str], tmp_path: Path) -> str:
         env["CHAT_EDGE_PORT"] = str(free_port())
     else:
         env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{free_port()}"
-    done = subprocess.run([sys.executable, "-m", f"services.{kind}"], env=env, capture_output=True, text=True,
-                          timeout=60, check=False, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{kind}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
     assert done.returncode != 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
 
-def test_a_missing_key_is_a_start_error_naming_the_setting(mesh_env: dict[str, str], keyring: Path,
-                                                           tmp_path: Path) -> None:
+def test_a_missing_key_is_a_start_error_naming_the_setting(
+    mesh_env: dict[str, str], keyring: Path, tmp_path: Path
+) -> None:
     base = {k: v for k, v in mesh_env.items() if k != "CHAT_SERVICE_KEYRING"}
     assert "CHAT_SERVICE_KEY_FILE is not set" in _start_fails("edge", base, tmp_path)
     assert "CHAT_SERVICE_KEY_FILE is not set" in _start_fails("presence", base, tmp_path)
@@ -166,47 +191,89 @@ def test_keygen_makes_a_pair_per_service(tmp_path: Path) -> None:
 
 # --- 3. each internal RPC answers only its real callers ---------------------------------------------
 
-@pytest.mark.parametrize(("caller", "callee", "call"), [
-    ("presence", "message", lambda s, md: s.StreamEvents(iter(()), metadata=md, timeout=5)),
-    ("edge", "message", lambda s, md: s.ListMessageAuditEntries(
-        message_pb2.ListMessageAuditEntriesRequest(conversation_id="c"), metadata=md, timeout=5)),
-    ("edge", "conversation", lambda s, md: s.GetMembership(
-        conversation_pb2.GetMembershipRequest(conversation_id="c"), metadata=md, timeout=5)),
-    ("message", "conversation", lambda s, md: s.ListContacts(
-        conversation_pb2.ListContactsRequest(user_id="u"), metadata=md, timeout=5)),
-    ("conversation", "presence", lambda s, md: s.ReportConnections(
-        presence_pb2.ReportConnectionsRequest(edge_id="e"), metadata=md, timeout=5)),
-    ("message", "presence", lambda s, md: s.StreamPresenceEvents(iter(()), metadata=md, timeout=5)),
-    ("edge", "conversation", lambda s, md: s.ListConversations(  # a user RPC: no service acts as a user
-        conversation_pb2.ListConversationsRequest(), metadata=md, timeout=5)),
-])
-async def test_a_service_off_the_list_is_refused(stubs: Stubs, service_metadata: Callable[[str], Metadata],
-                                                 caller: str, callee: str, call: Any) -> None:
+
+@pytest.mark.parametrize(
+    ("caller", "callee", "call"),
+    [
+        ("presence", "message", lambda s, md: s.StreamEvents(iter(()), metadata=md, timeout=5)),
+        (
+            "edge",
+            "message",
+            lambda s, md: s.ListMessageAuditEntries(
+                message_pb2.ListMessageAuditEntriesRequest(conversation_id="c"), metadata=md, timeout=5
+            ),
+        ),
+        (
+            "edge",
+            "conversation",
+            lambda s, md: s.GetMembership(
+                conversation_pb2.GetMembershipRequest(conversation_id="c"), metadata=md, timeout=5
+            ),
+        ),
+        (
+            "message",
+            "conversation",
+            lambda s, md: s.ListContacts(conversation_pb2.ListContactsRequest(user_id="u"), metadata=md, timeout=5),
+        ),
+        (
+            "conversation",
+            "presence",
+            lambda s, md: s.ReportConnections(
+                presence_pb2.ReportConnectionsRequest(edge_id="e"), metadata=md, timeout=5
+            ),
+        ),
+        ("message", "presence", lambda s, md: s.StreamPresenceEvents(iter(()), metadata=md, timeout=5)),
+        (
+            "edge",
+            "conversation",
+            lambda s, md: s.ListConversations(  # a user RPC: no service acts as a user
+                conversation_pb2.ListConversationsRequest(), metadata=md, timeout=5
+            ),
+        ),
+    ],
+)
+async def test_a_service_off_the_list_is_refused(
+    stubs: Stubs, service_metadata: Callable[[str], Metadata], caller: str, callee: str, call: Any
+) -> None:
     refused = await _refused(lambda: call(stubs[callee], service_metadata(caller)))
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED, refused
     assert error_code_of(refused) == "CALLER_NOT_ALLOWED"
 
 
 async def test_a_listed_caller_is_served(stubs: Stubs, service_metadata: Callable[[str], Metadata]) -> None:
-    reply = await stubs["conversation"].ListContacts(conversation_pb2.ListContactsRequest(user_id="nobody"),
-                                                     metadata=service_metadata("presence"), timeout=5)
+    reply = await stubs["conversation"].ListContacts(
+        conversation_pb2.ListContactsRequest(user_id="nobody"), metadata=service_metadata("presence"), timeout=5
+    )
     assert list(reply.user_ids) == []
-    await stubs["presence"].DropConnections(presence_pb2.DropConnectionsRequest(edge_id="e"),
-                                            metadata=service_metadata("edge"), timeout=5)
+    await stubs["presence"].DropConnections(
+        presence_pb2.DropConnectionsRequest(edge_id="e"), metadata=service_metadata("edge"), timeout=5
+    )
 
 
 PROTOS = (conversation_pb2, message_pb2, presence_pb2, notification_pb2)
-RPCS = {m.name: f"/{s.full_name}/{m.name}" for pb in PROTOS
-        for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}
-INTERNAL = {path for pb in PROTOS
-            for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods
-            if not m.GetOptions().HasExtension(annotations_pb2.http) for path in [f"/{s.full_name}/{m.name}"]}
+RPCS = {
+    m.name: f"/{s.full_name}/{m.name}"
+    for pb in PROTOS
+    for s in pb.DESCRIPTOR.services_by_name.values()
+    for m in s.methods
+}
+INTERNAL = {
+    path
+    for pb in PROTOS
+    for s in pb.DESCRIPTOR.services_by_name.values()
+    for m in s.methods
+    if not m.GetOptions().HasExtension(annotations_pb2.http)
+    for path in [f"/{s.full_name}/{m.name}"]
+}
 
 
 def _rpcs_in(node: ast.AST) -> set[str]:
     """The RPCs called in a piece of code: `<stub>.Method(...)` with an RPC's name."""
-    return {RPCS[n.func.attr] for n in ast.walk(node)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in RPCS}
+    return {
+        RPCS[n.func.attr]
+        for n in ast.walk(node)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in RPCS
+    }
 
 
 def _called_by(service: str) -> set[str]:
@@ -222,8 +289,11 @@ def _called_by(service: str) -> set[str]:
                 module = ROOT / (node.module or "").replace(".", "/")
                 if not module.with_suffix(".py").exists():
                     continue
-                shared = {d.name: d for d in ast.parse(module.with_suffix(".py").read_text()).body
-                          if isinstance(d, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))}
+                shared = {
+                    d.name: d
+                    for d in ast.parse(module.with_suffix(".py").read_text()).body
+                    if isinstance(d, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                }
                 for alias in node.names:
                     if alias.name in shared:
                         called |= _rpcs_in(shared[alias.name])

@@ -47,8 +47,9 @@ class Receiver:
             edge = random.choice(edges)
             try:
                 async with connect(f"ws://127.0.0.1:{self._mesh.ports[edge]}/ws", open_timeout=5) as ws:
-                    await ws.send(json.dumps({"type": "auth", "data": {"token": self._token,
-                                                                       "resume_token": self._resume}}))
+                    await ws.send(
+                        json.dumps({"type": "auth", "data": {"token": self._token, "resume_token": self._resume}})
+                    )
                     async for raw in ws:
                         self._on_frame(json.loads(raw), ws)
                         if stop.is_set():
@@ -67,8 +68,9 @@ class Receiver:
         self._event_ids.add(frame["event_id"])
         data = frame["data"]
         self.seen.setdefault(data["conversation_id"], []).append(int(data["seq"]))
-        asyncio.ensure_future(ws.send(json.dumps({"type": "chat:message_delivered",
-                                                  "data": {"message_id": data["message_id"]}})))
+        asyncio.ensure_future(
+            ws.send(json.dumps({"type": "chat:message_delivered", "data": {"message_id": data["message_id"]}}))
+        )
 
 
 @pytest.mark.slow
@@ -76,8 +78,11 @@ class Receiver:
 async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) -> None:  # type: ignore[no-untyped-def]
     duration = DURATION_S
     # One sender at a steady 20/s for ten minutes: above the per-user abuse limits on purpose.
-    mesh = Mesh(env=isolated_env(CHAT_RATE_MESSAGES="0", CHAT_RATE_REST="0"),
-                ports={name: free_port() for name in REPLICAS}, log_dir=tmp_path / "logs")
+    mesh = Mesh(
+        env=isolated_env(CHAT_RATE_MESSAGES="0", CHAT_RATE_REST="0"),
+        ports={name: free_port() for name in REPLICAS},
+        log_dir=tmp_path / "logs",
+    )
     mesh.start()
     try:
         async with httpx.AsyncClient(base_url=mesh.url_of("edge"), timeout=20) as http:
@@ -96,9 +101,15 @@ async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) 
                 for _ in range(100):  # a client retries with the same id (on either edge) until acknowledged
                     url = random.choice([mesh.url_of("edge"), mesh.url_of("edge-2")])
                     try:
-                        reply = await http.post(f"{url}/api/messages", headers=bearer(make_token(alice)),
-                                                json={"conversation_id": conversation_id, "content": f"m{n}",
-                                                      "client_message_id": f"soak-{n}"})
+                        reply = await http.post(
+                            f"{url}/api/messages",
+                            headers=bearer(make_token(alice)),
+                            json={
+                                "conversation_id": conversation_id,
+                                "content": f"m{n}",
+                                "client_message_id": f"soak-{n}",
+                            },
+                        )
                         if reply.status_code == 200:
                             acked[conversation_id].append(int(reply.json()["message"]["seq"]))
                             return
@@ -135,8 +146,8 @@ async def test_soak_with_random_kills(isolated_env, tmp_path: Path, make_token) 
 
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and any(
-                    len(receivers[u].seen.get(conversations[u],
-                                              [])) < len(acked[conversations[u]]) for u in recipients):
+                len(receivers[u].seen.get(conversations[u], [])) < len(acked[conversations[u]]) for u in recipients
+            ):
                 await asyncio.sleep(0.5)
             stop.set()
             for task in tasks:

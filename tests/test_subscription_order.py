@@ -15,15 +15,22 @@ CONVERSATION = str(uuid.uuid4())
 
 def received(seq: int) -> common_pb2.Event:
     message_id = str(uuid.uuid4())
-    return common_pb2.Event(event_id=f"received:{message_id}", type="chat:message_received",
-                            conversation_id=CONVERSATION,
-                            message=common_pb2.Message(message_id=message_id, conversation_id=CONVERSATION, seq=seq))
+    return common_pb2.Event(
+        event_id=f"received:{message_id}",
+        type="chat:message_received",
+        conversation_id=CONVERSATION,
+        message=common_pb2.Message(message_id=message_id, conversation_id=CONVERSATION, seq=seq),
+    )
 
 
 def entry(entry_id: str, event: common_pb2.Event) -> Entry:
     """An inbox row as fan-out writes it: the payload, the event id, the seq and the conversation."""
-    return entry_id.encode(), {b"e": event.SerializeToString(), b"i": event.event_id.encode(),
-                               b"s": str(event.message.seq).encode(), b"c": event.conversation_id.encode()}
+    return entry_id.encode(), {
+        b"e": event.SerializeToString(),
+        b"i": event.event_id.encode(),
+        b"s": str(event.message.seq).encode(),
+        b"c": event.conversation_id.encode(),
+    }
 
 
 def sent(out: Outbox) -> list[tuple[int, str]]:

@@ -28,7 +28,8 @@ def _contents(page: dict[str, Any]) -> list[str]:
 
 
 async def test_a_thread_pages_like_history_and_its_root_counts_the_replies(
-        http: httpx.AsyncClient, make_token, database_url: str) -> None:
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     root = await send(http, make_token(alice), cid, "lunch?")
@@ -64,12 +65,14 @@ async def test_a_thread_pages_like_history_and_its_root_counts_the_replies(
 
 
 async def test_a_deleted_reply_no_longer_counts_but_stays_a_placeholder(
-        http: httpx.AsyncClient, make_token, database_url: str) -> None:
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     root = await send(http, make_token(alice), cid, "root")
-    first, second, third = [await send(http, make_token(bob), cid, text, reply_to_id=root["message_id"])
-                            for text in ("one", "two", "three")]
+    first, second, third = [
+        await send(http, make_token(bob), cid, text, reply_to_id=root["message_id"]) for text in ("one", "two", "three")
+    ]
 
     async def root_now() -> dict[str, Any]:
         return dict((await _thread(http, make_token(alice), root["message_id"]))["root"])
@@ -100,8 +103,12 @@ async def test_concurrent_replies_are_each_counted_once(http: httpx.AsyncClient,
     alice, bob = new_user_id("alice"), new_user_id("bob")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     root = await send(http, make_token(alice), cid, "count us")
-    sent = await asyncio.gather(*(send(http, make_token(user), cid, f"c{i}", reply_to_id=root["message_id"],
-                                       client_message_id=f"c{i}") for i, user in enumerate([alice, bob] * 8)))
+    sent = await asyncio.gather(
+        *(
+            send(http, make_token(user), cid, f"c{i}", reply_to_id=root["message_id"], client_message_id=f"c{i}")
+            for i, user in enumerate([alice, bob] * 8)
+        )
+    )
     # A resend of one of them (same client_message_id) is the same message, not another reply.
     await send(http, make_token(alice), cid, "c0", reply_to_id=root["message_id"], client_message_id="c0")
     page = await _thread(http, make_token(bob), root["message_id"], limit=200)
@@ -111,7 +118,8 @@ async def test_concurrent_replies_are_each_counted_once(http: httpx.AsyncClient,
 
 
 async def test_bad_thread_requests_and_replies_are_refused_and_leave_nothing(
-        http: httpx.AsyncClient, make_token, database_url: str) -> None:
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
     cid = await group(database_url, {alice: "admin", bob: "member"})
     elsewhere = await group(database_url, {alice: "admin", eve: "member"})
@@ -123,20 +131,30 @@ async def test_bad_thread_requests_and_replies_are_refused_and_leave_nothing(
     assert code_of(await api(http, make_token(eve), "GET", path)) == (403, "NOT_PARTICIPANT")
     assert code_of(await api(http, make_token(eve), "GET", f"/api/messages/{cid}")) == (403, "NOT_PARTICIPANT")
     assert code_of(await api(http, make_token(alice), "GET", "/api/threads/00000000-0000-0000-0000-00000000000a")) == (
-        404, "MESSAGE_NOT_FOUND")
+        404,
+        "MESSAGE_NOT_FOUND",
+    )
     assert code_of(await api(http, make_token(alice), "GET", "/api/threads/not-an-id")) == (400, "INVALID_ID")
-    for params, code in (({"limit": 201}, "INVALID_LIMIT"), ({"limit": -1}, "INVALID_LIMIT"),
-                         ({"before_seq": -1}, "INVALID_ARGUMENT"),
-                         ({"before_seq": 5, "after_seq": 1}, "INVALID_ARGUMENT"),
-                         ({"limit": "many"}, "INVALID_ARGUMENT")):
+    for params, code in (
+        ({"limit": 201}, "INVALID_LIMIT"),
+        ({"limit": -1}, "INVALID_LIMIT"),
+        ({"before_seq": -1}, "INVALID_ARGUMENT"),
+        ({"before_seq": 5, "after_seq": 1}, "INVALID_ARGUMENT"),
+        ({"limit": "many"}, "INVALID_ARGUMENT"),
+    ):
         assert code_of(await api(http, make_token(alice), "GET", path, params=params)) == (400, code), params
 
     # A reply into another conversation's message: refused as unknown (404, as before threads: the
     # message's existence elsewhere is not told), with no seq taken, no count, no event.
     events_before = len(outbox_events(database_url, cid))
     for target in (foreign["message_id"], "00000000-0000-0000-0000-00000000000b"):
-        refused = await api(http, make_token(alice), "POST", "/api/messages",
-                            {"conversation_id": cid, "content": "x", "reply_to_id": target})
+        refused = await api(
+            http,
+            make_token(alice),
+            "POST",
+            "/api/messages",
+            {"conversation_id": cid, "content": "x", "reply_to_id": target},
+        )
         assert code_of(refused) == (404, "REPLY_TO_NOT_FOUND")
     assert len(outbox_events(database_url, cid)) == events_before
     assert (await _thread(http, make_token(alice), foreign["message_id"]))["root"]["reply_count"] == 0
@@ -145,14 +163,16 @@ async def test_bad_thread_requests_and_replies_are_refused_and_leave_nothing(
 
 
 async def test_a_reply_event_carries_its_thread_and_store_names_the_participants(
-        http: httpx.AsyncClient, make_token, database_url: str) -> None:
+    http: httpx.AsyncClient, make_token, database_url: str
+) -> None:
     """The stored event of a reply parses with the thread the send's statement appended (the root's
     new count after the seq), and `store.thread_participants` is what push notifications ask."""
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     root = await send(http, make_token(alice), cid, "root")
-    replies = [await send(http, make_token(user), cid, "re", reply_to_id=root["message_id"])
-               for user in (carol, bob, carol)]
+    replies = [
+        await send(http, make_token(user), cid, "re", reply_to_id=root["message_id"]) for user in (carol, bob, carol)
+    ]
     received = [e for e in outbox_events(database_url, cid) if e.type == "chat:message_received"]
     assert not received[0].HasField("thread")
     for event, reply, count in zip(received[1:], replies, (1, 2, 3), strict=True):
@@ -170,8 +190,9 @@ async def test_a_reply_event_carries_its_thread_and_store_names_the_participants
         assert await store.thread_participants(conn, "00000000-0000-0000-0000-00000000000c") == []
 
 
-async def test_members_sockets_hear_thread_updates_live(http: httpx.AsyncClient, make_token, mesh,
-                                                        database_url: str) -> None:
+async def test_members_sockets_hear_thread_updates_live(
+    http: httpx.AsyncClient, make_token, mesh, database_url: str
+) -> None:
     alice, bob, carol = new_user_id("alice"), new_user_id("bob"), new_user_id("carol")
     cid = await group(database_url, {alice: "admin", bob: "member", carol: "member"})
     root = await send(http, make_token(alice), cid, "root")
@@ -214,18 +235,25 @@ async def test_the_migration_counts_replies_sent_before_it(make_database, tmp_pa
         (before / path.name).write_text(path.read_text())
     url = make_database()
     await db.migrate(url, store.SCHEMA, before, shared_ddl=store.SHARED_DDL)
-    cid, root, other = ("00000000-0000-0000-0000-0000000000c1", "00000000-0000-0000-0000-0000000000a1",
-                        "00000000-0000-0000-0000-0000000000a2")
-    rows = [(root, 1, None, "2026-01-01T10:00:00Z", None), (other, 2, None, "2026-01-01T10:01:00Z", None),
-            ("00000000-0000-0000-0000-0000000000b1", 3, root, "2026-01-01T10:02:00Z", None),
-            ("00000000-0000-0000-0000-0000000000b2", 4, root, "2026-01-01T10:03:00Z", None),
-            ("00000000-0000-0000-0000-0000000000b3", 5, root, "2026-01-01T10:04:00Z", "2026-01-01T11:00:00Z")]
+    cid, root, other = (
+        "00000000-0000-0000-0000-0000000000c1",
+        "00000000-0000-0000-0000-0000000000a1",
+        "00000000-0000-0000-0000-0000000000a2",
+    )
+    rows = [
+        (root, 1, None, "2026-01-01T10:00:00Z", None),
+        (other, 2, None, "2026-01-01T10:01:00Z", None),
+        ("00000000-0000-0000-0000-0000000000b1", 3, root, "2026-01-01T10:02:00Z", None),
+        ("00000000-0000-0000-0000-0000000000b2", 4, root, "2026-01-01T10:03:00Z", None),
+        ("00000000-0000-0000-0000-0000000000b3", 5, root, "2026-01-01T10:04:00Z", "2026-01-01T11:00:00Z"),
+    ]
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         for message_id, seq, reply_to, at, deleted in rows:
             await conn.execute(
                 """INSERT INTO message.messages (message_id, conversation_id, seq, sender_id, content, reply_to_id,
                        created_at, deleted_at) VALUES (%s, %s, %s, 'u', 'x', %s, %s, %s)""",
-                (message_id, cid, seq, reply_to, at, deleted))
+                (message_id, cid, seq, reply_to, at, deleted),
+            )
     applied = await db.migrate(url, store.SCHEMA, migrations, shared_ddl=store.SHARED_DDL)
     assert applied[0] == "0004_threads.sql"  # then any later ones
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:

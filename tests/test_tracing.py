@@ -49,20 +49,32 @@ class _Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[_Span] = []
 
-    def Export(self, request: trace_service_pb2.ExportTraceServiceRequest,  # noqa: N802 - the RPC's name
-               context: grpc.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
+    def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,  # noqa: N802 - the RPC's name
+        context: grpc.ServicerContext,
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
             resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     attributes = {a.key: _value(a.value) for a in span.attributes}
-                    self.spans.append(_Span(resource.get("service.name", ""), span.name, span.kind,
-                                            span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(),
-                                            attributes))
+                    self.spans.append(
+                        _Span(
+                            resource.get("service.name", ""),
+                            span.name,
+                            span.kind,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            attributes,
+                        )
+                    )
         return trace_service_pb2.ExportTraceServiceResponse()
 
-    async def trace_with(self, predicate: Callable[[_Span], bool], names: set[str],
-                         timeout_s: float = 15) -> list[_Span]:
+    async def trace_with(
+        self, predicate: Callable[[_Span], bool], names: set[str], timeout_s: float = 15
+    ) -> list[_Span]:
         """The spans of the trace holding a span that matches `predicate`, once they include every name
         in `names` (spans are exported in batches, a fraction of a second after they end)."""
         async with asyncio.timeout(timeout_s):
@@ -92,13 +104,24 @@ def receiver() -> Iterator[tuple[_Receiver, int]]:
 
 
 @pytest.fixture(scope="module")
-def traced_mesh(receiver: tuple[_Receiver, int], mesh_env: dict[str, str], make_database: Callable[[], str],
-                workdir: Path, request: pytest.FixtureRequest) -> Iterator[Mesh]:
+def traced_mesh(
+    receiver: tuple[_Receiver, int],
+    mesh_env: dict[str, str],
+    make_database: Callable[[], str],
+    workdir: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Mesh]:
     """A mesh of its own with tracing on, exporting OTLP to the receiver (batches every 100 ms)."""
     _, port = receiver
-    env = {**mesh_env, "CHAT_DATABASE_URL": make_database(), "CHAT_REDIS_PREFIX": f"{mesh_env['CHAT_REDIS_PREFIX']}-tr",
-           "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    env = {
+        **mesh_env,
+        "CHAT_DATABASE_URL": make_database(),
+        "CHAT_REDIS_PREFIX": f"{mesh_env['CHAT_REDIS_PREFIX']}-tr",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
     running = new_mesh(env, workdir / "logs-tracing")
     running.start()
     yield running
@@ -127,7 +150,8 @@ SEND = "/chat.v1.MessageService/SendMessage"
 
 
 async def test_a_websocket_send_is_one_trace_across_edge_message_service_and_fan_out(
-        traced_mesh: Mesh, receiver: tuple[_Receiver, int], make_token: Callable[..., str]) -> None:
+    traced_mesh: Mesh, receiver: tuple[_Receiver, int], make_token: Callable[..., str]
+) -> None:
     spans_in, _ = receiver
     async with httpx.AsyncClient(base_url=traced_mesh.edge_url, timeout=10) as http:
         _, alice_token, bob_token, cid = await _users(http, make_token)
@@ -138,8 +162,10 @@ async def test_a_websocket_send_is_one_trace_across_edge_message_service_and_fan
     received = await bob.next_of("chat:message_received")
     assert received["data"]["content"] == "traced hello"
 
-    spans = await spans_in.trace_with(lambda s: s.name == "fan-out" and s.attributes.get("chat.event_id")
-                                      == f"received:{message_id}", {"WS chat:message_send", SEND, "outbox publish"})
+    spans = await spans_in.trace_with(
+        lambda s: s.name == "fan-out" and s.attributes.get("chat.event_id") == f"received:{message_id}",
+        {"WS chat:message_send", SEND, "outbox publish"},
+    )
     fan_out = next(s for s in spans if s.name == "fan-out")
     assert _chain(spans, fan_out) == [
         ("edge", "WS chat:message_send"),  # the frame, at the edge
@@ -155,24 +181,34 @@ async def test_a_websocket_send_is_one_trace_across_edge_message_service_and_fan
 
 
 async def test_a_rest_send_is_one_trace_and_its_log_lines_carry_the_trace_id(
-        traced_mesh: Mesh, receiver: tuple[_Receiver, int], make_token: Callable[..., str]) -> None:
+    traced_mesh: Mesh, receiver: tuple[_Receiver, int], make_token: Callable[..., str]
+) -> None:
     spans_in, _ = receiver
     async with httpx.AsyncClient(base_url=traced_mesh.edge_url, timeout=10) as http:
         _, alice_token, _, cid = await _users(http, make_token)
         message = await send(http, alice_token, cid, "over REST")
 
-    spans = await spans_in.trace_with(lambda s: s.name == "fan-out" and s.attributes.get("chat.event_id")
-                                      == f"received:{message['message_id']}", {"POST /api/messages", SEND})
+    spans = await spans_in.trace_with(
+        lambda s: s.name == "fan-out" and s.attributes.get("chat.event_id") == f"received:{message['message_id']}",
+        {"POST /api/messages", SEND},
+    )
     fan_out = next(s for s in spans if s.name == "fan-out")
-    assert _chain(spans, fan_out) == [("edge", "POST /api/messages"), ("edge", SEND), ("message", SEND),
-                                      ("message", "outbox publish"), ("message", "fan-out")]
+    assert _chain(spans, fan_out) == [
+        ("edge", "POST /api/messages"),
+        ("edge", SEND),
+        ("message", SEND),
+        ("message", "outbox publish"),
+        ("message", "fan-out"),
+    ]
     root = next(s for s in spans if s.name == "POST /api/messages")
     assert root.attributes["http.route"] == "/api/messages"
 
     # The edge's access log line for the request is written inside its span: trace and span ids.
-    edge_log = [json.loads(line) for line in (traced_mesh.log_dir / "edge.log").read_text().splitlines()
-                if line.startswith("{")]
+    edge_log = [
+        json.loads(line) for line in (traced_mesh.log_dir / "edge.log").read_text().splitlines() if line.startswith("{")
+    ]
     in_trace = [line for line in edge_log if line.get("trace_id") == root.trace_id]
     assert [(line["logger"], line["span_id"]) for line in in_trace if "POST /api/messages" in line["msg"]] == [
-        ("uvicorn.access", root.span_id)], edge_log[-5:]
+        ("uvicorn.access", root.span_id)
+    ], edge_log[-5:]
     assert all(line["request_id"] for line in in_trace)  # beside the request id, as before

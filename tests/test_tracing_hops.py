@@ -88,8 +88,16 @@ def traced() -> Iterator[_Traced]:
 
 
 def _new(cid: str, content: str) -> NewMessage:
-    return NewMessage(conversation_id=cid, sender_id=ALICE, content=content, content_encrypted=None,
-                      enc_algorithm="", enc_key_id="", client_message_id=None, reply_to_id=None)
+    return NewMessage(
+        conversation_id=cid,
+        sender_id=ALICE,
+        content=content,
+        content_encrypted=None,
+        enc_algorithm="",
+        enc_key_id="",
+        client_message_id=None,
+        reply_to_id=None,
+    )
 
 
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
@@ -117,8 +125,7 @@ async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: 
         carried = conn.execute("SELECT traceparent FROM message.outbox ORDER BY id").fetchall()
     server = _one(traced.exporter.get_finished_spans(), "/chat.v1.MessageService/SendMessage")
     context = server.context
-    assert carried == [(f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}",),
-                       (None,)]
+    assert carried == [(f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}",), (None,)]
 
     await _fan_out(env)
     entries = await env.redis.xrange(env.keys.events)
@@ -136,8 +143,10 @@ async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: 
     # Both events reached both inboxes: tracing changed nothing of the delivery itself.
     for user in (ALICE, BOB):
         inbox = await env.redis.xrange(env.keys.inbox(user))
-        assert [fields[b"i"].decode() for _, fields in inbox] == [f"received:{sent.message_id}",
-                                                                  f"received:{untraced.message_id}"]
+        assert [fields[b"i"].decode() for _, fields in inbox] == [
+            f"received:{sent.message_id}",
+            f"received:{untraced.message_id}",
+        ]
 
 
 async def test_with_tracing_off_nothing_is_carried(env: _Env) -> None:

@@ -25,13 +25,15 @@ def _example_module() -> object:
     pool = descriptor_pool.DescriptorPool()
     for dependency in (descriptor_pb2, http_pb2, annotations_pb2):
         pool.AddSerializedFile(dependency.DESCRIPTOR.serialized_pb)
-    f = descriptor_pb2.FileDescriptorProto(name="example.proto", package="example.v1", syntax="proto3",
-                                           dependency=["google/api/annotations.proto"])
+    f = descriptor_pb2.FileDescriptorProto(
+        name="example.proto", package="example.v1", syntax="proto3", dependency=["google/api/annotations.proto"]
+    )
     f.message_type.add(name="SubMessage").field.add(name="subfield", number=1, type=9, label=1)
     f.message_type.add(name="Message").field.add(name="text", number=1, type=9, label=1)
     req = f.message_type.add(name="GetMessageRequest")
-    for number, (name, kind, label) in enumerate([("name", 9, 1), ("message_id", 9, 1), ("user_id", 9, 1),
-                                                  ("revision", 3, 1), ("tags", 9, 3)], start=1):
+    for number, (name, kind, label) in enumerate(
+        [("name", 9, 1), ("message_id", 9, 1), ("user_id", 9, 1), ("revision", 3, 1), ("tags", 9, 3)], start=1
+    ):
         req.field.add(name=name, number=number, type=kind, label=label)
     req.field.add(name="sub", number=6, type=11, label=1, type_name=".example.v1.SubMessage")
     upd = f.message_type.add(name="UpdateMessageRequest")
@@ -46,8 +48,9 @@ def _example_module() -> object:
     get = http_pb2.HttpRule(get="/v1/{name=messages/*}")
     get.additional_bindings.add(get="/v1/users/{user_id}/messages/{message_id}")
     method("GetMessage", "GetMessageRequest", get)
-    method("UpdateMessage", "UpdateMessageRequest",
-           http_pb2.HttpRule(patch="/v1/messages/{message_id}", body="message"))
+    method(
+        "UpdateMessage", "UpdateMessageRequest", http_pb2.HttpRule(patch="/v1/messages/{message_id}", body="message")
+    )
     method("Search", "GetMessageRequest", http_pb2.HttpRule(get="/v1/{name=shelves/**}:search"))
     pool.AddSerializedFile(f.SerializeToString())
     return SimpleNamespace(DESCRIPTOR=pool.FindFileByName("example.proto"))

@@ -10,8 +10,9 @@ from chatmesh_tools.launcher import Mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
 
 
-async def test_rest_message_reaches_websocket(http: httpx.AsyncClient, mesh: Mesh, make_token,
-                                              database_url: str) -> None:
+async def test_rest_message_reaches_websocket(
+    http: httpx.AsyncClient, mesh: Mesh, make_token, database_url: str
+) -> None:
     alice, bob = new_user_id("alice"), new_user_id("bob")
     alice_token, bob_token = make_token(alice), make_token(bob)
     await register(http, bob_token)
@@ -26,8 +27,9 @@ async def test_rest_message_reaches_websocket(http: httpx.AsyncClient, mesh: Mes
     assert frame["data"]["message_id"] == sent["message_id"]
     assert frame["resume_token"] and frame["event_id"]
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT content, sender_id FROM message.messages WHERE message_id = %s",
-                           (sent["message_id"],)).fetchone()
+        row = conn.execute(
+            "SELECT content, sender_id FROM message.messages WHERE message_id = %s", (sent["message_id"],)
+        ).fetchone()
     assert row == ("hi", alice)
     await bob_socket.close()
 
@@ -55,10 +57,14 @@ async def test_missing_and_bad_tokens_are_401(http: httpx.AsyncClient, make_toke
 
 async def test_unknown_conversation_is_404_and_malformed_id_400(http: httpx.AsyncClient, make_token) -> None:
     token = make_token(new_user_id("alice"))
-    unknown = await http.post("/api/messages", json={"conversation_id": "00000000-0000-0000-0000-000000000000",
-                                                     "content": "hi"}, headers=bearer(token))
-    malformed = await http.post("/api/messages", json={"conversation_id": "nope", "content": "hi"},
-                                headers=bearer(token))
+    unknown = await http.post(
+        "/api/messages",
+        json={"conversation_id": "00000000-0000-0000-0000-000000000000", "content": "hi"},
+        headers=bearer(token),
+    )
+    malformed = await http.post(
+        "/api/messages", json={"conversation_id": "nope", "content": "hi"}, headers=bearer(token)
+    )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "CONVERSATION_NOT_FOUND"
     assert malformed.status_code == 400
@@ -69,10 +75,12 @@ async def test_outsider_is_403_and_empty_content_400(http: httpx.AsyncClient, ma
     alice, bob, eve = new_user_id("alice"), new_user_id("bob"), new_user_id("eve")
     await register(http, make_token(bob))
     conversation_id = await direct_conversation(http, make_token(alice), bob)
-    outsider = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": "hi"},
-                               headers=bearer(make_token(eve)))
-    blank = await http.post("/api/messages", json={"conversation_id": conversation_id, "content": "   "},
-                            headers=bearer(make_token(alice)))
+    outsider = await http.post(
+        "/api/messages", json={"conversation_id": conversation_id, "content": "hi"}, headers=bearer(make_token(eve))
+    )
+    blank = await http.post(
+        "/api/messages", json={"conversation_id": conversation_id, "content": "   "}, headers=bearer(make_token(alice))
+    )
     assert outsider.status_code == 403
     assert outsider.json()["error"]["code"] == "NOT_PARTICIPANT"
     assert blank.status_code == 400
@@ -103,8 +111,9 @@ async def test_websocket_send_is_acked_with_the_stored_message(http: httpx.Async
     await register(http, make_token(bob))
     conversation_id = await direct_conversation(http, make_token(alice), bob)
     alice_socket = await Socket.open(mesh.edge_url, make_token(alice))
-    ack = await alice_socket.request("chat:message_send", {"conversation_id": conversation_id, "content": "yo",
-                                                           "client_message_id": "c-1"})
+    ack = await alice_socket.request(
+        "chat:message_send", {"conversation_id": conversation_id, "content": "yo", "client_message_id": "c-1"}
+    )
     assert ack["type"] == "ack"
     assert ack["data"]["message"]["content"] == "yo" and ack["data"]["message"]["seq"] == "1"
     bad = await alice_socket.request("chat:message_send", {"conversation_id": conversation_id, "content": ""})

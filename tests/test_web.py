@@ -26,8 +26,16 @@ from tests.conftest import dump_logs
 playwright_api = pytest.importorskip("playwright.async_api")
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIME_SCALE = 0.2
 TYPING_EXPIRY_S = 3.0 * TIME_SCALE
 WAIT_MS = 15_000
@@ -167,8 +175,13 @@ async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, brow
         token = (await http.post("/dev/token", json={"user_id": alice_id})).json()["token"]
         cid = await alice.locator("#conversations button.conversation").get_attribute("data-id")
         stored = (await http.get(f"/api/messages/{cid}", headers={"Authorization": f"Bearer {token}"})).json()
-    assert [m.get("content", "") for m in stored["messages"]] == ["hello bob", "", "before restart", "during restart",
-                                                                  "after restart"]
+    assert [m.get("content", "") for m in stored["messages"]] == [
+        "hello bob",
+        "",
+        "before restart",
+        "during restart",
+        "after restart",
+    ]
 
     await send(bob, "all here 👋")
     await wait_contents(alice, [*expected, "all here 👋"])
@@ -181,16 +194,23 @@ async def test_page_and_dev_login_follow_configuration(mesh: Mesh, http: httpx.A
     """The shared mesh runs with defaults: the page is served, development sign-in is not."""
     page = await http.get("/")
     assert page.status_code == 200 and "<title>chatmesh</title>" in page.text
-    for name in ("app.js", "chat.js", "chat-socket.js", "chat-store.js", "chat-wire.js",
-                 "privacy.js"):  # the page's modules
+    for name in (
+        "app.js",
+        "chat.js",
+        "chat-socket.js",
+        "chat-store.js",
+        "chat-wire.js",
+        "privacy.js",
+    ):  # the page's modules
         script = await http.get(f"/{name}")
         assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
     assert (await http.post("/dev/token", json={"user_id": "mallory"})).status_code in (404, 405)
     assert (await http.get("/api/nope")).status_code == 404  # the API's own 404s are untouched
 
 
-async def test_history_loads_older_pages_on_scroll_with_a_host_token(mesh: Mesh, http: httpx.AsyncClient, browser,
-                                                                    make_token) -> None:
+async def test_history_loads_older_pages_on_scroll_with_a_host_token(
+    mesh: Mesh, http: httpx.AsyncClient, browser, make_token
+) -> None:
     """Production sign-in (the host hands the page a token in the URL fragment) and paged history."""
     from tests.helpers import direct_conversation, new_user_id, register
     from tests.helpers import send as rest_send
@@ -201,9 +221,11 @@ async def test_history_loads_older_pages_on_scroll_with_a_host_token(mesh: Mesh,
     for i in range(110):
         last = await rest_send(http, make_token(alice), conversation_id, f"m{i}")
     # Delivered to another device of bob's already, so this page gets no offline buffer: only history.
-    delivered = await http.post(f"/api/messages/{last['message_id']}/status",
-                                json={"status": "MESSAGE_STATUS_DELIVERED"},
-                                headers={"Authorization": f"Bearer {make_token(bob)}"})
+    delivered = await http.post(
+        f"/api/messages/{last['message_id']}/status",
+        json={"status": "MESSAGE_STATUS_DELIVERED"},
+        headers={"Authorization": f"Bearer {make_token(bob)}"},
+    )
     assert delivered.status_code == 200, delivered.text
 
     context = await browser.new_context(viewport={"width": 900, "height": 600})
@@ -227,8 +249,9 @@ async def test_history_loads_older_pages_on_scroll_with_a_host_token(mesh: Mesh,
     await context.close()
 
 
-async def test_page_answers_resync_required_from_history(mesh: Mesh, http: httpx.AsyncClient, browser,
-                                                         make_token) -> None:
+async def test_page_answers_resync_required_from_history(
+    mesh: Mesh, http: httpx.AsyncClient, browser, make_token
+) -> None:
     """A resume token the server cannot use (here: a garbage one) means resync_required: the page
     fetches what it missed over REST, and the replayed offline buffer doubles nothing."""
     from tests.helpers import direct_conversation, new_user_id, register

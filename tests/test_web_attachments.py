@@ -32,8 +32,11 @@ async def media_browser() -> AsyncIterator[object]:
         await launched.close()
 
 
-async def test_image_file_and_voice_message_between_two_pages(web_mesh: Mesh, media_browser,  # noqa: F811
-                                                              tmp_path: Path) -> None:
+async def test_image_file_and_voice_message_between_two_pages(
+    web_mesh: Mesh,
+    media_browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     url = web_mesh.edge_url + "/"
     alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     bob = await sign_in(media_browser, url, bob_id)
@@ -48,10 +51,12 @@ async def test_image_file_and_voice_message_between_two_pages(web_mesh: Mesh, me
     await alice.evaluate("""() => { window.sawProgress = false;
         new MutationObserver(() => { if (document.querySelector('#uploads progress')) window.sawProgress = true; })
           .observe(document.getElementById('uploads'), { subtree: true, childList: true, attributes: true }); }""")
-    await alice.locator("#attach-input").set_input_files([
-        {"name": "sunset.png", "mimeType": "image/png", "buffer": sunset(640, 360)},
-        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"bring snacks\n" * 20_000},
-    ])
+    await alice.locator("#attach-input").set_input_files(
+        [
+            {"name": "sunset.png", "mimeType": "image/png", "buffer": sunset(640, 360)},
+            {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"bring snacks\n" * 20_000},
+        ]
+    )
     await alice.locator("#uploads li.upload[data-state=ready]").nth(1).wait_for()
     assert await alice.evaluate("window.sawProgress")
     await alice.get_by_label("Message", exact=True).fill("look at this")

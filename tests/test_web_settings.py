@@ -18,9 +18,12 @@ pytestmark = pytest.mark.skipif(os.environ.get("CHAT_SKIP_BROWSER") == "1", reas
 
 async def create_group(page, title: str, members: list[str]) -> str:  # type: ignore[no-untyped-def]
     """Through the page's own client, as a host application would."""
-    return str(await page.evaluate(
-        "async ([title, ids]) => (await window.chatmeshClient.createGroup(title, ids)).conversation_id",
-        [title, members]))
+    return str(
+        await page.evaluate(
+            "async ([title, ids]) => (await window.chatmeshClient.createGroup(title, ids)).conversation_id",
+            [title, members],
+        )
+    )
 
 
 def listed(page, title: str):  # type: ignore[no-untyped-def]

@@ -34,8 +34,13 @@ async def _replies(page: Any) -> list[str]:
     return list(await page.locator("#thread .thread-replies li.message .content").all_inner_texts())
 
 
-async def test_a_thread_between_two_pages(mesh: Mesh, http: httpx.AsyncClient, browser, make_token,  # noqa: F811
-                                          database_url: str) -> None:
+async def test_a_thread_between_two_pages(
+    mesh: Mesh,
+    http: httpx.AsyncClient,
+    browser,
+    make_token,  # noqa: F811
+    database_url: str,
+) -> None:
     alice_id, bob_id = new_user_id("alice"), new_user_id("bob")
     title = f"trip-{alice_id}"
     cid = await group(database_url, {alice_id: "admin", bob_id: "member"}, title=title)

@@ -36,8 +36,9 @@ def test_the_page_names_every_frame_error_and_close_code() -> None:
 
 async def _run_client(path: Path, url: str, token: str, on_ready: Any = None) -> list[str]:
     """Run the raw client as a user would (its own process); call `on_ready` once it printed `ready`."""
-    process = await asyncio.create_subprocess_exec(sys.executable, str(path), url, token,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(path), url, token, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert process.stdout is not None and process.stderr is not None
     lines = []
     try:
@@ -59,14 +60,16 @@ async def _delivered(http: httpx.AsyncClient, token: str, conversation_id: str, 
     async with asyncio.timeout(15):
         while True:
             page = (await http.get(f"/api/messages/{conversation_id}", headers=bearer(token))).json()
-            if any(m["message_id"] == message_id and m["status"] == "MESSAGE_STATUS_DELIVERED"
-                   for m in page["messages"]):
+            if any(
+                m["message_id"] == message_id and m["status"] == "MESSAGE_STATUS_DELIVERED" for m in page["messages"]
+            ):
                 return
             await asyncio.sleep(0.05)
 
 
 async def test_the_raw_client_acknowledges_and_is_not_sent_the_message_again(
-        mesh: Mesh, http: httpx.AsyncClient, make_token: Any, tmp_path: Path) -> None:
+    mesh: Mesh, http: httpx.AsyncClient, make_token: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "raw_client.py"
     path.write_text(raw_client())
     url = mesh.edge_url.replace("http://", "ws://") + "/ws"

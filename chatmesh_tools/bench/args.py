@@ -9,13 +9,21 @@ SCENARIOS = ("connections", "throughput", "history", "ceiling")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="a running edge (default: start an embedded mesh in a temp folder, on free ports)")
-    p.add_argument("--jwt-secret", help="the mesh's HS256 secret, to sign bench users' tokens (with --url; "
-                                        "default $CHAT_JWT_SECRET)")
-    p.add_argument("--database-url", help="with --url: the mesh's PostgreSQL (history is seeded with COPY, the ceiling "
-                                          "runs there); without: a server to run the bench mesh on, in a fresh "
-                                          "database")
-    p.add_argument("--redis-url", help="with --url: the mesh's Redis (ceiling); without: a server to run the bench "
-                                       "mesh on, under a fresh key prefix")
+    p.add_argument(
+        "--jwt-secret",
+        help="the mesh's HS256 secret, to sign bench users' tokens (with --url; default $CHAT_JWT_SECRET)",
+    )
+    p.add_argument(
+        "--database-url",
+        help="with --url: the mesh's PostgreSQL (history is seeded with COPY, the ceiling "
+        "runs there); without: a server to run the bench mesh on, in a fresh "
+        "database",
+    )
+    p.add_argument(
+        "--redis-url",
+        help="with --url: the mesh's Redis (ceiling); without: a server to run the bench "
+        "mesh on, under a fresh key prefix",
+    )
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of " + ", ".join(SCENARIOS))
     p.add_argument("--quick", action="store_true", help="a small run of every scenario in under a minute (smoke test)")
     p.add_argument("--out", help="folder for results.json and the plots (default ./bench-results/<time>)")
@@ -24,19 +32,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open (default 10000)")
     g.add_argument("--idle-s", type=float, default=30.0, help="how long to hold them idle to measure heartbeats")
     g = p.add_argument_group("throughput")
-    g.add_argument("--runs", nargs="+", default=["10:1000"], metavar="SIZE:RATE[/RATE...]",
-                   help="group size (2 = direct) and offered messages/s, e.g. 10:500/1000 100:100 2:1000")
+    g.add_argument(
+        "--runs",
+        nargs="+",
+        default=["10:1000"],
+        metavar="SIZE:RATE[/RATE...]",
+        help="group size (2 = direct) and offered messages/s, e.g. 10:500/1000 100:100 2:1000",
+    )
     g.add_argument("--senders", type=int, default=200, help="users (sockets) per run, split into conversations")
     g.add_argument("--duration", type=float, default=60.0, help="seconds each rate is offered")
     g.add_argument("--workers", type=int, default=2, help="load generator processes")
-    g.add_argument("--ack", choices=["events", "delivered"], default="events",
-                   help="how receivers acknowledge: events_ack in batches, or chat:message_delivered per message "
-                        "(which also records a delivery receipt and announces it)")
-    g.add_argument("--profile", action="store_true",
-                   help="sample the services with py-spy: during the first throughput step of each run "
-                        "(profile-g<size>/) and the edge while it holds the idle sockets (profile-idle/)")
-    g.add_argument("--ramp", action="store_true",
-                   help="raise the first rate by 25%% a step until p99 misses twice in a row, or a step loses")
+    g.add_argument(
+        "--ack",
+        choices=["events", "delivered"],
+        default="events",
+        help="how receivers acknowledge: events_ack in batches, or chat:message_delivered per message "
+        "(which also records a delivery receipt and announces it)",
+    )
+    g.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the services with py-spy: during the first throughput step of each run "
+        "(profile-g<size>/) and the edge while it holds the idle sockets (profile-idle/)",
+    )
+    g.add_argument(
+        "--ramp",
+        action="store_true",
+        help="raise the first rate by 25%% a step until p99 misses twice in a row, or a step loses",
+    )
     g.add_argument("--ramp-p99-ms", type=float, default=100.0)
     g.add_argument("--ramp-max", type=float, default=20_000.0)
     g = p.add_argument_group("history")
@@ -46,8 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("ceiling")
     g.add_argument("--ceiling-duration", type=float, default=10.0)
     g.add_argument("--pg-connections", type=int, default=16)
-    p.add_argument("--service-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the embedded mesh's services (e.g. CHAT_LOG_LEVEL=WARNING)")
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the embedded mesh's services (e.g. CHAT_LOG_LEVEL=WARNING)",
+    )
 
 
 def apply_quick(args: argparse.Namespace) -> None:

@@ -84,9 +84,15 @@ class Socket:
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
 
-        self.ws = await connect(self.worker.spec.ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                                compression=None, ping_interval=None, max_size=2**20, open_timeout=60,
-                                close_timeout=2)
+        self.ws = await connect(
+            self.worker.spec.ws_url,
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            compression=None,
+            ping_interval=None,
+            max_size=2**20,
+            open_timeout=60,
+            close_timeout=2,
+        )
         ready = loads(await asyncio.wait_for(self.ws.recv(), 60))
         if ready.get("type") != "ready":
             raise RuntimeError(f"not ready: {ready}")
@@ -95,9 +101,15 @@ class Socket:
         self.next_id += 1
         rid = str(self.next_id)
         self.pending[rid] = (step, scheduled_ns)
-        frame = {"type": "chat:message_send", "id": rid,
-                 "data": {"conversation_id": self.conversation_id, "content": content,
-                          "client_message_id": f"{self.user_id}-{step}-{rid}"}}
+        frame = {
+            "type": "chat:message_send",
+            "id": rid,
+            "data": {
+                "conversation_id": self.conversation_id,
+                "content": content,
+                "client_message_id": f"{self.user_id}-{step}-{rid}",
+            },
+        }
         await self.ws.send(dumps(frame))
 
     async def receive(self) -> None:
@@ -256,10 +268,20 @@ class Worker:
 
     def result(self, step: int) -> dict[str, Any]:
         s = self.steps.pop(step, StepStats())
-        return {"sent": s.sent, "accepted": s.accepted, "rejected": s.rejected, "received": s.received,
-                "redelivered": s.redelivered, "duplicated": s.duplicated, "other_events": s.other_events,
-                "latencies_ms": s.latencies_ms.tobytes(), "ack_ms": s.ack_ms.tobytes(),
-                "accepted_ids": s.accepted_ids, "got": dict(s.got), "errors": dict(s.errors)}
+        return {
+            "sent": s.sent,
+            "accepted": s.accepted,
+            "rejected": s.rejected,
+            "received": s.received,
+            "redelivered": s.redelivered,
+            "duplicated": s.duplicated,
+            "other_events": s.other_events,
+            "latencies_ms": s.latencies_ms.tobytes(),
+            "ack_ms": s.ack_ms.tobytes(),
+            "accepted_ids": s.accepted_ids,
+            "got": dict(s.got),
+            "errors": dict(s.errors),
+        }
 
     async def main(self) -> None:
         await self.connect_all()

@@ -30,18 +30,38 @@ def write(results: dict[str, Any], folder: Path) -> list[Path]:
                 ax.annotate("loss/dup", (s["offered_per_s"], s["latency_ms"]["p99"]), fontsize=7, color="red")
         ax.axhline(100, color="grey", lw=0.8, ls=":", label="target p99 100 ms")
         ax.set_yscale("log")
-        written.append(_finish(plt, fig, ax, folder / "latency_vs_load.png",
-                               f"offered messages/s (groups of {steps[0]['group_size']})",
-                               "send → receive latency, ms", "Latency against offered load"))
+        written.append(
+            _finish(
+                plt,
+                fig,
+                ax,
+                folder / "latency_vs_load.png",
+                f"offered messages/s (groups of {steps[0]['group_size']})",
+                "send → receive latency, ms",
+                "Latency against offered load",
+            )
+        )
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for s in steps:
             if s.get("cdf"):
-                ax.plot([p[0] for p in s["cdf"]], [p[1] for p in s["cdf"]],
-                        label=f"{s['offered_per_s']:,.0f} msg/s" + ("" if s["counts"] else " (loss/dup)"))
+                ax.plot(
+                    [p[0] for p in s["cdf"]],
+                    [p[1] for p in s["cdf"]],
+                    label=f"{s['offered_per_s']:,.0f} msg/s" + ("" if s["counts"] else " (loss/dup)"),
+                )
         ax.set_xscale("log")
-        written.append(_finish(plt, fig, ax, folder / "latency_cdf.png", "send → receive latency, ms",
-                               "fraction of deliveries", "Latency CDF"))
+        written.append(
+            _finish(
+                plt,
+                fig,
+                ax,
+                folder / "latency_cdf.png",
+                "send → receive latency, ms",
+                "fraction of deliveries",
+                "Latency CDF",
+            )
+        )
 
     conn = results.get("connections")
     if conn and conn.get("rss_series"):
@@ -52,8 +72,17 @@ def write(results: dict[str, Any], folder: Path) -> list[Path]:
             base = series[0][1]
             xs = [p[0] for p in series]
             ax.plot(xs, [base + x * 40 / 1024 for x in xs], ":", color="grey", label="budget: 40 KB/socket")
-        written.append(_finish(plt, fig, ax, folder / "rss_vs_connections.png", "open authenticated WebSockets",
-                               "edge RSS, MB", "Edge memory against connections"))
+        written.append(
+            _finish(
+                plt,
+                fig,
+                ax,
+                folder / "rss_vs_connections.png",
+                "open authenticated WebSockets",
+                "edge RSS, MB",
+                "Edge memory against connections",
+            )
+        )
     return written
 
 

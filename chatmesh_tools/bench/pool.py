@@ -17,8 +17,15 @@ STALL_S = 8.0
 
 
 class LoadGen:
-    def __init__(self, ws_url: str, users: list[tuple[str, str]], conversations: list[str], workers: int,
-                 ack: str = "events", content_size: int = 64) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        users: list[tuple[str, str]],
+        conversations: list[str],
+        workers: int,
+        ack: str = "events",
+        content_size: int = 64,
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []
@@ -60,8 +67,7 @@ class LoadGen:
             wait(self.pipes, 0.05)
         return [got[i] for i in range(len(self.pipes))]
 
-    def wait_connected(self, progress: Progress | None = None, timeout_s: float = 600,
-                       on_tick: Any = None) -> None:
+    def wait_connected(self, progress: Progress | None = None, timeout_s: float = 600, on_tick: Any = None) -> None:
         done = [0] * len(self.pipes)
 
         def other(i: int, msg: tuple[Any, ...]) -> None:
@@ -80,8 +86,16 @@ class LoadGen:
         if progress:
             progress.update(self.connected)
 
-    def run_step(self, step: int, duration_s: float, rate: float, expected_per_message: int,
-                 progress: Progress | None = None, drain_s: float = 60.0, start_in_s: float = 0.5) -> dict[str, Any]:
+    def run_step(
+        self,
+        step: int,
+        duration_s: float,
+        rate: float,
+        expected_per_message: int,
+        progress: Progress | None = None,
+        drain_s: float = 60.0,
+        start_in_s: float = 0.5,
+    ) -> dict[str, Any]:
         """Offer `rate` messages/s for `duration_s`, wait for the deliveries (until all have arrived, nothing
         moved for STALL_S, or drain_s after the last send), and merge the workers' results."""
         t0 = time.monotonic_ns() + int(start_in_s * 1e9)
@@ -102,8 +116,9 @@ class LoadGen:
             received = sum(s[2] for s in state.values())
             now = time.monotonic()
             if progress:
-                progress.update(min(now - t0 / 1e9, duration_s),
-                                f"sent {sent} accepted {accepted} delivered {received}")
+                progress.update(
+                    min(now - t0 / 1e9, duration_s), f"sent {sent} accepted {accepted} delivered {received}"
+                )
             if (accepted, received) != last_seen:
                 last_seen, last_change = (accepted, received), now
             if now > end + 0.5 and len(state) == len(self.pipes):
@@ -135,8 +150,10 @@ class LoadGen:
 
 
 def merge(results: list[dict[str, Any]], expected_per_message: int) -> dict[str, Any]:
-    out: dict[str, Any] = {k: sum(r[k] for r in results) for k in
-                           ("sent", "accepted", "rejected", "received", "redelivered", "duplicated", "other_events")}
+    out: dict[str, Any] = {
+        k: sum(r[k] for r in results)
+        for k in ("sent", "accepted", "rejected", "received", "redelivered", "duplicated", "other_events")
+    }
     latencies = array("d")
     acks = array("d")
     got: Counter[str] = Counter()

@@ -48,5 +48,9 @@ def delta(before: dict[str, Sample], after: dict[str, Sample]) -> dict[str, floa
 
 def machine_load() -> dict[str, float]:
     one, five, fifteen = os.getloadavg()
-    return {"load1": round(one, 2), "load5": round(five, 2), "load15": round(fifteen, 2),
-            "cpus": psutil.cpu_count() or 0}
+    return {
+        "load1": round(one, 2),
+        "load5": round(five, 2),
+        "load15": round(fifteen, 2),
+        "cpus": psutil.cpu_count() or 0,
+    }

@@ -24,10 +24,27 @@ def start(pids: dict[str, int], folder: Path, duration_s: float) -> list[subproc
     for name, pid in pids.items():
         if name in ("postgres", "redis") or name.startswith("loadgen"):
             continue
-        procs.append(subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--duration", str(int(duration_s)), "--rate", "200", "--nonblocking",
-             "--format", "raw", "-o", str(folder / f"{name}.folded")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    exe,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(int(duration_s)),
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(folder / f"{name}.folded"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
     return procs
 
 
@@ -51,8 +68,11 @@ def finish(procs: list[subprocess.Popen[bytes]], folder: Path, top: int = 25) ->
             samples += n
             frames = stack.split(";")
             own[frames[-1]] += n
-            mine = [f for f in frames if ("services/" in f or "chatmesh/" in f)
-                    and "__main__" not in f and "eventloop.py" not in f]
+            mine = [
+                f
+                for f in frames
+                if ("services/" in f or "chatmesh/" in f) and "__main__" not in f and "eventloop.py" not in f
+            ]
             ours[mine[-1].split(" (")[0] if mine else "(event loop and libraries only)"] += n
             for frame in set(frames):
                 total[frame] += n

@@ -24,16 +24,28 @@ def _machine() -> dict[str, Any]:
 
     cpu = ""
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     except OSError:
         pass
     try:
         uptime = subprocess.run(["uptime"], check=False, capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         uptime = ""
-    return {"cpus": psutil.cpu_count(), "cpu": cpu, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform(), "uptime": uptime}
+    return {
+        "cpus": psutil.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "uptime": uptime,
+    }
 
 
 def _parse_runs(specs: list[str]) -> list[tuple[int, list[float]]]:
@@ -54,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or f"bench-results/{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "machine": _machine(), "args": {k: v for k, v in vars(args).items()
-                                                               if k not in ("func", "jwt_secret")}}
+    results: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": _machine(),
+        "args": {k: v for k, v in vars(args).items() if k not in ("func", "jwt_secret")},
+    }
     if args.url:
         secret = args.jwt_secret or os.environ.get("CHAT_JWT_SECRET", "")
         if not secret:
@@ -65,9 +79,11 @@ def run(args: argparse.Namespace) -> int:
         target = targets.external(args.url, secret, args.database_url or "", args.redis_url or "")
     else:
         extra = dict(kv.split("=", 1) for kv in args.service_env)
-        log("starting a mesh (conversation, message, presence, edge; "
+        log(
+            "starting a mesh (conversation, message, presence, edge; "
             f"{'PostgreSQL at --database-url' if args.database_url else 'embedded PostgreSQL'}, "
-            f"{'Redis at --redis-url' if args.redis_url else 'embedded Redis'}) ...")
+            f"{'Redis at --redis-url' if args.redis_url else 'embedded Redis'}) ..."
+        )
         target = targets.start_embedded(extra, args.database_url or "", args.redis_url or "")
         log(f"  up at {target.url}; processes {target.pids}")
     results["target"] = {"url": target.url, "embedded": not args.url, "nofile": targets.raise_nofile()}
@@ -76,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
         if "connections" in chosen:
             log(f"connections: {args.sockets:,} idle WebSockets")
             results["connections"] = __import__("chatmesh_tools.bench.scenarios.connections", fromlist=["run"]).run(
-                target, sockets=args.sockets, workers=max(1, min(8, args.sockets // 2500 + 1)), idle_s=args.idle_s,
-                profile_dir=out / "profile-idle" if args.profile else None)
+                target,
+                sockets=args.sockets,
+                workers=max(1, min(8, args.sockets // 2500 + 1)),
+                idle_s=args.idle_s,
+                profile_dir=out / "profile-idle" if args.profile else None,
+            )
             ok &= results["connections"]["failed"] == 0
         if "throughput" in chosen:
             from chatmesh_tools.bench.scenarios import throughput
@@ -85,13 +105,24 @@ def run(args: argparse.Namespace) -> int:
             results["throughput"] = []
             for size, rates in _parse_runs(args.runs):
                 groups = max(1, args.senders // size)
-                log(f"throughput: {groups} conversation(s) of {size}, {groups * size} sockets, offered "
+                log(
+                    f"throughput: {groups} conversation(s) of {size}, {groups * size} sockets, offered "
                     f"{'/'.join(f'{r:,.0f}' for r in rates)} msg/s for {args.duration:.0f}s"
-                    f"{' (ramp)' if args.ramp else ''}, ack={args.ack}")
-                r = throughput.run(target, groups=groups, group_size=size, rates=rates, duration_s=args.duration,
-                                   workers=args.workers, ack=args.ack, ramp=args.ramp, ramp_p99_ms=args.ramp_p99_ms,
-                                   ramp_max_rate=args.ramp_max,
-                                   profile_dir=out / f"profile-g{size}" if args.profile else None)
+                    f"{' (ramp)' if args.ramp else ''}, ack={args.ack}"
+                )
+                r = throughput.run(
+                    target,
+                    groups=groups,
+                    group_size=size,
+                    rates=rates,
+                    duration_s=args.duration,
+                    workers=args.workers,
+                    ack=args.ack,
+                    ramp=args.ramp,
+                    ramp_p99_ms=args.ramp_p99_ms,
+                    ramp_max_rate=args.ramp_max,
+                    profile_dir=out / f"profile-g{size}" if args.profile else None,
+                )
                 results["throughput"].append(r)
                 if not args.ramp:
                     ok &= all(s["counts"] for s in r["steps"])
@@ -99,17 +130,22 @@ def run(args: argparse.Namespace) -> int:
             from chatmesh_tools.bench.scenarios import history
 
             log(f"history: {args.history_messages:,} messages, pages of 50")
-            results["history"] = history.run(target, messages=args.history_messages, page=50,
-                                             duration_s=args.history_duration,
-                                             concurrency=[int(c) for c in args.history_concurrency.split(",")])
+            results["history"] = history.run(
+                target,
+                messages=args.history_messages,
+                page=50,
+                duration_s=args.history_duration,
+                concurrency=[int(c) for c in args.history_concurrency.split(",")],
+            )
             ok &= all(p["errors"] == 0 for p in results["history"]["phases"])
         if "ceiling" in chosen:
             from chatmesh_tools.bench.scenarios import ceiling
 
             sizes = [s for s, _ in _parse_runs(args.runs)] or [10]
             log("ceiling: PostgreSQL send transactions, Redis delivery entries")
-            results["ceiling"] = ceiling.run(target, duration_s=args.ceiling_duration,
-                                             pg_connections=args.pg_connections, group_size=sizes[0])
+            results["ceiling"] = ceiling.run(
+                target, duration_s=args.ceiling_duration, pg_connections=args.pg_connections, group_size=sizes[0]
+            )
         results["ratios"] = report.ratios(results)
     finally:
         results["machine_load_end"] = procstats.machine_load()

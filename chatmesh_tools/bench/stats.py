@@ -15,8 +15,15 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(s[min(n - 1, int(q * n))], 2)
 
-    return {"n": n, "p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "p999": at(0.999),
-            "max": round(s[-1], 2), "mean": round(sum(s) / n, 2)}
+    return {
+        "n": n,
+        "p50": at(0.50),
+        "p95": at(0.95),
+        "p99": at(0.99),
+        "p999": at(0.999),
+        "max": round(s[-1], 2),
+        "mean": round(sum(s) / n, 2),
+    }
 
 
 def cdf(samples: Sequence[float], points: int = 400) -> list[list[float]]:
@@ -25,8 +32,11 @@ def cdf(samples: Sequence[float], points: int = 400) -> list[list[float]]:
         return []
     s = sorted(samples)
     n = len(s)
-    idx = sorted({min(n - 1, int(i * n / points)) for i in range(points)} | {n - 1}
-                 | {min(n - 1, int(q * n)) for q in (0.99, 0.995, 0.999, 0.9999)})
+    idx = sorted(
+        {min(n - 1, int(i * n / points)) for i in range(points)}
+        | {n - 1}
+        | {min(n - 1, int(q * n)) for q in (0.99, 0.995, 0.999, 0.9999)}
+    )
     return [[round(s[i], 3), round((i + 1) / n, 6)] for i in idx]
 
 

@@ -106,8 +106,9 @@ def _drop_prefix(redis_url: str, prefix: str) -> None:
         client.close()
 
 
-def start_embedded(extra_env: dict[str, str] | None = None, database_server: str = "",
-                   redis_server: str = "") -> Target:
+def start_embedded(
+    extra_env: dict[str, str] | None = None, database_server: str = "", redis_server: str = ""
+) -> Target:
     """The four services on free ports, on embedded PostgreSQL and Redis in a temp folder; or on the
     given servers, in a fresh database and under a fresh Redis key prefix (both removed at the end)."""
     raise_nofile()
@@ -133,8 +134,13 @@ def start_embedded(extra_env: dict[str, str] | None = None, database_server: str
             target.redis_url = rd.start()
             if rd._process:
                 target.pids["redis"] = rd._process.pid
-        env = {"CHAT_JWT_SECRET": target.jwt_secret, "CHAT_DATABASE_URL": target.database_url,
-               "CHAT_REDIS_URL": target.redis_url, "CHAT_REDIS_PREFIX": target.redis_prefix, **(extra_env or {})}
+        env = {
+            "CHAT_JWT_SECRET": target.jwt_secret,
+            "CHAT_DATABASE_URL": target.database_url,
+            "CHAT_REDIS_URL": target.redis_url,
+            "CHAT_REDIS_PREFIX": target.redis_prefix,
+            **(extra_env or {}),
+        }
         ports = {name: free_port() for name in ("conversation", "message", "presence", "edge")}
         mesh = Mesh(env=env, ports=ports, log_dir=tmp / "logs")
         target._mesh = mesh
@@ -147,8 +153,14 @@ def start_embedded(extra_env: dict[str, str] | None = None, database_server: str
         raise
 
 
-def external(url: str, jwt_secret: str, database_url: str = "", redis_url: str = "",
-             redis_prefix: str = "chat") -> Target:
+def external(
+    url: str, jwt_secret: str, database_url: str = "", redis_url: str = "", redis_prefix: str = "chat"
+) -> Target:
     raise_nofile()
-    return Target(url=url.rstrip("/"), jwt_secret=jwt_secret, database_url=database_url, redis_url=redis_url,
-                  redis_prefix=redis_prefix)
+    return Target(
+        url=url.rstrip("/"),
+        jwt_secret=jwt_secret,
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+    )

@@ -43,14 +43,19 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     projection = Projection(pool, redis_client, keys, f"{socket.gethostname()}-{os.getpid()}", settings.time_scale)
     background = [spawn_supervised("outbox relay", relay.run), spawn_supervised("projection", projection.run)]
     message_channel = open_channel(settings.message_target, client_tls(settings))
-    audit_source = MessageAuditSource(message_pb2_grpc.MessageServiceStub(message_channel),
-                                      ServiceCredentials(settings, "conversation"))
+    audit_source = MessageAuditSource(
+        message_pb2_grpc.MessageServiceStub(message_channel), ServiceCredentials(settings, "conversation")
+    )
     versions = MembershipVersions(redis_client, keys)
     requests = DirectRequests(pool, versions)
-    servicer = ConversationServicer(Conversations(pool, settings.max_group_size, requests),
-                                    Participants(pool, settings.max_group_size, versions),
-                                    AuditTrail(pool, audit_source),
-                                    requests, Privacy(pool), ConversationSettings(pool, versions))
+    servicer = ConversationServicer(
+        Conversations(pool, settings.max_group_size, requests),
+        Participants(pool, settings.max_group_size, versions),
+        AuditTrail(pool, audit_source),
+        requests,
+        Privacy(pool),
+        ConversationSettings(pool, versions),
+    )
 
     def register(server: object) -> list[str]:
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)
@@ -58,10 +63,17 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
 
     try:
         # Ready while PostgreSQL answers; Redis only feeds the outbox relay, which catches up after an outage.
-        await serve("conversation", settings.listen("conversation"), TokenVerifier(settings), register,
-                    stopping=stopping, metrics_port=settings.metrics_port,
-                    tls=server_credentials(settings), health_port=settings.health_port,
-                    readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
+        await serve(
+            "conversation",
+            settings.listen("conversation"),
+            TokenVerifier(settings),
+            register,
+            stopping=stopping,
+            metrics_port=settings.metrics_port,
+            tls=server_credentials(settings),
+            health_port=settings.health_port,
+            readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
+        )
     finally:
         for task in background:
             task.cancel()

@@ -45,17 +45,22 @@ class MessageAuditSource:
         """(entries newest first, next cursor or "" at the end); a server without the RPC has none."""
         try:
             reply = await self._stub.ListMessageAuditEntries(
-                message_pb2.ListMessageAuditEntriesRequest(conversation_id=conversation_id, limit=limit,
-                                                           cursor=cursor),
-                metadata=self._credentials.metadata(), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                message_pb2.ListMessageAuditEntriesRequest(conversation_id=conversation_id, limit=limit, cursor=cursor),
+                metadata=self._credentials.metadata(),
+                timeout=CALL_TIMEOUT_S,
+                wait_for_ready=True,
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 return [], ""
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # their part of our cursor was tampered with
                 raise paging.bad_cursor() from None
             log.warning("message audit entries unavailable: %s %s", exc.code().name, exc.details())
-            raise errors.ChatError(grpc.StatusCode.UNAVAILABLE, "AUDIT_SOURCE_UNAVAILABLE",
-                                   "the message service's audit entries are unavailable; retry") from None
+            raise errors.ChatError(
+                grpc.StatusCode.UNAVAILABLE,
+                "AUDIT_SOURCE_UNAVAILABLE",
+                "the message service's audit entries are unavailable; retry",
+            ) from None
         entries = list(reply.entries)
         for entry in entries:
             entry.service = entry.service or "message"
@@ -87,8 +92,14 @@ class _Position:
     def encode(self) -> str:
         if self.ours_done and self.theirs_done:
             return ""
-        return paging.encode({"c": list(self.ours) if self.ours else None, "cd": self.ours_done,
-                              "m": self.theirs, "md": self.theirs_done})
+        return paging.encode(
+            {
+                "c": list(self.ours) if self.ours else None,
+                "cd": self.ours_done,
+                "m": self.theirs,
+                "md": self.theirs_done,
+            }
+        )
 
 
 def _newer(a: common_pb2.AuditEntry, b: common_pb2.AuditEntry) -> bool:
@@ -101,8 +112,9 @@ class AuditTrail:
         self._pool = pool
         self._source = source
 
-    async def read(self, caller: str, conversation_id: str, limit: int,
-                   cursor: str) -> tuple[list[common_pb2.AuditEntry], str]:
+    async def read(
+        self, caller: str, conversation_id: str, limit: int, cursor: str
+    ) -> tuple[list[common_pb2.AuditEntry], str]:
         """A page of the merged trail, for the conversation's admins only."""
         conversation_id = validate.conversation_id(conversation_id)
         limit = paging.page_size(limit)
@@ -139,8 +151,9 @@ class AuditTrail:
         return page, position.encode()
 
 
-def _merge(ours: list[common_pb2.AuditEntry], theirs: list[common_pb2.AuditEntry],
-           limit: int) -> tuple[list[common_pb2.AuditEntry], int, int]:
+def _merge(
+    ours: list[common_pb2.AuditEntry], theirs: list[common_pb2.AuditEntry], limit: int
+) -> tuple[list[common_pb2.AuditEntry], int, int]:
     """Newest first from both (each already newest first): the page and how many of each it took."""
     page: list[common_pb2.AuditEntry] = []
     i = j = 0

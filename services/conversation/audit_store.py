@@ -11,8 +11,9 @@ from psycopg.rows import class_row
 from chatmesh.audit import AuditRow
 
 
-async def append(conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str, target: str,
-                 request_id: str) -> None:
+async def append(
+    conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str, target: str, request_id: str
+) -> None:
     await conn.execute(
         """INSERT INTO conversation.audit_log (conversation_id, actor_id, action, target, request_id)
            VALUES (%s, %s, %s, %s, %s)""",
@@ -20,8 +21,9 @@ async def append(conn: psycopg.AsyncConnection, conversation_id: str, actor_id: 
     )
 
 
-async def page(conn: psycopg.AsyncConnection, conversation_id: str, limit: int,
-               after: tuple[datetime, int] | None) -> list[AuditRow]:
+async def page(
+    conn: psycopg.AsyncConnection, conversation_id: str, limit: int, after: tuple[datetime, int] | None
+) -> list[AuditRow]:
     keyset = "AND (created_at, id) < (%s, %s)" if after else ""
     async with conn.cursor(row_factory=class_row(AuditRow)) as cur:
         await cur.execute(

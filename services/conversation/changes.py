@@ -22,8 +22,9 @@ async def published(versions: MembershipVersions | None, view: ConversationView)
         try:
             await versions.publish(view.row.conversation_id, view.row.membership_version)
         except Exception as exc:  # noqa: BLE001 - the change is committed; see the docstring
-            _publish_log.warning("membership-version", "membership version of %s not published: %r",
-                                 view.row.conversation_id, exc)
+            _publish_log.warning(
+                "membership-version", "membership version of %s not published: %r", view.row.conversation_id, exc
+            )
     return view
 
 

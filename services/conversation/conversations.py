@@ -23,8 +23,12 @@ DEFAULT_MAX_GROUP_SIZE = 1000
 
 
 class Conversations:
-    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
-                 requests: DirectRequests | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
+        requests: DirectRequests | None = None,
+    ) -> None:
         self._pool = pool
         self._max_group_size = max_group_size
         self._requests = requests or DirectRequests(pool)
@@ -32,7 +36,7 @@ class Conversations:
     async def upsert_user(self, user_id: str, display_name: str) -> UserRow:
         user_id = validate.user_id(user_id)
         async with self._pool.connection() as conn:
-            name = validate.text(display_name, "display_name").strip()[:validate.MAX_DISPLAY_NAME]
+            name = validate.text(display_name, "display_name").strip()[: validate.MAX_DISPLAY_NAME]
             return await store.upsert_user(conn, user_id, name)
 
     async def get_user(self, user_id: str) -> UserRow:
@@ -70,12 +74,16 @@ class Conversations:
                 await store.ensure_user(conn, caller)
                 row = await store.insert_direct(conn, caller, low, high, "accepted" if known else "pending")
                 if row is not None:
-                    await store.insert_participants(conn, row.conversation_id,
-                                                    [(low, Role.MEMBER), (high, Role.MEMBER)],
-                                                    engaged={caller, other} if known else {caller})
+                    await store.insert_participants(
+                        conn,
+                        row.conversation_id,
+                        [(low, Role.MEMBER), (high, Role.MEMBER)],
+                        engaged={caller, other} if known else {caller},
+                    )
                     view = await self._view(conn, row, caller)
-                    await outbox.enqueue(conn, store.SCHEMA,
-                                         [convert.membership_event("conversation:created", view, caller)])
+                    await outbox.enqueue(
+                        conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)]
+                    )
                     return view, True
             # A concurrent create won the unique index: return its conversation.
             winner = await store.find_direct(conn, low, high)
@@ -88,7 +96,8 @@ class Conversations:
         others = validate.participant_ids(participant_ids, caller)
         if len(others) + 1 > self._max_group_size:
             raise errors.failed_precondition(
-                "GROUP_TOO_LARGE", f"a group has at most {self._max_group_size} participants ({len(others) + 1} asked)")
+                "GROUP_TOO_LARGE", f"a group has at most {self._max_group_size} participants ({len(others) + 1} asked)"
+            )
         async with self._pool.connection() as conn:
             missing = set(others) - await store.existing_users(conn, others)
             if missing:
@@ -98,12 +107,16 @@ class Conversations:
             async with conn.transaction():
                 await store.ensure_user(conn, caller)
                 row = await store.insert_group(conn, caller, title, len(others) + 1)
-                await store.insert_participants(conn, row.conversation_id,
-                                                [(caller, Role.ADMIN), *((u, Role.MEMBER) for u in others)],
-                                                engaged={caller})
+                await store.insert_participants(
+                    conn,
+                    row.conversation_id,
+                    [(caller, Role.ADMIN), *((u, Role.MEMBER) for u in others)],
+                    engaged={caller},
+                )
                 view = await self._view(conn, row, caller)
-                await outbox.enqueue(conn, store.SCHEMA,
-                                     [convert.membership_event("conversation:created", view, caller)])
+                await outbox.enqueue(
+                    conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)]
+                )
                 return view
 
     async def get_for(self, caller: str, conversation_id: str) -> ConversationView:
@@ -132,13 +145,28 @@ class Conversations:
             rows = await store.list_for_user(conn, caller, limit + 1, after)
             page = rows[:limit]
             direct = await store.participants_of(conn, [r.conversation_id for r in page if r.kind == "direct"])
-        views = [ConversationView(r, direct.get(r.conversation_id, []), r.unread_count,
-                                  with_participants=r.kind == "direct", muted=r.muted, pinned=r.pinned) for r in page]
+        views = [
+            ConversationView(
+                r,
+                direct.get(r.conversation_id, []),
+                r.unread_count,
+                with_participants=r.kind == "direct",
+                muted=r.muted,
+                pinned=r.pinned,
+            )
+            for r in page
+        ]
         next_cursor = ""
         if len(rows) > limit:
             last = page[-1]
-            next_cursor = paging.encode({"p": last.pinned, "a": last.activity_at.isoformat(),
-                                         "t": last.created_at.isoformat(), "i": last.conversation_id})
+            next_cursor = paging.encode(
+                {
+                    "p": last.pinned,
+                    "a": last.activity_at.isoformat(),
+                    "t": last.created_at.isoformat(),
+                    "i": last.conversation_id,
+                }
+            )
         return views, next_cursor
 
     async def membership(self, conversation_id: str) -> ConversationView:
@@ -157,8 +185,13 @@ class Conversations:
     @staticmethod
     async def _view(conn: AsyncConnection, row: ConversationRow, caller: str = "") -> ConversationView:
         mine = await store.caller_state(conn, row.conversation_id, caller) if caller else store.CallerState()
-        return ConversationView(row, await store.list_participants(conn, row.conversation_id), mine.unread_count,
-                                muted=mine.muted, pinned=mine.pinned)
+        return ConversationView(
+            row,
+            await store.list_participants(conn, row.conversation_id),
+            mine.unread_count,
+            muted=mine.muted,
+            pinned=mine.pinned,
+        )
 
 
 def _parse_list_cursor(cursor: str) -> tuple[bool, datetime, datetime, str]:

@@ -10,9 +10,13 @@ from chatmesh.timestamps import timestamp
 from services.conversation.store import ConversationView, UserRow
 
 KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
-REQUEST_STATES = {None: common_pb2.REQUEST_STATE_UNSPECIFIED, "accepted": common_pb2.REQUEST_STATE_ACCEPTED,
-                  "pending": common_pb2.REQUEST_STATE_PENDING, "declined": common_pb2.REQUEST_STATE_DECLINED,
-                  "blocked": common_pb2.REQUEST_STATE_BLOCKED}
+REQUEST_STATES = {
+    None: common_pb2.REQUEST_STATE_UNSPECIFIED,
+    "accepted": common_pb2.REQUEST_STATE_ACCEPTED,
+    "pending": common_pb2.REQUEST_STATE_PENDING,
+    "declined": common_pb2.REQUEST_STATE_DECLINED,
+    "blocked": common_pb2.REQUEST_STATE_BLOCKED,
+}
 
 
 def user(row: UserRow) -> common_pb2.User:
@@ -24,8 +28,11 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
     preview = None
     if row.last_message_id:
         preview = common_pb2.MessagePreview(
-            message_id=row.last_message_id, sender_id=row.last_sender_id or "", seq=row.last_message_seq,
-            text="" if row.last_deleted else (row.last_preview or ""), deleted=row.last_deleted,
+            message_id=row.last_message_id,
+            sender_id=row.last_sender_id or "",
+            seq=row.last_message_seq,
+            text="" if row.last_deleted else (row.last_preview or ""),
+            deleted=row.last_deleted,
             sent_at=timestamp(row.last_message_at),
         )
     return common_pb2.Conversation(
@@ -33,8 +40,9 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         type=KINDS[row.kind],
         title=row.title,
         participants=[
-            common_pb2.Participant(user_id=p.user_id, role=p.role.proto, joined_at=timestamp(p.joined_at),
-                                   display_name=p.display_name)
+            common_pb2.Participant(
+                user_id=p.user_id, role=p.role.proto, joined_at=timestamp(p.joined_at), display_name=p.display_name
+            )
             for p in view.participants
         ],
         participant_count=len(view.participants) if view.with_participants else row.participant_count,
@@ -52,8 +60,9 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
     )
 
 
-def membership_event(kind: str, view: ConversationView, actor: str, user_id: str = "",
-                     role: Role | None = None) -> common_pb2.Event:
+def membership_event(
+    kind: str, view: ConversationView, actor: str, user_id: str = "", role: Role | None = None
+) -> common_pb2.Event:
     """The event every participant receives: without the actor's own unread count, mute and pin."""
     shared = conversation(view)
     for own in ("unread_count", "muted", "pinned"):
@@ -63,8 +72,11 @@ def membership_event(kind: str, view: ConversationView, actor: str, user_id: str
         type=kind,
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
-            conversation=shared, actor_id=actor, user_id=user_id,
-            role=role.proto if role else common_pb2.ROLE_UNSPECIFIED),
+            conversation=shared,
+            actor_id=actor,
+            user_id=user_id,
+            role=role.proto if role else common_pb2.ROLE_UNSPECIFIED,
+        ),
     )
 
 
@@ -76,6 +88,8 @@ def preferences_event(view: ConversationView, user_id: str) -> common_pb2.Event:
         type="conversation:preferences_changed",
         conversation_id=view.row.conversation_id,
         conversation=common_pb2.ConversationEvent(
-            user_id=user_id, actor_id=user_id,
-            preferences=common_pb2.ConversationPreferences(muted=view.muted, pinned=view.pinned)),
+            user_id=user_id,
+            actor_id=user_id,
+            preferences=common_pb2.ConversationPreferences(muted=view.muted, pinned=view.pinned),
+        ),
     )

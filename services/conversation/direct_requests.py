@@ -72,8 +72,9 @@ class DirectRequests:
                 return await _view(conn, conversation_id, caller)
             await privacy_store.set_request_state(conn, conversation_id, "blocked", active=row.active)
             view = await _view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [
-                convert.membership_event("conversation:blocked", view, caller, other)])
+            await outbox.enqueue(
+                conn, store.SCHEMA, [convert.membership_event("conversation:blocked", view, caller, other)]
+            )
         return await changes.published(self._versions, view)
 
     async def reopen(self, conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationView | None:
@@ -106,5 +107,10 @@ async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> Con
     row = await store.get_conversation(conn, conversation_id)
     assert row is not None
     mine = await store.caller_state(conn, conversation_id, caller)
-    return ConversationView(row, await store.list_participants(conn, conversation_id), mine.unread_count,
-                            muted=mine.muted, pinned=mine.pinned)
+    return ConversationView(
+        row,
+        await store.list_participants(conn, conversation_id),
+        mine.unread_count,
+        muted=mine.muted,
+        pinned=mine.pinned,
+    )

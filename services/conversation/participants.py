@@ -30,8 +30,12 @@ from services.conversation.store import ConversationRow, ConversationView
 
 
 class Participants:
-    def __init__(self, pool: AsyncConnectionPool, max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
-                 versions: MembershipVersions | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        max_group_size: int = DEFAULT_MAX_GROUP_SIZE,
+        versions: MembershipVersions | None = None,
+    ) -> None:
         self._pool = pool
         self._max_group_size = max_group_size
         self._versions = versions
@@ -54,14 +58,18 @@ class Participants:
                 raise changes.blocked()
             if row.participant_count + 1 > self._max_group_size:
                 raise errors.failed_precondition(
-                    "GROUP_TOO_LARGE", f"a group has at most {self._max_group_size} participants")
+                    "GROUP_TOO_LARGE", f"a group has at most {self._max_group_size} participants"
+                )
             # Joining starts at the conversation's current end: earlier history is not "unread".
             await store.insert_participants(conn, conversation_id, [(user_id, role)], read_seq=row.last_message_seq)
             await store.membership_changed(conn, conversation_id, +1)
             await audit.record(conn, conversation_id, caller, "participant.added", user_id)
             view = await _view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [
-                convert.membership_event("conversation:participant_added", view, caller, user_id, role)])
+            await outbox.enqueue(
+                conn,
+                store.SCHEMA,
+                [convert.membership_event("conversation:participant_added", view, caller, user_id, role)],
+            )
         return await self._published(view)
 
     async def remove(self, caller: str, conversation_id: str, user_id: str) -> ConversationView:
@@ -74,8 +82,9 @@ class Participants:
             target_role = await store.get_role(conn, conversation_id, user_id)
             if target_role is None:
                 raise errors.not_found("PARTICIPANT_NOT_FOUND", f"{user_id!r} is not a participant")
-            if user_id != caller and not (caller_role == Role.ADMIN
-                                          or (caller_role == Role.MODERATOR and target_role == Role.MEMBER)):
+            if user_id != caller and not (
+                caller_role == Role.ADMIN or (caller_role == Role.MODERATOR and target_role == Role.MEMBER)
+            ):
                 raise _insufficient("admins remove anyone, moderators remove members, anyone removes themselves")
             nobody_left = row.participant_count <= 1
             await store.delete_participant(conn, conversation_id, user_id)
@@ -117,8 +126,9 @@ class Participants:
             await store.membership_changed(conn, conversation_id)
             await audit.record(conn, conversation_id, caller, "participant.role_changed", user_id)
             view = await _view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [
-                convert.membership_event("conversation:role_changed", view, caller, user_id, role)])
+            await outbox.enqueue(
+                conn, store.SCHEMA, [convert.membership_event("conversation:role_changed", view, caller, user_id, role)]
+            )
         return await self._published(view)
 
 
@@ -139,10 +149,14 @@ async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> Con
     row = await store.get_conversation(conn, conversation_id)
     assert row is not None
     mine = await store.caller_state(conn, conversation_id, caller)
-    return ConversationView(row, await store.list_participants(conn, conversation_id), mine.unread_count,
-                            muted=mine.muted, pinned=mine.pinned)
+    return ConversationView(
+        row,
+        await store.list_participants(conn, conversation_id),
+        mine.unread_count,
+        muted=mine.muted,
+        pinned=mine.pinned,
+    )
 
 
 def _insufficient(message: str) -> errors.ChatError:
     return errors.forbidden("INSUFFICIENT_ROLE", message)
-

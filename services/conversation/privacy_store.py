@@ -67,8 +67,7 @@ async def set_engaged(conn: psycopg.AsyncConnection, conversation_id: str, user_
     return cur.rowcount > 0
 
 
-async def set_request_state(conn: psycopg.AsyncConnection, conversation_id: str, state: str, *,
-                            active: bool) -> None:
+async def set_request_state(conn: psycopg.AsyncConnection, conversation_id: str, state: str, *, active: bool) -> None:
     """A direct conversation's request state and whether it is live, with a membership_version bump
     (the membership caches carry `blocked`, and a declined conversation is inactive)."""
     await conn.execute(
@@ -80,8 +79,9 @@ async def set_request_state(conn: psycopg.AsyncConnection, conversation_id: str,
 
 
 async def block(conn: psycopg.AsyncConnection, blocker: str, blocked: str) -> None:
-    await conn.execute("INSERT INTO conversation.blocks (blocker, blocked) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                       (blocker, blocked))
+    await conn.execute(
+        "INSERT INTO conversation.blocks (blocker, blocked) VALUES (%s, %s) ON CONFLICT DO NOTHING", (blocker, blocked)
+    )
 
 
 async def blocked_by(conn: psycopg.AsyncConnection, user_id: str, among: list[str]) -> list[str]:

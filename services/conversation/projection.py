@@ -56,8 +56,12 @@ def _seen(event: common_pb2.Event) -> SeenMessage:
     m = event.message
     deleted = m.deleted or event.type == "chat:message_deleted"
     return SeenMessage(
-        conversation_id=m.conversation_id or event.conversation_id, message_id=m.message_id, seq=m.seq,
-        sender_id=m.sender_id, preview=None if deleted else m.content[:PREVIEW_CHARS], deleted=deleted,
+        conversation_id=m.conversation_id or event.conversation_id,
+        message_id=m.message_id,
+        seq=m.seq,
+        sender_id=m.sender_id,
+        preview=None if deleted else m.content[:PREVIEW_CHARS],
+        deleted=deleted,
         sent_at=to_datetime(m.created_at) if m.HasField("created_at") else None,
         edited_at=to_datetime(m.edited_at) if m.HasField("edited_at") else None,
     )
@@ -124,14 +128,23 @@ async def apply_batch(conn: psycopg.AsyncConnection, events: list[common_pb2.Eve
     await sql.mark_engaged(conn, [key for key in senders if key in read_seqs])
     reads = [(c, u, seq) for (c, u), seq in fold.reads.items() if (c, u) in read_seqs and seq > read_seqs[c, u]]
     read_to = {(c, u): seq for c, u, seq in reads}
-    own = [(c, u, seq) for c, u, seq in sorted(fold.own)
-           if (c, u) in read_seqs and seq > read_to.get((c, u), read_seqs[c, u])]
+    own = [
+        (c, u, seq)
+        for c, u, seq in sorted(fold.own)
+        if (c, u) in read_seqs and seq > read_to.get((c, u), read_seqs[c, u])
+    ]
     await sql.move_positions(conn, reads, own)
 
 
 class Projection:
-    def __init__(self, pool: AsyncConnectionPool, redis_client: aioredis.Redis, keys: Keys, consumer: str,
-                 time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        redis_client: aioredis.Redis,
+        keys: Keys,
+        consumer: str,
+        time_scale: float = 1.0,
+    ) -> None:
         self._pool = pool
         self._redis = redis_client
         self._stream = keys.events
@@ -151,8 +164,9 @@ class Projection:
                     grouped = True
                 if (wait := next_read - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
-                reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._stream: ">"}, count=BATCH,
-                                                     block=max(int(1000 * self._scale), 10))
+                reply = await self._redis.xreadgroup(
+                    GROUP, self._consumer, {self._stream: ">"}, count=BATCH, block=max(int(1000 * self._scale), 10)
+                )
                 read = sum(len(entries) for _, entries in reply or [])
                 # After a short batch, let the next one gather for a moment: a batch costs about what one
                 # event does, and the first event after a quiet spell is still applied at once.
@@ -187,8 +201,9 @@ class Projection:
             log.warning("projection consumer %s not removed: %r", self._consumer, exc)
 
     async def _leave(self) -> None:
-        pending = await self._redis.xpending_range(self._stream, GROUP, min="-", max="+", count=1,
-                                                   consumername=self._consumer)
+        pending = await self._redis.xpending_range(
+            self._stream, GROUP, min="-", max="+", count=1, consumername=self._consumer
+        )
         if not pending:
             await self._redis.xgroup_delconsumer(self._stream, GROUP, self._consumer)
 
@@ -229,9 +244,14 @@ class Projection:
 
     async def _claim_stale(self) -> None:
         """Entries a dead replica (or a failed transaction) left pending for CLAIM_IDLE_S."""
-        reply = await self._redis.xautoclaim(self._stream, GROUP, self._consumer,
-                                             min_idle_time=int(CLAIM_IDLE_S * 1000 * self._scale),
-                                             start_id="0-0", count=BATCH)
+        reply = await self._redis.xautoclaim(
+            self._stream,
+            GROUP,
+            self._consumer,
+            min_idle_time=int(CLAIM_IDLE_S * 1000 * self._scale),
+            start_id="0-0",
+            count=BATCH,
+        )
         claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
         trimmed = [entry_id for entry_id, fields in reply[1] if not fields]
         if trimmed:  # trimmed from the stream while pending: nothing left to apply
@@ -247,4 +267,3 @@ def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> common_pb2.Event | No
     except (KeyError, DecodeError) as exc:
         log.error("projection skips unreadable entry %s: %s", entry_id.decode(), exc)
         return None
-

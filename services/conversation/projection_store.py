@@ -45,9 +45,16 @@ async def advance_last_messages(conn: psycopg.AsyncConnection, messages: list[Se
                        %s::timestamptz[], %s::timestamptz[])
                 AS m(conversation_id, seq, message_id, sender_id, preview, deleted, sent_at, edited_at)
            WHERE c.conversation_id = m.conversation_id AND c.last_message_seq < m.seq""",
-        ([m.conversation_id for m in ordered], [m.seq for m in ordered], [m.message_id for m in ordered],
-         [m.sender_id for m in ordered], [m.preview for m in ordered], [m.deleted for m in ordered],
-         [m.sent_at for m in ordered], [m.edited_at for m in ordered]),
+        (
+            [m.conversation_id for m in ordered],
+            [m.seq for m in ordered],
+            [m.message_id for m in ordered],
+            [m.sender_id for m in ordered],
+            [m.preview for m in ordered],
+            [m.deleted for m in ordered],
+            [m.sent_at for m in ordered],
+            [m.edited_at for m in ordered],
+        ),
     )
 
 
@@ -65,8 +72,17 @@ async def refresh_last_messages(conn: psycopg.AsyncConnection, messages: list[Se
                WHERE conversation_id = %(c)s AND last_message_seq = %(seq)s AND last_message_id = %(id)s
                  AND (%(deleted)s OR last_edited_at IS NULL OR %(edited)s::timestamptz IS NULL
                       OR %(edited)s >= last_edited_at)""",
-            [{"deleted": m.deleted, "preview": m.preview, "edited": m.edited_at, "c": m.conversation_id,
-              "seq": m.seq, "id": m.message_id} for m in messages],
+            [
+                {
+                    "deleted": m.deleted,
+                    "preview": m.preview,
+                    "edited": m.edited_at,
+                    "c": m.conversation_id,
+                    "seq": m.seq,
+                    "id": m.message_id,
+                }
+                for m in messages
+            ],
         )
 
 
@@ -120,8 +136,14 @@ async def move_positions(conn: psycopg.AsyncConnection, reads: list[Position], o
            FROM changes x
            WHERE p.conversation_id = x.conversation_id AND p.user_id = x.user_id
              AND (x.read_to > p.read_seq OR x.delta <> 0)""",
-        {"rc": [c for c, _, _ in reads], "ru": [u for _, u, _ in reads], "rs": [s for _, _, s in reads],
-         "oc": [c for c, _, _ in own], "ou": [u for _, u, _ in own], "os": [s for _, _, s in own]},
+        {
+            "rc": [c for c, _, _ in reads],
+            "ru": [u for _, u, _ in reads],
+            "rs": [s for _, _, s in reads],
+            "oc": [c for c, _, _ in own],
+            "ou": [u for _, u, _ in own],
+            "os": [s for _, _, s in own],
+        },
     )
 
 

@@ -17,8 +17,15 @@ from services.conversation.settings import ConversationSettings
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, conversations: Conversations, participants: Participants, audit: AuditTrail,
-                 requests: DirectRequests, privacy: Privacy, settings: ConversationSettings) -> None:
+    def __init__(
+        self,
+        conversations: Conversations,
+        participants: Participants,
+        audit: AuditTrail,
+        requests: DirectRequests,
+        privacy: Privacy,
+        settings: ConversationSettings,
+    ) -> None:
         self._conversations = conversations
         self._participants = participants
         self._audit = audit
@@ -26,16 +33,16 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         self._privacy = privacy
         self._settings = settings
 
-    async def UpsertUser(self, request: pb.UpsertUserRequest,
-                         context: Context) -> pb.UpsertUserResponse:
+    async def UpsertUser(self, request: pb.UpsertUserRequest, context: Context) -> pb.UpsertUserResponse:
         """Users record themselves; only services may name another user (and must name one)."""
         me = current_identity()
         if request.user_id and request.user_id != me.user_id:
             require_service()
         elif me.is_service:
             raise errors.invalid("INVALID_USER_ID", "service callers name the user_id to record")
-        user = await self._conversations.upsert_user(request.user_id or me.user_id,
-                                                     request.display_name or me.display_name)
+        user = await self._conversations.upsert_user(
+            request.user_id or me.user_id, request.display_name or me.display_name
+        )
         return pb.UpsertUserResponse(user=convert.user(user))
 
     async def GetUser(self, request: pb.GetUserRequest, context: Context) -> pb.GetUserResponse:
@@ -51,29 +58,32 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
     async def CreateGroupConversation(
         self, request: pb.CreateGroupConversationRequest, context: Context
     ) -> pb.CreateGroupConversationResponse:
-        view = await self._conversations.create_group(current_identity().user_id, request.title,
-                                                      list(request.participant_ids))
+        view = await self._conversations.create_group(
+            current_identity().user_id, request.title, list(request.participant_ids)
+        )
         return pb.CreateGroupConversationResponse(conversation=convert.conversation(view))
 
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: Context
     ) -> pb.ListConversationsResponse:
-        views, next_cursor = await self._conversations.list_for(current_identity().user_id, request.limit,
-                                                                request.cursor)
-        return pb.ListConversationsResponse(conversations=[convert.conversation(v) for v in views],
-                                            next_cursor=next_cursor)
+        views, next_cursor = await self._conversations.list_for(
+            current_identity().user_id, request.limit, request.cursor
+        )
+        return pb.ListConversationsResponse(
+            conversations=[convert.conversation(v) for v in views], next_cursor=next_cursor
+        )
 
-    async def GetConversation(
-        self, request: pb.GetConversationRequest, context: Context
-    ) -> pb.GetConversationResponse:
+    async def GetConversation(self, request: pb.GetConversationRequest, context: Context) -> pb.GetConversationResponse:
         view = await self._conversations.get_for(current_identity().user_id, request.conversation_id)
         return pb.GetConversationResponse(conversation=convert.conversation(view))
 
-    async def AddParticipant(
-        self, request: pb.AddParticipantRequest, context: Context
-    ) -> pb.AddParticipantResponse:
-        view = await self._participants.add(current_identity().user_id, request.conversation_id, request.user_id,
-                                            validate.role(request.role, default=Role.MEMBER))
+    async def AddParticipant(self, request: pb.AddParticipantRequest, context: Context) -> pb.AddParticipantResponse:
+        view = await self._participants.add(
+            current_identity().user_id,
+            request.conversation_id,
+            request.user_id,
+            validate.role(request.role, default=Role.MEMBER),
+        )
         return pb.AddParticipantResponse(conversation=convert.conversation(view))
 
     async def RemoveParticipant(
@@ -85,15 +95,17 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
     async def ChangeParticipantRole(
         self, request: pb.ChangeParticipantRoleRequest, context: Context
     ) -> pb.ChangeParticipantRoleResponse:
-        view = await self._participants.change_role(current_identity().user_id, request.conversation_id,
-                                                    request.user_id, validate.role(request.role))
+        view = await self._participants.change_role(
+            current_identity().user_id, request.conversation_id, request.user_id, validate.role(request.role)
+        )
         return pb.ChangeParticipantRoleResponse(conversation=convert.conversation(view))
 
     async def ListAuditEntries(
         self, request: pb.ListAuditEntriesRequest, context: Context
     ) -> pb.ListAuditEntriesResponse:
-        entries, next_cursor = await self._audit.read(current_identity().user_id, request.conversation_id,
-                                                      request.limit, request.cursor)
+        entries, next_cursor = await self._audit.read(
+            current_identity().user_id, request.conversation_id, request.limit, request.cursor
+        )
         return pb.ListAuditEntriesResponse(entries=entries, next_cursor=next_cursor)
 
     async def AcceptConversation(
@@ -114,68 +126,79 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         view = await self._requests.block(current_identity().user_id, request.conversation_id)
         return pb.BlockConversationResponse(conversation=convert.conversation(view))
 
-    async def GetUserSettings(
-        self, request: pb.GetUserSettingsRequest, context: Context
-    ) -> pb.GetUserSettingsResponse:
+    async def GetUserSettings(self, request: pb.GetUserSettingsRequest, context: Context) -> pb.GetUserSettingsResponse:
         hide = await self._privacy.hide_last_seen(current_identity().user_id)
         return pb.GetUserSettingsResponse(settings=pb.UserSettings(hide_last_seen=hide))
 
     async def UpdateUserSettings(
         self, request: pb.UpdateUserSettingsRequest, context: Context
     ) -> pb.UpdateUserSettingsResponse:
-        hide = await self._privacy.update(current_identity().user_id,
-                                          request.hide_last_seen if request.HasField("hide_last_seen") else None)
+        hide = await self._privacy.update(
+            current_identity().user_id, request.hide_last_seen if request.HasField("hide_last_seen") else None
+        )
         return pb.UpdateUserSettingsResponse(settings=pb.UserSettings(hide_last_seen=hide))
 
-    async def GetMembership(
-        self, request: pb.GetMembershipRequest, context: Context
-    ) -> pb.GetMembershipResponse:
+    async def GetMembership(self, request: pb.GetMembershipRequest, context: Context) -> pb.GetMembershipResponse:
         require_service()
         view = await self._conversations.membership(request.conversation_id)
         conversation = convert.conversation(view)
         return pb.GetMembershipResponse(
-            conversation_id=conversation.conversation_id, type=conversation.type, active=view.row.active,
-            participants=conversation.participants, version=view.row.membership_version,
-            blocked=view.row.request_state == "blocked", archived=conversation.archived,
-            muted_user_ids=[p.user_id for p in view.participants if p.muted])
+            conversation_id=conversation.conversation_id,
+            type=conversation.type,
+            active=view.row.active,
+            participants=conversation.participants,
+            version=view.row.membership_version,
+            blocked=view.row.request_state == "blocked",
+            archived=conversation.archived,
+            muted_user_ids=[p.user_id for p in view.participants if p.muted],
+        )
 
-    async def ListContacts(self, request: pb.ListContactsRequest,
-                           context: Context) -> pb.ListContactsResponse:
+    async def ListContacts(self, request: pb.ListContactsRequest, context: Context) -> pb.ListContactsResponse:
         require_service()
         contacts = await self._privacy.contacts(request.user_id)
-        return pb.ListContactsResponse(user_ids=contacts.audience, visible_user_ids=contacts.visible,
-                                       last_seen_hidden_user_ids=contacts.last_seen_hidden,
-                                       hide_last_seen=contacts.hide_last_seen)
+        return pb.ListContactsResponse(
+            user_ids=contacts.audience,
+            visible_user_ids=contacts.visible,
+            last_seen_hidden_user_ids=contacts.last_seen_hidden,
+            hide_last_seen=contacts.hide_last_seen,
+        )
 
-    async def ListConversationIds(self, request: pb.ListConversationIdsRequest,
-                                  context: Context) -> pb.ListConversationIdsResponse:
+    async def ListConversationIds(
+        self, request: pb.ListConversationIdsRequest, context: Context
+    ) -> pb.ListConversationIdsResponse:
         require_service()
         return pb.ListConversationIdsResponse(
-            conversation_ids=await self._conversations.conversation_ids(request.user_id))
-
+            conversation_ids=await self._conversations.conversation_ids(request.user_id)
+        )
 
     # settings (settings.py)
 
-    async def UpdateConversation(self, request: pb.UpdateConversationRequest,
-                                 context: Context) -> pb.UpdateConversationResponse:
+    async def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, context: Context
+    ) -> pb.UpdateConversationResponse:
         view = await self._settings.update(
-            current_identity().user_id, request.conversation_id,
+            current_identity().user_id,
+            request.conversation_id,
             request.title if request.HasField("title") else None,
-            request.description if request.HasField("description") else None)
+            request.description if request.HasField("description") else None,
+        )
         return pb.UpdateConversationResponse(conversation=convert.conversation(view))
 
-    async def LeaveConversation(self, request: pb.LeaveConversationRequest,
-                                context: Context) -> pb.LeaveConversationResponse:
+    async def LeaveConversation(
+        self, request: pb.LeaveConversationRequest, context: Context
+    ) -> pb.LeaveConversationResponse:
         view = await self._settings.leave(current_identity().user_id, request.conversation_id, request.close_group)
         return pb.LeaveConversationResponse(conversation=convert.conversation(view))
 
-    async def ArchiveConversation(self, request: pb.ArchiveConversationRequest,
-                                  context: Context) -> pb.ArchiveConversationResponse:
+    async def ArchiveConversation(
+        self, request: pb.ArchiveConversationRequest, context: Context
+    ) -> pb.ArchiveConversationResponse:
         view = await self._settings.set_archived(current_identity().user_id, request.conversation_id, True)
         return pb.ArchiveConversationResponse(conversation=convert.conversation(view))
 
-    async def UnarchiveConversation(self, request: pb.UnarchiveConversationRequest,
-                                    context: Context) -> pb.UnarchiveConversationResponse:
+    async def UnarchiveConversation(
+        self, request: pb.UnarchiveConversationRequest, context: Context
+    ) -> pb.UnarchiveConversationResponse:
         view = await self._settings.set_archived(current_identity().user_id, request.conversation_id, False)
         return pb.UnarchiveConversationResponse(conversation=convert.conversation(view))
 
@@ -183,7 +206,9 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
         self, request: pb.UpdateConversationPreferencesRequest, context: Context
     ) -> pb.UpdateConversationPreferencesResponse:
         view = await self._settings.update_preferences(
-            current_identity().user_id, request.conversation_id,
+            current_identity().user_id,
+            request.conversation_id,
             request.muted if request.HasField("muted") else None,
-            request.pinned if request.HasField("pinned") else None)
+            request.pinned if request.HasField("pinned") else None,
+        )
         return pb.UpdateConversationPreferencesResponse(conversation=convert.conversation(view))

@@ -47,8 +47,9 @@ class ConversationSettings:
         self._pool = pool
         self._versions = versions
 
-    async def update(self, caller: str, conversation_id: str, title: str | None,
-                     description: str | None) -> ConversationView:
+    async def update(
+        self, caller: str, conversation_id: str, title: str | None, description: str | None
+    ) -> ConversationView:
         """Admins of a group change what is given (None: unchanged); no change, no event."""
         conversation_id = validate.conversation_id(conversation_id)
         if title is None and description is None:
@@ -81,8 +82,11 @@ class ConversationSettings:
                 return await _view(conn, conversation_id, caller)
             await settings_store.set_archived(conn, conversation_id, archived)
             await store.membership_changed(conn, conversation_id)
-            action, kind = (("conversation.archived", "conversation:archived") if archived
-                            else ("conversation.unarchived", "conversation:unarchived"))
+            action, kind = (
+                ("conversation.archived", "conversation:archived")
+                if archived
+                else ("conversation.unarchived", "conversation:unarchived")
+            )
             await audit.record(conn, conversation_id, caller, action, conversation_id)
             view = await _view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event(kind, view, caller)])
@@ -97,8 +101,10 @@ class ConversationSettings:
             if last_admin and row.participant_count > 1:
                 if not close_group:
                     raise errors.failed_precondition(
-                        "LAST_ADMIN", "you are the group's last admin: make someone else admin first, "
-                                      "or close the group (close_group)")
+                        "LAST_ADMIN",
+                        "you are the group's last admin: make someone else admin first, "
+                        "or close the group (close_group)",
+                    )
                 return await self._close(conn, row, caller)
             nobody_left = row.participant_count <= 1
             await store.delete_participant(conn, conversation_id, caller)
@@ -107,8 +113,11 @@ class ConversationSettings:
             if nobody_left:
                 await audit.record(conn, conversation_id, caller, "conversation.deactivated", conversation_id)
             view = await _view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [
-                convert.membership_event("conversation:participant_removed", view, caller, caller, role)])
+            await outbox.enqueue(
+                conn,
+                store.SCHEMA,
+                [convert.membership_event("conversation:participant_removed", view, caller, caller, role)],
+            )
         return await changes.published(self._versions, view)
 
     async def _close(self, conn: AsyncConnection, row: ConversationRow, caller: str) -> ConversationView:
@@ -121,12 +130,16 @@ class ConversationSettings:
         await audit.record(conn, conversation_id, caller, "conversation.closed", conversation_id)
         view = await _view(conn, conversation_id, caller)
         event_view = ConversationView(view.row, were_in)
-        await outbox.enqueue(conn, store.SCHEMA, [
-            convert.membership_event("conversation:closed", event_view, caller, caller, Role.ADMIN)])
+        await outbox.enqueue(
+            conn,
+            store.SCHEMA,
+            [convert.membership_event("conversation:closed", event_view, caller, caller, Role.ADMIN)],
+        )
         return await changes.published(self._versions, view)
 
-    async def update_preferences(self, caller: str, conversation_id: str, muted: bool | None,
-                                 pinned: bool | None) -> ConversationView:
+    async def update_preferences(
+        self, caller: str, conversation_id: str, muted: bool | None, pinned: bool | None
+    ) -> ConversationView:
         """The caller's own mute and pin (None: unchanged). A mute is in the membership answer
         (notifications leave muted users out), so it bumps the membership version; a pin does not."""
         conversation_id = validate.conversation_id(conversation_id)
@@ -145,8 +158,9 @@ class ConversationSettings:
         return await changes.published(self._versions, view)
 
 
-async def _locked(conn: AsyncConnection, conversation_id: str, caller: str, *,
-                  groups_only: bool) -> tuple[ConversationRow, Role]:
+async def _locked(
+    conn: AsyncConnection, conversation_id: str, caller: str, *, groups_only: bool
+) -> tuple[ConversationRow, Role]:
     """Lock the conversation and return it with the caller's role: 404, 403 for outsiders (and
     everyone once it is closed), 400 for a direct conversation where only groups have the setting."""
     row = await store.get_conversation(conn, conversation_id, for_update=True)
@@ -169,5 +183,10 @@ async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> Con
     row = await store.get_conversation(conn, conversation_id)
     assert row is not None
     mine = await store.caller_state(conn, conversation_id, caller)
-    return ConversationView(row, await store.list_participants(conn, conversation_id), mine.unread_count,
-                            muted=mine.muted, pinned=mine.pinned)
+    return ConversationView(
+        row,
+        await store.list_participants(conn, conversation_id),
+        mine.unread_count,
+        muted=mine.muted,
+        pinned=mine.pinned,
+    )

@@ -22,8 +22,9 @@ async def set_archived(conn: psycopg.AsyncConnection, conversation_id: str, arch
     )
 
 
-async def set_preferences(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str,
-                          muted: bool | None, pinned: bool | None) -> None:
+async def set_preferences(
+    conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, muted: bool | None, pinned: bool | None
+) -> None:
     """Change what is given (None: unchanged) on the user's own participant row."""
     await conn.execute(
         """UPDATE conversation.participants

@@ -134,7 +134,8 @@ async def ensure_user(conn: psycopg.AsyncConnection, user_id: str) -> None:
 async def get_user(conn: psycopg.AsyncConnection, user_id: str) -> UserRow | None:
     async with conn.cursor(row_factory=class_row(UserRow)) as cur:
         await cur.execute(
-            "SELECT user_id, display_name, created_at FROM conversation.users WHERE user_id = %s", (user_id,))
+            "SELECT user_id, display_name, created_at FROM conversation.users WHERE user_id = %s", (user_id,)
+        )
         return await cur.fetchone()
 
 
@@ -153,8 +154,9 @@ async def find_direct(conn: psycopg.AsyncConnection, low: str, high: str) -> Con
         return await cur.fetchone()
 
 
-async def insert_direct(conn: psycopg.AsyncConnection, creator: str, low: str, high: str,
-                        request_state: str) -> ConversationRow | None:
+async def insert_direct(
+    conn: psycopg.AsyncConnection, creator: str, low: str, high: str, request_state: str
+) -> ConversationRow | None:
     """Insert the pair's direct conversation; None when a concurrent create won the unique index."""
     async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:
         await cur.execute(
@@ -180,9 +182,13 @@ async def insert_group(conn: psycopg.AsyncConnection, creator: str, title: str, 
         return row
 
 
-async def insert_participants(conn: psycopg.AsyncConnection, conversation_id: str,
-                              members: list[tuple[str, Role]], read_seq: int = 0,
-                              engaged: Collection[str] = ()) -> None:
+async def insert_participants(
+    conn: psycopg.AsyncConnection,
+    conversation_id: str,
+    members: list[tuple[str, Role]],
+    read_seq: int = 0,
+    engaged: Collection[str] = (),
+) -> None:
     """Add participants; read_seq starts them at the conversation's current end (nothing unread);
     `engaged` are those who take part from the start (the creator; a recipient who is no stranger)."""
     async with conn.cursor() as cur:
@@ -193,8 +199,9 @@ async def insert_participants(conn: psycopg.AsyncConnection, conversation_id: st
         )
 
 
-async def get_conversation(conn: psycopg.AsyncConnection, conversation_id: str, *,
-                           for_update: bool = False) -> ConversationRow | None:
+async def get_conversation(
+    conn: psycopg.AsyncConnection, conversation_id: str, *, for_update: bool = False
+) -> ConversationRow | None:
     """One conversation; for_update locks its row, which serializes the membership changes of a conversation."""
     lock = " FOR UPDATE" if for_update else ""
     async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:
@@ -217,8 +224,9 @@ async def list_participants(conn: psycopg.AsyncConnection, conversation_id: str)
         return await cur.fetchall()
 
 
-async def participants_of(conn: psycopg.AsyncConnection,
-                          conversation_ids: list[str]) -> dict[str, list[ParticipantRow]]:
+async def participants_of(
+    conn: psycopg.AsyncConnection, conversation_ids: list[str]
+) -> dict[str, list[ParticipantRow]]:
     """Participants of several conversations at once (a list page's direct conversations)."""
     found: dict[str, list[ParticipantRow]] = {cid: [] for cid in conversation_ids}
     cur = await conn.execute(
@@ -255,12 +263,12 @@ async def caller_state(conn: psycopg.AsyncConnection, conversation_id: str, user
         return await cur.fetchone() or CallerState()
 
 
-async def list_for_user(conn: psycopg.AsyncConnection, user_id: str, limit: int,
-                        after: tuple[bool, datetime, datetime, str] | None) -> list[ListedRow]:
+async def list_for_user(
+    conn: psycopg.AsyncConnection, user_id: str, limit: int, after: tuple[bool, datetime, datetime, str] | None
+) -> list[ListedRow]:
     """The user's active conversations, pinned ones first, then newest activity first, after a keyset
     position (pinned, activity, created, id): every key descends, so one row comparison pages it."""
-    keyset = ("AND (p.pinned, c.activity_at, c.created_at, c.conversation_id) < (%s, %s, %s, %s::uuid)"
-              if after else "")
+    keyset = "AND (p.pinned, c.activity_at, c.created_at, c.conversation_id) < (%s, %s, %s, %s::uuid)" if after else ""
     async with conn.cursor(row_factory=class_row(ListedRow)) as cur:
         await cur.execute(
             f"""SELECT {_C_COLUMNS}, GREATEST(c.last_message_seq - p.read_seq - p.own_unread, 0) AS unread_count,
@@ -284,15 +292,19 @@ async def get_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id:
 
 
 async def delete_participant(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str) -> None:
-    await conn.execute("DELETE FROM conversation.participants WHERE conversation_id = %s AND user_id = %s",
-                       (conversation_id, user_id))
-    await conn.execute("DELETE FROM conversation.own_messages WHERE conversation_id = %s AND user_id = %s",
-                       (conversation_id, user_id))
+    await conn.execute(
+        "DELETE FROM conversation.participants WHERE conversation_id = %s AND user_id = %s", (conversation_id, user_id)
+    )
+    await conn.execute(
+        "DELETE FROM conversation.own_messages WHERE conversation_id = %s AND user_id = %s", (conversation_id, user_id)
+    )
 
 
 async def set_role(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, role: Role) -> None:
-    await conn.execute("UPDATE conversation.participants SET role = %s WHERE conversation_id = %s AND user_id = %s",
-                       (role, conversation_id, user_id))
+    await conn.execute(
+        "UPDATE conversation.participants SET role = %s WHERE conversation_id = %s AND user_id = %s",
+        (role, conversation_id, user_id),
+    )
 
 
 async def count_role(conn: psycopg.AsyncConnection, conversation_id: str, role: Role) -> int:
@@ -315,8 +327,9 @@ async def longest_standing(conn: psycopg.AsyncConnection, conversation_id: str) 
     return str(row[0]) if row else None
 
 
-async def membership_changed(conn: psycopg.AsyncConnection, conversation_id: str, count_delta: int = 0,
-                             *, deactivate: bool = False) -> None:
+async def membership_changed(
+    conn: psycopg.AsyncConnection, conversation_id: str, count_delta: int = 0, *, deactivate: bool = False
+) -> None:
     """Bump membership_version (callers caching membership compare it) and the participant count."""
     await conn.execute(
         """UPDATE conversation.conversations
@@ -330,5 +343,6 @@ async def membership_changed(conn: psycopg.AsyncConnection, conversation_id: str
 async def list_conversation_ids(conn: psycopg.AsyncConnection, user_id: str) -> list[str]:
     """Served by participants_by_user (user_id, conversation_id)."""
     cur = await conn.execute(
-        "SELECT conversation_id::text FROM conversation.participants WHERE user_id = %s", (user_id,))
+        "SELECT conversation_id::text FROM conversation.participants WHERE user_id = %s", (user_id,)
+    )
     return [row[0] for row in await cur.fetchall()]

@@ -55,10 +55,11 @@ def description(value: str) -> str:
     """A group's description: "" removes it; only blanks is a mistake, not a way to remove it."""
     trimmed = text(value, "description").strip()
     if value and not trimmed:
-        raise errors.invalid("DESCRIPTION_BLANK", "a description must not be only blanks (send \"\" to remove it)")
+        raise errors.invalid("DESCRIPTION_BLANK", 'a description must not be only blanks (send "" to remove it)')
     if len(trimmed) > MAX_DESCRIPTION:
-        raise errors.invalid("DESCRIPTION_TOO_LONG",
-                             f"description exceeds {MAX_DESCRIPTION} characters ({len(trimmed)})")
+        raise errors.invalid(
+            "DESCRIPTION_TOO_LONG", f"description exceeds {MAX_DESCRIPTION} characters ({len(trimmed)})"
+        )
     return trimmed
 
 
@@ -69,8 +70,9 @@ def role(value: int, *, default: Role | None = None) -> Role:
     try:
         return Role.from_proto(value)
     except ValueError:
-        raise errors.invalid("INVALID_ROLE",
-                             f"role must be ROLE_ADMIN, ROLE_MODERATOR or ROLE_MEMBER (got {value})") from None
+        raise errors.invalid(
+            "INVALID_ROLE", f"role must be ROLE_ADMIN, ROLE_MODERATOR or ROLE_MEMBER (got {value})"
+        ) from None
 
 
 def participant_ids(values: list[str], creator: str) -> list[str]:

@@ -16,10 +16,17 @@ def main() -> None:
     logs.setup("edge", settings.log_level)
     tracing.setup("edge", settings)
     # The protocols are uvicorn's own (h11, websockets) with the edge's limits on request heads.
-    uvicorn.run(create_app(settings), host=settings.edge_host, port=settings.edge_port, log_config=None,
-                http=http_protocol(settings.time_scale), ws=EdgeWebSocketProtocol,
-                ws_max_size=settings.ws_max_frame_bytes * WS_HARD_CAP_FACTOR, timeout_graceful_shutdown=20,
-                loop="uvloop")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.edge_host,
+        port=settings.edge_port,
+        log_config=None,
+        http=http_protocol(settings.time_scale),
+        ws=EdgeWebSocketProtocol,
+        ws_max_size=settings.ws_max_frame_bytes * WS_HARD_CAP_FACTOR,
+        timeout_graceful_shutdown=20,
+        loop="uvloop",
+    )
 
 
 if __name__ == "__main__":

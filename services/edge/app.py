@@ -75,8 +75,12 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await ctx.start()
-        callables.update({r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name),
-                                                               r) for r in transcoder.routes})
+        callables.update(
+            {
+                r.grpc_path: transcoder.callable_for(ctx.channel_for(r.method.containing_service.full_name), r)
+                for r in transcoder.routes
+            }
+        )
         try:
             yield
         finally:
@@ -89,8 +93,8 @@ def create_app(settings: Settings) -> Starlette:
         async def check(name: str, channel: grpc.aio.Channel) -> tuple[str, bool]:
             try:
                 # types-grpcio-health-checking's HealthStub declares no methods (grpc adds them at run time).
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),  # type: ignore[attr-defined]
-                                                                        timeout=READYZ_CHECK_S)
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=READYZ_CHECK_S)  # type: ignore[attr-defined]
                 return name, reply.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError:
                 return name, False
@@ -102,9 +106,17 @@ def create_app(settings: Settings) -> Starlette:
         # a hung probe): each upstream's health, its two event streams, and whether Redis answers
         # (false: rate and socket limits are failing open; null: not configured).
         results, redis = await asyncio.gather(
-            asyncio.gather(*(check(n, c) for n, c in ctx.channels.items())), ctx.limits.ping())
-        return JSONResponse({"ready": True, "upstreams": dict(results), "event_stream": ctx.router.connected.is_set(),
-                             "presence_stream": ctx.presence_link.connected.is_set(), "redis": redis})
+            asyncio.gather(*(check(n, c) for n, c in ctx.channels.items())), ctx.limits.ping()
+        )
+        return JSONResponse(
+            {
+                "ready": True,
+                "upstreams": dict(results),
+                "event_stream": ctx.router.connected.is_set(),
+                "presence_stream": ctx.presence_link.connected.is_set(),
+                "redis": redis,
+            }
+        )
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document)
@@ -117,23 +129,32 @@ def create_app(settings: Settings) -> Starlette:
         if route is None:
             if path_known:
                 allowed = ", ".join(transcoder.allowed_methods(request.url.path))
-                return error_response(405, "METHOD_NOT_ALLOWED",
-                                      f"{request.method} is not allowed here (only {allowed})", {"Allow": allowed})
+                return error_response(
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    f"{request.method} is not allowed here (only {allowed})",
+                    {"Allow": allowed},
+                )
             return error_response(404, "NOT_FOUND", f"no endpoint at {request.url.path}")
         try:
             identity = await ctx.verifier.averify_bearer(request.headers.get("authorization"))
         except AuthError as exc:
             return error_response(401, "UNAUTHENTICATED", str(exc), {"WWW-Authenticate": "Bearer"})
         if identity.is_service:
-            return error_response(401, "UNAUTHENTICATED", "service tokens are not accepted at the edge",
-                                  {"WWW-Authenticate": "Bearer"})
+            return error_response(
+                401, "UNAUTHENTICATED", "service tokens are not accepted at the edge", {"WWW-Authenticate": "Bearer"}
+            )
         limits: list[tuple[str, tuple[int, float]]] = [("rest", ctx.settings.rate_rest)]
         if route.grpc_path == SEND_MESSAGE:
             limits.append(("messages", ctx.settings.rate_messages))
         for name, limit in limits:
             if retry_after := await ctx.limits.hit(name, identity.user_id, limit):
-                return error_response(429, "RATE_LIMITED", f"too many {name} requests; retry in {retry_after:.0f} s",
-                                      {"Retry-After": f"{retry_after:.0f}"})
+                return error_response(
+                    429,
+                    "RATE_LIMITED",
+                    f"too many {name} requests; retry in {retry_after:.0f} s",
+                    {"Retry-After": f"{retry_after:.0f}"},
+                )
         try:
             raw = await _read_body(request)
         except _BodyTooLarge:
@@ -153,13 +174,15 @@ def create_app(settings: Settings) -> Starlette:
             await ctx.ensure_user(identity)
             service = services[route.grpc_path]
             await reachable(ctx.channels[service], service)
-            reply = await callables[route.grpc_path](grpc_request, metadata=ctx.metadata(identity),
-                                                     timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+            reply = await callables[route.grpc_path](
+                grpc_request, metadata=ctx.metadata(identity), timeout=CALL_TIMEOUT_S, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
             status, code, message = from_rpc_error(exc)  # 503 (with Retry-After) for UNAVAILABLE / DEADLINE_EXCEEDED
             if status >= 500:
-                log.error("%s %s failed upstream: %s %s", request.method, request.url.path, exc.code().name,
-                          exc.details())
+                log.error(
+                    "%s %s failed upstream: %s %s", request.method, request.url.path, exc.code().name, exc.details()
+                )
             return error_response(status, code, message)
         return Response(transcoder.render_json(reply), media_type="application/json")
 
@@ -192,9 +215,16 @@ def create_app(settings: Settings) -> Starlette:
 
     cors: list[Middleware] = []
     if settings.cors_origins:
-        cors = [Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=methods_all,
-                           allow_headers=["authorization", "content-type", "x-request-id"],
-                           expose_headers=["x-request-id", "retry-after"], max_age=600)]
+        cors = [
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=methods_all,
+                allow_headers=["authorization", "content-type", "x-request-id"],
+                expose_headers=["x-request-id", "retry-after"],
+                max_age=600,
+            )
+        ]
 
     return Starlette(
         exception_handlers={Exception: crash, HTTPException: http_error},
@@ -213,6 +243,10 @@ def create_app(settings: Settings) -> Starlette:
             *web_routes(settings),  # the browser page at / (last: it serves any other path)
         ],
         lifespan=lifespan,
-        middleware=[*tracing.http_middleware(route_of), Middleware(RequestIdMiddleware), *cors,
-                    Middleware(EdgeMetricsMiddleware, route_of=route_of)],
+        middleware=[
+            *tracing.http_middleware(route_of),
+            Middleware(RequestIdMiddleware),
+            *cors,
+            Middleware(EdgeMetricsMiddleware, route_of=route_of),
+        ],
     )

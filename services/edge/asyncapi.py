@@ -78,8 +78,10 @@ def _payload(frame: Frame, schemas: _Schemas) -> dict[str, Any]:
     properties: dict[str, Any] = {"type": {"type": "string", "const": frame.type}}
     required = ["type"]
     if frame.client:
-        properties["id"] = {"type": ["string", "number"],
-                            "description": "Optional: the reply carries it back (without it, only errors answer)."}
+        properties["id"] = {
+            "type": ["string", "number"],
+            "description": "Optional: the reply carries it back (without it, only errors answer).",
+        }
     for name, schema in frame.envelope.items():
         properties[name] = schema if name != "id" else {"type": ["string", "number", "null"], **schema}
     if frame.type != "pong":
@@ -98,47 +100,90 @@ def build_asyncapi(host: str = DEFAULT_HOST, secure: bool = False) -> dict[str, 
     operations: dict[str, Any] = {}
     for frame in FRAMES:
         key = _key(frame)
-        kind = "durable event" if frame.durable else "ephemeral event" if frame.ephemeral else (
-            "client frame" if frame.client else "edge frame")
+        kind = (
+            "durable event"
+            if frame.durable
+            else "ephemeral event"
+            if frame.ephemeral
+            else ("client frame" if frame.client else "edge frame")
+        )
         messages[key] = {
-            "name": frame.type, "title": frame.type, "summary": frame.summary, "description": frame.description,
-            "contentType": "application/json", "payload": _payload(frame, schemas),
+            "name": frame.type,
+            "title": frame.type,
+            "summary": frame.summary,
+            "description": frame.description,
+            "contentType": "application/json",
+            "payload": _payload(frame, schemas),
             "examples": [{"name": key, "payload": frame.example}],
             "tags": [{"name": kind}],
         }
         operation: dict[str, Any] = {
             "action": "receive" if frame.client else "send",
-            "channel": {"$ref": CHANNEL}, "summary": frame.summary,
+            "channel": {"$ref": CHANNEL},
+            "summary": frame.summary,
             "messages": [{"$ref": f"{CHANNEL}/messages/{key}"}],
         }
         if frame.replies:
-            operation["reply"] = {"channel": {"$ref": CHANNEL},
-                                  "messages": [{"$ref": f"{CHANNEL}/messages/{_reply_key(r)}"} for r in frame.replies]}
+            operation["reply"] = {
+                "channel": {"$ref": CHANNEL},
+                "messages": [{"$ref": f"{CHANNEL}/messages/{_reply_key(r)}"} for r in frame.replies],
+            }
         operations[_operation_id(frame)] = operation
     return {
         "asyncapi": "3.1.0",
-        "info": {"title": "chatmesh WebSocket", "version": "1", "description": DESCRIPTION, "license": LICENSE,
-                 "x-close-codes": {str(code): text for code, text in CLOSE_CODES.items()},
-                 "x-error-codes": EDGE_ERROR_CODES},
+        "info": {
+            "title": "chatmesh WebSocket",
+            "version": "1",
+            "description": DESCRIPTION,
+            "license": LICENSE,
+            "x-close-codes": {str(code): text for code, text in CLOSE_CODES.items()},
+            "x-error-codes": EDGE_ERROR_CODES,
+        },
         "defaultContentType": "application/json",
-        "servers": {"edge": {
-            "host": host, "protocol": "wss" if secure else "ws", "pathname": "/ws",
-            "description": "This edge (any edge replica serves every user).",
-            "security": [{"$ref": "#/components/securitySchemes/bearer"}]}},
-        "channels": {"socket": {
-            "address": "/ws", "title": "The socket",
-            "description": "One per device. Every frame, both ways, is a message of this channel.",
-            "messages": {key: {"$ref": f"#/components/messages/{key}"} for key in messages},
-            "bindings": {"ws": {"method": "GET", "bindingVersion": "0.1.0", "headers": {
-                "type": "object", "properties": {"Authorization": {
-                    "type": "string", "description": "Bearer <JWT>: instead of an auth frame."}}}}},
-        }},
+        "servers": {
+            "edge": {
+                "host": host,
+                "protocol": "wss" if secure else "ws",
+                "pathname": "/ws",
+                "description": "This edge (any edge replica serves every user).",
+                "security": [{"$ref": "#/components/securitySchemes/bearer"}],
+            }
+        },
+        "channels": {
+            "socket": {
+                "address": "/ws",
+                "title": "The socket",
+                "description": "One per device. Every frame, both ways, is a message of this channel.",
+                "messages": {key: {"$ref": f"#/components/messages/{key}"} for key in messages},
+                "bindings": {
+                    "ws": {
+                        "method": "GET",
+                        "bindingVersion": "0.1.0",
+                        "headers": {
+                            "type": "object",
+                            "properties": {
+                                "Authorization": {
+                                    "type": "string",
+                                    "description": "Bearer <JWT>: instead of an auth frame.",
+                                }
+                            },
+                        },
+                    }
+                },
+            }
+        },
         "operations": operations,
         "components": {
             "messages": messages,
             "schemas": json_schema({k: v for k, v in schemas.builder.schemas.items() if k != "Error"}),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                           "description": "On the upgrade, or as the first frame's data.token."}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "On the upgrade, or as the first frame's data.token.",
+                }
+            },
         },
     }
 
@@ -147,6 +192,7 @@ def document_for(host: str | None, secure: bool) -> dict[str, Any]:
     """The document with the server the client asked on (built once; copied per request)."""
     built = build_asyncapi()
     document = copy.copy(built)
-    document["servers"] = {"edge": {**built["servers"]["edge"], "host": host or DEFAULT_HOST,
-                                    "protocol": "wss" if secure else "ws"}}
+    document["servers"] = {
+        "edge": {**built["servers"]["edge"], "host": host or DEFAULT_HOST, "protocol": "wss" if secure else "ws"}
+    }
     return document

@@ -106,8 +106,12 @@ class SendBudget:
                 continue
             rate = (out.drained_bytes - watch.drained_at) / elapsed
             if rate < self._min_rate:
-                log.info("closing a WebSocket that drained %.0f B/s for %.1f s with %d bytes queued",
-                         rate, elapsed, out.queued_bytes)
+                log.info(
+                    "closing a WebSocket that drained %.0f B/s for %.1f s with %d bytes queued",
+                    rate,
+                    elapsed,
+                    out.queued_bytes,
+                )
                 self.closed_slow += 1
                 self._forget(out)
                 out.shed()
@@ -141,5 +145,10 @@ class SendBudget:
             out.shed()  # releases its bytes at once; the socket closes with 4008
             closed += 1
         self.closed_shed += closed
-        log.warning("over the send budget (%d of %d bytes queued): closed the %d slowest WebSockets, %d bytes "
-                    "queued now", before, self.limit, closed, self.total)
+        log.warning(
+            "over the send budget (%d of %d bytes queued): closed the %d slowest WebSockets, %d bytes queued now",
+            before,
+            self.limit,
+            closed,
+            self.total,
+        )

@@ -35,22 +35,35 @@ log = logging.getLogger(__name__)
 
 CALL_FRAMES = ("call:invite", "call:answer", "call:ice", "call:hangup")
 MAX_TRACKED = 8  # calls a socket hangs up when it closes; one is live at a time, ended ones fall out
-_STATES = {call_pb2.CALL_STATE_RINGING: "ringing", call_pb2.CALL_STATE_ACCEPTED: "accepted",
-           call_pb2.CALL_STATE_ENDED: "ended"}
-_REASONS = {call_pb2.CALL_END_REASON_HANGUP: "hangup", call_pb2.CALL_END_REASON_TIMEOUT: "timeout",
-            call_pb2.CALL_END_REASON_BUSY: "busy", call_pb2.CALL_END_REASON_DECLINED: "declined"}
-_NEEDS = {"call:invite": "{conversation_id: string, callee_id?: string, sdp: string}",
-          "call:answer": "{call_id: string, sdp: string}",
-          "call:ice": "{call_id: string, candidate: {candidate: string, sdp_mid?: string, sdp_mline_index?: "
-                      "integer, username_fragment?: string}}",
-          "call:hangup": "{call_id: string}"}
+_STATES = {
+    call_pb2.CALL_STATE_RINGING: "ringing",
+    call_pb2.CALL_STATE_ACCEPTED: "accepted",
+    call_pb2.CALL_STATE_ENDED: "ended",
+}
+_REASONS = {
+    call_pb2.CALL_END_REASON_HANGUP: "hangup",
+    call_pb2.CALL_END_REASON_TIMEOUT: "timeout",
+    call_pb2.CALL_END_REASON_BUSY: "busy",
+    call_pb2.CALL_END_REASON_DECLINED: "declined",
+}
+_NEEDS = {
+    "call:invite": "{conversation_id: string, callee_id?: string, sdp: string}",
+    "call:answer": "{call_id: string, sdp: string}",
+    "call:ice": "{call_id: string, candidate: {candidate: string, sdp_mid?: string, sdp_mline_index?: "
+    "integer, username_fragment?: string}}",
+    "call:hangup": "{call_id: string}",
+}
 Metadata = tuple[tuple[str, str], ...]
 
 
 def call_json(call: call_pb2.Call) -> dict[str, Any]:
-    data: dict[str, Any] = {"call_id": call.call_id, "conversation_id": call.conversation_id,
-                            "caller_id": call.caller_id, "callee_id": call.callee_id,
-                            "state": _STATES.get(call.state, "unknown")}
+    data: dict[str, Any] = {
+        "call_id": call.call_id,
+        "conversation_id": call.conversation_id,
+        "caller_id": call.caller_id,
+        "callee_id": call.callee_id,
+        "state": _STATES.get(call.state, "unknown"),
+    }
     if call.end_reason:
         data["end_reason"] = _REASONS.get(call.end_reason, "unknown")
     if call.ended_by:
@@ -69,8 +82,12 @@ def call_event_frame(event: common_pb2.Event) -> dict[str, Any]:
         data["sdp"] = payload.sdp
     if payload.HasField("candidate"):
         c = payload.candidate
-        data["candidate"] = {"candidate": c.candidate, "sdp_mid": c.sdp_mid, "sdp_mline_index": c.sdp_mline_index,
-                             "username_fragment": c.username_fragment}
+        data["candidate"] = {
+            "candidate": c.candidate,
+            "sdp_mid": c.sdp_mid,
+            "sdp_mline_index": c.sdp_mline_index,
+            "username_fragment": c.username_fragment,
+        }
     if payload.from_user_id:
         data["from_user_id"] = payload.from_user_id
     return {"type": event.type, "conversation_id": event.conversation_id, "data": data}
@@ -104,8 +121,9 @@ def _candidate(raw: Any) -> call_pb2.IceCandidate | None:
 class SocketCalls:
     """One socket's call frames, and the calls it holds."""
 
-    def __init__(self, stub: presence_pb2_grpc.PresenceServiceStub, channel: grpc.aio.Channel,
-                 metadata: Callable[[], Metadata]) -> None:
+    def __init__(
+        self, stub: presence_pb2_grpc.PresenceServiceStub, channel: grpc.aio.Channel, metadata: Callable[[], Metadata]
+    ) -> None:
         self._stub = stub
         self._channel = channel
         self._metadata = metadata
@@ -118,8 +136,12 @@ class SocketCalls:
             return error_frame(request_id, "INVALID_ARGUMENT", f"{kind} needs data {_NEEDS[kind]}")
         try:
             await reachable(self._channel, "presence")
-            method = {"call:invite": self._stub.StartCall, "call:answer": self._stub.AnswerCall,
-                      "call:ice": self._stub.SendCallCandidate, "call:hangup": self._stub.HangUpCall}[kind]
+            method = {
+                "call:invite": self._stub.StartCall,
+                "call:answer": self._stub.AnswerCall,
+                "call:ice": self._stub.SendCallCandidate,
+                "call:hangup": self._stub.HangUpCall,
+            }[kind]
             reply = await method(request, metadata=self._metadata(), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
         except grpc.aio.AioRpcError as exc:
             return rpc_error_frame(request_id, exc)
@@ -150,8 +172,9 @@ class SocketCalls:
             return None if sdp is None else call_pb2.AnswerCallRequest(call_id=call_id, sdp_answer=sdp)
         if kind == "call:ice":
             candidate = _candidate(data.get("candidate"))
-            return None if candidate is None else call_pb2.SendCallCandidateRequest(call_id=call_id,
-                                                                                    candidate=candidate)
+            return (
+                None if candidate is None else call_pb2.SendCallCandidateRequest(call_id=call_id, candidate=candidate)
+            )
         return call_pb2.HangUpCallRequest(call_id=call_id)
 
     def _hold(self, call_id: str) -> None:
@@ -167,7 +190,11 @@ class SocketCalls:
         held, self._held = list(self._held), {}
         for call_id in held:
             try:
-                await self._stub.HangUpCall(call_pb2.HangUpCallRequest(call_id=call_id), metadata=self._metadata(),
-                                            timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                await self._stub.HangUpCall(
+                    call_pb2.HangUpCallRequest(call_id=call_id),
+                    metadata=self._metadata(),
+                    timeout=CALL_TIMEOUT_S,
+                    wait_for_ready=True,
+                )
             except grpc.aio.AioRpcError as exc:
                 log.info("call %s of a closed socket not hung up: %s", call_id, exc.code().name)

@@ -61,8 +61,9 @@ class EdgeContext:
         self.limits = RateLimiter(settings.redis_url, settings.redis_prefix)
         self._tasks.append(spawn_supervised("rate limit leases", self.limits.run))
         self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)
-        self.send_budget = SendBudget(settings.ws_send_budget_bytes, settings.ws_min_drain_bytes_per_s,
-                                      settings.ws_drain_window_s)
+        self.send_budget = SendBudget(
+            settings.ws_send_budget_bytes, settings.ws_min_drain_bytes_per_s, settings.ws_drain_window_s
+        )
         self.frame_rates = rates_of(settings)
         self.router = EventRouter(self.message, self.credentials)
         self._tasks.append(spawn_supervised("event stream", self.router.run))
@@ -105,7 +106,10 @@ class EdgeContext:
         await reachable(self.channels["conversation"], "conversation")
         await self.conversation.UpsertUser(
             conversation_pb2.UpsertUserRequest(display_name=identity.display_name),
-            metadata=self.metadata(identity), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+            metadata=self.metadata(identity),
+            timeout=CALL_TIMEOUT_S,
+            wait_for_ready=True,
+        )
         self._known[identity.user_id] = now
         self._known.move_to_end(identity.user_id)
         while len(self._known) > KNOWN_USERS:

@@ -80,8 +80,11 @@ class DeliveredReporter:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since >= RETRY_WINDOW_S:
-                    log.info("delivered positions of %d conversations not recorded after %.0f s of retries",
-                             len(failed), now - failing_since)
+                    log.info(
+                        "delivered positions of %d conversations not recorded after %.0f s of retries",
+                        len(failed),
+                        now - failing_since,
+                    )
                     failing_since = None
                     continue
                 for cid, position in failed.items():  # unless a later acknowledgement replaced it meanwhile
@@ -96,9 +99,13 @@ class DeliveredReporter:
         try:
             await reachable(self._ctx.channels["message"], "message")
             await self._ctx.message.UpdateMessageStatus(
-                message_pb2.UpdateMessageStatusRequest(message_id=message_id,
-                                                       status=common_pb2.MESSAGE_STATUS_DELIVERED),
-                metadata=self._ctx.metadata(self._identity()), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                message_pb2.UpdateMessageStatusRequest(
+                    message_id=message_id, status=common_pb2.MESSAGE_STATUS_DELIVERED
+                ),
+                metadata=self._ctx.metadata(self._identity()),
+                timeout=CALL_TIMEOUT_S,
+                wait_for_ready=True,
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in RETRY_STATUSES:
                 _outage.failed(exc)

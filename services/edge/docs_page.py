@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 REDOC_VERSION = "2.5.4"  # of assets/redoc.standalone.js
 CACHE = "public, max-age=86400"
-DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-            "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
-            "base-uri 'none'; frame-ancestors 'none'")
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def assets_dir() -> Path | None:
@@ -39,6 +41,7 @@ def docs_routes() -> list[BaseRoute]:
     """`/docs`, its script and `/favicon.ico` (before the browser page's catch-all mount)."""
     folder = assets_dir()
     if folder is None:
+
         async def no_icon(request: Request) -> Response:
             return Response(status_code=204)  # a browser asks for it on every page: never a 404 in the logs
 
@@ -53,9 +56,17 @@ def docs_routes() -> list[BaseRoute]:
         return Route(path, endpoint, methods=["GET", "HEAD"])
 
     return [
-        serve("/docs", "docs.html", "text/html; charset=utf-8", {"Content-Security-Policy": DOCS_CSP,
-                                                                   "Cache-Control": "no-cache"}),
-        serve("/docs/redoc.standalone.js", "redoc.standalone.js", "text/javascript; charset=utf-8",
-              {"Cache-Control": CACHE}),
+        serve(
+            "/docs",
+            "docs.html",
+            "text/html; charset=utf-8",
+            {"Content-Security-Policy": DOCS_CSP, "Cache-Control": "no-cache"},
+        ),
+        serve(
+            "/docs/redoc.standalone.js",
+            "redoc.standalone.js",
+            "text/javascript; charset=utf-8",
+            {"Cache-Control": CACHE},
+        ),
         serve("/favicon.ico", "favicon.ico", "image/vnd.microsoft.icon", {"Cache-Control": CACHE}),
     ]

@@ -41,8 +41,11 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 # Error codes whose HTTP status is more precise than their gRPC status's (INVALID_ARGUMENT, FAILED_PRECONDITION).
-CODE_STATUS: dict[str, int] = {"ATTACHMENT_TOO_LARGE": 413, "UNSUPPORTED_MEDIA_TYPE": 415,
-                               "CONVERSATION_ARCHIVED": 409}  # read-only until unarchived: a conflict with its state
+CODE_STATUS: dict[str, int] = {
+    "ATTACHMENT_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "CONVERSATION_ARCHIVED": 409,
+}  # read-only until unarchived: a conflict with its state
 
 # gRPC statuses that mean "not now": the edge retries its own idempotent calls on these.
 RETRY_STATUSES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})

@@ -45,8 +45,12 @@ KIND_OF: dict[str, str] = {
 
 def rates_of(settings: Settings) -> dict[str, tuple[int, float]]:
     """Each kind's (count, seconds) from the settings; a count of 0 means no limit."""
-    return {"presence": settings.ws_rate_presence, "typing": settings.ws_rate_typing,
-            "receipts": settings.ws_rate_receipts, "acks": settings.ws_rate_acks}
+    return {
+        "presence": settings.ws_rate_presence,
+        "typing": settings.ws_rate_typing,
+        "receipts": settings.ws_rate_receipts,
+        "acks": settings.ws_rate_acks,
+    }
 
 
 @dataclass(slots=True)

@@ -71,14 +71,23 @@ def render(frame: dict[str, Any]) -> RenderedEvent:
         seq = int(data.get("seq") or 0)
     tail = f',"conversation_id":{dumps(conversation_id)}}}' if conversation_id else "}"
     text = dumps(head)[:-1]
-    return RenderedEvent(text, tail, frame["type"], event_id or "", conversation_id, message_id, seq,
-                         sys.getsizeof(text) + sys.getsizeof(tail))
+    return RenderedEvent(
+        text,
+        tail,
+        frame["type"],
+        event_id or "",
+        conversation_id,
+        message_id,
+        seq,
+        sys.getsizeof(text) + sys.getsizeof(tail),
+    )
 
 
 def _render_event(event: common_pb2.Event, payload: str | None) -> RenderedEvent:
     data = json_format.MessageToDict(getattr(event, payload), preserving_proto_field_name=True) if payload else {}
-    return render({"type": event.type, "data": data, "event_id": event.event_id,
-                   "conversation_id": event.conversation_id})
+    return render(
+        {"type": event.type, "data": data, "event_id": event.event_id, "conversation_id": event.conversation_id}
+    )
 
 
 class FrameCache:

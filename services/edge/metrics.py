@@ -11,14 +11,22 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from chatmesh.metrics import LATENCY_BUCKETS
 
-HTTP_REQUESTS = Counter("chat_http_requests", "Edge HTTP requests, by method, route template and status.",
-                        ["method", "route", "status"])
-HTTP_LATENCY = Histogram("chat_http_request_seconds", "Time the edge took to answer an HTTP request.",
-                         ["method", "route"], buckets=LATENCY_BUCKETS)
+HTTP_REQUESTS = Counter(
+    "chat_http_requests", "Edge HTTP requests, by method, route template and status.", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "chat_http_request_seconds",
+    "Time the edge took to answer an HTTP request.",
+    ["method", "route"],
+    buckets=LATENCY_BUCKETS,
+)
 WS_CONNECTIONS = Gauge("chat_websocket_connections", "WebSocket connections open at the edge.")
 
-DELIVERY_LAG = Histogram("chat_delivery_lag_seconds", "Event creation to push onto a client's socket.",
-                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+DELIVERY_LAG = Histogram(
+    "chat_delivery_lag_seconds",
+    "Event creation to push onto a client's socket.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -32,8 +40,9 @@ class EdgeMetricsMiddleware:
         self.app = app
         self._route_of = route_of
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
         if scope["type"] == "websocket":
             WS_CONNECTIONS.inc()
             try:

@@ -40,16 +40,18 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["code", "message", "status", "request_id"],
-        "properties": {
-            "code": {"type": "string", "description": "Machine-readable, e.g. NOT_PARTICIPANT."},
-            "message": {"type": "string"},
-            "status": {"type": "integer"},
-            "request_id": {"type": "string"},
-        },
-    }},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "status", "request_id"],
+            "properties": {
+                "code": {"type": "string", "description": "Machine-readable, e.g. NOT_PARTICIPANT."},
+                "message": {"type": "string"},
+                "status": {"type": "integer"},
+                "request_id": {"type": "string"},
+            },
+        }
+    },
 }
 ERROR_STATUSES = ("400", "401", "403", "404", "405", "409", "413", "415", "429", "500", "501", "503")
 LICENSE = {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"}
@@ -128,8 +130,7 @@ class SchemaBuilder:
                 schema["description"] = hints.prose(comment)
             if not request and self._all_printed:
                 # The edge prints every field without presence, so responses always carry them.
-                schema["required"] = [f.name for f in desc.fields
-                                      if f.containing_oneof is None and not f.has_presence]
+                schema["required"] = [f.name for f in desc.fields if f.containing_oneof is None and not f.has_presence]
                 if not schema["required"]:
                     del schema["required"]
             self.schemas[name] = schema
@@ -142,8 +143,12 @@ class SchemaBuilder:
         path_fields = set(route.variables.values())
         parameters: list[dict[str, Any]] = []
         for field_path in route.variables.values():
-            parameter: dict[str, Any] = {"name": renames.get(field_path, field_path), "in": "path", "required": True,
-                         "schema": self._path_field(request_desc, field_path)}
+            parameter: dict[str, Any] = {
+                "name": renames.get(field_path, field_path),
+                "in": "path",
+                "required": True,
+                "schema": self._path_field(request_desc, field_path),
+            }
             if field_path in renames:  # say which id this one is
                 noun = field_path.removesuffix("_id").replace("_", " ")
                 parameter["description"] = f"The {noun}'s id (`{field_path}`)."
@@ -168,9 +173,16 @@ class SchemaBuilder:
             "parameters": parameters,
             "security": [{"bearer": []}],
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {
-                    "schema": self.message_ref(cast(descriptor.Descriptor, route.response_class.DESCRIPTOR),
-                                               request=False)}}},
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": self.message_ref(
+                                cast(descriptor.Descriptor, route.response_class.DESCRIPTOR), request=False
+                            )
+                        }
+                    },
+                },
                 **{status: {"$ref": "#/components/responses/Error"} for status in ERROR_STATUSES},
                 "429": {"$ref": "#/components/responses/RateLimited"},
                 "503": {"$ref": "#/components/responses/Unavailable"},
@@ -181,16 +193,20 @@ class SchemaBuilder:
                 body_schema = self._body_schema(request_desc, path_fields)
             else:
                 body_schema = self.field(request_desc.fields_by_name[route.body], request=True)
-            operation["requestBody"] = {"required": route.body != "*",
-                                        "content": {"application/json": {"schema": body_schema}}}
+            operation["requestBody"] = {
+                "required": route.body != "*",
+                "content": {"application/json": {"schema": body_schema}},
+            }
         return operation
 
     def _body_schema(self, desc: descriptor.Descriptor, path_fields: set[str]) -> dict[str, Any]:
         """The whole request message minus the fields bound from the path."""
         if not path_fields:
             return self.message_ref(desc, request=True)
-        return {"type": "object", "properties": {
-            f.name: self.field(f, request=True) for f in desc.fields if f.name not in path_fields}}
+        return {
+            "type": "object",
+            "properties": {f.name: self.field(f, request=True) for f in desc.fields if f.name not in path_fields},
+        }
 
     def _path_field(self, desc: descriptor.Descriptor, field_path: str) -> dict[str, Any]:
         names = field_path.split(".")
@@ -222,12 +238,15 @@ def build_openapi(routes: list[Route], title: str = "chatmesh", version: str = "
     renames = hints.shared_names(sorted({r.template for r in routes}))
     for route in sorted(routes, key=lambda r: r.template):
         names = renames[route.template]
-        paths.setdefault(openapi_path(route.template, names), {})[route.http_method.lower()] = \
-            builder.operation(route, names)
+        paths.setdefault(openapi_path(route.template, names), {})[route.http_method.lower()] = builder.operation(
+            route, names
+        )
     paths.update(FILE_PATHS)  # attachment bytes: plain HTTP routes (services/edge/uploads.py)
     services = {r.method.containing_service for r in routes}
-    tags = [{"name": s.name, "description": hints.prose(hints.comments().get(s.full_name, s.name))}
-            for s in sorted(services, key=lambda s: s.name)]
+    tags = [
+        {"name": s.name, "description": hints.prose(hints.comments().get(s.full_name, s.name))}
+        for s in sorted(services, key=lambda s: s.name)
+    ]
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version, "description": DESCRIPTION, "license": LICENSE},
@@ -238,15 +257,21 @@ def build_openapi(routes: list[Route], title: str = "chatmesh", version: str = "
             "schemas": builder.schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
             "responses": {
-                "Error": {"description": "The one error body",
-                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "RateLimited": {"description": "Over a per-user limit: retry after the given seconds",
-                                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "Unavailable": {"description": "An upstream is away (UNAVAILABLE) or too slow (DEADLINE_EXCEEDED):"
-                                               " send the same request again after the given seconds",
-                                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Error": {
+                    "description": "The one error body",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+                "RateLimited": {
+                    "description": "Over a per-user limit: retry after the given seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+                "Unavailable": {
+                    "description": "An upstream is away (UNAVAILABLE) or too slow (DEADLINE_EXCEEDED):"
+                    " send the same request again after the given seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
             },
         },
         "security": [{"bearer": []}],

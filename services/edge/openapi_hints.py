@@ -43,13 +43,28 @@ _REQUEST_BOUNDS: dict[tuple[str, str], dict[str, Any]] = {
 }
 # Examples by field name, on requests and responses.
 _EXAMPLES: dict[str, Any] = {
-    "conversation_id": UUID_EXAMPLE, "message_id": "9d1e7a52-0b3c-4f8e-8a6d-5e4f3c2b1a09",
-    "attachment_id": "c7a4e2f0-1b9d-4c3e-8f5a-6d2b0e9c8a71", "reply_to_id": "9d1e7a52-0b3c-4f8e-8a6d-5e4f3c2b1a09",
-    "user_id": "bob", "sender_id": "alice", "created_by": "alice", "display_name": "Bob",
-    "seq": "42", "unread_count": "3", "before_seq": "42", "after_seq": "40",
-    "content": "hi", "client_message_id": "c-1f6e", "emoji": "👍", "title": "Weekend plans", "q": "dinner",
+    "conversation_id": UUID_EXAMPLE,
+    "message_id": "9d1e7a52-0b3c-4f8e-8a6d-5e4f3c2b1a09",
+    "attachment_id": "c7a4e2f0-1b9d-4c3e-8f5a-6d2b0e9c8a71",
+    "reply_to_id": "9d1e7a52-0b3c-4f8e-8a6d-5e4f3c2b1a09",
+    "user_id": "bob",
+    "sender_id": "alice",
+    "created_by": "alice",
+    "display_name": "Bob",
+    "seq": "42",
+    "unread_count": "3",
+    "before_seq": "42",
+    "after_seq": "40",
+    "content": "hi",
+    "client_message_id": "c-1f6e",
+    "emoji": "👍",
+    "title": "Weekend plans",
+    "q": "dinner",
     "description": "Who brings what on Saturday",
-    "limit": 50, "filename": "cat.png", "content_type": "image/png", "size_bytes": "48213",
+    "limit": 50,
+    "filename": "cat.png",
+    "content_type": "image/png",
+    "size_bytes": "48213",
 }
 
 

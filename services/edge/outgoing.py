@@ -93,14 +93,40 @@ class RedeliveryTimer:
 
 
 class Outgoing:
-    __slots__ = ("_limit", "_byte_limit", "_delays", "_timer", "_budget", "on_overflow", "on_frame", "on_full",
-                 "_frames", "_pending", "_by_message", "_sent_messages", "overflowed", "draining", "closed",
-                 "watched", "queued_bytes", "drained_bytes", "_counted")
+    __slots__ = (
+        "_limit",
+        "_byte_limit",
+        "_delays",
+        "_timer",
+        "_budget",
+        "on_overflow",
+        "on_frame",
+        "on_full",
+        "_frames",
+        "_pending",
+        "_by_message",
+        "_sent_messages",
+        "overflowed",
+        "draining",
+        "closed",
+        "watched",
+        "queued_bytes",
+        "drained_bytes",
+        "_counted",
+    )
 
-    def __init__(self, limit: int, time_scale: float = 1.0, timer: RedeliveryTimer | None = None,
-                 on_overflow: Callable[[], object] | None = None, on_frame: Callable[[], object] | None = None,
-                 *, byte_limit: int = 0, budget: SendBudget | None = None,
-                 on_full: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        time_scale: float = 1.0,
+        timer: RedeliveryTimer | None = None,
+        on_overflow: Callable[[], object] | None = None,
+        on_frame: Callable[[], object] | None = None,
+        *,
+        byte_limit: int = 0,
+        budget: SendBudget | None = None,
+        on_full: Callable[[], object] | None = None,
+    ) -> None:
         self._limit = limit
         self._byte_limit = byte_limit if byte_limit > 0 else sys.maxsize
         self._delays = tuple(d * time_scale for d in REDELIVERY_DELAYS_S)
@@ -135,8 +161,11 @@ class Outgoing:
         the client resumes from its token, and the inbox replays the rest. So each round trip makes a
         whole queue's worth of progress however large the catch-up, and memory stays bounded."""
         durable = bool(resume_token)
-        if self._enqueue(event, resume_token, _EVENT if durable else _EPHEMERAL, event.size + len(resume_token)) \
-                and durable and event.event_id:
+        if (
+            self._enqueue(event, resume_token, _EVENT if durable else _EPHEMERAL, event.size + len(resume_token))
+            and durable
+            and event.event_id
+        ):
             if not self._pending and self._timer is not None:
                 self._timer.watch(self)
             message_id = event.message_id

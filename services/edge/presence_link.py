@@ -57,16 +57,24 @@ def event_frame(event: common_pb2.Event) -> dict[str, Any] | None:
         return {"type": event.type, "data": data}
     if event.HasField("typing"):
         t = event.typing
-        return {"type": event.type, "conversation_id": t.conversation_id,
-                "data": {"conversation_id": t.conversation_id, "user_id": t.user_id, "is_typing": t.is_typing}}
+        return {
+            "type": event.type,
+            "conversation_id": t.conversation_id,
+            "data": {"conversation_id": t.conversation_id, "user_id": t.user_id, "is_typing": t.is_typing},
+        }
     if event.HasField("call"):
         return call_event_frame(event)
     return None
 
 
 class PresenceLink:
-    def __init__(self, stub: presence_pb2_grpc.PresenceServiceStub, credentials: ServiceCredentials,
-                 settings: Settings, channel: grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        stub: presence_pb2_grpc.PresenceServiceStub,
+        credentials: ServiceCredentials,
+        settings: Settings,
+        channel: grpc.aio.Channel,
+    ) -> None:
         self._stub = stub
         self._channel = channel  # the stub's, so a frame fails fast while no presence replica is up
         self._credentials = credentials
@@ -77,8 +85,9 @@ class PresenceLink:
         self._new: set[str] = set()
         self._closed: dict[str, str] = {}  # connection id -> user id, to drop
         self._wake = asyncio.Event()
-        self._stream: ResilientStream[presence_pb2.StreamPresenceEventsRequest,
-                                      presence_pb2.StreamPresenceEventsResponse] = ResilientStream(
+        self._stream: ResilientStream[
+            presence_pb2.StreamPresenceEventsRequest, presence_pb2.StreamPresenceEventsResponse
+        ] = ResilientStream(
             "presence event stream",
             lambda: stub.StreamPresenceEvents(metadata=credentials.metadata(), wait_for_ready=True),
             lambda: [presence_pb2.StreamPresenceEventsRequest(subscribe_user_id=u) for u in list(self._sinks)],
@@ -159,21 +168,31 @@ class PresenceLink:
 
     async def _report(self, connection_ids: list[str]) -> None:
         for start in range(0, len(connection_ids), REPORT_BATCH):
-            chunk = [presence_pb2.Connection(connection_id=c, user_id=self._connections[c])
-                     for c in connection_ids[start:start + REPORT_BATCH] if c in self._connections]
+            chunk = [
+                presence_pb2.Connection(connection_id=c, user_id=self._connections[c])
+                for c in connection_ids[start : start + REPORT_BATCH]
+                if c in self._connections
+            ]
             if chunk:
                 await self._stub.ReportConnections(
                     presence_pb2.ReportConnectionsRequest(edge_id=self.edge_id, connections=chunk),
-                    metadata=self._credentials.metadata(), timeout=max(CALL_TIMEOUT_S, self._interval_s),
-                    wait_for_ready=True)
+                    metadata=self._credentials.metadata(),
+                    timeout=max(CALL_TIMEOUT_S, self._interval_s),
+                    wait_for_ready=True,
+                )
 
     async def _send_drops(self) -> None:
         while self._closed:
             batch = dict(list(self._closed.items())[:REPORT_BATCH])
             await self._stub.DropConnections(
-                presence_pb2.DropConnectionsRequest(edge_id=self.edge_id, connections=[
-                    presence_pb2.Connection(connection_id=c, user_id=u) for c, u in batch.items()]),
-                metadata=self._credentials.metadata(), timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                presence_pb2.DropConnectionsRequest(
+                    edge_id=self.edge_id,
+                    connections=[presence_pb2.Connection(connection_id=c, user_id=u) for c, u in batch.items()],
+                ),
+                metadata=self._credentials.metadata(),
+                timeout=CALL_TIMEOUT_S,
+                wait_for_ready=True,
+            )
             for connection_id in batch:
                 self._closed.pop(connection_id, None)
 
@@ -192,20 +211,26 @@ class PresenceLink:
 
     # frames from sockets
 
-    async def handle_frame(self, request_id: Any, kind: str, data: dict[str, Any], metadata: Metadata
-                           ) -> dict[str, Any] | None:
+    async def handle_frame(
+        self, request_id: Any, kind: str, data: dict[str, Any], metadata: Metadata
+    ) -> dict[str, Any] | None:
         """Answer a presence frame: an error frame, an ack when the client gave an id, else None."""
         conversation_id, is_typing = data.get("conversation_id"), data.get("is_typing")
-        if kind == "chat:typing" and (not isinstance(conversation_id, str) or not conversation_id
-                                      or not isinstance(is_typing, bool)):
-            return error_frame(request_id, "INVALID_ARGUMENT",
-                               "chat:typing needs data {conversation_id: string, is_typing: boolean}")
+        if kind == "chat:typing" and (
+            not isinstance(conversation_id, str) or not conversation_id or not isinstance(is_typing, bool)
+        ):
+            return error_frame(
+                request_id, "INVALID_ARGUMENT", "chat:typing needs data {conversation_id: string, is_typing: boolean}"
+            )
         try:
             if kind == "chat:typing":
                 await reachable(self._channel, "presence")
                 await self._stub.SetTyping(
                     presence_pb2.SetTypingRequest(conversation_id=conversation_id, is_typing=is_typing),
-                    metadata=metadata, timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+                    metadata=metadata,
+                    timeout=CALL_TIMEOUT_S,
+                    wait_for_ready=True,
+                )
                 reply: dict[str, Any] = {}
             else:
                 reply = await self.set_presence(kind, metadata)
@@ -218,6 +243,10 @@ class PresenceLink:
         Raises the call's AioRpcError (UNAVAILABLE at once when no presence replica is up)."""
         await reachable(self._channel, "presence")
         status = common_pb2.PRESENCE_STATUS_ONLINE if kind == "presence:online" else common_pb2.PRESENCE_STATUS_OFFLINE
-        answer = await self._stub.SetPresence(presence_pb2.SetPresenceRequest(status=status), metadata=metadata,
-                                              timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+        answer = await self._stub.SetPresence(
+            presence_pb2.SetPresenceRequest(status=status),
+            metadata=metadata,
+            timeout=CALL_TIMEOUT_S,
+            wait_for_ready=True,
+        )
         return json_format.MessageToDict(answer, preserving_proto_field_name=True)

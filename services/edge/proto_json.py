@@ -25,6 +25,8 @@ from chatmesh.timestamps import rfc3339
 _C = descriptor.FieldDescriptor
 _INT64_CPPTYPES = frozenset({_C.CPPTYPE_INT64, _C.CPPTYPE_UINT64})
 _FLOAT_CPPTYPES = frozenset({_C.CPPTYPE_FLOAT, _C.CPPTYPE_DOUBLE})
+
+
 def _base64(value: bytes) -> str:
     return binascii.b2a_base64(value, newline=False).decode("ascii")
 
@@ -64,18 +66,23 @@ class JsonRenderer:
         return bytes(orjson.dumps(self.render(message)))
 
     def _fallback(self, message: Message) -> Any:
-        return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=self._always)
+        return json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=self._always
+        )
 
     def _compilable(self, desc: descriptor.Descriptor) -> bool:
         if desc.full_name.startswith("google.protobuf.") or desc.extension_ranges:
             return False
         for field in desc.fields:
             if field.cpp_type in _FLOAT_CPPTYPES or (
-                    field.message_type is not None and field.message_type.GetOptions().map_entry):
+                field.message_type is not None and field.message_type.GetOptions().map_entry
+            ):
                 return False
-            if field.enum_type is not None and (field.enum_type.is_closed or self._custom_enum_names
-                                                or field.enum_type.full_name == "google.protobuf.NullValue"):
+            if field.enum_type is not None and (
+                field.enum_type.is_closed
+                or self._custom_enum_names
+                or field.enum_type.full_name == "google.protobuf.NullValue"
+            ):
                 return False
         return True
 
@@ -141,4 +148,3 @@ class JsonRenderer:
                 defaults.append((field.index, f"if not {var}: d[{key}] = {self._default(field)}"))
         body = [*reads, "d = {}", *sets, *(line for _, line in sorted(defaults)), "return d"]
         return f"def {name}(m):\n" + "".join(f"    {line}\n" for line in body)
-

@@ -62,10 +62,13 @@ def head_problem(buffered: bytes) -> Refusal | None:
 def error_bytes(status: int, code: str, message: str) -> bytes:
     """A whole HTTP/1.1 response in the edge's one error body, for answers written below the app."""
     request_id = uuid.uuid4().hex
-    body = json.dumps({"error": {"code": code, "message": message, "status": status,
-                                 "request_id": request_id}}).encode()
-    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n")
+    body = json.dumps(
+        {"error": {"code": code, "message": message, "status": status, "request_id": request_id}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -89,8 +92,13 @@ class EdgeHttpProtocol(H11Protocol):
 
     header_timeout_s = HEADER_TIMEOUT_S
 
-    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         # h11's own limit now bounds only what follows a head (chunk-size lines): heads are measured above.
         self.conn = _BoundedConnection(h11.SERVER, config.h11_max_incomplete_event_size or MAX_HEAD_BYTES)

@@ -142,8 +142,9 @@ class RateLimiter:
         count, seconds = limit
         if count <= 0 or self._redis is None:
             return 0.0
-        answer = await self.guard.call(lambda: self._rate(keys=[self._rate_key(name, user_id)],
-                                                          args=[count, max(1, int(seconds * 1000))]))
+        answer = await self.guard.call(
+            lambda: self._rate(keys=[self._rate_key(name, user_id)], args=[count, max(1, int(seconds * 1000))])
+        )
         if answer is None:
             return 0.0  # unchecked: Redis is away
         allowed, ttl_ms = answer
@@ -165,8 +166,11 @@ class RateLimiter:
             if bucket.refused:
                 return float(max(1, math.ceil(bucket.window_end - now)))
         wanted = min(bucket.batch * 2, max(1, min(MAX_BATCH, count // 16))) if bucket else 1
-        answer = await self.guard.call(lambda: self._reserve(keys=[self._rate_key(name, user_id)],
-                                                             args=[count, max(1, int(seconds * 1000)), wanted]))
+        answer = await self.guard.call(
+            lambda: self._reserve(
+                keys=[self._rate_key(name, user_id)], args=[count, max(1, int(seconds * 1000)), wanted]
+            )
+        )
         if answer is None:
             return 0.0  # unchecked: Redis is away
         granted, ttl_ms = answer
@@ -188,8 +192,11 @@ class RateLimiter:
         if limit <= 0 or self._redis is None:
             return True
         now_ms = int(time.time() * 1000)
-        answer = await self.guard.call(lambda: self._acquire(
-            keys=[self._sockets_key(user_id)], args=[socket_id, now_ms, int(SOCKET_LEASE_S * 1000), limit]))
+        answer = await self.guard.call(
+            lambda: self._acquire(
+                keys=[self._sockets_key(user_id)], args=[socket_id, now_ms, int(SOCKET_LEASE_S * 1000), limit]
+            )
+        )
         admitted = answer is None or bool(answer)  # unchecked when Redis is away; the renewal records it later
         if admitted:
             self._leases[socket_id] = user_id
@@ -223,7 +230,7 @@ class RateLimiter:
         users = list(by_user.items())
         for start in range(0, len(users), RENEW_CHUNK):
             pipe = redis.pipeline(transaction=False)
-            for user_id, sockets in users[start:start + RENEW_CHUNK]:
+            for user_id, sockets in users[start : start + RENEW_CHUNK]:
                 key = self._sockets_key(user_id)
                 pipe.zadd(key, dict.fromkeys(sockets, deadline))
                 pipe.pexpire(key, int(SOCKET_LEASE_S * 1000))
@@ -232,8 +239,11 @@ class RateLimiter:
         # A socket released while the pipeline ran may have been renewed after its ZREM: remove it again.
         released = [s for s in leases if s not in self._leases]
         for socket_id in released:
-            await self.guard.call(partial(redis.zrem, self._sockets_key(leases[socket_id]), socket_id),
-                                  deadline_s=RENEW_DEADLINE_S, force=True)
+            await self.guard.call(
+                partial(redis.zrem, self._sockets_key(leases[socket_id]), socket_id),
+                deadline_s=RENEW_DEADLINE_S,
+                force=True,
+            )
         return True
 
     async def ping(self) -> bool | None:

@@ -92,18 +92,25 @@ class Sends:
                 return
         identity = self._identity()
         if retry_after := await self._ctx.limits.take("messages", identity.user_id, self._ctx.settings.rate_messages):
-            self._out.push_reply(error_frame(request_id, "RATE_LIMITED", "too many messages; slow down",
-                                             retry_after=retry_after))
+            self._out.push_reply(
+                error_frame(request_id, "RATE_LIMITED", "too many messages; slow down", retry_after=retry_after)
+            )
             return
         try:
             await reachable(self._ctx.channels["message"], "message")
-            reply = await self._ctx.message.SendMessage(request, metadata=self._ctx.metadata(identity),
-                                                        timeout=CALL_TIMEOUT_S, wait_for_ready=True)
+            reply = await self._ctx.message.SendMessage(
+                request, metadata=self._ctx.metadata(identity), timeout=CALL_TIMEOUT_S, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
             self._out.push_reply(rpc_error_frame(request_id, exc))  # UNAVAILABLE / DEADLINE_EXCEEDED: retryable
             return
-        self._out.push_reply({"type": "ack", "id": request_id,
-                              "data": json_format.MessageToDict(reply, preserving_proto_field_name=True)})
+        self._out.push_reply(
+            {
+                "type": "ack",
+                "id": request_id,
+                "data": json_format.MessageToDict(reply, preserving_proto_field_name=True),
+            }
+        )
 
     def _error(self, request_id: Any, code: str, message: str) -> None:
         self._out.push_reply(error_frame(request_id, code, message))

@@ -28,8 +28,13 @@ BACKOFF_CAP_S = 5.0
 
 
 class ResilientStream(Generic[RequestT, ResponseT]):
-    def __init__(self, name: str, open_call: Callable[[], grpc.aio.StreamStreamCall[RequestT, ResponseT]],
-                 initial: Callable[[], Iterable[RequestT]], on_response: Callable[[ResponseT], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        open_call: Callable[[], grpc.aio.StreamStreamCall[RequestT, ResponseT]],
+        initial: Callable[[], Iterable[RequestT]],
+        on_response: Callable[[ResponseT], None],
+    ) -> None:
         self._name = name
         self._open_call = open_call
         self._initial = initial

@@ -52,8 +52,9 @@ class ThreadFrames:
     def render(self, event: common_pb2.Event) -> RenderedEvent:
         key = (event.event_id, event.type, event.thread.SerializeToString(deterministic=True))
         if (rendered := self._cache.get(key)) is None:
-            rendered = render({"type": THREAD_UPDATED, "data": thread_data(event),
-                               "conversation_id": event.conversation_id})
+            rendered = render(
+                {"type": THREAD_UPDATED, "data": thread_data(event), "conversation_id": event.conversation_id}
+            )
             if len(self._cache) >= self._size:
                 del self._cache[next(iter(self._cache))]  # the oldest: dicts keep insertion order
             self._cache[key] = rendered

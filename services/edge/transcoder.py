@@ -99,14 +99,25 @@ def routes_from(modules: list[ModuleType]) -> list[Route]:
                     if kind is None:
                         continue
                     http_method, template = (
-                        (binding.custom.kind.upper(), binding.custom.path) if kind == "custom"
-                        else (kind.upper(), getattr(binding, kind)))
+                        (binding.custom.kind.upper(), binding.custom.path)
+                        if kind == "custom"
+                        else (kind.upper(), getattr(binding, kind))
+                    )
                     regex, variables, literals = _compile(template)
-                    routes.append(Route(
-                        http_method, template, regex, variables, binding.body, method,
-                        message_factory.GetMessageClass(method.input_type),
-                        message_factory.GetMessageClass(method.output_type), literals, binding is rule,
-                    ))
+                    routes.append(
+                        Route(
+                            http_method,
+                            template,
+                            regex,
+                            variables,
+                            binding.body,
+                            method,
+                            message_factory.GetMessageClass(method.input_type),
+                            message_factory.GetMessageClass(method.output_type),
+                            literals,
+                            binding is rule,
+                        )
+                    )
     # Literal segments win over variables: GET /api/messages/search before /api/messages/{conversation_id}.
     routes.sort(key=lambda r: (-r.literal_segments, r.template))
     return routes
@@ -133,8 +144,7 @@ class Transcoder:
         return sorted({route.http_method for route in self.routes if route.regex.match(path)})
 
     @staticmethod
-    def build_request(route: Route, path_vars: dict[str, str], query: list[tuple[str, str]],
-                      body: Any) -> Message:
+    def build_request(route: Route, path_vars: dict[str, str], query: list[tuple[str, str]], body: Any) -> Message:
         request = route.request_class()
         desc = cast(descriptor.Descriptor, request.DESCRIPTOR)  # the stubs add upb's twin type
         try:
@@ -165,8 +175,11 @@ class Transcoder:
 
     @staticmethod
     def callable_for(channel: grpc.aio.Channel, route: Route) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
-        return channel.unary_unary(route.grpc_path, request_serializer=route.request_class.SerializeToString,
-                                   response_deserializer=route.response_class.FromString)
+        return channel.unary_unary(
+            route.grpc_path,
+            request_serializer=route.request_class.SerializeToString,
+            response_deserializer=route.response_class.FromString,
+        )
 
 
 def _set_path(target: dict[str, Any], dotted: str, raw: str, desc: descriptor.Descriptor) -> None:
@@ -186,8 +199,7 @@ def _set_path(target: dict[str, Any], dotted: str, raw: str, desc: descriptor.De
     if field.is_repeated:
         target.setdefault(names[-1], []).extend(_scalar(field, v) for v in raw.split(",") if v != "")
     elif names[-1] in target:
-        raise BadRequest(f"parameter {dotted!r} takes one value and was given more than once",
-                         "DUPLICATE_PARAMETER")
+        raise BadRequest(f"parameter {dotted!r} takes one value and was given more than once", "DUPLICATE_PARAMETER")
     else:
         target[names[-1]] = _scalar(field, raw)
 
@@ -198,7 +210,9 @@ def _scalar(field: descriptor.FieldDescriptor, raw: str) -> Any:
             raise BadRequest(f"{field.name} must be true or false")
         return raw == "true"
     if field.message_type is not None and field.message_type.full_name not in (
-            "google.protobuf.Timestamp", "google.protobuf.Duration"):
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+    ):
         raise BadRequest(f"{field.name} cannot be set from the query string")
     return raw
 
@@ -215,7 +229,7 @@ def enum_prefix(enum: descriptor.EnumDescriptor) -> str:
 
 def enum_short_names(enum: descriptor.EnumDescriptor) -> list[str]:
     prefix = enum_prefix(enum)
-    return [v.name[len(prefix):].lower() for v in enum.values if v.number != 0]
+    return [v.name[len(prefix) :].lower() for v in enum.values if v.number != 0]
 
 
 def _enum_value(enum: descriptor.EnumDescriptor, value: Any) -> Any:
@@ -236,11 +250,17 @@ def _normalize_enums(value: Any, desc: descriptor.Descriptor) -> Any:
         if field is None:
             out[key] = item
         elif field.enum_type is not None:
-            out[key] = [_enum_value(field.enum_type, v) for v in item] if field.is_repeated and isinstance(
-                item, list) else _enum_value(field.enum_type, item)
+            out[key] = (
+                [_enum_value(field.enum_type, v) for v in item]
+                if field.is_repeated and isinstance(item, list)
+                else _enum_value(field.enum_type, item)
+            )
         elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
-            out[key] = [_normalize_enums(v, field.message_type) for v in item] if field.is_repeated and isinstance(
-                item, list) else _normalize_enums(item, field.message_type)
+            out[key] = (
+                [_normalize_enums(v, field.message_type) for v in item]
+                if field.is_repeated and isinstance(item, list)
+                else _normalize_enums(item, field.message_type)
+            )
         else:
             out[key] = item
     return out

@@ -58,9 +58,13 @@ def _link(request: Request, default_variant: str) -> message_pb2.SignedLink:
     expires = query.get("e", "")
     if not expires.isdigit() or len(expires) > 12:
         raise _Refused(error_response(403, "LINK_INVALID", "this link is not valid"))
-    return message_pb2.SignedLink(attachment_id=request.path_params["attachment_id"],
-                                  variant=query.get("v", default_variant), user_id=query.get("u", ""),
-                                  expires=int(expires), signature=query.get("s", ""))
+    return message_pb2.SignedLink(
+        attachment_id=request.path_params["attachment_id"],
+        variant=query.get("v", default_variant),
+        user_id=query.get("u", ""),
+        expires=int(expires),
+        signature=query.get("s", ""),
+    )
 
 
 async def _failure(call: Any) -> Response:
@@ -68,8 +72,9 @@ async def _failure(call: Any) -> Response:
     code = await call.code()
     details = await call.details()
     trailing = await call.trailing_metadata()
-    status, error_code, message = from_rpc_error(grpc.aio.AioRpcError(code, grpc.aio.Metadata(),
-                                                                      trailing or grpc.aio.Metadata(), details))
+    status, error_code, message = from_rpc_error(
+        grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details)
+    )
     return error_response(status, error_code, message)
 
 
@@ -114,15 +119,20 @@ def upload_routes(ctx: EdgeContext) -> list[BaseRoute]:
                 if size > limit:
                     return _too_large(limit)  # stop reading here: the cancelled call keeps nothing
                 for at in range(0, len(chunk), CHUNK):
-                    await call.write(message_pb2.WriteAttachmentContentRequest(chunk=chunk[at:at + CHUNK]))
+                    await call.write(message_pb2.WriteAttachmentContentRequest(chunk=chunk[at : at + CHUNK]))
         except ClientDisconnect:
             return error_response(400, "CLIENT_DISCONNECTED", "the upload was interrupted; nothing was kept")
         await call.done_writing()
         done = await call.read()
         if done is grpc.aio.EOF:
             return await _failure(call)
-        return JSONResponse({"attachment": json_format.MessageToDict(
-            done.attachment, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)})
+        return JSONResponse(
+            {
+                "attachment": json_format.MessageToDict(
+                    done.attachment, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                )
+            }
+        )
 
     async def download(request: Request) -> Response:
         try:
@@ -136,8 +146,7 @@ def upload_routes(ctx: EdgeContext) -> list[BaseRoute]:
         read = message_pb2.ReadAttachmentContentRequest(link=link, first=0, last=-1)
         if ranged is not None:
             read.first, read.last, read.suffix = ranged
-        call = ctx.message.ReadAttachmentContent(read, metadata=ctx.credentials.metadata(),
-                                                 timeout=TRANSFER_TIMEOUT_S)
+        call = ctx.message.ReadAttachmentContent(read, metadata=ctx.credentials.metadata(), timeout=TRANSFER_TIMEOUT_S)
         try:
             first = await call.read()
         except grpc.aio.AioRpcError as exc:
@@ -152,8 +161,12 @@ def upload_routes(ctx: EdgeContext) -> list[BaseRoute]:
             return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Cache-Control")})
         if not head.satisfiable:
             call.cancel()
-            return error_response(416, "RANGE_NOT_SATISFIABLE", "the range lies outside the file",
-                                  {"Content-Range": f"bytes */{head.total_bytes}"})
+            return error_response(
+                416,
+                "RANGE_NOT_SATISFIABLE",
+                "the range lies outside the file",
+                {"Content-Range": f"bytes */{head.total_bytes}"},
+            )
         headers["Content-Length"] = str(head.length)
         status = 200
         if ranged is not None:
@@ -197,11 +210,10 @@ def _headers(head: message_pb2.ContentHead, link: message_pb2.SignedLink) -> dic
     return {
         "Content-Type": head.content_type,
         "Content-Disposition": content_disposition(head.filename, head.content_type),
-        "ETag": f"\"{head.sha256}\"",
+        "ETag": f'"{head.sha256}"',
         "Last-Modified": formatdate(head.created_at.seconds, usegmt=True),
         "Cache-Control": f"private, max-age={max_age}, immutable",
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; media-src 'self'; style-src 'unsafe-inline'; sandbox",
     }
-

@@ -34,13 +34,14 @@ class EventRouter:
         self._subs: dict[str, _Subscriber] = {}
         self._frames = FrameCache()
         self._threads = ThreadFrames()
-        self._stream: ResilientStream[message_pb2.StreamEventsRequest, message_pb2.StreamEventsResponse] = \
+        self._stream: ResilientStream[message_pb2.StreamEventsRequest, message_pb2.StreamEventsResponse] = (
             ResilientStream(
                 "event stream",
                 lambda: stub.StreamEvents(metadata=credentials.metadata(), wait_for_ready=True),
                 lambda: [self._subscribe_request(subscription_id) for subscription_id in list(self._subs)],
                 self._dispatch,
             )
+        )
         self.connected = self._stream.connected
 
     def subscribe(self, subscription_id: str, user_id: str, resume_token: str, sink: Sink) -> None:
@@ -49,13 +50,19 @@ class EventRouter:
 
     def unsubscribe(self, subscription_id: str) -> None:
         if self._subs.pop(subscription_id, None) is not None:
-            self._stream.send(message_pb2.StreamEventsRequest(
-                unsubscribe=message_pb2.StreamEventsRequest.Unsubscribe(subscription_id=subscription_id)))
+            self._stream.send(
+                message_pb2.StreamEventsRequest(
+                    unsubscribe=message_pb2.StreamEventsRequest.Unsubscribe(subscription_id=subscription_id)
+                )
+            )
 
     def _subscribe_request(self, subscription_id: str) -> message_pb2.StreamEventsRequest:
         sub = self._subs[subscription_id]
-        return message_pb2.StreamEventsRequest(subscribe=message_pb2.StreamEventsRequest.Subscribe(
-            subscription_id=subscription_id, user_id=sub.user_id, resume_token=sub.resume_token))
+        return message_pb2.StreamEventsRequest(
+            subscribe=message_pb2.StreamEventsRequest.Subscribe(
+                subscription_id=subscription_id, user_id=sub.user_id, resume_token=sub.resume_token
+            )
+        )
 
     async def run(self) -> None:
         await self._stream.run()

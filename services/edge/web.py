@@ -46,8 +46,9 @@ def web_routes(settings: Settings) -> list[BaseRoute]:
                 return error_response(400, "INVALID_JSON", "the body must be a JSON object")
             if (problem := user_id_problem(user_id)) is not None:  # the rule tokens are verified by
                 return error_response(400, "INVALID_USER_ID", problem)
-            return JSONResponse({"token": sign(settings, user_id, ttl_s=DEV_TOKEN_TTL_S, name=name or None),
-                                 "user_id": user_id})
+            return JSONResponse(
+                {"token": sign(settings, user_id, ttl_s=DEV_TOKEN_TTL_S, name=name or None), "user_id": user_id}
+            )
 
         routes.append(Route("/dev/token", dev_token, methods=["POST"]))
     if settings.web_enabled and (folder := page_dir()) is not None:

@@ -74,13 +74,13 @@ WS_HARD_CAP_FACTOR = 16  # frames over max_frame_bytes * this are closed by uvic
 TOKEN_WARNING_S = 60.0  # token_expiring comes this long before exp (scaled by CHAT_TIME_SCALE)
 FLOOD_CLOSE_FACTOR = 4  # refused frames in one second, in multiples of the limit, before the socket is closed
 # gRPC statuses meaning "not now" rather than "never": an overloaded or unreachable upstream.
-_TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED)
+_TRY_AGAIN_LATER = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 # Frame types a span is named after (tracing on); any other type a client makes up is traced as `unknown`.
-_FRAME_TYPES = frozenset({"chat:message_send", "ping", "auth", "chat:message_delivered", "events_ack",
-                          *PRESENCE_FRAMES, *CALL_FRAMES})
+_FRAME_TYPES = frozenset(
+    {"chat:message_send", "ping", "auth", "chat:message_delivered", "events_ack", *PRESENCE_FRAMES, *CALL_FRAMES}
+)
 _REQUEST_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter makes each frame's id (uuid4 costs more)
 _request_ids = itertools.count()
 
@@ -107,15 +107,23 @@ class Connection:
         self._ctx = ctx
         self._ws = ws
         self._identity: Identity | None = None
-        self._out = Outgoing(ctx.settings.ws_send_queue, ctx.settings.time_scale, ctx.redelivery, self._too_slow,
-                             self._wake_writer, byte_limit=ctx.settings.ws_send_queue_bytes, budget=ctx.send_budget,
-                             on_full=lambda: ctx.router.unsubscribe(self._subscription_id))  # it drains, then 4008
+        self._out = Outgoing(
+            ctx.settings.ws_send_queue,
+            ctx.settings.time_scale,
+            ctx.redelivery,
+            self._too_slow,
+            self._wake_writer,
+            byte_limit=ctx.settings.ws_send_queue_bytes,
+            budget=ctx.send_budget,
+            on_full=lambda: ctx.router.unsubscribe(self._subscription_id),
+        )  # it drains, then 4008
         self._frame_limits = FrameLimits(ctx.frame_rates)  # per kind: presence, typing, receipts, acks
         self._subscription_id = uuid.uuid4().hex
         self._delivered = DeliveredReporter(ctx, self._current_identity)
         self._sends = Sends(ctx, self._out, self._current_identity)
-        self._calls = SocketCalls(ctx.presence, ctx.channels["presence"],
-                                  lambda: ctx.metadata(self._current_identity()))
+        self._calls = SocketCalls(
+            ctx.presence, ctx.channels["presence"], lambda: ctx.metadata(self._current_identity())
+        )
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # from `ready` until the socket stops
         self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
@@ -124,8 +132,9 @@ class Connection:
 
     async def serve(self) -> None:
         settings = self._ctx.settings
-        if not origin_allowed(self._ws.headers.get("origin"), self._ws.headers.get("host"),
-                              settings.ws_allowed_origins):
+        if not origin_allowed(
+            self._ws.headers.get("origin"), self._ws.headers.get("host"), settings.ws_allowed_origins
+        ):
             log.info("WebSocket from origin %r refused", self._ws.headers.get("origin"))
             await self._ws.close(CLOSE_POLICY)  # before accept: the upgrade is answered 403
             return
@@ -135,8 +144,9 @@ class Connection:
             return
         identity = self._identity
         if not await self._ctx.limits.acquire_socket(identity.user_id, self._subscription_id, settings.ws_max_sockets):
-            await self._ws.send_json(error_frame(None, "TOO_MANY_SOCKETS",
-                                                 f"at most {settings.ws_max_sockets} sockets per user"))
+            await self._ws.send_json(
+                error_frame(None, "TOO_MANY_SOCKETS", f"at most {settings.ws_max_sockets} sockets per user")
+            )
             await self._ws.close(CLOSE_POLICY, "too many sockets")
             return
         try:
@@ -194,8 +204,9 @@ class Connection:
             if header:
                 self._identity = self._user(await self._ctx.verifier.averify_bearer(header))
                 return ""
-            message = await asyncio.wait_for(self._ws.receive(),
-                                             max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S))
+            message = await asyncio.wait_for(
+                self._ws.receive(), max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S)
+            )
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             raw = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
@@ -203,7 +214,7 @@ class Connection:
                 raise AuthError(f"frames are limited to {self._ctx.settings.ws_max_frame_bytes} bytes")
             frame = bounded_json.loads(raw)
             if not isinstance(frame, dict) or frame.get("type") != "auth" or not isinstance(frame.get("data"), dict):
-                raise AuthError("the first frame must be {\"type\": \"auth\", \"data\": {\"token\": ...}}")
+                raise AuthError('the first frame must be {"type": "auth", "data": {"token": ...}}')
             self._identity = self._user(await self._ctx.verifier.averify(str(frame["data"].get("token", ""))))
             return str(frame["data"].get("resume_token") or "")
         except (AuthError, ValueError, TimeoutError) as exc:
@@ -235,9 +246,13 @@ class Connection:
         warning = TOKEN_WARNING_S * self._ctx.settings.time_scale
         now = time.time()
         self._expiry = (
-            loop.call_later(max(0.0, expires_at - warning - now), self._out.push_reply,
-                            {"type": "token_expiring", "data": {"expires_at": int(expires_at)}}),
-            loop.call_later(max(0.0, expires_at - now), self._expired))
+            loop.call_later(
+                max(0.0, expires_at - warning - now),
+                self._out.push_reply,
+                {"type": "token_expiring", "data": {"expires_at": int(expires_at)}},
+            ),
+            loop.call_later(max(0.0, expires_at - now), self._expired),
+        )
 
     def _expired(self) -> None:
         if self._closing is None:
@@ -306,8 +321,9 @@ class Connection:
         self._ctx.router.unsubscribe(self._subscription_id)
         self._stop()
         try:
-            await asyncio.wait_for(self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token"),
-                                   SLOW_CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(
+                self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token"), SLOW_CLOSE_TIMEOUT_S
+            )
         except Exception as exc:  # noqa: BLE001 - the peer may be gone or stuck; the socket is dropped either way
             log.info("slow WebSocket dropped without a close frame: %r", exc)
         if self._receiver:
@@ -349,8 +365,11 @@ class Connection:
                 self._error(None, "BAD_FRAME", "frames must be JSON objects with a string type")
                 continue
             if retry_after := self._frame_limits.take(frame["type"], frame.get("data"), now):
-                self._out.push_reply(error_frame(frame.get("id"), "RATE_LIMITED", f"too many {frame['type']} frames",
-                                                 retry_after=retry_after))
+                self._out.push_reply(
+                    error_frame(
+                        frame.get("id"), "RATE_LIMITED", f"too many {frame['type']} frames", retry_after=retry_after
+                    )
+                )
                 continue
             request_id = _next_request_id()  # each frame's upstream calls get their own request id
             request_id_var.set(request_id)
@@ -377,12 +396,14 @@ class Connection:
             self._acknowledge_events(request_id, data)
         elif kind in ("presence:online", "presence:offline"):  # at most one per user per interval goes on
             assert self._identity is not None
-            self._ctx.presence_toggles.toggle(self._identity.user_id, kind, self._ctx.metadata(self._identity),
-                                              request_id, self._out.push_reply)
+            self._ctx.presence_toggles.toggle(
+                self._identity.user_id, kind, self._ctx.metadata(self._identity), request_id, self._out.push_reply
+            )
         elif kind in PRESENCE_FRAMES:
             assert self._identity is not None
-            if reply := await self._ctx.presence_link.handle_frame(request_id, kind, data,
-                                                                   self._ctx.metadata(self._identity)):
+            if reply := await self._ctx.presence_link.handle_frame(
+                request_id, kind, data, self._ctx.metadata(self._identity)
+            ):
                 self._out.push_reply(reply)
         elif kind in CALL_FRAMES:
             if reply := await self._calls.handle(request_id, kind, data):

@@ -57,21 +57,32 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     pubsub_client = open_pubsub_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix)
     channel = open_channel(settings.conversation_target, client_tls(settings))
-    membership = MembershipCache(conversation_pb2_grpc.ConversationServiceStub(channel),
-                                 ServiceCredentials(settings, "message"), MembershipVersions(redis_client, keys))
+    membership = MembershipCache(
+        conversation_pb2_grpc.ConversationServiceStub(channel),
+        ServiceCredentials(settings, "message"),
+        MembershipVersions(redis_client, keys),
+    )
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
-    hub = Hub(redis_client, pubsub_client, keys,
-              OfflineBuffer(pool, conversations, ServiceCredentials(settings, "message")),
-              time_scale=settings.time_scale)
+    hub = Hub(
+        redis_client,
+        pubsub_client,
+        keys,
+        OfflineBuffer(pool, conversations, ServiceCredentials(settings, "message")),
+        time_scale=settings.time_scale,
+    )
     await hub.start()
     consumer = f"{socket.gethostname()}-{os.getpid()}"
     # Each loop handles its dependencies' outages itself; a bug that escapes one restarts it (logged, counted).
     background = [
-        spawn_supervised("outbox relay", OutboxRelay(pool, settings.database_url, SCHEMA, redis_client,
-                                                     keys.events, settings.time_scale).run),
+        spawn_supervised(
+            "outbox relay",
+            OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events, settings.time_scale).run,
+        ),
         spawn_supervised("fan-out", Fanout(redis_client, keys, membership, consumer, settings.time_scale).run),
-        spawn_supervised("stream sampler", StreamSampler(redis_client, keys.events, FANOUT_GROUP,
-                                                         keys.dead_letter, 5.0 * settings.time_scale).run),
+        spawn_supervised(
+            "stream sampler",
+            StreamSampler(redis_client, keys.events, FANOUT_GROUP, keys.dead_letter, 5.0 * settings.time_scale).run,
+        ),
     ]
     blobs, links = open_blobs(settings)
     attachments = Attachments(pool, membership, blobs, links, AttachmentLimits.of(settings))
@@ -80,31 +91,52 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     notifier = Notifier(pool, redis_client, keys, membership, NotifyPolicy.of(settings), consumer)
     with contextlib.suppress(Exception):  # Redis away at start: the ingest loop creates the group later
         await notifier.ensure_group()
-    background += [spawn_supervised("notifier ingest", notifier.run_ingest),
-                   spawn_supervised("notifier checks", notifier.run_checks)]
-    streams = NotificationStreams(redis_client, keys, pool, claim_s=settings.notify_claim_s * settings.time_scale,
-                                  time_scale=settings.time_scale)
+    background += [
+        spawn_supervised("notifier ingest", notifier.run_ingest),
+        spawn_supervised("notifier checks", notifier.run_checks),
+    ]
+    streams = NotificationStreams(
+        redis_client, keys, pool, claim_s=settings.notify_claim_s * settings.time_scale, time_scale=settings.time_scale
+    )
     notifications = NotificationServicer(Devices(pool), streams)
-    servicer = MessageServicer(Messages(pool, membership, Limits(settings.max_message_chars),
-                                        conversation_pb2_grpc.ConversationServiceStub(channel), attachments),
-                               hub, attachments)
+    servicer = MessageServicer(
+        Messages(
+            pool,
+            membership,
+            Limits(settings.max_message_chars),
+            conversation_pb2_grpc.ConversationServiceStub(channel),
+            attachments,
+        ),
+        hub,
+        attachments,
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         message_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)
         notification_pb2_grpc.add_NotificationServiceServicer_to_server(notifications, server)
-        return [message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
-                notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name]
+        return [
+            message_pb2.DESCRIPTOR.services_by_name["MessageService"].full_name,
+            notification_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+        ]
 
     def end_streams() -> None:
         hub.end_streams()
         streams.end_streams()
 
     try:
-        await serve("message", settings.listen("message"), TokenVerifier(settings), register, stopping=stopping,
-                    metrics_port=settings.metrics_port, end_streams=end_streams,
-                    tls=server_credentials(settings), health_port=settings.health_port,
-                    # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
-                    readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale))
+        await serve(
+            "message",
+            settings.listen("message"),
+            TokenVerifier(settings),
+            register,
+            stopping=stopping,
+            metrics_port=settings.metrics_port,
+            end_streams=end_streams,
+            tls=server_credentials(settings),
+            health_port=settings.health_port,
+            # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
+            readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
+        )
     finally:
         for task in background:
             task.cancel()

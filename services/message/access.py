@@ -33,8 +33,14 @@ class Found:
     role: Role
 
 
-async def find(conn: psycopg.AsyncConnection, membership: MembershipCache, message_id: str, caller: str, *,
-               for_update: bool = False) -> Found:
+async def find(
+    conn: psycopg.AsyncConnection,
+    membership: MembershipCache,
+    message_id: str,
+    caller: str,
+    *,
+    for_update: bool = False,
+) -> Found:
     """The message and the caller's role in its conversation: 404 for an unknown message, 403 for a
     caller who is not a participant. `for_update` locks the row for the caller's transaction."""
     message_id = parse_id(message_id, "message_id")

@@ -16,27 +16,35 @@ from services.message.attachments import Attachments
 class AttachmentRpcs:
     _attachments: Attachments
 
-    async def CreateUpload(self, request: pb.CreateUploadRequest, context: Context
-                           ) -> pb.CreateUploadResponse:
-        upload = await self._attachments.create(current_identity().user_id, request.conversation_id,
-                                                request.filename, request.size_bytes, request.content_type)
-        return pb.CreateUploadResponse(attachment=upload.attachment, upload_url=upload.url,
-                                       upload_method=upload.method, upload_headers=upload.headers,
-                                       expires_at=timestamp(datetime.fromtimestamp(upload.expires_at, UTC)))
+    async def CreateUpload(self, request: pb.CreateUploadRequest, context: Context) -> pb.CreateUploadResponse:
+        upload = await self._attachments.create(
+            current_identity().user_id,
+            request.conversation_id,
+            request.filename,
+            request.size_bytes,
+            request.content_type,
+        )
+        return pb.CreateUploadResponse(
+            attachment=upload.attachment,
+            upload_url=upload.url,
+            upload_method=upload.method,
+            upload_headers=upload.headers,
+            expires_at=timestamp(datetime.fromtimestamp(upload.expires_at, UTC)),
+        )
 
-    async def CompleteUpload(self, request: pb.CompleteUploadRequest, context: Context
-                             ) -> pb.CompleteUploadResponse:
+    async def CompleteUpload(self, request: pb.CompleteUploadRequest, context: Context) -> pb.CompleteUploadResponse:
         return pb.CompleteUploadResponse(
-            attachment=await self._attachments.complete(current_identity().user_id, request.attachment_id))
+            attachment=await self._attachments.complete(current_identity().user_id, request.attachment_id)
+        )
 
-    async def GetAttachment(self, request: pb.GetAttachmentRequest, context: Context
-                            ) -> pb.GetAttachmentResponse:
+    async def GetAttachment(self, request: pb.GetAttachmentRequest, context: Context) -> pb.GetAttachmentResponse:
         return pb.GetAttachmentResponse(
-            attachment=await self._attachments.get(current_identity().user_id, request.attachment_id))
+            attachment=await self._attachments.get(current_identity().user_id, request.attachment_id)
+        )
 
-    async def WriteAttachmentContent(self, request_iterator: AsyncIterator[pb.WriteAttachmentContentRequest],
-                                     context: Context
-                                     ) -> AsyncIterator[pb.WriteAttachmentContentResponse]:
+    async def WriteAttachmentContent(
+        self, request_iterator: AsyncIterator[pb.WriteAttachmentContentRequest], context: Context
+    ) -> AsyncIterator[pb.WriteAttachmentContentResponse]:
         require_service()
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("part") != "link":
@@ -53,9 +61,9 @@ class AttachmentRpcs:
         attachment = await self._attachments.receive(row, chunks())
         yield pb.WriteAttachmentContentResponse(attachment=attachment)
 
-    async def ReadAttachmentContent(self, request: pb.ReadAttachmentContentRequest,
-                                    context: Context
-                                    ) -> AsyncIterator[pb.ReadAttachmentContentResponse]:
+    async def ReadAttachmentContent(
+        self, request: pb.ReadAttachmentContentRequest, context: Context
+    ) -> AsyncIterator[pb.ReadAttachmentContentResponse]:
         require_service()
         head, chunks = await self._attachments.read(request)
         yield pb.ReadAttachmentContentResponse(head=head)

@@ -39,6 +39,7 @@ _FROM = "message.attachments a LEFT JOIN message.messages m ON m.message_id = a.
 @dataclass
 class Checked:
     """What the service found in the bytes."""
+
     content_type: str
     sha256: str
     width: int
@@ -47,20 +48,28 @@ class Checked:
     has_thumbnail: bool
 
 
-async def create(conn: psycopg.AsyncConnection, attachment_id: str, conversation_id: str, uploader_id: str,
-                 filename: str, declared_type: str, size_bytes: int, storage_key: str) -> AttachmentRow:
+async def create(
+    conn: psycopg.AsyncConnection,
+    attachment_id: str,
+    conversation_id: str,
+    uploader_id: str,
+    filename: str,
+    declared_type: str,
+    size_bytes: int,
+    storage_key: str,
+) -> AttachmentRow:
     await conn.execute(
         """INSERT INTO message.attachments (attachment_id, conversation_id, uploader_id, filename, declared_type,
                                             size_bytes, storage_key)
            VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-        (attachment_id, conversation_id, uploader_id, filename, declared_type, size_bytes, storage_key))
+        (attachment_id, conversation_id, uploader_id, filename, declared_type, size_bytes, storage_key),
+    )
     row = await get(conn, attachment_id)
     assert row is not None
     return row
 
 
-async def get(conn: psycopg.AsyncConnection, attachment_id: str, *, for_update: bool = False
-              ) -> AttachmentRow | None:
+async def get(conn: psycopg.AsyncConnection, attachment_id: str, *, for_update: bool = False) -> AttachmentRow | None:
     lock = " FOR UPDATE OF a" if for_update else ""
     async with conn.cursor(row_factory=class_row(AttachmentRow)) as cur:
         await cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE a.attachment_id = %s{lock}", (attachment_id,))
@@ -69,8 +78,7 @@ async def get(conn: psycopg.AsyncConnection, attachment_id: str, *, for_update: 
 
 async def get_many(conn: psycopg.AsyncConnection, attachment_ids: list[str]) -> list[AttachmentRow]:
     async with conn.cursor(row_factory=class_row(AttachmentRow)) as cur:
-        await cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE a.attachment_id = ANY(%s::uuid[])",
-                          (attachment_ids,))
+        await cur.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE a.attachment_id = ANY(%s::uuid[])", (attachment_ids,))
         return await cur.fetchall()
 
 
@@ -80,8 +88,16 @@ async def mark_ready(conn: psycopg.AsyncConnection, attachment_id: str, checked:
         """UPDATE message.attachments SET state = 'ready', content_type = %s, sha256 = %s, width = %s, height = %s,
                   duration_ms = %s, has_thumbnail = %s
            WHERE attachment_id = %s AND state = 'pending'""",
-        (checked.content_type, checked.sha256, checked.width, checked.height, checked.duration_ms,
-         checked.has_thumbnail, attachment_id))
+        (
+            checked.content_type,
+            checked.sha256,
+            checked.width,
+            checked.height,
+            checked.duration_ms,
+            checked.has_thumbnail,
+            attachment_id,
+        ),
+    )
     return cur.rowcount == 1
 
 
@@ -92,10 +108,13 @@ async def lock_expired(conn: psycopg.AsyncConnection, older_than_s: float, limit
         """SELECT attachment_id::text, storage_key, has_thumbnail FROM message.attachments
            WHERE message_id IS NULL AND created_at < now() - make_interval(secs => %s)
            ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED""",
-        (older_than_s, limit))
+        (older_than_s, limit),
+    )
     return [(str(r[0]), str(r[1]), bool(r[2])) for r in await cur.fetchall()]
 
 
 async def delete(conn: psycopg.AsyncConnection, attachment_ids: list[str]) -> None:
-    await conn.execute("DELETE FROM message.attachments WHERE attachment_id = ANY(%s::uuid[]) AND message_id IS NULL",
-                       (attachment_ids,))
+    await conn.execute(
+        "DELETE FROM message.attachments WHERE attachment_id = ANY(%s::uuid[]) AND message_id IS NULL",
+        (attachment_ids,),
+    )

@@ -60,8 +60,13 @@ class AttachmentLimits:
     @classmethod
     def of(cls, settings: Settings) -> AttachmentLimits:
         scale = settings.time_scale
-        return cls(settings.attachment_max_bytes, settings.attachment_types, settings.attachment_max_pixels,
-                   settings.attachment_ttl_s * scale, max(1.0, settings.attachment_url_ttl_s * scale))
+        return cls(
+            settings.attachment_max_bytes,
+            settings.attachment_types,
+            settings.attachment_max_pixels,
+            settings.attachment_ttl_s * scale,
+            max(1.0, settings.attachment_url_ttl_s * scale),
+        )
 
 
 @dataclass(frozen=True)
@@ -80,17 +85,32 @@ def too_large(max_bytes: int) -> errors.ChatError:
 def to_proto(row: AttachmentRow) -> common_pb2.Attachment:
     """Metadata only: what a message carries and stores (links are added per reader, per request)."""
     attachment = common_pb2.Attachment(
-        attachment_id=row.attachment_id, conversation_id=row.conversation_id, uploader_id=row.uploader_id,
-        filename=row.filename, content_type=row.content_type, size_bytes=row.size_bytes, sha256=row.sha256,
-        width=row.width, height=row.height, duration_ms=row.duration_ms, has_thumbnail=row.has_thumbnail,
+        attachment_id=row.attachment_id,
+        conversation_id=row.conversation_id,
+        uploader_id=row.uploader_id,
+        filename=row.filename,
+        content_type=row.content_type,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        width=row.width,
+        height=row.height,
+        duration_ms=row.duration_ms,
+        has_thumbnail=row.has_thumbnail,
         state=common_pb2.ATTACHMENT_STATE_ATTACHED if row.message_id else _STATES[row.state],
-        created_at=timestamp(row.created_at))
+        created_at=timestamp(row.created_at),
+    )
     return attachment
 
 
 class Attachments:
-    def __init__(self, pool: AsyncConnectionPool, membership: MembershipCache, blobs: BlobStore,
-                 links: Links | None, limits: AttachmentLimits) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        membership: MembershipCache,
+        blobs: BlobStore,
+        links: Links | None,
+        limits: AttachmentLimits,
+    ) -> None:
         self._pool = pool
         self._membership = membership
         self._blobs = blobs
@@ -107,8 +127,16 @@ class Attachments:
         attachment_id = str(uuid.uuid4())
         declared = "".join(c for c in declared_type if c.isprintable())[:MAX_DECLARED_TYPE]
         async with self._pool.connection() as conn:
-            row = await store.create(conn, attachment_id, conversation_id, user, media.safe_filename(filename),
-                                     declared, size, f"{conversation_id}/{attachment_id}")
+            row = await store.create(
+                conn,
+                attachment_id,
+                conversation_id,
+                user,
+                media.safe_filename(filename),
+                declared,
+                size,
+                f"{conversation_id}/{attachment_id}",
+            )
         expires = int(time.time() + self.limits.url_ttl_s)
         presigned = await self._blobs.presign_upload(row.storage_key, size, int(self.limits.url_ttl_s))
         if presigned is not None:
@@ -187,8 +215,9 @@ class Attachments:
         """The metadata to store, once the sniffed type is on the allow-list (415 otherwise)."""
         if not media.type_allowed(found.content_type, self.limits.types):
             raise errors.invalid("UNSUPPORTED_MEDIA_TYPE", f"files of type {found.content_type} are not accepted")
-        return Checked(found.content_type, found.sha256, found.width, found.height, found.duration_ms,
-                       found.thumbnail is not None)
+        return Checked(
+            found.content_type, found.sha256, found.width, found.height, found.duration_ms, found.thumbnail is not None
+        )
 
     async def _store_thumbnail(self, row: AttachmentRow, found: media.Analysis) -> None:
         if found.thumbnail is not None:
@@ -210,8 +239,9 @@ class Attachments:
 
     async def _link(self, row: AttachmentRow, variant: str, user: str, expires: int) -> str:
         key, content_type, name = self._variant(row, variant)
-        url = await self._blobs.presign_download(key, content_disposition(name, content_type), content_type,
-                                                 int(self.limits.url_ttl_s))
+        url = await self._blobs.presign_download(
+            key, content_disposition(name, content_type), content_type, int(self.limits.url_ttl_s)
+        )
         if url is not None:
             return url
         assert self._links is not None
@@ -225,8 +255,9 @@ class Attachments:
             return row.storage_key + THUMBNAIL_SUFFIX, media.THUMBNAIL_TYPE, f"{stem}-thumbnail.jpg"
         return row.storage_key, row.content_type, row.filename
 
-    async def read(self, request: message_pb2.ReadAttachmentContentRequest
-                   ) -> tuple[message_pb2.ContentHead, AsyncIterator[bytes] | None]:
+    async def read(
+        self, request: message_pb2.ReadAttachmentContentRequest
+    ) -> tuple[message_pb2.ContentHead, AsyncIterator[bytes] | None]:
         """Filesystem backend: a signed download link's bytes (a range of them), access checked again."""
         link = request.link
         self._served_links().check(link, ("file", "thumbnail"))
@@ -239,17 +270,22 @@ class Attachments:
             raise errors.not_found("ATTACHMENT_NOT_FOUND", "this attachment has no such content")
         first, length = _resolve_range(request, total)
         head = message_pb2.ContentHead(
-            content_type=content_type, filename=name, total_bytes=total, first=max(first, 0), length=length,
+            content_type=content_type,
+            filename=name,
+            total_bytes=total,
+            first=max(first, 0),
+            length=length,
             sha256=row.sha256 if link.variant == "file" else f"{row.sha256}-thumbnail",
-            created_at=timestamp(row.created_at), satisfiable=first >= 0)
+            created_at=timestamp(row.created_at),
+            satisfiable=first >= 0,
+        )
         if first < 0 or length == 0:
             return head, None
         blobs = self._blobs
         assert isinstance(blobs, FileBlobStore)
         return head, blobs.read(key, first, length)
 
-    async def for_send(self, sender: str, conversation_id: str, attachment_ids: list[str]
-                       ) -> tuple[list[str], bytes]:
+    async def for_send(self, sender: str, conversation_id: str, attachment_ids: list[str]) -> tuple[list[str], bytes]:
         """The ids (canonical, in order) and the metadata a send stores on its message: the sender's
         ready uploads into this conversation. Whether each is still free is decided atomically by the
         send's statement (a resend of the same client_message_id returns the original before that)."""
@@ -264,11 +300,13 @@ class Attachments:
         for attachment_id in ids:
             row = rows.get(attachment_id)
             if row is None or row.uploader_id != sender or row.conversation_id != conversation_id:
-                raise errors.not_found("ATTACHMENT_NOT_FOUND",
-                                       f"attachment {attachment_id} is not an upload of yours in this conversation")
+                raise errors.not_found(
+                    "ATTACHMENT_NOT_FOUND", f"attachment {attachment_id} is not an upload of yours in this conversation"
+                )
             if row.state != "ready":
-                raise errors.failed_precondition("ATTACHMENT_NOT_READY",
-                                                 f"attachment {attachment_id} has not been completed")
+                raise errors.failed_precondition(
+                    "ATTACHMENT_NOT_READY", f"attachment {attachment_id} has not been completed"
+                )
             attachment = to_proto(row)
             attachment.state = common_pb2.ATTACHMENT_STATE_ATTACHED
             message.attachments.append(attachment)

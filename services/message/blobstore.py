@@ -34,8 +34,7 @@ class BlobStore(Protocol):
     async def presign_upload(self, key: str, size: int, expires_s: int) -> tuple[str, dict[str, str]] | None:
         """(URL, headers) the client sends the bytes to, or None when the mesh takes them itself."""
 
-    async def presign_download(self, key: str, disposition: str, content_type: str,
-                               expires_s: int) -> str | None:
+    async def presign_download(self, key: str, disposition: str, content_type: str, expires_s: int) -> str | None:
         """A URL the client fetches the bytes from, or None when the mesh serves them itself."""
 
 
@@ -83,8 +82,7 @@ class FileBlobStore:
     async def presign_upload(self, key: str, size: int, expires_s: int) -> tuple[str, dict[str, str]] | None:
         return None
 
-    async def presign_download(self, key: str, disposition: str, content_type: str,
-                               expires_s: int) -> str | None:
+    async def presign_download(self, key: str, disposition: str, content_type: str, expires_s: int) -> str | None:
         return None
 
     async def remove_stale_parts(self, older_than_s: float) -> int:
@@ -153,6 +151,7 @@ class TempWriter:
         """Shielded: it runs in `finally` blocks of uploads that are being cancelled. It waits for a
         write still running in its thread (cancelling the upload does not stop it), or that write
         would create the file again after it was removed."""
+
         async def remove() -> None:
             if self._writing is not None:
                 with contextlib.suppress(Exception):

@@ -14,13 +14,17 @@ from services.message.store import MessageRow
 def recipients(statuses: Sequence[tuple[str, common_pb2.MessageStatus]]) -> common_pb2.Message:
     """A message holding only this "read by" list, for `message` to merge in: one C-level merge per
     message, where adding a group's 100 recipients one by one cost ~85 us per message."""
-    return common_pb2.Message(recipients=[common_pb2.RecipientStatus(user_id=user, status=status)
-                                          for user, status in statuses])
+    return common_pb2.Message(
+        recipients=[common_pb2.RecipientStatus(user_id=user, status=status) for user, status in statuses]
+    )
 
 
-def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSAGE_STATUS_SENT,
-            reactions: Sequence[tuple[str, list[str]]] = (),
-            read_by: common_pb2.Message | None = None) -> common_pb2.Message:
+def message(
+    row: MessageRow,
+    status: common_pb2.MessageStatus = common_pb2.MESSAGE_STATUS_SENT,
+    reactions: Sequence[tuple[str, list[str]]] = (),
+    read_by: common_pb2.Message | None = None,
+) -> common_pb2.Message:
     """A message as clients see it: a deleted one is a placeholder (id, seq, sender, deleted, and its
     thread's count and time) and nothing else, whatever the caller passes, so no read path can leak
     its content or reactions.
@@ -28,8 +32,13 @@ def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSA
 
     Only fields with a value are set (each keyword the constructor takes costs as much as a field
     set): a history page builds 50 of these per request."""
-    msg = common_pb2.Message(message_id=row.message_id, conversation_id=row.conversation_id, seq=row.seq,
-                             sender_id=row.sender_id, status=status)
+    msg = common_pb2.Message(
+        message_id=row.message_id,
+        conversation_id=row.conversation_id,
+        seq=row.seq,
+        sender_id=row.sender_id,
+        status=status,
+    )
     if row.client_message_id:
         msg.client_message_id = row.client_message_id
     if row.created_at is not None:
@@ -63,8 +72,12 @@ def message(row: MessageRow, status: common_pb2.MessageStatus = common_pb2.MESSA
 
 def _event(kind: str, conversation_id: str) -> common_pb2.Event:
     """Every event names its conversation: fan-out resolves the recipients from it."""
-    return common_pb2.Event(event_id=uuid.uuid4().hex, type=kind, conversation_id=conversation_id,
-                            created_at=timestamp(datetime.now().astimezone()))
+    return common_pb2.Event(
+        event_id=uuid.uuid4().hex,
+        type=kind,
+        conversation_id=conversation_id,
+        created_at=timestamp(datetime.now().astimezone()),
+    )
 
 
 def message_event(kind: str, row: MessageRow) -> common_pb2.Event:
@@ -81,16 +94,21 @@ def message_event(kind: str, row: MessageRow) -> common_pb2.Event:
     return event
 
 
-def receipt_event(kind: str, row: MessageRow, user_id: str, status: common_pb2.MessageStatus
-                  ) -> common_pb2.Event:
+def receipt_event(kind: str, row: MessageRow, user_id: str, status: common_pb2.MessageStatus) -> common_pb2.Event:
     event = _event(kind, row.conversation_id)
-    event.receipt.CopyFrom(common_pb2.ReceiptEvent(
-        conversation_id=row.conversation_id, user_id=user_id, message_id=row.message_id, seq=row.seq, status=status))
+    event.receipt.CopyFrom(
+        common_pb2.ReceiptEvent(
+            conversation_id=row.conversation_id, user_id=user_id, message_id=row.message_id, seq=row.seq, status=status
+        )
+    )
     return event
 
 
 def reaction_event(kind: str, row: MessageRow, user_id: str, emoji: str) -> common_pb2.Event:
     event = _event(kind, row.conversation_id)
-    event.reaction.CopyFrom(common_pb2.ReactionEvent(
-        conversation_id=row.conversation_id, message_id=row.message_id, user_id=user_id, emoji=emoji))
+    event.reaction.CopyFrom(
+        common_pb2.ReactionEvent(
+            conversation_id=row.conversation_id, message_id=row.message_id, user_id=user_id, emoji=emoji
+        )
+    )
     return event

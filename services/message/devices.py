@@ -19,8 +19,11 @@ from services.message import notify_store
 from services.message.access import parse_id
 from services.message.notify_store import DeviceRow
 
-PLATFORMS: dict[int, str] = {pb.DEVICE_PLATFORM_APNS: "apns", pb.DEVICE_PLATFORM_FCM: "fcm",
-                             pb.DEVICE_PLATFORM_WEB_PUSH: "web_push"}
+PLATFORMS: dict[int, str] = {
+    pb.DEVICE_PLATFORM_APNS: "apns",
+    pb.DEVICE_PLATFORM_FCM: "fcm",
+    pb.DEVICE_PLATFORM_WEB_PUSH: "web_push",
+}
 _PLATFORM_VALUES = {name: value for value, name in PLATFORMS.items()}
 MAX_TOKEN_CHARS = 4096  # a Web Push subscription (endpoint and keys as JSON) is well under 1 KiB
 MAX_DEVICES = 20
@@ -39,14 +42,19 @@ def validate_token(token: str) -> str:
 def platform_name(platform: int) -> str:
     name = PLATFORMS.get(platform)
     if name is None:
-        raise errors.invalid("INVALID_PLATFORM", "platform must be DEVICE_PLATFORM_APNS, DEVICE_PLATFORM_FCM or "
-                                                 "DEVICE_PLATFORM_WEB_PUSH")
+        raise errors.invalid(
+            "INVALID_PLATFORM", "platform must be DEVICE_PLATFORM_APNS, DEVICE_PLATFORM_FCM or DEVICE_PLATFORM_WEB_PUSH"
+        )
     return name
 
 
 def to_proto(row: DeviceRow) -> pb.Device:
-    return pb.Device(device_id=row.device_id, platform=_PLATFORM_VALUES[row.platform], push_token=row.push_token,  # type: ignore[arg-type]
-                     created_at=timestamp(row.created_at))
+    return pb.Device(
+        device_id=row.device_id,
+        platform=_PLATFORM_VALUES[row.platform],  # type: ignore[arg-type]
+        push_token=row.push_token,
+        created_at=timestamp(row.created_at),
+    )
 
 
 class Devices:
@@ -64,8 +72,9 @@ class Devices:
             if existing is not None and existing.user_id == user_id:
                 return to_proto(existing), False
             if await notify_store.count_devices(conn, user_id) >= MAX_DEVICES:
-                raise errors.failed_precondition("TOO_MANY_DEVICES", f"a user may register at most {MAX_DEVICES} "
-                                                                     "devices; delete one first")
+                raise errors.failed_precondition(
+                    "TOO_MANY_DEVICES", f"a user may register at most {MAX_DEVICES} devices; delete one first"
+                )
             row = await notify_store.put_device(conn, str(uuid.uuid4()), user_id, name, token)
             return to_proto(row), True
 

@@ -42,8 +42,9 @@ class Links:
         return base64.urlsafe_b64encode(hmac.new(self._secret, text, hashlib.sha256).digest()).rstrip(b"=").decode()
 
     def url(self, attachment_id: str, variant: str, user_id: str, expires: int) -> str:
-        query = urlencode({"v": variant, "u": user_id, "e": expires,
-                           "s": self._signature(attachment_id, variant, user_id, expires)})
+        query = urlencode(
+            {"v": variant, "u": user_id, "e": expires, "s": self._signature(attachment_id, variant, user_id, expires)}
+        )
         return f"{PATH}{attachment_id}?{query}"
 
     def check(self, link: message_pb2.SignedLink, variants: tuple[str, ...]) -> None:

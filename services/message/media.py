@@ -77,7 +77,7 @@ def _looks_like_text(head: bytes) -> bool:
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 3:  # only a character cut at the end of the sample is forgiven
             return False
-        text = head[:exc.start].decode("utf-8")
+        text = head[: exc.start].decode("utf-8")
     return not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text)
 
 

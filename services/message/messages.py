@@ -52,9 +52,14 @@ _REPLY_TO_FOUND = "reply_to_found"  # send_message's check that reply_to_id is a
 
 
 class Messages:
-    def __init__(self, pool: AsyncConnectionPool, membership: MembershipCache, limits: Limits = Limits(),
-                 conversations: conversation_pb2_grpc.ConversationServiceStub | None = None,
-                 attachments: Attachments | None = None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        membership: MembershipCache,
+        limits: Limits = Limits(),
+        conversations: conversation_pb2_grpc.ConversationServiceStub | None = None,
+        attachments: Attachments | None = None,
+    ) -> None:
         self._pool = pool
         self._attachments = attachments
         self._membership = membership
@@ -83,14 +88,25 @@ class Messages:
         if new.attachment_ids:
             if self._attachments is None:
                 raise errors.invalid("ATTACHMENTS_DISABLED", "this service takes no attachments")
-            new.attachment_ids, attached = await self._attachments.for_send(sender, new.conversation_id,
-                                                                            new.attachment_ids)
-        draft = MessageRow(message_id=str(uuid.uuid4()), conversation_id=new.conversation_id, seq=0,
-                           sender_id=new.sender_id, content=new.content, content_encrypted=new.content_encrypted,
-                           enc_algorithm=new.enc_algorithm, enc_key_id=new.enc_key_id,
-                           client_message_id=new.client_message_id, reply_to_id=new.reply_to_id,
-                           created_at=datetime.now(UTC), edited_at=None, deleted_at=None,
-                           attachments=attached)
+            new.attachment_ids, attached = await self._attachments.for_send(
+                sender, new.conversation_id, new.attachment_ids
+            )
+        draft = MessageRow(
+            message_id=str(uuid.uuid4()),
+            conversation_id=new.conversation_id,
+            seq=0,
+            sender_id=new.sender_id,
+            content=new.content,
+            content_encrypted=new.content_encrypted,
+            enc_algorithm=new.enc_algorithm,
+            enc_key_id=new.enc_key_id,
+            client_message_id=new.client_message_id,
+            reply_to_id=new.reply_to_id,
+            created_at=datetime.now(UTC),
+            edited_at=None,
+            deleted_at=None,
+            attachments=attached,
+        )
         event = convert.message_event("chat:message_received", draft)
         if new.reply_to_id:
             threads.mark_reply(event, new.reply_to_id, draft.created_at)
@@ -98,13 +114,20 @@ class Messages:
         async with self._pool.connection() as conn:
             try:
                 async with outbox.carry_trace(conn):  # traced: the outbox row gets the trace (else nothing)
-                    created, row = await store.send_message(conn, new, draft.message_id, draft.created_at,
-                                                            payload, notify=outbox.needs_notify(store.SCHEMA),
-                                                            attachments=attached)
+                    created, row = await store.send_message(
+                        conn,
+                        new,
+                        draft.message_id,
+                        draft.created_at,
+                        payload,
+                        notify=outbox.needs_notify(store.SCHEMA),
+                        attachments=attached,
+                    )
             except psycopg.errors.RaiseException as exc:
                 if exc.diag.constraint_name == _REPLY_TO_FOUND:  # checked by the statement's update of the root
-                    raise errors.not_found("REPLY_TO_NOT_FOUND",
-                                           "reply_to_id is not a message of this conversation") from None
+                    raise errors.not_found(
+                        "REPLY_TO_NOT_FOUND", "reply_to_id is not a message of this conversation"
+                    ) from None
                 if exc.diag.constraint_name != _ATTACHMENTS_AVAILABLE:
                     raise
                 raise errors.conflict(
@@ -122,8 +145,9 @@ class Messages:
         outbox.wake(store.SCHEMA)
         return row, True
 
-    async def history(self, reader: str, conversation_id: str, *, limit: int, before_seq: int,
-                      after_seq: int) -> tuple[list[common_pb2.Message], bool]:
+    async def history(
+        self, reader: str, conversation_id: str, *, limit: int, before_seq: int, after_seq: int
+    ) -> tuple[list[common_pb2.Message], bool]:
         """Ascending seq pages: the newest `limit` (before `before_seq`), or the oldest after `after_seq`.
 
         Deleted messages stay in the page as placeholders, so a client never sees a gap it would
@@ -138,8 +162,9 @@ class Messages:
         membership = await self._membership.get(conversation_id)
         membership.require_participant(reader)
         async with self._pool.connection() as conn:
-            rows = await store.list_messages(conn, conversation_id, limit=limit + 1,
-                                             before_seq=before_seq or None, after_seq=after_seq or None)
+            rows = await store.list_messages(
+                conn, conversation_id, limit=limit + 1, before_seq=before_seq or None, after_seq=after_seq or None
+            )
             has_more = len(rows) > limit
             if has_more:
                 rows = rows[:limit] if after_seq else rows[1:]
@@ -162,8 +187,9 @@ class Messages:
                 if row.content != content:
                     await store.record_edit(conn, row.message_id, row.content)
                     row = await store.update_content(conn, row.message_id, content)
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.message_event("chat:message_updated", row)],
-                                         notify=notify)
+                    await outbox.enqueue(
+                        conn, store.SCHEMA, [convert.message_event("chat:message_updated", row)], notify=notify
+                    )
             return await views.render_one(conn, editor, row, found.membership.roles)
 
     async def delete(self, actor: str, message_id: str) -> common_pb2.Message:
@@ -182,16 +208,25 @@ class Messages:
                 if row.deleted_at is None:
                     row = await store.mark_deleted(conn, row.message_id, actor)
                     if actor != row.sender_id:
-                        await store.append_audit(conn, row.conversation_id, actor, "message.deleted",
-                                                 f"message:{row.message_id}", request_id_var.get())
+                        await store.append_audit(
+                            conn,
+                            row.conversation_id,
+                            actor,
+                            "message.deleted",
+                            f"message:{row.message_id}",
+                            request_id_var.get(),
+                        )
                     event = convert.message_event("chat:message_deleted", row)
                     await threads.on_reply_deleted(conn, row, event)
                     await outbox.enqueue(conn, store.SCHEMA, [event], notify=notify)
             return convert.message(row)
 
     def _validate_new(self, new: NewMessage) -> None:
-        for value, what in ((new.client_message_id or "", "client_message_id"), (new.enc_algorithm, "encryption"),
-                            (new.enc_key_id, "encryption")):
+        for value, what in (
+            (new.client_message_id or "", "client_message_id"),
+            (new.enc_algorithm, "encryption"),
+            (new.enc_key_id, "encryption"),
+        ):
             access.require_text(value, what)
         if new.client_message_id and len(new.client_message_id) > MAX_CLIENT_ID:
             raise errors.invalid("INVALID_ARGUMENT", f"client_message_id exceeds {MAX_CLIENT_ID} characters")
@@ -221,6 +256,7 @@ class Messages:
     @staticmethod
     def _same_conversation(old: MessageRow, new: NewMessage) -> MessageRow:
         if old.conversation_id != new.conversation_id:
-            raise errors.conflict("CLIENT_MESSAGE_ID_REUSED",
-                                  "client_message_id was already used for another conversation")
+            raise errors.conflict(
+                "CLIENT_MESSAGE_ID_REUSED", "client_message_id was already used for another conversation"
+            )
         return old

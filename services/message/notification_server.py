@@ -17,36 +17,36 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
         self._devices = devices
         self._streams = streams
 
-    async def RegisterDevice(self, request: pb.RegisterDeviceRequest, context: Context
-                             ) -> pb.RegisterDeviceResponse:
-        device, created = await self._devices.register(current_identity().user_id, request.platform,
-                                                       request.push_token)
+    async def RegisterDevice(self, request: pb.RegisterDeviceRequest, context: Context) -> pb.RegisterDeviceResponse:
+        device, created = await self._devices.register(current_identity().user_id, request.platform, request.push_token)
         return pb.RegisterDeviceResponse(device=device, created=created)
 
-    async def ListDevices(self, request: pb.ListDevicesRequest, context: Context
-                          ) -> pb.ListDevicesResponse:
+    async def ListDevices(self, request: pb.ListDevicesRequest, context: Context) -> pb.ListDevicesResponse:
         return pb.ListDevicesResponse(devices=await self._devices.list(current_identity().user_id))
 
-    async def DeleteDevice(self, request: pb.DeleteDeviceRequest, context: Context
-                           ) -> pb.DeleteDeviceResponse:
+    async def DeleteDevice(self, request: pb.DeleteDeviceRequest, context: Context) -> pb.DeleteDeviceResponse:
         await self._devices.delete(current_identity().user_id, request.device_id)
         return pb.DeleteDeviceResponse()
 
-    async def StreamNotifications(self, request: pb.StreamNotificationsRequest, context: Context
-                                  ) -> AsyncIterator[pb.StreamNotificationsResponse]:
+    async def StreamNotifications(
+        self, request: pb.StreamNotificationsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamNotificationsResponse]:
         require_service()
         async for batch in self._streams.stream(request):
             yield pb.StreamNotificationsResponse(notifications=batch)
 
-    async def AckNotifications(self, request: pb.AckNotificationsRequest, context: Context
-                               ) -> pb.AckNotificationsResponse:
+    async def AckNotifications(
+        self, request: pb.AckNotificationsRequest, context: Context
+    ) -> pb.AckNotificationsResponse:
         require_service()
         return pb.AckNotificationsResponse(
-            acknowledged=await self._streams.ack(request.group, list(request.notification_ids)))
+            acknowledged=await self._streams.ack(request.group, list(request.notification_ids))
+        )
 
-    async def DeadLetterNotifications(self, request: pb.DeadLetterNotificationsRequest,
-                                      context: Context) -> pb.DeadLetterNotificationsResponse:
+    async def DeadLetterNotifications(
+        self, request: pb.DeadLetterNotificationsRequest, context: Context
+    ) -> pb.DeadLetterNotificationsResponse:
         require_service()
         return pb.DeadLetterNotificationsResponse(
-            dead_lettered=await self._streams.dead_letter(request.group, list(request.notification_ids),
-                                                          request.reason))
+            dead_lettered=await self._streams.dead_letter(request.group, list(request.notification_ids), request.reason)
+        )

@@ -73,8 +73,15 @@ def entry_ids(values: list[str]) -> list[str]:
 
 
 class NotificationStreams:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, pool: AsyncConnectionPool, *,
-                 claim_s: float, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        keys: Keys,
+        pool: AsyncConnectionPool,
+        *,
+        claim_s: float,
+        time_scale: float = 1.0,
+    ) -> None:
         self._redis = redis_client
         self._keys = keys
         self._pool = pool
@@ -151,12 +158,14 @@ class NotificationStreams:
                 return int(entry["pending"])
         return 0
 
-    async def _read(self, group: str, consumer: str, start: str, count: int, *, block: bool
-                    ) -> tuple[list[pb.Notification], str | None]:
+    async def _read(
+        self, group: str, consumer: str, start: str, count: int, *, block: bool
+    ) -> tuple[list[pb.Notification], str | None]:
         """New notifications (start ">"), or this consumer's pending ones after `start`; with the id to
         read its pending ones after next (None: no more of them)."""
-        reply = await self._redis.xreadgroup(group, consumer, {self._keys.notifications: start}, count=count,
-                                             block=self._block_ms if block else None)
+        reply = await self._redis.xreadgroup(
+            group, consumer, {self._keys.notifications: start}, count=count, block=self._block_ms if block else None
+        )
         rows = [row for _, batch in reply or [] for row in batch]
         counts = await self._delivery_counts(group, consumer, rows) if start != ">" else {}
         after = rows[-1][0].decode() if rows and start != ">" else None
@@ -164,18 +173,19 @@ class NotificationStreams:
 
     async def _claim(self, group: str, consumer: str, room: int) -> list[pb.Notification]:
         """Notifications other workers of the group left unacknowledged past the claim timeout."""
-        pending = await self._redis.xpending_range(self._keys.notifications, group, min="-", max="+",
-                                                   count=min(room, READ_BATCH), idle=self._claim_ms)
+        pending = await self._redis.xpending_range(
+            self._keys.notifications, group, min="-", max="+", count=min(room, READ_BATCH), idle=self._claim_ms
+        )
         pending = [p for p in pending if p["consumer"].decode() != consumer]
         dead = [p["message_id"].decode() for p in pending if p["times_delivered"] >= MAX_DELIVERIES]
         for entry_id in dead:
             await self.dead_letter(group, [entry_id], f"not acknowledged after {MAX_DELIVERIES} deliveries")
-        wanted = {p["message_id"]: p["times_delivered"] + 1 for p in pending
-                  if p["times_delivered"] < MAX_DELIVERIES}
+        wanted = {p["message_id"]: p["times_delivered"] + 1 for p in pending if p["times_delivered"] < MAX_DELIVERIES}
         if not wanted:
             return []
-        rows = await self._redis.xclaim(self._keys.notifications, group, consumer, min_idle_time=self._claim_ms,
-                                        message_ids=list(wanted))
+        rows = await self._redis.xclaim(
+            self._keys.notifications, group, consumer, min_idle_time=self._claim_ms, message_ids=list(wanted)
+        )
         await self._forget_idle_consumers(group)
         return await self._parse(group, rows, wanted, 2)
 
@@ -186,8 +196,9 @@ class NotificationStreams:
             if consumer["pending"] == 0 and consumer["idle"] > max(self._claim_ms * 10, 3_600_000):
                 await self._redis.xgroup_delconsumer(self._keys.notifications, group, consumer["name"])
 
-    async def _parse(self, group: str, rows: list[tuple[bytes, dict[bytes, bytes]]], counts: dict[bytes, int],
-                     default_count: int) -> list[pb.Notification]:
+    async def _parse(
+        self, group: str, rows: list[tuple[bytes, dict[bytes, bytes]]], counts: dict[bytes, int], default_count: int
+    ) -> list[pb.Notification]:
         """Entries as notifications with their ids and delivery counts; an unreadable one (not written
         by the notifier) is dead-lettered rather than left pending, where it would hold a slot."""
         notes = []
@@ -205,12 +216,14 @@ class NotificationStreams:
             notes.append(note)
         return notes
 
-    async def _delivery_counts(self, group: str, consumer: str, rows: list[tuple[bytes, dict[bytes, bytes]]]
-                               ) -> dict[bytes, int]:
+    async def _delivery_counts(
+        self, group: str, consumer: str, rows: list[tuple[bytes, dict[bytes, bytes]]]
+    ) -> dict[bytes, int]:
         if not rows:
             return {}
-        pending = await self._redis.xpending_range(self._keys.notifications, group, min=rows[0][0], max=rows[-1][0],
-                                                   count=len(rows), consumername=consumer)
+        pending = await self._redis.xpending_range(
+            self._keys.notifications, group, min=rows[0][0], max=rows[-1][0], count=len(rows), consumername=consumer
+        )
         return {p["message_id"]: int(p["times_delivered"]) for p in pending}
 
     async def _with_devices(self, batch: list[pb.Notification]) -> list[pb.Notification]:
@@ -228,10 +241,11 @@ class NotificationStreams:
         group, ids = group_name(group), entry_ids(ids)
         moved = 0
         for entry_id in ids:
-            if await self._dead_letter(keys=[self._keys.notifications, self._keys.notifications_dead],
-                                       args=[group, entry_id, reason[:1000] or "given up"]):
+            if await self._dead_letter(
+                keys=[self._keys.notifications, self._keys.notifications_dead],
+                args=[group, entry_id, reason[:1000] or "given up"],
+            ):
                 moved += 1
                 DEAD_LETTER.inc()
                 log.error("notification %s of group %s dead-lettered: %s", entry_id, group, reason[:200])
         return moved
-

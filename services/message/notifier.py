@@ -81,8 +81,12 @@ class NotifyPolicy:
     @classmethod
     def of(cls, settings: Settings) -> NotifyPolicy:
         scale = settings.time_scale
-        return cls(timedelta(seconds=settings.notify_delay_s * scale),
-                   timedelta(seconds=settings.notify_collapse_s * scale), settings.notify_include_text, scale)
+        return cls(
+            timedelta(seconds=settings.notify_delay_s * scale),
+            timedelta(seconds=settings.notify_collapse_s * scale),
+            settings.notify_include_text,
+            scale,
+        )
 
 
 def _mentions(content: str, user_id: str) -> bool:
@@ -100,8 +104,15 @@ def kind_of(message: PendingMessage, user_id: str, threads: dict[str, set[str]])
 
 
 class Notifier:
-    def __init__(self, pool: AsyncConnectionPool, redis_client: aioredis.Redis, keys: Keys,
-                 membership: MembershipCache, policy: NotifyPolicy, consumer: str) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        redis_client: aioredis.Redis,
+        keys: Keys,
+        membership: MembershipCache,
+        policy: NotifyPolicy,
+        consumer: str,
+    ) -> None:
         self._pool = pool
         self._redis = redis_client
         self._keys = keys
@@ -133,11 +144,13 @@ class Notifier:
         while True:
             try:
                 if backlog:
-                    reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: "0"},
-                                                         count=READ_BATCH)
+                    reply = await self._redis.xreadgroup(
+                        GROUP, self._consumer, {self._keys.events: "0"}, count=READ_BATCH
+                    )
                 else:
-                    reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
-                                                         count=READ_BATCH, block=1000)
+                    reply = await self._redis.xreadgroup(
+                        GROUP, self._consumer, {self._keys.events: ">"}, count=READ_BATCH, block=1000
+                    )
                 entries = [entry for _, batch in reply or [] for entry in batch]
                 if backlog and not entries:
                     backlog = False
@@ -179,12 +192,14 @@ class Notifier:
 
     async def _claim_abandoned(self) -> None:
         """Entries another replica read and never acknowledged (it died): ingested here."""
-        pending = await self._redis.xpending_range(self._keys.events, GROUP, min="-", max="+", count=READ_BATCH,
-                                                   idle=self._idle_ms)
+        pending = await self._redis.xpending_range(
+            self._keys.events, GROUP, min="-", max="+", count=READ_BATCH, idle=self._idle_ms
+        )
         others = [p["message_id"] for p in pending if p["consumer"].decode() != self._consumer]
         if others:
-            claimed = await self._redis.xclaim(self._keys.events, GROUP, self._consumer,
-                                               min_idle_time=self._idle_ms, message_ids=others)
+            claimed = await self._redis.xclaim(
+                self._keys.events, GROUP, self._consumer, min_idle_time=self._idle_ms, message_ids=others
+            )
             await self.ingest([(entry_id, fields) for entry_id, fields in claimed if fields])
 
     async def ingest(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
@@ -204,8 +219,9 @@ class Notifier:
         if due:
             delay = self._policy.delay
             async with self._pool.connection() as conn:
-                await notify_store.mark_due(conn, list(due), [seq for seq, _ in due.values()],
-                                            [sent + delay for _, sent in due.values()])
+                await notify_store.mark_due(
+                    conn, list(due), [seq for seq, _ in due.values()], [sent + delay for _, sent in due.values()]
+                )
         await self._redis.xack(self._keys.events, GROUP, *[entry_id for entry_id, _ in entries])
 
     # --- check -------------------------------------------------------------------------------------
@@ -251,20 +267,36 @@ class Notifier:
         if notes:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for note in notes:
-                    pipe.xadd(self._keys.notifications, {b"n": note.SerializeToString()}, maxlen=STREAM_MAXLEN,
-                              approximate=True)
+                    pipe.xadd(
+                        self._keys.notifications,
+                        {b"n": note.SerializeToString()},
+                        maxlen=STREAM_MAXLEN,
+                        approximate=True,
+                    )
                 await pipe.execute()
             for note in notes:
                 RECORDED.labels(pb.NotificationKind.Name(note.kind)).inc()
         async with self._pool.connection() as conn, conn.transaction():
             if checked:
-                await notify_store.mark_notified(conn, conversation_id, now, [c[0] for c in checked],
-                                                 [c[1] for c in checked], [c[2] for c in checked])
+                await notify_store.mark_notified(
+                    conn,
+                    conversation_id,
+                    now,
+                    [c[0] for c in checked],
+                    [c[1] for c in checked],
+                    [c[2] for c in checked],
+                )
             await self._finish(conn, conversation_id, now, through, wait_until)
 
-    async def _decide(self, conn: psycopg.AsyncConnection, conversation_id: str, now: datetime, through: int,
-                      marks: list[RecipientMark], muted: set[str]
-                      ) -> tuple[list[pb.Notification], list[tuple[str, int, bool]], datetime | None]:
+    async def _decide(
+        self,
+        conn: psycopg.AsyncConnection,
+        conversation_id: str,
+        now: datetime,
+        through: int,
+        marks: list[RecipientMark],
+        muted: set[str],
+    ) -> tuple[list[pb.Notification], list[tuple[str, int, bool]], datetime | None]:
         """(notifications; (user, seq, notified): the user's messages up to seq are checked; when a
         recipient still in their collapse window may be notified).
 
@@ -299,18 +331,32 @@ class Notifier:
                 checked.append((mark.user_id, through, False))
         return notes, checked, wait_until
 
-    def _notification(self, conversation_id: str, user_id: str, messages: list[PendingMessage],
-                      threads: dict[str, set[str]]) -> pb.Notification:
+    def _notification(
+        self, conversation_id: str, user_id: str, messages: list[PendingMessage], threads: dict[str, set[str]]
+    ) -> pb.Notification:
         latest = messages[0]  # newest first
         text = latest.content[:TEXT_CHARS] if self._policy.include_text and not latest.encrypted else ""
         return pb.Notification(
-            user_id=user_id, conversation_id=conversation_id, collapse_key=conversation_id,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            collapse_key=conversation_id,
             kind=max(kind_of(m, user_id, threads) for m in messages),  # type: ignore[arg-type]
-            message_id=latest.message_id, sender_id=latest.sender_id, seq=latest.seq,
-            message_count=len(messages), text=text, created_at=timestamp(latest.created_at))
+            message_id=latest.message_id,
+            sender_id=latest.sender_id,
+            seq=latest.seq,
+            message_count=len(messages),
+            text=text,
+            created_at=timestamp(latest.created_at),
+        )
 
-    async def _finish(self, conn: psycopg.AsyncConnection, conversation_id: str, now: datetime, through: int,
-                      wait_until: datetime | None) -> None:
+    async def _finish(
+        self,
+        conn: psycopg.AsyncConnection,
+        conversation_id: str,
+        now: datetime,
+        through: int,
+        wait_until: datetime | None,
+    ) -> None:
         """Due again when the oldest message past `through` has waited the delay, or a recipient's
         collapse window ends; forgotten when neither (unless a message came in meanwhile)."""
         oldest = await notify_store.oldest_after(conn, conversation_id, through)
@@ -323,5 +369,7 @@ class Notifier:
 
 def _rpc_outage(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
-        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
-
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    )

@@ -50,6 +50,7 @@ class Reactions:
                     changed = await store.remove_reaction(conn, found.row.message_id, user, emoji)
                 if changed:
                     kind = "chat:reaction_added" if add else "chat:reaction_removed"
-                    await outbox.enqueue(conn, store.SCHEMA, [convert.reaction_event(kind, found.row, user, emoji)],
-                                         notify=notify)
+                    await outbox.enqueue(
+                        conn, store.SCHEMA, [convert.reaction_event(kind, found.row, user, emoji)], notify=notify
+                    )
             return await views.render_one(conn, user, found.row, found.membership.roles)

@@ -16,8 +16,10 @@ from chatmesh.membership import MembershipCache
 from services.message import access, convert, store
 from services.message.store import Position
 
-_EVENTS: dict[common_pb2.MessageStatus, str] = {common_pb2.MESSAGE_STATUS_DELIVERED: "chat:message_delivered",
-           common_pb2.MESSAGE_STATUS_READ: "chat:message_read"}
+_EVENTS: dict[common_pb2.MessageStatus, str] = {
+    common_pb2.MESSAGE_STATUS_DELIVERED: "chat:message_delivered",
+    common_pb2.MESSAGE_STATUS_READ: "chat:message_read",
+}
 
 
 class Receipts:
@@ -37,10 +39,11 @@ class Receipts:
             row = (await access.find(conn, self._membership, message_id, user)).row
             read = status == common_pb2.MESSAGE_STATUS_READ
             async with outbox.wake_after(store.SCHEMA) as notify, conn.transaction():
-                moved = await store.advance_position(conn, row.conversation_id, user,
-                                                     delivered_seq=row.seq, read_seq=row.seq if read else 0)
+                moved = await store.advance_position(
+                    conn, row.conversation_id, user, delivered_seq=row.seq, read_seq=row.seq if read else 0
+                )
                 if moved is not None:
-                    await outbox.enqueue(conn, store.SCHEMA,
-                                         [convert.receipt_event(_EVENTS[status], row, user, status)],
-                                         notify=notify)
+                    await outbox.enqueue(
+                        conn, store.SCHEMA, [convert.receipt_event(_EVENTS[status], row, user, status)], notify=notify
+                    )
             return moved or await store.position(conn, row.conversation_id, user)

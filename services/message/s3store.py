@@ -28,8 +28,13 @@ from botocore.exceptions import ClientError
 
 from chatmesh.config import ConfigError, Settings
 
-_CONFIG = Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 3},
-                 connect_timeout=5, read_timeout=30)
+_CONFIG = Config(
+    signature_version="s3v4",
+    s3={"addressing_style": "path"},
+    retries={"max_attempts": 3},
+    connect_timeout=5,
+    read_timeout=30,
+)
 
 
 class S3BlobStore:
@@ -44,16 +49,25 @@ class S3BlobStore:
             raise ConfigError("CHAT_S3_BUCKET is not set: the s3 attachment backend needs a bucket")
 
         def client(endpoint: str | None) -> Any:
-            return boto3.client("s3", endpoint_url=endpoint, region_name=settings.s3_region, config=_CONFIG,
-                                aws_access_key_id=settings.s3_access_key_id,
-                                aws_secret_access_key=settings.s3_secret_access_key)
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=settings.s3_region,
+                config=_CONFIG,
+                aws_access_key_id=settings.s3_access_key_id,
+                aws_secret_access_key=settings.s3_secret_access_key,
+            )
 
-        return cls(client(settings.s3_endpoint_url),
-                   client(settings.s3_public_endpoint_url or settings.s3_endpoint_url), settings.s3_bucket)
+        return cls(
+            client(settings.s3_endpoint_url),
+            client(settings.s3_public_endpoint_url or settings.s3_endpoint_url),
+            settings.s3_bucket,
+        )
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        await asyncio.to_thread(self._client.put_object, Bucket=self._bucket, Key=key, Body=data,
-                                ContentType=content_type)
+        await asyncio.to_thread(
+            self._client.put_object, Bucket=self._bucket, Key=key, Body=data, ContentType=content_type
+        )
 
     async def size(self, key: str) -> int | None:
         try:
@@ -79,17 +93,25 @@ class S3BlobStore:
         await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=key)
 
     async def presign_upload(self, key: str, size: int, expires_s: int) -> tuple[str, dict[str, str]] | None:
-        url = await asyncio.to_thread(self._presigner.generate_presigned_url, "put_object",
-                                      Params={"Bucket": self._bucket, "Key": key, "ContentLength": size},
-                                      ExpiresIn=expires_s)
+        url = await asyncio.to_thread(
+            self._presigner.generate_presigned_url,
+            "put_object",
+            Params={"Bucket": self._bucket, "Key": key, "ContentLength": size},
+            ExpiresIn=expires_s,
+        )
         return str(url), {}
 
-    async def presign_download(self, key: str, disposition: str, content_type: str,
-                               expires_s: int) -> str | None:
+    async def presign_download(self, key: str, disposition: str, content_type: str, expires_s: int) -> str | None:
         """S3 sends the headers the URL names, so the object is presented as the edge would."""
-        url = await asyncio.to_thread(self._presigner.generate_presigned_url, "get_object",
-                                      Params={"Bucket": self._bucket, "Key": key,
-                                              "ResponseContentDisposition": disposition,
-                                              "ResponseContentType": content_type},
-                                      ExpiresIn=expires_s)
+        url = await asyncio.to_thread(
+            self._presigner.generate_presigned_url,
+            "get_object",
+            Params={
+                "Bucket": self._bucket,
+                "Key": key,
+                "ResponseContentDisposition": disposition,
+                "ResponseContentType": content_type,
+            },
+            ExpiresIn=expires_s,
+        )
         return str(url)

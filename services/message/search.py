@@ -30,8 +30,12 @@ MAX_SCOPE = 5000  # conversations searched at most when no conversation_id is gi
 
 
 class Search:
-    def __init__(self, pool: AsyncConnectionPool, membership: MembershipCache,
-                 conversations: conversation_pb2_grpc.ConversationServiceStub | None) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        membership: MembershipCache,
+        conversations: conversation_pb2_grpc.ConversationServiceStub | None,
+    ) -> None:
         self._pool = pool
         self._membership = membership
         self._conversations = conversations
@@ -60,14 +64,16 @@ class Search:
                 membership = await self._membership.get(cid)
                 if user in membership.roles and membership.active:
                     participants[cid] = membership.roles
-            return await views.render(conn, user, [r for r in rows if r.conversation_id in participants],
-                                      participants)
+            return await views.render(conn, user, [r for r in rows if r.conversation_id in participants], participants)
 
     async def _my_conversations(self) -> list[str]:
         """The caller's conversation ids, as the conversation service lists them for the caller."""
         if self._conversations is None:
-            raise errors.ChatError(grpc.StatusCode.UNAVAILABLE, "SEARCH_SCOPE_UNAVAILABLE",
-                                   "give a conversation_id: the conversation list is unavailable")
+            raise errors.ChatError(
+                grpc.StatusCode.UNAVAILABLE,
+                "SEARCH_SCOPE_UNAVAILABLE",
+                "give a conversation_id: the conversation list is unavailable",
+            )
         metadata = (("authorization", f"Bearer {current_identity().token}"),)
         ids: list[str] = []
         cursor = ""
@@ -75,11 +81,15 @@ class Search:
             try:
                 reply = await self._conversations.ListConversations(
                     conversation_pb2.ListConversationsRequest(limit=LIST_PAGE, cursor=cursor),
-                    metadata=metadata, timeout=5)
+                    metadata=metadata,
+                    timeout=5,
+                )
             except grpc.aio.AioRpcError as exc:
-                raise errors.ChatError(grpc.StatusCode.UNAVAILABLE, "SEARCH_SCOPE_UNAVAILABLE",
-                                       f"could not list your conversations ({exc.code().name.lower()}); "
-                                       "give a conversation_id") from None
+                raise errors.ChatError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "SEARCH_SCOPE_UNAVAILABLE",
+                    f"could not list your conversations ({exc.code().name.lower()}); give a conversation_id",
+                ) from None
             ids.extend(c.conversation_id for c in reply.conversations)
             cursor = reply.next_cursor
             if not cursor or not reply.conversations:

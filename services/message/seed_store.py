@@ -13,11 +13,17 @@ import psycopg
 async def seed_history(conn: psycopg.AsyncConnection, conversation_id: str, sender: str, count: int) -> None:
     """`count` messages with seqs 1..count (COPY), the conversation's seq moved to the last, and the
     table's statistics refreshed so history reads plan as they would on a real table."""
-    async with conn.cursor() as cur, cur.copy(
-            "COPY message.messages (conversation_id, seq, sender_id, content, client_message_id) FROM STDIN") as copy:
+    async with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY message.messages (conversation_id, seq, sender_id, content, client_message_id) FROM STDIN"
+        ) as copy,
+    ):
         for seq in range(1, count + 1):
             await copy.write_row((conversation_id, seq, sender, f"history message {seq} " + "y" * 40, f"seed-{seq}"))
-    await conn.execute("""INSERT INTO message.conversation_seq (conversation_id, last_seq) VALUES (%s, %s)
+    await conn.execute(
+        """INSERT INTO message.conversation_seq (conversation_id, last_seq) VALUES (%s, %s)
                           ON CONFLICT (conversation_id) DO UPDATE SET last_seq = EXCLUDED.last_seq""",
-                       (conversation_id, count))
+        (conversation_id, count),
+    )
     await conn.execute("ANALYZE message.messages")

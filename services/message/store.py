@@ -59,8 +59,16 @@ class NewMessage:
 _SENT_COLUMNS = ", ".join(f"(msg).{c.strip()}" for c in _COLUMNS.split(","))
 
 
-async def send_message(conn: psycopg.AsyncConnection, new: NewMessage, message_id: str, created_at: datetime,
-                       payload: bytes, *, notify: bool, attachments: bytes | None = None) -> tuple[bool, MessageRow]:
+async def send_message(
+    conn: psycopg.AsyncConnection,
+    new: NewMessage,
+    message_id: str,
+    created_at: datetime,
+    payload: bytes,
+    *,
+    notify: bool,
+    attachments: bytes | None = None,
+) -> tuple[bool, MessageRow]:
     """(created, row): the duplicate check, the next seq, the message and its outbox event in one
     statement and one implicit transaction (migration 0002). `payload` is the event serialized without
     the seq, which the function appends. For a client_message_id the sender already used: (False, the
@@ -74,9 +82,22 @@ async def send_message(conn: psycopg.AsyncConnection, new: NewMessage, message_i
     cur = await conn.execute(
         f"""SELECT created, {_SENT_COLUMNS}
             FROM message.send_message(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid[], %s)""",
-        (message_id, new.conversation_id, new.sender_id, new.content, new.content_encrypted, new.enc_algorithm,
-         new.enc_key_id, new.client_message_id, new.reply_to_id, created_at, payload, notify, new.attachment_ids,
-         attachments),
+        (
+            message_id,
+            new.conversation_id,
+            new.sender_id,
+            new.content,
+            new.content_encrypted,
+            new.enc_algorithm,
+            new.enc_key_id,
+            new.client_message_id,
+            new.reply_to_id,
+            created_at,
+            payload,
+            notify,
+            new.attachment_ids,
+            attachments,
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -92,8 +113,7 @@ async def get_by_client_id(conn: psycopg.AsyncConnection, sender_id: str, client
         return await cur.fetchone()
 
 
-async def get_message(conn: psycopg.AsyncConnection, message_id: str, *, for_update: bool = False
-                      ) -> MessageRow | None:
+async def get_message(conn: psycopg.AsyncConnection, message_id: str, *, for_update: bool = False) -> MessageRow | None:
     """One message; `for_update` locks its row until the transaction ends (edit, delete)."""
     lock = " FOR UPDATE" if for_update else ""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
@@ -124,7 +144,8 @@ async def update_content(conn: psycopg.AsyncConnection, message_id: str, content
 
 async def list_edits(conn: psycopg.AsyncConnection, message_id: str) -> list[tuple[int, str]]:
     cur = await conn.execute(
-        "SELECT version, content FROM message.message_edits WHERE message_id = %s ORDER BY version", (message_id,))
+        "SELECT version, content FROM message.message_edits WHERE message_id = %s ORDER BY version", (message_id,)
+    )
     return [(int(r[0]), str(r[1])) for r in await cur.fetchall()]
 
 
@@ -141,8 +162,9 @@ async def mark_deleted(conn: psycopg.AsyncConnection, message_id: str, actor_id:
         return row
 
 
-async def list_messages(conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int,
-                        before_seq: int | None, after_seq: int | None) -> list[MessageRow]:
+async def list_messages(
+    conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int, before_seq: int | None, after_seq: int | None
+) -> list[MessageRow]:
     """A page in ascending seq: the newest `limit` before `before_seq`, or the oldest after `after_seq`."""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
         if after_seq is not None:
@@ -160,8 +182,9 @@ async def list_messages(conn: psycopg.AsyncConnection, conversation_id: str, *, 
         return await cur.fetchall()
 
 
-async def list_replies(conn: psycopg.AsyncConnection, root_id: str, *, limit: int,
-                       before_seq: int | None, after_seq: int | None) -> list[MessageRow]:
+async def list_replies(
+    conn: psycopg.AsyncConnection, root_id: str, *, limit: int, before_seq: int | None, after_seq: int | None
+) -> list[MessageRow]:
     """A page of a thread in ascending seq, as `list_messages` pages history (index messages_replies)."""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
         if after_seq is not None:
@@ -209,8 +232,9 @@ async def thread_participants(conn: psycopg.AsyncConnection, root_id: str) -> li
     return [str(r[0]) for r in await cur.fetchall()]
 
 
-async def search(conn: psycopg.AsyncConnection, conversation_ids: list[str], query: str, *, limit: int
-                 ) -> list[MessageRow]:
+async def search(
+    conn: psycopg.AsyncConnection, conversation_ids: list[str], query: str, *, limit: int
+) -> list[MessageRow]:
     """Live plaintext messages of these conversations matching `query` (web-search syntax), newest first.
 
     The GIN index on search_vector finds the matches; deleted and encrypted messages have no vector.
@@ -237,12 +261,14 @@ async def positions(conn: psycopg.AsyncConnection, conversation_id: str) -> dict
     async with conn.cursor(row_factory=class_row(Position)) as cur:
         await cur.execute(
             "SELECT user_id, delivered_seq, read_seq FROM message.positions WHERE conversation_id = %s",
-            (conversation_id,))
+            (conversation_id,),
+        )
         return {p.user_id: p for p in await cur.fetchall()}
 
 
-async def advance_position(conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, *,
-                           delivered_seq: int, read_seq: int) -> Position | None:
+async def advance_position(
+    conn: psycopg.AsyncConnection, conversation_id: str, user_id: str, *, delivered_seq: int, read_seq: int
+) -> Position | None:
     """Move a user's positions forward, never back; None when neither moved (nothing to announce).
 
     One statement, so concurrent updates of the same user cannot interleave: the row lock of the
@@ -268,7 +294,8 @@ async def position(conn: psycopg.AsyncConnection, conversation_id: str, user_id:
         await cur.execute(
             """SELECT user_id, delivered_seq, read_seq FROM message.positions
                WHERE conversation_id = %s AND user_id = %s""",
-            (conversation_id, user_id))
+            (conversation_id, user_id),
+        )
         return await cur.fetchone() or Position(user_id, 0, 0)
 
 
@@ -277,7 +304,8 @@ async def add_reaction(conn: psycopg.AsyncConnection, message_id: str, user_id: 
     cur = await conn.execute(
         """INSERT INTO message.reactions (message_id, user_id, emoji) VALUES (%s, %s, %s)
            ON CONFLICT DO NOTHING""",
-        (message_id, user_id, emoji))
+        (message_id, user_id, emoji),
+    )
     return cur.rowcount == 1
 
 
@@ -285,7 +313,8 @@ async def remove_reaction(conn: psycopg.AsyncConnection, message_id: str, user_i
     """True when removed; False when there was nothing to remove (idempotent)."""
     cur = await conn.execute(
         "DELETE FROM message.reactions WHERE message_id = %s AND user_id = %s AND emoji = %s",
-        (message_id, user_id, emoji))
+        (message_id, user_id, emoji),
+    )
     return cur.rowcount == 1
 
 
@@ -295,35 +324,41 @@ async def reactions(conn: psycopg.AsyncConnection, message_ids: list[str]) -> di
         """SELECT message_id::text, emoji, array_agg(user_id ORDER BY created_at, user_id)
            FROM message.reactions WHERE message_id = ANY(%s::uuid[])
            GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at), emoji""",
-        (message_ids,))
+        (message_ids,),
+    )
     result: dict[str, list[tuple[str, list[str]]]] = {}
     for message_id, emoji, users in await cur.fetchall():
         result.setdefault(message_id, []).append((emoji, list(users)))
     return result
 
 
-async def append_audit(conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str,
-                       target: str, request_id: str) -> None:
+async def append_audit(
+    conn: psycopg.AsyncConnection, conversation_id: str, actor_id: str, action: str, target: str, request_id: str
+) -> None:
     await conn.execute(
         """INSERT INTO message.audit_log (conversation_id, actor_id, action, target, request_id)
            VALUES (%s, %s, %s, %s, %s)""",
-        (conversation_id, actor_id, action, target, request_id))
+        (conversation_id, actor_id, action, target, request_id),
+    )
 
 
-async def list_audit(conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int,
-                     before_id: int | None) -> list[AuditRow]:
+async def list_audit(
+    conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int, before_id: int | None
+) -> list[AuditRow]:
     """Newest first, keyset on entry_id (the index audit_log_by_conversation)."""
     async with conn.cursor(row_factory=class_row(AuditRow)) as cur:
         await cur.execute(
             """SELECT entry_id, conversation_id::text, actor_id, action, target, request_id, created_at
                FROM message.audit_log WHERE conversation_id = %s AND entry_id < %s
                ORDER BY entry_id DESC LIMIT %s""",
-            (conversation_id, before_id if before_id is not None else 2**62, limit))
+            (conversation_id, before_id if before_id is not None else 2**62, limit),
+        )
         return await cur.fetchall()
 
 
-async def undelivered_messages(conn: psycopg.AsyncConnection, user_id: str, conversation_ids: list[str],
-                               limit: int) -> list[MessageRow]:
+async def undelivered_messages(
+    conn: psycopg.AsyncConnection, user_id: str, conversation_ids: list[str], limit: int
+) -> list[MessageRow]:
     """The messages past the user's delivered position in each conversation: the offline buffer, from
     the source of truth. The user's own messages are included, as fan-out puts them in the user's
     inbox too (the user's other devices see what it sent): were the two to disagree, a resync would

@@ -60,8 +60,9 @@ class Threads:
         self._pool = pool
         self._membership = membership
 
-    async def page(self, reader: str, message_id: str, *, limit: int, before_seq: int, after_seq: int
-                   ) -> tuple[common_pb2.Message, list[common_pb2.Message], bool]:
+    async def page(
+        self, reader: str, message_id: str, *, limit: int, before_seq: int, after_seq: int
+    ) -> tuple[common_pb2.Message, list[common_pb2.Message], bool]:
         """(the root, a page of its replies in ascending seq, whether more lie beyond the page).
 
         Paged as history is: the newest `limit` replies (before `before_seq`), or the oldest after
@@ -76,11 +77,13 @@ class Threads:
         limit = limit or DEFAULT_PAGE
         async with self._pool.connection() as conn:
             found = await access.find(conn, self._membership, message_id, reader)
-            rows = await store.list_replies(conn, found.row.message_id, limit=limit + 1,
-                                            before_seq=before_seq or None, after_seq=after_seq or None)
+            rows = await store.list_replies(
+                conn, found.row.message_id, limit=limit + 1, before_seq=before_seq or None, after_seq=after_seq or None
+            )
             has_more = len(rows) > limit
             if has_more:
                 rows = rows[:limit] if after_seq else rows[1:]
-            rendered = await views.render(conn, reader, [found.row, *rows],
-                                          {found.row.conversation_id: found.membership.roles})
+            rendered = await views.render(
+                conn, reader, [found.row, *rows], {found.row.conversation_id: found.membership.roles}
+            )
         return rendered[0], rendered[1:], has_more

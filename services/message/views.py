@@ -22,8 +22,11 @@ from services.message.store import MessageRow, Position
 
 MAX_LISTED_RECIPIENTS = 100
 
-SENT, DELIVERED, READ = (common_pb2.MESSAGE_STATUS_SENT, common_pb2.MESSAGE_STATUS_DELIVERED,
-                         common_pb2.MESSAGE_STATUS_READ)
+SENT, DELIVERED, READ = (
+    common_pb2.MESSAGE_STATUS_SENT,
+    common_pb2.MESSAGE_STATUS_DELIVERED,
+    common_pb2.MESSAGE_STATUS_READ,
+)
 
 
 def status_at(position: Position | None, seq: int) -> common_pb2.MessageStatus:
@@ -66,14 +69,16 @@ class _Statuses:
         positions = self._positions
         others = [(user, positions.get(user)) for user in sorted(self._participants) if user != self.reader]
         self.min_read = min((_BELOW_EVERY_SEQ if p is None else p.read_seq for _, p in others), default=None)
-        self.min_reached = min((_BELOW_EVERY_SEQ if p is None else max(p.read_seq, p.delivered_seq)
-                                for _, p in others), default=None)
+        self.min_reached = min(
+            (_BELOW_EVERY_SEQ if p is None else max(p.read_seq, p.delivered_seq) for _, p in others), default=None
+        )
         if others and len(others) <= MAX_LISTED_RECIPIENTS:
             self.listed = others
             # A recipient's status changes only where a seq passes one of their positions, so between
             # two of these breaks every row has the same list: built once per stretch, not per row.
-            self._breaks = sorted({seq + 1 for _, p in others if p is not None
-                                   for seq in (p.read_seq, p.delivered_seq)})
+            self._breaks = sorted(
+                {seq + 1 for _, p in others if p is not None for seq in (p.read_seq, p.delivered_seq)}
+            )
         self._prepared = True
 
     def of(self, row: MessageRow) -> tuple[Status, common_pb2.Message | None]:
@@ -96,15 +101,17 @@ class _Statuses:
         return status, read_by
 
 
-def statuses(row: MessageRow, reader: str, participants: Iterable[str],
-             positions: dict[str, Position]) -> tuple[Status, list[tuple[str, Status]]]:
+def statuses(
+    row: MessageRow, reader: str, participants: Iterable[str], positions: dict[str, Position]
+) -> tuple[Status, list[tuple[str, Status]]]:
     """The reader's view of one message's status, and the per-recipient list (the sender's only)."""
     status, read_by = _Statuses(reader, participants, positions).of(row)
     return status, [] if read_by is None else [(r.user_id, r.status) for r in read_by.recipients]
 
 
-async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageRow],
-                 participants: Mapping[str, Iterable[str]]) -> list[common_pb2.Message]:
+async def render(
+    conn: psycopg.AsyncConnection, reader: str, rows: list[MessageRow], participants: Mapping[str, Iterable[str]]
+) -> list[common_pb2.Message]:
     """Protos for `rows` as `reader` sees them; `participants` maps each conversation to its users.
 
     Two queries whatever the page size: the page's reactions, and positions per conversation, where
@@ -116,8 +123,9 @@ async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageR
     prepared: dict[str, _Statuses] = {}
     own = {r.conversation_id for r in rows if r.sender_id == reader}
     for cid in dict.fromkeys(r.conversation_id for r in rows):  # first-seen order, one query each
-        positions = (await store.positions(conn, cid) if cid in own
-                     else {reader: await store.position(conn, cid, reader)})
+        positions = (
+            await store.positions(conn, cid) if cid in own else {reader: await store.position(conn, cid, reader)}
+        )
         prepared[cid] = _Statuses(reader, participants.get(cid, ()), positions)
     result = []
     for row in rows:
@@ -126,6 +134,7 @@ async def render(conn: psycopg.AsyncConnection, reader: str, rows: list[MessageR
     return result
 
 
-async def render_one(conn: psycopg.AsyncConnection, reader: str, row: MessageRow,
-                     participants: Iterable[str]) -> common_pb2.Message:
+async def render_one(
+    conn: psycopg.AsyncConnection, reader: str, row: MessageRow, participants: Iterable[str]
+) -> common_pb2.Message:
     return (await render(conn, reader, [row], {row.conversation_id: participants}))[0]

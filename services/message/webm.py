@@ -15,10 +15,22 @@ import struct
 from pathlib import Path
 
 _SEGMENT, _INFO, _TRACKS, _TRACK_ENTRY, _CLUSTER, _BLOCK_GROUP = (
-    0x18538067, 0x1549A966, 0x1654AE6B, 0xAE, 0x1F43B675, 0xA0)
+    0x18538067,
+    0x1549A966,
+    0x1654AE6B,
+    0xAE,
+    0x1F43B675,
+    0xA0,
+)
 _MASTERS = frozenset({_SEGMENT, _INFO, _TRACKS, _TRACK_ENTRY, _CLUSTER, _BLOCK_GROUP})
 _TIMECODE_SCALE, _DURATION, _TRACK_TYPE, _CLUSTER_TIMECODE, _SIMPLE_BLOCK, _BLOCK = (
-    0x2AD7B1, 0x4489, 0x83, 0xE7, 0xA3, 0xA1)
+    0x2AD7B1,
+    0x4489,
+    0x83,
+    0xE7,
+    0xA3,
+    0xA1,
+)
 _VIDEO_TRACK = 1
 _MAX_ELEMENTS = 2_000_000  # a 25 MiB file holds far fewer; bounds the walk whatever the input
 
@@ -34,7 +46,7 @@ def _vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int, bool]:
     if length > 8 or pos + length > len(data):
         raise ValueError("bad EBML integer")
     value = first if keep_marker else first & (mask - 1)
-    for byte in data[pos + 1:pos + length]:
+    for byte in data[pos + 1 : pos + length]:
         value = (value << 8) | byte
     unknown = not keep_marker and value == (1 << (7 * length)) - 1
     return value, pos + length, unknown
@@ -54,7 +66,7 @@ def _walk(data: bytes) -> dict[str, float | bool]:
             continue  # descend: its children follow (an unknown size, as MediaRecorder writes, is fine)
         if unknown:
             break
-        body = data[pos:pos + size]
+        body = data[pos : pos + size]
         pos += size
         if element == _TIMECODE_SCALE and body:
             found["scale"] = float(int.from_bytes(body, "big")) or 1_000_000.0
@@ -67,7 +79,7 @@ def _walk(data: bytes) -> dict[str, float | bool]:
         elif element in (_SIMPLE_BLOCK, _BLOCK) and body:
             try:
                 _, at, _ = _vint(body, 0, keep_marker=False)  # the track number
-                relative = struct.unpack(">h", body[at:at + 2])[0]
+                relative = struct.unpack(">h", body[at : at + 2])[0]
             except (ValueError, IndexError, struct.error):
                 continue
             found["last"] = max(float(found["last"]), float(cluster_time + relative))

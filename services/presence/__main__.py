@@ -42,16 +42,28 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     credentials = ServiceCredentials(settings, "presence")
     ttl_s = settings.presence_ttl_s * settings.time_scale
     presence_keys = PresenceKeys(settings.redis_prefix)
-    store = PresenceStore(redis_client, presence_keys, ttl_s, TYPING_WINDOW_S * settings.time_scale,
-                          settings.presence_announce_interval_s * settings.time_scale)
+    store = PresenceStore(
+        redis_client,
+        presence_keys,
+        ttl_s,
+        TYPING_WINDOW_S * settings.time_scale,
+        settings.presence_announce_interval_s * settings.time_scale,
+    )
     hub = EventHub(redis_client, pubsub_client, presence_keys)
     await hub.start()
     membership = MembershipCache(conversations, credentials, MembershipVersions(redis_client, keys))
     presence = Presence(store, hub, Contacts(conversations, credentials), membership, ttl_s, settings.time_scale)
     sweeper = spawn_supervised("presence sweep", presence.sweep_forever)
     ring_s, max_s = settings.call_ring_timeout_s * settings.time_scale, settings.call_max_s * settings.time_scale
-    calls = Calls(CallStore(redis_client, presence_keys, int(ring_s * 1000), int(max(max_s, ring_s) * 1000),
-                            int(ENDED_KEEP_S * 1000)), hub, membership, store.allow, ring_s)
+    calls = Calls(
+        CallStore(
+            redis_client, presence_keys, int(ring_s * 1000), int(max(max_s, ring_s) * 1000), int(ENDED_KEEP_S * 1000)
+        ),
+        hub,
+        membership,
+        store.allow,
+        ring_s,
+    )
     ringing = spawn_supervised("call ringing timeouts", calls.expire_forever)
     servicer = PresenceServicer(presence, hub, calls, settings)
 
@@ -60,10 +72,18 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         return [presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name]
 
     try:
-        await serve("presence", settings.listen("presence"), TokenVerifier(settings), register, stopping=stopping,
-                    metrics_port=settings.metrics_port, end_streams=hub.end_streams,
-                    tls=server_credentials(settings), health_port=settings.health_port,
-                    readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale))
+        await serve(
+            "presence",
+            settings.listen("presence"),
+            TokenVerifier(settings),
+            register,
+            stopping=stopping,
+            metrics_port=settings.metrics_port,
+            end_streams=hub.end_streams,
+            tls=server_credentials(settings),
+            health_port=settings.health_port,
+            readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale),
+        )
     finally:
         sweeper.cancel()
         ringing.cancel()

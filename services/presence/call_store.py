@@ -48,7 +48,9 @@ end
 
 # KEYS: call, incall caller, incall callee, ringing.
 # ARGV: call id, conversation, caller, callee, ring_ms, max_ms, keep_ms, call prefix.
-_START = _PRELUDE + """
+_START = (
+    _PRELUDE
+    + """
 local now = now_ms()
 if live(ARGV[8], KEYS[2]) then return {'caller_busy', {}} end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'conv', ARGV[2], 'caller', ARGV[3], 'callee', ARGV[4], 'created', now)
@@ -64,9 +66,12 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[6])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[1])
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
+)
 
 # KEYS: call, ringing. ARGV: call id, user. Only the callee answers, and only a ringing call.
-_ANSWER = _PRELUDE + """
+_ANSWER = (
+    _PRELUDE
+    + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found', {}} end
 if redis.call('HGET', KEYS[1], 'callee') ~= ARGV[2] then return {'not_callee', {}} end
@@ -77,9 +82,12 @@ if state == 'ringing' then
 end
 return {state, redis.call('HGETALL', KEYS[1])}
 """
+)
 
 # KEYS: call, ringing. ARGV: call id, user, keep_ms, incall prefix. The callee ending a ringing call declines it.
-_HANG_UP = _PRELUDE + """
+_HANG_UP = (
+    _PRELUDE
+    + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found', {}} end
 local callee = redis.call('HGET', KEYS[1], 'callee')
@@ -90,10 +98,13 @@ if state == 'ringing' and ARGV[2] == callee then reason = 'declined' end
 finish(KEYS[1], ARGV[1], reason, ARGV[2], now_ms(), ARGV[3], KEYS[2], ARGV[4])
 return {'ok', redis.call('HGETALL', KEYS[1])}
 """
+)
 
 # KEYS: ringing. ARGV: limit, keep_ms, call prefix, incall prefix. Ends the calls whose ringing is
 # over; each is taken out of the index in this script, so exactly one replica announces it.
-_EXPIRE = _PRELUDE + """
+_EXPIRE = (
+    _PRELUDE
+    + """
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
@@ -107,6 +118,7 @@ for _, id in ipairs(due) do
 end
 return out
 """
+)
 
 
 @dataclass(frozen=True)
@@ -131,14 +143,24 @@ class CallRecord:
 
 def _record(flat: list[bytes]) -> CallRecord:
     fields = {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
-    return CallRecord(fields.get("id", ""), fields.get("conv", ""), fields.get("caller", ""), fields.get("callee", ""),
-                      fields.get("state", ""), fields.get("reason", ""), fields.get("by", ""),
-                      int(fields.get("created") or 0), int(fields.get("answered") or 0), int(fields.get("ended") or 0))
+    return CallRecord(
+        fields.get("id", ""),
+        fields.get("conv", ""),
+        fields.get("caller", ""),
+        fields.get("callee", ""),
+        fields.get("state", ""),
+        fields.get("reason", ""),
+        fields.get("by", ""),
+        int(fields.get("created") or 0),
+        int(fields.get("answered") or 0),
+        int(fields.get("ended") or 0),
+    )
 
 
 class CallStore:
-    def __init__(self, redis_client: aioredis.Redis, keys: PresenceKeys, ring_ms: int, max_ms: int,
-                 keep_ms: int) -> None:
+    def __init__(
+        self, redis_client: aioredis.Redis, keys: PresenceKeys, ring_ms: int, max_ms: int, keep_ms: int
+    ) -> None:
         self._redis = redis_client
         self._keys = keys
         self._ring_ms, self._max_ms, self._keep_ms = ring_ms, max_ms, keep_ms
@@ -153,25 +175,38 @@ class CallStore:
     def _incall(self, user_id: str) -> str:
         return self._keys.presence(f"incall:{{{user_id}}}")
 
-    async def start(self, call_id: str, conversation_id: str, caller: str, callee: str
-                    ) -> tuple[str, CallRecord | None]:
+    async def start(
+        self, call_id: str, conversation_id: str, caller: str, callee: str
+    ) -> tuple[str, CallRecord | None]:
         """('ok', ringing call) | ('busy', call ended busy) | ('caller_busy', None)."""
         outcome, flat = await self._start(
             keys=[self._call(call_id), self._incall(caller), self._incall(callee), self._keys.presence("ringing")],
-            args=[call_id, conversation_id, caller, callee, self._ring_ms, self._max_ms, self._keep_ms,
-                  self._keys.presence("call:")])
+            args=[
+                call_id,
+                conversation_id,
+                caller,
+                callee,
+                self._ring_ms,
+                self._max_ms,
+                self._keep_ms,
+                self._keys.presence("call:"),
+            ],
+        )
         return outcome.decode(), _record(flat) if flat else None
 
     async def answer(self, call_id: str, user_id: str) -> tuple[str, CallRecord | None]:
         """('ok', accepted call) | ('not_found'|'not_callee', None) | ('accepted'|'ended', call as it is)."""
-        outcome, flat = await self._answer(keys=[self._call(call_id), self._keys.presence("ringing")],
-                                           args=[call_id, user_id])
+        outcome, flat = await self._answer(
+            keys=[self._call(call_id), self._keys.presence("ringing")], args=[call_id, user_id]
+        )
         return outcome.decode(), _record(flat) if flat else None
 
     async def hang_up(self, call_id: str, user_id: str) -> tuple[str, CallRecord | None]:
         """('ok', ended call) | ('ended', call as it was) | ('not_found'|'not_party', None)."""
-        outcome, flat = await self._hang_up(keys=[self._call(call_id), self._keys.presence("ringing")],
-                                            args=[call_id, user_id, self._keep_ms, self._keys.presence("incall:")])
+        outcome, flat = await self._hang_up(
+            keys=[self._call(call_id), self._keys.presence("ringing")],
+            args=[call_id, user_id, self._keep_ms, self._keys.presence("incall:")],
+        )
         return outcome.decode(), _record(flat) if flat else None
 
     async def get(self, call_id: str) -> CallRecord | None:
@@ -180,7 +215,8 @@ class CallStore:
 
     async def expire(self, limit: int) -> list[CallRecord]:
         """Calls that rang out now, ended with reason timeout."""
-        replies = await self._expire(keys=[self._keys.presence("ringing")],
-                                     args=[limit, self._keep_ms, self._keys.presence("call:"),
-                                           self._keys.presence("incall:")])
+        replies = await self._expire(
+            keys=[self._keys.presence("ringing")],
+            args=[limit, self._keep_ms, self._keys.presence("call:"), self._keys.presence("incall:")],
+        )
         return [_record(flat) for flat in replies]

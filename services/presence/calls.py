@@ -51,10 +51,17 @@ ENDED_KEEP_S = 60.0  # an ended call is remembered this long: a late answer read
 EXPIRE_BATCH = 500
 _CALL_ID = re.compile(r"[0-9a-f]{32}")
 _SDP_BAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_STATES = {"ringing": call_pb2.CALL_STATE_RINGING, "accepted": call_pb2.CALL_STATE_ACCEPTED,
-           "ended": call_pb2.CALL_STATE_ENDED}
-_REASONS = {"hangup": call_pb2.CALL_END_REASON_HANGUP, "timeout": call_pb2.CALL_END_REASON_TIMEOUT,
-            "busy": call_pb2.CALL_END_REASON_BUSY, "declined": call_pb2.CALL_END_REASON_DECLINED}
+_STATES = {
+    "ringing": call_pb2.CALL_STATE_RINGING,
+    "accepted": call_pb2.CALL_STATE_ACCEPTED,
+    "ended": call_pb2.CALL_STATE_ENDED,
+}
+_REASONS = {
+    "hangup": call_pb2.CALL_END_REASON_HANGUP,
+    "timeout": call_pb2.CALL_END_REASON_TIMEOUT,
+    "busy": call_pb2.CALL_END_REASON_BUSY,
+    "declined": call_pb2.CALL_END_REASON_DECLINED,
+}
 
 RateCheck = Callable[[str, str, int, float], Awaitable[bool]]  # PresenceStore.allow
 
@@ -68,11 +75,18 @@ def _stamp(ms: int) -> timestamp_pb2.Timestamp | None:
 
 
 def call_proto(record: CallRecord) -> call_pb2.Call:
-    return call_pb2.Call(call_id=record.call_id, conversation_id=record.conversation_id, caller_id=record.caller_id,
-                         callee_id=record.callee_id, state=_STATES.get(record.state, call_pb2.CALL_STATE_UNSPECIFIED),
-                         end_reason=_REASONS.get(record.reason, call_pb2.CALL_END_REASON_UNSPECIFIED),
-                         ended_by=record.ended_by, created_at=_stamp(record.created_ms),
-                         answered_at=_stamp(record.answered_ms), ended_at=_stamp(record.ended_ms))
+    return call_pb2.Call(
+        call_id=record.call_id,
+        conversation_id=record.conversation_id,
+        caller_id=record.caller_id,
+        callee_id=record.callee_id,
+        state=_STATES.get(record.state, call_pb2.CALL_STATE_UNSPECIFIED),
+        end_reason=_REASONS.get(record.reason, call_pb2.CALL_END_REASON_UNSPECIFIED),
+        ended_by=record.ended_by,
+        created_at=_stamp(record.created_ms),
+        answered_at=_stamp(record.answered_ms),
+        ended_at=_stamp(record.ended_ms),
+    )
 
 
 def check_sdp(sdp: str, field: str) -> None:
@@ -84,15 +98,28 @@ def check_sdp(sdp: str, field: str) -> None:
 
 def check_candidate(candidate: call_pb2.IceCandidate) -> None:
     line = candidate.candidate
-    if len(line) > MAX_CANDIDATE_CHARS or len(candidate.sdp_mid) > MAX_SDP_MID_CHARS \
-            or len(candidate.username_fragment) > MAX_UFRAG_CHARS:
-        raise errors.invalid("CANDIDATE_TOO_LARGE", f"a candidate line is limited to {MAX_CANDIDATE_CHARS} "
-                                                    f"characters, sdp_mid to {MAX_SDP_MID_CHARS}")
-    if (line and not line.startswith("candidate:")) or _SDP_BAD.search(line) or "\r" in line or "\n" in line \
-            or not 0 <= candidate.sdp_mline_index <= MAX_MLINE_INDEX \
-            or any(_SDP_BAD.search(s) or "\n" in s for s in (candidate.sdp_mid, candidate.username_fragment)):
-        raise errors.invalid("INVALID_CANDIDATE", "candidate must be one `candidate:` line (or empty: end of "
-                                                  "candidates) with a sane sdp_mid and sdp_mline_index")
+    if (
+        len(line) > MAX_CANDIDATE_CHARS
+        or len(candidate.sdp_mid) > MAX_SDP_MID_CHARS
+        or len(candidate.username_fragment) > MAX_UFRAG_CHARS
+    ):
+        raise errors.invalid(
+            "CANDIDATE_TOO_LARGE",
+            f"a candidate line is limited to {MAX_CANDIDATE_CHARS} characters, sdp_mid to {MAX_SDP_MID_CHARS}",
+        )
+    if (
+        (line and not line.startswith("candidate:"))
+        or _SDP_BAD.search(line)
+        or "\r" in line
+        or "\n" in line
+        or not 0 <= candidate.sdp_mline_index <= MAX_MLINE_INDEX
+        or any(_SDP_BAD.search(s) or "\n" in s for s in (candidate.sdp_mid, candidate.username_fragment))
+    ):
+        raise errors.invalid(
+            "INVALID_CANDIDATE",
+            "candidate must be one `candidate:` line (or empty: end of "
+            "candidates) with a sane sdp_mid and sdp_mline_index",
+        )
 
 
 def _check_call_id(call_id: str) -> None:
@@ -105,13 +132,15 @@ def _not_found() -> errors.ChatError:
 
 
 def _ended(record: CallRecord) -> errors.ChatError:
-    return errors.ChatError(grpc.StatusCode.FAILED_PRECONDITION, "CALL_ENDED",
-                            f"the call has ended ({record.reason or 'ended'})")
+    return errors.ChatError(
+        grpc.StatusCode.FAILED_PRECONDITION, "CALL_ENDED", f"the call has ended ({record.reason or 'ended'})"
+    )
 
 
 class Calls:
-    def __init__(self, store: CallStore, hub: EventHub, membership: MembershipCache, rate: RateCheck,
-                 ring_timeout_s: float) -> None:
+    def __init__(
+        self, store: CallStore, hub: EventHub, membership: MembershipCache, rate: RateCheck, ring_timeout_s: float
+    ) -> None:
         self._store = store
         self._hub = hub
         self._membership = membership
@@ -138,12 +167,14 @@ class Calls:
             raise errors.forbidden("CALLEE_NOT_PARTICIPANT", "the callee is not a participant of this conversation")
         outcome, record = await self._store.start(uuid.uuid4().hex, conversation_id, caller, callee)
         if outcome == "caller_busy" or record is None:
-            raise errors.ChatError(grpc.StatusCode.FAILED_PRECONDITION, "ALREADY_IN_CALL",
-                                   "you are already in a call; hang it up first")
+            raise errors.ChatError(
+                grpc.StatusCode.FAILED_PRECONDITION, "ALREADY_IN_CALL", "you are already in a call; hang it up first"
+            )
         call = call_proto(record)
         if outcome == "ok":
-            await self._publish(record, "call:incoming", [callee], call_pb2.CallEvent(call=call, sdp=sdp_offer,
-                                                                                      from_user_id=caller))
+            await self._publish(
+                record, "call:incoming", [callee], call_pb2.CallEvent(call=call, sdp=sdp_offer, from_user_id=caller)
+            )
         return call  # busy: ended at once, and the callee is not told
 
     async def answer(self, user_id: str, call_id: str, sdp_answer: str) -> call_pb2.Call:
@@ -160,14 +191,23 @@ class Calls:
         if outcome == "ended":
             raise _ended(answered)
         if outcome != "ok":
-            raise errors.ChatError(grpc.StatusCode.FAILED_PRECONDITION, "CALL_ALREADY_ANSWERED",
-                                   "the call was answered already (on another device?)")
+            raise errors.ChatError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "CALL_ALREADY_ANSWERED",
+                "the call was answered already (on another device?)",
+            )
         call = call_proto(answered)
         await asyncio.gather(
-            self._publish(answered, "call:accepted", [answered.caller_id],
-                          call_pb2.CallEvent(call=call, sdp=sdp_answer, from_user_id=user_id)),
-            self._publish(answered, "call:accepted", [answered.callee_id],
-                          call_pb2.CallEvent(call=call, from_user_id=user_id)))
+            self._publish(
+                answered,
+                "call:accepted",
+                [answered.caller_id],
+                call_pb2.CallEvent(call=call, sdp=sdp_answer, from_user_id=user_id),
+            ),
+            self._publish(
+                answered, "call:accepted", [answered.callee_id], call_pb2.CallEvent(call=call, from_user_id=user_id)
+            ),
+        )
         return call
 
     async def candidate(self, user_id: str, call_id: str, candidate: call_pb2.IceCandidate) -> None:
@@ -176,8 +216,12 @@ class Calls:
         if record.state == "ended":
             raise _ended(record)
         (await self._membership.get(record.conversation_id)).require_participant(user_id)
-        await self._publish(record, "call:candidate", [record.other(user_id)],
-                            call_pb2.CallEvent(call=call_proto(record), candidate=candidate, from_user_id=user_id))
+        await self._publish(
+            record,
+            "call:candidate",
+            [record.other(user_id)],
+            call_pb2.CallEvent(call=call_proto(record), candidate=candidate, from_user_id=user_id),
+        )
 
     async def hang_up(self, user_id: str, call_id: str) -> call_pb2.Call:
         _check_call_id(call_id)
@@ -207,8 +251,12 @@ class Calls:
         return errors.forbidden("NOT_CALL_PARTICIPANT", "you are not a party to this call")
 
     async def _announce_end(self, record: CallRecord) -> None:
-        await self._publish(record, "call:ended", [record.caller_id, record.callee_id],
-                            call_pb2.CallEvent(call=call_proto(record), from_user_id=record.ended_by))
+        await self._publish(
+            record,
+            "call:ended",
+            [record.caller_id, record.callee_id],
+            call_pb2.CallEvent(call=call_proto(record), from_user_id=record.ended_by),
+        )
 
     async def _publish(self, record: CallRecord, kind: str, users: list[str], payload: call_pb2.CallEvent) -> None:
         event = common_pb2.Event(type=kind, conversation_id=record.conversation_id, call=payload)

@@ -149,8 +149,9 @@ class EventHub:
         for queue in queues:
             queue.put_nowait((user_id, event))
 
-    async def stream(self, requests: AsyncIterator[presence_pb2.StreamPresenceEventsRequest]
-                     ) -> AsyncIterator[presence_pb2.StreamPresenceEventsResponse]:
+    async def stream(
+        self, requests: AsyncIterator[presence_pb2.StreamPresenceEventsRequest]
+    ) -> AsyncIterator[presence_pb2.StreamPresenceEventsResponse]:
         """One edge replica's stream: users come and go, their events go out in batches."""
         queue: Queue = asyncio.Queue()
         users: set[str] = set()

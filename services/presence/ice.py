@@ -30,8 +30,9 @@ def turn_credentials(secret: str, user_id: str, ttl_s: float, now: float | None 
     return username, password, expires
 
 
-def call_config(settings: Settings, user_id: str, ring_timeout_s: float, max_sdp_bytes: int
-                ) -> call_pb2.GetCallConfigResponse:
+def call_config(
+    settings: Settings, user_id: str, ring_timeout_s: float, max_sdp_bytes: int
+) -> call_pb2.GetCallConfigResponse:
     """The configured servers as they are, plus the TURN URLs with credentials made for this user."""
     reply = call_pb2.GetCallConfigResponse(ring_timeout_ms=int(ring_timeout_s * 1000), max_sdp_bytes=max_sdp_bytes)
     for urls, username, credential in settings.ice_servers:

@@ -25,4 +25,4 @@ class PresenceKeys:
         return f"{self.prefix}:presence:live:{{{user_id}}}"
 
     def user_of_presence_live(self, channel: str) -> str:
-        return channel[len(self.prefix) + len(":presence:live:{"):-1]
+        return channel[len(self.prefix) + len(":presence:live:{") : -1]

@@ -59,7 +59,8 @@ def user_presence(status: Status, *, hide_last_seen: bool = False) -> presence_p
     return presence_pb2.UserPresence(
         user_id=status.user_id,
         status=common_pb2.PRESENCE_STATUS_ONLINE if status.online else common_pb2.PRESENCE_STATUS_OFFLINE,
-        last_seen_at=None if hide_last_seen else from_millis(status.last_seen_ms))
+        last_seen_at=None if hide_last_seen else from_millis(status.last_seen_ms),
+    )
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,18 @@ class Contacts:
 
     async def _fetch(self, user_id: str) -> Circle:
         async with self._slots:
-            reply = await self._stub.ListContacts(conversation_pb2.ListContactsRequest(user_id=user_id),
-                                                  metadata=self._credentials.metadata(), timeout=5,
-                                                  wait_for_ready=True)
-        contacts = Circle(frozenset(reply.user_ids), frozenset(reply.visible_user_ids),
-                          frozenset(reply.last_seen_hidden_user_ids), reply.hide_last_seen)
+            reply = await self._stub.ListContacts(
+                conversation_pb2.ListContactsRequest(user_id=user_id),
+                metadata=self._credentials.metadata(),
+                timeout=5,
+                wait_for_ready=True,
+            )
+        contacts = Circle(
+            frozenset(reply.user_ids),
+            frozenset(reply.visible_user_ids),
+            frozenset(reply.last_seen_hidden_user_ids),
+            reply.hide_last_seen,
+        )
         self._entries[user_id] = (time.monotonic() + CONTACTS_TTL_S, contacts)
         self._entries.move_to_end(user_id)
         while len(self._entries) > CONTACTS_CACHED:
@@ -116,8 +124,15 @@ class Contacts:
 
 
 class Presence:
-    def __init__(self, store: PresenceStore, hub: EventHub, contacts: Contacts, membership: MembershipCache,
-                 ttl_s: float, time_scale: float) -> None:
+    def __init__(
+        self,
+        store: PresenceStore,
+        hub: EventHub,
+        contacts: Contacts,
+        membership: MembershipCache,
+        ttl_s: float,
+        time_scale: float,
+    ) -> None:
         self._store = store
         self._hub = hub
         self._contacts = contacts
@@ -138,8 +153,11 @@ class Presence:
         await self._announce(await self._store.drop(_members(edge_id, connections), self._linger_ms))
 
     async def set_explicit(self, user_id: str, status: int) -> presence_pb2.UserPresence:
-        explicit = {common_pb2.PRESENCE_STATUS_UNSPECIFIED: "", common_pb2.PRESENCE_STATUS_ONLINE: "online",
-                    common_pb2.PRESENCE_STATUS_OFFLINE: "offline"}.get(status)  # type: ignore[call-overload]
+        explicit = {
+            common_pb2.PRESENCE_STATUS_UNSPECIFIED: "",
+            common_pb2.PRESENCE_STATUS_ONLINE: "online",
+            common_pb2.PRESENCE_STATUS_OFFLINE: "offline",
+        }.get(status)  # type: ignore[call-overload]
         if explicit is None:
             raise errors.invalid("INVALID_STATUS", "status must be PRESENCE_STATUS_ONLINE, _OFFLINE or _UNSPECIFIED")
         result = await self._store.set_explicit(user_id, explicit)
@@ -156,10 +174,14 @@ class Presence:
         circle = await self._contacts.of(caller) if user_ids else None
         visible = [u for u in dict.fromkeys(user_ids) if u == caller or (circle and u in circle.visible)]
         hidden = circle.last_seen_hidden if circle else frozenset()
-        known = {s.user_id: user_presence(s, hide_last_seen=s.user_id != caller and s.user_id in hidden)
-                 for s in await self._store.read(visible)}
-        return [known.get(u) or presence_pb2.UserPresence(user_id=u, status=common_pb2.PRESENCE_STATUS_UNKNOWN)
-                for u in user_ids]
+        known = {
+            s.user_id: user_presence(s, hide_last_seen=s.user_id != caller and s.user_id in hidden)
+            for s in await self._store.read(visible)
+        }
+        return [
+            known.get(u) or presence_pb2.UserPresence(user_id=u, status=common_pb2.PRESENCE_STATUS_UNKNOWN)
+            for u in user_ids
+        ]
 
     async def _announce(self, statuses: Iterable[Status]) -> None:
         changed = [s for s in statuses if s.changed]
@@ -174,9 +196,14 @@ class Presence:
             return
         self._directory.recovered()
         presence = user_presence(status, hide_last_seen=circle.hide_last_seen)
-        event = common_pb2.Event(type="user:status_changed", presence=common_pb2.PresenceEvent(
-            user_id=status.user_id, status=presence.status,
-            last_seen_at=presence.last_seen_at if presence.HasField("last_seen_at") else None))
+        event = common_pb2.Event(
+            type="user:status_changed",
+            presence=common_pb2.PresenceEvent(
+                user_id=status.user_id,
+                status=presence.status,
+                last_seen_at=presence.last_seen_at if presence.HasField("last_seen_at") else None,
+            ),
+        )
         event.created_at.GetCurrentTime()
         await self._hub.publish(circle.audience, event)
 
@@ -184,8 +211,9 @@ class Presence:
 
     async def set_typing(self, user_id: str, conversation_id: str, is_typing: bool) -> None:
         if not await self._store.allow("typing", user_id, TYPING_LIMIT, TYPING_LIMIT_WINDOW_S):
-            raise errors.ChatError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                   "too many typing updates; slow down")
+            raise errors.ChatError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", "too many typing updates; slow down"
+            )
         if not conversation_id or len(conversation_id) > MAX_CONVERSATION_ID:
             raise errors.invalid("INVALID_ID", "conversation_id must be a conversation's id")
         membership = await self._membership.get(conversation_id)
@@ -203,9 +231,11 @@ class Presence:
 
     async def _announce_typing(self, conversation_id: str, user_id: str, is_typing: bool) -> None:
         membership = await self._membership.get(conversation_id)
-        event = common_pb2.Event(type="chat:user_typing", conversation_id=conversation_id,
-                                 typing=common_pb2.TypingEvent(conversation_id=conversation_id, user_id=user_id,
-                                                               is_typing=is_typing))
+        event = common_pb2.Event(
+            type="chat:user_typing",
+            conversation_id=conversation_id,
+            typing=common_pb2.TypingEvent(conversation_id=conversation_id, user_id=user_id, is_typing=is_typing),
+        )
         event.created_at.GetCurrentTime()
         await self._hub.publish((u for u in membership.roles if u != user_id), event)
 

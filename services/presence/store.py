@@ -91,7 +91,9 @@ end
 
 # ARGV: user, ttl_ms, state_ttl_ms, interval_ms, member... Closed connections are skipped: a heartbeat that was
 # in flight when its socket closed, and lands after the drop, does not keep the user online a TTL.
-_REPORT = _PRELUDE + """
+_REPORT = (
+    _PRELUDE
+    + """
 local now = now_ms()
 local ttl = tonumber(ARGV[2])
 local fresh = 0
@@ -108,6 +110,7 @@ if fresh == 1 then
 end
 return settle(ARGV[1], now, now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 """
+)
 
 # ARGV: user, state_ttl_ms, linger_ms (0: gone at once), keep_ms, interval_ms, member... A closed connection
 # lingers: its deadline becomes now + linger, whatever it was, so the linger counts from the last
@@ -115,7 +118,9 @@ return settle(ARGV[1], now, now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 # expires it otherwise. It is remembered as closed for keep_ms, so a repeated drop changes nothing
 # and a late heartbeat does not revive it. `alive` becomes the close time: the user's last seen time
 # if nothing else outlives it.
-_DROP = _PRELUDE + """
+_DROP = (
+    _PRELUDE
+    + """
 local now = now_ms()
 local linger = tonumber(ARGV[3])
 local keep = tonumber(ARGV[4])
@@ -135,9 +140,12 @@ redis.call('PEXPIRE', KEYS[4], keep)
 if closed == 1 then redis.call('HSET', KEYS[2], 'alive', now) end
 return settle(ARGV[1], now, now, tonumber(ARGV[2]), tonumber(ARGV[5]))
 """
+)
 
 # KEYS[6] grace. ARGV: user, state_ttl_ms, interval_ms. Last seen is `alive`: the last heartbeat or close.
-_SWEEP = _PRELUDE + """
+_SWEEP = (
+    _PRELUDE
+    + """
 local now = now_ms()
 local grace = redis.call('PTTL', KEYS[6])
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
@@ -152,21 +160,28 @@ end
 local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or now)
 return settle(ARGV[1], now, alive, tonumber(ARGV[2]), tonumber(ARGV[3]))
 """
+)
 
 # ARGV: user, explicit ('' clears), state_ttl_ms, interval_ms
-_EXPLICIT = _PRELUDE + """
+_EXPLICIT = (
+    _PRELUDE
+    + """
 local now = now_ms()
 if ARGV[2] == '' then redis.call('HDEL', KEYS[2], 'explicit') else redis.call('HSET', KEYS[2], 'explicit', ARGV[2]) end
 return settle(ARGV[1], now, now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 """
+)
 
 # ARGV: user, state_ttl_ms, interval_ms. A waiting announcement whose quiet interval ended: settle
 # again and announce what the status is now (if it still differs from what contacts were told).
-_DUE = _PRELUDE + """
+_DUE = (
+    _PRELUDE
+    + """
 local now = now_ms()
 local alive = tonumber(redis.call('HGET', KEYS[2], 'alive') or now)
 return settle(ARGV[1], now, alive, tonumber(ARGV[2]), tonumber(ARGV[3]))
 """
+)
 
 # KEYS[1] announce. ARGV: limit. Users whose waiting announcement may go now.
 _DUE_USERS = """
@@ -237,8 +252,14 @@ def _status(user_id: str, reply: list[object]) -> Status:
 
 
 class PresenceStore:
-    def __init__(self, redis_client: aioredis.Redis, keys: PresenceKeys, ttl_s: float, typing_window_s: float,
-                 announce_interval_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        keys: PresenceKeys,
+        ttl_s: float,
+        typing_window_s: float,
+        announce_interval_s: float = 0.0,
+    ) -> None:
         self._redis = redis_client
         self._keys = keys
         self.ttl_ms = max(1, int(ttl_s * 1000))
@@ -256,32 +277,50 @@ class PresenceStore:
         self._rate = redis_client.register_script(_RATE)
 
     def _user_keys(self, user_id: str) -> list[str]:
-        return [self._keys.presence_conns(user_id), self._keys.presence_state(user_id),
-                self._keys.presence("deadlines"),
-                self._keys.presence(f"closed:{{{user_id}}}"), self._keys.presence("announce")]
+        return [
+            self._keys.presence_conns(user_id),
+            self._keys.presence_state(user_id),
+            self._keys.presence("deadlines"),
+            self._keys.presence(f"closed:{{{user_id}}}"),
+            self._keys.presence("announce"),
+        ]
 
     async def report(self, members: dict[str, list[str]]) -> list[Status]:
         """Connect and heartbeat in one: each user's connections get a fresh deadline."""
-        return await self._per_user(members, lambda user, pipe: self._report(
-            keys=self._user_keys(user), args=[user, self.ttl_ms, STATE_TTL_MS, self._interval_ms, *members[user]],
-            client=pipe))
+        return await self._per_user(
+            members,
+            lambda user, pipe: self._report(
+                keys=self._user_keys(user),
+                args=[user, self.ttl_ms, STATE_TTL_MS, self._interval_ms, *members[user]],
+                client=pipe,
+            ),
+        )
 
     async def drop(self, members: dict[str, list[str]], linger_ms: int) -> list[Status]:
         """Closed connections: each lingers `linger_ms` from now (a reconnect in time keeps the user online)."""
         keep_ms = max(2 * self.ttl_ms, CLOSED_KEPT_MS) + linger_ms  # far longer than a heartbeat is in flight
-        return await self._per_user(members, lambda user, pipe: self._drop(
-            keys=self._user_keys(user), args=[user, STATE_TTL_MS, linger_ms, keep_ms, self._interval_ms,
-                                              *members[user]],
-            client=pipe))
+        return await self._per_user(
+            members,
+            lambda user, pipe: self._drop(
+                keys=self._user_keys(user),
+                args=[user, STATE_TTL_MS, linger_ms, keep_ms, self._interval_ms, *members[user]],
+                client=pipe,
+            ),
+        )
 
     async def sweep(self, users: list[str]) -> list[Status]:
         grace = self._keys.presence("grace")
-        return await self._per_user(users, lambda user, pipe: self._sweep(
-            keys=[*self._user_keys(user), grace], args=[user, STATE_TTL_MS, self._interval_ms], client=pipe))
+        return await self._per_user(
+            users,
+            lambda user, pipe: self._sweep(
+                keys=[*self._user_keys(user), grace], args=[user, STATE_TTL_MS, self._interval_ms], client=pipe
+            ),
+        )
 
     async def set_explicit(self, user_id: str, explicit: str) -> Status:
-        reply = await self._explicit(keys=self._user_keys(user_id),
-                                     args=[user_id, explicit, STATE_TTL_MS, self._interval_ms])
+        reply = await self._explicit(
+            keys=self._user_keys(user_id), args=[user_id, explicit, STATE_TTL_MS, self._interval_ms]
+        )
         return _status(user_id, reply)
 
     async def due(self, limit: int) -> list[str]:
@@ -290,21 +329,30 @@ class PresenceStore:
 
     async def settle_due(self, users: list[str]) -> list[Status]:
         """Settle users from `due` again: changed where contacts are to be told now."""
-        return await self._per_user(users, lambda user, pipe: self._due(
-            keys=self._user_keys(user), args=[user, STATE_TTL_MS, self._interval_ms], client=pipe))
+        return await self._per_user(
+            users,
+            lambda user, pipe: self._due(
+                keys=self._user_keys(user), args=[user, STATE_TTL_MS, self._interval_ms], client=pipe
+            ),
+        )
 
     async def read(self, user_ids: list[str]) -> list[Status]:
         if not user_ids:
             return []
         reply = await self._read(keys=[self._keys.presence_state(u) for u in user_ids])
-        return [Status(u, reply[2 * i] in (b"online", "online"), int(reply[2 * i + 1] or 0))
-                for i, u in enumerate(user_ids)]
+        return [
+            Status(u, reply[2 * i] in (b"online", "online"), int(reply[2 * i + 1] or 0)) for i, u in enumerate(user_ids)
+        ]
 
     async def tick(self, swept_ms: int, grace_ms: int, limit: int) -> tuple[list[str], list[str]]:
         """(users whose last connection is overdue, typing states that ended), the latter removed.
         Starts a grace of `grace_ms` when no tick came for `swept_ms` (see _SWEEP)."""
-        keys = [self._keys.presence("swept"), self._keys.presence("grace"), self._keys.presence("deadlines"),
-                self._keys.presence("typing")]
+        keys = [
+            self._keys.presence("swept"),
+            self._keys.presence("grace"),
+            self._keys.presence("deadlines"),
+            self._keys.presence("typing"),
+        ]
         users, typing = await self._tick(keys=keys, args=[swept_ms, grace_ms, limit])
         return [u.decode() for u in users], [t.decode() for t in typing]
 

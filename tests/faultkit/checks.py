@@ -78,13 +78,19 @@ def judge(load: Load, fault_start: float, fault_end: float) -> Result:
         for conversation_id, seqs in by_conversation.items():
             first = min((a for a in lost if a.conversation_id == conversation_id), key=lambda a: a.seq)
             last = device.connections[-1] if device.connections else None
-            state = "none ever ready" if last is None else (
-                f"#{last.number} opened {t(last.opened_at)}, {last.close or 'still open'}, "
-                f"{last.frames} frames, last at {t(last.last_frame_at) if last.frames else '-'}")
+            state = (
+                "none ever ready"
+                if last is None
+                else (
+                    f"#{last.number} opened {t(last.opened_at)}, {last.close or 'still open'}, "
+                    f"{last.frames} frames, last at {t(last.last_frame_at) if last.frames else '-'}"
+                )
+            )
             result.details["lost"].append(
                 f"{label}: {len(seqs)} acked never arrived in {load.names[conversation_id]} seqs {spans(seqs)} "
                 f"(seq {first.seq} {_sent(load, first.message_id, t)}); last connection {state}; "
-                f"resync_required {len(device.resyncs)}")
+                f"resync_required {len(device.resyncs)}"
+            )
         for conn in device.connections:
             highest: dict[str, Arrival] = {}
             for arrival in conn.arrivals:
@@ -95,7 +101,8 @@ def judge(load: Load, fault_start: float, fault_end: float) -> Result:
                     result.details["reordered"].append(
                         f"{label} connection #{conn.number} in {load.names[arrival.conversation_id]}: seq "
                         f"{arrival.seq} {_sent(load, arrival.message_id, t)} arrived at {t(arrival.at)} after seq "
-                        f"{top.seq} {_sent(load, top.message_id, t)} (at {t(top.at)})")
+                        f"{top.seq} {_sent(load, top.message_id, t)} (at {t(top.at)})"
+                    )
                 if top is None or arrival.seq > top.seq:
                     highest[arrival.conversation_id] = arrival
         times = []
@@ -107,7 +114,8 @@ def judge(load: Load, fault_start: float, fault_end: float) -> Result:
                 late = "never" if arrival is None else f"only after {arrival.at - fault_end:.1f}s"
                 result.details["never recovered"].append(
                     f"{label}: probe in {load.names[conversation_id]} "
-                    f"{'was never acknowledged' if not probe else late} (limit {RECOVERY_LIMIT_S:.0f}s)")
+                    f"{'was never acknowledged' if not probe else late} (limit {RECOVERY_LIMIT_S:.0f}s)"
+                )
         if any(x is None or x > RECOVERY_LIMIT_S for x in times):
             result.never_recovered += 1
         else:
@@ -136,8 +144,9 @@ async def check_storage(load: Load, cluster: Cluster, result: Result, deadline_s
         name = load.names[conversation_id]
         while True:
             try:
-                stored[conversation_id] = {m["message_id"]: m for m in await history(
-                    load.http, cluster.token(members[0]), conversation_id)}
+                stored[conversation_id] = {
+                    m["message_id"]: m for m in await history(load.http, cluster.token(members[0]), conversation_id)
+                }
                 break
             except (httpx.HTTPError, ValueError) as exc:
                 if time.monotonic() > end:
@@ -151,8 +160,9 @@ async def check_storage(load: Load, cluster: Cluster, result: Result, deadline_s
         repeated = len(seqs) - len(set(seqs))
         if holes or repeated:
             result.gaps += len(holes) + repeated
-            result.details["gaps"].append(f"{name}: {len(seqs)} messages, holes at seqs {spans(holes) or '-'}, "
-                                          f"{repeated} seqs repeated")
+            result.details["gaps"].append(
+                f"{name}: {len(seqs)} messages, holes at seqs {spans(holes) or '-'}, {repeated} seqs repeated"
+            )
         twice: dict[tuple[str, str], list[str]] = defaultdict(list)
         for m in messages:
             if m.get("client_message_id"):
@@ -160,14 +170,17 @@ async def check_storage(load: Load, cluster: Cluster, result: Result, deadline_s
         for (sender, cmid), copies in twice.items():
             if len(copies) > 1:
                 rest_extra += len(copies) - 1
-                result.details["duplicated"].append(f"{name}: {cmid} by {sender} stored {len(copies)} times "
-                                                    f"({', '.join(copies)}) in REST history")
+                result.details["duplicated"].append(
+                    f"{name}: {cmid} by {sender} stored {len(copies)} times ({', '.join(copies)}) in REST history"
+                )
     if stored:
         for acked in load.acked.values():
             if acked.conversation_id in stored and acked.message_id not in stored[acked.conversation_id]:
                 result.lost += 1
-                result.details["lost"].append(f"{load.names[acked.conversation_id]}: seq {acked.seq} "
-                                              f"({acked.client_message_id}) acknowledged but not in history")
+                result.details["lost"].append(
+                    f"{load.names[acked.conversation_id]}: seq {acked.seq} "
+                    f"({acked.client_message_id}) acknowledged but not in history"
+                )
     result.duplicated = max(rest_extra, _check_database(load, cluster, result))
 
 
@@ -178,15 +191,18 @@ def _check_database(load: Load, cluster: Cluster, result: Result) -> int:
             rows = conn.execute(
                 "SELECT conversation_id::text, sender_id, client_message_id, array_agg(seq ORDER BY seq)"
                 " FROM message.messages WHERE client_message_id IS NOT NULL"
-                " GROUP BY 1, 2, 3 HAVING count(*) > 1").fetchall()
+                " GROUP BY 1, 2, 3 HAVING count(*) > 1"
+            ).fetchall()
     except psycopg.Error as exc:
         result.details["notes"].append(f"message schema unreadable: {exc}")
         return 0
     extra = 0
     for conversation_id, sender, cmid, seqs in rows:
         extra += len(seqs) - 1
-        result.details["duplicated"].append(f"{load.names.get(conversation_id, conversation_id)}: {cmid} by "
-                                            f"{sender} stored {len(seqs)} times (seqs {seqs}) in message.messages")
+        result.details["duplicated"].append(
+            f"{load.names.get(conversation_id, conversation_id)}: {cmid} by "
+            f"{sender} stored {len(seqs)} times (seqs {seqs}) in message.messages"
+        )
     return extra
 
 
@@ -212,9 +228,14 @@ def locate_losses(load: Load, cluster: Cluster, result: Result) -> None:
         groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
         fanout = groups.get("fanout")
         last = client.xinfo_stream(stream)["last-generated-id"].decode() if client.exists(stream) else "-"
-        facts.append(f"events stream {client.xlen(stream)} entries (last {last}), fan-out group "
-                     + (f"pending {fanout['pending']}, last delivered {fanout['last-delivered-id'].decode()}"
-                        if fanout else "missing"))
+        facts.append(
+            f"events stream {client.xlen(stream)} entries (last {last}), fan-out group "
+            + (
+                f"pending {fanout['pending']}, last delivered {fanout['last-delivered-id'].decode()}"
+                if fanout
+                else "missing"
+            )
+        )
         facts.append(f"dead letters {client.xlen(f'{prefix}:events:dead')}")
         needle = first.message_id.encode()
         inbox = client.xrange(f"{prefix}:inbox:{{{device.user_id}}}")
@@ -225,4 +246,3 @@ def locate_losses(load: Load, cluster: Cluster, result: Result) -> None:
     finally:
         client.close()
     result.details["where the first loss stopped"].append("; ".join(facts))
-

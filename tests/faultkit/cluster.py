@@ -90,8 +90,9 @@ class Cluster:
             "CHAT_RATE_REST": "0",
             "CHAT_LOG_LEVEL": "INFO",
         }
-        self.mesh = ProxiedMesh(env=env, ports=ports, log_dir=log_dir,
-                                message_via=f"ipv4:127.0.0.1:{self.proxy.listen_port}")
+        self.mesh = ProxiedMesh(
+            env=env, ports=ports, log_dir=log_dir, message_via=f"ipv4:127.0.0.1:{self.proxy.listen_port}"
+        )
         self.settings = Settings.from_env(env)
 
     @property

@@ -53,14 +53,17 @@ class Connection:
     close: str = ""
 
 
-async def history(http: httpx.AsyncClient, token: str, conversation_id: str, after_seq: int = 0
-                  ) -> list[dict[str, Any]]:
+async def history(
+    http: httpx.AsyncClient, token: str, conversation_id: str, after_seq: int = 0
+) -> list[dict[str, Any]]:
     """Every message of a conversation after a seq, page by page (raises on any failure)."""
     messages: list[dict[str, Any]] = []
     while True:
-        reply = await http.get(f"/api/messages/{conversation_id}", params={"after_seq": after_seq,
-                                                                            "limit": HISTORY_PAGE},
-                               headers={"Authorization": f"Bearer {token}"})
+        reply = await http.get(
+            f"/api/messages/{conversation_id}",
+            params={"after_seq": after_seq, "limit": HISTORY_PAGE},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         reply.raise_for_status()
         body = reply.json()
         page = body.get("messages", [])
@@ -71,8 +74,9 @@ async def history(http: httpx.AsyncClient, token: str, conversation_id: str, aft
 
 
 class Device:
-    def __init__(self, name: str, user_id: str, token: str, ws_url: str, http: httpx.AsyncClient,
-                 conversations: list[str]) -> None:
+    def __init__(
+        self, name: str, user_id: str, token: str, ws_url: str, http: httpx.AsyncClient, conversations: list[str]
+    ) -> None:
         self.name = name
         self.user_id = user_id
         self.conversations = conversations
@@ -111,10 +115,12 @@ class Device:
         """One socket, from open to close; whether it got as far as `ready`."""
         got_ready = False
         try:
-            async with connect(self._ws_url, open_timeout=5, close_timeout=1, ping_interval=5,
-                               ping_timeout=10, max_queue=None) as ws:
-                await ws.send(json.dumps({"type": "auth", "data": {"token": self._token,
-                                                                   "resume_token": self.resume_token}}))
+            async with connect(
+                self._ws_url, open_timeout=5, close_timeout=1, ping_interval=5, ping_timeout=10, max_queue=None
+            ) as ws:
+                await ws.send(
+                    json.dumps({"type": "auth", "data": {"token": self._token, "resume_token": self.resume_token}})
+                )
                 ready = json.loads(await asyncio.wait_for(ws.recv(), READY_TIMEOUT_S))
                 if ready.get("type") != "ready":
                     self.closes.append(f"refused: {str(ready)[:120]}")
@@ -225,5 +231,6 @@ class Device:
                 now = time.monotonic()
                 for message in messages:
                     if message["message_id"] not in self.seen:
-                        self.seen[message["message_id"]] = Arrival(message["message_id"], conversation_id,
-                                                                   int(message["seq"]), now, "history")
+                        self.seen[message["message_id"]] = Arrival(
+                            message["message_id"], conversation_id, int(message["seq"]), now, "history"
+                        )

@@ -31,8 +31,18 @@ RATE_PER_S = 20.0
 SEND_TIMEOUT_S = 15.0  # above the edge's own 10 s upstream deadline
 GIVE_UP_S = 90.0
 # Error frame codes a client retries: those the edge maps to 429 or 5xx (services/edge/errors.py).
-RETRYABLE_CODES = frozenset({"RATE_LIMITED", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
-                             "INTERNAL", "UNKNOWN", "DATA_LOSS", "CANCELLED"})
+RETRYABLE_CODES = frozenset(
+    {
+        "RATE_LIMITED",
+        "RESOURCE_EXHAUSTED",
+        "UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "INTERNAL",
+        "UNKNOWN",
+        "DATA_LOSS",
+        "CANCELLED",
+    }
+)
 INTERNAL_CODES = frozenset({"INTERNAL", "UNKNOWN"})  # "a bug", not "an outage": counted as a finding
 
 
@@ -73,12 +83,20 @@ class Load:
             await self._ok(self.http.put("/api/users/me", json={}, headers=self._auth(user)))
         for number, members in enumerate(GROUPS, 1):
             ids = [self.users[i] for i in members]
-            body = await self._ok(self.http.post("/api/conversations/group", headers=self._auth(ids[0]),
-                                                 json={"title": f"g{number}", "participant_ids": ids[1:]}))
+            body = await self._ok(
+                self.http.post(
+                    "/api/conversations/group",
+                    headers=self._auth(ids[0]),
+                    json={"title": f"g{number}", "participant_ids": ids[1:]},
+                )
+            )
             self._add(body["conversation"]["conversation_id"], ids, f"g{number}")
         for number, (a, b) in enumerate(DIRECTS, 1):
-            body = await self._ok(self.http.post("/api/conversations/direct", headers=self._auth(self.users[a]),
-                                                 json={"user_id": self.users[b]}))
+            body = await self._ok(
+                self.http.post(
+                    "/api/conversations/direct", headers=self._auth(self.users[a]), json={"user_id": self.users[b]}
+                )
+            )
             self._add(body["conversation"]["conversation_id"], [self.users[a], self.users[b]], f"d{number}")
         ws_url = self.cluster.edge_url.replace("http://", "ws://") + "/ws"
         for i, user in enumerate(self.users):
@@ -131,8 +149,11 @@ class Load:
         self._counter += 1
         client_message_id = f"{'probe' if probe else 'm'}-{self._counter}"
         over_ws = not probe and random.random() < 0.5 and any(d.user_id == sender for d in self.devices)
-        body = {"conversation_id": conversation_id, "content": f"{client_message_id} from {sender}",
-                "client_message_id": client_message_id}
+        body = {
+            "conversation_id": conversation_id,
+            "content": f"{client_message_id} from {sender}",
+            "client_message_id": client_message_id,
+        }
         started = time.monotonic()
         delay = random.uniform(*BACKOFF_START_S)
         while time.monotonic() - started < GIVE_UP_S:
@@ -146,19 +167,27 @@ class Load:
             except _Fail as why:
                 self.failures.append(f"{client_message_id} by {sender} in {self.names[conversation_id]}: {why}")
                 return
-            acked = Acked(message["message_id"], conversation_id, int(message["seq"]), client_message_id,
-                          sender, time.monotonic(), via)
+            acked = Acked(
+                message["message_id"],
+                conversation_id,
+                int(message["seq"]),
+                client_message_id,
+                sender,
+                time.monotonic(),
+                via,
+            )
             self.acked[acked.message_id] = acked
             if probe:
                 self.probes[conversation_id] = acked.message_id
             return
-        self.failures.append(f"{client_message_id} by {sender} in {self.names[conversation_id]}: "
-                             f"not acknowledged within {GIVE_UP_S:.0f}s")
+        self.failures.append(
+            f"{client_message_id} by {sender} in {self.names[conversation_id]}: "
+            f"not acknowledged within {GIVE_UP_S:.0f}s"
+        )
 
     async def _send_rest(self, sender: str, body: dict[str, str]) -> tuple[dict[str, Any], str]:
         try:
-            reply = await self.http.post("/api/messages", json=body, headers=self._auth(sender),
-                                         timeout=SEND_TIMEOUT_S)
+            reply = await self.http.post("/api/messages", json=body, headers=self._auth(sender), timeout=SEND_TIMEOUT_S)
         except httpx.TransportError as exc:
             raise _Retry(f"rest {type(exc).__name__}") from None
         if reply.status_code == 200:
@@ -171,8 +200,10 @@ class Load:
         raise _Fail(f"rest {reply.status_code} {reply.text[:200]}")
 
     async def _send_ws(self, sender: str, body: dict[str, str]) -> tuple[dict[str, Any], str]:
-        device = random.choice([d for d in self.devices if d.user_id == sender and d.connected.is_set()]
-                               or [d for d in self.devices if d.user_id == sender])
+        device = random.choice(
+            [d for d in self.devices if d.user_id == sender and d.connected.is_set()]
+            or [d for d in self.devices if d.user_id == sender]
+        )
         try:
             frame = await device.request("chat:message_send", body, SEND_TIMEOUT_S)
         except NotConnected:

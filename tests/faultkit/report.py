@@ -38,9 +38,21 @@ class Row:
     @classmethod
     def unjudged(cls, fault: str, verdict: str, acked: int = 0, seconds: float = 0.0, notes: str = "") -> Row:
         """The row of a scenario the harness could not judge (it broke, or was interrupted)."""
-        return cls(fault=fault, recovery_s=None, lost=None, duplicated=None, reordered=None, reordered_before=0,
-                   never_recovered=None, gaps=None, internal_errors=0, acked=acked, seconds=seconds,
-                   verdict=verdict, notes=notes)
+        return cls(
+            fault=fault,
+            recovery_s=None,
+            lost=None,
+            duplicated=None,
+            reordered=None,
+            reordered_before=0,
+            never_recovered=None,
+            gaps=None,
+            internal_errors=0,
+            acked=acked,
+            seconds=seconds,
+            verdict=verdict,
+            notes=notes,
+        )
 
 
 def _cell(value: int | float | None) -> str:
@@ -94,10 +106,12 @@ def write(rows: list[Row], started: float, command: str) -> Path:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        lines.append(f"| {row.fault.replace('|', '/')} | {_cell(row.recovery_s)} | {_cell(row.lost)} |"
-                     f" {_cell(row.duplicated)} |"
-                     f" {_reordered(row)} | {_cell(row.never_recovered)} | {_cell(row.gaps)} |"
-                     f" {row.internal_errors} | {row.acked} | {row.verdict} |")
+        lines.append(
+            f"| {row.fault.replace('|', '/')} | {_cell(row.recovery_s)} | {_cell(row.lost)} |"
+            f" {_cell(row.duplicated)} |"
+            f" {_reordered(row)} | {_cell(row.never_recovered)} | {_cell(row.gaps)} |"
+            f" {row.internal_errors} | {row.acked} | {row.verdict} |"
+        )
     noted = [row for row in rows if row.notes]
     if noted:
         lines += ["", "## What happened in each scenario", ""]

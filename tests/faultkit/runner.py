@@ -46,23 +46,40 @@ async def run_scenario(scenario: Scenario, root: Path) -> Outcome:
         load = played[0] if played else None
         why = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (over {LIMIT_S:.0f}s?)"
         cluster.note(f"harness error: {why}")
-        row = Row.unjudged(scenario.title, f"ERROR: {type(exc).__name__}", len(load.acked) if load else 0,
-                           time.monotonic() - started, "; ".join(cluster.notes))
+        row = Row.unjudged(
+            scenario.title,
+            f"ERROR: {type(exc).__name__}",
+            len(load.acked) if load else 0,
+            time.monotonic() - started,
+            "; ".join(cluster.notes),
+        )
         return Outcome(row, True, _message(scenario, cluster, load, None), f"{scenario.id}: harness error {why}")
     finally:
         await cluster.stop()
     failed = result.failed() or bool(load.failures) or bool(load.internal_errors)
-    row = Row(fault=scenario.title, recovery_s=result.recovery_s, lost=result.lost, duplicated=result.duplicated,
-              reordered=result.reordered, reordered_before=result.reordered_before,
-              never_recovered=result.never_recovered, gaps=result.gaps, internal_errors=len(load.internal_errors),
-              acked=len(load.acked), seconds=time.monotonic() - started, verdict="FAIL" if failed else "pass",
-              notes=_notes(cluster, load, result))
+    row = Row(
+        fault=scenario.title,
+        recovery_s=result.recovery_s,
+        lost=result.lost,
+        duplicated=result.duplicated,
+        reordered=result.reordered,
+        reordered_before=result.reordered_before,
+        never_recovered=result.never_recovered,
+        gaps=result.gaps,
+        internal_errors=len(load.internal_errors),
+        acked=len(load.acked),
+        seconds=time.monotonic() - started,
+        verdict="FAIL" if failed else "pass",
+        notes=_notes(cluster, load, result),
+    )
     recovery = f"{result.recovery_s:.1f}s" if result.recovery_s is not None else "never"
-    line = (f"{scenario.id}: recovery {recovery}, lost {result.lost}, duplicated {result.duplicated}, "
-            f"reordered {result.reordered} ({result.reordered_before} before the fault), gaps {result.gaps}, "
-            f"never recovered {result.never_recovered}, "
-            f"INTERNAL {len(load.internal_errors)}, failed sends {len(load.failures)}, acked {len(load.acked)}, "
-            f"{row.seconds:.0f}s")
+    line = (
+        f"{scenario.id}: recovery {recovery}, lost {result.lost}, duplicated {result.duplicated}, "
+        f"reordered {result.reordered} ({result.reordered_before} before the fault), gaps {result.gaps}, "
+        f"never recovered {result.never_recovered}, "
+        f"INTERNAL {len(load.internal_errors)}, failed sends {len(load.failures)}, acked {len(load.acked)}, "
+        f"{row.seconds:.0f}s"
+    )
     return Outcome(row, failed, _message(scenario, cluster, load, result) if failed else "", line)
 
 
@@ -87,7 +104,8 @@ async def _play(scenario: Scenario, cluster: Cluster, played: list[Load]) -> tup
             await load.drain()
             settle_end = time.monotonic() + SETTLE_S
             while time.monotonic() < settle_end and not (
-                    complete(load) and len(load.probes) == len(load.conversations)):
+                complete(load) and len(load.probes) == len(load.conversations)
+            ):
                 await asyncio.sleep(0.25)
             result = judge(load, fault_start, fault_end)
             await check_storage(load, cluster, result)
@@ -104,8 +122,9 @@ def _notes(cluster: Cluster, load: Load, result: Result) -> str:
     reconnects = sum(max(len(d.connections) - 1, 0) for d in load.devices)
     resyncs = sum(len(d.resyncs) for d in load.devices)
     from_history = sum(a.via == "history" for d in load.devices for a in d.seen.values())
-    parts.append(f"devices: {reconnects} reconnects, {resyncs} resync_required, {from_history} messages filled "
-                 "from history")
+    parts.append(
+        f"devices: {reconnects} reconnects, {resyncs} resync_required, {from_history} messages filled from history"
+    )
     if load.retries:
         parts.append("retried sends: " + ", ".join(f"{why} x{n}" for why, n in load.retries.most_common(5)))
     for kind in ("lost", "duplicated", "reordered", "never recovered", "gaps", "where the first loss stopped"):
@@ -121,8 +140,10 @@ def _notes(cluster: Cluster, load: Load, result: Result) -> str:
 def _message(scenario: Scenario, cluster: Cluster, load: Load | None, result: Result | None) -> str:
     lines = [f"scenario {scenario.id!r} ({scenario.title}) failed"]
     if result is not None:
-        lines.append(f"counts: lost {result.lost}, duplicated {result.duplicated}, reordered {result.reordered}, "
-                     f"history gaps {result.gaps}, never recovered {result.never_recovered}")
+        lines.append(
+            f"counts: lost {result.lost}, duplicated {result.duplicated}, reordered {result.reordered}, "
+            f"history gaps {result.gaps}, never recovered {result.never_recovered}"
+        )
         for kind, found in result.details.items():
             lines += [f"{kind} ({len(found)}):"] + [f"  {f}" for f in found[:SHOWN]]
             lines += [f"  ... and {len(found) - SHOWN} more"] if len(found) > SHOWN else []
@@ -132,8 +153,10 @@ def _message(scenario: Scenario, cluster: Cluster, load: Load | None, result: Re
         if load.internal_errors:
             lines.append(f"sends answered INTERNAL ({len(load.internal_errors)}): {load.internal_errors[:SHOWN]}")
         lines.append(f"retried sends: {dict(load.retries.most_common(8))}")
-        lines.append("devices: " + ", ".join(f"{d.name} {len(d.connections)} conns/{len(d.resyncs)} resyncs"
-                                             for d in load.devices))
+        lines.append(
+            "devices: "
+            + ", ".join(f"{d.name} {len(d.connections)} conns/{len(d.resyncs)} resyncs" for d in load.devices)
+        )
     lines += ["timeline:"] + [f"  {n}" for n in cluster.notes]
     lines += ["service log errors:"] + [f"  {line}" for line in cluster.log_lines()]
     lines.append(f"logs: {cluster.mesh.log_dir}")

@@ -49,6 +49,7 @@ async def run_steps(cluster: Cluster, steps: tuple[Step, ...]) -> None:
 
 # actions --------------------------------------------------------------------------------------------------
 
+
 def kill(name: str) -> Action:
     return lambda c: c.kill(name)
 
@@ -67,9 +68,11 @@ def resume(name: str) -> Action:
 
 def _noted(text: str, act: Callable[[Cluster], object]) -> Action:
     """A blocking action on a server, run in a thread so the load's loop never waits for it."""
+
     async def action(cluster: Cluster) -> None:
         await asyncio.to_thread(act, cluster)
         cluster.note(text)
+
     return action
 
 
@@ -89,28 +92,50 @@ def kill_and_restart(name: str) -> tuple[Step, ...]:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    *(Scenario(f"kill-{name}", f"kill -9 {name}, restarted after 2 s", kill_and_restart(name))
-      for name in ("conversation", "message", "presence", "edge")),
-    Scenario("sigstop-message", "SIGSTOP message 12 s (edge deadline 10 s), SIGCONT",
-             (Step(0, pause("message")), Step(12, resume("message")))),
-    Scenario("redis-restart", "Redis kill -9, restarted with its data after 2 s",
-             (Step(0, redis_kill), Step(2, redis_start))),
-    Scenario("redis-emptied", "Redis kill -9, restarted emptied after 2 s",
-             (Step(0, redis_kill), Step(2, redis_start_empty))),
-    Scenario("postgres-restart", "PostgreSQL postmaster kill -9, restarted after 2 s",
-             (Step(0, postgres_kill), Step(2, postgres_start))),
-    Scenario("redis-stall", "Redis SIGSTOP 10 s (connections accepted, never answered), SIGCONT",
-             (Step(0, redis_pause), Step(10, redis_resume))),
-    Scenario("redis-and-edge-down", "Redis kill -9; edge kill -9 at 1 s, back at 4 s; Redis back at 12 s",
-             (Step(0, redis_kill), Step(1, kill("edge")), Step(4, restart("edge")), Step(12, redis_start))),
-    Scenario("message-restart-redis-down", "message kill -9 at 2 s and restarted at 4 s, during a Redis "
-             "outage (0-10 s)",
-             (Step(0, redis_kill), Step(2, kill("message")), Step(4, restart("message")), Step(10, redis_start))),
+    *(
+        Scenario(f"kill-{name}", f"kill -9 {name}, restarted after 2 s", kill_and_restart(name))
+        for name in ("conversation", "message", "presence", "edge")
+    ),
+    Scenario(
+        "sigstop-message",
+        "SIGSTOP message 12 s (edge deadline 10 s), SIGCONT",
+        (Step(0, pause("message")), Step(12, resume("message"))),
+    ),
+    Scenario(
+        "redis-restart", "Redis kill -9, restarted with its data after 2 s", (Step(0, redis_kill), Step(2, redis_start))
+    ),
+    Scenario(
+        "redis-emptied", "Redis kill -9, restarted emptied after 2 s", (Step(0, redis_kill), Step(2, redis_start_empty))
+    ),
+    Scenario(
+        "postgres-restart",
+        "PostgreSQL postmaster kill -9, restarted after 2 s",
+        (Step(0, postgres_kill), Step(2, postgres_start)),
+    ),
+    Scenario(
+        "redis-stall",
+        "Redis SIGSTOP 10 s (connections accepted, never answered), SIGCONT",
+        (Step(0, redis_pause), Step(10, redis_resume)),
+    ),
+    Scenario(
+        "redis-and-edge-down",
+        "Redis kill -9; edge kill -9 at 1 s, back at 4 s; Redis back at 12 s",
+        (Step(0, redis_kill), Step(1, kill("edge")), Step(4, restart("edge")), Step(12, redis_start)),
+    ),
+    Scenario(
+        "message-restart-redis-down",
+        "message kill -9 at 2 s and restarted at 4 s, during a Redis outage (0-10 s)",
+        (Step(0, redis_kill), Step(2, kill("message")), Step(4, restart("message")), Step(10, redis_start)),
+    ),
     Scenario("partition", "partition edge ↔ message (proxy) 10 s", (Step(0, partition), Step(10, heal))),
-    Scenario("combined-postgres-partition", "combined: partition 0-10 s; PostgreSQL kill -9 at 2 s, back at 5 s",
-             (Step(0, partition), Step(2, postgres_kill), Step(5, postgres_start), Step(10, heal))),
-    Scenario("combined-message-redis-stall", "combined: Redis SIGSTOP 0-10 s; message kill -9 at 3 s, "
-             "restarted at 5 s",
-             (Step(0, redis_pause), Step(3, kill("message")), Step(5, restart("message")),
-              Step(10, redis_resume))),
+    Scenario(
+        "combined-postgres-partition",
+        "combined: partition 0-10 s; PostgreSQL kill -9 at 2 s, back at 5 s",
+        (Step(0, partition), Step(2, postgres_kill), Step(5, postgres_start), Step(10, heal)),
+    ),
+    Scenario(
+        "combined-message-redis-stall",
+        "combined: Redis SIGSTOP 0-10 s; message kill -9 at 3 s, restarted at 5 s",
+        (Step(0, redis_pause), Step(3, kill("message")), Step(5, restart("message")), Step(10, redis_resume)),
+    ),
 )

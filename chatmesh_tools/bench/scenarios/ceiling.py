@@ -30,8 +30,9 @@ SCHEMA = "bench_ceiling"
 
 
 def _payload(conversation_id: str, seq: int, content: str) -> bytes:
-    event = common_pb2.Event(type="chat:message_received", conversation_id=conversation_id,
-                             event_id=f"received:{uuid.uuid4()}")
+    event = common_pb2.Event(
+        type="chat:message_received", conversation_id=conversation_id, event_id=f"received:{uuid.uuid4()}"
+    )
     event.message.message_id = str(uuid.uuid4())
     event.message.conversation_id = conversation_id
     event.message.seq = seq
@@ -41,8 +42,7 @@ def _payload(conversation_id: str, seq: int, content: str) -> bytes:
     return event.SerializeToString()
 
 
-def _pg_worker(url: str, connections: int, duration_s: float, conversations: list[str], notify: bool,
-               out: Any) -> None:
+def _pg_worker(url: str, connections: int, duration_s: float, conversations: list[str], notify: bool, out: Any) -> None:
     import psycopg
     import uvloop
 
@@ -63,11 +63,12 @@ def _pg_worker(url: str, connections: int, duration_s: float, conversations: lis
                         INSERT INTO {SCHEMA}.conversation_seq AS s (conversation_id, last_seq) VALUES ('{cid}', 1)
                           ON CONFLICT (conversation_id) DO UPDATE SET last_seq = s.last_seq + 1;
                         INSERT INTO {SCHEMA}.messages (conversation_id, seq, sender_id, content, client_message_id)
-                          SELECT '{cid}', last_seq, 'ceiling-{i}-{int(notify)}', 'bench x {'x' * 40}', 'c{i}-{k}'
+                          SELECT '{cid}', last_seq, 'ceiling-{i}-{int(notify)}', 'bench x {"x" * 40}', 'c{i}-{k}'
                           FROM {SCHEMA}.conversation_seq WHERE conversation_id = '{cid}';
                         INSERT INTO {SCHEMA}.outbox (payload) VALUES ('\\x{payload}'::bytea);
                         {f"NOTIFY {SCHEMA}_outbox;" if notify else ""}
-                        COMMIT;""".encode())
+                        COMMIT;""".encode()
+                    )
                     count += 1
 
         await asyncio.gather(*(one(i) for i in range(connections)))
@@ -91,15 +92,20 @@ def _redis_worker(url: str, prefix: str, duration_s: float, group_size: int, out
             while time.monotonic() < stop_at:
                 async with client.pipeline(transaction=False) as pipe:
                     for _ in range(batch):
-                        pipe.xadd(f"{prefix}:events", {b"e": _payload(cid, count, "bench x " + "x" * 40)},
-                                  maxlen=100_000, approximate=True)
+                        pipe.xadd(
+                            f"{prefix}:events",
+                            {b"e": _payload(cid, count, "bench x " + "x" * 40)},
+                            maxlen=100_000,
+                            approximate=True,
+                        )
                     await pipe.execute()
                 async with client.pipeline(transaction=True) as tx:
                     data = _payload(cid, count, "bench x " + "x" * 40)
                     for _ in range(batch):
                         for m in members:
-                            tx.xadd(f"{prefix}:inbox:{m}", {b"e": data, b"i": b"event-id"}, maxlen=10_000,
-                                    approximate=True)
+                            tx.xadd(
+                                f"{prefix}:inbox:{m}", {b"e": data, b"i": b"event-id"}, maxlen=10_000, approximate=True
+                            )
                         tx.set(f"{prefix}:fanned:{uuid.uuid4()}", b"1", ex=600)
                     await tx.execute()
                 await client.publish(f"{prefix}:wake", json.dumps(members))
@@ -120,8 +126,11 @@ def _prepare_pg(url: str, conversations: int) -> list[str]:
         conn.execute(f"CREATE SCHEMA {SCHEMA}")
         for table in ("conversation_seq", "messages", "outbox"):
             conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE message.{table} INCLUDING ALL)")
-        settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
-                                     "('fsync', 'synchronous_commit', 'wal_sync_method')").fetchall())
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method')"
+            ).fetchall()
+        )
         log(f"  PostgreSQL durability: {settings}")
     return [str(uuid.uuid4()) for _ in range(conversations)]
 
@@ -133,8 +142,9 @@ def _drop_pg(url: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
-def _measure(label: str, target_fn: Any, args: tuple[Any, ...], duration_s: float,
-             pids: dict[str, int]) -> tuple[int, dict[str, float], dict[str, float]]:
+def _measure(
+    label: str, target_fn: Any, args: tuple[Any, ...], duration_s: float, pids: dict[str, int]
+) -> tuple[int, dict[str, float], dict[str, float]]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     load = procstats.machine_load()
@@ -163,27 +173,50 @@ def run(target: Target, *, duration_s: float, pg_connections: int, group_size: i
         try:
             for notify in (True, False):
                 label = "postgres" if notify else "postgres_without_notify"
-                count, cpu, load = _measure(f"ceiling pg{'' if notify else ' -notify'}", _pg_worker,
-                                            (target.database_url, pg_connections, duration_s, conversations, notify),
-                                            duration_s, pids)
-                result[label] = {"commits": count, "commits_per_s": round(count / duration_s, 1),
-                                 "connections": pg_connections, "cpu_s": cpu, "machine_load": load,
-                                 "what": "BEGIN; seq upsert; message insert; outbox insert; "
-                                         + ("NOTIFY; " if notify else "") + "COMMIT"}
-                log(f"  PostgreSQL{'' if notify else ' without NOTIFY'}: {result[label]['commits_per_s']:,.0f} "
-                    f"send transactions/s ({pg_connections} connections), load {load['load1']}")
+                count, cpu, load = _measure(
+                    f"ceiling pg{'' if notify else ' -notify'}",
+                    _pg_worker,
+                    (target.database_url, pg_connections, duration_s, conversations, notify),
+                    duration_s,
+                    pids,
+                )
+                result[label] = {
+                    "commits": count,
+                    "commits_per_s": round(count / duration_s, 1),
+                    "connections": pg_connections,
+                    "cpu_s": cpu,
+                    "machine_load": load,
+                    "what": "BEGIN; seq upsert; message insert; outbox insert; "
+                    + ("NOTIFY; " if notify else "")
+                    + "COMMIT",
+                }
+                log(
+                    f"  PostgreSQL{'' if notify else ' without NOTIFY'}: {result[label]['commits_per_s']:,.0f} "
+                    f"send transactions/s ({pg_connections} connections), load {load['load1']}"
+                )
         finally:
             _drop_pg(target.database_url)
     if target.redis_url:
         pids = {k: v for k, v in target.pids.items() if k == "redis"}
-        count, cpu, load = _measure("ceiling redis", _redis_worker,
-                                    (target.redis_url, f"benchceiling{int(time.time())}", duration_s, group_size),
-                                    duration_s, pids)
-        result["redis"] = {"messages": count, "messages_per_s": round(count / duration_s, 1),
-                           "deliveries_per_s": round(count * group_size / duration_s, 1), "group_size": group_size,
-                           "cpu_s": cpu, "machine_load": load,
-                           "what": f"per message: XADD events; MULTI {group_size}x XADD inbox + SET; "
-                                   "one PUBLISH per 50 messages; pipelined 50 messages at a time, one client process"}
-        log(f"  Redis: {result['redis']['messages_per_s']:,.0f} messages/s into groups of {group_size} "
-            f"({result['redis']['deliveries_per_s']:,.0f} inbox entries/s), load {load['load1']}")
+        count, cpu, load = _measure(
+            "ceiling redis",
+            _redis_worker,
+            (target.redis_url, f"benchceiling{int(time.time())}", duration_s, group_size),
+            duration_s,
+            pids,
+        )
+        result["redis"] = {
+            "messages": count,
+            "messages_per_s": round(count / duration_s, 1),
+            "deliveries_per_s": round(count * group_size / duration_s, 1),
+            "group_size": group_size,
+            "cpu_s": cpu,
+            "machine_load": load,
+            "what": f"per message: XADD events; MULTI {group_size}x XADD inbox + SET; "
+            "one PUBLISH per 50 messages; pipelined 50 messages at a time, one client process",
+        }
+        log(
+            f"  Redis: {result['redis']['messages_per_s']:,.0f} messages/s into groups of {group_size} "
+            f"({result['redis']['deliveries_per_s']:,.0f} inbox entries/s), load {load['load1']}"
+        )
     return result

@@ -21,8 +21,9 @@ from chatmesh_tools.bench.target import Target
 MB = 1024 * 1024
 
 
-def run(target: Target, *, sockets: int, workers: int, idle_s: float,
-        profile_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    target: Target, *, sockets: int, workers: int, idle_s: float, profile_dir: Path | None = None
+) -> dict[str, Any]:
     users, _ = fixtures.make(target, f"conn{int(time.time())}", sockets, 0, register=False)
     edge_pid = {"edge": target.pids["edge"]} if "edge" in target.pids else {}
     base = procstats.sample(edge_pid).get("edge")
@@ -61,26 +62,38 @@ def run(target: Target, *, sockets: int, workers: int, idle_s: float,
         if edge and base:
             series.append([gen.connected, round(edge.rss / MB, 1)])
         result: dict[str, Any] = {
-            "sockets": sockets, "connected": gen.connected, "failed": gen.failed,
+            "sockets": sockets,
+            "connected": gen.connected,
+            "failed": gen.failed,
             "connect_s": round(gen.connect_s, 2),
             "connect_per_s": round(gen.connected / gen.connect_s, 1) if gen.connect_s else 0,
             "connect_cpu_s": connect_cpu,
             "edge_rss_mb_before": round(base.rss / MB, 1) if base else None,
             "edge_rss_mb_after": round(edge.rss / MB, 1) if edge else None,
             "edge_rss_kb_per_socket": round((edge.rss - base.rss) / 1024 / max(1, gen.connected), 1)
-            if edge and base else None,
+            if edge and base
+            else None,
             "rss_mb_after": {k: round(v.rss / MB, 1) for k, v in after.items() if not k.startswith("loadgen-")},
             "loadgen_rss_kb_per_socket": round(loadgen_rss / 1024 / max(1, gen.connected), 1),
             "idle_s": idle_s,
             "idle_cpu_cores": {k: round(v / idle_s, 4) for k, v in idle_cpu.items() if not k.startswith("loadgen-")},
             "heartbeat_cpu_ms_per_socket_per_min": round(
-                1000 * 60 * sum(v for k, v in idle_cpu.items() if not k.startswith("loadgen-"))
-                / idle_s / max(1, gen.connected), 4),
-            "rss_series": series, "machine_load": load, "machine_load_after": procstats.machine_load(),
+                1000
+                * 60
+                * sum(v for k, v in idle_cpu.items() if not k.startswith("loadgen-"))
+                / idle_s
+                / max(1, gen.connected),
+                4,
+            ),
+            "rss_series": series,
+            "machine_load": load,
+            "machine_load_after": procstats.machine_load(),
         }
-        log(f"  edge RSS {result['edge_rss_mb_before']} -> {result['edge_rss_mb_after']} MB, "
+        log(
+            f"  edge RSS {result['edge_rss_mb_before']} -> {result['edge_rss_mb_after']} MB, "
             f"{result['edge_rss_kb_per_socket']} KB/socket; connect {result['connect_per_s']}/s; idle mesh CPU "
-            f"{sum(result['idle_cpu_cores'].values()):.3f} cores")
+            f"{sum(result['idle_cpu_cores'].values()):.3f} cores"
+        )
         return result
     finally:
         gen.stop()

@@ -50,13 +50,20 @@ def seed_copy(database_url: str, conversation_id: str, sender: str, count: int) 
 def seed_api(target: Target, conversation_id: str, token: str, count: int) -> float:
     async def run() -> None:
         limit = asyncio.Semaphore(32)
-        async with httpx.AsyncClient(base_url=target.url, timeout=60,
-                                     headers={"Authorization": f"Bearer {token}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=target.url, timeout=60, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+
             async def one(i: int) -> None:
                 async with limit:
-                    r = await client.post("/api/messages", json={"conversation_id": conversation_id,
-                                                                 "content": f"history message {i}",
-                                                                 "client_message_id": f"seed-{i}"})
+                    r = await client.post(
+                        "/api/messages",
+                        json={
+                            "conversation_id": conversation_id,
+                            "content": f"history message {i}",
+                            "client_message_id": f"seed-{i}",
+                        },
+                    )
                     r.raise_for_status()
 
             await asyncio.gather(*(one(i) for i in range(count)))
@@ -66,8 +73,16 @@ def seed_api(target: Target, conversation_id: str, token: str, count: int) -> fl
     return time.monotonic() - started
 
 
-def _reader(url: str, tokens: list[str], conversation_id: str, last_seq: int, page: int, concurrency: int,
-            duration_s: float, out: Any) -> None:
+def _reader(
+    url: str,
+    tokens: list[str],
+    conversation_id: str,
+    last_seq: int,
+    page: int,
+    concurrency: int,
+    duration_s: float,
+    out: Any,
+) -> None:
     import uvloop
 
     async def run() -> tuple[bytes, int, float]:
@@ -87,8 +102,9 @@ def _reader(url: str, tokens: list[str], conversation_id: str, last_seq: int, pa
                     before = rnd.randint(page + 1, last_seq + 1)
                     t = time.monotonic_ns()
                     k += 1
-                    status, body = await client.get(path, {"limit": page, "before_seq": before},
-                                                    tokens[k % len(tokens)])
+                    status, body = await client.get(
+                        path, {"limit": page, "before_seq": before}, tokens[k % len(tokens)]
+                    )
                     lat.append((time.monotonic_ns() - t) / 1e6)
                     if status != 200 or len(loads(body).get("messages", [])) != page:
                         errors += 1
@@ -119,8 +135,9 @@ def run(target: Target, *, messages: int, page: int, duration_s: float, concurre
     for c in concurrency:
         parent, child = ctx.Pipe()
         load = procstats.machine_load()
-        proc = ctx.Process(target=_reader, args=(target.url, reader_tokens, cid, messages, page, c, duration_s, child),
-                           daemon=True)
+        proc = ctx.Process(
+            target=_reader, args=(target.url, reader_tokens, cid, messages, page, c, duration_s, child), daemon=True
+        )
         pids = {**target.pids, "loadgen": 0}
         proc.start()
         pids["loadgen"] = proc.pid or 0
@@ -139,12 +156,19 @@ def run(target: Target, *, messages: int, page: int, duration_s: float, concurre
         lat.frombytes(raw)
         cpu = procstats.delta(before, after)
         cpu["loadgen"] = round(loadgen_cpu, 3)  # its own count: the process's start-up is not the benchmark
-        phase = {"concurrency": c, "pages": len(lat), "errors": errors,
-                 "pages_per_s": round(len(lat) / duration_s, 1), "latency_ms": percentiles(lat),
-                 "cpu_s": cpu, "cpu_ms_per_page": {k: round(1000 * v / max(1, len(lat)), 3) for k, v in cpu.items()},
-                 "machine_load": load}
-        log(f"  c={c}: {phase['pages_per_s']:,.0f} pages/s, p50/p99 {phase['latency_ms'].get('p50')}/"
-            f"{phase['latency_ms'].get('p99')} ms, errors {errors}, load {load['load1']}")
+        phase = {
+            "concurrency": c,
+            "pages": len(lat),
+            "errors": errors,
+            "pages_per_s": round(len(lat) / duration_s, 1),
+            "latency_ms": percentiles(lat),
+            "cpu_s": cpu,
+            "cpu_ms_per_page": {k: round(1000 * v / max(1, len(lat)), 3) for k, v in cpu.items()},
+            "machine_load": load,
+        }
+        log(
+            f"  c={c}: {phase['pages_per_s']:,.0f} pages/s, p50/p99 {phase['latency_ms'].get('p50')}/"
+            f"{phase['latency_ms'].get('p99')} ms, errors {errors}, load {load['load1']}"
+        )
         phases.append(phase)
-    return {"messages": messages, "page": page, "seeded_by": seeded_by, "seed_s": round(seed_s, 1),
-            "phases": phases}
+    return {"messages": messages, "page": page, "seeded_by": seeded_by, "seed_s": round(seed_s, 1), "phases": phases}

@@ -23,15 +23,22 @@ from chatmesh_tools.bench.target import Target
 SETTLE_S = 3.0
 
 
-def _step(gen: LoadGen, target: Target, step: int, rate: float, duration_s: float, group_size: int,
-          label: str, profile_dir: Path | None = None) -> dict[str, Any]:
+def _step(
+    gen: LoadGen,
+    target: Target,
+    step: int,
+    rate: float,
+    duration_s: float,
+    group_size: int,
+    label: str,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     pids = {**target.pids, **gen.pids}
     load = procstats.machine_load()
     spies = profile.start(target.pids, profile_dir, duration_s) if profile_dir else []
     before = procstats.sample(pids)
     started = time.monotonic()
-    result = gen.run_step(step, duration_s, rate, group_size,
-                          Progress(label, duration_s, "s"))
+    result = gen.run_step(step, duration_s, rate, group_size, Progress(label, duration_s, "s"))
     wall = time.monotonic() - started
     cpu = procstats.delta(before, procstats.sample(pids))
     if spies and profile_dir:
@@ -40,26 +47,53 @@ def _step(gen: LoadGen, target: Target, step: int, rate: float, duration_s: floa
     acks = result.pop("ack_ms")
     cpu["loadgen"] = round(sum(v for k, v in cpu.items() if k.startswith("loadgen-")), 3)
     cpu = {k: v for k, v in cpu.items() if not k.startswith("loadgen-")}
-    ok = (result["lost"] == 0 and result["duplicated"] == 0 and result["accepted"] == result["sent"]
-          and result["sent"] > 0 and result["unexpected"] == 0)
+    ok = (
+        result["lost"] == 0
+        and result["duplicated"] == 0
+        and result["accepted"] == result["sent"]
+        and result["sent"] > 0
+        and result["unexpected"] == 0
+    )
     out = {
-        "offered_per_s": rate, "duration_s": duration_s, "group_size": group_size, **result,
+        "offered_per_s": rate,
+        "duration_s": duration_s,
+        "group_size": group_size,
+        **result,
         "accepted_per_s": round(result["accepted"] / duration_s, 1),
         "deliveries_per_s": round(result["received"] / duration_s, 1),
-        "latency_ms": percentiles(lat), "send_ack_ms": percentiles(acks), "cdf": cdf(lat),
-        "cpu_s": cpu, "cpu_s_per_1000_deliveries": cpu_per_1000(cpu, result["received"]),
-        "cpu_cores_busy": round(sum(cpu.values()) / wall, 2), "wall_s": round(wall, 1),
-        "machine_load_before": load, "machine_load_after": procstats.machine_load(), "counts": ok,
+        "latency_ms": percentiles(lat),
+        "send_ack_ms": percentiles(acks),
+        "cdf": cdf(lat),
+        "cpu_s": cpu,
+        "cpu_s_per_1000_deliveries": cpu_per_1000(cpu, result["received"]),
+        "cpu_cores_busy": round(sum(cpu.values()) / wall, 2),
+        "wall_s": round(wall, 1),
+        "machine_load_before": load,
+        "machine_load_after": procstats.machine_load(),
+        "counts": ok,
     }
-    log(f"  rate {rate:,.0f}/s: accepted {out['accepted_per_s']:,.0f}/s, deliveries {out['deliveries_per_s']:,.0f}/s, "
+    log(
+        f"  rate {rate:,.0f}/s: accepted {out['accepted_per_s']:,.0f}/s, deliveries {out['deliveries_per_s']:,.0f}/s, "
         f"p50/p99/max {out['latency_ms'].get('p50')}/{out['latency_ms'].get('p99')}/{out['latency_ms'].get('max')} ms, "
-        f"lost {result['lost']}, dup {result['duplicated']}, errors {result['errors'] or '-'}, load {load['load1']}")
+        f"lost {result['lost']}, dup {result['duplicated']}, errors {result['errors'] or '-'}, load {load['load1']}"
+    )
     return out
 
 
-def run(target: Target, *, groups: int, group_size: int, rates: list[float], duration_s: float, workers: int,
-        ack: str, ramp: bool, ramp_p99_ms: float, ramp_max_rate: float,
-        profile_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    target: Target,
+    *,
+    groups: int,
+    group_size: int,
+    rates: list[float],
+    duration_s: float,
+    workers: int,
+    ack: str,
+    ramp: bool,
+    ramp_p99_ms: float,
+    ramp_max_rate: float,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     users, conversations = fixtures.make(target, f"tp{int(time.time())}-{group_size}", groups * group_size, group_size)
     gen = LoadGen(target.ws_url, users, conversations, workers, ack=ack)
     try:
@@ -82,11 +116,27 @@ def run(target: Target, *, groups: int, group_size: int, rates: list[float], dur
                 if misses >= 2 or not result["counts"]:
                     break
                 rate = round(rate * 1.25)
-            return {"mode": "ramp", "p99_bound_ms": ramp_p99_ms, "steps": steps,
-                    "best_rate": best["offered_per_s"] if best else 0, "sockets": gen.connected, "ack": ack}
+            return {
+                "mode": "ramp",
+                "p99_bound_ms": ramp_p99_ms,
+                "steps": steps,
+                "best_rate": best["offered_per_s"] if best else 0,
+                "sockets": gen.connected,
+                "ack": ack,
+            }
         for step, rate in enumerate(rates, 1):
-            steps.append(_step(gen, target, step, rate, duration_s, group_size, f"{rate:,.0f} msg/s",
-                               profile_dir if step == 1 else None))
+            steps.append(
+                _step(
+                    gen,
+                    target,
+                    step,
+                    rate,
+                    duration_s,
+                    group_size,
+                    f"{rate:,.0f} msg/s",
+                    profile_dir if step == 1 else None,
+                )
+            )
         return {"mode": "fixed", "steps": steps, "sockets": gen.connected, "ack": ack}
     finally:
         gen.stop()

@@ -46,21 +46,36 @@ class Attachment:
     def from_json(cls, data: dict[str, Any]) -> Attachment:
         state = str(data.get("state") or "")
         return cls(
-            attachment_id=data.get("attachment_id", ""), conversation_id=data.get("conversation_id", ""),
-            uploader_id=data.get("uploader_id", ""), filename=data.get("filename", ""),
-            content_type=data.get("content_type", ""), size_bytes=int(data.get("size_bytes") or 0),
-            sha256=data.get("sha256", ""), width=int(data.get("width") or 0), height=int(data.get("height") or 0),
-            duration_ms=int(data.get("duration_ms") or 0), has_thumbnail=bool(data.get("has_thumbnail")),
+            attachment_id=data.get("attachment_id", ""),
+            conversation_id=data.get("conversation_id", ""),
+            uploader_id=data.get("uploader_id", ""),
+            filename=data.get("filename", ""),
+            content_type=data.get("content_type", ""),
+            size_bytes=int(data.get("size_bytes") or 0),
+            sha256=data.get("sha256", ""),
+            width=int(data.get("width") or 0),
+            height=int(data.get("height") or 0),
+            duration_ms=int(data.get("duration_ms") or 0),
+            has_thumbnail=bool(data.get("has_thumbnail")),
             state=state.removeprefix("ATTACHMENT_STATE_").lower(),
-            download_url=data.get("download_url", ""), thumbnail_url=data.get("thumbnail_url", ""))
+            download_url=data.get("download_url", ""),
+            thumbnail_url=data.get("thumbnail_url", ""),
+        )
 
 
 class Attachments:
     def __init__(self, rest: Rest) -> None:
         self._rest = rest
 
-    async def upload(self, conversation_id: str, source: bytes | str | Path, *, filename: str = "",
-                     content_type: str = "", progress: Progress | None = None) -> Attachment:
+    async def upload(
+        self,
+        conversation_id: str,
+        source: bytes | str | Path,
+        *,
+        filename: str = "",
+        content_type: str = "",
+        progress: Progress | None = None,
+    ) -> Attachment:
         """Upload bytes or a file into a conversation; returns the checked attachment, ready to send.
         `content_type` is only a hint: the server stores the type the bytes show."""
         if isinstance(source, bytes):
@@ -68,13 +83,23 @@ class Attachments:
         else:
             data = await asyncio.to_thread(Path(source).read_bytes)
             filename = filename or Path(source).name
-        target = await self._rest.call("POST", "/api/attachments", json={
-            "conversation_id": conversation_id, "filename": filename or "file", "size_bytes": str(len(data)),
-            "content_type": content_type})
+        target = await self._rest.call(
+            "POST",
+            "/api/attachments",
+            json={
+                "conversation_id": conversation_id,
+                "filename": filename or "file",
+                "size_bytes": str(len(data)),
+                "content_type": content_type,
+            },
+        )
         attachment_id = target["attachment"]["attachment_id"]
-        await self._rest.transfer(target.get("upload_method") or "PUT", target["upload_url"],
-                                  content=_chunks(data, progress), headers={
-                                      **(target.get("upload_headers") or {}), "Content-Length": str(len(data))})
+        await self._rest.transfer(
+            target.get("upload_method") or "PUT",
+            target["upload_url"],
+            content=_chunks(data, progress),
+            headers={**(target.get("upload_headers") or {}), "Content-Length": str(len(data))},
+        )
         done = await self._rest.call("POST", f"/api/attachments/{quote(attachment_id, safe='')}:complete", json={})
         return Attachment.from_json(done["attachment"])
 
@@ -97,7 +122,7 @@ class Attachments:
 
 async def _chunks(data: bytes, progress: Progress | None) -> AsyncIterator[bytes]:
     for at in range(0, len(data), CHUNK):
-        chunk = data[at:at + CHUNK]
+        chunk = data[at : at + CHUNK]
         yield chunk
         if progress is not None:
             progress(at + len(chunk), len(data))

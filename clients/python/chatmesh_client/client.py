@@ -95,10 +95,20 @@ class Client:
     open_timeout: _OnConnection[float] = _OnConnection()
     ack_delay: _OnConnection[float] = _OnConnection()
 
-    def __init__(self, base_url: str, *, send_timeout: float = 5.0, send_attempts: int = 6,
-                 backoff_initial: float = 0.1, backoff_max: float = 5.0, typing_interval: float = 2.0,
-                 open_timeout: float = 10.0, ack_delay: float = 0.05, max_frames_per_s: int = 40,
-                 token_provider: Callable[[], Awaitable[str]] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        send_timeout: float = 5.0,
+        send_attempts: int = 6,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        typing_interval: float = 2.0,
+        open_timeout: float = 10.0,
+        ack_delay: float = 0.05,
+        max_frames_per_s: int = 40,
+        token_provider: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         """`token_provider`, when given, is asked for a fresh token when the edge warns that the
         current one expires (`token_expiring`) and before reconnecting after it did (close 4001).
         `max_frames_per_s` keeps the socket under the edge's CHAT_WS_MAX_FRAMES_PER_S (default 50)."""
@@ -115,10 +125,19 @@ class Client:
         self._typing_sent: dict[str, tuple[bool, float]] = {}
         self._sends: set[asyncio.Task[Message]] = set()
         self._connection = Connection(
-            self.base_url.replace("http", "ws", 1) + "/ws", self.rest, self.store,
-            on_event=self._on_event, publish=self._events.put_nowait, send_timeout=send_timeout,
-            backoff_initial=backoff_initial, backoff_max=backoff_max, open_timeout=open_timeout,
-            ack_delay=ack_delay, max_frames_per_s=max_frames_per_s, token_provider=token_provider)
+            self.base_url.replace("http", "ws", 1) + "/ws",
+            self.rest,
+            self.store,
+            on_event=self._on_event,
+            publish=self._events.put_nowait,
+            send_timeout=send_timeout,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            open_timeout=open_timeout,
+            ack_delay=ack_delay,
+            max_frames_per_s=max_frames_per_s,
+            token_provider=token_provider,
+        )
         self.calls = Calls(self.rest, lambda kind, data: self._connection.request(kind, data, self.send_timeout))
 
     # connection -----------------------------------------------------------------------------------
@@ -188,7 +207,7 @@ class Client:
                 return
             except ChatError as exc:
                 log.warning("resync failed (%s), retrying", exc)
-                await asyncio.sleep(min(self.backoff_max, self.backoff_initial * 2 ** attempt))
+                await asyncio.sleep(min(self.backoff_max, self.backoff_initial * 2**attempt))
         log.error("resync gave up; some history may be missing until the next resync")
 
     async def _fetch_missing(self) -> None:
@@ -206,9 +225,15 @@ class Client:
                     after = max(after, message.seq)
                     if self._seen_messages.add(message.message_id):
                         self._note_seq(message)
-                        self._emit(MessageEvent(type="chat:message_received", conversation_id=cid,
-                                                event_id=f"resync:{message.message_id}", message=message,
-                                                recovered=True))
+                        self._emit(
+                            MessageEvent(
+                                type="chat:message_received",
+                                conversation_id=cid,
+                                event_id=f"resync:{message.message_id}",
+                                message=message,
+                                recovered=True,
+                            )
+                        )
                         newest = message
                 if not page.get("has_more"):
                     break
@@ -261,8 +286,7 @@ class Client:
         return await self._answer(conversation_id, "block")
 
     async def _answer(self, conversation_id: str, answer: str) -> Conversation:
-        conversation = Conversation.from_json(
-            (await self.rest.answer_request(conversation_id, answer))["conversation"])
+        conversation = Conversation.from_json((await self.rest.answer_request(conversation_id, answer))["conversation"])
         self.store.put_conversation(conversation)
         return conversation
 
@@ -276,8 +300,9 @@ class Client:
 
     # conversation settings (admins: rename, describe, archive; anyone: leave, mute, pin) -------------
 
-    async def update_conversation(self, conversation_id: str, *, title: str | None = None,
-                                  description: str | None = None) -> Conversation:
+    async def update_conversation(
+        self, conversation_id: str, *, title: str | None = None, description: str | None = None
+    ) -> Conversation:
         """Rename a group or change its description ("" removes it); None: unchanged. Admins only."""
         body = {k: v for k, v in (("title", title), ("description", description)) if v is not None}
         return await self._setting("PATCH", conversation_id, "", body)
@@ -290,8 +315,9 @@ class Client:
         """Make a group read-only (False: writable again). Admins only."""
         return await self._setting("POST", conversation_id, "/archive" if archived else "/unarchive", {})
 
-    async def set_preferences(self, conversation_id: str, *, muted: bool | None = None,
-                              pinned: bool | None = None) -> Conversation:
+    async def set_preferences(
+        self, conversation_id: str, *, muted: bool | None = None, pinned: bool | None = None
+    ) -> Conversation:
         """Your own mute and pin of a conversation; None: unchanged."""
         body = {k: v for k, v in (("muted", muted), ("pinned", pinned)) if v is not None}
         return await self._setting("PATCH", conversation_id, "/preferences", body)
@@ -304,15 +330,13 @@ class Client:
 
     # messages -------------------------------------------------------------------------------------
 
-    async def history(self, conversation_id: str, *, before_seq: int = 0, after_seq: int = 0,
-                      limit: int = 50) -> Page:
+    async def history(self, conversation_id: str, *, before_seq: int = 0, after_seq: int = 0, limit: int = 50) -> Page:
         """A page of messages in seq order: the latest `limit` (or those before/after a seq)."""
         page = await self.rest.history(conversation_id, before_seq=before_seq, after_seq=after_seq, limit=limit)
         messages = [self.store.put_message(Message.from_json(m)) for m in page.get("messages") or []]
         return Page(messages, bool(page.get("has_more")))
 
-    async def thread(self, message_id: str, *, before_seq: int = 0, after_seq: int = 0,
-                     limit: int = 50) -> ThreadPage:
+    async def thread(self, message_id: str, *, before_seq: int = 0, after_seq: int = 0, limit: int = 50) -> ThreadPage:
         """A page of the replies to a message, in seq order: the latest `limit` (or those before/after a
         seq), with the root as it stands. Kept in the store (`store.thread_messages`); the client keeps
         them current from then on with the `ThreadEvent`s and replies it receives."""
@@ -327,29 +351,59 @@ class Client:
         """Send a reply into `root`'s thread (a send with reply_to_id; same retries)."""
         return await self.send(root.conversation_id, content, reply_to_id=root.message_id, **kwargs)
 
-    def send_nowait(self, conversation_id: str, content: str, *, client_message_id: str = "",
-                    reply_to_id: str = "", attachment_ids: list[str] | None = None) -> PendingSend:
+    def send_nowait(
+        self,
+        conversation_id: str,
+        content: str,
+        *,
+        client_message_id: str = "",
+        reply_to_id: str = "",
+        attachment_ids: list[str] | None = None,
+    ) -> PendingSend:
         """Show the message at once (pending, in the store) and send it in the background."""
-        pending = Message("", conversation_id, 0, self.user_id, content,
-                          client_message_id=client_message_id or uuid.uuid4().hex, reply_to_id=reply_to_id,
-                          status="pending", attachments=[Attachment(a) for a in attachment_ids or []])
+        pending = Message(
+            "",
+            conversation_id,
+            0,
+            self.user_id,
+            content,
+            client_message_id=client_message_id or uuid.uuid4().hex,
+            reply_to_id=reply_to_id,
+            status="pending",
+            attachments=[Attachment(a) for a in attachment_ids or []],
+        )
         self.store.put_message(pending)
         task = asyncio.create_task(self._deliver(pending))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
         return PendingSend(pending, task)
 
-    async def send(self, conversation_id: str, content: str, *, client_message_id: str = "",
-                   reply_to_id: str = "", attachment_ids: list[str] | None = None) -> Message:
+    async def send(
+        self,
+        conversation_id: str,
+        content: str,
+        *,
+        client_message_id: str = "",
+        reply_to_id: str = "",
+        attachment_ids: list[str] | None = None,
+    ) -> Message:
         """Send and wait for the stored message (retried with the same client_message_id on timeouts
         and retryable refusals, with jittered backoff). `attachment_ids`: ready uploads of the caller's
         (client.attachments.upload); with them, content may be empty."""
-        return await self.send_nowait(conversation_id, content, client_message_id=client_message_id,
-                                      reply_to_id=reply_to_id, attachment_ids=attachment_ids)
+        return await self.send_nowait(
+            conversation_id,
+            content,
+            client_message_id=client_message_id,
+            reply_to_id=reply_to_id,
+            attachment_ids=attachment_ids,
+        )
 
     async def _deliver(self, pending: Message) -> Message:
-        data = {"conversation_id": pending.conversation_id, "content": pending.content,
-                "client_message_id": pending.client_message_id}
+        data = {
+            "conversation_id": pending.conversation_id,
+            "content": pending.content,
+            "client_message_id": pending.client_message_id,
+        }
         if pending.reply_to_id:
             data["reply_to_id"] = pending.reply_to_id
         attachment_ids = [a.attachment_id for a in pending.attachments]
@@ -365,8 +419,15 @@ class Client:
                     reply = await self._connection.request("chat:message_send", data, self.send_timeout)
                 else:
                     reply = await asyncio.wait_for(
-                        self.rest.send(pending.conversation_id, pending.content, pending.client_message_id,
-                                       pending.reply_to_id, attachment_ids), self.send_timeout)
+                        self.rest.send(
+                            pending.conversation_id,
+                            pending.content,
+                            pending.client_message_id,
+                            pending.reply_to_id,
+                            attachment_ids,
+                        ),
+                        self.send_timeout,
+                    )
                 message = Message.from_json(reply["message"])
                 return self.store.put_message(message)
             except (ChatError, TimeoutError) as exc:
@@ -376,8 +437,13 @@ class Client:
                 last_error = exc
                 delay = retry_delay(exc, attempt, self.backoff_initial, self.backoff_max)
             if attempt < self.send_attempts - 1:
-                log.info("send %s: attempt %d failed (%r), retrying in %.2f s", pending.client_message_id,
-                         attempt + 1, last_error, delay)
+                log.info(
+                    "send %s: attempt %d failed (%r), retrying in %.2f s",
+                    pending.client_message_id,
+                    attempt + 1,
+                    last_error,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         pending.status = "failed"
         raise SendTimeout(f"no acknowledgement after {self.send_attempts} attempts: {last_error!r}")
@@ -410,8 +476,9 @@ class Client:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """An idempotent REST call, retried like a send."""
-        return await retrying(what, call, attempts=self.send_attempts, initial=self.backoff_initial,
-                              cap=self.backoff_max)
+        return await retrying(
+            what, call, attempts=self.send_attempts, initial=self.backoff_initial, cap=self.backoff_max
+        )
 
     async def presence(self, user_ids: list[str]) -> list[Presence]:
         found = [Presence.from_json(p) for p in (await self.rest.presence(user_ids)).get("presences") or []]

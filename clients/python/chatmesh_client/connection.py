@@ -42,10 +42,22 @@ Publisher = Callable[[Event | None], None]
 
 
 class Connection:
-    def __init__(self, ws_url: str, rest: Rest, store: Store, *, on_event: EventHandler, publish: Publisher,
-                 send_timeout: float, backoff_initial: float, backoff_max: float, open_timeout: float,
-                 ack_delay: float, max_frames_per_s: int,
-                 token_provider: Callable[[], Awaitable[str]] | None) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        rest: Rest,
+        store: Store,
+        *,
+        on_event: EventHandler,
+        publish: Publisher,
+        send_timeout: float,
+        backoff_initial: float,
+        backoff_max: float,
+        open_timeout: float,
+        ack_delay: float,
+        max_frames_per_s: int,
+        token_provider: Callable[[], Awaitable[str]] | None,
+    ) -> None:
         """`rest` shares the token (renewed here); `store` learns the caller's user id from `ready`."""
         self.ws_url = ws_url
         self.user_id = ""

@@ -23,8 +23,9 @@ class Device:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Device:
         platform = str(data.get("platform", "")).removeprefix("DEVICE_PLATFORM_").lower()
-        return cls(str(data.get("device_id", "")), platform, str(data.get("push_token", "")),
-                   str(data.get("created_at", "")))
+        return cls(
+            str(data.get("device_id", "")), platform, str(data.get("push_token", "")), str(data.get("created_at", ""))
+        )
 
 
 class Devices:

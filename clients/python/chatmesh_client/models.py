@@ -20,7 +20,7 @@ def _enum(value: Any, prefix: str, default: str = "") -> str:
     if not value:
         return default
     text = str(value)
-    return text[len(prefix):].lower() if text.startswith(prefix) else text.lower()
+    return text[len(prefix) :].lower() if text.startswith(prefix) else text.lower()
 
 
 def _int(value: Any) -> int:
@@ -85,8 +85,10 @@ class Message:
             deleted=bool(data.get("deleted")),
             status=_enum(data.get("status"), "MESSAGE_STATUS_", "sent"),
             reactions=[Reaction.from_json(r) for r in data.get("reactions") or []],
-            recipients={r.get("user_id", ""): _enum(r.get("status"), "MESSAGE_STATUS_", "sent")
-                        for r in data.get("recipients") or []},
+            recipients={
+                r.get("user_id", ""): _enum(r.get("status"), "MESSAGE_STATUS_", "sent")
+                for r in data.get("recipients") or []
+            },
             attachments=[Attachment.from_json(a) for a in data.get("attachments") or []],
             reply_count=_int(data.get("reply_count")),
             last_reply_at=data.get("last_reply_at", ""),
@@ -115,8 +117,14 @@ class Preview:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Preview:
-        return cls(data.get("message_id", ""), data.get("sender_id", ""), data.get("text", ""), _int(data.get("seq")),
-                   data.get("sent_at", ""), bool(data.get("deleted")))
+        return cls(
+            data.get("message_id", ""),
+            data.get("sender_id", ""),
+            data.get("text", ""),
+            _int(data.get("seq")),
+            data.get("sent_at", ""),
+            bool(data.get("deleted")),
+        )
 
 
 @dataclass
@@ -184,8 +192,11 @@ class Presence:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Presence:
-        return cls(data.get("user_id", ""), _enum(data.get("status"), "PRESENCE_STATUS_", "unknown"),
-                   data.get("last_seen_at", ""))
+        return cls(
+            data.get("user_id", ""),
+            _enum(data.get("status"), "PRESENCE_STATUS_", "unknown"),
+            data.get("last_seen_at", ""),
+        )
 
 
 # Events ------------------------------------------------------------------------------------------
@@ -306,10 +317,15 @@ class Call:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Call:
-        return cls(data.get("call_id", ""), data.get("conversation_id", ""), data.get("caller_id", ""),
-                   data.get("callee_id", ""), _enum(data.get("state"), "CALL_STATE_"),
-                   _enum(data.get("end_reason"), "CALL_END_REASON_").replace("unspecified", ""),
-                   data.get("ended_by", ""))
+        return cls(
+            data.get("call_id", ""),
+            data.get("conversation_id", ""),
+            data.get("caller_id", ""),
+            data.get("callee_id", ""),
+            _enum(data.get("state"), "CALL_STATE_"),
+            _enum(data.get("end_reason"), "CALL_END_REASON_").replace("unspecified", ""),
+            data.get("ended_by", ""),
+        )
 
 
 @dataclass
@@ -327,39 +343,65 @@ class CallEvent(Event):
 def event_from_frame(frame: dict[str, Any]) -> Event:
     kind = str(frame.get("type", ""))
     data = frame.get("data") or {}
-    base: dict[str, Any] = {"type": kind, "conversation_id": frame.get("conversation_id", "")
-                            or data.get("conversation_id", ""),
-                            "event_id": frame.get("event_id", "") if frame.get("resume_token") else "", "data": data}
+    base: dict[str, Any] = {
+        "type": kind,
+        "conversation_id": frame.get("conversation_id", "") or data.get("conversation_id", ""),
+        "event_id": frame.get("event_id", "") if frame.get("resume_token") else "",
+        "data": data,
+    }
     if kind in ("chat:message_received", "chat:message_updated", "chat:message_deleted"):
         return MessageEvent(**base, message=Message.from_json(data))
     if kind in ("chat:message_delivered", "chat:message_read"):
-        return ReceiptEvent(**base, user_id=data.get("user_id", ""), message_id=data.get("message_id", ""),
-                            seq=_int(data.get("seq")), status=_enum(data.get("status"), "MESSAGE_STATUS_"))
+        return ReceiptEvent(
+            **base,
+            user_id=data.get("user_id", ""),
+            message_id=data.get("message_id", ""),
+            seq=_int(data.get("seq")),
+            status=_enum(data.get("status"), "MESSAGE_STATUS_"),
+        )
     if kind in ("chat:reaction_added", "chat:reaction_removed"):
-        return ReactionEvent(**base, message_id=data.get("message_id", ""), user_id=data.get("user_id", ""),
-                             emoji=data.get("emoji", ""))
+        return ReactionEvent(
+            **base, message_id=data.get("message_id", ""), user_id=data.get("user_id", ""), emoji=data.get("emoji", "")
+        )
     if kind.startswith("conversation:"):
         conversation = data.get("conversation")
         preferences = data.get("preferences")
-        return ConversationEvent(**base, conversation=Conversation.from_json(conversation) if conversation else None,
-                                 user_id=data.get("user_id", ""), role=_enum(data.get("role"), "ROLE_"),
-                                 actor_id=data.get("actor_id", ""),
-                                 preferences=None if preferences is None else {
-                                     "muted": bool(preferences.get("muted")),
-                                     "pinned": bool(preferences.get("pinned"))})
+        return ConversationEvent(
+            **base,
+            conversation=Conversation.from_json(conversation) if conversation else None,
+            user_id=data.get("user_id", ""),
+            role=_enum(data.get("role"), "ROLE_"),
+            actor_id=data.get("actor_id", ""),
+            preferences=None
+            if preferences is None
+            else {"muted": bool(preferences.get("muted")), "pinned": bool(preferences.get("pinned"))},
+        )
     if kind == "chat:user_typing":
         return TypingEvent(**base, user_id=data.get("user_id", ""), is_typing=bool(data.get("is_typing")))
     if kind == "user:status_changed":
-        return PresenceEvent(**base, user_id=data.get("user_id", ""), status=str(data.get("status", "")),
-                             last_seen_at=data.get("last_seen_at", ""))
+        return PresenceEvent(
+            **base,
+            user_id=data.get("user_id", ""),
+            status=str(data.get("status", "")),
+            last_seen_at=data.get("last_seen_at", ""),
+        )
     if kind.startswith("call:"):
-        return CallEvent(**base, call=Call.from_json(data.get("call") or {}), sdp=data.get("sdp", ""),
-                         candidate=data.get("candidate"), from_user_id=data.get("from_user_id", ""))
+        return CallEvent(
+            **base,
+            call=Call.from_json(data.get("call") or {}),
+            sdp=data.get("sdp", ""),
+            candidate=data.get("candidate"),
+            from_user_id=data.get("from_user_id", ""),
+        )
     if kind == "chat:thread_updated":
         reply = data.get("reply")
-        return ThreadEvent(**base, root_message_id=data.get("root_message_id", ""),
-                           reply_count=_int(data.get("reply_count")), last_reply_at=data.get("last_reply_at", ""),
-                           reply=Message.from_json(reply) if reply else None)
+        return ThreadEvent(
+            **base,
+            root_message_id=data.get("root_message_id", ""),
+            reply_count=_int(data.get("reply_count")),
+            last_reply_at=data.get("last_reply_at", ""),
+            reply=Message.from_json(reply) if reply else None,
+        )
     if kind == "resync_required":
         return ResyncEvent(**base, reason=data.get("reason", ""))
     return Event(**base)

@@ -20,8 +20,9 @@ class Rest:
 
     async def call(self, method: str, path: str, *, json: Any = None, params: Any = None) -> dict[str, Any]:
         try:
-            reply = await self._http.request(method, path, json=json, params=params,
-                                             headers={"Authorization": f"Bearer {self.token}"})
+            reply = await self._http.request(
+                method, path, json=json, params=params, headers={"Authorization": f"Bearer {self.token}"}
+            )
         except httpx.TransportError as exc:  # refused, reset or timed out: retryable like a 503
             raise ChatError("UNAVAILABLE", f"the edge did not answer: {exc!r}", 503) from exc
         if reply.status_code >= 400:
@@ -57,8 +58,9 @@ class Rest:
         return await self.call("PUT", "/api/users/me", json={"display_name": display_name} if display_name else {})
 
     async def list_conversations(self, limit: int = 50, cursor: str = "") -> dict[str, Any]:
-        return await self.call("GET", "/api/conversations",
-                               params={"limit": limit} | ({"cursor": cursor} if cursor else {}))
+        return await self.call(
+            "GET", "/api/conversations", params={"limit": limit} | ({"cursor": cursor} if cursor else {})
+        )
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         return await self.call("GET", f"/api/conversations/{quote(conversation_id, safe='')}")
@@ -67,15 +69,17 @@ class Rest:
         return await self.call("POST", "/api/conversations/direct", json={"user_id": user_id})
 
     async def create_group(self, title: str, participant_ids: list[str]) -> dict[str, Any]:
-        return await self.call("POST", "/api/conversations/group",
-                               json={"title": title, "participant_ids": participant_ids})
+        return await self.call(
+            "POST", "/api/conversations/group", json={"title": title, "participant_ids": participant_ids}
+        )
 
     async def answer_request(self, conversation_id: str, answer: str) -> dict[str, Any]:
         """`accept`, `decline` or `block` a direct conversation request."""
         return await self.call("POST", f"/api/conversations/{quote(conversation_id, safe='')}/{answer}", json={})
 
-    async def change_conversation(self, method: str, conversation_id: str, suffix: str,
-                                  body: dict[str, Any]) -> dict[str, Any]:
+    async def change_conversation(
+        self, method: str, conversation_id: str, suffix: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         """A conversation setting: PATCH "" (title, description), POST /leave, /archive, /unarchive,
         PATCH /preferences (muted, pinned)."""
         return await self.call(method, f"/api/conversations/{quote(conversation_id, safe='')}{suffix}", json=body)
@@ -88,18 +92,28 @@ class Rest:
 
     # messages
 
-    async def send(self, conversation_id: str, content: str, client_message_id: str,
-                   reply_to_id: str = "", attachment_ids: list[str] | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"conversation_id": conversation_id, "content": content,
-                                "client_message_id": client_message_id}
+    async def send(
+        self,
+        conversation_id: str,
+        content: str,
+        client_message_id: str,
+        reply_to_id: str = "",
+        attachment_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "content": content,
+            "client_message_id": client_message_id,
+        }
         if reply_to_id:
             body["reply_to_id"] = reply_to_id
         if attachment_ids:
             body["attachment_ids"] = attachment_ids
         return await self.call("POST", "/api/messages", json=body)
 
-    async def history(self, conversation_id: str, *, limit: int = 50, before_seq: int = 0,
-                      after_seq: int = 0) -> dict[str, Any]:
+    async def history(
+        self, conversation_id: str, *, limit: int = 50, before_seq: int = 0, after_seq: int = 0
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if before_seq:
             params["before_seq"] = before_seq
@@ -107,8 +121,9 @@ class Rest:
             params["after_seq"] = after_seq
         return await self.call("GET", f"/api/messages/{quote(conversation_id, safe='')}", params=params)
 
-    async def thread(self, message_id: str, *, limit: int = 50, before_seq: int = 0,
-                     after_seq: int = 0) -> dict[str, Any]:
+    async def thread(
+        self, message_id: str, *, limit: int = 50, before_seq: int = 0, after_seq: int = 0
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}
         if before_seq:
             params["before_seq"] = before_seq
@@ -123,15 +138,19 @@ class Rest:
         return await self.call("DELETE", f"/api/messages/{quote(message_id, safe='')}")
 
     async def mark(self, message_id: str, status: str) -> dict[str, Any]:
-        return await self.call("POST", f"/api/messages/{quote(message_id, safe='')}/status",
-                               json={"status": f"MESSAGE_STATUS_{status.upper()}"})
+        return await self.call(
+            "POST",
+            f"/api/messages/{quote(message_id, safe='')}/status",
+            json={"status": f"MESSAGE_STATUS_{status.upper()}"},
+        )
 
     async def react(self, message_id: str, emoji: str) -> dict[str, Any]:
         return await self.call("POST", f"/api/messages/{quote(message_id, safe='')}/reactions", json={"emoji": emoji})
 
     async def unreact(self, message_id: str, emoji: str) -> dict[str, Any]:
-        return await self.call("DELETE",
-                               f"/api/messages/{quote(message_id, safe='')}/reactions/{quote(emoji, safe='')}")
+        return await self.call(
+            "DELETE", f"/api/messages/{quote(message_id, safe='')}/reactions/{quote(emoji, safe='')}"
+        )
 
     # presence
 

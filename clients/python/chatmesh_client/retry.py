@@ -31,7 +31,7 @@ def retryable(exc: BaseException) -> bool:
 
 def retry_delay(exc: BaseException, attempt: int, initial: float, cap: float) -> float:
     """Seconds to wait before retry number `attempt + 1` (0 for the first retry)."""
-    ceiling = min(cap, initial * 2 ** attempt)
+    ceiling = min(cap, initial * 2**attempt)
     delay = random.uniform(ceiling / 2, ceiling)
     return max(delay, exc.retry_after if isinstance(exc, ChatError) else 0.0)
 

@@ -102,8 +102,11 @@ class Store:
         if isinstance(event, MessageEvent):
             self.put_message(event.message)
             root = self.messages.get(event.message.reply_to_id) if event.message.reply_to_id else None
-            if root is not None and self.put_reply(root.message_id, event.message) \
-                    and event.type == "chat:message_received":
+            if (
+                root is not None
+                and self.put_reply(root.message_id, event.message)
+                and event.type == "chat:message_received"
+            ):
                 root.reply_count += 1  # until the thread event (or a thread page) says exactly
                 root.last_reply_at = max(root.last_reply_at, event.message.created_at)
             conversation = self.conversations.get(event.message.conversation_id)

@@ -47,8 +47,9 @@ MIN_LEASE_S = 1.0  # however scaled: a loaded machine must not lapse a live work
 # past its retries (dead-lettered: the seq is passed at once) or was lost with Redis' data.
 HOLD_MAX_S = 30.0
 
-HELD = Counter("chat_fanout_held", "Events fan-out held back because an earlier seq of their conversation "
-               "was not in yet.")
+HELD = Counter(
+    "chat_fanout_held", "Events fan-out held back because an earlier seq of their conversation was not in yet."
+)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -133,8 +134,9 @@ class _Lease:
         outage = OutageLog(log, "fan-out lease")
         while True:
             try:
-                self.held = bool(await self._script(keys=[self._key],
-                                                    args=[self._holder, max(int(self.ttl_s * 1000), 50)]))
+                self.held = bool(
+                    await self._script(keys=[self._key], args=[self._holder, max(int(self.ttl_s * 1000), 50)])
+                )
                 outage.recovered()
             except Exception as exc:  # noqa: BLE001 - whatever failed, the lease may have lapsed: stop leading
                 self.held = False
@@ -150,8 +152,14 @@ _Plan = tuple[bytes, common_pb2.Event, bytes, list[str], int]
 
 
 class Fanout:
-    def __init__(self, redis_client: aioredis.Redis, keys: Keys, membership: MembershipCache, consumer: str,
-                 time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        keys: Keys,
+        membership: MembershipCache,
+        consumer: str,
+        time_scale: float = 1.0,
+    ) -> None:
         self._redis = redis_client
         self._keys = keys
         self._membership = membership
@@ -171,8 +179,9 @@ class Fanout:
         One worker at a time keeps each conversation's events in order in every inbox (and the script's
         seq check holds back any event that would still overtake an earlier one).
         """
-        lease = _Lease(self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer,
-                       max(LEASE_S * self._scale, MIN_LEASE_S))
+        lease = _Lease(
+            self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer, max(LEASE_S * self._scale, MIN_LEASE_S)
+        )
         block_ms = max(int(lease.ttl_s * 1000 / 3), 10)
         keeper = asyncio.create_task(lease.keep())
         outage = OutageLog(log, "fan-out")
@@ -190,8 +199,9 @@ class Fanout:
                         await self._ensure_group()
                         await self.take_over()
                         leading = True
-                    reply = await self._redis.xreadgroup(GROUP, self._consumer, {self._keys.events: ">"},
-                                                         count=BATCH, block=block_ms)
+                    reply = await self._redis.xreadgroup(
+                        GROUP, self._consumer, {self._keys.events: ">"}, count=BATCH, block=block_ms
+                    )
                     entries = [entry for _, batch in reply or [] for entry in batch]
                     if entries or self._held:
                         await self.process(entries)
@@ -225,8 +235,9 @@ class Fanout:
             others = [p["message_id"] for p in pending if p["consumer"].decode() != self._consumer]
             if not others:
                 return
-            claimed = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=0,
-                                               message_ids=others)
+            claimed = await self._redis.xclaim(
+                self._keys.events, GROUP, self._consumer, min_idle_time=0, message_ids=others
+            )
             await self.process([(entry_id, fields) for entry_id, fields in claimed if fields])
 
     async def _ensure_group(self) -> None:
@@ -279,8 +290,9 @@ class Fanout:
                 continue
             plans.append((entry_id, event, data, recipients, self._seq_arg(entry_id, event, now)))
             if traced and (span := traced.get(entry_id)) is not None:
-                span.set_attributes({"chat.event_id": event.event_id, "chat.event_type": event.type,
-                                     "chat.recipients": len(recipients)})
+                span.set_attributes(
+                    {"chat.event_id": event.event_id, "chat.event_type": event.type, "chat.recipients": len(recipients)}
+                )
         if not plans:
             return
         plans = _seqs_in_order(plans)
@@ -318,8 +330,13 @@ class Fanout:
             return 0
         held = self._held.get(entry_id)
         if held is not None and now - held[1] > self._hold_max_s:
-            log.warning("releasing %s (seq %d of %s): held %.0f s for an earlier seq that never came",
-                        event.event_id, event.message.seq, event.conversation_id, now - held[1])
+            log.warning(
+                "releasing %s (seq %d of %s): held %.0f s for an earlier seq that never came",
+                event.event_id,
+                event.message.seq,
+                event.conversation_id,
+                now - held[1],
+            )
             return -event.message.seq
         return int(event.message.seq)
 
@@ -348,29 +365,38 @@ class Fanout:
         """Claim entries idle past their backoff (a failure here, or a dead worker), retry or dead-letter.
         Entries held for order are not failures: they are left to `process`."""
         base_ms = int(BACKOFF_S * 1000 * self._scale)
-        pending = await self._redis.xpending_range(self._keys.events, GROUP, min="-", max="+", count=BATCH,
-                                                   idle=base_ms)
+        pending = await self._redis.xpending_range(
+            self._keys.events, GROUP, min="-", max="+", count=BATCH, idle=base_ms
+        )
         pending = [p for p in pending if p["message_id"] not in self._held]
         # Delivery n (n = 1 is the first try) failed: retry n waits 2 s * 2^(n-1), so 2 s, 4 s, 8 s;
         # once the last retry has failed, the entry goes to the dead letter stream.
         dead = [p["message_id"] for p in pending if p["times_delivered"] > MAX_RETRIES]
-        retry = [p["message_id"] for p in pending if p["times_delivered"] <= MAX_RETRIES
-                 and p["time_since_delivered"] >= base_ms * 2 ** (p["times_delivered"] - 1)]
+        retry = [
+            p["message_id"]
+            for p in pending
+            if p["times_delivered"] <= MAX_RETRIES
+            and p["time_since_delivered"] >= base_ms * 2 ** (p["times_delivered"] - 1)
+        ]
         if dead:
             await self._dead_letter(dead)
         if retry:
-            claimed = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=base_ms,
-                                               message_ids=retry)
+            claimed = await self._redis.xclaim(
+                self._keys.events, GROUP, self._consumer, min_idle_time=base_ms, message_ids=retry
+            )
             await self.process([(entry_id, fields) for entry_id, fields in claimed if fields])
 
     async def _dead_letter(self, entry_ids: list[bytes]) -> None:
-        entries = await self._redis.xclaim(self._keys.events, GROUP, self._consumer, min_idle_time=0,
-                                           message_ids=cast("list[Any]", entry_ids))  # the stubs' list is invariant
+        entries = await self._redis.xclaim(
+            self._keys.events, GROUP, self._consumer, min_idle_time=0, message_ids=cast("list[Any]", entry_ids)
+        )  # the stubs' list is invariant
         async with self._redis.pipeline(transaction=True) as tx:
             for entry_id, fields in entries:
                 reason = self._errors.pop(entry_id.decode(), "retries exhausted")
-                tx.xadd(self._keys.dead_letter, {b"e": fields.get(b"e", b""), b"entry": entry_id,
-                                                 b"reason": reason.encode()})
+                tx.xadd(
+                    self._keys.dead_letter,
+                    {b"e": fields.get(b"e", b""), b"entry": entry_id, b"reason": reason.encode()},
+                )
                 tx.xack(self._keys.events, GROUP, entry_id)
                 log.error("event %s moved to dead letter after %d retries: %s", entry_id.decode(), MAX_RETRIES, reason)
                 DEAD_LETTER.inc()
@@ -379,8 +405,7 @@ class Fanout:
         for _, fields in entries:
             event = _parse(fields)
             if event is not None and event.type == "chat:message_received" and event.message.seq:
-                await self._pass_seq(keys=[self._seq_key(event.conversation_id)],
-                                     args=[event.message.seq, DONE_TTL_S])
+                await self._pass_seq(keys=[self._seq_key(event.conversation_id)], args=[event.message.seq, DONE_TTL_S])
 
 
 def _seqs_in_order(plans: list[_Plan]) -> list[_Plan]:

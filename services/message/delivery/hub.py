@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 READ_BATCH = 500
 LATE_READ = 2000  # inbox entries appended while a buffer was read (a few; the rest follow as usual)
 
-REPLAY_FAILURES = Counter("chat_subscription_replay_failures",
-                          "Subscription replays that failed and were retried, by cause.", ["cause"])
+REPLAY_FAILURES = Counter(
+    "chat_subscription_replay_failures", "Subscription replays that failed and were retried, by cause.", ["cause"]
+)
 
 # The offline buffer of a subscription without a usable token: the messages its user has not
 # acknowledged as delivered, from PostgreSQL (the source of truth, whatever Redis still holds).
@@ -53,8 +54,15 @@ class Hub:
     what was published meanwhile), or came out of order, can delay an event until the next one but
     never skip it."""
 
-    def __init__(self, redis_client: aioredis.Redis, pubsub_client: aioredis.Redis, keys: Keys,
-                 offline: OfflineBuffer, *, time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        redis_client: aioredis.Redis,
+        pubsub_client: aioredis.Redis,
+        keys: Keys,
+        offline: OfflineBuffer,
+        *,
+        time_scale: float = 1.0,
+    ) -> None:
         self._redis = redis_client
         self._keys = keys
         self._inboxes = Inboxes(redis_client, keys)
@@ -147,8 +155,7 @@ class Hub:
             control = common_pb2.Event(type="resync_required", resync=common_pb2.ResyncRequired(reason=reason))
         await self._replay_buffer(sub, await self._inboxes.last_id(sub.user_id) or "0", control)
 
-    async def _replay_buffer(self, sub: Subscription, inbox_id: str,
-                             control: common_pb2.Event | None = None) -> None:
+    async def _replay_buffer(self, sub: Subscription, inbox_id: str, control: common_pb2.Event | None = None) -> None:
         """The offline buffer, read after the inbox position `inbox_id`, merged with what the inbox
         gained meanwhile (read last, so nothing committed between the two reads is missed)."""
         buffered = await self._offline(sub.user_id)

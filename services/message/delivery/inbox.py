@@ -65,12 +65,12 @@ class Inboxes:
         value = await self._redis.get(self._keys.epoch)
         return value.decode() if value else ""
 
-    async def read_after(self, user_id: str, entry_id: str, count: int = 500
-                         ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def read_after(self, user_id: str, entry_id: str, count: int = 500) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Entries (XRANGE rows) strictly after entry_id ("0" for all), oldest first."""
         start = "(" + entry_id if entry_id != "0" else "-"
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await self._redis.xrange(
-            self._keys.inbox(user_id), min=start, max="+", count=count)
+            self._keys.inbox(user_id), min=start, max="+", count=count
+        )
         return rows
 
     async def first_id(self, user_id: str) -> str | None:

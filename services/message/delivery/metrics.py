@@ -12,10 +12,12 @@ from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
-STREAM_PENDING = Gauge("chat_stream_pending", "Entries delivered to a consumer group but not acknowledged.",
-                       ["stream", "group"])
-STREAM_LENGTH = Gauge("chat_stream_length", "Entries in a Redis stream (the events and dead-letter streams).",
-                      ["stream"])
+STREAM_PENDING = Gauge(
+    "chat_stream_pending", "Entries delivered to a consumer group but not acknowledged.", ["stream", "group"]
+)
+STREAM_LENGTH = Gauge(
+    "chat_stream_length", "Entries in a Redis stream (the events and dead-letter streams).", ["stream"]
+)
 DEAD_LETTER = Counter("chat_dead_letter", "Events moved to the dead-letter stream after their retries.")
 
 
@@ -23,8 +25,9 @@ class StreamSampler:
     """Samples the events stream's pending count for a group and the streams' lengths every few
     seconds (gauges are cheap to read, so sampling beats hooks in the hot path)."""
 
-    def __init__(self, redis_client: aioredis.Redis, stream: str, group: str, dead_stream: str,
-                 interval_s: float = 5.0) -> None:
+    def __init__(
+        self, redis_client: aioredis.Redis, stream: str, group: str, dead_stream: str, interval_s: float = 5.0
+    ) -> None:
         self._redis = redis_client
         self._stream = stream
         self._group = group

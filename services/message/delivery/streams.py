@@ -24,16 +24,23 @@ class OfflineBuffer:
     """What a connection without a usable token gets first: the messages its user has not
     acknowledged as delivered, oldest first, built from PostgreSQL (so it survives Redis losing data)."""
 
-    def __init__(self, pool: AsyncConnectionPool, conversations: conversation_pb2_grpc.ConversationServiceStub,
-                 credentials: ServiceCredentials) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        conversations: conversation_pb2_grpc.ConversationServiceStub,
+        credentials: ServiceCredentials,
+    ) -> None:
         self._pool = pool
         self._conversations = conversations
         self._credentials = credentials
 
     async def __call__(self, user_id: str) -> list[common_pb2.Event]:
         reply = await self._conversations.ListConversationIds(
-            conversation_pb2.ListConversationIdsRequest(user_id=user_id), metadata=self._credentials.metadata(),
-            timeout=10, wait_for_ready=True)
+            conversation_pb2.ListConversationIdsRequest(user_id=user_id),
+            metadata=self._credentials.metadata(),
+            timeout=10,
+            wait_for_ready=True,
+        )
         if not reply.conversation_ids:
             return []
         async with self._pool.connection() as conn:
@@ -67,8 +74,9 @@ class MultiplexedStream:
         self._subs: dict[str, Subscription] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
 
-    async def run(self, requests: AsyncIterator[message_pb2.StreamEventsRequest]
-                  ) -> AsyncIterator[message_pb2.StreamEventsResponse]:
+    async def run(
+        self, requests: AsyncIterator[message_pb2.StreamEventsRequest]
+    ) -> AsyncIterator[message_pb2.StreamEventsResponse]:
         reader = asyncio.create_task(self._read(requests))
         self._hub.attach(self._out)
         try:
@@ -113,8 +121,7 @@ class MultiplexedStream:
         self._starting.pop(subscription_id, None)
 
 
-async def single_user(hub: Hub, user_id: str, resume_token: str
-                      ) -> AsyncIterator[message_pb2.SubscribeEventsResponse]:
+async def single_user(hub: Hub, user_id: str, resume_token: str) -> AsyncIterator[message_pb2.SubscribeEventsResponse]:
     out: Outbox = asyncio.Queue()
     sub = Subscription("", user_id, out)
     task = asyncio.create_task(hub.subscribe(sub, resume_token))
