@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 
 from chatmesh.config import Settings
-from chatmesh_tools.launcher import SERVICES
+from chatmesh_tools.launcher import IDENTITIES, SERVICES
 from tests.test_k8s_support import (
     K8S,
     ROOT,
@@ -83,8 +83,9 @@ def test_each_pod_mounts_its_own_service_key_and_the_edge_no_public_keys(rendere
     public_keys = next(
         d for d in dev if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("chatmesh-service-public-keys")
     )
-    assert set(public_keys["data"]) == {f"{name}.pub" for name in SERVICES}
-    for name in SERVICES:
+    # Every identity the code has a key pair for (the services and the push workers, `push`).
+    assert set(public_keys["data"]) == {f"{name}.pub" for name in IDENTITIES}
+    for name in IDENTITIES:
         (secret,) = [
             d
             for d in dev

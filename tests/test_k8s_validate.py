@@ -7,6 +7,7 @@ a schema fails. And one image tag everywhere: the version in pyproject.toml."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import re
@@ -17,7 +18,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.test_k8s_support import K8S, ROOT, Doc, by_kind, render
+from chatmesh.config import Settings
+from chatmesh_tools.push_worker import WorkerOptions
+from tests.test_k8s_deploy import created_by, guide_commands, needs
+from tests.test_k8s_support import K8S, ROOT, Doc, by_kind, env_of, main_container, render
 
 # The Kubernetes versions the manifests must be valid for: the newest the validator knows, and the
 # oldest minor still commonly offered by managed clusters.
@@ -67,13 +71,15 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
             continue
         folder = tmp_path_factory.mktemp(name.replace("/", "-").replace("+", "-"))
         base = kustomizations()[overlay]
-        namespace = yaml.safe_load((base / "kustomization.yaml").read_text()).get("namespace")
+        # In the overlay's own `components:`, the overlay's namespace and images apply to the
+        # component's objects too (a component's Deployment names the image `chatmesh`): so here.
+        own = yaml.safe_load((base / "kustomization.yaml").read_text())
         (folder / "kustomization.yaml").write_text(
             yaml.safe_dump(
                 {
                     "apiVersion": "kustomize.config.k8s.io/v1beta1",
                     "kind": "Kustomization",
-                    **({"namespace": namespace} if namespace else {}),
+                    **{key: own[key] for key in ("namespace", "images") if key in own},
                     "resources": [os.path.relpath(base, folder)],
                     "components": [os.path.relpath(components()[component], folder)],
                 }
@@ -87,6 +93,7 @@ def test_what_ci_builds_is_every_overlay_and_component() -> None:
     assert {"base", "overlays/dev", "overlays/prod"} <= set(kustomizations())
     assert "components/mtls" in components()
     assert "overlays/prod+components/mtls" in compositions()
+    assert {"overlays/dev+components/push-worker", "overlays/prod+components/push-worker"} <= set(compositions())
 
 
 @pytest.mark.parametrize("name", compositions())
@@ -125,6 +132,61 @@ def test_strict_validation_refuses_an_unknown_field(rendered: dict[str, list[Doc
             K8S_VERSIONS[0],
             strict=True,
         )
+
+
+# --- the push-worker component -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_the_push_worker_runs_as_push_with_what_it_reads(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    """`chatmesh push-worker --webhook URL` as the identity `push`: its own key Secret, the webhook
+    secret and URL, each object it reads rendered or made by a documented command (prod's Secrets),
+    message admitting it on gRPC; and the settings it renders to start the worker."""
+    docs = rendered[f"{overlay}+components/push-worker"]
+    deployment = by_kind(docs, "Deployment")["push-worker"]
+    container = main_container(deployment)
+    env = env_of(container)
+    args = container["args"]
+    assert args[0] == "push-worker" and args[args.index("--webhook") + 1] == "$(CHAT_PUSH_WEBHOOK_URL)"
+    assert all(var in env for var in re.findall(r"\$\((\w+)\)", " ".join(args))), args
+    assert "ports" not in container and not {"readinessProbe", "livenessProbe", "startupProbe"} & set(container)
+    present = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    documented = {ref for command in guide_commands() for ref in created_by(command)}
+    assert needs(deployment) - present - documented == set(), overlay
+    names = {ref[1] if ref in documented else ref[1].rsplit("-", 1)[0] for ref in needs(deployment)}
+    assert {"chatmesh-service-key-push", "chatmesh-push-webhook", "chatmesh-push-worker"} <= names, names
+    spec = deployment["spec"]["template"]["spec"]
+    (key,) = [v for v in spec["volumes"] if "secret" in v]
+    assert key["secret"]["secretName"].startswith("chatmesh-service-key-push")
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["CHAT_SERVICE_KEY_FILE"]["value"] == f"{mounts[key['name']]}/service.key"
+    assert "CHAT_SERVICE_PUBLIC_KEYS" not in env  # it answers no calls
+    grpc_rule = by_kind(docs, "NetworkPolicy")["chatmesh-message"]["spec"]["ingress"][0]
+    assert grpc_rule["ports"][0]["port"] == "grpc"
+    assert "push-worker" in grpc_rule["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "chatmesh"
+    if overlay == "overlays/dev":  # the dev overlay renders all it reads: the worker starts on it
+        values = _resolved_env(docs, container)
+        settings = Settings.from_env({"CHAT_JWT_SECRET": "-", **values})  # as `chatmesh push-worker` does
+        assert settings.message_target.startswith("dns:///message-headless:") and settings.push_webhook_secret
+        url = values["CHAT_PUSH_WEBHOOK_URL"]
+        assert WorkerOptions.of(settings, url, group="push", consumer="p", concurrency=1, timeout_s=1).webhook == url
+
+
+def _resolved_env(docs: list[Doc], container: Doc) -> dict[str, str]:
+    """The container's environment as kubelet builds it from the rendered ConfigMaps and Secrets."""
+    data = {(d["kind"], d["metadata"]["name"]): d.get("data", {}) for d in docs if d["kind"] in ("ConfigMap", "Secret")}
+    decode = {"ConfigMap": lambda v: v, "Secret": lambda v: base64.b64decode(v).decode()}
+    out: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        out.update(data[("ConfigMap", source["configMapRef"]["name"])])
+    for env in container.get("env", []):
+        if "value" in env:
+            out[env["name"]] = env["value"]
+        for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+            if ref := env.get("valueFrom", {}).get(key):
+                out[env["name"]] = decode[kind](data[(kind, ref["name"])][ref["key"]])
+    return out
 
 
 # --- one image tag --------------------------------------------------------------------------------
