@@ -281,7 +281,7 @@ def _called_by(service: str) -> set[str]:
     functions it imports (a module's other names do not count: conversation imports
     chatmesh.membership's version counter, not its cache that calls GetMembership)."""
     called: set[str] = set()
-    for source in (ROOT / "services" / service).glob("*.py"):
+    for source in (ROOT / "services" / service).rglob("*.py"):
         tree = ast.parse(source.read_text())
         called |= _rpcs_in(tree)
         for node in ast.walk(tree):
