@@ -20,6 +20,7 @@ import redis
 from chatmesh.auth import ServiceCredentials, sign
 from chatmesh.config import Settings
 from chatmesh.service_keys import ensure_keyring, keyring_env
+from chatmesh_client import Client
 from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from chatmesh_tools.launcher import IDENTITIES, SERVICES, Mesh
 
@@ -201,3 +202,12 @@ async def close_sockets() -> AsyncIterator[None]:
 
     yield
     await Socket.close_all()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[Client]]:
+    """Python clients a test opens (append them); each is closed after the test."""
+    made: list[Client] = []
+    yield made
+    for client in made:
+        await client.close()

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,14 +29,6 @@ def private_edge(mesh: Mesh, tmp_path: Path) -> Iterator[Mesh]:
     edge.start("edge")
     yield edge
     edge.stop(sig=signal.SIGKILL, timeout_s=5)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 async def chat_pair(http: httpx.AsyncClient, make_token) -> tuple[str, str, str, str, str]:  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ and the codes it raises."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -15,14 +14,6 @@ from tests.helpers import direct_conversation, new_user_id, register
 
 OFFER = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
 ANSWER = OFFER.replace("o=- 1 2", "o=- 3 4")
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 async def next_call_event(client: Client, kind: str, timeout: float = 10) -> CallEvent:

@@ -5,7 +5,6 @@ archived group fails with CONVERSATION_ARCHIVED, and the last admin leaving is t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,14 +12,6 @@ import pytest
 from chatmesh_client import ChatError, Client, ConversationEvent
 from chatmesh_tools.launcher import Mesh
 from tests.helpers import new_user_id, register
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 async def next_conversation_event(client: Client, kind: str, timeout: float = 10) -> ConversationEvent:

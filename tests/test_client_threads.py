@@ -4,23 +4,13 @@ replies sent into it, and the live ThreadEvent keeping an open thread and its ro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 from chatmesh_client import Client, ThreadEvent
 from chatmesh_tools.launcher import Mesh
 from tests.helpers import new_user_id
 from tests.test_message_support import group
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 async def _thread_event(client: Client, reply_count: int, timeout: float = 10) -> ThreadEvent:

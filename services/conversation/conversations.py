@@ -184,14 +184,7 @@ class Conversations:
 
     @staticmethod
     async def _view(conn: AsyncConnection, row: ConversationRow, caller: str = "") -> ConversationView:
-        mine = await store.caller_state(conn, row.conversation_id, caller) if caller else store.CallerState()
-        return ConversationView(
-            row,
-            await store.list_participants(conn, row.conversation_id),
-            mine.unread_count,
-            muted=mine.muted,
-            pinned=mine.pinned,
-        )
+        return await store.view_of(conn, row, caller)
 
 
 def _parse_list_cursor(cursor: str) -> tuple[bool, datetime, datetime, str]:

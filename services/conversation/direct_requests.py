@@ -41,9 +41,9 @@ class DirectRequests:
                 raise changes.blocked()
             await privacy_store.set_engaged(conn, conversation_id, caller)
             if row.request_state not in ("pending", "declined") or caller == row.created_by:
-                return await _view(conn, conversation_id, caller)
+                return await store.current_view(conn, conversation_id, caller)
             await privacy_store.set_request_state(conn, conversation_id, "accepted", active=True)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:accepted", view, caller)])
         return await changes.published(self._versions, view)
 
@@ -52,11 +52,11 @@ class DirectRequests:
         async with self._pool.connection() as conn, conn.transaction():
             row = await _locked(conn, conversation_id, caller)
             if row.request_state == "declined" and caller != row.created_by:
-                return await _view(conn, conversation_id, caller)  # declined already: nothing changes
+                return await store.current_view(conn, conversation_id, caller)  # declined already: nothing changes
             if row.request_state != "pending" or caller == row.created_by:
                 raise errors.failed_precondition("NOT_A_REQUEST", "only a pending request's recipient declines it")
             await privacy_store.set_request_state(conn, conversation_id, "declined", active=False)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:declined", view, caller)])
         return await changes.published(self._versions, view)
 
@@ -69,9 +69,9 @@ class DirectRequests:
             other = next(p.user_id for p in await store.list_participants(conn, conversation_id) if p.user_id != caller)
             await privacy_store.block(conn, caller, other)
             if row.request_state == "blocked":
-                return await _view(conn, conversation_id, caller)
+                return await store.current_view(conn, conversation_id, caller)
             await privacy_store.set_request_state(conn, conversation_id, "blocked", active=row.active)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(
                 conn, store.SCHEMA, [convert.membership_event("conversation:blocked", view, caller, other)]
             )
@@ -88,7 +88,7 @@ class DirectRequests:
             state = "pending" if caller == row.created_by else "accepted"
             await privacy_store.set_request_state(conn, conversation_id, state, active=True)
             await privacy_store.set_engaged(conn, conversation_id, caller)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
         return await changes.published(self._versions, view)
 
@@ -101,16 +101,3 @@ async def _locked(conn: AsyncConnection, conversation_id: str, caller: str) -> C
     if await store.get_role(conn, conversation_id, caller) is None:
         raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
     return row
-
-
-async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationView:
-    row = await store.get_conversation(conn, conversation_id)
-    assert row is not None
-    mine = await store.caller_state(conn, conversation_id, caller)
-    return ConversationView(
-        row,
-        await store.list_participants(conn, conversation_id),
-        mine.unread_count,
-        muted=mine.muted,
-        pinned=mine.pinned,
-    )

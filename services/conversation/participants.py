@@ -64,7 +64,7 @@ class Participants:
             await store.insert_participants(conn, conversation_id, [(user_id, role)], read_seq=row.last_message_seq)
             await store.membership_changed(conn, conversation_id, +1)
             await audit.record(conn, conversation_id, caller, "participant.added", user_id)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(
                 conn,
                 store.SCHEMA,
@@ -100,7 +100,7 @@ class Participants:
                 await store.set_role(conn, conversation_id, promoted, Role.ADMIN)
                 await store.membership_changed(conn, conversation_id)
                 await audit.record(conn, conversation_id, caller, "participant.promoted", promoted)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             events = [convert.membership_event("conversation:participant_removed", view, caller, user_id, target_role)]
             if promoted:
                 events.append(convert.membership_event("conversation:role_changed", view, caller, promoted, Role.ADMIN))
@@ -119,13 +119,13 @@ class Participants:
             if current is None:
                 raise errors.not_found("PARTICIPANT_NOT_FOUND", f"{user_id!r} is not a participant")
             if current == role:
-                return await _view(conn, conversation_id, caller)
+                return await store.current_view(conn, conversation_id, caller)
             if current == Role.ADMIN and await store.count_role(conn, conversation_id, Role.ADMIN) == 1:
                 raise errors.failed_precondition("LAST_ADMIN", "a group needs an admin: promote another one first")
             await store.set_role(conn, conversation_id, user_id, role)
             await store.membership_changed(conn, conversation_id)
             await audit.record(conn, conversation_id, caller, "participant.role_changed", user_id)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(
                 conn, store.SCHEMA, [convert.membership_event("conversation:role_changed", view, caller, user_id, role)]
             )
@@ -143,19 +143,6 @@ async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str
     if row.kind == "direct":
         raise errors.invalid("DIRECT_CONVERSATION", "a direct conversation's participants cannot change")
     return row, caller_role
-
-
-async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationView:
-    row = await store.get_conversation(conn, conversation_id)
-    assert row is not None
-    mine = await store.caller_state(conn, conversation_id, caller)
-    return ConversationView(
-        row,
-        await store.list_participants(conn, conversation_id),
-        mine.unread_count,
-        muted=mine.muted,
-        pinned=mine.pinned,
-    )
 
 
 def _insufficient(message: str) -> errors.ChatError:

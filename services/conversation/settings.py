@@ -61,13 +61,13 @@ class ConversationSettings:
             _require_admin(role, "only admins rename a group or change its description")
             new_title, new_description = title or row.title, row.description if description is None else description
             if (new_title, new_description) == (row.title, row.description):
-                return await _view(conn, conversation_id, caller)
+                return await store.current_view(conn, conversation_id, caller)
             await settings_store.set_details(conn, conversation_id, new_title, new_description)
             if new_title != row.title:
                 await audit.record(conn, conversation_id, caller, "conversation.renamed", new_title)
             if new_description != row.description:
                 await audit.record(conn, conversation_id, caller, "conversation.described", "")
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:updated", view, caller)])
         return view
 
@@ -79,7 +79,7 @@ class ConversationSettings:
             row, role = await _locked(conn, conversation_id, caller, groups_only=True)
             _require_admin(role, "only admins archive or unarchive a group")
             if (row.archived_at is not None) == archived:
-                return await _view(conn, conversation_id, caller)
+                return await store.current_view(conn, conversation_id, caller)
             await settings_store.set_archived(conn, conversation_id, archived)
             await store.membership_changed(conn, conversation_id)
             action, kind = (
@@ -88,7 +88,7 @@ class ConversationSettings:
                 else ("conversation.unarchived", "conversation:unarchived")
             )
             await audit.record(conn, conversation_id, caller, action, conversation_id)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event(kind, view, caller)])
         return await changes.published(self._versions, view)
 
@@ -112,7 +112,7 @@ class ConversationSettings:
             await audit.record(conn, conversation_id, caller, "participant.left", caller)
             if nobody_left:
                 await audit.record(conn, conversation_id, caller, "conversation.deactivated", conversation_id)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(
                 conn,
                 store.SCHEMA,
@@ -128,7 +128,7 @@ class ConversationSettings:
         await settings_store.delete_all_participants(conn, conversation_id)
         await store.membership_changed(conn, conversation_id, -row.participant_count, deactivate=True)
         await audit.record(conn, conversation_id, caller, "conversation.closed", conversation_id)
-        view = await _view(conn, conversation_id, caller)
+        view = await store.current_view(conn, conversation_id, caller)
         event_view = ConversationView(view.row, were_in)
         await outbox.enqueue(
             conn,
@@ -149,11 +149,11 @@ class ConversationSettings:
             await _locked(conn, conversation_id, caller, groups_only=False)
             before = await store.caller_state(conn, conversation_id, caller)
             if (muted in (None, before.muted)) and (pinned in (None, before.pinned)):
-                return await _view(conn, conversation_id, caller)
+                return await store.current_view(conn, conversation_id, caller)
             await settings_store.set_preferences(conn, conversation_id, caller, muted, pinned)
             if muted not in (None, before.muted):
                 await store.membership_changed(conn, conversation_id)
-            view = await _view(conn, conversation_id, caller)
+            view = await store.current_view(conn, conversation_id, caller)
             await outbox.enqueue(conn, store.SCHEMA, [convert.preferences_event(view, caller)])
         return await changes.published(self._versions, view)
 
@@ -177,16 +177,3 @@ async def _locked(
 def _require_admin(role: Role, message: str) -> None:
     if role is not Role.ADMIN:
         raise errors.forbidden("INSUFFICIENT_ROLE", message)
-
-
-async def _view(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationView:
-    row = await store.get_conversation(conn, conversation_id)
-    assert row is not None
-    mine = await store.caller_state(conn, conversation_id, caller)
-    return ConversationView(
-        row,
-        await store.list_participants(conn, conversation_id),
-        mine.unread_count,
-        muted=mine.muted,
-        pinned=mine.pinned,
-    )

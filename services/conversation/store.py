@@ -346,3 +346,19 @@ async def list_conversation_ids(conn: psycopg.AsyncConnection, user_id: str) -> 
         "SELECT conversation_id::text FROM conversation.participants WHERE user_id = %s", (user_id,)
     )
     return [row[0] for row in await cur.fetchall()]
+
+
+async def view_of(conn: psycopg.AsyncConnection, row: ConversationRow, caller: str = "") -> ConversationView:
+    """A conversation as `caller` sees it: its participants, and the caller's own unread count, mute and
+    pin (none without a caller)."""
+    mine = await caller_state(conn, row.conversation_id, caller) if caller else CallerState()
+    return ConversationView(
+        row, await list_participants(conn, row.conversation_id), mine.unread_count, muted=mine.muted, pinned=mine.pinned
+    )
+
+
+async def current_view(conn: psycopg.AsyncConnection, conversation_id: str, caller: str) -> ConversationView:
+    """view_of the conversation as it is now: what a change made in this transaction returns."""
+    row = await get_conversation(conn, conversation_id)
+    assert row is not None
+    return await view_of(conn, row, caller)
