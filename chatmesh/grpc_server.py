@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import faulthandler
 import logging
 import signal
 import time
@@ -44,6 +45,7 @@ _Stream = Callable[..., AsyncIterator[Any]]
 identity_var: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity")
 _OPEN_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 STOP_GRACE_S = 20.0
+OVERRUN_MARGIN_S = 3.0  # after the lame duck and the grace: report what the stop still waits on
 # Between NOT_SERVING and the stop: clients that watch health (a service config's healthCheckConfig)
 # move their new calls to other replicas, so none arrives as the server stops matching new calls
 # (the core cancels calls received but not yet dispatched at that moment).
@@ -336,9 +338,12 @@ async def serve(
     log.info("%s serving on %s (port %d, %s)", name, listen, port, "mTLS" if tls else "plaintext")
     if ready:
         ready(port)
+    by_signal = stopping is None  # the process ends with this stop (not a service inside a test)
     stopping = stopping or stop_on_signals()
     await stopping.wait()
     log.info("%s stopping: draining in-flight calls", name)
+    if by_signal:
+        _report_overrun_after(LAME_DUCK_S + STOP_GRACE_S + OVERRUN_MARGIN_S)
     if watcher:
         watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
@@ -350,6 +355,37 @@ async def serve(
         await health_server.stop(None)
     if metrics_server:
         metrics_server.close()
+
+
+def _report_overrun_after(seconds: float) -> None:
+    """A process whose stop overruns its grace has a bug somewhere (a call or task that ignores cancellation, a
+    blocking call on the loop): say what the process is waiting on instead of hanging silently, once,
+    after `seconds`. The asyncio tasks' stacks come from the loop; every thread's stack from
+    faulthandler, which still writes when the loop itself is blocked."""
+    faulthandler.dump_traceback_later(seconds + 1, exit=False)
+
+    def report() -> None:
+        stuck = [task for task in asyncio.all_tasks() if not task.done()]
+        log.error("still running %.0f s after the stop began: %d tasks", seconds, len(stuck))
+        for task in stuck:
+            log.error("task %s waits in:\n%s", task.get_name(), _awaiting(task))
+
+    asyncio.get_running_loop().call_later(seconds, report)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task waits, innermost last: its coroutine's await chain (a task's own stack
+    shows only the outermost frame of a suspended coroutine)."""
+    lines: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        else:
+            lines.append(f"  awaiting {awaited!r}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return "\n".join(lines)
 
 
 async def _start_health_only(

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -127,6 +128,30 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], *, backoff: B
             log.exception("background task %s failed; starting it again", name)
         BACKGROUND_RESTARTS.labels(name).inc()
         await backoff.sleep()
+
+
+STOP_WAIT_S = 2.0
+STOP_ATTEMPTS = 5
+
+
+async def stop_all(tasks: Iterable[asyncio.Task[Any]], wait_s: float = STOP_WAIT_S) -> None:
+    """Cancel a service's background tasks and wait until they end, for a clean stop.
+
+    A callee can swallow a cancellation (a library that turns it into an error the loop takes for an
+    outage, and the loop goes on): waited for plainly, such a task held a stopping presence service
+    forever (tests/test_drain.py, now and then on a loaded machine). A task still running after
+    `wait_s` is logged and cancelled again, a few times; the event loop's own shutdown cancels
+    whatever is left after that."""
+    pending = {task for task in tasks if not task.done()}
+    for task in pending:
+        task.cancel()
+    for _ in range(STOP_ATTEMPTS):
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=wait_s)
+        for task in pending:
+            log.warning("background task %s went on after its cancellation; cancelling it again", task.get_name())
+            task.cancel()
 
 
 def spawn_supervised(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:

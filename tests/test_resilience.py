@@ -1,12 +1,13 @@
 """The pieces every retry loop stands on: a shared lookup outlives a cancelled caller, and a
-supervised loop outlives a cancellation that leaks out of a callee."""
+supervised loop outlives a cancellation that leaks out of a callee, and a stopping service does not
+hang on a loop that swallowed its cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 
 from chatmesh.membership import _SingleFlight
-from chatmesh.resilience import supervise
+from chatmesh.resilience import stop_all, supervise
 
 
 async def test_a_shared_lookup_outlives_the_caller_that_started_it() -> None:
@@ -51,3 +52,24 @@ async def test_a_loop_cancelled_from_within_is_started_again() -> None:
     finally:
         task.cancel()
     assert runs == 3
+
+
+async def test_a_stop_ends_a_loop_that_swallowed_its_cancellation() -> None:
+    """As a callee that turns a cancellation into an error the loop takes for an outage: the loop goes
+    on, and a plain wait for it would hold the process forever."""
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # the first cancellation is lost
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop_all([task], wait_s=0.05), 5)
+    assert task.cancelled() and swallowed == 1

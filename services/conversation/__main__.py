@@ -16,7 +16,7 @@ from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipVersions
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
-from chatmesh.resilience import spawn_supervised
+from chatmesh.resilience import spawn_supervised, stop_all
 from chatmesh.tls import client_tls, server_credentials
 from services.conversation.audit import AuditTrail, MessageAuditSource
 from services.conversation.conversations import Conversations
@@ -75,9 +75,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
             readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
         )
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        await stop_all(background)
         await projection.leave()
         await message_channel.close()
         await pool.close()

@@ -29,7 +29,7 @@ from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
-from chatmesh.resilience import spawn_supervised
+from chatmesh.resilience import spawn_supervised, stop_all
 from chatmesh.tls import client_tls, server_credentials
 from services.message.attachments import AttachmentLimits, Attachments
 from services.message.backends import open_blobs
@@ -138,8 +138,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
             readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
         )
     finally:
-        for task in background:
-            task.cancel()
+        await stop_all(background)
         await hub.stop()
         await channel.close()
         await pool.close()

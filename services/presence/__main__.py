@@ -21,7 +21,7 @@ from chatmesh.grpc_client import open_channel
 from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
-from chatmesh.resilience import spawn_supervised
+from chatmesh.resilience import spawn_supervised, stop_all
 from chatmesh.tls import client_tls, server_credentials
 from services.presence.call_store import CallStore
 from services.presence.calls import ENDED_KEEP_S, Calls
@@ -85,9 +85,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
             readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale),
         )
     finally:
-        sweeper.cancel()
-        ringing.cancel()
-        await asyncio.wait([sweeper, ringing])
+        await stop_all([sweeper, ringing])
         await hub.stop()
         await channel.close()
         await pubsub_client.aclose()
