@@ -92,6 +92,9 @@ ENV_VARS: dict[str, str] = {
     "scaled by CHAT_TIME_SCALE).",
     "CHAT_PRESENCE_ANNOUNCE_INTERVAL_S": "At most one status announcement per user in this many seconds, across "
     "replicas; the last state wins (default 2; scaled by CHAT_TIME_SCALE).",
+    "CHAT_FANOUT_PARTITIONS": "K, the number of events streams (partitions) fan-out is spread over (default 8): a "
+    "conversation's events all go to partition crc32(id) mod K, and each message replica fans out about K/N of "
+    "them. Every service of a mesh must use the same K; change it only as docs/architecture.md says.",
     "CHAT_TIME_SCALE": "Multiplier on every delay and timeout of the delivery path (default 1; tests use less).",
     "CHAT_LOG_LEVEL": "Log level (default INFO).",
     "CHAT_TRACING": "OpenTelemetry tracing: `1` on, `0` off; unset: on when OTEL_TRACES_EXPORTER (not `none`) or "
@@ -233,6 +236,13 @@ def _ice_servers(raw: str) -> tuple[tuple[tuple[str, ...], str, str], ...]:
     return tuple(parsed)
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
 def _backend(raw: str) -> str:
     if raw not in ("filesystem", "s3"):
         raise ValueError("expected filesystem or s3")
@@ -330,6 +340,7 @@ class Settings:
     turn_urls: tuple[str, ...] = ()
     turn_secret: str = ""
     turn_ttl_s: float = 86_400.0
+    fanout_partitions: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -424,6 +435,7 @@ class Settings:
             turn_urls=_read(env, "CHAT_TURN_URLS", _csv, ()),
             turn_secret=env.get("CHAT_TURN_SECRET") or "",
             turn_ttl_s=_read(env, "CHAT_TURN_TTL_S", float, 86_400.0),
+            fanout_partitions=_read(env, "CHAT_FANOUT_PARTITIONS", _positive, 8),
         )
 
     def require(self, *names: str) -> None:

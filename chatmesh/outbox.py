@@ -2,7 +2,9 @@
 
 A service writes an event row in the same transaction as the change it describes (`enqueue`). The
 relay (one at a time per schema, by advisory lock, so the stream keeps commit order) copies
-unpublished rows to the Redis events stream and marks them published. If Redis is down, writes still
+unpublished rows to the Redis events streams and marks them published. Each event goes to its
+conversation's partition (`Keys.events_of`: crc32 of the conversation id modulo K, partition 0 for an
+event without one), so a conversation's events keep their commit order in one stream. If Redis is down, writes still
 commit; the relay retries until Redis returns. A poll every few seconds backs up every wake-up, so
 nothing is stranded.
 
@@ -40,6 +42,7 @@ from redis.typing import EncodableT, FieldT
 
 from chatmesh import db, metrics, tracing
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at 
 BATCH = 500
 POLL_S = 2.0
 RETRY_S = 0.005  # first retry after losing the lock to another relay; doubles up to POLL_S
-EVENTS_MAXLEN = 1_000_000
+EVENTS_MAXLEN = 1_000_000  # across the partitions: each keeps about its K-th
 BACKLOG_SAMPLE_S = 1.0
 
 _local: dict[str, set[OutboxRelay]] = {}  # relays running in this process, by schema
@@ -129,14 +132,15 @@ class OutboxRelay:
         url: str,
         schema: str,
         redis_client: aioredis.Redis,
-        stream: str,
+        keys: Keys,
         time_scale: float = 1.0,
     ) -> None:
         self._pool = pool
         self._url = url
         self._schema = schema
         self._redis = redis_client
-        self._stream = stream
+        self._keys = keys
+        self._maxlen = max(EVENTS_MAXLEN // keys.partitions, 10_000)
         self._poll_s = POLL_S * time_scale
         self._retry_s = RETRY_S * time_scale
         self._wake = asyncio.Event()
@@ -212,8 +216,8 @@ class OutboxRelay:
             rows = await selected.fetchall()
             if not rows:
                 return 0
-            # MULTI/EXEC: the batch lands whole or not at all. A pipeline without it can be partly
-            # refused (a Redis still loading its data answers some commands with LOADING), and the
+            # MULTI/EXEC: the batch lands whole or not at all, across its partitions. A pipeline without
+            # it can be partly refused (a Redis still loading its data answers some commands with LOADING), and the
             # whole batch, published again, would put a conversation's later seqs before earlier ones.
             spans: list[Span] = []  # the traced rows' publish spans
             try:
@@ -223,7 +227,7 @@ class OutboxRelay:
                         if parent is not None:  # written while traced: the trace goes on to fan-out
                             spans.append(tracing.continue_trace("outbox publish", parent, SpanKind.PRODUCER))
                             fields[b"t"] = tracing.traceparent_of(spans[-1])
-                        pipe.xadd(self._stream, fields, maxlen=EVENTS_MAXLEN, approximate=True)
+                        pipe.xadd(self._stream_of(payload), fields, maxlen=self._maxlen, approximate=True)
                     await pipe.execute()
             finally:
                 tracing.end_all(spans)
@@ -235,6 +239,15 @@ class OutboxRelay:
                 f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY(%s)', ([r[0] for r in rows],)
             )
             return len(rows)
+
+    def _stream_of(self, payload: bytes) -> str:
+        """The event's partition stream. A payload that does not parse goes to partition 0, where
+        fan-out dead-letters it as before."""
+        try:
+            conversation_id = common_pb2.Event.FromString(bytes(payload)).conversation_id
+        except Exception:  # noqa: BLE001 - any unreadable payload
+            conversation_id = ""
+        return self._keys.events_of(conversation_id)
 
     async def _sample_backlog(self) -> None:
         """Set the outbox backlog gauge (rows not yet published, counted up to a cap on the partial index),

@@ -1,10 +1,12 @@
 """Redis: one client per process, and every key under the configured prefix.
 
 Keys that belong to one user carry the user id as a hash tag (`{alice}`), so a user's keys land in
-one slot on Redis Cluster.
+one slot on Redis Cluster; an events partition's stream and its fan-out lease share one (`{p3}`).
 """
 
 from __future__ import annotations
+
+import zlib
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -15,6 +17,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 # than any blocking read the mesh issues (fan-out's XREADGROUP blocks for at most 1 s).
 COMMAND_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 2.0
+# K, the number of events partitions (CHAT_FANOUT_PARTITIONS): every writer and reader of the events
+# streams must agree on it, so it is one setting for the whole mesh.
+DEFAULT_PARTITIONS = 8
 
 
 def open_redis(url: str, *, timeout_s: float = COMMAND_TIMEOUT_S) -> aioredis.Redis:
@@ -57,13 +62,50 @@ def _one_quick_retry() -> Retry:
 class Keys:
     """The keys more than one service reads or writes (each service keeps its own: services/presence/keys.py)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1 (got {partitions})")
         self.prefix = prefix
+        self.partitions = partitions
+
+    def partition_of(self, conversation_id: str) -> int:
+        """A conversation's events partition: crc32 of its id modulo K, so all its events go to one
+        stream, in commit order. An event without a conversation goes to partition 0."""
+        return zlib.crc32(conversation_id.encode()) % self.partitions if conversation_id else 0
+
+    def event_partition(self, partition: int) -> str:
+        """One of the K events streams (the outbox relays write, fan-out, the projection and the
+        notifier read). The hash tag puts it in one slot with its fan-out lease."""
+        return f"{self.prefix}:events:{{p{partition}}}"
+
+    def events_of(self, conversation_id: str) -> str:
+        return self.event_partition(self.partition_of(conversation_id))
 
     @property
-    def events(self) -> str:
-        """Every committed domain event, in commit order (the outbox relay writes, fan-out reads)."""
+    def event_streams(self) -> list[str]:
+        """The K events streams, partition 0 first."""
+        return [self.event_partition(p) for p in range(self.partitions)]
+
+    @property
+    def legacy_events(self) -> str:
+        """The single events stream of releases before partitioning: read until drained on an upgrade
+        (chatmesh/event_streams.py), written by nothing current."""
         return f"{self.prefix}:events"
+
+    def fanout_lease(self, partition: int) -> str:
+        """Names the one message replica fanning out a partition (same hash tag as its stream)."""
+        return f"{self.prefix}:fanout:lease:{{p{partition}}}"
+
+    @property
+    def fanout_legacy_lease(self) -> str:
+        """The single fan-out lease of releases before partitioning; whoever holds it reads the legacy
+        stream, so an old replica and a new one never read that stream at once during an upgrade."""
+        return f"{self.prefix}:fanout:leader"
+
+    @property
+    def fanout_replicas(self) -> str:
+        """Sorted set of live fan-out workers (score: last heartbeat, ms), for each one's fair share."""
+        return f"{self.prefix}:fanout:replicas"
 
     @property
     def dead_letter(self) -> str:

@@ -190,7 +190,7 @@ def dead_letter(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         client = open_redis(settings.redis_url)
-        keys = Keys(settings.redis_prefix)
+        keys = Keys(settings.redis_prefix, settings.fanout_partitions)
         streams = deadletter.NOTIFICATIONS if args.notifications else deadletter.EVENTS
         try:
             if args.action == "replay":
@@ -261,7 +261,12 @@ def status(args: argparse.Namespace) -> int:
         )
     settings = _tool_settings(args, "redis_url")
     report = mesh_status.gather(
-        info, settings.database_url, settings.redis_url, settings.redis_prefix, client_tls(settings)
+        info,
+        settings.database_url,
+        settings.redis_url,
+        settings.redis_prefix,
+        client_tls(settings),
+        settings.fanout_partitions,
     )
     print(f"mesh in {data_dir} (chatmesh up, pid {info.pid})")
     print(mesh_status.render(info, report))

@@ -1,8 +1,9 @@
 """`chatmesh status`: is the mesh in a data folder well, and is delivery keeping up?
 
 Each service's health (the gRPC health service, the edge's /healthz), then the three numbers that say
-delivery is behind: the outbox rows not yet published to the events stream (per schema), the events
-fan-out has read but not acknowledged, and the events it gave up on (the dead-letter stream). They
+delivery is behind: the outbox rows not yet published to the events streams (per schema), the events
+fan-out has read but not acknowledged (summed over the K partitions, and the pre-partitioning stream
+while an upgrade has left it), and the events it gave up on (the dead-letter stream). They
 are read from PostgreSQL and Redis directly rather than scraped from /metrics, so they answer
 whether or not metrics ports are set.
 """
@@ -20,7 +21,7 @@ import psycopg
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.redis_conn import DEFAULT_PARTITIONS, Keys, open_redis
 from chatmesh.tls import ClientTls
 from chatmesh_tools.launcher import kind_of
 from chatmesh_tools.meshdir import MeshInfo
@@ -86,14 +87,15 @@ async def _outbox(database_url: str) -> dict[str, int | str]:
     return backlog
 
 
-async def _streams(redis_url: str, prefix: str) -> tuple[int | str, int | str]:
-    keys = Keys(prefix)
+async def _streams(redis_url: str, keys: Keys) -> tuple[int | str, int | str]:
     client = open_redis(redis_url)
     try:
-        try:
-            pending: int | str = int((await client.xpending(keys.events, FANOUT_GROUP))["pending"])
-        except redis.ResponseError:  # NOGROUP: fan-out has not started on this stream yet
-            pending = 0
+        pending = 0
+        for stream in [*keys.event_streams, keys.legacy_events]:
+            try:
+                pending += int((await client.xpending(stream, FANOUT_GROUP))["pending"])
+            except redis.ResponseError:  # NOGROUP: fan-out has not started on this stream yet
+                pass
         return pending, int(await client.xlen(keys.dead_letter))
     except (OSError, redis.RedisError) as exc:
         return (f"unavailable ({exc})",) * 2
@@ -101,12 +103,20 @@ async def _streams(redis_url: str, prefix: str) -> tuple[int | str, int | str]:
         await client.aclose()
 
 
-def gather(info: MeshInfo, database_url: str, redis_url: str, prefix: str, tls: ClientTls | None = None) -> Report:
-    """`tls`: the mesh's client certificate when it runs with mTLS (CHAT_TLS_* in the shell, as for `up`)."""
+def gather(
+    info: MeshInfo,
+    database_url: str,
+    redis_url: str,
+    prefix: str,
+    tls: ClientTls | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+) -> Report:
+    """`tls`: the mesh's client certificate when it runs with mTLS (CHAT_TLS_* in the shell, as for `up`);
+    `partitions`: the mesh's CHAT_FANOUT_PARTITIONS."""
     health = {name: _health(name, port, tls) for name, port in info.ports.items()}
 
     async def numbers() -> tuple[dict[str, int | str], tuple[int | str, int | str]]:
-        return await asyncio.gather(_outbox(database_url), _streams(redis_url, prefix))
+        return await asyncio.gather(_outbox(database_url), _streams(redis_url, Keys(prefix, partitions)))
 
     outbox, (pending, dead) = asyncio.run(numbers())
     return Report(health=health, outbox=outbox, fanout_pending=pending, dead_letters=dead)

@@ -84,7 +84,7 @@ async def events_stream(redis_server: str, redis_prefix: str) -> AsyncIterator[A
 
     async def publish(*events: common_pb2.Event) -> None:
         for event in events:
-            await client.xadd(Keys(redis_prefix).events, {b"e": event.SerializeToString()})
+            await client.xadd(Keys(redis_prefix).events_of(event.conversation_id), {b"e": event.SerializeToString()})
 
     yield publish
     await client.aclose()
@@ -181,8 +181,8 @@ async def test_unreadable_entries_do_not_stop_the_projection(
     cid = (await create_group(http, ann, [bob]))["conversation_id"]
     client = aioredis.Redis.from_url(redis_server)
     try:
-        await client.xadd(Keys(redis_prefix).events, {b"e": b"\xff\x00 not a protobuf"})
-        await client.xadd(Keys(redis_prefix).events, {b"other": b"no e field"})
+        await client.xadd(Keys(redis_prefix).events_of(cid), {b"e": b"\xff\x00 not a protobuf"})
+        await client.xadd(Keys(redis_prefix).events_of(cid), {b"other": b"no e field"})
     finally:
         await client.aclose()
     await events_stream(message_event("chat:message_received", cid, 1, ann.id, "after the junk"))
@@ -194,7 +194,7 @@ async def test_a_stopped_replica_leaves_the_consumer_group(
 ) -> None:
     """A clean stop removes the replica's consumer (it holds nothing pending), so restarts do not pile up."""
     client = aioredis.Redis.from_url(redis_server)
-    stream = Keys(redis_prefix).events
+    stream = Keys(redis_prefix).event_partition(0)  # where an event without a conversation goes
     # An event nobody acts on: no recipients for fan-out, nothing for the projection.
     noop = common_pb2.Event(event_id=uuid.uuid4().hex, type="test:noop", conversation=common_pb2.ConversationEvent())
 

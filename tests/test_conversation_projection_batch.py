@@ -29,7 +29,7 @@ async def publish_batch(redis_server: str, redis_prefix: str) -> AsyncIterator[P
     async def publish(*events: common_pb2.Event) -> None:
         async with client.pipeline(transaction=True) as pipe:
             for event in events:
-                pipe.xadd(Keys(redis_prefix).events, {b"e": event.SerializeToString()})
+                pipe.xadd(Keys(redis_prefix).events_of(event.conversation_id), {b"e": event.SerializeToString()})
             await pipe.execute()
 
     yield publish

@@ -132,7 +132,8 @@ async def test_poison_event_is_dead_lettered_after_three_retries(
     http, mesh: Mesh, pair, redis_client, redis_prefix: str
 ) -> None:
     keys = Keys(redis_prefix)
-    poison_id = (await redis_client.xadd(keys.events, {b"e": b"\xff not an event"})).decode()
+    poison = keys.event_partition(0)  # where the relay puts a payload it cannot read
+    poison_id = (await redis_client.xadd(poison, {b"e": b"\xff not an event"})).decode()
     started = time.monotonic()
     # Delivery keeps flowing meanwhile.
     alice_token, _, bob_token, conversation_id, _ = pair
@@ -149,7 +150,8 @@ async def test_poison_event_is_dead_lettered_after_three_retries(
     waited = time.monotonic() - started
     assert waited >= (2 + 4 + 8) * 0.05 * 0.9  # the backoff was honoured (scaled)
     assert b"DecodeError" in dead[0][1][b"reason"] or b"Error" in dead[0][1][b"reason"]
-    pending = await redis_client.xpending(keys.events, "fanout")
+    assert dead[0][1][b"stream"] == poison.encode()
+    pending = await redis_client.xpending(poison, "fanout")
     assert poison_id not in json.dumps(str(pending))
 
 
@@ -218,10 +220,10 @@ async def test_an_event_published_twice_reaches_the_inbox_once(
     keys = Keys(redis_prefix)
     copy = next(
         fields
-        for _, fields in reversed(await redis_client.xrange(keys.events))
+        for _, fields in reversed(await redis_client.xrange(keys.events_of(conversation_id)))
         if common_pb2.Event.FromString(fields[b"e"]).message.message_id == first["message_id"]
     )
-    await redis_client.xadd(keys.events, {b"e": copy[b"e"]})  # the relay's second publish
+    await redis_client.xadd(keys.events_of(conversation_id), {b"e": copy[b"e"]})  # the relay's second publish
     second = await send(http, alice_token, conversation_id, "after")  # fanned out after the copy
     async with asyncio.timeout(10):
         while (await bob_socket.next_of("chat:message_received"))["data"]["message_id"] != second["message_id"]:

@@ -52,7 +52,7 @@ async def test_a_partial_publish_then_a_republish_cannot_reorder(
     conversation_id = await direct_conversation(http, make_token(alice), bob)
     bob_socket = await Socket.open(mesh.edge_url, make_token(bob))
     events = {seq: received(conversation_id, alice, seq) for seq in (1, 2, 3, 4)}
-    stream = Keys(redis_prefix).events
+    stream = Keys(redis_prefix).events_of(conversation_id)
     for seq in (1, 3, 4):
         await redis_client.xadd(stream, {b"e": events[seq]})
     await asyncio.sleep(0.3)  # fan-out reads the partial batch on its own, before the republish

@@ -22,7 +22,7 @@ from chatmesh import db, errors, outbox
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import Membership
 from chatmesh.outbox import OutboxRelay
-from chatmesh.redis_conn import open_redis
+from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
@@ -43,7 +43,11 @@ class _Env:
     messages: Messages
     pool: AsyncConnectionPool
     redis: aioredis.Redis
-    stream: str
+    keys: Keys
+
+    @property
+    def stream(self) -> str:
+        return self.keys.event_partition(0)  # K = 1: every event in one stream, in commit order
 
 
 @pytest.fixture
@@ -54,9 +58,9 @@ async def env(make_database: Callable[[], str], redis_server: str) -> AsyncItera
     pool = AsyncConnectionPool(url, min_size=2, max_size=12, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     client = open_redis(redis_server)
-    stream = f"test-send-path-{secrets.token_hex(6)}"
-    yield _Env(url, Messages(pool, _Roles()), pool, client, stream)  # type: ignore[arg-type]
-    await client.delete(stream)
+    keys = Keys(f"test-send-path-{secrets.token_hex(6)}", 1)
+    yield _Env(url, Messages(pool, _Roles()), pool, client, keys)  # type: ignore[arg-type]
+    await client.delete(keys.event_partition(0))
     await client.aclose()
     await pool.close()
 
@@ -102,7 +106,7 @@ async def notifications(env: _Env) -> AsyncIterator[list[str]]:
 
 
 async def _start_relay(env: _Env, time_scale: float = 1.0) -> asyncio.Task[None]:
-    task = asyncio.create_task(OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.stream, time_scale).run())
+    task = asyncio.create_task(OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys, time_scale).run())
     while outbox.needs_notify(store.SCHEMA):  # registered once it runs
         await asyncio.sleep(0.001)
     return task
@@ -179,7 +183,7 @@ async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(e
     try:
         await env.messages.send(ALICE, _new(str(uuid.uuid4()), "warm-up"))
         assert len(await _published(env, 1, within_s=3)) == 1
-        lock_key = OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.stream)._lock_key
+        lock_key = OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys)._lock_key
         async with await psycopg.AsyncConnection.connect(env.url) as other_replica:
             await other_replica.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
             await env.messages.send(ALICE, _new(str(uuid.uuid4()), "while locked"))

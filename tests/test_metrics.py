@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatmesh import metrics
+from chatmesh.redis_conn import Keys
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
 from services.edge import metrics as edge_metrics
@@ -116,15 +117,18 @@ async def test_metrics_after_traffic(metrics_mesh: MetricsMesh, make_token, redi
         value(message, "chat_grpc_server_requests_total", method="StreamEvents") >= 0
     )  # long-lived: counted at its end
 
-    # delivery: the events stream's length (sampled every few seconds) and the outbox backlog gauge
-    prefix = metrics_mesh.env["CHAT_REDIS_PREFIX"]
+    # delivery: the events streams' lengths (sampled every few seconds, per partition: the conversation's
+    # holds its events), the outbox backlog gauge, and this replica's fan-out work and partitions
+    stream = Keys(metrics_mesh.env["CHAT_REDIS_PREFIX"]).events_of(conversation_id)
     deadline = time.monotonic() + 20
-    while value(message, "chat_stream_length", stream=f"{prefix}:events") < 5 and time.monotonic() < deadline:
+    while value(message, "chat_stream_length", stream=stream) < 5 and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
         message = scrape(f"http://127.0.0.1:{metrics_mesh.metrics_ports['message']}/metrics")
-    assert value(message, "chat_stream_length", stream=f"{prefix}:events") >= 5
+    assert value(message, "chat_stream_length", stream=stream) >= 5
     assert ("chat_outbox_backlog", frozenset({("schema", "message")})) in message
-    assert ("chat_stream_pending", frozenset({("stream", f"{prefix}:events"), ("group", "fanout")})) in message
+    assert ("chat_stream_pending", frozenset({("stream", stream), ("group", "fanout")})) in message
+    assert value(message, "chat_fanout_events_total") >= 5
+    assert value(message, "chat_fanout_partitions_held") == 8  # the only message replica holds all K
 
     conversation = scrape(f"http://127.0.0.1:{metrics_mesh.metrics_ports['conversation']}/metrics")
     assert value(conversation, "chat_grpc_server_requests_total", service="chat.v1.ConversationService", code="OK") >= 2

@@ -52,6 +52,10 @@ class _Env:
     redis: aioredis.Redis
     keys: Keys
 
+    @property
+    def stream(self) -> str:
+        return self.keys.event_partition(0)  # K = 1: every event in one stream
+
 
 @pytest.fixture
 async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
@@ -60,7 +64,7 @@ async def env(make_database: Callable[[], str], redis_server: str) -> AsyncItera
     pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
     await pool.open(wait=True)
     client = open_redis(redis_server)
-    keys = Keys(f"test-trace-{secrets.token_hex(6)}")
+    keys = Keys(f"test-trace-{secrets.token_hex(6)}", 1)
     yield _Env(url, Messages(pool, _Roles()), pool, client, keys)  # type: ignore[arg-type]
     for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
         await client.delete(key)
@@ -108,10 +112,10 @@ def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
 
 async def _fan_out(env: _Env) -> None:
     """Relay what the outbox holds to the stream, then fan it out as the worker does."""
-    assert await OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys.events).publish_once() == 2
-    fanout = Fanout(env.redis, env.keys, _Roles(), "test-consumer")  # type: ignore[arg-type]
-    await env.redis.xgroup_create(env.keys.events, GROUP, id="0", mkstream=True)
-    reply = await env.redis.xreadgroup(GROUP, "test-consumer", {env.keys.events: ">"}, count=10)
+    assert await OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys).publish_once() == 2
+    fanout = Fanout(env.redis, env.keys, _Roles(), "test-consumer", stream=env.stream)  # type: ignore[arg-type]
+    await env.redis.xgroup_create(env.stream, GROUP, id="0", mkstream=True)
+    reply = await env.redis.xreadgroup(GROUP, "test-consumer", {env.stream: ">"}, count=10)
     await fanout.process([entry for _, batch in reply for entry in batch])
 
 
@@ -128,7 +132,7 @@ async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: 
     assert carried == [(f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}",), (None,)]
 
     await _fan_out(env)
-    entries = await env.redis.xrange(env.keys.events)
+    entries = await env.redis.xrange(env.stream)
     assert [b"t" in fields for _, fields in entries] == [True, False]  # the untraced entry is as before
 
     finished = traced.exporter.get_finished_spans()
@@ -156,7 +160,7 @@ async def test_with_tracing_off_nothing_is_carried(env: _Env) -> None:
     with psycopg.connect(env.url) as conn:
         assert conn.execute("SELECT traceparent FROM message.outbox").fetchall() == [(None,), (None,)]
     await _fan_out(env)
-    assert [sorted(fields) for _, fields in await env.redis.xrange(env.keys.events)] == [[b"e"], [b"e"]]
+    assert [sorted(fields) for _, fields in await env.redis.xrange(env.stream)] == [[b"e"], [b"e"]]
 
 
 def test_log_lines_carry_the_trace_id_inside_a_span(traced: _Traced) -> None:

@@ -38,8 +38,8 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
     pool = await db.open_pool(settings.database_url, name="conversation")
     redis_client = open_redis(settings.redis_url)
-    keys = Keys(settings.redis_prefix)
-    relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events, settings.time_scale)
+    keys = Keys(settings.redis_prefix, settings.fanout_partitions)
+    relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys, settings.time_scale)
     projection = Projection(pool, redis_client, keys, f"{socket.gethostname()}-{os.getpid()}", settings.time_scale)
     background = [spawn_supervised("outbox relay", relay.run), spawn_supervised("projection", projection.run)]
     message_channel = open_channel(settings.message_target, client_tls(settings))

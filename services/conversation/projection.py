@@ -2,9 +2,10 @@
 
 `last_message_at`, the last-message preview and each participant's read position (hence the unread
 count) belong to the conversation list, but messages and receipts belong to the message service.
-Rather than read its schema, this service follows the events stream with its own consumer group
-("conversation-projection"): each replica reads a share of the entries, applies them in one
-transaction and acknowledges them after the commit.
+Rather than read its schema, this service follows the events streams (all K partitions, through
+chatmesh/event_streams.py) with its own consumer group ("conversation-projection"): each replica
+reads a share of the entries, applies each stream's batch in one transaction and acknowledges it
+after the commit.
 
 A batch is folded first (the newest message per conversation, the highest read per participant)
 and applied with a few set-based statements, so its cost hardly grows with its size; while entries
@@ -32,9 +33,10 @@ import redis.exceptions
 from google.protobuf.message import DecodeError
 from psycopg_pool import AsyncConnectionPool
 
+from chatmesh.event_streams import GroupReader, keep_reading
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.redis_conn import Keys
-from chatmesh.resilience import Backoff, OutageLog, is_outage
+from chatmesh.resilience import Backoff
 from chatmesh.timestamps import to_datetime
 from services.conversation import projection_store as sql
 from services.conversation.projection_store import Key, Position, SeenMessage
@@ -147,49 +149,39 @@ class Projection:
     ) -> None:
         self._pool = pool
         self._redis = redis_client
-        self._stream = keys.events
+        self._keys = keys
         self._consumer = consumer
         self._scale = time_scale
+        self._reader = GroupReader(redis_client, keys, GROUP, consumer, start="0")
+        self._last_claim = time.monotonic()
+        self._next_read = 0.0
 
     async def run(self) -> None:
-        last_claim = time.monotonic()
-        next_read = 0.0
-        grouped = False
-        outage = OutageLog(log, "projection")
-        backoff = Backoff(max(0.1 * self._scale, 0.05), max(5.0 * self._scale, 0.5))
-        while True:
-            try:
-                if not grouped:
-                    await self._ensure_group()
-                    grouped = True
-                if (wait := next_read - time.monotonic()) > 0:
-                    await asyncio.sleep(wait)
-                reply = await self._redis.xreadgroup(
-                    GROUP, self._consumer, {self._stream: ">"}, count=BATCH, block=max(int(1000 * self._scale), 10)
-                )
-                read = sum(len(entries) for _, entries in reply or [])
-                # After a short batch, let the next one gather for a moment: a batch costs about what one
-                # event does, and the first event after a quiet spell is still applied at once.
-                next_read = time.monotonic() + BATCH_WINDOW_S * self._scale if 0 < read < BATCH else 0.0
-                for _, entries in reply or []:
-                    await self.process(entries)
-                if time.monotonic() - last_claim >= CLAIM_IDLE_S * self._scale / 2:
-                    last_claim = time.monotonic()
-                    await self._claim_stale()
-                outage.recovered()
-                backoff.reset()
-            except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # the stream was lost: make the group again
-                    grouped = False
-                    continue
-                if not is_outage(exc):
-                    raise
-                outage.failed(exc)
-                await backoff.sleep()
-            except (redis.exceptions.RedisError, OSError, psycopg.Error) as exc:
-                # Redis or PostgreSQL away: one warning per outage, retries spread out with jitter.
-                outage.failed(exc)
-                await backoff.sleep()
+        """From the streams' start ("0"), so a new deployment catches up on the history they hold."""
+        await keep_reading(
+            "projection",
+            self._round,
+            logger=log,
+            backoff=Backoff(max(0.1 * self._scale, 0.05), max(5.0 * self._scale, 0.5)),
+            # PostgreSQL away (or a statement failing) leaves the batch pending, retried later.
+            also_outages=(redis.exceptions.ConnectionError, psycopg.Error),
+        )
+
+    async def _round(self) -> None:
+        if (wait := self._next_read - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        streams = await self._reader.with_legacy(self._keys.event_streams)
+        reply = await self._reader.read(streams, count=BATCH, block_ms=max(int(1000 * self._scale), 10))
+        read = sum(len(entries) for _, entries in reply)
+        # After a short batch, let the next one gather for a moment: a batch costs about what one
+        # event does, and the first event after a quiet spell is still applied at once.
+        self._next_read = time.monotonic() + BATCH_WINDOW_S * self._scale if 0 < read < BATCH else 0.0
+        for stream, entries in reply:
+            await self.process(entries, stream)
+        if time.monotonic() - self._last_claim >= CLAIM_IDLE_S * self._scale / 2:
+            self._last_claim = time.monotonic()
+            for stream in streams:
+                await self._claim_stale(stream)
 
     async def leave(self) -> None:
         """On a clean stop, drop this consumer from the group unless it still holds pending entries
@@ -201,21 +193,14 @@ class Projection:
             log.warning("projection consumer %s not removed: %r", self._consumer, exc)
 
     async def _leave(self) -> None:
-        pending = await self._redis.xpending_range(
-            self._stream, GROUP, min="-", max="+", count=1, consumername=self._consumer
-        )
-        if not pending:
-            await self._redis.xgroup_delconsumer(self._stream, GROUP, self._consumer)
+        for stream in await self._reader.with_legacy(self._keys.event_streams):
+            pending = await self._redis.xpending_range(
+                stream, GROUP, min="-", max="+", count=1, consumername=self._consumer
+            )
+            if not pending:
+                await self._redis.xgroup_delconsumer(stream, GROUP, self._consumer)
 
-    async def _ensure_group(self) -> None:
-        """From the stream's start ("0"), so a new deployment catches up on the history the stream holds."""
-        try:
-            await self._redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def process(self, entries: list[Entry]) -> None:
+    async def process(self, entries: list[Entry], stream: str) -> None:
         """Apply a batch in one transaction; if that fails, entry by entry, leaving failures pending."""
         work: list[tuple[bytes, common_pb2.Event]] = []
         done: list[bytes] = []
@@ -239,25 +224,13 @@ class Projection:
                     done.append(entry_id)
                 except psycopg.Error as one:
                     log.warning("projection of %s failed: %s; it stays pending", entry_id.decode(), one)
-        if done:
-            await self._redis.xack(self._stream, GROUP, *done)
+        await self._reader.ack(stream, done)
 
-    async def _claim_stale(self) -> None:
+    async def _claim_stale(self, stream: str) -> None:
         """Entries a dead replica (or a failed transaction) left pending for CLAIM_IDLE_S."""
-        reply = await self._redis.xautoclaim(
-            self._stream,
-            GROUP,
-            self._consumer,
-            min_idle_time=int(CLAIM_IDLE_S * 1000 * self._scale),
-            start_id="0-0",
-            count=BATCH,
-        )
-        claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields]
-        trimmed = [entry_id for entry_id, fields in reply[1] if not fields]
-        if trimmed:  # trimmed from the stream while pending: nothing left to apply
-            await self._redis.xack(self._stream, GROUP, *trimmed)
+        claimed = await self._reader.claim(stream, idle_ms=int(CLAIM_IDLE_S * 1000 * self._scale), count=BATCH)
         if claimed:
-            await self.process(claimed)
+            await self.process(claimed, stream)
 
 
 def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> common_pb2.Event | None:

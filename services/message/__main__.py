@@ -34,9 +34,9 @@ from chatmesh.tls import client_tls, server_credentials
 from services.message.attachments import AttachmentLimits, Attachments
 from services.message.backends import open_blobs
 from services.message.delivery.fanout import GROUP as FANOUT_GROUP
-from services.message.delivery.fanout import Fanout
 from services.message.delivery.hub import Hub
 from services.message.delivery.metrics import StreamSampler
+from services.message.delivery.partitions import FanoutWorker
 from services.message.delivery.streams import OfflineBuffer
 from services.message.devices import Devices
 from services.message.messages import Limits, Messages
@@ -55,7 +55,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     pool = await db.open_pool(settings.database_url, max_size=20, name="message")
     redis_client = open_redis(settings.redis_url)
     pubsub_client = open_pubsub_redis(settings.redis_url)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys(settings.redis_prefix, settings.fanout_partitions)
     channel = open_channel(settings.conversation_target, client_tls(settings))
     membership = MembershipCache(
         conversation_pb2_grpc.ConversationServiceStub(channel),
@@ -76,18 +76,17 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     background = [
         spawn_supervised(
             "outbox relay",
-            OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys.events, settings.time_scale).run,
+            OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys, settings.time_scale).run,
         ),
-        spawn_supervised("fan-out", Fanout(redis_client, keys, membership, consumer, settings.time_scale).run),
+        spawn_supervised("fan-out", FanoutWorker(redis_client, keys, membership, consumer, settings.time_scale).run),
         spawn_supervised(
-            "stream sampler",
-            StreamSampler(redis_client, keys.events, FANOUT_GROUP, keys.dead_letter, 5.0 * settings.time_scale).run,
+            "stream sampler", StreamSampler(redis_client, keys, FANOUT_GROUP, 5.0 * settings.time_scale).run
         ),
     ]
     blobs, links = open_blobs(settings)
     attachments = Attachments(pool, membership, blobs, links, AttachmentLimits.of(settings))
     background.append(spawn_supervised("attachment collector", attachments.run_collector))
-    # Push notifications: a consumer group of its own on the events stream, off the delivery path.
+    # Push notifications: a consumer group of its own on the events streams, off the delivery path.
     notifier = Notifier(pool, redis_client, keys, membership, NotifyPolicy.of(settings), consumer)
     with contextlib.suppress(Exception):  # Redis away at start: the ingest loop creates the group later
         await notifier.ensure_group()
@@ -138,6 +137,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
             readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
         )
     finally:
+        # Fan-out gives its leases up as it stops, so the other replicas take its partitions at once.
         await stop_all(background)
         await hub.stop()
         await channel.close()

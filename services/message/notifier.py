@@ -1,7 +1,8 @@
 """The notifier: push notifications for recipients who did not acknowledge a message in time.
 
 Off the delivery path on purpose. Fan-out, the hub and the edge gain nothing: the notifier reads the
-events stream in a consumer group of its own (`notify`), after fan-out or beside it, and its work
+events streams (all K partitions, through chatmesh/event_streams.py) in a consumer group of its own
+(`notify`), after fan-out or beside it, and its work
 per message is one upsert of the conversation's row in `notify_due` (O(1), whatever the group's
 size). The per-recipient work happens once per conversation and delay, in the background:
 
@@ -41,12 +42,12 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psycopg
 import redis.asyncio as aioredis
-import redis.exceptions
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh.config import Settings
 from chatmesh.errors import ChatError
+from chatmesh.event_streams import Entry, GroupReader, keep_reading
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.gen.chat.v1 import notification_pb2 as pb
 from chatmesh.membership import MembershipCache
@@ -124,88 +125,55 @@ class Notifier:
         self._idle_ms = int(max(IDLE_S * scale, 1.0) * 1000)
         self._poll_s = min(max(policy.delay.total_seconds() / 5, 0.05), 1.0)
         self._backoff_cap_s = max(5.0 * scale, 0.5)
+        # "$": a new group skips what the streams held before the notifier existed.
+        self._reader = GroupReader(redis_client, keys, GROUP, consumer, start="$")
+        self._backlog = True  # first what this consumer read before and did not acknowledge
+        self._last_claim = 0.0
 
     async def ensure_group(self) -> None:
-        """From the stream's end on first creation: messages from before the notifier existed are not
+        """From the streams' end on first creation: messages from before the notifier existed are not
         notified. Called at start, before the service answers, so no message of this run is missed."""
-        try:
-            await self._redis.xgroup_create(self._keys.events, GROUP, id="$", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self._reader.ensure(self._keys.event_streams)
 
     # --- ingest ------------------------------------------------------------------------------------
 
     async def run_ingest(self) -> None:
-        outage = OutageLog(log, "notifier: reading events")
-        backoff = Backoff(0.1, self._backoff_cap_s)
-        backlog = True  # first what this consumer read before and did not acknowledge
-        last_claim = 0.0
-        while True:
-            try:
-                if backlog:
-                    reply = await self._redis.xreadgroup(
-                        GROUP, self._consumer, {self._keys.events: "0"}, count=READ_BATCH
-                    )
-                else:
-                    reply = await self._redis.xreadgroup(
-                        GROUP, self._consumer, {self._keys.events: ">"}, count=READ_BATCH, block=1000
-                    )
-                entries = [entry for _, batch in reply or [] for entry in batch]
-                if backlog and not entries:
-                    backlog = False
-                if entries:
-                    await self.ingest(entries)
-                if entries and len(entries) < READ_BATCH and not backlog:
-                    # Caught up: read again in a while, not per commit. A notification waits the delay
-                    # anyway, and one read (and one statement) for a poll's worth of events costs the
-                    # send path far less than one per event under load; it makes a notification at
-                    # most a poll (a fifth of the delay) late.
-                    await asyncio.sleep(self._poll_s)
-                if time.monotonic() - last_claim >= self._idle_ms / 2000:
-                    last_claim = time.monotonic()
-                    await self._claim_abandoned()
-                outage.recovered()
-                backoff.reset()
-            except redis.exceptions.ResponseError as exc:
-                if str(exc).startswith("NOGROUP"):  # the stream was lost with Redis' data
-                    await self._recreate_group()
-                    continue
-                if not is_outage(exc):
-                    raise
-                outage.failed(exc)
-                backlog = True
-                await backoff.sleep()
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                outage.failed(exc)
-                backlog = True
-                await backoff.sleep()
-
-    async def _recreate_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(self._keys.events, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def _claim_abandoned(self) -> None:
-        """Entries another replica read and never acknowledged (it died): ingested here."""
-        pending = await self._redis.xpending_range(
-            self._keys.events, GROUP, min="-", max="+", count=READ_BATCH, idle=self._idle_ms
+        await keep_reading(
+            "notifier: reading events",
+            self._ingest_round,
+            logger=log,
+            backoff=Backoff(0.1, self._backoff_cap_s),
+            on_outage=self._read_backlog,
         )
-        others = [p["message_id"] for p in pending if p["consumer"].decode() != self._consumer]
-        if others:
-            claimed = await self._redis.xclaim(
-                self._keys.events, GROUP, self._consumer, min_idle_time=self._idle_ms, message_ids=others
-            )
-            await self.ingest([(entry_id, fields) for entry_id, fields in claimed if fields])
 
-    async def ingest(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Mark the batch's conversations due (one statement), then acknowledge the batch."""
+    def _read_backlog(self) -> None:
+        self._backlog = True  # first what this consumer read before and did not acknowledge
+
+    async def _ingest_round(self) -> None:
+        streams = await self._reader.with_legacy(self._keys.event_streams)
+        reply = await self._reader.read(streams, count=READ_BATCH, block_ms=1000, backlog=self._backlog)
+        read = sum(len(entries) for _, entries in reply)
+        if self._backlog and not read:
+            self._backlog = False
+        if read:
+            await self.ingest(reply)
+        if read and read < READ_BATCH and not self._backlog:
+            # Caught up: read again in a while, not per commit. A notification waits the delay
+            # anyway, and one read (and one statement) for a poll's worth of events costs the
+            # send path far less than one per event under load; it makes a notification at
+            # most a poll (a fifth of the delay) late.
+            await asyncio.sleep(self._poll_s)
+        if time.monotonic() - self._last_claim >= self._idle_ms / 2000:
+            self._last_claim = time.monotonic()
+            for stream in streams:
+                claimed = await self._reader.claim(stream, idle_ms=self._idle_ms, count=READ_BATCH, others_only=True)
+                if claimed:  # another replica read them and died before acknowledging
+                    await self.ingest([(stream, claimed)])
+
+    async def ingest(self, batches: list[tuple[str, list[Entry]]]) -> None:
+        """Mark the batches' conversations due (one statement), then acknowledge them, per stream."""
         due: dict[str, tuple[int, datetime]] = {}
-        for entry_id, fields in entries:
+        for entry_id, fields in (entry for _, entries in batches for entry in entries):
             try:
                 event = common_pb2.Event.FromString(fields.get(b"e", b""))
             except Exception:  # noqa: BLE001 - a poison payload is fan-out's to dead-letter; nothing to notify
@@ -222,7 +190,8 @@ class Notifier:
                 await notify_store.mark_due(
                     conn, list(due), [seq for seq, _ in due.values()], [sent + delay for _, sent in due.values()]
                 )
-        await self._redis.xack(self._keys.events, GROUP, *[entry_id for entry_id, _ in entries])
+        for stream, entries in batches:
+            await self._reader.ack(stream, [entry_id for entry_id, _ in entries])
 
     # --- check -------------------------------------------------------------------------------------
 

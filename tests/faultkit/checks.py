@@ -224,18 +224,18 @@ def locate_losses(load: Load, cluster: Cluster, result: Result) -> None:
     prefix = cluster.mesh.env["CHAT_REDIS_PREFIX"]
     client = redis.Redis.from_url(cluster.redis.url, socket_timeout=3, socket_connect_timeout=3)
     try:
-        stream = f"{prefix}:events"
-        groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)} if client.exists(stream) else {}
-        fanout = groups.get("fanout")
-        last = client.xinfo_stream(stream)["last-generated-id"].decode() if client.exists(stream) else "-"
-        facts.append(
-            f"events stream {client.xlen(stream)} entries (last {last}), fan-out group "
-            + (
-                f"pending {fanout['pending']}, last delivered {fanout['last-delivered-id'].decode()}"
-                if fanout
-                else "missing"
+        streams = [s.decode() for s in client.scan_iter(match=f"{prefix}:events:{{p*}}")]
+        for stream in sorted(streams):
+            fanout = next((g for g in client.xinfo_groups(stream) if g["name"] == b"fanout"), None)
+            last = client.xinfo_stream(stream)["last-generated-id"].decode()
+            facts.append(
+                f"events stream {stream} {client.xlen(stream)} entries (last {last}), fan-out group "
+                + (
+                    f"pending {fanout['pending']}, last delivered {fanout['last-delivered-id'].decode()}"
+                    if fanout
+                    else "missing"
+                )
             )
-        )
         facts.append(f"dead letters {client.xlen(f'{prefix}:events:dead')}")
         needle = first.message_id.encode()
         inbox = client.xrange(f"{prefix}:inbox:{{{device.user_id}}}")

@@ -1,10 +1,12 @@
 """The message service's delivery path, in the order a message travels through it.
 
 1. The send's transaction writes the event to the outbox; the relay (chatmesh/outbox.py, shared with
-   the conversation service) publishes it to the events stream in commit order.
-2. `fanout.py`: one worker at a time reads the events stream and appends each event to every
-   recipient's inbox (one atomic script per batch, per-conversation seq order enforced), then wakes
-   the hubs.
+   the conversation service) publishes it to its conversation's partition of the events streams
+   (K of them), in commit order.
+2. `partitions.py`: each replica fans out the partitions it leases (`leases.py`: one lease per
+   partition, about K/N per replica), all read with one XREADGROUP; `fanout.py`: one partition's
+   fan-out, which appends each event to every recipient's inbox (one atomic script per batch,
+   per-conversation seq order enforced), then wakes the hubs.
 3. `inbox.py`: the inboxes (a Redis stream per user) and the resume tokens that point into them.
 4. `hub.py`: each replica's reader of the inboxes its subscribers own; it replays on subscribe and
    pumps what fan-out wakes it for.
@@ -13,5 +15,5 @@
 6. `streams.py`: the gRPC server streams to the edges (the offline buffer from PostgreSQL, and many
    subscriptions multiplexed onto one stream).
 
-`metrics.py` holds the events stream's series (pending, lengths, dead letters).
+`metrics.py` holds the events streams' series (pending, lengths, dead letters, this replica's work).
 """

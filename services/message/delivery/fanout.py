@@ -1,20 +1,21 @@
-"""Fan-out: a Redis consumer group reads the events stream and appends each event to every
-recipient's inbox, then wakes the hubs once per batch with the names of the users it wrote to.
+"""Fan-out of one events partition: a Redis consumer group reads the partition's stream and appends
+each event to every recipient's inbox, then wakes the hubs once per batch with the names of the users
+it wrote to.
 
 Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one Lua
 script (atomic like MULTI, and one round trip), so an event is either fanned out and acknowledged
 completely or not at all; the done-marker makes a re-read of the same event (the relay may publish
-a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out, by a
-lease in Redis, so a conversation's events reach each inbox in order; the others stand by and take
-over within the lease's TTL when it dies, first finishing the entries it had read but not
-acknowledged. An entry that fails stays pending and is retried after
+a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out a
+partition, by a lease in Redis (services/message/delivery/partitions.py runs one `Fanout` per
+partition it leases), so a conversation's events (all in one partition) reach each inbox in order;
+when a replica dies another takes its partitions over within the lease's TTL, first finishing the
+entries it had read but not acknowledged. An entry that fails stays pending and is retried after
 2 s, 4 s, 8 s (scaled by CHAT_TIME_SCALE); after MAX_RETRIES retries it goes to the dead-letter stream
 with its reason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -22,7 +23,6 @@ from collections import defaultdict
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import Counter
 
@@ -30,9 +30,8 @@ from chatmesh import tracing
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys
-from chatmesh.resilience import Backoff, OutageLog, is_outage
 from services.message.delivery.inbox import INBOX_MAXLEN
-from services.message.delivery.metrics import DEAD_LETTER
+from services.message.delivery.metrics import DEAD_LETTER, FANNED_OUT
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +49,6 @@ HOLD_MAX_S = 30.0
 HELD = Counter(
     "chat_fanout_held", "Events fan-out held back because an earlier seq of their conversation was not in yet."
 )
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
-
 
 # One batch, server-side and atomic (a script runs alone, like MULTI): per event, unless its
 # done-marker exists, an XADD to each recipient's inbox (the event id, a message's seq (0 for other
@@ -116,36 +109,6 @@ return 1
 """
 
 
-class _Lease:
-    """A Redis key naming the one fan-out worker; it lapses TTL after its holder stops renewing."""
-
-    def __init__(self, redis_client: aioredis.Redis, key: str, holder: str, ttl_s: float) -> None:
-        self._redis = redis_client
-        self._key = key
-        self._holder = holder
-        self.ttl_s = ttl_s
-        self._script = redis_client.register_script(_RENEW)
-
-        self.held = False
-
-    async def keep(self) -> None:
-        """Renew the lease if ours, take it if free, every third of its TTL, whatever the worker is
-        busy with (a long batch must not lapse it)."""
-        outage = OutageLog(log, "fan-out lease")
-        while True:
-            try:
-                self.held = bool(
-                    await self._script(keys=[self._key], args=[self._holder, max(int(self.ttl_s * 1000), 50)])
-                )
-                outage.recovered()
-            except Exception as exc:  # noqa: BLE001 - whatever failed, the lease may have lapsed: stop leading
-                self.held = False
-                if not is_outage(exc):
-                    log.exception("fan-out lease renewal failed")
-                outage.failed(exc)
-            await asyncio.sleep(self.ttl_s / 3)
-
-
 Entry = tuple[bytes, dict[bytes, bytes]]
 # (entry id, event, payload, recipients, seq for the order check: see _FAN_OUT)
 _Plan = tuple[bytes, common_pb2.Event, bytes, list[str], int]
@@ -159,9 +122,12 @@ class Fanout:
         membership: MembershipCache,
         consumer: str,
         time_scale: float = 1.0,
+        stream: str | None = None,
     ) -> None:
+        """`stream`: the events stream this instance fans out (default: partition 0's)."""
         self._redis = redis_client
         self._keys = keys
+        self._stream = stream if stream is not None else keys.event_partition(0)
         self._membership = membership
         self._consumer = consumer
         self._scale = time_scale
@@ -173,79 +139,32 @@ class Fanout:
         self._fan_out = redis_client.register_script(_FAN_OUT)
         self._pass_seq = redis_client.register_script(_PASS_SEQ)
 
-    async def run(self) -> None:
-        """Fan out while this replica holds the lease; stand by (and take over when it lapses) otherwise.
+    @property
+    def stream(self) -> str:
+        return self._stream
 
-        One worker at a time keeps each conversation's events in order in every inbox (and the script's
-        seq check holds back any event that would still overtake an earlier one).
-        """
-        lease = _Lease(
-            self._redis, f"{self._keys.prefix}:fanout:leader", self._consumer, max(LEASE_S * self._scale, MIN_LEASE_S)
-        )
-        block_ms = max(int(lease.ttl_s * 1000 / 3), 10)
-        keeper = asyncio.create_task(lease.keep())
-        outage = OutageLog(log, "fan-out")
-        backoff = Backoff(0.1, max(5.0 * self._scale, 0.5))
-        try:
-            leading = False
-            last_retry_scan = 0.0
-            while True:
-                try:
-                    if not lease.held:
-                        leading = False
-                        await asyncio.sleep(lease.ttl_s / 3)
-                        continue
-                    if not leading:
-                        await self._ensure_group()
-                        await self.take_over()
-                        leading = True
-                    reply = await self._redis.xreadgroup(
-                        GROUP, self._consumer, {self._keys.events: ">"}, count=BATCH, block=block_ms
-                    )
-                    entries = [entry for _, batch in reply or [] for entry in batch]
-                    if entries or self._held:
-                        await self.process(entries)
-                    if time.monotonic() - last_retry_scan >= BACKOFF_S * self._scale / 2:
-                        last_retry_scan = time.monotonic()
-                        await self.retry_pending()
-                    outage.recovered()
-                    backoff.reset()
-                except redis.exceptions.ResponseError as exc:
-                    if str(exc).startswith(("NOGROUP", "UNBLOCKED")):  # the stream was lost with its data
-                        leading = False
-                        continue
-                    if not is_outage(exc):
-                        raise
-                    outage.failed(exc)
-                    await backoff.sleep()
-                except Exception as exc:
-                    if not is_outage(exc):
-                        raise
-                    outage.failed(exc)
-                    leading = False
-                    await backoff.sleep()
-        finally:
-            keeper.cancel()
+    @property
+    def holding(self) -> bool:
+        """Whether entries are held back for order (tried again with the next batch, new entries or not)."""
+        return bool(self._held)
 
     async def take_over(self) -> None:
-        """On becoming the worker: first finish what a previous worker read but never acknowledged
-        (it died mid-batch), in stream order, before reading anything new."""
+        """On taking the partition: first finish every entry pending in its group, in stream order,
+        before reading anything new. They are a previous holder's (it died mid-batch, or gave the
+        partition up) or this consumer's own from an earlier tenure, which this instance knows nothing of."""
+        start = "-"
         while True:
-            pending = await self._redis.xpending_range(self._keys.events, GROUP, min="-", max="+", count=BATCH)
-            others = [p["message_id"] for p in pending if p["consumer"].decode() != self._consumer]
-            if not others:
+            pending = await self._redis.xpending_range(self._stream, GROUP, min=start, max="+", count=BATCH)
+            if not pending:
                 return
-            claimed = await self._redis.xclaim(
-                self._keys.events, GROUP, self._consumer, min_idle_time=0, message_ids=others
-            )
+            ids = [p["message_id"] for p in pending]
+            claimed = await self._redis.xclaim(self._stream, GROUP, self._consumer, min_idle_time=0, message_ids=ids)
+            if trimmed := [entry_id for entry_id, fields in claimed if not fields]:
+                await self._redis.xack(self._stream, GROUP, *trimmed)  # trimmed while pending: nothing to do
             await self.process([(entry_id, fields) for entry_id, fields in claimed if fields])
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self._redis.xgroup_create(self._keys.events, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+            if len(pending) < BATCH:
+                return
+            start = "(" + ids[-1].decode()
 
     async def process(self, entries: list[Entry]) -> None:
         """Fan out a batch, with the entries held back before, in stream order. An entry that fails
@@ -254,11 +173,15 @@ class Fanout:
         An entry that carries a trace (field `t`: its send was traced, chatmesh/outbox.py) gets a
         span continuing it, from its parse to the script's answer: one send, one trace."""
         traced: dict[bytes, Span] = {}  # stays empty unless an entry carries a trace
+        tried = {entry_id for entry_id, _ in entries} | set(self._held)
         try:
             await self._process(entries, traced)
         finally:
             if traced:
                 tracing.end_all(list(traced.values()))
+        # This replica's work, for its share (chat_fanout_events): what left the batch neither held
+        # nor failed (a copy the done-marker skipped included).
+        FANNED_OUT.inc(sum(1 for i in tried if i not in self._held and i.decode() not in self._errors))
 
     async def _process(self, entries: list[Entry], traced: dict[bytes, Span]) -> None:
         now = time.monotonic()
@@ -296,7 +219,7 @@ class Fanout:
         if not plans:
             return
         plans = _seqs_in_order(plans)
-        keys = [self._keys.events]
+        keys = [self._stream]
         args: list[str | bytes | int] = [GROUP, INBOX_MAXLEN, DONE_TTL_S, self._keys.wake]
         woken: set[str] = set()
         for entry_id, event, data, recipients, seq in plans:
@@ -365,9 +288,7 @@ class Fanout:
         """Claim entries idle past their backoff (a failure here, or a dead worker), retry or dead-letter.
         Entries held for order are not failures: they are left to `process`."""
         base_ms = int(BACKOFF_S * 1000 * self._scale)
-        pending = await self._redis.xpending_range(
-            self._keys.events, GROUP, min="-", max="+", count=BATCH, idle=base_ms
-        )
+        pending = await self._redis.xpending_range(self._stream, GROUP, min="-", max="+", count=BATCH, idle=base_ms)
         pending = [p for p in pending if p["message_id"] not in self._held]
         # Delivery n (n = 1 is the first try) failed: retry n waits 2 s * 2^(n-1), so 2 s, 4 s, 8 s;
         # once the last retry has failed, the entry goes to the dead letter stream.
@@ -382,22 +303,27 @@ class Fanout:
             await self._dead_letter(dead)
         if retry:
             claimed = await self._redis.xclaim(
-                self._keys.events, GROUP, self._consumer, min_idle_time=base_ms, message_ids=retry
+                self._stream, GROUP, self._consumer, min_idle_time=base_ms, message_ids=retry
             )
             await self.process([(entry_id, fields) for entry_id, fields in claimed if fields])
 
     async def _dead_letter(self, entry_ids: list[bytes]) -> None:
         entries = await self._redis.xclaim(
-            self._keys.events, GROUP, self._consumer, min_idle_time=0, message_ids=cast("list[Any]", entry_ids)
+            self._stream, GROUP, self._consumer, min_idle_time=0, message_ids=cast("list[Any]", entry_ids)
         )  # the stubs' list is invariant
         async with self._redis.pipeline(transaction=True) as tx:
             for entry_id, fields in entries:
                 reason = self._errors.pop(entry_id.decode(), "retries exhausted")
                 tx.xadd(
                     self._keys.dead_letter,
-                    {b"e": fields.get(b"e", b""), b"entry": entry_id, b"reason": reason.encode()},
+                    {
+                        b"e": fields.get(b"e", b""),
+                        b"entry": entry_id,
+                        b"stream": self._stream.encode(),
+                        b"reason": reason.encode(),
+                    },
                 )
-                tx.xack(self._keys.events, GROUP, entry_id)
+                tx.xack(self._stream, GROUP, entry_id)
                 log.error("event %s moved to dead letter after %d retries: %s", entry_id.decode(), MAX_RETRIES, reason)
                 DEAD_LETTER.inc()
             await tx.execute()
