@@ -58,3 +58,59 @@ def test_quick_bench_loses_and_duplicates_nothing(tmp_path: Path, postgres_serve
     )
     assert results["ceiling"]["postgres"]["commits"] > 0 and results["ceiling"]["redis"]["messages"] > 0
     assert "sends_vs_postgres" in results["ratios"]
+
+
+@pytest.mark.timeout(240)
+def test_bench_spreads_a_group_over_two_edges_and_two_message_replicas(
+    tmp_path: Path, postgres_server: str, redis_server: str
+) -> None:
+    """One group of 10 on two edges (members alternate), two message replicas, limits lifted: every
+    message reaches all ten once, both edges push events, and the report names each replica."""
+    out = tmp_path / "bench"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatmesh_tools.cli",
+            "bench",
+            "--scenarios",
+            "throughput",
+            "--message-replicas",
+            "2",
+            "--edges",
+            "2",
+            "--no-rate-limits",
+            "--runs",
+            "10:60",
+            "--senders",
+            "10",
+            "--duration",
+            "2",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+            "--no-plots",
+            "--database-url",
+            postgres_server,
+            "--redis-url",
+            redis_server,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["target"]["rate_limits_lifted"] and "LIFTED" in run.stdout
+    assert len(results["target"]["edge_urls"]) == 2
+
+    (step,) = results["throughput"][0]["steps"]
+    assert step["sent"] > 0 and step["accepted"] == step["sent"], step["errors"]
+    assert step["lost"] == 0 and step["duplicated"] == 0 and step["unexpected"] == 0
+    assert step["received"] == step["accepted"] * 10
+    assert {"message", "message-2", "edge", "edge-2", "loadgen"} <= set(step["cpu_s_per_1000_deliveries"])
+    assert set(step["fanout_share_pct"]) == {"message", "message-2"}  # a share, or None where not served
+    assert all(n and n > 0 for n in step["pushed_events"].values()), step["pushed_events"]  # deliveries crossed edges
+    assert "message-2" in run.stdout and "fan-out share" in run.stdout

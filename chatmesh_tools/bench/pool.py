@@ -14,12 +14,27 @@ from chatmesh_tools.bench.loadgen import WorkerSpec, worker_main
 from chatmesh_tools.bench.progress import Progress
 
 STALL_S = 8.0
+# Sockets per source address towards one edge: the ephemeral port range (32768-60999) holds ~28,000.
+PER_SOURCE_ADDRESS = 20_000
+
+
+def spread(ws_urls: list[str], n: int) -> tuple[list[str], list[str]]:
+    """Each of n sockets' edge (round robin, so consecutive users, the members of one group, sit on
+    different edges and every delivery between them crosses edges) and its source address: "" (the
+    default) while one address has ports enough, else 127.0.0.1, .2, ... for a loopback edge."""
+    edges = [ws_urls[i % len(ws_urls)] for i in range(n)]
+    per_edge = -(-n // len(ws_urls))
+    addresses = -(-per_edge // PER_SOURCE_ADDRESS)
+    local = any(h in u for u in ws_urls for h in ("//127.0.0.1:", "//localhost:"))
+    if addresses <= 1 or not local:
+        return edges, [""] * n
+    return edges, [f"127.0.0.{1 + (i // len(ws_urls)) % addresses}" for i in range(n)]
 
 
 class LoadGen:
     def __init__(
         self,
-        ws_url: str,
+        ws_urls: list[str],
         users: list[tuple[str, str]],
         conversations: list[str],
         workers: int,
@@ -30,8 +45,18 @@ class LoadGen:
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []
         workers = max(1, min(workers, len(users)))
+        edges, hosts = spread(ws_urls, len(users))
+        self.source_addresses = sorted(set(hosts) - {""})
         for i in range(workers):
-            spec = WorkerSpec(ws_url, users[i::workers], conversations[i::workers], ack, content_size, seed=i)
+            spec = WorkerSpec(
+                edges[i::workers],
+                users[i::workers],
+                conversations[i::workers],
+                hosts[i::workers],
+                ack,
+                content_size,
+                seed=i,
+            )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(spec, child), daemon=True, name=f"bench-loadgen-{i}")
             proc.start()
@@ -41,6 +66,7 @@ class LoadGen:
         self.connected = 0
         self.failed = 0
         self.connect_s = 0.0
+        self.connect_errors: dict[str, int] = {}
 
     @property
     def pids(self) -> dict[str, int]:
@@ -83,6 +109,7 @@ class LoadGen:
         self.connect_s = time.monotonic() - started
         self.connected = sum(r[1] for r in ready)
         self.failed = sum(r[2] for r in ready)
+        self.connect_errors = dict(sum((Counter(r[4]) for r in ready), Counter[str]()))
         if progress:
             progress.update(self.connected)
 
