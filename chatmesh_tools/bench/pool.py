@@ -7,6 +7,7 @@ import sys
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -72,11 +73,15 @@ class LoadGen:
     def pids(self) -> dict[str, int]:
         return {f"loadgen-{i}": p.pid for i, p in enumerate(self.procs)}
 
-    def _recv_all(self, kind: str, timeout_s: float, on_other: Any = None) -> list[tuple[Any, ...]]:
+    def _recv_all(
+        self, kind: str, timeout_s: float, on_other: Any = None, deadline_of: Callable[[], float] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Each worker's next `kind` message; TimeoutError after timeout_s (or past deadline_of(), which
+        may move, e.g. while connects still progress)."""
         got: dict[int, tuple[Any, ...]] = {}
-        deadline = time.monotonic() + timeout_s
+        fixed = time.monotonic() + timeout_s
         while len(got) < len(self.pipes):
-            if time.monotonic() > deadline:
+            if time.monotonic() > (deadline_of() if deadline_of else fixed):
                 raise TimeoutError(f"load generator: no {kind!r} from {len(self.pipes) - len(got)} worker(s)")
             for i, pipe in enumerate(self.pipes):
                 if i in got:
@@ -93,11 +98,16 @@ class LoadGen:
             wait(self.pipes, 0.05)
         return [got[i] for i in range(len(self.pipes))]
 
-    def wait_connected(self, progress: Progress | None = None, timeout_s: float = 600, on_tick: Any = None) -> None:
+    def wait_connected(self, progress: Progress | None = None, stall_s: float = 180, on_tick: Any = None) -> None:
+        """Until every worker has tried all its sockets; TimeoutError once no socket has connected or
+        failed for stall_s (a loaded machine connects slowly, but it connects)."""
         done = [0] * len(self.pipes)
+        last = [time.monotonic()]
 
         def other(i: int, msg: tuple[Any, ...]) -> None:
             if msg[0] == "connected":
+                if msg[1] != done[i]:
+                    last[0] = time.monotonic()
                 done[i] = msg[1]
                 if progress:
                     progress.update(sum(done))
@@ -105,7 +115,7 @@ class LoadGen:
                     on_tick(sum(done))
 
         started = time.monotonic()
-        ready = self._recv_all("ready", timeout_s, other)
+        ready = self._recv_all("ready", stall_s, other, deadline_of=lambda: last[0] + stall_s)
         self.connect_s = time.monotonic() - started
         self.connected = sum(r[1] for r in ready)
         self.failed = sum(r[2] for r in ready)

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +57,15 @@ def _parse_runs(specs: list[str]) -> list[tuple[int, list[float]]]:
     return runs
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM, and SIGINT even when started in the background (where it is ignored), unwind through
+    # the `finally` below: the mesh, its embedded servers and the load generator are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     if args.quick:
         apply_quick(args)
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]

@@ -46,6 +46,12 @@ def run(
             if now := _edges_sample(edge_pids):
                 series.append([done, round(now.rss / MB, 1)])
 
+    nofile, per_edge = raise_nofile(), -(-sockets // max(1, len(target.ws_urls)))
+    if per_edge > nofile - 200:
+        log(
+            f"  warning: an edge can hold about {nofile - 200:,} sockets (open-file limit {nofile:,}; raising the "
+            f"hard limit needs root with CAP_SYS_RESOURCE), {per_edge:,} asked per edge: the rest will fail"
+        )
     gen = LoadGen(target.ws_urls, users, [""] * len(users), workers)
     pids = {**target.pids, **gen.pids}
     load = procstats.machine_load()
@@ -76,7 +82,7 @@ def run(
             "edges": len(target.ws_urls),
             "workers": len(gen.procs),
             "source_addresses": gen.source_addresses or ["(default)"],
-            "nofile": raise_nofile(),
+            "nofile": nofile,
             "connected": gen.connected,
             "failed": gen.failed,
             "connect_errors": gen.connect_errors,
