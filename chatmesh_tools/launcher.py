@@ -47,6 +47,9 @@ class Mesh:
     # With a base port, each gRPC service process serves /metrics on a port of its own (service_metrics_ports);
     # one CHAT_METRICS_PORT shared by processes on one host would make all but the first fail to bind.
     metrics_base: int | None = None
+    # Or explicit ports per gRPC instance (free ports picked by the caller, e.g. `chatmesh bench`, which
+    # scrapes each message replica's share of the work); they take precedence over metrics_base.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def edge_url(self) -> str:
@@ -62,6 +65,8 @@ class Mesh:
     @property
     def service_metrics_ports(self) -> dict[str, int]:
         """The base port plus each gRPC instance's place in `ports` (the edge serves /metrics itself)."""
+        if self.metrics_ports:
+            return dict(self.metrics_ports)
         if self.metrics_base is None:
             return {}
         names = [name for name in self.ports if kind_of(name) != "edge"]
@@ -93,7 +98,7 @@ class Mesh:
             env["CHAT_EDGE_PORT"] = str(self.ports[name])
         else:
             env["CHAT_LISTEN_ADDR"] = f"127.0.0.1:{self.ports[name]}"
-        if self.metrics_base is not None:
+        if self.metrics_base is not None or self.metrics_ports:
             env.pop("CHAT_METRICS_PORT", None)
             if name in self.service_metrics_ports:
                 env["CHAT_METRICS_PORT"] = str(self.service_metrics_ports[name])
@@ -152,7 +157,9 @@ class Mesh:
             else grpc.insecure_channel(target)
         ) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                # types-grpcio-health-checking's HealthStub declares no methods (grpc adds them at run time).
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
             except grpc.RpcError:
                 return False
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -28,6 +28,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a small run of every scenario in under a minute (smoke test)")
     p.add_argument("--out", help="folder for results.json and the plots (default ./bench-results/<time>)")
     p.add_argument("--no-plots", action="store_true")
+    g = p.add_argument_group("the bench's own mesh (without --url)")
+    g.add_argument(
+        "--message-replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="message service replicas, each with its own ports; every caller reaches all of them round robin",
+    )
+    g.add_argument(
+        "--edges",
+        type=int,
+        default=1,
+        metavar="M",
+        help="edges, each with its own port; the load generator spreads its sockets over them round robin "
+        "(members of one group land on different edges, so deliveries cross edges)",
+    )
+    g.add_argument(
+        "--no-rate-limits",
+        action="store_true",
+        help="lift the per-user send/REST limits and the per-socket frame limits (one group of 10 at 600 "
+        "msg/s is 60 sends/s per user, past the default 600/60); the report says so",
+    )
     g = p.add_argument_group("connections")
     g.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open (default 10000)")
     g.add_argument("--idle-s", type=float, default=30.0, help="how long to hold them idle to measure heartbeats")
@@ -41,7 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--senders", type=int, default=200, help="users (sockets) per run, split into conversations")
     g.add_argument("--duration", type=float, default=60.0, help="seconds each rate is offered")
-    g.add_argument("--workers", type=int, default=2, help="load generator processes")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="load generator processes (connections: at least one per 2,500 sockets, at most 8, unless more)",
+    )
     g.add_argument(
         "--ack",
         choices=["events", "delivered"],

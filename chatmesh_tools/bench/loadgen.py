@@ -18,10 +18,12 @@ import random
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+loads: Callable[[str | bytes], Any]
 try:
     import orjson
 
@@ -42,9 +44,12 @@ ACK_FLUSH_S = 0.2  # acknowledgements go in batches: the edge refuses more than 
 
 @dataclass
 class WorkerSpec:
-    ws_url: str
+    ws_urls: list[str]  # the edge each user connects to (sockets are spread over the edges)
     users: list[tuple[str, str]]  # (user_id, token)
     conversations: list[str]  # the conversation each user sends into ("" for none)
+    # The source address each user's socket binds ("" for the default): one source address has only
+    # ~28,000 ephemeral ports towards one edge, so 50,000 sockets need several 127.0.0.x.
+    local_hosts: list[str] = field(default_factory=list)
     ack: str = "events"  # "events": events_ack in batches; "delivered": chat:message_delivered per message
     content_size: int = 64
     seed: int = 0
@@ -59,16 +64,20 @@ class StepStats:
     redelivered: int = 0  # the same event id again (redelivery of an unacknowledged event)
     duplicated: int = 0  # the same message to the same user again under another event id (no dedupe possible)
     other_events: int = 0
-    latencies_ms: array = field(default_factory=lambda: array("d"))
-    ack_ms: array = field(default_factory=lambda: array("d"))
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
+    ack_ms: array[float] = field(default_factory=lambda: array("d"))
     accepted_ids: list[str] = field(default_factory=list)
-    got: Counter = field(default_factory=Counter)  # message id -> users here who received it
-    errors: Counter = field(default_factory=Counter)
+    got: Counter[str] = field(default_factory=Counter)  # message id -> users here who received it
+    errors: Counter[str] = field(default_factory=Counter)
 
 
 class Socket:
-    def __init__(self, worker: Worker, user_id: str, token: str, conversation_id: str) -> None:
+    def __init__(
+        self, worker: Worker, user_id: str, token: str, conversation_id: str, ws_url: str, local_host: str = ""
+    ) -> None:
         self.worker = worker
+        self.ws_url = ws_url
+        self.local_host = local_host
         self.user_id = user_id
         self.token = token
         self.conversation_id = conversation_id
@@ -84,14 +93,16 @@ class Socket:
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
 
+        extra: dict[str, Any] = {"local_addr": (self.local_host, 0)} if self.local_host else {}
         self.ws = await connect(
-            self.worker.spec.ws_url,
+            self.ws_url,
             additional_headers={"Authorization": f"Bearer {self.token}"},
             compression=None,
             ping_interval=None,
             max_size=2**20,
             open_timeout=60,
             close_timeout=2,
+            **extra,
         )
         ready = loads(await asyncio.wait_for(self.ws.recv(), 60))
         if ready.get("type") != "ready":
@@ -236,12 +247,18 @@ class Worker:
                             await asyncio.sleep(0.5 * (attempt + 1))
                 done += 1
 
-        socks = [Socket(self, u, t, c) for (u, t), c in zip(self.spec.users, self.spec.conversations, strict=True)]
+        spec = self.spec
+        hosts = spec.local_hosts or [""] * len(spec.users)
+        socks = [
+            Socket(self, u, t, c, url, host)
+            for (u, t), c, url, host in zip(spec.users, spec.conversations, spec.ws_urls, hosts, strict=True)
+        ]
         tasks = [asyncio.create_task(one(s)) for s in socks]
         while not all(t.done() for t in tasks):
             await asyncio.sleep(PROGRESS_S)
             self.pipe.send(("connected", done, self.failed))
-        self.pipe.send(("ready", len(self.sockets), self.failed, time.monotonic() - started))
+        errors = {k: v for k, v in self.current().errors.items() if k.startswith("connect:")}
+        self.pipe.send(("ready", len(self.sockets), self.failed, time.monotonic() - started, errors))
 
     async def run_step(self, step: int, t0_ns: int, duration_s: float, rate: float) -> None:
         """Send `rate` messages/s from this worker's senders, evenly spaced, round robin over them."""

@@ -7,6 +7,7 @@ import sys
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -14,12 +15,27 @@ from chatmesh_tools.bench.loadgen import WorkerSpec, worker_main
 from chatmesh_tools.bench.progress import Progress
 
 STALL_S = 8.0
+# Sockets per source address towards one edge: the ephemeral port range (32768-60999) holds ~28,000.
+PER_SOURCE_ADDRESS = 20_000
+
+
+def spread(ws_urls: list[str], n: int) -> tuple[list[str], list[str]]:
+    """Each of n sockets' edge (round robin, so consecutive users, the members of one group, sit on
+    different edges and every delivery between them crosses edges) and its source address: "" (the
+    default) while one address has ports enough, else 127.0.0.1, .2, ... for a loopback edge."""
+    edges = [ws_urls[i % len(ws_urls)] for i in range(n)]
+    per_edge = -(-n // len(ws_urls))
+    addresses = -(-per_edge // PER_SOURCE_ADDRESS)
+    local = any(h in u for u in ws_urls for h in ("//127.0.0.1:", "//localhost:"))
+    if addresses <= 1 or not local:
+        return edges, [""] * n
+    return edges, [f"127.0.0.{1 + (i // len(ws_urls)) % addresses}" for i in range(n)]
 
 
 class LoadGen:
     def __init__(
         self,
-        ws_url: str,
+        ws_urls: list[str],
         users: list[tuple[str, str]],
         conversations: list[str],
         workers: int,
@@ -30,8 +46,18 @@ class LoadGen:
         self.procs: list[Any] = []
         self.pipes: list[Connection] = []
         workers = max(1, min(workers, len(users)))
+        edges, hosts = spread(ws_urls, len(users))
+        self.source_addresses = sorted(set(hosts) - {""})
         for i in range(workers):
-            spec = WorkerSpec(ws_url, users[i::workers], conversations[i::workers], ack, content_size, seed=i)
+            spec = WorkerSpec(
+                edges[i::workers],
+                users[i::workers],
+                conversations[i::workers],
+                hosts[i::workers],
+                ack,
+                content_size,
+                seed=i,
+            )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(spec, child), daemon=True, name=f"bench-loadgen-{i}")
             proc.start()
@@ -41,16 +67,21 @@ class LoadGen:
         self.connected = 0
         self.failed = 0
         self.connect_s = 0.0
+        self.connect_errors: dict[str, int] = {}
 
     @property
     def pids(self) -> dict[str, int]:
         return {f"loadgen-{i}": p.pid for i, p in enumerate(self.procs)}
 
-    def _recv_all(self, kind: str, timeout_s: float, on_other: Any = None) -> list[tuple[Any, ...]]:
+    def _recv_all(
+        self, kind: str, timeout_s: float, on_other: Any = None, deadline_of: Callable[[], float] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Each worker's next `kind` message; TimeoutError after timeout_s (or past deadline_of(), which
+        may move, e.g. while connects still progress)."""
         got: dict[int, tuple[Any, ...]] = {}
-        deadline = time.monotonic() + timeout_s
+        fixed = time.monotonic() + timeout_s
         while len(got) < len(self.pipes):
-            if time.monotonic() > deadline:
+            if time.monotonic() > (deadline_of() if deadline_of else fixed):
                 raise TimeoutError(f"load generator: no {kind!r} from {len(self.pipes) - len(got)} worker(s)")
             for i, pipe in enumerate(self.pipes):
                 if i in got:
@@ -67,11 +98,16 @@ class LoadGen:
             wait(self.pipes, 0.05)
         return [got[i] for i in range(len(self.pipes))]
 
-    def wait_connected(self, progress: Progress | None = None, timeout_s: float = 600, on_tick: Any = None) -> None:
+    def wait_connected(self, progress: Progress | None = None, stall_s: float = 180, on_tick: Any = None) -> None:
+        """Until every worker has tried all its sockets; TimeoutError once no socket has connected or
+        failed for stall_s (a loaded machine connects slowly, but it connects)."""
         done = [0] * len(self.pipes)
+        last = [time.monotonic()]
 
         def other(i: int, msg: tuple[Any, ...]) -> None:
             if msg[0] == "connected":
+                if msg[1] != done[i]:
+                    last[0] = time.monotonic()
                 done[i] = msg[1]
                 if progress:
                     progress.update(sum(done))
@@ -79,10 +115,11 @@ class LoadGen:
                     on_tick(sum(done))
 
         started = time.monotonic()
-        ready = self._recv_all("ready", timeout_s, other)
+        ready = self._recv_all("ready", stall_s, other, deadline_of=lambda: last[0] + stall_s)
         self.connect_s = time.monotonic() - started
         self.connected = sum(r[1] for r in ready)
         self.failed = sum(r[2] for r in ready)
+        self.connect_errors = dict(sum((Counter(r[4]) for r in ready), Counter[str]()))
         if progress:
             progress.update(self.connected)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]  # no types-psutil in the dev deps yet
 
 
 @dataclass

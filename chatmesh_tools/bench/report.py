@@ -13,14 +13,60 @@ TARGETS = {
 }
 
 
+ORDER = ("message", "edge", "conversation", "presence", "postgres", "redis", "loadgen")
+
+
+def _order(name: str) -> tuple[int, str]:
+    kind = name.split("-", 1)[0]
+    return (ORDER.index(kind) if kind in ORDER else len(ORDER), name)
+
+
+def _pct(shares: dict[str, float | None]) -> str:
+    return ", ".join(
+        f"{k} {'n/a' if v is None else f'{v:g}%'}" for k, v in sorted(shares.items(), key=lambda kv: _order(kv[0]))
+    )
+
+
+def work_rows(step: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Each process's CPU seconds and CPU per 1,000 deliveries in a step, and each replica's share of the
+    fan-out (message replicas) and of the events pushed onto sockets (edges); n/a where a replica does
+    not serve the counter."""
+    cpu: dict[str, float] = step.get("cpu_s") or {}
+    per: dict[str, float] = step.get("cpu_s_per_1000_deliveries") or {}
+    names = sorted(cpu, key=_order)
+    line = ", ".join(f"{n} {cpu[n]:.2f}s ({per[n]:.3f})" if n in per else f"{n} {cpu[n]:.2f}s" for n in names)
+    out = [("  CPU s (per 1k deliveries)", line, f"{step.get('cpu_cores_busy', 0)} cores busy")]
+    if step.get("fanout_share_pct"):
+        out.append(("  fan-out share", _pct(step["fanout_share_pct"]), "chat_fanout_events_total"))
+    if step.get("pushed_share_pct"):
+        pushed = step["pushed_share_pct"]
+        frames = step.get("edge_frames") or {}
+        extra = "; ".join(
+            f"{series}: " + ", ".join(f"{k} {'n/a' if v is None else f'{v:,.0f}'}" for k, v in by.items())
+            for series, by in frames.items()
+        )
+        out.append(("  edge pushes share", _pct(pushed), extra or "chat_delivery_lag_seconds_count"))
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
+    if t := results.get("target"):
+        if t.get("message_replicas", 1) > 1 or t.get("edges", 1) > 1:
+            out.append(
+                ("mesh", f"message x{t['message_replicas']}, edge x{t['edges']}", ", ".join(t.get("processes", [])))
+            )
+        if t.get("rate_limits_lifted"):
+            out.append(
+                ("rate limits", "LIFTED (--no-rate-limits)", ", ".join(f"{k}={v}" for k, v in t["lifted"].items()))
+            )
     if c := results.get("connections"):
         idle = sum(c["idle_cpu_cores"].values())
         out.append(
             (
                 "connections",
-                f"{c['connected']:,} sockets ({c['failed']} failed), {c['connect_per_s']:,.0f}/s",
+                f"{c['connected']:,} sockets ({c['failed']} failed"
+                f"{', ' + str(c['connect_errors']) if c.get('connect_errors') else ''}), {c['connect_per_s']:,.0f}/s",
                 f"edge {c['edge_rss_kb_per_socket']} KB/socket; idle mesh {idle:.3f} cores",
             )
         )
@@ -36,6 +82,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"lost {s['lost']} dup {s['duplicated']}{'' if s['counts'] else ' (does not count)'}"
             )
             out.append((f"throughput g{s['group_size']} ack={run['ack']}", rate, verdict))
+            out.extend(work_rows(s))
         if run["mode"] == "ramp":
             out.append(("ramp", f"best {run['best_rate']:,.0f} msg/s", f"p99 <= {run['p99_bound_ms']} ms, no loss"))
     if h := results.get("history"):
@@ -62,12 +109,18 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def table(results: dict[str, Any]) -> str:
+    """Aligned columns; a step's detail rows (indented labels) are printed beneath it unaligned, so
+    their long lines do not widen the table."""
     lines = rows(results)
     if not lines:
         return "(no results)"
-    w0 = max(len(r[0]) for r in lines)
-    w1 = max(len(r[1]) for r in lines)
-    return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in lines)
+    main = [r for r in lines if not r[0].startswith("  ")]
+    w0 = max(len(r[0]) for r in main)
+    w1 = max(len(r[1]) for r in main)
+    return "\n".join(
+        f"{a}: {b}" + (f"  [{c}]" if c else "") if a.startswith("  ") else f"{a:<{w0}}  {b:<{w1}}  {c}"
+        for a, b, c in lines
+    )
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:

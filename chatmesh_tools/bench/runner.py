@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from chatmesh_tools.bench.pool import log
 
 
 def _machine() -> dict[str, Any]:
-    import psutil
+    import psutil  # type: ignore[import-untyped, unused-ignore]
 
     cpu = ""
     try:
@@ -56,7 +57,15 @@ def _parse_runs(specs: list[str]) -> list[tuple[int, list[float]]]:
     return runs
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM, and SIGINT even when started in the background (where it is ignored), unwind through
+    # the `finally` below: the mesh, its embedded servers and the load generator are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     if args.quick:
         apply_quick(args)
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -71,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
         "machine": _machine(),
         "args": {k: v for k, v in vars(args).items() if k not in ("func", "jwt_secret")},
     }
+    if args.message_replicas < 1 or args.edges < 1:
+        print("--message-replicas and --edges must be at least 1", file=sys.stderr)
+        return 2
+    if args.url and (args.message_replicas > 1 or args.edges > 1 or args.no_rate_limits):
+        print(
+            "--message-replicas, --edges and --no-rate-limits shape the bench's own mesh: not with --url",
+            file=sys.stderr,
+        )
+        return 2
     if args.url:
         secret = args.jwt_secret or os.environ.get("CHAT_JWT_SECRET", "")
         if not secret:
@@ -80,13 +98,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         extra = dict(kv.split("=", 1) for kv in args.service_env)
         log(
-            "starting a mesh (conversation, message, presence, edge; "
+            f"starting a mesh (conversation, message x{args.message_replicas}, presence, edge x{args.edges}; "
             f"{'PostgreSQL at --database-url' if args.database_url else 'embedded PostgreSQL'}, "
-            f"{'Redis at --redis-url' if args.redis_url else 'embedded Redis'}) ..."
+            f"{'Redis at --redis-url' if args.redis_url else 'embedded Redis'}"
+            f"{'; rate limits lifted' if args.no_rate_limits else ''}) ..."
         )
-        target = targets.start_embedded(extra, args.database_url or "", args.redis_url or "")
-        log(f"  up at {target.url}; processes {target.pids}")
-    results["target"] = {"url": target.url, "embedded": not args.url, "nofile": targets.raise_nofile()}
+        target = targets.start_embedded(
+            extra,
+            args.database_url or "",
+            args.redis_url or "",
+            message_replicas=args.message_replicas,
+            edges=args.edges,
+            no_rate_limits=args.no_rate_limits,
+        )
+        log(f"  up at {', '.join(target.edge_urls)}; processes {target.pids}")
+    results["target"] = {
+        "url": target.url,
+        "edge_urls": target.edge_urls,
+        "embedded": not args.url,
+        "nofile": targets.raise_nofile(),
+        "processes": sorted(target.pids),
+        "message_replicas": args.message_replicas,
+        "edges": args.edges,
+        "rate_limits_lifted": target.limits_lifted,
+        "lifted": targets.NO_RATE_LIMITS if target.limits_lifted else {},
+    }
     ok = True
     try:
         if "connections" in chosen:
@@ -94,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             results["connections"] = __import__("chatmesh_tools.bench.scenarios.connections", fromlist=["run"]).run(
                 target,
                 sockets=args.sockets,
-                workers=max(1, min(8, args.sockets // 2500 + 1)),
+                workers=max(args.workers, min(8, args.sockets // 2500 + 1)),
                 idle_s=args.idle_s,
                 profile_dir=out / "profile-idle" if args.profile else None,
             )

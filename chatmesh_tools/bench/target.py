@@ -19,13 +19,48 @@ from chatmesh.config import Settings
 from chatmesh_tools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from chatmesh_tools.launcher import Mesh
 
+NOFILE_WANTED = 200_000  # 50,000 sockets at an edge and at the load generator, with room to spare
 
-def raise_nofile() -> int:
-    """Raise this process's open-file limit to its hard limit (children inherit it); returns it."""
+# What --no-rate-limits sets for the bench's own mesh. `0` means "no limit" for the per-user limits
+# and the per-socket frame budgets (chatmesh/config.py `_rate`, services/edge/frame_limits.py); the
+# per-socket frames-per-second rule (and its flood close at 4x) has no "off", so it gets a bound no
+# load generator socket reaches.
+NO_RATE_LIMITS = {
+    "CHAT_RATE_MESSAGES": "0",
+    "CHAT_RATE_REST": "0",
+    "CHAT_WS_MAX_FRAMES_PER_S": "1000000",
+    "CHAT_WS_RATE_PRESENCE": "0",
+    "CHAT_WS_RATE_TYPING": "0",
+    "CHAT_WS_RATE_RECEIPTS": "0",
+    "CHAT_WS_RATE_ACKS": "0",
+}
+
+
+def raise_nofile(wanted: int = NOFILE_WANTED) -> int:
+    """Raise this process's open-file limit as far as allowed (children inherit it); returns it.
+
+    The soft limit goes to the hard one; as root (CAP_SYS_RESOURCE) the hard limit itself is raised to
+    `wanted` first (at most fs.nr_open), since a box's default hard limit (often 20,000 or less) is
+    below 50,000 sockets plus the edge's own files."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = wanted
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, ceiling), min(wanted, ceiling)))
+        except (ValueError, OSError):
+            pass  # not privileged: the hard limit stays
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def replica_names(kind: str, count: int) -> list[str]:
+    """`message`, `message-2`, ...: the launcher's names for replicas of one service."""
+    return [kind if i == 0 else f"{kind}-{i + 1}" for i in range(max(1, count))]
 
 
 @dataclass
@@ -36,6 +71,10 @@ class Target:
     redis_url: str = ""
     redis_prefix: str = "chat"
     pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, for CPU and RSS
+    edge_urls: list[str] = field(default_factory=list)  # every edge, `url` first; sockets spread over them
+    # Instance name (`message-2`, `edge`) -> its Prometheus /metrics URL, scraped for each one's share.
+    metrics_urls: dict[str, str] = field(default_factory=dict)
+    limits_lifted: bool = False
     _mesh: Mesh | None = None
     _embedded: list[EmbeddedPostgres | EmbeddedRedis] = field(default_factory=list)
     _tmp: Path | None = None
@@ -43,7 +82,12 @@ class Target:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/ws"
+        return _ws(self.url)
+
+    @property
+    def ws_urls(self) -> list[str]:
+        """Every edge's WebSocket URL: the load generator spreads its sockets over them round robin."""
+        return [_ws(u) for u in (self.edge_urls or [self.url])]
 
     def token(self, user_id: str, ttl_s: int = 6 * 3600) -> str:
         settings = Settings.from_env({"CHAT_JWT_SECRET": self.jwt_secret})
@@ -68,6 +112,10 @@ class Target:
     @property
     def log_dir(self) -> Path | None:
         return self._mesh.log_dir if self._mesh else None
+
+
+def _ws(url: str) -> str:
+    return url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/ws"
 
 
 def _pid_of_postmaster(pgdata: Path) -> int | None:
@@ -107,10 +155,20 @@ def _drop_prefix(redis_url: str, prefix: str) -> None:
 
 
 def start_embedded(
-    extra_env: dict[str, str] | None = None, database_server: str = "", redis_server: str = ""
+    extra_env: dict[str, str] | None = None,
+    database_server: str = "",
+    redis_server: str = "",
+    *,
+    message_replicas: int = 1,
+    edges: int = 1,
+    no_rate_limits: bool = False,
 ) -> Target:
     """The four services on free ports, on embedded PostgreSQL and Redis in a temp folder; or on the
-    given servers, in a fresh database and under a fresh Redis key prefix (both removed at the end)."""
+    given servers, in a fresh database and under a fresh Redis key prefix (both removed at the end).
+
+    With several message replicas or edges, each instance has ports of its own and every caller
+    reaches all replicas of a service through one round-robin `ipv4:` target (the launcher's wiring,
+    as in tests/test_delivery_faults.py); each message replica serves /metrics on a port of its own."""
     raise_nofile()
     tmp = Path(tempfile.mkdtemp(prefix="chatmesh-bench-"))
     target = Target(url="", jwt_secret=secrets.token_urlsafe(32), _tmp=tmp)
@@ -139,13 +197,21 @@ def start_embedded(
             "CHAT_DATABASE_URL": target.database_url,
             "CHAT_REDIS_URL": target.redis_url,
             "CHAT_REDIS_PREFIX": target.redis_prefix,
+            **(NO_RATE_LIMITS if no_rate_limits else {}),
             **(extra_env or {}),
         }
-        ports = {name: free_port() for name in ("conversation", "message", "presence", "edge")}
-        mesh = Mesh(env=env, ports=ports, log_dir=tmp / "logs")
+        target.limits_lifted = no_rate_limits
+        messages, edge_names = replica_names("message", message_replicas), replica_names("edge", edges)
+        ports = {name: free_port() for name in ("conversation", *messages, "presence", *edge_names)}
+        mesh = Mesh(env=env, ports=ports, log_dir=tmp / "logs", metrics_ports={name: free_port() for name in messages})
         target._mesh = mesh
         mesh.start()
         target.url = mesh.edge_url
+        target.edge_urls = [mesh.url_of(name) for name in edge_names]
+        target.metrics_urls = {
+            **{name: f"http://127.0.0.1:{port}/metrics" for name, port in mesh.service_metrics_ports.items()},
+            **{name: f"{mesh.url_of(name)}/metrics" for name in edge_names},
+        }
         target.pids = {**{name: p.pid for name, p in mesh.processes.items()}, **target.pids}
         return target
     except BaseException:
@@ -159,6 +225,8 @@ def external(
     raise_nofile()
     return Target(
         url=url.rstrip("/"),
+        edge_urls=[url.rstrip("/")],
+        metrics_urls={"edge": url.rstrip("/") + "/metrics"},
         jwt_secret=jwt_secret,
         database_url=database_url,
         redis_url=redis_url,

@@ -126,7 +126,7 @@ def _prepare_pg(url: str, conversations: int) -> list[str]:
         conn.execute(f"CREATE SCHEMA {SCHEMA}")
         for table in ("conversation_seq", "messages", "outbox"):
             conn.execute(f"CREATE TABLE {SCHEMA}.{table} (LIKE message.{table} INCLUDING ALL)")
-        settings = dict(
+        settings: dict[str, str] = dict(
             conn.execute(
                 "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_sync_method')"
             ).fetchall()

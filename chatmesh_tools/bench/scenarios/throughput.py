@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chatmesh_tools.bench import fixtures, procstats, profile
+from chatmesh_tools.bench import fixtures, procstats, profile, shares
 from chatmesh_tools.bench.pool import LoadGen, log
 from chatmesh_tools.bench.progress import Progress
 from chatmesh_tools.bench.stats import cdf, cpu_per_1000, percentiles
 from chatmesh_tools.bench.target import Target
+from chatmesh_tools.launcher import kind_of
 
 SETTLE_S = 3.0
 
@@ -36,11 +37,18 @@ def _step(
     pids = {**target.pids, **gen.pids}
     load = procstats.machine_load()
     spies = profile.start(target.pids, profile_dir, duration_s) if profile_dir else []
+    counters = shares.scrape(target.metrics_urls)
     before = procstats.sample(pids)
     started = time.monotonic()
     result = gen.run_step(step, duration_s, rate, group_size, Progress(label, duration_s, "s"))
     wall = time.monotonic() - started
     cpu = procstats.delta(before, procstats.sample(pids))
+    work = shares.summarize(
+        counters,
+        shares.scrape(target.metrics_urls),
+        [n for n in target.pids if kind_of(n) == "message"],
+        [n for n in target.pids if kind_of(n) == "edge"] or list(target.metrics_urls),
+    )
     if spies and profile_dir:
         log(profile.finish(spies, profile_dir, top=12))
     lat = result.pop("latencies_ms")
@@ -67,6 +75,7 @@ def _step(
         "cpu_s": cpu,
         "cpu_s_per_1000_deliveries": cpu_per_1000(cpu, result["received"]),
         "cpu_cores_busy": round(sum(cpu.values()) / wall, 2),
+        **work,
         "wall_s": round(wall, 1),
         "machine_load_before": load,
         "machine_load_after": procstats.machine_load(),
@@ -95,7 +104,7 @@ def run(
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     users, conversations = fixtures.make(target, f"tp{int(time.time())}-{group_size}", groups * group_size, group_size)
-    gen = LoadGen(target.ws_url, users, conversations, workers, ack=ack)
+    gen = LoadGen(target.ws_urls, users, conversations, workers, ack=ack)
     try:
         gen.wait_connected(Progress("connect", len(users)))
         log(f"  {gen.connected} sockets in {gen.connect_s:.1f}s ({gen.failed} failed)")
