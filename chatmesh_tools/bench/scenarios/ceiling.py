@@ -93,7 +93,7 @@ def _redis_worker(url: str, prefix: str, duration_s: float, group_size: int, out
                 async with client.pipeline(transaction=False) as pipe:
                     for _ in range(batch):
                         pipe.xadd(
-                            f"{prefix}:events",
+                            f"{prefix}:ceiling:events",  # a stream nothing reads: the cost of the XADD alone
                             {b"e": _payload(cid, count, "bench x " + "x" * 40)},
                             maxlen=100_000,
                             approximate=True,
@@ -110,7 +110,7 @@ def _redis_worker(url: str, prefix: str, duration_s: float, group_size: int, out
                     await tx.execute()
                 await client.publish(f"{prefix}:wake", json.dumps(members))
                 count += batch
-            await client.delete(*[f"{prefix}:inbox:{m}" for m in members], f"{prefix}:events")
+            await client.delete(*[f"{prefix}:inbox:{m}" for m in members], f"{prefix}:ceiling:events")
         finally:
             await client.aclose()
         return count
