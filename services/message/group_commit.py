@@ -66,6 +66,9 @@ class GroupCommit:
         try:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+                batch = [q for q in batch if not q.future.done()]  # callers gone before their turn: not sent
+                if not batch:
+                    continue
                 try:
                     results = await self._commit(batch)
                 except asyncio.CancelledError:
