@@ -103,6 +103,7 @@ SERVICE_CALLERS: dict[str, frozenset[str]] = {
     "/chat.v1.ConversationService/ListConversationIds": frozenset({"message"}),  # the offline buffer
     "/chat.v1.MessageService/ListMessageAuditEntries": frozenset({"conversation"}),  # the audit read path
     "/chat.v1.MessageService/StreamEvents": frozenset({"edge"}),
+    "/chat.v1.MessageService/SendMessages": frozenset({"edge"}),  # services/edge/send_batch.py
     "/chat.v1.MessageService/SubscribeEvents": frozenset({"edge"}),  # StreamEvents' one-user form
     "/chat.v1.MessageService/WriteAttachmentContent": frozenset({"edge"}),  # services/edge/uploads.py
     "/chat.v1.MessageService/ReadAttachmentContent": frozenset({"edge"}),
@@ -149,6 +150,30 @@ def outage_error(exc: BaseException) -> ChatError | None:
         return None
     state = "did not answer in time" if status == _S.DEADLINE_EXCEEDED else "is unavailable"
     return ChatError(status, status.name, f"{what} {state}; retry")
+
+
+def status_of(method: str, exc: Exception) -> ChatError:
+    """The status a call of `method` answers for `exc`, called while handling it: a downstream answer
+    passed through, an outage, or a bug (logged and counted). For the handlers that answer errors per
+    item (message.SendMessages) as the interceptor answers a whole call's."""
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_THROUGH:
+        return ChatError(exc.code(), error_code_of(exc), exc.details() or exc.code().name)
+    if (outage := outage_error(exc)) is not None:
+        cause = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
+        _outage_log.warning(
+            f"{method}:{outage.status.name}",
+            "%s answered %s: %s (%s)",
+            method,
+            outage.status.name,
+            outage.message,
+            cause,
+        )
+        return outage
+    log.exception("unhandled error in %s", method)
+    metrics.GRPC_INTERNAL_ERRORS.labels(*metrics.service_of(method)).inc()
+    return ChatError(_S.INTERNAL, "INTERNAL", f"internal error (request {request_id_var.get()})")
 
 
 class MeshInterceptor(grpc.aio.ServerInterceptor):
@@ -211,22 +236,7 @@ class _CallScope:
 
     def _status_of(self, exc: Exception) -> ChatError:
         """Called while handling `exc`: a downstream answer passed through, an outage, or a bug."""
-        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_THROUGH:
-            return ChatError(exc.code(), error_code_of(exc), exc.details() or exc.code().name)
-        if (outage := outage_error(exc)) is not None:
-            cause = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
-            _outage_log.warning(
-                f"{self._method}:{outage.status.name}",
-                "%s answered %s: %s (%s)",
-                self._method,
-                outage.status.name,
-                outage.message,
-                cause,
-            )
-            return outage
-        log.exception("unhandled error in %s", self._method)
-        metrics.GRPC_INTERNAL_ERRORS.labels(*metrics.service_of(self._method)).inc()
-        return ChatError(_S.INTERNAL, "INTERNAL", f"internal error (request {request_id_var.get()})")
+        return status_of(self._method, exc)
 
     @contextlib.asynccontextmanager
     async def _call(self, context: Context) -> AsyncIterator[None]:

@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 
 # Calls that get no span: probes, reflection, and streams that live as long as a connection (the
 # edge's event and presence streams, a socket's subscription) or carry bytes (attachment content).
+# SendMessages carries many users' sends: each send continues its own trace instead (its traceparent).
 UNTRACED_METHODS = (
+    "SendMessages",
     "StreamEvents",
     "SubscribeEvents",
     "StreamPresenceEvents",

@@ -30,6 +30,7 @@ from services.edge.outgoing import REDELIVERY_TICK_S, RedeliveryTimer
 from services.edge.presence_link import PresenceLink
 from services.edge.presence_toggles import PresenceToggles
 from services.edge.ratelimit import RateLimiter
+from services.edge.send_batch import SendBatcher
 from services.edge.upstream import EventRouter
 
 USER_REFRESH_S = 300.0
@@ -58,6 +59,7 @@ class EdgeContext:
         self.conversation = conversation_pb2_grpc.ConversationServiceStub(self.channels["conversation"])
         self.message = message_pb2_grpc.MessageServiceStub(self.channels["message"])
         self.presence = presence_pb2_grpc.PresenceServiceStub(self.channels["presence"])
+        self.send_batch = SendBatcher(self.message, self.credentials)  # the sockets' sends, coalesced
         self.limits = RateLimiter(settings.redis_url, settings.redis_prefix)
         self._tasks.append(spawn_supervised("rate limit leases", self.limits.run))
         self.redelivery = RedeliveryTimer(REDELIVERY_TICK_S * settings.time_scale)

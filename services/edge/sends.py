@@ -1,8 +1,9 @@
 """A socket's message sends (`chat:message_send`), kept apart from its other frames.
 
 A client expects its own messages in the order it sent them, so a socket's sends go upstream one at
-a time, in order. They are queued and sent by a sender task that exists only while sends are
-queued, so the socket's reader goes on with the frames behind them (acknowledgements above all:
+a time, in order (each in a SendMessages call shared with other sockets' sends: send_batch.py).
+They are queued and sent by a sender task that exists only while sends are queued, so the
+socket's reader goes on with the frames behind them (acknowledgements above all:
 an `events_ack` waiting behind the socket's own sends would get its events pushed again). Past
 MAX_QUEUED frames the reader waits for the queue to drain, so a client cannot queue without bound.
 """
@@ -22,7 +23,7 @@ from opentelemetry.trace import Span
 from chatmesh.auth import Identity
 from chatmesh.gen.chat.v1 import message_pb2
 from chatmesh.logs import request_id_var
-from services.edge.calls import CALL_TIMEOUT_S, reachable
+from services.edge.calls import reachable
 from services.edge.context import EdgeContext
 from services.edge.errors import error_frame, rpc_error_frame
 from services.edge.outgoing import Outgoing
@@ -98,9 +99,7 @@ class Sends:
             return
         try:
             await reachable(self._ctx.channels["message"], "message")
-            reply = await self._ctx.message.SendMessage(
-                request, metadata=self._ctx.metadata(identity), timeout=CALL_TIMEOUT_S, wait_for_ready=True
-            )
+            reply = await self._ctx.send_batch.send(identity, request)  # with other sockets' sends: one call
         except grpc.aio.AioRpcError as exc:
             self._out.push_reply(rpc_error_frame(request_id, exc))  # UNAVAILABLE / DEADLINE_EXCEEDED: retryable
             return

@@ -98,6 +98,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         redis_client, keys, pool, claim_s=settings.notify_claim_s * settings.time_scale, time_scale=settings.time_scale
     )
     notifications = NotificationServicer(Devices(pool), streams)
+    verifier = TokenVerifier(settings)  # the calls' and SendMessages' sends': one cache of verified tokens
     servicer = MessageServicer(
         Messages(
             pool,
@@ -108,6 +109,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         ),
         hub,
         attachments,
+        verifier,
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -126,7 +128,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         await serve(
             "message",
             settings.listen("message"),
-            TokenVerifier(settings),
+            verifier,
             register,
             stopping=stopping,
             metrics_port=settings.metrics_port,

@@ -7,6 +7,7 @@ read path live in their own modules; `Messages` holds them so the servicer has o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,14 +15,15 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import errors, outbox
+from chatmesh import errors, outbox, tracing
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2_grpc
 from chatmesh.logs import request_id_var
-from chatmesh.membership import MembershipCache
+from chatmesh.membership import Membership, MembershipCache
 from services.message import access, convert, store, threads, views
 from services.message.access import parse_id
 from services.message.attachments import Attachments
 from services.message.audit import Audit
+from services.message.group_commit import GroupCommit
 from services.message.reactions import Reactions
 from services.message.receipts import Receipts
 from services.message.search import Search
@@ -69,21 +71,25 @@ class Messages:
         self.search = Search(pool, membership, conversations)
         self.audit = Audit(pool)
         self.threads = Threads(pool, membership)
+        self._group = GroupCommit(pool)
 
-    async def send(self, sender: str, new: NewMessage) -> tuple[MessageRow, bool]:
+    async def send(self, sender: str, new: NewMessage, membership: Membership | None = None) -> tuple[MessageRow, bool]:
         """Store a message with the next seq; a resend of a client_message_id returns the original.
 
-        One statement for a plain send (`store.send_message`): the duplicate check, the seq, the row
-        and its event commit together. The message id and created_at are chosen here, so the event
-        can be serialized before the statement; the database appends the seq to it (and, for a reply,
-        the root's new reply count: threads.py). The relay is woken in-process after the commit
-        instead of by a NOTIFY (see chatmesh/outbox.py).
+        The duplicate check, the seq, the row and its event commit together, in the transaction of
+        the sends that arrive with it (group_commit.py: `store.send_messages` runs each send as
+        `store.send_message` in a subtransaction of its own), and the answer comes after the commit.
+        The message id and created_at are chosen here, so the event can be serialized before the
+        statement; the database appends the seq to it (and, for a reply, the root's new reply count:
+        threads.py). The relay is woken in-process after the commit instead of by a NOTIFY (see
+        chatmesh/outbox.py). `membership`: the conversation's, when the caller already has it (a
+        batch looks each conversation up once).
         """
         new.conversation_id = parse_id(new.conversation_id, "conversation_id")
         if new.reply_to_id:
             new.reply_to_id = parse_id(new.reply_to_id, "reply_to_id")
         self._validate_new(new)
-        (await self._membership.get(new.conversation_id)).require_writer(sender)
+        (membership or await self._membership.get(new.conversation_id)).require_writer(sender)
         attached: bytes | None = None
         if new.attachment_ids:
             if self._attachments is None:
@@ -110,40 +116,66 @@ class Messages:
         event = convert.message_event("chat:message_received", draft)
         if new.reply_to_id:
             threads.mark_reply(event, new.reply_to_id, draft.created_at)
-        payload = event.SerializeToString()
+        ready = store.Draft(
+            new, draft.message_id, draft.created_at, event.SerializeToString(), attached, tracing.traceparent()
+        )
+        sent = await self._group.send(ready)
+        if sent.error_state is None:
+            assert sent.row is not None
+            if not sent.created:
+                return self._same_conversation(sent.row, new), False
+            return sent.row, True
+        if sent.error_constraint == _REPLY_TO_FOUND:  # checked by the statement's update of the root
+            raise errors.not_found("REPLY_TO_NOT_FOUND", "reply_to_id is not a message of this conversation")
+        if sent.error_constraint == _ATTACHMENTS_AVAILABLE:
+            raise _attachment_unavailable()
+        # Any other error rolled back this send alone; sent again by itself, it fails (or succeeds)
+        # exactly as a send did before group commit, with the same exception.
+        return await self._send_alone(new, ready)
+
+    async def _send_alone(self, new: NewMessage, ready: store.Draft) -> tuple[MessageRow, bool]:
+        """One send in one statement and transaction of its own (`store.send_message`)."""
         async with self._pool.connection() as conn:
             try:
                 async with outbox.carry_trace(conn):  # traced: the outbox row gets the trace (else nothing)
                     created, row = await store.send_message(
                         conn,
                         new,
-                        draft.message_id,
-                        draft.created_at,
-                        payload,
+                        ready.message_id,
+                        ready.created_at,
+                        ready.payload,
                         notify=outbox.needs_notify(store.SCHEMA),
-                        attachments=attached,
+                        attachments=ready.attachments,
                     )
             except psycopg.errors.RaiseException as exc:
-                if exc.diag.constraint_name == _REPLY_TO_FOUND:  # checked by the statement's update of the root
+                if exc.diag.constraint_name == _REPLY_TO_FOUND:
                     raise errors.not_found(
                         "REPLY_TO_NOT_FOUND", "reply_to_id is not a message of this conversation"
                     ) from None
                 if exc.diag.constraint_name != _ATTACHMENTS_AVAILABLE:
                     raise
-                raise errors.conflict(
-                    "ATTACHMENT_UNAVAILABLE", "an attachment is already attached to another message, or was collected"
-                ) from None
+                raise _attachment_unavailable() from None
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _CLIENT_ID_INDEX or new.client_message_id is None:
                     raise
                 # A concurrent send of the same client_message_id committed first; ours wrote nothing.
-                original = await store.get_by_client_id(conn, sender, new.client_message_id)
+                original = await store.get_by_client_id(conn, new.sender_id, new.client_message_id)
                 assert original is not None
                 created, row = False, original
         if not created:
             return self._same_conversation(row, new), False
         outbox.wake(store.SCHEMA)
         return row, True
+
+    async def memberships(self, conversation_ids: set[str]) -> dict[str, Membership | Exception]:
+        """Each conversation's membership (or the error looking it up), looked up once for a batch."""
+        found = await asyncio.gather(*(self._membership.get(c) for c in conversation_ids), return_exceptions=True)
+        result: dict[str, Membership | Exception] = {}
+        for conversation_id, membership in zip(conversation_ids, found, strict=True):
+            if isinstance(membership, BaseException) and not isinstance(membership, Exception):
+                raise membership  # cancelled
+            result[conversation_id] = membership
+        return result
 
     async def history(
         self, reader: str, conversation_id: str, *, limit: int, before_seq: int, after_seq: int
@@ -260,3 +292,9 @@ class Messages:
                 "CLIENT_MESSAGE_ID_REUSED", "client_message_id was already used for another conversation"
             )
         return old
+
+
+def _attachment_unavailable() -> errors.ChatError:
+    return errors.conflict(
+        "ATTACHMENT_UNAVAILABLE", "an attachment is already attached to another message, or was collected"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from chatmesh.auth import TokenVerifier
 from chatmesh.gen.chat.v1 import message_pb2 as pb
 from chatmesh.gen.chat.v1 import message_pb2_grpc
 from chatmesh.grpc_server import Context, current_identity, require_service
@@ -13,30 +14,19 @@ from services.message.attachments import Attachments
 from services.message.delivery import streams
 from services.message.delivery.hub import Hub
 from services.message.messages import Messages
-from services.message.store import NewMessage
+from services.message.send_batch import SendBatchRpcs, new_message
 
 
-class MessageServicer(AttachmentRpcs, message_pb2_grpc.MessageServiceServicer):
-    def __init__(self, messages: Messages, hub: Hub, attachments: Attachments) -> None:
+class MessageServicer(AttachmentRpcs, SendBatchRpcs, message_pb2_grpc.MessageServiceServicer):
+    def __init__(self, messages: Messages, hub: Hub, attachments: Attachments, verifier: TokenVerifier) -> None:
         self._messages = messages
+        self._verifier = verifier  # SendMessages verifies each send's own user token
         self._hub = hub
         self._attachments = attachments
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> pb.SendMessageResponse:
-        row, created = await self._messages.send(
-            current_identity().user_id,
-            NewMessage(
-                conversation_id=request.conversation_id,
-                sender_id=current_identity().user_id,
-                content=request.content,
-                content_encrypted=request.content_encrypted or None,
-                enc_algorithm=request.encryption.algorithm,
-                enc_key_id=request.encryption.key_id,
-                client_message_id=request.client_message_id or None,
-                reply_to_id=request.reply_to_id or None,
-                attachment_ids=list(request.attachment_ids),
-            ),
-        )
+        sender = current_identity().user_id
+        row, created = await self._messages.send(sender, new_message(request, sender))
         return pb.SendMessageResponse(message=convert.message(row), created=created)
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: Context) -> pb.ListMessagesResponse:

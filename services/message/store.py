@@ -104,6 +104,66 @@ async def send_message(
     return bool(row[0]), MessageRow(*row[1:])
 
 
+@dataclass
+class Draft:
+    """A send ready for the database: the message, with the id, time and event the service chose."""
+
+    new: NewMessage
+    message_id: str
+    created_at: datetime
+    payload: bytes
+    attachments: bytes | None
+    traceparent: str | None
+
+
+@dataclass
+class Sent:
+    """One send's outcome in a batch: (created, row) as `send_message` answers, or the error that
+    rolled back its subtransaction (SQLSTATE, constraint name: '' when none)."""
+
+    created: bool
+    row: MessageRow | None
+    error_state: str | None
+    error_constraint: str
+
+
+async def send_messages(conn: psycopg.AsyncConnection, drafts: list[Draft], *, notify: bool) -> list[Sent]:
+    """Many sends in one statement and one implicit transaction (migration 0007): each is
+    `send_message` in a subtransaction of its own, so a failing one writes nothing and the others
+    commit. One result per draft, in order. A concurrent duplicate of a client_message_id comes back
+    as (False, the original), like a resend; the same id twice in `drafts` stores once."""
+    cur = await conn.execute(
+        f"""SELECT created, {_SENT_COLUMNS}, error_state, error_constraint
+            FROM message.send_messages(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::text[],
+                %s::text[], %s::text[], %s::uuid[], %s::timestamptz[], %s::bytea[], %s::text[], %s::bytea[],
+                %s::text[], %s)""",
+        (
+            [d.message_id for d in drafts],
+            [d.new.conversation_id for d in drafts],
+            [d.new.sender_id for d in drafts],
+            [d.new.content for d in drafts],
+            [d.new.content_encrypted for d in drafts],
+            [d.new.enc_algorithm for d in drafts],
+            [d.new.enc_key_id for d in drafts],
+            [d.new.client_message_id for d in drafts],
+            [d.new.reply_to_id for d in drafts],
+            [d.created_at for d in drafts],
+            [d.payload for d in drafts],
+            [",".join(d.new.attachment_ids) for d in drafts],
+            [d.attachments for d in drafts],
+            [d.traceparent for d in drafts],
+            notify,
+        ),
+    )
+    results = []
+    for r in await cur.fetchall():
+        if r[-2] is not None:
+            results.append(Sent(False, None, str(r[-2]), str(r[-1] or "")))
+        else:
+            results.append(Sent(bool(r[0]), MessageRow(*r[1:-2]), None, ""))
+    return results
+
+
 async def get_by_client_id(conn: psycopg.AsyncConnection, sender_id: str, client_message_id: str) -> MessageRow | None:
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
         await cur.execute(

@@ -37,6 +37,48 @@ class SendMessageResponse(_message.Message):
     created: bool
     def __init__(self, message: _Optional[_Union[_common_pb2.Message, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
+class SendMessagesRequest(_message.Message):
+    __slots__ = ("sends",)
+    SENDS_FIELD_NUMBER: _ClassVar[int]
+    sends: _containers.RepeatedCompositeFieldContainer[BatchedSend]
+    def __init__(self, sends: _Optional[_Iterable[_Union[BatchedSend, _Mapping]]] = ...) -> None: ...
+
+class BatchedSend(_message.Message):
+    __slots__ = ("user_token", "request", "request_id", "traceparent")
+    USER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    user_token: str
+    request: SendMessageRequest
+    request_id: str
+    traceparent: str
+    def __init__(self, user_token: _Optional[str] = ..., request: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., request_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
+
+class SendMessagesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchedSendResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchedSendResult, _Mapping]]] = ...) -> None: ...
+
+class BatchedSendResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: SendMessageResponse
+    error: SendError
+    def __init__(self, response: _Optional[_Union[SendMessageResponse, _Mapping]] = ..., error: _Optional[_Union[SendError, _Mapping]] = ...) -> None: ...
+
+class SendError(_message.Message):
+    __slots__ = ("code", "reason", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class SearchMessagesRequest(_message.Message):
     __slots__ = ("q", "conversation_id", "limit")
     Q_FIELD_NUMBER: _ClassVar[int]

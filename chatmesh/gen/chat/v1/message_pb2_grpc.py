@@ -106,6 +106,11 @@ class MessageServiceStub:
                 request_serializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.SerializeToString,
                 response_deserializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.SendMessages = channel.unary_unary(
+                '/chat.v1.MessageService/SendMessages',
+                request_serializer=chat_dot_v1_dot_message__pb2.SendMessagesRequest.SerializeToString,
+                response_deserializer=chat_dot_v1_dot_message__pb2.SendMessagesResponse.FromString,
+                _registered_method=True)
         self.SubscribeEvents = channel.unary_stream(
                 '/chat.v1.MessageService/SubscribeEvents',
                 request_serializer=chat_dot_v1_dot_message__pb2.SubscribeEventsRequest.SerializeToString,
@@ -253,6 +258,16 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMessages(self, request, context):
+        """Internal (the edge): many users' sends in one call, each acting as the user whose token it
+        carries (verified here as for SendMessage), answered per send. The message service commits the
+        sends arriving together in one transaction (group commit); each send succeeds or fails alone,
+        with the result or error SendMessage would answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubscribeEvents(self, request, context):
         """One user's durable events: first what the inbox holds after resume_token, then live.
         """
@@ -348,6 +363,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.ListMessageAuditEntries,
                     request_deserializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.FromString,
                     response_serializer=chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesResponse.SerializeToString,
+            ),
+            'SendMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessages,
+                    request_deserializer=chat_dot_v1_dot_message__pb2.SendMessagesRequest.FromString,
+                    response_serializer=chat_dot_v1_dot_message__pb2.SendMessagesResponse.SerializeToString,
             ),
             'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.SubscribeEvents,
@@ -745,6 +765,33 @@ class MessageService:
             '/chat.v1.MessageService/ListMessageAuditEntries',
             chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesRequest.SerializeToString,
             chat_dot_v1_dot_message__pb2.ListMessageAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.MessageService/SendMessages',
+            chat_dot_v1_dot_message__pb2.SendMessagesRequest.SerializeToString,
+            chat_dot_v1_dot_message__pb2.SendMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
