@@ -152,7 +152,8 @@ class Mesh:
             else grpc.insecure_channel(target)
         ) as channel:
             try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                # types-grpcio-health-checking's HealthStub declares no methods (grpc adds them at run time).
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
             except grpc.RpcError:
                 return False
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
