@@ -11,30 +11,23 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, errors, outbox
+from chatmesh import errors, outbox
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.membership import Membership
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import open_redis
 from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
+from tests.message_domain import Roles, message_pool, messages_on, new_message
 
-MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB = "sp-alice", "sp-bob"
-
-
-class _Roles:
-    async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER}, 1)
 
 
 @dataclass
@@ -50,28 +43,16 @@ class _Env:
 async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
     """A database of its own (so the relay sees only this test's outbox) and a fresh stream key."""
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(url, min_size=2, max_size=12, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    client = open_redis(redis_server)
-    stream = f"test-send-path-{secrets.token_hex(6)}"
-    yield _Env(url, Messages(pool, _Roles()), pool, client, stream)  # type: ignore[arg-type]
-    await client.delete(stream)
-    await client.aclose()
-    await pool.close()
+    async with message_pool(url, max_size=12) as pool:
+        client = open_redis(redis_server)
+        stream = f"test-send-path-{secrets.token_hex(6)}"
+        yield _Env(url, messages_on(pool, Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})), pool, client, stream)
+        await client.delete(stream)
+        await client.aclose()
 
 
 def _new(cid: str, content: str, client_id: str | None = None, sender: str = ALICE) -> NewMessage:
-    return NewMessage(
-        conversation_id=cid,
-        sender_id=sender,
-        content=content,
-        content_encrypted=None,
-        enc_algorithm="",
-        enc_key_id="",
-        client_message_id=client_id,
-        reply_to_id=None,
-    )
+    return new_message(cid, content, sender=sender, client_id=client_id)
 
 
 async def _published(env: _Env, count: int, within_s: float) -> list[common_pb2.Event]:

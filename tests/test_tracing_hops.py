@@ -15,7 +15,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -26,22 +25,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Tracer
 from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, logs, tracing
-from chatmesh.membership import Membership
+from chatmesh import logs, tracing
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.roles import Role
 from services.message import store
 from services.message.delivery.fanout import GROUP, Fanout
 from services.message.messages import Messages
 from services.message.store import NewMessage
+from tests.message_domain import Roles, message_pool, messages_on, new_message
 
-MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB = "tr-alice", "tr-bob"
-
-
-class _Roles:
-    async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: "member", BOB: "member"}, 1)
+ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})
 
 
 @dataclass
@@ -56,16 +51,13 @@ class _Env:
 @pytest.fixture
 async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    client = open_redis(redis_server)
-    keys = Keys(f"test-trace-{secrets.token_hex(6)}")
-    yield _Env(url, Messages(pool, _Roles()), pool, client, keys)  # type: ignore[arg-type]
-    for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
-        await client.delete(key)
-    await client.aclose()
-    await pool.close()
+    async with message_pool(url) as pool:
+        client = open_redis(redis_server)
+        keys = Keys(f"test-trace-{secrets.token_hex(6)}")
+        yield _Env(url, messages_on(pool, ROLES), pool, client, keys)
+        for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
+            await client.delete(key)
+        await client.aclose()
 
 
 @dataclass
@@ -88,16 +80,7 @@ def traced() -> Iterator[_Traced]:
 
 
 def _new(cid: str, content: str) -> NewMessage:
-    return NewMessage(
-        conversation_id=cid,
-        sender_id=ALICE,
-        content=content,
-        content_encrypted=None,
-        enc_algorithm="",
-        enc_key_id="",
-        client_message_id=None,
-        reply_to_id=None,
-    )
+    return new_message(cid, content, sender=ALICE)
 
 
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
@@ -109,7 +92,7 @@ def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
 async def _fan_out(env: _Env) -> None:
     """Relay what the outbox holds to the stream, then fan it out as the worker does."""
     assert await OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys.events).publish_once() == 2
-    fanout = Fanout(env.redis, env.keys, _Roles(), "test-consumer")  # type: ignore[arg-type]
+    fanout = Fanout(env.redis, env.keys, ROLES, "test-consumer")  # type: ignore[arg-type]
     await env.redis.xgroup_create(env.keys.events, GROUP, id="0", mkstream=True)
     reply = await env.redis.xreadgroup(GROUP, "test-consumer", {env.keys.events: ">"}, count=10)
     await fanout.process([entry for _, batch in reply for entry in batch])
