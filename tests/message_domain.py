@@ -4,14 +4,18 @@ a pool on it as the service opens one (autocommit), membership stood in for, and
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import db
 from chatmesh.membership import Membership
+from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Limits, Messages
@@ -59,3 +63,27 @@ def new_message(cid: str, content: str, *, sender: str, client_id: str | None = 
         client_message_id=client_id,
         reply_to_id=None,
     )
+
+
+@dataclass
+class DomainEnv:
+    url: str
+    messages: Messages
+    pool: AsyncConnectionPool
+    redis: aioredis.Redis
+    keys: Keys  # a prefix of the test's own: its events stream and whatever else it writes
+
+
+@asynccontextmanager
+async def domain_env(url: str, redis_url: str, roles: Roles, *, max_size: int = 4) -> AsyncIterator[DomainEnv]:
+    """The domain on the database `url` (one of the test's own, so a relay sees only this test's
+    outbox), with a Redis client and a fresh key prefix, whose keys are deleted afterwards."""
+    async with message_pool(url, max_size=max_size) as pool:
+        client = open_redis(redis_url)
+        keys = Keys(f"test-domain-{secrets.token_hex(6)}")
+        try:
+            yield DomainEnv(url, messages_on(pool, roles), pool, client, keys)
+        finally:
+            for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
+                await client.delete(key)
+            await client.aclose()

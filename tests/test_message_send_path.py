@@ -6,67 +6,48 @@ PostgreSQL database of their own and a real Redis stream; only membership is sto
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import errors, outbox
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.outbox import OutboxRelay
-from chatmesh.redis_conn import open_redis
 from chatmesh.roles import Role
 from services.message import store
-from services.message.messages import Messages
 from services.message.store import NewMessage
-from tests.message_domain import Roles, message_pool, messages_on, new_message
+from tests.message_domain import DomainEnv, Roles, domain_env, new_message
 
 ALICE, BOB = "sp-alice", "sp-bob"
-
-
-@dataclass
-class _Env:
-    url: str
-    messages: Messages
-    pool: AsyncConnectionPool
-    redis: aioredis.Redis
-    stream: str
+ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})
 
 
 @pytest.fixture
-async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
+async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[DomainEnv]:
     """A database of its own (so the relay sees only this test's outbox) and a fresh stream key."""
-    url = make_database()
-    async with message_pool(url, max_size=12) as pool:
-        client = open_redis(redis_server)
-        stream = f"test-send-path-{secrets.token_hex(6)}"
-        yield _Env(url, messages_on(pool, Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})), pool, client, stream)
-        await client.delete(stream)
-        await client.aclose()
+    async with domain_env(make_database(), redis_server, ROLES, max_size=12) as env:
+        yield env
 
 
 def _new(cid: str, content: str, client_id: str | None = None, sender: str = ALICE) -> NewMessage:
     return new_message(cid, content, sender=sender, client_id=client_id)
 
 
-async def _published(env: _Env, count: int, within_s: float) -> list[common_pb2.Event]:
+async def _published(env: DomainEnv, count: int, within_s: float) -> list[common_pb2.Event]:
     """The stream's events once it holds `count` of them; fails after `within_s`."""
     deadline = time.monotonic() + within_s
     while True:
-        entries = await env.redis.xrange(env.stream)
+        entries = await env.redis.xrange(env.keys.events)
         if len(entries) >= count or time.monotonic() > deadline:
             return [common_pb2.Event.FromString(fields[b"e"]) for _, fields in entries]
         await asyncio.sleep(0.01)
 
 
 @pytest.fixture
-async def notifications(env: _Env) -> AsyncIterator[list[str]]:
+async def notifications(env: DomainEnv) -> AsyncIterator[list[str]]:
     """Every NOTIFY on the message outbox channel while the test runs."""
     seen: list[str] = []
     conn = await psycopg.AsyncConnection.connect(env.url, autocommit=True)
@@ -82,8 +63,10 @@ async def notifications(env: _Env) -> AsyncIterator[list[str]]:
     await conn.close()
 
 
-async def _start_relay(env: _Env, time_scale: float = 1.0) -> asyncio.Task[None]:
-    task = asyncio.create_task(OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.stream, time_scale).run())
+async def _start_relay(env: DomainEnv, time_scale: float = 1.0) -> asyncio.Task[None]:
+    task = asyncio.create_task(
+        OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys.events, time_scale).run()
+    )
     while outbox.needs_notify(store.SCHEMA):  # registered once it runs
         await asyncio.sleep(0.001)
     return task
@@ -95,7 +78,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: _Env) -> None:
+async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: DomainEnv) -> None:
     cid = str(uuid.uuid4())
     await env.messages.send(ALICE, _new(cid, "before"))
     # Twenty copies of one send race with other senders in the same conversation: every copy that
@@ -126,7 +109,9 @@ async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: 
     assert all(isinstance(o, errors.ChatError) and o.code == "CLIENT_MESSAGE_ID_REUSED" for o in outcomes)
 
 
-async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(env: _Env, notifications: list[str]) -> None:
+async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(
+    env: DomainEnv, notifications: list[str]
+) -> None:
     relay = await _start_relay(env, time_scale=5.0)  # a 10 s poll: only the direct wake-up can be in time
     try:
         cid = str(uuid.uuid4())
@@ -153,19 +138,19 @@ async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(env: _E
     assert notifications == [f"{store.SCHEMA}_outbox"]
 
 
-async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(env: _Env) -> None:
+async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(env: DomainEnv) -> None:
     """Another replica's relay is mid-batch (it holds the advisory lock) when our send commits: the
     local relay cannot publish yet, and retries within milliseconds instead of waiting for its poll."""
     relay = await _start_relay(env, time_scale=5.0)  # a 10 s poll
     try:
         await env.messages.send(ALICE, _new(str(uuid.uuid4()), "warm-up"))
         assert len(await _published(env, 1, within_s=3)) == 1
-        lock_key = OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.stream)._lock_key
+        lock_key = OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys.events)._lock_key
         async with await psycopg.AsyncConnection.connect(env.url) as other_replica:
             await other_replica.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key,))
             await env.messages.send(ALICE, _new(str(uuid.uuid4()), "while locked"))
             await asyncio.sleep(0.3)
-            assert len(await env.redis.xrange(env.stream)) == 1  # nobody could publish meanwhile
+            assert len(await env.redis.xrange(env.keys.events)) == 1  # nobody could publish meanwhile
             await other_replica.commit()  # the other relay's batch is done: the lock is free
             released = time.monotonic()
         events = await _published(env, 2, within_s=5)
@@ -175,7 +160,7 @@ async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(e
         await _stop(relay)
 
 
-async def test_two_relays_racing_publish_every_event_once_in_seq_order(env: _Env) -> None:
+async def test_two_relays_racing_publish_every_event_once_in_seq_order(env: DomainEnv) -> None:
     """Two replicas' relays, both woken by every send, contend for the lock batch after batch."""
     relays = [await _start_relay(env, time_scale=5.0) for _ in range(2)]
     try:

@@ -11,53 +11,33 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Tracer
-from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import logs, tracing
 from chatmesh.outbox import OutboxRelay
-from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.roles import Role
 from services.message import store
 from services.message.delivery.fanout import GROUP, Fanout
-from services.message.messages import Messages
 from services.message.store import NewMessage
-from tests.message_domain import Roles, message_pool, messages_on, new_message
+from tests.message_domain import DomainEnv, Roles, domain_env, new_message
 
 ALICE, BOB = "tr-alice", "tr-bob"
 ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})
 
 
-@dataclass
-class _Env:
-    url: str
-    messages: Messages
-    pool: AsyncConnectionPool
-    redis: aioredis.Redis
-    keys: Keys
-
-
 @pytest.fixture
-async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
-    url = make_database()
-    async with message_pool(url) as pool:
-        client = open_redis(redis_server)
-        keys = Keys(f"test-trace-{secrets.token_hex(6)}")
-        yield _Env(url, messages_on(pool, ROLES), pool, client, keys)
-        for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
-            await client.delete(key)
-        await client.aclose()
+async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[DomainEnv]:
+    async with domain_env(make_database(), redis_server, ROLES) as env:
+        yield env
 
 
 @dataclass
@@ -89,7 +69,7 @@ def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
     return found[0]
 
 
-async def _fan_out(env: _Env) -> None:
+async def _fan_out(env: DomainEnv) -> None:
     """Relay what the outbox holds to the stream, then fan it out as the worker does."""
     assert await OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys.events).publish_once() == 2
     fanout = Fanout(env.redis, env.keys, ROLES, "test-consumer")  # type: ignore[arg-type]
@@ -98,7 +78,7 @@ async def _fan_out(env: _Env) -> None:
     await fanout.process([entry for _, batch in reply for entry in batch])
 
 
-async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: _Env, traced: _Traced) -> None:
+async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: DomainEnv, traced: _Traced) -> None:
     cid = str(uuid.uuid4())
     with traced.tracer.start_as_current_span("/chat.v1.MessageService/SendMessage", kind=SpanKind.SERVER):
         sent, _ = await env.messages.send(ALICE, _new(cid, "traced"))
@@ -132,7 +112,7 @@ async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: 
         ]
 
 
-async def test_with_tracing_off_nothing_is_carried(env: _Env) -> None:
+async def test_with_tracing_off_nothing_is_carried(env: DomainEnv) -> None:
     cid = str(uuid.uuid4())
     for content in ("one", "two"):
         await env.messages.send(ALICE, _new(cid, content))
