@@ -43,9 +43,7 @@ class DirectRequests:
             await privacy_store.set_engaged(conn, conversation_id, caller)
             if row.request_state not in (RequestState.PENDING, RequestState.DECLINED) or caller == row.created_by:
                 return await store.current_view(conn, conversation_id, caller)
-            await privacy_store.set_request_state(conn, conversation_id, RequestState.ACCEPTED, active=True)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:accepted", view, caller)])
+            view = await _move(conn, conversation_id, caller, RequestState.ACCEPTED, True, "conversation:accepted")
         return await changes.published(self._versions, view)
 
     async def decline(self, caller: str, conversation_id: str) -> ConversationView:
@@ -56,9 +54,7 @@ class DirectRequests:
                 return await store.current_view(conn, conversation_id, caller)  # declined already: nothing changes
             if row.request_state != RequestState.PENDING or caller == row.created_by:
                 raise errors.failed_precondition("NOT_A_REQUEST", "only a pending request's recipient declines it")
-            await privacy_store.set_request_state(conn, conversation_id, RequestState.DECLINED, active=False)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:declined", view, caller)])
+            view = await _move(conn, conversation_id, caller, RequestState.DECLINED, False, "conversation:declined")
         return await changes.published(self._versions, view)
 
     async def block(self, caller: str, conversation_id: str) -> ConversationView:
@@ -71,10 +67,8 @@ class DirectRequests:
             await privacy_store.block(conn, caller, other)
             if row.request_state == RequestState.BLOCKED:
                 return await store.current_view(conn, conversation_id, caller)
-            await privacy_store.set_request_state(conn, conversation_id, RequestState.BLOCKED, active=row.active)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(
-                conn, store.SCHEMA, [convert.membership_event("conversation:blocked", view, caller, other)]
+            view = await _move(
+                conn, conversation_id, caller, RequestState.BLOCKED, row.active, "conversation:blocked", other
             )
         return await changes.published(self._versions, view)
 
@@ -87,11 +81,26 @@ class DirectRequests:
             if row is None or row.request_state != RequestState.DECLINED:
                 return None
             state = RequestState.PENDING if caller == row.created_by else RequestState.ACCEPTED
-            await privacy_store.set_request_state(conn, conversation_id, state, active=True)
             await privacy_store.set_engaged(conn, conversation_id, caller)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
+            view = await _move(conn, conversation_id, caller, state, True, "conversation:created")
         return await changes.published(self._versions, view)
+
+
+async def _move(
+    conn: AsyncConnection,
+    conversation_id: str,
+    caller: str,
+    state: RequestState,
+    active: bool,
+    event: str,
+    target: str = "",
+) -> ConversationView:
+    """The request moved to `state` (live or not) and its event written, in the caller's transaction;
+    the conversation as it is now."""
+    await privacy_store.set_request_state(conn, conversation_id, state, active=active)
+    view = await store.current_view(conn, conversation_id, caller)
+    await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event(event, view, caller, target)])
+    return view
 
 
 async def _locked(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationRow:
