@@ -56,7 +56,8 @@ def _health(name: str, port: int, tls: ClientTls | None) -> str:
         grpc.secure_channel(target, tls.credentials, options=tls.options()) if tls else grpc.insecure_channel(target)
     ) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            # types-grpcio-health-checking's HealthStub declares no methods (grpc adds them at run time).
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)  # type: ignore[attr-defined]
         except grpc.RpcError as exc:
             return "unreachable" if exc.code() == grpc.StatusCode.UNAVAILABLE else exc.code().name
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

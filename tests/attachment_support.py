@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 from PIL import Image
 
-from tests.helpers import bearer
+from tests.helpers import bearer, direct_conversation, new_user_id, register
 
 
 def png(width: int = 800, height: int = 400, mode: str = "RGB") -> bytes:
@@ -157,3 +157,12 @@ async def raw_request(
         return await asyncio.wait_for(reader.read(4096), timeout)
     finally:
         writer.close()
+
+
+async def chat_pair(http: httpx.AsyncClient, make_token: Any) -> dict[str, str]:
+    """Alice and bob, registered, in a direct conversation: their tokens and ids, and its id (`cid`)."""
+    alice, bob = new_user_id("alice"), new_user_id("bob")
+    tokens = {"alice": make_token(alice), "bob": make_token(bob)}
+    for token in tokens.values():
+        await register(http, token)
+    return {**tokens, "alice_id": alice, "bob_id": bob, "cid": await direct_conversation(http, tokens["alice"], bob)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -163,6 +164,26 @@ def mesh(request: pytest.FixtureRequest, mesh_env: dict[str, str], workdir: Path
     running.stop()
     if request.session.testsfailed:
         dump_logs(running.log_dir)
+
+
+@pytest.fixture
+def private_meshes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Mesh]]:
+    """Starts meshes of a test's own (`start(isolated_env(...), names)`), which it may kill parts of;
+    each is killed at the end, and its logs shown if the test failed."""
+    started: list[Mesh] = []
+    failed_before = request.session.testsfailed
+
+    def start(env: dict[str, str], names: tuple[str, ...] = SERVICES) -> Mesh:
+        mesh = Mesh(env=env, ports={name: free_port() for name in names}, log_dir=tmp_path / f"logs{len(started)}")
+        started.append(mesh)
+        mesh.start()
+        return mesh
+
+    yield start
+    for mesh in started:
+        mesh.stop(sig=signal.SIGKILL, timeout_s=5)
+        if request.session.testsfailed > failed_before:
+            dump_logs(mesh.log_dir)
 
 
 @pytest.fixture

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 
 def new_user_id(name: str) -> str:
@@ -119,3 +123,22 @@ def unique(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Frames deduplicated by event id, as a client does (a redelivered event repeats its id)."""
     seen: set[str] = set()
     return [f for f in frames if not (f["event_id"] in seen or seen.add(f["event_id"]))]  # type: ignore[func-returns-value]
+
+
+async def raw_socket(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ClientProtocol]:
+    """A WebSocket on the edge at `port`, authenticated with `token`, driven by hand (websockets' sans-I/O
+    protocol over a raw socket with a 4 KiB receive buffer): for clients that read slowly or not at all,
+    which the edge must close in time. What the edge sends after the auth frame is left unread."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=raw, limit=4096)
+    protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
+    protocol.send_request(protocol.connect())
+    writer.write(b"".join(protocol.data_to_send()))
+    while protocol.handshake_exc is None and protocol.state is State.CONNECTING:
+        protocol.receive_data(await reader.read(4096))
+    protocol.send_text(json.dumps({"type": "auth", "data": {"token": token}}).encode())
+    writer.write(b"".join(protocol.data_to_send()))
+    return reader, writer, protocol

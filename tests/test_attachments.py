@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from chatmesh_tools.launcher import Mesh
-from tests.attachment_support import create_upload, get_attachment, png, raw_request, upload, wav, webm
+from tests.attachment_support import chat_pair, create_upload, get_attachment, png, raw_request, upload, wav, webm
 from tests.conftest import new_mesh
-from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register, send
+from tests.helpers import Socket, bearer, new_user_id, register, send
 
 MAX_BYTES = 2 * 1024 * 1024
 
@@ -59,11 +59,7 @@ async def client(attachment_mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def pair(client: httpx.AsyncClient, make_token) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    alice, bob = new_user_id("alice"), new_user_id("bob")
-    tokens = {"alice": make_token(alice), "bob": make_token(bob)}
-    for token in tokens.values():
-        await register(client, token)
-    return {**tokens, "alice_id": alice, "bob_id": bob, "cid": await direct_conversation(client, tokens["alice"], bob)}
+    return await chat_pair(client, make_token)
 
 
 async def settled(check: Callable[[], bool], timeout: float = 3.0) -> None:

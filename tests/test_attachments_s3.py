@@ -24,9 +24,9 @@ import pytest
 
 from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
-from tests.attachment_support import create_upload, get_attachment, png, upload, webm
+from tests.attachment_support import chat_pair, create_upload, get_attachment, png, upload, webm
 from tests.conftest import new_mesh
-from tests.helpers import bearer, direct_conversation, new_user_id, register, send
+from tests.helpers import bearer, new_user_id, register, send
 
 BUCKET = "chatmesh-test"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
@@ -96,11 +96,7 @@ async def client(s3_mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def pair(client: httpx.AsyncClient, make_token) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    alice, bob = new_user_id("alice"), new_user_id("bob")
-    tokens = {"alice": make_token(alice), "bob": make_token(bob)}
-    for token in tokens.values():
-        await register(client, token)
-    return {**tokens, "cid": await direct_conversation(client, tokens["alice"], bob)}
+    return await chat_pair(client, make_token)
 
 
 def keys(bucket, conversation_id: str) -> list[str]:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +15,11 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
 from chatmesh_tools.embedded import EmbeddedRedis, free_port
 from chatmesh_tools.launcher import SERVICES, Mesh
 from tests.conftest import dump_logs
-from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, register, send
+from tests.helpers import Socket, collect, direct_conversation, new_user_id, quiet, raw_socket, register, send
 
 
 def private_mesh(env: dict[str, str], log_dir: Path, names: tuple[str, ...] = SERVICES) -> Mesh:
@@ -62,18 +59,7 @@ class StalledClient:
 
     @classmethod
     async def open(cls, port: int, token: str) -> StalledClient:
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=raw, limit=4096)
-        protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
-        protocol.send_request(protocol.connect())
-        writer.write(b"".join(protocol.data_to_send()))
-        while protocol.handshake_exc is None and protocol.state is State.CONNECTING:
-            protocol.receive_data(await reader.read(4096))
-        protocol.send_text(json.dumps({"type": "auth", "data": {"token": token}}).encode())
-        writer.write(b"".join(protocol.data_to_send()))
+        reader, writer, protocol = await raw_socket(port, token)
         return cls(reader, writer, protocol)
 
     async def read_until_close(self, timeout: float = 60) -> int | None:

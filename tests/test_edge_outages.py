@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +24,12 @@ import pytest
 
 from chatmesh_client import RETRYABLE, Client
 from chatmesh_tools.embedded import EmbeddedRedis, free_port
-from chatmesh_tools.launcher import SERVICES, Mesh
+from chatmesh_tools.launcher import Mesh
 from services.edge.calls import unavailable
 from services.edge.errors import RETRYABLE_CODES, error_frame, error_response, from_rpc_error, rpc_error_frame
-from tests.conftest import dump_logs
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
 
 WEB = Path(__file__).parent.parent / "clients" / "web"
-
-
-@pytest.fixture
-def meshes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Mesh]]:
-    """Starts private meshes (see isolated_env); each is killed at the end, its logs shown on failure."""
-    started: list[Mesh] = []
-    failed_before = request.session.testsfailed
-
-    def start(env: dict[str, str]) -> Mesh:
-        mesh = Mesh(env=env, ports={name: free_port() for name in SERVICES}, log_dir=tmp_path / f"logs{len(started)}")
-        started.append(mesh)
-        mesh.start()
-        return mesh
-
-    yield start
-    for mesh in started:
-        mesh.stop(sig=signal.SIGKILL, timeout_s=5)
-        if request.session.testsfailed > failed_before:
-            dump_logs(mesh.log_dir)
 
 
 async def chat(http: httpx.AsyncClient, make_token: Callable[..., str]) -> tuple[str, str, str, str]:
@@ -108,7 +88,7 @@ def test_python_and_browser_clients_retry_the_same_codes() -> None:
 async def test_a_stalled_redis_holds_up_neither_rest_nor_ready(
     isolated_env: Callable[..., dict[str, str]],
     tmp_path: Path,
-    meshes: Callable[..., Mesh],
+    private_meshes: Callable[..., Mesh],
     make_token: Callable[..., str],
 ) -> None:
     redis_server = EmbeddedRedis(tmp_path / "redis", free_port())
@@ -116,7 +96,7 @@ async def test_a_stalled_redis_holds_up_neither_rest_nor_ready(
     assert redis_server._process is not None
     pid = redis_server._process.pid
     try:
-        mesh = meshes(isolated_env(CHAT_REDIS_URL=url))
+        mesh = private_meshes(isolated_env(CHAT_REDIS_URL=url))
         async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=20) as http:
             alice_token, _, bob_token, conversation_id = await chat(http, make_token)
             os.kill(pid, signal.SIGSTOP)  # accepts connections (the kernel does), answers nothing
@@ -171,9 +151,9 @@ def delivered_seq(database_url: str, conversation_id: str, user_id: str) -> int:
 
 
 async def test_a_killed_message_service_is_503_and_retryable_and_delivery_is_recorded_later(
-    isolated_env: Callable[..., dict[str, str]], meshes: Callable[..., Mesh], make_token: Callable[..., str]
+    isolated_env: Callable[..., dict[str, str]], private_meshes: Callable[..., Mesh], make_token: Callable[..., str]
 ) -> None:
-    mesh = meshes(isolated_env())
+    mesh = private_meshes(isolated_env())
     async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=20) as http:
         alice_token, bob_id, bob_token, conversation_id = await chat(http, make_token)
         first = await http.post(
@@ -213,12 +193,12 @@ async def test_a_killed_message_service_is_503_and_retryable_and_delivery_is_rec
 
 async def test_client_sends_survive_rate_limits_and_a_short_message_outage(
     isolated_env: Callable[..., dict[str, str]],
-    meshes: Callable[..., Mesh],
+    private_meshes: Callable[..., Mesh],
     make_token: Callable[..., str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="chatmesh_client")
-    mesh = meshes(isolated_env(CHAT_RATE_MESSAGES="3/1"))
+    mesh = private_meshes(isolated_env(CHAT_RATE_MESSAGES="3/1"))
     async with httpx.AsyncClient(base_url=mesh.edge_url, timeout=20) as http:
         alice_token, _, _, conversation_id = await chat(http, make_token)
         client = Client(mesh.edge_url, backoff_initial=0.1, backoff_max=0.5)

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,13 +16,9 @@ import pytest
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, Frame, Opcode
-from websockets.protocol import State
-from websockets.uri import parse_uri
 
-from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
-from tests.conftest import dump_logs
-from tests.helpers import Socket, direct_conversation, new_user_id, register, send
+from tests.helpers import Socket, direct_conversation, new_user_id, raw_socket, register, send
 
 BUDGET = 16 << 20  # the edge's send budget for this test; its RSS must grow by less
 SOCKETS = 10
@@ -62,18 +55,7 @@ class ThrottledClient:
 
     @classmethod
     async def open(cls, port: int, token: str) -> ThrottledClient:
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=raw, limit=4096)
-        protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
-        protocol.send_request(protocol.connect())
-        writer.write(b"".join(protocol.data_to_send()))
-        while protocol.handshake_exc is None and protocol.state is State.CONNECTING:
-            protocol.receive_data(await reader.read(4096))
-        protocol.send_text(json.dumps({"type": "auth", "data": {"token": token}}).encode())
-        writer.write(b"".join(protocol.data_to_send()))
+        reader, writer, protocol = await raw_socket(port, token)
         client = cls(reader, writer, protocol)
         while not await client._read(4096):
             pass  # until `ready`
@@ -137,16 +119,9 @@ async def resume_all(edge_url: str, token: str, client: ThrottledClient, total: 
 
 
 @pytest.fixture
-def slow_mesh(isolated_env, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mesh]:  # type: ignore[no-untyped-def]
+def slow_mesh(isolated_env, private_meshes) -> Mesh:  # type: ignore[no-untyped-def]
     """The sockets' edge, and another one the sender uses, so the first one's memory is the sockets' alone."""
-    names = ("conversation", "message", "presence", "edge", "edge-2")
-    mesh = Mesh(env=isolated_env(**SLOW_ENV), ports={name: free_port() for name in names}, log_dir=tmp_path / "logs")
-    failed_before = request.session.testsfailed
-    mesh.start()
-    yield mesh
-    mesh.stop(sig=signal.SIGKILL, timeout_s=5)
-    if request.session.testsfailed > failed_before:
-        dump_logs(mesh.log_dir)
+    return private_meshes(isolated_env(**SLOW_ENV), ("conversation", "message", "presence", "edge", "edge-2"))
 
 
 async def test_slow_readers_are_closed_within_the_budget_and_resume_with_nothing_lost(

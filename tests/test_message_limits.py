@@ -6,14 +6,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, errors
+from chatmesh import errors
 from chatmesh.config import Settings
-from services.message import store
 from services.message.messages import Limits, Messages
 from services.message.store import NewMessage
-from tests.test_message_rollback import ALICE, MIGRATIONS, _Roles
+from tests.message_domain import message_pool, messages_on, new_message
+from tests.test_message_rollback import ALICE, ROLES
 
 
 def test_the_limit_comes_from_the_environment() -> None:
@@ -26,25 +25,13 @@ def test_the_limit_comes_from_the_environment() -> None:
 
 @pytest.fixture
 async def small(database_url: str) -> AsyncIterator[Messages]:
-    await db.migrate(database_url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    yield Messages(pool, _Roles(), Limits(max_content=10))  # type: ignore[arg-type]
-    await pool.close()
+    async with message_pool(database_url, max_size=2) as pool:
+        yield messages_on(pool, ROLES, Limits(max_content=10))
 
 
 async def test_a_configured_limit_applies_to_send_and_edit(small: Messages) -> None:
     def new(content: str) -> NewMessage:
-        return NewMessage(
-            conversation_id=str(uuid.uuid4()),
-            sender_id=ALICE,
-            content=content,
-            content_encrypted=None,
-            enc_algorithm="",
-            enc_key_id="",
-            client_message_id=None,
-            reply_to_id=None,
-        )
+        return new_message(str(uuid.uuid4()), content, sender=ALICE)
 
     row, _ = await small.send(ALICE, new("é" * 10))  # characters, not bytes
     with pytest.raises(errors.ChatError) as too_long:

@@ -6,30 +6,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, outbox
+from chatmesh import outbox
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.membership import Membership
 from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
+from tests.message_domain import Roles, message_pool, messages_on, new_message
 
-MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB, ADMIN = "rb-alice", "rb-bob", "rb-admin"
-
-
-class _Roles:
-    """Membership as the conversation service would answer it, for any conversation."""
-
-    async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER, ADMIN: Role.ADMIN}, 1)
+ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER, ADMIN: Role.ADMIN})
 
 
 class _Boom(Exception):
@@ -38,24 +29,12 @@ class _Boom(Exception):
 
 @pytest.fixture
 async def messages(database_url: str) -> AsyncIterator[Messages]:
-    await db.migrate(database_url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    yield Messages(pool, _Roles())  # type: ignore[arg-type]
-    await pool.close()
+    async with message_pool(database_url) as pool:
+        yield messages_on(pool, ROLES)
 
 
 def _new(cid: str, content: str = "hi", client_id: str | None = None) -> NewMessage:
-    return NewMessage(
-        conversation_id=cid,
-        sender_id=ALICE,
-        content=content,
-        content_encrypted=None,
-        enc_algorithm="",
-        enc_key_id="",
-        client_message_id=client_id,
-        reply_to_id=None,
-    )
+    return new_message(cid, content, sender=ALICE, client_id=client_id)
 
 
 def _snapshot(database_url: str, cid: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -81,21 +60,18 @@ async def failing_outbox(make_database: Callable[[], str]) -> AsyncIterator[tupl
     """Messages on a database of its own whose outbox refuses any event mentioning 'boom': a send
     is one statement, so this is how its last step (the event) is made to fail."""
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("""CREATE FUNCTION message.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-                        BEGIN
-                            IF position('boom'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION 'boom'; END IF;
-                            RETURN NEW;
-                        END $$""")
-        conn.execute(
-            "CREATE TRIGGER refuse_boom BEFORE INSERT ON message.outbox"
-            " FOR EACH ROW EXECUTE FUNCTION message.refuse_boom()"
-        )
-    pool = AsyncConnectionPool(url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    yield Messages(pool, _Roles()), url  # type: ignore[arg-type]
-    await pool.close()
+    async with message_pool(url, max_size=2) as pool:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("""CREATE FUNCTION message.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+                            BEGIN
+                                IF position('boom'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION 'boom'; END IF;
+                                RETURN NEW;
+                            END $$""")
+            conn.execute(
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON message.outbox"
+                " FOR EACH ROW EXECUTE FUNCTION message.refuse_boom()"
+            )
+        yield messages_on(pool, ROLES), url
 
 
 async def test_a_failed_send_leaves_no_message_no_seq_and_no_event(failing_outbox: tuple[Messages, str]) -> None:

@@ -6,79 +6,37 @@ PostgreSQL database of their own and a real Redis stream; only membership is sto
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
-from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, errors, outbox
+from chatmesh import errors, outbox
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.membership import Membership
 from chatmesh.outbox import OutboxRelay
-from chatmesh.redis_conn import Keys, open_redis
 from chatmesh.roles import Role
 from services.message import store
-from services.message.messages import Messages
 from services.message.store import NewMessage
+from tests.message_domain import DomainEnv, Roles, domain_env, new_message
 
-MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB = "sp-alice", "sp-bob"
-
-
-class _Roles:
-    async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER}, 1)
-
-
-@dataclass
-class _Env:
-    url: str
-    messages: Messages
-    pool: AsyncConnectionPool
-    redis: aioredis.Redis
-    keys: Keys
-
-    @property
-    def stream(self) -> str:
-        return self.keys.event_partition(0)  # K = 1: every event in one stream, in commit order
+ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})
 
 
 @pytest.fixture
-async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
+async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[DomainEnv]:
     """A database of its own (so the relay sees only this test's outbox) and a fresh stream key."""
-    url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(url, min_size=2, max_size=12, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    client = open_redis(redis_server)
-    keys = Keys(f"test-send-path-{secrets.token_hex(6)}", 1)
-    yield _Env(url, Messages(pool, _Roles()), pool, client, keys)  # type: ignore[arg-type]
-    await client.delete(keys.event_partition(0))
-    await client.aclose()
-    await pool.close()
+    async with domain_env(make_database(), redis_server, ROLES, max_size=12) as env:
+        yield env
 
 
 def _new(cid: str, content: str, client_id: str | None = None, sender: str = ALICE) -> NewMessage:
-    return NewMessage(
-        conversation_id=cid,
-        sender_id=sender,
-        content=content,
-        content_encrypted=None,
-        enc_algorithm="",
-        enc_key_id="",
-        client_message_id=client_id,
-        reply_to_id=None,
-    )
+    return new_message(cid, content, sender=sender, client_id=client_id)
 
 
-async def _published(env: _Env, count: int, within_s: float) -> list[common_pb2.Event]:
+async def _published(env: DomainEnv, count: int, within_s: float) -> list[common_pb2.Event]:
     """The stream's events once it holds `count` of them; fails after `within_s`."""
     deadline = time.monotonic() + within_s
     while True:
@@ -89,7 +47,7 @@ async def _published(env: _Env, count: int, within_s: float) -> list[common_pb2.
 
 
 @pytest.fixture
-async def notifications(env: _Env) -> AsyncIterator[list[str]]:
+async def notifications(env: DomainEnv) -> AsyncIterator[list[str]]:
     """Every NOTIFY on the message outbox channel while the test runs."""
     seen: list[str] = []
     conn = await psycopg.AsyncConnection.connect(env.url, autocommit=True)
@@ -105,7 +63,7 @@ async def notifications(env: _Env) -> AsyncIterator[list[str]]:
     await conn.close()
 
 
-async def _start_relay(env: _Env, time_scale: float = 1.0) -> asyncio.Task[None]:
+async def _start_relay(env: DomainEnv, time_scale: float = 1.0) -> asyncio.Task[None]:
     task = asyncio.create_task(OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys, time_scale).run())
     while outbox.needs_notify(store.SCHEMA):  # registered once it runs
         await asyncio.sleep(0.001)
@@ -118,7 +76,7 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: _Env) -> None:
+async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: DomainEnv) -> None:
     cid = str(uuid.uuid4())
     await env.messages.send(ALICE, _new(cid, "before"))
     # Twenty copies of one send race with other senders in the same conversation: every copy that
@@ -149,7 +107,9 @@ async def test_concurrent_duplicates_return_the_original_without_a_seq_gap(env: 
     assert all(isinstance(o, errors.ChatError) and o.code == "CLIENT_MESSAGE_ID_REUSED" for o in outcomes)
 
 
-async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(env: _Env, notifications: list[str]) -> None:
+async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(
+    env: DomainEnv, notifications: list[str]
+) -> None:
     relay = await _start_relay(env, time_scale=5.0)  # a 10 s poll: only the direct wake-up can be in time
     try:
         cid = str(uuid.uuid4())
@@ -176,7 +136,7 @@ async def test_sends_reach_the_stream_in_order_without_a_notify_per_send(env: _E
     assert notifications == [f"{store.SCHEMA}_outbox"]
 
 
-async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(env: _Env) -> None:
+async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(env: DomainEnv) -> None:
     """Another replica's relay is mid-batch (it holds the advisory lock) when our send commits: the
     local relay cannot publish yet, and retries within milliseconds instead of waiting for its poll."""
     relay = await _start_relay(env, time_scale=5.0)  # a 10 s poll
@@ -198,7 +158,7 @@ async def test_a_send_is_published_promptly_while_another_relay_holds_the_lock(e
         await _stop(relay)
 
 
-async def test_two_relays_racing_publish_every_event_once_in_seq_order(env: _Env) -> None:
+async def test_two_relays_racing_publish_every_event_once_in_seq_order(env: DomainEnv) -> None:
     """Two replicas' relays, both woken by every send, contend for the lock batch after batch."""
     relays = [await _start_relay(env, time_scale=5.0) for _ in range(2)]
     try:

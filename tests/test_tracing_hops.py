@@ -11,65 +11,33 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Tracer
-from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, logs, tracing
-from chatmesh.membership import Membership
+from chatmesh import logs, tracing
 from chatmesh.outbox import OutboxRelay
-from chatmesh.redis_conn import Keys, open_redis
+from chatmesh.roles import Role
 from services.message import store
 from services.message.delivery.fanout import GROUP, Fanout
-from services.message.messages import Messages
 from services.message.store import NewMessage
+from tests.message_domain import DomainEnv, Roles, domain_env, new_message
 
-MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB = "tr-alice", "tr-bob"
-
-
-class _Roles:
-    async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: "member", BOB: "member"}, 1)
-
-
-@dataclass
-class _Env:
-    url: str
-    messages: Messages
-    pool: AsyncConnectionPool
-    redis: aioredis.Redis
-    keys: Keys
-
-    @property
-    def stream(self) -> str:
-        return self.keys.event_partition(0)  # K = 1: every event in one stream
+ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})
 
 
 @pytest.fixture
-async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[_Env]:
-    url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    client = open_redis(redis_server)
-    keys = Keys(f"test-trace-{secrets.token_hex(6)}", 1)
-    yield _Env(url, Messages(pool, _Roles()), pool, client, keys)  # type: ignore[arg-type]
-    for key in [key async for key in client.scan_iter(match=f"{keys.prefix}:*")]:
-        await client.delete(key)
-    await client.aclose()
-    await pool.close()
+async def env(make_database: Callable[[], str], redis_server: str) -> AsyncIterator[DomainEnv]:
+    async with domain_env(make_database(), redis_server, ROLES) as env:
+        yield env
 
 
 @dataclass
@@ -92,16 +60,7 @@ def traced() -> Iterator[_Traced]:
 
 
 def _new(cid: str, content: str) -> NewMessage:
-    return NewMessage(
-        conversation_id=cid,
-        sender_id=ALICE,
-        content=content,
-        content_encrypted=None,
-        enc_algorithm="",
-        enc_key_id="",
-        client_message_id=None,
-        reply_to_id=None,
-    )
+    return new_message(cid, content, sender=ALICE)
 
 
 def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
@@ -110,16 +69,16 @@ def _one(spans: list[ReadableSpan], name: str) -> ReadableSpan:
     return found[0]
 
 
-async def _fan_out(env: _Env) -> None:
+async def _fan_out(env: DomainEnv) -> None:
     """Relay what the outbox holds to the stream, then fan it out as the worker does."""
     assert await OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys).publish_once() == 2
-    fanout = Fanout(env.redis, env.keys, _Roles(), "test-consumer", stream=env.stream)  # type: ignore[arg-type]
+    fanout = Fanout(env.redis, env.keys, ROLES, "test-consumer", stream=env.stream)  # type: ignore[arg-type]
     await env.redis.xgroup_create(env.stream, GROUP, id="0", mkstream=True)
     reply = await env.redis.xreadgroup(GROUP, "test-consumer", {env.stream: ">"}, count=10)
     await fanout.process([entry for _, batch in reply for entry in batch])
 
 
-async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: _Env, traced: _Traced) -> None:
+async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: DomainEnv, traced: _Traced) -> None:
     cid = str(uuid.uuid4())
     with traced.tracer.start_as_current_span("/chat.v1.MessageService/SendMessage", kind=SpanKind.SERVER):
         sent, _ = await env.messages.send(ALICE, _new(cid, "traced"))
@@ -153,7 +112,7 @@ async def test_a_traced_send_is_one_trace_through_outbox_relay_and_fan_out(env: 
         ]
 
 
-async def test_with_tracing_off_nothing_is_carried(env: _Env) -> None:
+async def test_with_tracing_off_nothing_is_carried(env: DomainEnv) -> None:
     cid = str(uuid.uuid4())
     for content in ("one", "two"):
         await env.messages.send(ALICE, _new(cid, content))

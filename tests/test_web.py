@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from chatmesh_tools.embedded import free_port
-from chatmesh_tools.launcher import SERVICES, Mesh
-from tests.conftest import dump_logs
+from chatmesh_tools.launcher import Mesh
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -35,6 +33,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+]
+FAKE_MEDIA = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
 ]
 TIME_SCALE = 0.2
 TYPING_EXPIRY_S = 3.0 * TIME_SCALE
@@ -51,34 +54,66 @@ def test_chromium_is_installed() -> None:
 
 
 @pytest.fixture
-def web_mesh(request: pytest.FixtureRequest, isolated_env, tmp_path: Path) -> Iterator[Mesh]:  # type: ignore[no-untyped-def]
-    env = isolated_env(CHAT_TIME_SCALE=str(TIME_SCALE), CHAT_DEV_LOGIN="1")
-    mesh = Mesh(env=env, ports={name: free_port() for name in SERVICES}, log_dir=tmp_path / "logs")
-    failed_before = request.session.testsfailed
-    mesh.start()
-    yield mesh
-    mesh.stop(sig=signal.SIGKILL, timeout_s=5)
-    if request.session.testsfailed > failed_before:
-        dump_logs(mesh.log_dir)
+def web_mesh(isolated_env, private_meshes) -> Mesh:  # type: ignore[no-untyped-def]
+    return private_meshes(isolated_env(CHAT_TIME_SCALE=str(TIME_SCALE), CHAT_DEV_LOGIN="1"))
+
+
+@asynccontextmanager
+async def chromium(*extra_args: str) -> AsyncIterator[object]:
+    """Debian's Chromium, headless, with CHROMIUM_ARGS and `extra_args`; closed on the way out."""
+    async with playwright_api.async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
-    async with playwright_api.async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
-async def sign_in(browser, url: str, user: str):  # type: ignore[no-untyped-def]
-    context = await browser.new_context(viewport={"width": 1000, "height": 640})
+@pytest.fixture
+async def media_browser() -> AsyncIterator[object]:
+    """A browser with Chromium's stand-ins for a microphone and its permission prompt (a 440 Hz beep,
+    granted at once), and media that may play without a click."""
+    async with chromium(*FAKE_MEDIA) as launched:
+        yield launched
+
+
+async def open_page(browser, url: str, viewport: tuple[int, int] = (1000, 640)):  # type: ignore[no-untyped-def]
+    """A page of its own (a new context: its own storage) at `url`."""
+    context = await browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = await context.new_page()
     page.set_default_timeout(WAIT_MS)
     await page.goto(url)
+    return page
+
+
+async def sign_in(browser, url: str, user: str):  # type: ignore[no-untyped-def]
+    page = await open_page(browser, url)
     await page.get_by_label("User name (development sign-in)").fill(user)
     await page.get_by_role("button", name="Sign in").click()
     await page.locator("#conn[data-state=connected]").wait_for()
     return page
+
+
+async def two_pages(browser, mesh: Mesh):  # type: ignore[no-untyped-def]
+    """(alice's id, bob's id, alice's page, bob's page): two new users signed in, bob first."""
+    url = mesh.edge_url + "/"
+    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    bob = await sign_in(browser, url, bob_id)
+    alice = await sign_in(browser, url, alice_id)
+    return alice_id, bob_id, alice, bob
+
+
+async def start_chat(page, other_id: str) -> None:  # type: ignore[no-untyped-def]
+    """The direct conversation with `other_id`, from the page's keyboard, open with its composer."""
+    await page.get_by_label("Start a chat with (user name)").fill(other_id)
+    await page.keyboard.press("Enter")
+    await page.get_by_label("Message", exact=True).wait_for()
 
 
 async def contents(page) -> list[str]:  # type: ignore[no-untyped-def]
@@ -98,15 +133,10 @@ async def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_two_people_chat_live_through_an_edge_restart(web_mesh: Mesh, browser, tmp_path: Path) -> None:
-    url = web_mesh.edge_url + "/"
-    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
-    bob = await sign_in(browser, url, bob_id)
-    alice = await sign_in(browser, url, alice_id)
+    alice_id, bob_id, alice, bob = await two_pages(browser, web_mesh)
 
     # Alice starts a chat with bob (keyboard only) and sends; bob sees it live in his list.
-    await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
-    await alice.keyboard.press("Enter")
-    await alice.get_by_label("Message", exact=True).wait_for()
+    await start_chat(alice, bob_id)
     await send(alice, "hello bob")
     mine = alice.locator("#messages li.message.mine").last
     await mine.wait_for()
@@ -303,15 +333,10 @@ def test_web_settings_choose_the_routes() -> None:
 async def test_a_request_is_declined_or_blocked_from_the_page(web_mesh: Mesh, browser) -> None:
     """Decline makes the request go (asked again, it comes back); Block closes the conversation to
     writing on both pages. The "Hide my last seen" box keeps the server's setting."""
-    url = web_mesh.edge_url + "/"
-    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
-    bob = await sign_in(browser, url, bob_id)
-    alice = await sign_in(browser, url, alice_id)
+    alice_id, bob_id, alice, bob = await two_pages(browser, web_mesh)
 
     async def ask() -> None:
-        await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
-        await alice.keyboard.press("Enter")
-        await alice.get_by_label("Message", exact=True).wait_for()
+        await start_chat(alice, bob_id)
         await send(alice, "hi, remember me?")
 
     await ask()

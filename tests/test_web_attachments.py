@@ -6,8 +6,6 @@ message as an <audio> player with its length. Same private mesh and helpers as t
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,21 +13,12 @@ import pytest
 
 from chatmesh_tools.launcher import Mesh
 from tests.attachment_support import sunset
-from tests.test_web import CHROMIUM, CHROMIUM_ARGS, playwright_api, sign_in, web_mesh  # noqa: F401 (fixture)
+from tests.test_web import media_browser, start_chat, two_pages, web_mesh  # noqa: F401 (fixtures)
 
 # Set CHAT_WEB_ATTACHMENTS_SCREENSHOT=docs/attachments.png to refresh the README's picture.
 SCREENSHOT = os.environ.get("CHAT_WEB_ATTACHMENTS_SCREENSHOT", "")
-FAKE_MEDIA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 pytestmark = pytest.mark.skipif(os.environ.get("CHAT_SKIP_BROWSER") == "1", reason="CHAT_SKIP_BROWSER=1")
-
-
-@pytest.fixture
-async def media_browser() -> AsyncIterator[object]:
-    async with playwright_api.async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, *FAKE_MEDIA])
-        yield launched
-        await launched.close()
 
 
 async def test_image_file_and_voice_message_between_two_pages(
@@ -37,14 +26,9 @@ async def test_image_file_and_voice_message_between_two_pages(
     media_browser,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    url = web_mesh.edge_url + "/"
-    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
-    bob = await sign_in(media_browser, url, bob_id)
-    alice = await sign_in(media_browser, url, alice_id)
+    alice_id, bob_id, alice, bob = await two_pages(media_browser, web_mesh)
     await alice.context.grant_permissions(["microphone"], origin=web_mesh.edge_url)
-    await alice.get_by_label("Start a chat with (user name)").fill(bob_id)
-    await alice.keyboard.press("Enter")
-    await alice.get_by_label("Message", exact=True).wait_for()
+    await start_chat(alice, bob_id)
     await bob.locator("#conversations button.conversation").first.click()
 
     # Alice picks an image and a file: each shows its upload's progress, then is ready to send.

@@ -5,12 +5,11 @@ unarchived; a member pins and mutes it for themselves. Same setup as test_web.py
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 
 from chatmesh_tools.launcher import Mesh
-from tests.test_web import browser, sign_in, web_mesh  # noqa: F401 - fixtures
+from tests.test_web import browser, two_pages, web_mesh  # noqa: F401 - fixtures
 
 pytest.importorskip("playwright.async_api")
 pytestmark = pytest.mark.skipif(os.environ.get("CHAT_SKIP_BROWSER") == "1", reason="CHAT_SKIP_BROWSER=1")
@@ -35,10 +34,7 @@ async def titles(page) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 async def test_an_admin_archives_a_group_and_its_composer_is_disabled(web_mesh: Mesh, browser) -> None:  # noqa: F811
-    url = web_mesh.edge_url + "/"
-    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
-    bob = await sign_in(browser, url, bob_id)
-    alice = await sign_in(browser, url, alice_id)
+    alice_id, bob_id, alice, bob = await two_pages(browser, web_mesh)
     await create_group(alice, "team", [bob_id])
     await listed(alice, "team").click()
     await listed(bob, "team").click()  # bob's list got it live
@@ -75,10 +71,7 @@ async def test_an_admin_archives_a_group_and_its_composer_is_disabled(web_mesh: 
 
 
 async def test_a_member_pins_and_mutes_for_themselves(web_mesh: Mesh, browser) -> None:  # noqa: F811
-    url = web_mesh.edge_url + "/"
-    alice_id, bob_id = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
-    bob = await sign_in(browser, url, bob_id)
-    alice = await sign_in(browser, url, alice_id)
+    alice_id, bob_id, alice, bob = await two_pages(browser, web_mesh)
     await create_group(alice, "older", [bob_id])
     await create_group(alice, "newer", [bob_id])
     await listed(bob, "older").wait_for()

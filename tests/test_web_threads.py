@@ -13,7 +13,7 @@ import pytest
 from chatmesh_tools.launcher import Mesh
 from tests.helpers import send as rest_send
 from tests.test_message_support import group, new_user_id
-from tests.test_web import WAIT_MS, browser, wait_contents  # noqa: F401 (fixture)
+from tests.test_web import browser, open_page, wait_contents  # noqa: F401 (fixture)
 
 # Set CHAT_WEB_THREADS_SCREENSHOT=path.png to see the page with a thread open.
 SCREENSHOT = os.environ.get("CHAT_WEB_THREADS_SCREENSHOT", "")
@@ -21,10 +21,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("CHAT_SKIP_BROWSER") == "1", reas
 
 
 async def _open(browser: Any, mesh: Mesh, token: str, title: str) -> Any:  # noqa: F811
-    context = await browser.new_context(viewport={"width": 1200, "height": 700})
-    page = await context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    await page.goto(f"{mesh.edge_url}/#token={token}")
+    page = await open_page(browser, f"{mesh.edge_url}/#token={token}", (1200, 700))
     await page.locator("#conn[data-state=connected]").wait_for()
     await page.locator("#conversations button.conversation", has_text=title).click()
     return page

@@ -7,17 +7,16 @@ import os
 import socket
 from pathlib import Path
 
-from chatmesh import db, eventloop, logs, readiness, tracing
-from chatmesh.auth import ServiceCredentials, TokenVerifier
+from chatmesh import readiness, service_main
+from chatmesh.auth import ServiceCredentials
 from chatmesh.config import ConfigError, Settings
 from chatmesh.gen.chat.v1 import conversation_pb2, conversation_pb2_grpc, message_pb2_grpc
 from chatmesh.grpc_client import open_channel
-from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipVersions
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_redis
-from chatmesh.resilience import spawn_supervised, stop_all
-from chatmesh.tls import client_tls, server_credentials
+from chatmesh.resilience import spawn_supervised
+from chatmesh.tls import client_tls
 from services.conversation.audit import AuditTrail, MessageAuditSource
 from services.conversation.conversations import Conversations
 from services.conversation.direct_requests import DirectRequests
@@ -35,8 +34,7 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
     settings.require("database_url", "redis_url")
     if settings.max_group_size < 1:
         raise ConfigError(f"CHAT_MAX_GROUP_SIZE must be at least 1 (got {settings.max_group_size})")
-    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
-    pool = await db.open_pool(settings.database_url, name="conversation")
+    pool = await service_main.open_store(settings, "conversation", SCHEMA, MIGRATIONS, SHARED_DDL)
     redis_client = open_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix, settings.fanout_partitions)
     relay = OutboxRelay(pool, settings.database_url, SCHEMA, redis_client, keys, settings.time_scale)
@@ -61,29 +59,17 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(servicer, server)
         return [conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name]
 
-    try:
-        # Ready while PostgreSQL answers; Redis only feeds the outbox relay, which catches up after an outage.
-        await serve(
-            "conversation",
-            settings.listen("conversation"),
-            TokenVerifier(settings),
-            register,
-            stopping=stopping,
-            metrics_port=settings.metrics_port,
-            tls=server_credentials(settings),
-            health_port=settings.health_port,
-            readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
-        )
-    finally:
-        await stop_all(background)
-        await projection.leave()
-        await message_channel.close()
-        await pool.close()
-        await redis_client.aclose()
+    # Ready while PostgreSQL answers; Redis only feeds the outbox relay, which catches up after an outage.
+    await service_main.serve_service(
+        "conversation",
+        settings,
+        register,
+        stopping=stopping,
+        readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
+        background=background,
+        close=[projection.leave, message_channel.close, pool.close, redis_client.aclose],
+    )
 
 
 if __name__ == "__main__":
-    settings = Settings.from_env()
-    logs.setup("conversation", settings.log_level)
-    tracing.setup("conversation", settings)
-    eventloop.run(main(settings))
+    service_main.run("conversation", main)

@@ -17,6 +17,7 @@ from chatmesh import errors, outbox
 from chatmesh.roles import Role
 from services.conversation import changes, convert, paging, privacy_store, store, validate
 from services.conversation.direct_requests import DirectRequests
+from services.conversation.states import Kind, RequestState
 from services.conversation.store import ConversationRow, ConversationView, UserRow
 
 DEFAULT_MAX_GROUP_SIZE = 1000
@@ -62,7 +63,7 @@ class Conversations:
             if await privacy_store.blocked_by(conn, caller, [other]):
                 raise changes.blocked()
             if existing := await store.find_direct(conn, low, high):
-                if existing.request_state == "declined":
+                if existing.request_state == RequestState.DECLINED:
                     if reopened := await self._requests.reopen(conn, existing.conversation_id, caller):
                         return reopened, False
                     existing = await store.find_direct(conn, low, high) or existing
@@ -72,7 +73,9 @@ class Conversations:
             known = await privacy_store.has_taken_part_with(conn, other, caller)
             async with conn.transaction():
                 await store.ensure_user(conn, caller)
-                row = await store.insert_direct(conn, caller, low, high, "accepted" if known else "pending")
+                row = await store.insert_direct(
+                    conn, caller, low, high, RequestState.ACCEPTED if known else RequestState.PENDING
+                )
                 if row is not None:
                     await store.insert_participants(
                         conn,
@@ -144,13 +147,13 @@ class Conversations:
         async with self._pool.connection() as conn:
             rows = await store.list_for_user(conn, caller, limit + 1, after)
             page = rows[:limit]
-            direct = await store.participants_of(conn, [r.conversation_id for r in page if r.kind == "direct"])
+            direct = await store.participants_of(conn, [r.conversation_id for r in page if r.kind == Kind.DIRECT])
         views = [
             ConversationView(
                 r,
                 direct.get(r.conversation_id, []),
                 r.unread_count,
-                with_participants=r.kind == "direct",
+                with_participants=r.kind == Kind.DIRECT,
                 muted=r.muted,
                 pinned=r.pinned,
             )

@@ -9,15 +9,6 @@ from chatmesh.roles import Role
 from chatmesh.timestamps import timestamp
 from services.conversation.store import ConversationView, UserRow
 
-KINDS = {"direct": common_pb2.CONVERSATION_TYPE_DIRECT, "group": common_pb2.CONVERSATION_TYPE_GROUP}
-REQUEST_STATES = {
-    None: common_pb2.REQUEST_STATE_UNSPECIFIED,
-    "accepted": common_pb2.REQUEST_STATE_ACCEPTED,
-    "pending": common_pb2.REQUEST_STATE_PENDING,
-    "declined": common_pb2.REQUEST_STATE_DECLINED,
-    "blocked": common_pb2.REQUEST_STATE_BLOCKED,
-}
-
 
 def user(row: UserRow) -> common_pb2.User:
     return common_pb2.User(user_id=row.user_id, display_name=row.display_name, created_at=timestamp(row.created_at))
@@ -37,7 +28,7 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         )
     return common_pb2.Conversation(
         conversation_id=row.conversation_id,
-        type=KINDS[row.kind],
+        type=row.kind.proto,
         title=row.title,
         participants=[
             common_pb2.Participant(
@@ -52,7 +43,7 @@ def conversation(view: ConversationView) -> common_pb2.Conversation:
         last_message=preview,
         unread_count=view.unread_count,
         active=row.active,
-        request_state=REQUEST_STATES[row.request_state],
+        request_state=row.request_state.proto if row.request_state else common_pb2.REQUEST_STATE_UNSPECIFIED,
         archived=row.archived_at is not None,
         description=row.description,
         muted=view.muted,

@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from chatmesh import errors, outbox
 from chatmesh.membership import MembershipVersions
 from services.conversation import changes, convert, privacy_store, store, validate
+from services.conversation.states import Kind, RequestState
 from services.conversation.store import ConversationRow, ConversationView
 
 
@@ -37,43 +38,37 @@ class DirectRequests:
         conversation_id = validate.conversation_id(conversation_id)
         async with self._pool.connection() as conn, conn.transaction():
             row = await _locked(conn, conversation_id, caller)
-            if row.request_state == "blocked":
+            if row.request_state == RequestState.BLOCKED:
                 raise changes.blocked()
             await privacy_store.set_engaged(conn, conversation_id, caller)
-            if row.request_state not in ("pending", "declined") or caller == row.created_by:
+            if row.request_state not in (RequestState.PENDING, RequestState.DECLINED) or caller == row.created_by:
                 return await store.current_view(conn, conversation_id, caller)
-            await privacy_store.set_request_state(conn, conversation_id, "accepted", active=True)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:accepted", view, caller)])
+            view = await _move(conn, conversation_id, caller, RequestState.ACCEPTED, True, "conversation:accepted")
         return await changes.published(self._versions, view)
 
     async def decline(self, caller: str, conversation_id: str) -> ConversationView:
         conversation_id = validate.conversation_id(conversation_id)
         async with self._pool.connection() as conn, conn.transaction():
             row = await _locked(conn, conversation_id, caller)
-            if row.request_state == "declined" and caller != row.created_by:
+            if row.request_state == RequestState.DECLINED and caller != row.created_by:
                 return await store.current_view(conn, conversation_id, caller)  # declined already: nothing changes
-            if row.request_state != "pending" or caller == row.created_by:
+            if row.request_state != RequestState.PENDING or caller == row.created_by:
                 raise errors.failed_precondition("NOT_A_REQUEST", "only a pending request's recipient declines it")
-            await privacy_store.set_request_state(conn, conversation_id, "declined", active=False)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:declined", view, caller)])
+            view = await _move(conn, conversation_id, caller, RequestState.DECLINED, False, "conversation:declined")
         return await changes.published(self._versions, view)
 
     async def block(self, caller: str, conversation_id: str) -> ConversationView:
         conversation_id = validate.conversation_id(conversation_id)
         async with self._pool.connection() as conn, conn.transaction():
             row = await _locked(conn, conversation_id, caller)
-            if row.kind != "direct":
+            if row.kind != Kind.DIRECT:
                 raise errors.failed_precondition("NOT_DIRECT", "block the other participant of a direct conversation")
             other = next(p.user_id for p in await store.list_participants(conn, conversation_id) if p.user_id != caller)
             await privacy_store.block(conn, caller, other)
-            if row.request_state == "blocked":
+            if row.request_state == RequestState.BLOCKED:
                 return await store.current_view(conn, conversation_id, caller)
-            await privacy_store.set_request_state(conn, conversation_id, "blocked", active=row.active)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(
-                conn, store.SCHEMA, [convert.membership_event("conversation:blocked", view, caller, other)]
+            view = await _move(
+                conn, conversation_id, caller, RequestState.BLOCKED, row.active, "conversation:blocked", other
             )
         return await changes.published(self._versions, view)
 
@@ -83,14 +78,29 @@ class DirectRequests:
         declined (any more)."""
         async with conn.transaction():
             row = await store.get_conversation(conn, conversation_id, for_update=True)
-            if row is None or row.request_state != "declined":
+            if row is None or row.request_state != RequestState.DECLINED:
                 return None
-            state = "pending" if caller == row.created_by else "accepted"
-            await privacy_store.set_request_state(conn, conversation_id, state, active=True)
+            state = RequestState.PENDING if caller == row.created_by else RequestState.ACCEPTED
             await privacy_store.set_engaged(conn, conversation_id, caller)
-            view = await store.current_view(conn, conversation_id, caller)
-            await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event("conversation:created", view, caller)])
+            view = await _move(conn, conversation_id, caller, state, True, "conversation:created")
         return await changes.published(self._versions, view)
+
+
+async def _move(
+    conn: AsyncConnection,
+    conversation_id: str,
+    caller: str,
+    state: RequestState,
+    active: bool,
+    event: str,
+    target: str = "",
+) -> ConversationView:
+    """The request moved to `state` (live or not) and its event written, in the caller's transaction;
+    the conversation as it is now."""
+    await privacy_store.set_request_state(conn, conversation_id, state, active=active)
+    view = await store.current_view(conn, conversation_id, caller)
+    await outbox.enqueue(conn, store.SCHEMA, [convert.membership_event(event, view, caller, target)])
+    return view
 
 
 async def _locked(conn: AsyncConnection, conversation_id: str, caller: str) -> ConversationRow:

@@ -26,6 +26,7 @@ from chatmesh.membership import MembershipVersions
 from chatmesh.roles import Role
 from services.conversation import audit, changes, convert, privacy_store, store, validate
 from services.conversation.conversations import DEFAULT_MAX_GROUP_SIZE
+from services.conversation.states import Kind
 from services.conversation.store import ConversationRow, ConversationView
 
 
@@ -140,7 +141,7 @@ async def _locked_group(conn: AsyncConnection, conversation_id: str, caller: str
     caller_role = await store.get_role(conn, conversation_id, caller)
     if caller_role is None:
         raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
-    if row.kind == "direct":
+    if row.kind == Kind.DIRECT:
         raise errors.invalid("DIRECT_CONVERSATION", "a direct conversation's participants cannot change")
     return row, caller_role
 

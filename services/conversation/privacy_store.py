@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
+from services.conversation.states import RequestState
+
 # A conversation through which presence is shown: live, and not a blocked direct conversation.
 _SHOWS_PRESENCE = "c.active AND c.request_state IS DISTINCT FROM 'blocked'"
 
@@ -67,7 +69,9 @@ async def set_engaged(conn: psycopg.AsyncConnection, conversation_id: str, user_
     return cur.rowcount > 0
 
 
-async def set_request_state(conn: psycopg.AsyncConnection, conversation_id: str, state: str, *, active: bool) -> None:
+async def set_request_state(
+    conn: psycopg.AsyncConnection, conversation_id: str, state: RequestState, *, active: bool
+) -> None:
     """A direct conversation's request state and whether it is live, with a membership_version bump
     (the membership caches carry `blocked`, and a declined conversation is inactive)."""
     await conn.execute(

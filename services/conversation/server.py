@@ -14,6 +14,7 @@ from services.conversation.direct_requests import DirectRequests
 from services.conversation.participants import Participants
 from services.conversation.privacy import Privacy
 from services.conversation.settings import ConversationSettings
+from services.conversation.states import RequestState
 
 
 class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
@@ -148,7 +149,7 @@ class ConversationServicer(conversation_pb2_grpc.ConversationServiceServicer):
             active=view.row.active,
             participants=conversation.participants,
             version=view.row.membership_version,
-            blocked=view.row.request_state == "blocked",
+            blocked=view.row.request_state == RequestState.BLOCKED,
             archived=conversation.archived,
             muted_user_ids=[p.user_id for p in view.participants if p.muted],
         )

@@ -39,6 +39,7 @@ from chatmesh import errors, outbox
 from chatmesh.membership import MembershipVersions
 from chatmesh.roles import Role
 from services.conversation import audit, changes, convert, settings_store, store, validate
+from services.conversation.states import Kind
 from services.conversation.store import ConversationRow, ConversationView
 
 
@@ -169,7 +170,7 @@ async def _locked(
     role = await store.get_role(conn, conversation_id, caller)
     if role is None:
         raise errors.forbidden("NOT_PARTICIPANT", "you are not a participant of this conversation")
-    if groups_only and row.kind == "direct":
+    if groups_only and row.kind == Kind.DIRECT:
         raise errors.invalid("DIRECT_CONVERSATION", "only group conversations have this setting")
     return row, role
 

@@ -15,6 +15,7 @@ from psycopg.rows import class_row
 
 from chatmesh import outbox
 from chatmesh.roles import Role
+from services.conversation.states import Kind, RequestState
 
 SCHEMA = "conversation"
 # Tables a shared module owns in this schema, migrated before the service's own files (chatmesh/db.py).
@@ -31,7 +32,7 @@ class UserRow:
 @dataclass
 class ConversationRow:
     conversation_id: str
-    kind: str
+    kind: Kind
     title: str
     created_by: str
     active: bool
@@ -45,9 +46,14 @@ class ConversationRow:
     membership_version: int
     participant_count: int
     activity_at: datetime
-    request_state: str | None  # direct conversations: accepted, pending, declined or blocked
+    request_state: RequestState | None  # direct conversations only
     description: str
     archived_at: datetime | None  # set while archived (read-only)
+
+    def __post_init__(self) -> None:
+        # The columns' text, refused if it is a kind or state this build does not know.
+        self.kind = Kind(self.kind)
+        self.request_state = None if self.request_state is None else RequestState(self.request_state)
 
 
 @dataclass
@@ -155,7 +161,7 @@ async def find_direct(conn: psycopg.AsyncConnection, low: str, high: str) -> Con
 
 
 async def insert_direct(
-    conn: psycopg.AsyncConnection, creator: str, low: str, high: str, request_state: str
+    conn: psycopg.AsyncConnection, creator: str, low: str, high: str, request_state: RequestState
 ) -> ConversationRow | None:
     """Insert the pair's direct conversation; None when a concurrent create won the unique index."""
     async with conn.cursor(row_factory=class_row(ConversationRow)) as cur:

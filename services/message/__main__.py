@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from chatmesh import db, eventloop, logs, readiness, tracing
+from chatmesh import readiness, service_main
 from chatmesh.auth import ServiceCredentials, TokenVerifier
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import (
@@ -25,12 +25,11 @@ from chatmesh.gen.chat.v1 import (
     notification_pb2_grpc,
 )
 from chatmesh.grpc_client import open_channel
-from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.outbox import OutboxRelay
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
-from chatmesh.resilience import spawn_supervised, stop_all
-from chatmesh.tls import client_tls, server_credentials
+from chatmesh.resilience import spawn_supervised
+from chatmesh.tls import client_tls
 from services.message.attachments import AttachmentLimits, Attachments
 from services.message.backends import open_blobs
 from services.message.delivery.fanout import GROUP as FANOUT_GROUP
@@ -51,8 +50,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def main(settings: Settings, stopping: asyncio.Event | None = None) -> None:
     settings.require("database_url", "redis_url")
-    await db.migrate(settings.database_url, SCHEMA, MIGRATIONS, shared_ddl=SHARED_DDL)
-    pool = await db.open_pool(settings.database_url, max_size=20, name="message")
+    pool = await service_main.open_store(settings, "message", SCHEMA, MIGRATIONS, SHARED_DDL, max_size=20)
     redis_client = open_redis(settings.redis_url)
     pubsub_client = open_pubsub_redis(settings.redis_url)
     keys = Keys(settings.redis_prefix, settings.fanout_partitions)
@@ -124,32 +122,19 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         hub.end_streams()
         streams.end_streams()
 
-    try:
-        await serve(
-            "message",
-            settings.listen("message"),
-            verifier,
-            register,
-            stopping=stopping,
-            metrics_port=settings.metrics_port,
-            end_streams=end_streams,
-            tls=server_credentials(settings),
-            health_port=settings.health_port,
-            # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
-            readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
-        )
-    finally:
-        # Fan-out gives its leases up as it stops, so the other replicas take its partitions at once.
-        await stop_all(background)
-        await hub.stop()
-        await channel.close()
-        await pool.close()
-        await redis_client.aclose()
-        await pubsub_client.aclose()
+    await service_main.serve_service(
+        "message",
+        settings,
+        register,
+        stopping=stopping,
+        # PostgreSQL only: without Redis, sends still commit and the relay catches up later.
+        readiness=readiness.of(postgres_url=settings.database_url, time_scale=settings.time_scale),
+        end_streams=end_streams,
+        verifier=verifier,
+        background=background,
+        close=[hub.stop, channel.close, pool.close, redis_client.aclose, pubsub_client.aclose],
+    )
 
 
 if __name__ == "__main__":
-    settings = Settings.from_env()
-    logs.setup("message", settings.log_level)
-    tracing.setup("message", settings)
-    eventloop.run(main(settings))
+    service_main.run("message", main)

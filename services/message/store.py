@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 import psycopg
 from psycopg.rows import class_row
@@ -226,38 +227,37 @@ async def list_messages(
     conn: psycopg.AsyncConnection, conversation_id: str, *, limit: int, before_seq: int | None, after_seq: int | None
 ) -> list[MessageRow]:
     """A page in ascending seq: the newest `limit` before `before_seq`, or the oldest after `after_seq`."""
-    async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
-        if after_seq is not None:
-            await cur.execute(
-                f"""SELECT {_COLUMNS} FROM message.messages
-                    WHERE conversation_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
-                (conversation_id, after_seq, limit),
-            )
-            return await cur.fetchall()
-        await cur.execute(
-            f"""SELECT * FROM (SELECT {_COLUMNS} FROM message.messages
-                    WHERE conversation_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s) page ORDER BY seq""",
-            (conversation_id, before_seq if before_seq is not None else 2**62, limit),
-        )
-        return await cur.fetchall()
+    return await _page(conn, "conversation_id", conversation_id, limit, before_seq, after_seq)
 
 
 async def list_replies(
     conn: psycopg.AsyncConnection, root_id: str, *, limit: int, before_seq: int | None, after_seq: int | None
 ) -> list[MessageRow]:
     """A page of a thread in ascending seq, as `list_messages` pages history (index messages_replies)."""
+    return await _page(conn, "reply_to_id", root_id, limit, before_seq, after_seq)
+
+
+async def _page(
+    conn: psycopg.AsyncConnection,
+    column: Literal["conversation_id", "reply_to_id"],
+    value: str,
+    limit: int,
+    before_seq: int | None,
+    after_seq: int | None,
+) -> list[MessageRow]:
+    """The messages whose `column` is `value`, paged by seq (one query: the two pagers differ only in it)."""
     async with conn.cursor(row_factory=class_row(MessageRow)) as cur:
         if after_seq is not None:
             await cur.execute(
                 f"""SELECT {_COLUMNS} FROM message.messages
-                    WHERE reply_to_id = %s AND seq > %s ORDER BY seq LIMIT %s""",
-                (root_id, after_seq, limit),
+                    WHERE {column} = %s AND seq > %s ORDER BY seq LIMIT %s""",
+                (value, after_seq, limit),
             )
             return await cur.fetchall()
         await cur.execute(
             f"""SELECT * FROM (SELECT {_COLUMNS} FROM message.messages
-                    WHERE reply_to_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s) page ORDER BY seq""",
-            (root_id, before_seq if before_seq is not None else 2**62, limit),
+                    WHERE {column} = %s AND seq < %s ORDER BY seq DESC LIMIT %s) page ORDER BY seq""",
+            (value, before_seq if before_seq is not None else 2**62, limit),
         )
         return await cur.fetchall()
 

@@ -13,16 +13,15 @@ import asyncio
 
 import grpc
 
-from chatmesh import eventloop, logs, readiness, tracing
-from chatmesh.auth import ServiceCredentials, TokenVerifier
+from chatmesh import readiness, service_main
+from chatmesh.auth import ServiceCredentials
 from chatmesh.config import Settings
 from chatmesh.gen.chat.v1 import conversation_pb2_grpc, presence_pb2, presence_pb2_grpc
 from chatmesh.grpc_client import open_channel
-from chatmesh.grpc_server import serve
 from chatmesh.membership import MembershipCache, MembershipVersions
 from chatmesh.redis_conn import Keys, open_pubsub_redis, open_redis
-from chatmesh.resilience import spawn_supervised, stop_all
-from chatmesh.tls import client_tls, server_credentials
+from chatmesh.resilience import spawn_supervised
+from chatmesh.tls import client_tls
 from services.presence.call_store import CallStore
 from services.presence.calls import ENDED_KEEP_S, Calls
 from services.presence.hub import EventHub
@@ -71,29 +70,17 @@ async def main(settings: Settings, stopping: asyncio.Event | None = None) -> Non
         presence_pb2_grpc.add_PresenceServiceServicer_to_server(servicer, server)
         return [presence_pb2.DESCRIPTOR.services_by_name["PresenceService"].full_name]
 
-    try:
-        await serve(
-            "presence",
-            settings.listen("presence"),
-            TokenVerifier(settings),
-            register,
-            stopping=stopping,
-            metrics_port=settings.metrics_port,
-            end_streams=hub.end_streams,
-            tls=server_credentials(settings),
-            health_port=settings.health_port,
-            readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale),
-        )
-    finally:
-        await stop_all([sweeper, ringing])
-        await hub.stop()
-        await channel.close()
-        await pubsub_client.aclose()
-        await redis_client.aclose()
+    await service_main.serve_service(
+        "presence",
+        settings,
+        register,
+        stopping=stopping,
+        readiness=readiness.of(redis_client=redis_client, time_scale=settings.time_scale),
+        end_streams=hub.end_streams,
+        background=[sweeper, ringing],
+        close=[hub.stop, channel.close, pubsub_client.aclose, redis_client.aclose],
+    )
 
 
 if __name__ == "__main__":
-    settings = Settings.from_env()
-    logs.setup("presence", settings.log_level)
-    tracing.setup("presence", settings)
-    eventloop.run(main(settings))
+    service_main.run("presence", main)

@@ -33,9 +33,10 @@ from google.protobuf import timestamp_pb2
 from chatmesh import errors
 from chatmesh.gen.chat.v1 import call_pb2, common_pb2
 from chatmesh.membership import MembershipCache
-from chatmesh.resilience import Backoff, OutageLog, is_outage
+from chatmesh.resilience import Backoff, OutageLog
 from services.presence.call_store import CallRecord, CallStore
 from services.presence.hub import EventHub
+from services.presence.periodic import repeat
 
 log = logging.getLogger(__name__)
 
@@ -266,20 +267,16 @@ class Calls:
     async def expire_forever(self) -> None:
         """End calls that rang out, for the life of the process (under chatmesh.resilience.supervise).
         Redis outages are retried with backoff and logged once each way; anything else escapes."""
-        redis_state = OutageLog(log, "call ringing timeouts: Redis")
-        backoff = Backoff(self._tick_s, 2.0)
-        while True:
-            try:
-                ended = await self._store.expire(EXPIRE_BATCH)
-                for record in ended:
-                    await self._announce_end(record)
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                redis_state.failed(exc)
-                await backoff.sleep()
-                continue
-            redis_state.recovered()
-            backoff.reset()
-            if len(ended) < EXPIRE_BATCH:
-                await asyncio.sleep(self._tick_s)
+        await repeat(
+            self._expire_once,
+            tick_s=self._tick_s,
+            outage=OutageLog(log, "call ringing timeouts: Redis"),
+            backoff=Backoff(self._tick_s, 2.0),
+        )
+
+    async def _expire_once(self) -> bool:
+        """One batch of calls that rang out, each announced; True when the batch was full (more are due)."""
+        ended = await self._store.expire(EXPIRE_BATCH)
+        for record in ended:
+            await self._announce_end(record)
+        return len(ended) == EXPIRE_BATCH

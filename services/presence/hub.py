@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from google.protobuf.message import DecodeError
 
 from chatmesh.gen.chat.v1 import common_pb2, presence_pb2
+from chatmesh.pubsub import listen_forever, subscribe_exactly
 from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
 from services.presence.keys import PresenceKeys
 
@@ -97,44 +98,22 @@ class EventHub:
             log.debug("presence pub/sub %s %s deferred: %r", action, channel, exc)
 
     async def _resync(self) -> None:
-        """Subscribe every wanted channel and unsubscribe the others (redis-py resubscribes what it
-        had on a new connection, but not a SUBSCRIBE that failed, and again an UNSUBSCRIBE that did)."""
+        """Subscribe exactly the wanted channels: the users of this replica's streams and the hub's own."""
         async with self._lock:
             wanted = {self._keys.presence_live(u) for u in self._by_user} | {self._keys.presence_live(HUB_CHANNEL)}
-            held = {c.decode() if isinstance(c, bytes) else str(c) for c in self._pubsub.channels}
-            await self._pubsub.subscribe(*wanted)
-            if stale := held - wanted:
-                await self._pubsub.unsubscribe(*stale)
+            await subscribe_exactly(self._pubsub, wanted)
 
     async def _read(self) -> None:
-        """Hand each message to the streams of its user, for the life of the process (supervised).
-        A lost or refused connection is retried with jittered backoff, logged once when lost and
-        once when back, and every wanted channel is then subscribed again. The backoff starts over
-        only once a message arrives, so a connection that keeps dropping is retried slowly."""
-        redis_state = OutageLog(log, "presence pub/sub: Redis")
-        backoff = Backoff(0.1, 5.0)
-        resync = True  # also after a restart by the supervisor: the failure may have lost a SUBSCRIBE
-        while True:
-            try:
-                if resync:
-                    await self._resync()
-                    resync = False
-                    redis_state.recovered()
-                fresh = True
-                async for message in self._pubsub.listen():
-                    if message["type"] == "message":
-                        if fresh:
-                            fresh = False
-                            backoff.reset()
-                        self._deliver(message["channel"], message["data"])
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                redis_state.failed(exc)
-            else:  # listen() returns once nothing is subscribed, which _resync repairs
-                redis_state.failed(ConnectionError("no channel subscribed"))
-            resync = True
-            await backoff.sleep()
+        """Hand each message to the streams of its user, for the life of the process (supervised), and
+        subscribe every wanted channel again after an outage (chatmesh.pubsub). Also after a restart by
+        the supervisor: the failure may have lost a SUBSCRIBE."""
+        await listen_forever(
+            self._pubsub,
+            self._resync,
+            self._deliver,
+            outage=OutageLog(log, "presence pub/sub: Redis"),
+            backoff=Backoff(0.1, 5.0),
+        )
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         user_id = self._keys.user_of_presence_live(channel.decode())

@@ -33,9 +33,10 @@ from chatmesh import errors
 from chatmesh.auth import ServiceCredentials, user_id_problem
 from chatmesh.gen.chat.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc, presence_pb2
 from chatmesh.membership import MembershipCache
-from chatmesh.resilience import Backoff, OutageLog, is_outage
+from chatmesh.resilience import Backoff, OutageLog
 from chatmesh.timestamps import from_millis
 from services.presence.hub import EventHub
+from services.presence.periodic import repeat
 from services.presence.store import PresenceStore, Status
 
 log = logging.getLogger(__name__)
@@ -247,21 +248,12 @@ class Presence:
         script, so exactly one replica announces it. While Redis is down or stalled it retries with
         jittered backoff and logs the outage once and the recovery once; any other error is a bug
         and escapes to the supervisor, which logs its traceback and starts the loop again."""
-        redis_state = OutageLog(log, "presence sweep: Redis")
-        backoff = Backoff(self._tick_s, SWEEP_BACKOFF_CAP_S)
-        while True:
-            try:
-                more = await self._sweep_once()
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                redis_state.failed(exc)
-                await backoff.sleep()
-                continue
-            redis_state.recovered()
-            backoff.reset()
-            if not more:
-                await asyncio.sleep(self._tick_s)
+        await repeat(
+            self._sweep_once,
+            tick_s=self._tick_s,
+            outage=OutageLog(log, "presence sweep: Redis"),
+            backoff=Backoff(self._tick_s, SWEEP_BACKOFF_CAP_S),
+        )
 
     async def _sweep_once(self) -> bool:
         """One tick; True when a batch was full (more are due at once)."""
