@@ -118,17 +118,20 @@ class Mesh:
             self.stop(*chosen)  # leave nothing running behind a failed start
             raise
 
-    def spawn(self, name: str) -> None:
+    def spawn(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        """Start `name` (again: a replacement replica takes over its entry in `processes`)."""
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"services.{kind_of(name)}"],
-                env=self.service_env(name),
+                env={**self.service_env(name), **(extra_env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
 
-    def wait_ready(self, name: str, timeout_s: float) -> None:
+    def wait_ready(self, name: str, timeout_s: float, health_port: int | None = None) -> None:
+        """Until `name` answers SERVING: on its own port, or on `health_port` (CHAT_HEALTH_PORT), which a
+        replacement replica sharing the port needs, lest the old replica's answer be taken for its own."""
         deadline = time.monotonic() + timeout_s
         tls = client_tls(Settings.from_env(self.service_env(name)))  # the service's own certificate, if any
         while time.monotonic() < deadline:
@@ -138,22 +141,22 @@ class Mesh:
                     f"{name} exited with {process.returncode}; see {self.log_dir / (name + '.log')}\n"
                     + (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
                 )
-            if self._healthy(name, tls):
+            if self._healthy(name, tls, health_port):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{name} was not healthy within {timeout_s:.0f}s; see {self.log_dir / (name + '.log')}")
 
-    def _healthy(self, name: str, tls: ClientTls | None = None) -> bool:
+    def _healthy(self, name: str, tls: ClientTls | None = None, health_port: int | None = None) -> bool:
         if kind_of(name) == "edge":
             try:
                 with urllib.request.urlopen(f"{self.url_of(name)}/healthz", timeout=1) as reply:
                     return bool(reply.status == 200)
             except OSError:
                 return False
-        target = f"127.0.0.1:{self.ports[name]}"
+        target = f"127.0.0.1:{health_port or self.ports[name]}"
         with (
             grpc.secure_channel(target, tls.credentials, options=tls.options())
-            if tls
+            if tls and not health_port  # the health-only port is plaintext
             else grpc.insecure_channel(target)
         ) as channel:
             try:

@@ -36,6 +36,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chatmesh.grpc_server import LAME_DUCK_S, STOP_GRACE_S
+from chatmesh_tools.embedded import free_port
 from chatmesh_tools.launcher import Mesh
 from tests.conftest import dump_logs, new_mesh
 from tests.helpers import Socket, bearer, direct_conversation, new_user_id, register
@@ -151,8 +152,11 @@ async def _roll(mesh: Mesh, name: str, stop_load: asyncio.Event) -> tuple[float,
     loop = asyncio.get_running_loop()
     old = mesh.processes[name]
     await asyncio.sleep(LOAD_BEFORE_S)
-    await loop.run_in_executor(None, mesh.spawn, name)  # the replacement, on the same port
-    await loop.run_in_executor(None, mesh.wait_ready, name, 60)
+    # The replacement, on the same port; ready when its own health port says so (the shared port's
+    # answer may come from the old replica while the new one is still starting).
+    health_port = free_port()
+    await loop.run_in_executor(None, mesh.spawn, name, {"CHAT_HEALTH_PORT": str(health_port)})
+    await loop.run_in_executor(None, mesh.wait_ready, name, 60, health_port)
     signalled = time.monotonic()
     old.send_signal(signal.SIGTERM)
 
