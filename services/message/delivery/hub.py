@@ -90,6 +90,10 @@ class Hub:
         self._pubsub = pubsub_client.pubsub(ignore_subscribe_messages=True)
         self._by_user: dict[str, set[Subscription]] = defaultdict(set)
         self._dirty: dict[Subscription, str] = {}  # -> why its inbox is to be read (INBOX_READS)
+        # Subscriptions whose inbox a fan-out worker of the previous version appended to (its wake-up
+        # came) since their last read began: that worker does not keep the inbox's last-id key, so a
+        # live batch's "previous entry" may be stale for them until a read has caught them up.
+        self._woken: dict[Subscription, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._streams: set[Outbox] = set()
@@ -149,6 +153,7 @@ class Hub:
         if task := self._resyncs.pop(sub, None):
             task.cancel()
         self._dirty.pop(sub, None)
+        self._woken.pop(sub, None)
         if (subs := self._by_user.get(sub.user_id)) is not None:
             subs.discard(sub)
             if not subs:
@@ -200,7 +205,7 @@ class Hub:
         is left to the pump. Each event is queued once per stream, for all the subscriptions it reaches."""
         epoch_raw, events = msgpack.unpackb(data, raw=True, use_list=True)
         epoch = epoch_raw.decode()
-        by_user = self._by_user
+        by_user, woken = self._by_user, self._woken
         direct = 0
         for payload, _, seq, conversation, recipients in events:
             streams: dict[Outbox, list[Recipient]] = {}
@@ -212,7 +217,7 @@ class Hub:
                 for sub in subs:
                     if not sub.live:
                         continue  # replaying: it reads its inbox when it goes live
-                    if sub.last_id != previous or sub.epoch != epoch:
+                    if sub.last_id != previous or sub.epoch != epoch or (woken and sub in woken):
                         self._notify(sub, _GAP)
                         continue
                     direct += 1
@@ -224,6 +229,15 @@ class Hub:
                 out.put_nowait((payload, to))
         if direct:
             LIVE_ENTRIES.inc(direct)
+
+    def _on_wake(self, data: bytes) -> None:
+        """A wake-up of a fan-out worker of the previous version: a JSON list of the users whose inboxes
+        it appended to. That worker does not keep the inboxes' last-id keys, so until a read begun after
+        it has caught them up, its users' subscriptions take nothing from a live batch."""
+        for user_id in json.loads(data):
+            for sub in self._by_user.get(user_id, ()):
+                self._woken[sub] = self._woken.get(sub, 0) + 1
+                self._notify(sub, _WAKE)
 
     async def _pump(self) -> None:
         """Read the inboxes of marked live subscriptions: one XREAD per round, for every such user
@@ -238,6 +252,7 @@ class Hub:
                 del self._dirty[sub]
             if not ready:
                 continue
+            woken = {sub: self._woken[sub] for sub in ready if sub in self._woken}
             by_inbox: dict[str, list[Subscription]] = defaultdict(list)
             after: dict[str, str] = {}
             why: dict[str, str] = {}
@@ -276,6 +291,9 @@ class Hub:
                         sub.emit_entries(rows)
                         if len(rows) == READ_BATCH:
                             self._notify(sub, _MORE)  # more to read
+            for sub, wakes in woken.items():  # caught up with what those wake-ups announced
+                if self._woken.get(sub) == wakes and sub not in self._dirty:
+                    del self._woken[sub]
 
     def _resync(self, sub: Subscription) -> None:
         """Redis lost its data under a live subscription: replay it from its last position, which its
@@ -311,9 +329,7 @@ class Hub:
                         after_batch = True
                         continue
                     if not after_batch:
-                        for user_id in json.loads(message["data"]):
-                            for sub in self._by_user.get(user_id, ()):
-                                self._notify(sub, _WAKE)
+                        self._on_wake(message["data"])
                     after_batch = False
             except Exception as exc:
                 if not is_outage(exc):
