@@ -37,9 +37,9 @@ def sent(out: Outbox) -> list[tuple[int, str]]:
     """(seq, resume token) of what went out, in order."""
     items = []
     while not out.empty():
-        _, event, token = out.get_nowait()
+        event, [(_, token)] = out.get_nowait()
         parsed = common_pb2.Event.FromString(event) if isinstance(event, bytes) else event
-        items.append((parsed.message.seq, token or parsed.resume_token))
+        items.append((parsed.message.seq, token))
     return items
 
 

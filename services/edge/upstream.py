@@ -1,10 +1,14 @@
 """The edge's one multiplexed event stream per upstream service.
 
 Every WebSocket of this replica shares one MessageService.StreamEvents call: a socket subscribes
-with its resume token and gets a sink; batches come back tagged by subscription id. When the stream
-breaks (a message service replica restarts), the router reconnects with backoff and resubscribes
-every socket from the last resume token it delivered, so nothing is skipped. Each event is rendered
-to its frame's JSON once (`FrameCache`), however many of this replica's sockets it reaches.
+with its resume token and gets a sink; each event comes back once with the subscriptions it goes to
+and each one's resume token (`deliveries`; a message replica of the previous version sends
+`batches`, per subscription, which are still read). When the stream breaks (a message service
+replica restarts), the router reconnects with backoff and resubscribes every socket from the last
+resume token it delivered, so nothing is skipped. Each event is parsed once and rendered to its
+frame's JSON once (`FrameCache`), however many of this replica's sockets it reaches; each sink gets
+the one Event with its own token set in `resume_token` for the length of the call (a sink reads it
+then, it does not keep the Event).
 """
 
 from __future__ import annotations
@@ -69,13 +73,28 @@ class EventRouter:
 
     def _dispatch(self, response: message_pb2.StreamEventsResponse) -> None:
         render = self._frames.render
-        for batch in response.batches:
-            sub = self._subs.get(batch.subscription_id)
+        subs = self._subs
+        for delivery in response.deliveries:
+            event = delivery.event
+            rendered = render(event)
+            thread = self._threads.render(event) if event.HasField("thread") else None
+            for recipient in delivery.recipients:
+                sub = subs.get(recipient.subscription_id)
+                if sub is None:
+                    continue
+                if token := recipient.resume_token:
+                    sub.resume_token = token
+                event.resume_token = token
+                sub.sink(event, rendered)
+                if thread is not None:  # a reply sent or deleted: open threads hear of it (threads.py)
+                    sub.sink(THREAD_EVENT, thread)
+        for batch in response.batches:  # a message replica of the previous version
+            sub = subs.get(batch.subscription_id)
             if sub is None:
                 continue
             for event in batch.events:
                 if event.resume_token:
                     sub.resume_token = event.resume_token
                 sub.sink(event, render(event))
-                if event.HasField("thread"):  # a reply sent or deleted: open threads hear of it (threads.py)
+                if event.HasField("thread"):
                     sub.sink(THREAD_EVENT, self._threads.render(event))

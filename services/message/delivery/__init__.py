@@ -6,10 +6,12 @@
 2. `partitions.py`: each replica fans out the partitions it leases (`leases.py`: one lease per
    partition, about K/N per replica), all read with one XREADGROUP; `fanout.py`: one partition's
    fan-out, which appends each event to every recipient's inbox (one atomic script per batch,
-   per-conversation seq order enforced), then wakes the hubs.
+   per-conversation seq order enforced), then publishes the batch to the hubs (per recipient, the
+   inbox entry each new one follows).
 3. `inbox.py`: the inboxes (a Redis stream per user) and the resume tokens that point into them.
-4. `hub.py`: each replica's reader of the inboxes its subscribers own; it replays on subscribe and
-   pumps what fan-out wakes it for.
+4. `hub.py`: each replica's reader of the inboxes its subscribers own; it replays on subscribe,
+   hands a live batch's entries straight on where they follow what a subscription sent, and reads
+   the inbox to repair any gap.
 5. `subscription.py`: one connection's view: the offline buffer merged with the inbox, the order
    check, the acknowledgements.
 6. `streams.py`: the gRPC server streams to the edges (the offline buffer from PostgreSQL, and many

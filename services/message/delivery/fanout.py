@@ -1,8 +1,9 @@
 """Fan-out of one events partition: a Redis consumer group reads the partition's stream and appends
-each event to every recipient's inbox, then wakes the hubs once per batch with the names of the users
-it wrote to.
+each event to every recipient's inbox, then publishes the batch to the hubs once: the events, and per
+recipient the inbox entry it follows and the one it became, so a hub hands it on without reading the
+inbox.
 
-Per batch, the inbox appends, a done-marker per event, the XACKs and the wake-up go in one Lua
+Per batch, the inbox appends, a done-marker per event, the XACKs and the live batch go in one Lua
 script (atomic like MULTI, and one round trip), so an event is either fanned out and acknowledged
 completely or not at all; the done-marker makes a re-read of the same event (the relay may publish
 a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out a
@@ -30,7 +31,7 @@ from chatmesh import tracing
 from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys
-from services.message.delivery.inbox import INBOX_MAXLEN
+from services.message.delivery.inbox import INBOX_MAXLEN, last_key, live_channel
 from services.message.delivery.metrics import DEAD_LETTER, FANNED_OUT
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,14 @@ HELD = Counter(
 # One batch, server-side and atomic (a script runs alone, like MULTI): per event, unless its
 # done-marker exists, an XADD to each recipient's inbox (the event id, a message's seq (0 for other
 # events) and its conversation beside the payload, so a reader can order and skip an entry without
-# parsing it) and the done-marker; then its XACK; last, one wake-up naming the batch's recipients.
+# parsing it) and the done-marker; then its XACK. Last, the live batch on the live channel: the
+# current epoch and, per event appended, its payload, event id, seq and conversation and, per
+# recipient, (user id, the id of the inbox's entry before, the new entry's id), packed with cmsgpack
+# (binary-safe: payloads are protobuf bytes). Published inside the script, so the order batches reach
+# a hub is the order entries were appended; the previous id comes from a key beside each inbox (read
+# once per batch, set once at the end). Then the old wake-up naming the batch's recipients, which
+# hubs of the previous version listen to during a rolling upgrade (a hub of this version ignores the
+# one that follows a live batch).
 #
 # Order is enforced here, not left to timing: a message event whose conversation's last fanned-out
 # seq (kept in a key per conversation) is more than one behind it is held, not written, and so is
@@ -62,13 +70,15 @@ HELD = Counter(
 # in. The caller orders each conversation's message events by seq. A negative seq releases a held
 # event whatever the gap (its predecessor was dead-lettered or is lost with Redis' data).
 #
-# KEYS: the events stream, then per event its done-marker, its conversation's seq key when it has a
-# seq, and its inboxes. ARGV: group, inbox maxlen, done-marker TTL, wake channel, per event (entry id,
-# event id, payload, recipient count, seq or 0, conversation id), and last the wake-up ("" for none).
+# KEYS: the events stream, the epoch, then per event its done-marker, its conversation's seq key when
+# it has a seq, and per recipient its inbox and that inbox's last-id key. ARGV: group, inbox maxlen,
+# done-marker TTL, wake channel, live channel, per event (entry id, event id, payload, recipient count,
+# seq or 0, conversation id, the recipients' user ids), and last the wake-up ("" for none).
 _FAN_OUT = """
-local group, maxlen, ttl, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local k, a = 2, 5
+local group, maxlen, ttl, wake, live = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local k, a = 3, 6
 local held, blocked = {}, {}
+local last, touched, out = {}, {}, {}
 while a < #ARGV do
   local entry_id, event_id, data = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local n, seq, conversation = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
@@ -76,16 +86,28 @@ while a < #ARGV do
   if seq ~= 0 then seq_key, first = KEYS[k + 1], k + 2 end
   local hold = false
   if redis.call('EXISTS', KEYS[k]) == 0 then
-    local last = 0
-    if seq_key then last = tonumber(redis.call('GET', seq_key) or '0') end
-    hold = (seq == 0 and blocked[conversation]) or (seq > 0 and last > 0 and seq > last + 1)
+    local last_seq = 0
+    if seq_key then last_seq = tonumber(redis.call('GET', seq_key) or '0') end
+    hold = (seq == 0 and blocked[conversation]) or (seq > 0 and last_seq > 0 and seq > last_seq + 1)
     if not hold then
+      local recipients = {}
       for i = 0, n - 1 do
-        redis.call('XADD', KEYS[first + i], 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id,
-                   's', math.abs(seq), 'c', conversation)
+        local inbox, last_key = KEYS[first + 2 * i], KEYS[first + 2 * i + 1]
+        local prev = last[last_key]
+        if prev == nil then
+          prev = redis.call('GET', last_key) or ''
+          touched[#touched + 1] = last_key
+        end
+        local id = redis.call('XADD', inbox, 'MAXLEN', '~', maxlen, '*', 'e', data, 'i', event_id,
+                              's', math.abs(seq), 'c', conversation)
+        last[last_key] = id
+        recipients[#recipients + 1] = ARGV[a + 6 + i]
+        recipients[#recipients + 1] = prev
+        recipients[#recipients + 1] = id
       end
+      if n > 0 then out[#out + 1] = {data, event_id, math.abs(seq), conversation, recipients} end
       redis.call('SET', KEYS[k], '1', 'EX', ttl)
-      if seq_key and math.abs(seq) > last then redis.call('SET', seq_key, math.abs(seq), 'EX', ttl) end
+      if seq_key and math.abs(seq) > last_seq then redis.call('SET', seq_key, math.abs(seq), 'EX', ttl) end
     end
   end
   if hold then
@@ -94,9 +116,11 @@ while a < #ARGV do
   else
     redis.call('XACK', KEYS[1], group, entry_id)
   end
-  k, a = first + n, a + 6
+  k, a = first + 2 * n, a + 6 + n
 end
-if ARGV[#ARGV] ~= '' then redis.call('PUBLISH', channel, ARGV[#ARGV]) end
+for _, key in ipairs(touched) do redis.call('SET', key, last[key]) end
+if #out > 0 then redis.call('PUBLISH', live, cmsgpack.pack({redis.call('GET', KEYS[2]) or '', out})) end
+if ARGV[#ARGV] ~= '' then redis.call('PUBLISH', wake, ARGV[#ARGV]) end
 return held
 """
 
@@ -219,18 +243,20 @@ class Fanout:
         if not plans:
             return
         plans = _seqs_in_order(plans)
-        keys = [self._stream]
-        args: list[str | bytes | int] = [GROUP, INBOX_MAXLEN, DONE_TTL_S, self._keys.wake]
+        keys = [self._stream, self._keys.epoch]
+        args: list[str | bytes | int] = [GROUP, INBOX_MAXLEN, DONE_TTL_S, self._keys.wake, live_channel(self._keys)]
         woken: set[str] = set()
         for entry_id, event, data, recipients, seq in plans:
             keys.append(self._done_key(event))
             if seq:
                 keys.append(self._seq_key(event.conversation_id))
-            keys.extend(self._keys.inbox(user_id) for user_id in recipients)
+            for user_id in recipients:
+                keys.extend((self._keys.inbox(user_id), last_key(self._keys, user_id)))
             args.extend((entry_id, event.event_id, data, len(recipients), seq, event.conversation_id))
+            args.extend(recipients)
             woken.update(recipients)
-        # The wake-up names every recipient of the batch, even of an event already fanned out or held
-        # (rare); a needless wake-up costs one empty inbox read.
+        # The old wake-up, for hubs of the previous version (a rolling upgrade): it names every
+        # recipient of the batch, even of an event already fanned out or held (rare).
         args.append(json.dumps(sorted(woken)) if woken else "")
         held = set(await self._fan_out(keys=keys, args=args))
         for entry_id, *_ in plans:

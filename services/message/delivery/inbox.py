@@ -23,6 +23,20 @@ INBOX_MAXLEN = 10_000
 INBOX_MAX_AGE_S = 7 * 24 * 3600
 
 
+def last_key(keys: Keys, user_id: str) -> str:
+    """The id of the last entry fan-out appended to a user's inbox, beside it (same hash tag). Fan-out
+    reads it before each append and sets it after, in its script, so the live batch can say which
+    entry each new one follows: a subscription that sent exactly that one takes the new entry
+    without reading the inbox. Every writer of an inbox must keep it (only fan-out writes inboxes)."""
+    return f"{keys.prefix}:inbox-last:{{{user_id}}}"
+
+
+def live_channel(keys: Keys) -> str:
+    """Pub/sub channel of the live batches fan-out publishes (msgpack, see fanout.py). A new name, not
+    the old wake channel, so a hub of the previous version never misreads one."""
+    return f"{keys.prefix}:live"
+
+
 def parse_id(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)

@@ -66,7 +66,9 @@ async def _drain(out: Outbox) -> list[Item] | None:
 
 
 class MultiplexedStream:
-    """One edge replica's stream: subscriptions come and go, events go out in batches."""
+    """One edge replica's stream: subscriptions come and go, events go out in batches, each event once
+    with the subscriptions it reaches (`deliveries`), so a group's message crosses to an edge once
+    however many of its members' sockets are there."""
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
@@ -82,13 +84,22 @@ class MultiplexedStream:
         try:
             while (items := await _drain(self._out)) is not None:
                 response = message_pb2.StreamEventsResponse()
-                batches: dict[str, message_pb2.SubscriptionEvents] = {}
-                for item in items:
-                    if (sub_id := item[0]) in self._subs:
-                        if (batch := batches.get(sub_id)) is None:
-                            batch = batches[sub_id] = response.batches.add(subscription_id=sub_id)
-                        to_event(batch.events.add(), item)
-                if batches:
+                subs = self._subs
+                for event, recipients in items:
+                    if len(recipients) == 1:  # replay, repair: one subscription
+                        if recipients[0][0] not in subs:
+                            continue
+                        delivery = response.deliveries.add()
+                        delivery.recipients.add(subscription_id=recipients[0][0], resume_token=recipients[0][1])
+                    else:
+                        to = [(sub_id, token) for sub_id, token in recipients if sub_id in subs]
+                        if not to:
+                            continue
+                        delivery = response.deliveries.add()
+                        for sub_id, token in to:
+                            delivery.recipients.add(subscription_id=sub_id, resume_token=token)
+                    to_event(delivery.event, event)
+                if response.deliveries:
                     yield response
         finally:
             self._hub.detach(self._out)
@@ -129,8 +140,8 @@ async def single_user(hub: Hub, user_id: str, resume_token: str) -> AsyncIterato
     try:
         while items := await _drain(out):
             response = message_pb2.SubscribeEventsResponse()
-            for item in items:
-                to_event(response.events.add(), item)
+            for event, recipients in items:
+                to_event(response.events.add(), event, recipients[0][1])
             yield response
     finally:
         hub.detach(out)

@@ -22,10 +22,13 @@ import asyncio
 from chatmesh.gen.chat.v1 import common_pb2
 from services.message.delivery.inbox import Token, parse_id
 
-# (subscription_id, event, resume_token) is pushed onto the queue of the stream that owns the
-# subscription; the event is an inbox entry's serialized bytes, or an Event already complete. None
+# (subscription id, resume token): one subscription an item goes to.
+Recipient = tuple[str, str]
+# (event, recipients) is pushed onto the queue of the stream that owns the subscriptions: the event
+# is an inbox entry's serialized bytes, or an Event already complete (its token is the recipient's),
+# queued once for every subscription of the stream it reaches (the hub groups a live batch's). None
 # ends the stream.
-Item = tuple[str, common_pb2.Event | bytes, str]
+Item = tuple[common_pb2.Event | bytes, list[Recipient]]
 Outbox = asyncio.Queue[Item | None]  # None: the stream ends after what is queued before it
 Entry = tuple[bytes, dict[bytes, bytes]]  # an XRANGE / XREAD row
 
@@ -36,14 +39,15 @@ class Subscription:
     def __init__(self, subscription_id: str, user_id: str, out: Outbox) -> None:
         self.subscription_id = subscription_id
         self.user_id = user_id
-        self._out = out
+        self.out = out
         self.epoch = ""
         self.last_id = "0"
-        self.live = False  # replay done: the pump reads its inbox from here on
+        self.live = False  # replay done: live batches and the pump reach it from here on
         self._sent_seq: dict[str, int] = {}  # conversation -> highest message seq sent on this connection
 
     def emit_entries(self, entries: list[Entry]) -> None:
-        """Inbox entries, oldest first; only those past the last one sent, in seq order."""
+        """Inbox entries, oldest first; only those past the last one sent, in seq order. The hub's
+        live path may have sent some already (both paths run at once): those are skipped here."""
         last = parse_id(self.last_id)
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
@@ -52,7 +56,16 @@ class Subscription:
             self.last_id = entry_id
             if (key := _message_key(fields)) is not None and not self._advance(*key):
                 continue
-            self._out.put_nowait((self.subscription_id, fields[b"e"], Token(self.epoch, entry_id).encode()))
+            self.out.put_nowait((fields[b"e"], [(self.subscription_id, Token(self.epoch, entry_id).encode())]))
+
+    def take(self, entry_id: str, conversation: bytes, seq: int) -> str | None:
+        """The live path: the caller has checked that `entry_id` is the inbox entry right after
+        `last_id`, in this epoch. Moves past it and returns its resume token, or None when the order
+        rule drops it (an older copy of a message already sent); the caller queues it."""
+        self.last_id = entry_id
+        if seq and not self._advance(conversation.decode(), seq):
+            return None
+        return Token(self.epoch, entry_id).encode()
 
     def emit_buffer(self, buffered: list[common_pb2.Event], late: list[Entry]) -> None:
         """The offline buffer, merged with the inbox entries appended while it was read (`late`, after
@@ -76,11 +89,10 @@ class Subscription:
         for event in [*events, *others]:
             if event.type == RECEIVED and not self._advance(event.conversation_id, event.message.seq):
                 continue
-            event.resume_token = token
-            self._out.put_nowait((self.subscription_id, event, ""))
+            self.out.put_nowait((event, [(self.subscription_id, token)]))
 
     def emit_control(self, event: common_pb2.Event) -> None:
-        self._out.put_nowait((self.subscription_id, event, ""))
+        self.out.put_nowait((event, [(self.subscription_id, "")]))
 
     def _advance(self, conversation_id: str, seq: int) -> bool:
         """Whether a message of this seq may go out (it is past what was sent); records it if so."""
@@ -99,16 +111,17 @@ def _message_key(fields: dict[bytes, bytes]) -> tuple[str, int] | None:
     return (event.conversation_id, event.message.seq) if event.type == RECEIVED and event.message.seq else None
 
 
-def to_event(target: common_pb2.Event, item: Item) -> None:
-    """Fill a response's Event from a queued item: stored bytes are parsed straight into it."""
-    _, event, resume_token = item
+def to_event(target: common_pb2.Event, event: common_pb2.Event | bytes, resume_token: str = "") -> None:
+    """Fill a response's Event from a queued item's event: stored bytes are parsed straight into it."""
     if isinstance(event, bytes):
         target.MergeFromString(event)
-        target.resume_token = resume_token
     else:
         target.CopyFrom(event)
+    if resume_token:
+        target.resume_token = resume_token
 
 
 def item_size(item: Item) -> int:
-    _, event, resume_token = item
-    return len(event) + len(resume_token) if isinstance(event, bytes) else event.ByteSize()
+    event, recipients = item
+    size = len(event) if isinstance(event, bytes) else event.ByteSize()
+    return size + sum(len(subscription_id) + len(token) + 4 for subscription_id, token in recipients)

@@ -240,10 +240,28 @@ class StreamEventsRequest(_message.Message):
     def __init__(self, subscribe: _Optional[_Union[StreamEventsRequest.Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[StreamEventsRequest.Unsubscribe, _Mapping]] = ...) -> None: ...
 
 class StreamEventsResponse(_message.Message):
-    __slots__ = ("batches",)
+    __slots__ = ("batches", "deliveries")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     batches: _containers.RepeatedCompositeFieldContainer[SubscriptionEvents]
-    def __init__(self, batches: _Optional[_Iterable[_Union[SubscriptionEvents, _Mapping]]] = ...) -> None: ...
+    deliveries: _containers.RepeatedCompositeFieldContainer[EventDelivery]
+    def __init__(self, batches: _Optional[_Iterable[_Union[SubscriptionEvents, _Mapping]]] = ..., deliveries: _Optional[_Iterable[_Union[EventDelivery, _Mapping]]] = ...) -> None: ...
+
+class EventDelivery(_message.Message):
+    __slots__ = ("event", "recipients")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    event: _common_pb2.Event
+    recipients: _containers.RepeatedCompositeFieldContainer[EventRecipient]
+    def __init__(self, event: _Optional[_Union[_common_pb2.Event, _Mapping]] = ..., recipients: _Optional[_Iterable[_Union[EventRecipient, _Mapping]]] = ...) -> None: ...
+
+class EventRecipient(_message.Message):
+    __slots__ = ("subscription_id", "resume_token")
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    subscription_id: str
+    resume_token: str
+    def __init__(self, subscription_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class SubscriptionEvents(_message.Message):
     __slots__ = ("subscription_id", "events")
