@@ -80,8 +80,8 @@ class _Live:
         """A message as the relay publishes it, fanned out as one batch."""
         event = received(CONVERSATION, seq)
         self.committed.append(event)
-        await self.redis.xadd(self.keys.events, {b"e": event.SerializeToString()})
-        reply = await self.redis.xreadgroup(GROUP, "test", {self.keys.events: ">"}, count=10)
+        await self.redis.xadd(self.keys.event_partition(0), {b"e": event.SerializeToString()})
+        reply = await self.redis.xreadgroup(GROUP, "test", {self.keys.event_partition(0): ">"}, count=10)
         await self.fanout.process([entry for _, batch in reply for entry in batch])
         return event
 
@@ -98,15 +98,22 @@ class _Live:
 @pytest.fixture
 async def live(redis_server: str) -> AsyncIterator[_Live]:
     client, pubsub = open_redis(redis_server), open_pubsub_redis(redis_server)
-    keys = Keys(f"test-live-{secrets.token_hex(6)}")
-    await client.xgroup_create(keys.events, GROUP, id="0", mkstream=True)
+    keys = Keys(f"test-live-{secrets.token_hex(6)}", 1)
+    await client.xgroup_create(keys.event_partition(0), GROUP, id="0", mkstream=True)
     env: _Live
 
     async def offline(user_id: str) -> list[common_pb2.Event]:
         return list(env.committed)
 
     hub = Hub(client, pubsub, keys, offline)
-    env = _Live(client, pubsub, keys, Fanout(client, keys, _Roles(), "test"), hub, await Inboxes(client, keys).epoch())  # type: ignore[arg-type]
+    env = _Live(
+        client,
+        pubsub,
+        keys,
+        Fanout(client, keys, _Roles(), "test", stream=keys.event_partition(0)),
+        hub,
+        await Inboxes(client, keys).epoch(),
+    )  # type: ignore[arg-type]
     yield env
     for task in env.tasks:
         task.cancel()
