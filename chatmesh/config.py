@@ -68,7 +68,7 @@ ENV_VARS: dict[str, str] = {
     "CHAT_PRESENCE_TARGET": "gRPC target of the presence service (default `127.0.0.1:50153`).",
     "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
     "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
-    "CHAT_WS_COMPRESSION": "`1` offers permessage-deflate on WebSockets (default `0`: off; it costs ~100 KB of "
+    "CHAT_WS_COMPRESSION": "`1` offers permessage-deflate on WebSockets (default `0`: off; it costs tens of KB of "
     "zlib state per socket and CPU per frame, for small JSON frames that gain little).",
     "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting (a catch-up burst included) before it is "
     "disconnected as too slow (default 10000, the inbox bound).",

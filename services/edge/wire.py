@@ -11,8 +11,9 @@ a head the WebSocket parser refuses), then writes frames straight to the transpo
 Per socket: the parser, a reference to the request headers until the socket has authenticated, and
 at most one pending read. An idle socket has no timer of its own: one ping wheel per edge (Pings)
 pings every socket once per ping interval and closes with 1011 a socket that left the previous ping
-unanswered. Compression (permessage-deflate) is off unless CHAT_WS_COMPRESSION is set: its zlib
-contexts cost ~100 KB per socket and most frames are small JSON.
+unanswered (not one with frames waiting to go out: the slow-reader rules, 4008, own those).
+Compression (permessage-deflate) is off unless CHAT_WS_COMPRESSION is set: its zlib contexts cost
+tens of KB per socket, and most frames are small JSON.
 """
 
 from __future__ import annotations
@@ -73,11 +74,16 @@ class Pings:
     and closes (1011) those that left their previous ping, one interval ago, unanswered."""
 
     def __init__(self) -> None:
-        self.interval_s: float | None = None  # uvicorn's ws_ping_interval (set by the protocol: it has the config)
+        self.interval_s: float | None = None  # set by the protocol from uvicorn's config (it has it)
         self._slots: list[set[EdgeWebSocketProtocol]] = [set() for _ in range(PING_SLOTS)]
         self._next_slot = 0
         self._tick = 0
         self._timer: asyncio.TimerHandle | None = None
+
+    def configure(self, ping_interval_s: float | None) -> None:
+        """uvicorn's ws_ping_interval (None or 0: no pings). Not scaled by CHAT_TIME_SCALE: clients (and
+        tests) that stop reading for seconds are slow readers, for the slow-reader rules, not dead."""
+        self.interval_s = ping_interval_s or None
 
     def add(self, sock: EdgeWebSocketProtocol) -> None:
         if not self.interval_s:
@@ -175,18 +181,19 @@ class EdgeWebSocketProtocol(asyncio.Protocol):
         self._server_state = server_state
         self._endpoint: Endpoint | None = app_state.get(ENDPOINT_KEY)
         if self._endpoint is not None:
-            self._endpoint.pings.interval_s = config.ws_ping_interval
+            self._endpoint.pings.configure(config.ws_ping_interval)
         self._conn = ServerProtocol(
             extensions=self._endpoint.extensions if self._endpoint else None,
             max_size=config.ws_max_size,
             logger=_frames_log,
         )
+        self._max_size: int | None = config.ws_max_size
         self._transport: asyncio.Transport | None = None
         self.headers: Headers = Headers()  # the upgrade request's, until ws.Connection has authenticated
         self._inbox: deque[str] | None = None  # frames received and not yet read (reading is paused meanwhile)
         self._waiter: asyncio.Future[str] | None = None  # a pending receive_text
         self._drain: asyncio.Future[None] | None = None  # a pending drained() while the transport is full
-        self._fragments: list[bytes] | None = None
+        self._fragments: bytearray | None = None
         self._closed_code: int | None = None
         self._close_timer: asyncio.TimerHandle | None = None
         self._read_paused = False
@@ -299,10 +306,16 @@ class EdgeWebSocketProtocol(asyncio.Protocol):
 
     def keepalive(self) -> None:
         """The ping wheel's turn for this socket: close it if the previous ping went unanswered, else ping."""
-        if self._conn.state is not State.OPEN:
+        transport = self._transport
+        if self._conn.state is not State.OPEN or transport is None:
+            return
+        if self._read_paused or transport.get_write_buffer_size():
+            # Not the peer's fault, or not this rule's: the edge is not reading it (its frames wait, so its
+            # pong could not be seen), or frames wait to go out to it (a slow reader: 4008 is for that).
             return
         if self._ping_unanswered:
-            log.info("closing a WebSocket that did not answer a ping")
+            interval = self._endpoint.pings.interval_s if self._endpoint else None
+            log.info("closing a WebSocket that did not answer a ping within %s s", interval)
             self._conn.fail(1011, "keepalive ping timeout")
             self._flush()
             self._closed(1011)
@@ -339,23 +352,35 @@ class EdgeWebSocketProtocol(asyncio.Protocol):
         self.headers = request.headers
         endpoint.pings.add(self)
         task = asyncio.get_running_loop().create_task(endpoint.serve(self))
-        tasks = self._server_state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self._server_state.tasks.add(task)  # uvicorn's shutdown waits for it (its acknowledgements are flushed)
+        task.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        """The socket's serving ended: a socket it left open (a bug) is closed with 1011, not kept idle."""
+        self._server_state.tasks.discard(task)
+        if not task.cancelled() and (failed := task.exception()) is not None:
+            log.error("WebSocket handler failed", exc_info=failed)
+        if self._conn.state is State.OPEN:
+            self.close(1011, "internal error")
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
                 self._message(frame.data, opcode is Opcode.TEXT)
-            else:
-                self._fragments = [bytes(frame.data), b"T" if opcode is Opcode.TEXT else b"B"]
+            else:  # a fragmented message: the first byte says text or binary
+                self._fragments = bytearray(b"T" if opcode is Opcode.TEXT else b"B") + frame.data
         elif opcode is Opcode.CONT and self._fragments is not None:
-            self._fragments.insert(-1, bytes(frame.data))
-            if frame.fin:
-                *parts, kind = self._fragments
+            self._fragments += frame.data
+            if self._max_size is not None and len(self._fragments) > self._max_size + 1:
+                # websockets bounds each frame; the message as a whole is bounded here, with the same 1009
                 self._fragments = None
-                self._message(b"".join(parts), kind == b"T")
+                self._conn.fail(1009, "message too big")
+                self._closed(1009)
+                return
+            if frame.fin:
+                message, self._fragments = self._fragments, None
+                self._message(memoryview(message)[1:], message[0] == ord("T"))
         elif opcode is Opcode.PONG:
             self._ping_unanswered = False
         elif opcode is Opcode.CLOSE:
