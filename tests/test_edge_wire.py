@@ -76,9 +76,7 @@ async def test_a_client_that_stops_answering_pings_is_closed_with_1011_and_other
     token = make_token(new_user_id("mute"))
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
-        writer.write(
-            UPGRADE.format(path="/ws", host=url.netloc, extra=f"Authorization: Bearer {token}\r\n").encode()
-        )
+        writer.write(UPGRADE.format(path="/ws", host=url.netloc, extra=f"Authorization: Bearer {token}\r\n").encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 101")
         # Never answers a ping: pinged within an interval, closed when the next one is due.
