@@ -36,8 +36,9 @@ from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
 from services.edge.uploads import upload_routes
 from services.edge.web import web_routes
-from services.edge.wire import ENDPOINT_KEY, WS_PATH, Endpoint, Socket
+from services.edge.wire import ENDPOINT_KEY, WS_PATH
 from services.edge.ws import Connection, origin_allowed
+from services.edge.ws_socket import Endpoint, Socket
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ from services.edge.metrics import DELIVERY_LAG
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
 from services.edge.sends import Sends
-from services.edge.wire import Socket, SocketClosed
+from services.edge.ws_socket import Socket, SocketClosed
 
 log = logging.getLogger(__name__)
 
