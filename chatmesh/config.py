@@ -68,6 +68,8 @@ ENV_VARS: dict[str, str] = {
     "CHAT_PRESENCE_TARGET": "gRPC target of the presence service (default `127.0.0.1:50153`).",
     "CHAT_EDGE_HOST": "Edge HTTP/WebSocket bind host (default `127.0.0.1`).",
     "CHAT_EDGE_PORT": "Edge HTTP/WebSocket port (default 8780).",
+    "CHAT_WS_COMPRESSION": "`1` offers permessage-deflate on WebSockets (default `0`: off; it costs tens of KB of "
+    "zlib state per socket and CPU per frame, for small JSON frames that gain little).",
     "CHAT_WS_SEND_QUEUE": "Frames a WebSocket may have waiting (a catch-up burst included) before it is "
     "disconnected as too slow (default 10000, the inbox bound).",
     "CHAT_WS_SEND_TIMEOUT": "Seconds one WebSocket write may wait on a client that is not reading before the "
@@ -306,6 +308,7 @@ class Settings:
     ws_rate_receipts: tuple[int, float] = (300, 10.0)
     ws_rate_acks: tuple[int, float] = (20_000, 10.0)
     ws_presence_interval_s: float = 1.0
+    ws_compression: bool = False
     web_enabled: bool = True
     dev_login: bool = False
     service_key_file: str | None = None
@@ -390,6 +393,7 @@ class Settings:
             ws_max_sockets=_read(env, "CHAT_WS_MAX_SOCKETS", int, 20),
             ws_max_frames_per_s=_read(env, "CHAT_WS_MAX_FRAMES_PER_S", int, 50),
             ws_max_frame_bytes=_read(env, "CHAT_WS_MAX_FRAME_BYTES", int, 65536),
+            ws_compression=_read(env, "CHAT_WS_COMPRESSION", _flag, False),
             ws_send_queue_bytes=_read(env, "CHAT_WS_SEND_QUEUE_BYTES", int, 8 << 20),
             ws_send_budget_bytes=_read(env, "CHAT_WS_SEND_BUDGET_BYTES", int, 256 << 20),
             ws_min_drain_bytes_per_s=_read(env, "CHAT_WS_MIN_DRAIN_BYTES_PER_S", int, 16384),

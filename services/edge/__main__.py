@@ -7,7 +7,8 @@ import uvicorn
 from chatmesh import logs, tracing
 from chatmesh.config import Settings
 from services.edge.app import create_app
-from services.edge.protocols import EdgeWebSocketProtocol, http_protocol
+from services.edge.protocols import http_protocol
+from services.edge.wire import EdgeWebSocketProtocol
 from services.edge.ws import WS_HARD_CAP_FACTOR
 
 
@@ -15,7 +16,8 @@ def main() -> None:
     settings = Settings.from_env()
     logs.setup("edge", settings.log_level)
     tracing.setup("edge", settings)
-    # The protocols are uvicorn's own (h11, websockets) with the edge's limits on request heads.
+    # HTTP is uvicorn's h11 protocol with the edge's limits on request heads; an upgrade to /ws is
+    # handed to wire.py, which serves it with the websockets library's protocol, below ASGI.
     uvicorn.run(
         create_app(settings),
         host=settings.edge_host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,8 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.routing import Route
 
 from chatmesh import metrics, tracing
 from chatmesh.auth import AuthError
@@ -30,13 +30,15 @@ from services.edge.calls import CALL_TIMEOUT_S, reachable
 from services.edge.context import EdgeContext
 from services.edge.docs_page import docs_routes
 from services.edge.errors import error_response, from_rpc_error
-from services.edge.metrics import EdgeMetricsMiddleware
+from services.edge.metrics import WS_CONNECTIONS, EdgeMetricsMiddleware
 from services.edge.openapi import build_openapi
 from services.edge.request_id import RequestIdMiddleware
 from services.edge.transcoder import BadRequest, Transcoder, routes_from
 from services.edge.uploads import upload_routes
 from services.edge.web import web_routes
-from services.edge.ws import Connection
+from services.edge.wire import ENDPOINT_KEY, WS_PATH
+from services.edge.ws import Connection, origin_allowed
+from services.edge.ws_socket import Endpoint, Socket
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ async def _read_body(request: Request) -> bytes:
 
 
 def create_app(settings: Settings) -> Starlette:
+    """The app; its lifespan hands /ws's Endpoint to the WebSocket protocol (wire.py) through uvicorn's
+    app state, since /ws is served below ASGI."""
     methods_all = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     ctx = EdgeContext(settings)
     transcoder = Transcoder(routes_from([conversation_pb2, message_pb2, presence_pb2, notification_pb2]))
@@ -72,8 +76,22 @@ def create_app(settings: Settings) -> Starlette:
     callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
     services = {r.grpc_path: ctx.service_of(r.method.containing_service.full_name) for r in transcoder.routes}
 
+    async def serve_socket(socket: Socket) -> None:
+        request_id_var.set(uuid.uuid4().hex)  # the socket's logs until its first frame (each frame gets its own)
+        WS_CONNECTIONS.inc()
+        try:
+            await Connection(ctx, socket).serve()
+        finally:
+            WS_CONNECTIONS.dec()
+
+    endpoint = Endpoint(
+        serve_socket,
+        lambda origin, host: origin_allowed(origin, host, settings.ws_allowed_origins),
+        settings.ws_compression,
+    )
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await ctx.start()
         callables.update(
             {
@@ -82,8 +100,9 @@ def create_app(settings: Settings) -> Starlette:
             }
         )
         try:
-            yield
+            yield {ENDPOINT_KEY: endpoint}
         finally:
+            endpoint.pings.stop()
             await ctx.close()
 
     async def healthz(request: Request) -> Response:
@@ -186,8 +205,9 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(status, code, message)
         return Response(transcoder.render_json(reply), media_type="application/json")
 
-    async def websocket(ws: WebSocket) -> None:
-        await Connection(ctx, ws).serve()
+    async def websocket_only(request: Request) -> Response:
+        """/ws without an upgrade (an upgrade never gets here: wire.py serves it below ASGI)."""
+        return error_response(426, "UPGRADE_REQUIRED", f"{WS_PATH} is a WebSocket", {"Upgrade": "websocket"})
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.render()
@@ -235,7 +255,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            WebSocketRoute("/ws", websocket),
+            Route(WS_PATH, websocket_only),
             # Every method reaches `rest`, so a 405 names the methods of that path (OPTIONS included:
             # a preflight is answered by the CORS middleware before it gets here).
             Route("/api/{path:path}", rest, methods=[*methods_all, "OPTIONS"]),

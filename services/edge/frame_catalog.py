@@ -629,6 +629,7 @@ CLOSE_CODES: dict[int, str] = {
     1008: "Policy: authentication failed, too many sockets, or frames flooding past four times the limit. "
     "Do not reconnect with the same token.",
     1009: "A frame over 16 times CHAT_WS_MAX_FRAME_BYTES.",
+    1011: "No answer to the edge's keepalive ping within one ping interval (20 s): reconnect with your resume token.",
     1012: "The edge is restarting: reconnect (jittered backoff) with your resume token.",
     1013: "An upstream is unavailable at connect: reconnect with backoff.",
     4001: "The token expired: reconnect with a new one (and the resume token).",

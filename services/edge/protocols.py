@@ -1,4 +1,5 @@
-"""uvicorn's HTTP and WebSocket protocols with the edge's limits on a request head, which no app sees.
+"""uvicorn's HTTP protocol with the edge's limits on a request head, which no app sees (an upgrade to
+/ws is handed on to wire.py, which answers what the WebSocket parser refuses the same way).
 
 Why the stock ones are not enough:
 - h11's `max_incomplete_event_size` (16 KiB) bounds only a head that is still incomplete: a head that
@@ -7,9 +8,8 @@ Why the stock ones are not enough:
   MAX_LINE_BYTES, more than MAX_HEADER_FIELDS fields or a head over MAX_HEAD_BYTES is 431, in the one
   error body, and the connection is closed. The line limit is the one the WebSocket parser
   (`websockets`, 8 KiB) applies, so REST and /ws refuse the same heads the same way.
-- uvicorn hands an upgrade to `websockets`, whose handshake parser refuses what it cannot take (a line
-  over 8 KiB, a method other than GET) by queueing an answer that uvicorn never writes: the connection
-  was left open with no answer at all. EdgeWebSocketProtocol writes the answer and closes.
+- uvicorn's own WebSocket protocol left a handshake its parser refused (a line over 8 KiB, a method
+  other than GET) open with no answer at all; wire.py writes the answer and closes.
 - uvicorn has no header-read timeout: a client that connects and sends its head a byte at a time (or
   nothing) holds a descriptor forever. A head must be complete HEADER_TIMEOUT_S after its first byte
   (on a new connection: after the connect), or the connection is closed.
@@ -27,9 +27,7 @@ from typing import Any
 import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
-from websockets.exceptions import HeaderLineTooLong, RequestLineTooLong, TooManyHeaders
 
 MAX_LINE_BYTES = 8 * 1024  # the request line, and each header line
 MAX_HEAD_BYTES = 16 * 1024  # the whole head (h11's own figure, now enforced)
@@ -145,25 +143,6 @@ class EdgeHttpProtocol(H11Protocol):
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self.transport.close()
-
-
-class EdgeWebSocketProtocol(WebSocketsSansIOProtocol):
-    """The WebSocket protocol that answers a handshake its parser refused, instead of leaving it open."""
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        failed = self.conn.handshake_exc
-        if failed is None or self.handshake_initiated or self.transport.is_closing():
-            return
-        self.conn.data_to_send()  # websockets' own plain-text answer, unsent: ours replaces it
-        if isinstance(failed, RequestLineTooLong):
-            refusal: Refusal = (414, "URI_TOO_LONG", str(failed))
-        elif isinstance(failed, (HeaderLineTooLong, TooManyHeaders)):
-            refusal = (431, "HEADERS_TOO_LARGE", str(failed))
-        else:
-            refusal = (400, "BAD_HANDSHAKE", f"not a valid WebSocket handshake: {failed.__cause__ or failed}")
-        self.transport.write(error_bytes(*refusal))
-        self.transport.close()
 
 
 def http_protocol(time_scale: float) -> type[EdgeHttpProtocol]:

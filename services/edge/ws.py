@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import secrets
 import time
@@ -43,7 +44,6 @@ from urllib.parse import urlsplit
 
 import grpc
 from opentelemetry import trace
-from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from chatmesh import tracing
 from chatmesh.auth import AuthError, Identity
@@ -60,6 +60,7 @@ from services.edge.metrics import DELIVERY_LAG
 from services.edge.outgoing import Outgoing
 from services.edge.presence_link import PRESENCE_FRAMES
 from services.edge.sends import Sends
+from services.edge.ws_socket import Socket, SocketClosed
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ CLOSE_POLICY = 1008  # policy violation: bad or missing credentials
 CLOSE_TRY_AGAIN_LATER = 1013  # an upstream the socket needs is overloaded or down
 CLOSE_TOO_SLOW = 4008  # the client read too slowly; resume with the last resume_token
 CLOSE_TOKEN_EXPIRED = 4001  # the token expired without an in-band re-authentication
-WS_HARD_CAP_FACTOR = 16  # frames over max_frame_bytes * this are closed by uvicorn with 1009
+WS_HARD_CAP_FACTOR = 16  # frames over max_frame_bytes * this are closed by the parser with 1009
 TOKEN_WARNING_S = 60.0  # token_expiring comes this long before exp (scaled by CHAT_TIME_SCALE)
 FLOOD_CLOSE_FACTOR = 4  # refused frames in one second, in multiples of the limit, before the socket is closed
 # gRPC statuses meaning "not now" rather than "never": an overloaded or unreachable upstream.
@@ -98,12 +99,17 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return not allowed and urlsplit(origin).netloc == (host or "")
 
 
+def _dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
 class Connection:
     """One socket. Idle, it holds one task, its reader: redelivery and lease renewal are per edge,
-    token expiry is two timer handles, and its writer, the sender of its message sends and the
-    delivered-position reporter exist only while they have work."""
+    token expiry is two timer handles, keepalive pings one wheel per edge (wire.py), and its writer,
+    the sender of its message sends and the delivered-position reporter exist only while they have work.
+    The socket itself (wire.py) is accepted before this runs: its origin was checked at the handshake."""
 
-    def __init__(self, ctx: EdgeContext, ws: WebSocket) -> None:
+    def __init__(self, ctx: EdgeContext, ws: Socket) -> None:
         self._ctx = ctx
         self._ws = ws
         self._identity: Identity | None = None
@@ -128,26 +134,20 @@ class Connection:
         self._writing = False  # from `ready` until the socket stops
         self._expiry: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._receiver: asyncio.Task[None] | None = None
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        self._ws.write_text(_dumps(frame))
 
     async def serve(self) -> None:
         settings = self._ctx.settings
-        if not origin_allowed(
-            self._ws.headers.get("origin"), self._ws.headers.get("host"), settings.ws_allowed_origins
-        ):
-            log.info("WebSocket from origin %r refused", self._ws.headers.get("origin"))
-            await self._ws.close(CLOSE_POLICY)  # before accept: the upgrade is answered 403
-            return
-        await self._ws.accept()
         resume_token = await self._authenticate()
+        self._ws.authenticated()
         if self._identity is None:
             return
         identity = self._identity
         if not await self._ctx.limits.acquire_socket(identity.user_id, self._subscription_id, settings.ws_max_sockets):
-            await self._ws.send_json(
-                error_frame(None, "TOO_MANY_SOCKETS", f"at most {settings.ws_max_sockets} sockets per user")
-            )
-            await self._ws.close(CLOSE_POLICY, "too many sockets")
+            self._send(error_frame(None, "TOO_MANY_SOCKETS", f"at most {settings.ws_max_sockets} sockets per user"))
+            self._ws.close(CLOSE_POLICY, "too many sockets")
             return
         try:
             await self._serve(identity, resume_token)
@@ -161,23 +161,22 @@ class Connection:
             if exc.code() not in _TRY_AGAIN_LATER:  # refused for good (a user id the directory refuses)
                 _, code, message = from_rpc_error(exc)
                 log.info("WebSocket of %s refused: the user directory answered %s", identity.user_id, code)
-                await self._ws.send_json(error_frame(None, code, message))
-                await self._ws.close(CLOSE_POLICY, "refused")
+                self._send(error_frame(None, code, message))
+                self._ws.close(CLOSE_POLICY, "refused")
                 return
             log.warning("WebSocket of %s refused: the user directory answered %s", identity.user_id, exc.code().name)
-            await self._ws.send_json(error_frame(None, "UNAVAILABLE", "the service is busy; reconnect in a moment"))
-            await self._ws.close(CLOSE_TRY_AGAIN_LATER, "try again later")
+            self._send(error_frame(None, "UNAVAILABLE", "the service is busy; reconnect in a moment"))
+            self._ws.close(CLOSE_TRY_AGAIN_LATER, "try again later")
             return
-        await self._ws.send_json({"type": "ready", "data": {"user_id": identity.user_id}})
+        self._send({"type": "ready", "data": {"user_id": identity.user_id}})
         self._writing = True
         self._wake_writer()
         self._arm_expiry()
         self._ctx.router.subscribe(self._subscription_id, identity.user_id, resume_token, self._on_event)
         self._ctx.presence_link.register(self._subscription_id, identity.user_id, self._out.push_ephemeral)
-        self._receiver = asyncio.create_task(self._receive_loop())
         try:
-            await self._receiver
-        except (WebSocketDisconnect, asyncio.CancelledError):
+            await self._receive_loop()
+        except SocketClosed:
             pass
         finally:
             self._ctx.router.unsubscribe(self._subscription_id)
@@ -204,12 +203,9 @@ class Connection:
             if header:
                 self._identity = self._user(await self._ctx.verifier.averify_bearer(header))
                 return ""
-            message = await asyncio.wait_for(
-                self._ws.receive(), max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S)
+            raw = await asyncio.wait_for(
+                self._ws.receive_text(), max(AUTH_TIMEOUT_S * self._ctx.settings.time_scale, MIN_AUTH_TIMEOUT_S)
             )
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            raw = message.get("text") or (message.get("bytes") or b"").decode("utf-8", "replace")
             if len(raw) > self._ctx.settings.ws_max_frame_bytes:  # a token this long is refused anyway
                 raise AuthError(f"frames are limited to {self._ctx.settings.ws_max_frame_bytes} bytes")
             frame = bounded_json.loads(raw)
@@ -219,10 +215,10 @@ class Connection:
             return str(frame["data"].get("resume_token") or "")
         except (AuthError, ValueError, TimeoutError) as exc:
             reason = "authentication timed out" if isinstance(exc, TimeoutError) else str(exc)
-            await self._ws.send_json(error_frame(None, "UNAUTHENTICATED", reason))
-            await self._ws.close(CLOSE_POLICY, "unauthenticated")
+            self._send(error_frame(None, "UNAUTHENTICATED", reason))
+            self._ws.close(CLOSE_POLICY, "unauthenticated")
             return ""
-        except WebSocketDisconnect:
+        except SocketClosed:
             return ""
 
     def _current_identity(self) -> Identity:
@@ -261,13 +257,8 @@ class Connection:
     async def _close_expired(self) -> None:
         log.info("closing the WebSocket of %s: token expired", self._identity.user_id if self._identity else "?")
         self._stop()
-        try:
-            await self._ws.send_json(error_frame(None, "TOKEN_EXPIRED", "the token expired; reconnect"))
-            await self._ws.close(CLOSE_TOKEN_EXPIRED, "token expired")
-        except Exception as exc:  # noqa: BLE001 - the peer may already be gone
-            log.info("expired WebSocket dropped: %r", exc)
-        if self._receiver:
-            self._receiver.cancel()
+        self._send(error_frame(None, "TOKEN_EXPIRED", "the token expired; reconnect"))
+        self._ws.close(CLOSE_TOKEN_EXPIRED, "token expired")  # its reader sees the close and ends the socket
 
     async def _reauthenticate(self, request_id: Any, data: dict[str, Any]) -> None:
         assert self._identity is not None
@@ -301,13 +292,13 @@ class Connection:
 
     async def _write_queued(self) -> None:
         """The socket's writer: it exists while frames are queued, so an idle socket holds no task for it."""
-        loop, timeout = asyncio.get_running_loop(), self._ctx.settings.ws_send_timeout
+        timeout = self._ctx.settings.ws_send_timeout
         try:
-            # One timeout moved along frame by frame (wait_for would make a task per frame).
-            async with asyncio.timeout(None) as deadline:
-                while (text := self._out.next_frame()) is not None:
-                    deadline.reschedule(loop.time() + timeout)
-                    await self._ws.send_text(text)
+            # Straight to the transport; only a full one is waited on (with a timeout), never a frame.
+            while (text := self._out.next_frame()) is not None:
+                if not self._ws.write_text(text):
+                    async with asyncio.timeout(timeout):
+                        await self._ws.drained()
         except TimeoutError:  # the client's buffers have been full for that long: it is not reading
             self._too_slow()
         finally:
@@ -315,30 +306,19 @@ class Connection:
 
     async def _close_too_slow(self) -> None:
         """The client reads slower than its events arrive: close it (it resumes from its token) rather
-        than buffer without bound. The writer may be stuck on a full socket, so it is cancelled first;
-        the close frame waits for room in the socket's buffer for a while, then the connection is dropped."""
+        than buffer without bound. The writer may be waiting on a full socket, so it is cancelled first;
+        the close frame goes out behind what is buffered, and the connection is dropped if the client
+        has not answered it SLOW_CLOSE_TIMEOUT_S later. Its reader sees the close and ends the socket."""
         log.info("closing a slow WebSocket of %s", self._identity.user_id if self._identity else "?")
         self._ctx.router.unsubscribe(self._subscription_id)
         self._stop()
-        try:
-            await asyncio.wait_for(
-                self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token"), SLOW_CLOSE_TIMEOUT_S
-            )
-        except Exception as exc:  # noqa: BLE001 - the peer may be gone or stuck; the socket is dropped either way
-            log.info("slow WebSocket dropped without a close frame: %r", exc)
-        if self._receiver:
-            self._receiver.cancel()
+        self._ws.close(CLOSE_TOO_SLOW, "too slow: reconnect with your last resume_token", SLOW_CLOSE_TIMEOUT_S)
 
     async def _receive_loop(self) -> None:
         settings = self._ctx.settings
         window_start, in_window = time.monotonic(), 0
         while True:
-            message = await self._ws.receive()
-            if message["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(message.get("code", 1000))
-            raw = message.get("text")
-            if raw is None:
-                raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+            raw = await self._ws.receive_text()
             now = time.monotonic()
             if now - window_start >= 1.0:
                 window_start, in_window = now, 0
@@ -346,7 +326,7 @@ class Connection:
             if in_window > settings.ws_max_frames_per_s:
                 if in_window > settings.ws_max_frames_per_s * FLOOD_CLOSE_FACTOR:
                     log.info("closing a flooding WebSocket of %s", self._identity.user_id if self._identity else "?")
-                    await self._ws.close(CLOSE_POLICY, "too many frames")
+                    self._ws.close(CLOSE_POLICY, "too many frames")
                     return
                 self._error(None, "RATE_LIMITED", f"at most {settings.ws_max_frames_per_s} frames per second")
                 continue
