@@ -154,22 +154,29 @@ async def keep_reading(
     *,
     logger: logging.Logger,
     backoff: Backoff,
+    reader: GroupReader | None = None,
     on_lost: Callable[[], None] | None = None,
     on_outage: Callable[[], None] | None = None,
     also_outages: tuple[type[BaseException], ...] = (),
 ) -> NoReturn:
-    """Run a reader's `step` forever: after a lost group go on at once (`on_lost` first); on an
-    outage (or one of `also_outages`) log once, call `on_outage` and back off with jitter; a bug
-    raises (the loop's supervisor logs and restarts it)."""
+    """Run a reader's `step` forever: after a lost group go on at once (`reader` forgets its groups,
+    then `on_lost`); on an outage (or one of `also_outages`) log once, call `on_outage` and back off
+    with jitter; a bug raises (the loop's supervisor logs and restarts it).
+
+    A group is lost wherever the step finds it gone, not only in its read: a claim or a pending scan
+    right after Redis lost its data answers NOGROUP too, and must make the group again, not fail the
+    loop (whose restarts back off for seconds while nothing is fanned out: the redis-emptied fault)."""
     outage = OutageLog(logger, what)
     while True:
         try:
             await step()
-        except GroupLost:
-            if on_lost is not None:
-                on_lost()
-            continue
         except Exception as exc:
+            if isinstance(exc, GroupLost) or (isinstance(exc, redis.exceptions.ResponseError) and _group_lost(exc)):
+                if reader is not None:
+                    reader.lost()
+                if on_lost is not None:
+                    on_lost()
+                continue
             if not (is_outage(exc) or isinstance(exc, also_outages)):
                 raise
             outage.failed(exc)

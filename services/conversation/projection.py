@@ -163,6 +163,7 @@ class Projection:
             self._round,
             logger=log,
             backoff=Backoff(max(0.1 * self._scale, 0.05), max(5.0 * self._scale, 0.5)),
+            reader=self._reader,
             # PostgreSQL away (or a statement failing) leaves the batch pending, retried later.
             also_outages=(redis.exceptions.ConnectionError, psycopg.Error),
         )

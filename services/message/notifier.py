@@ -144,6 +144,7 @@ class Notifier:
             logger=log,
             backoff=Backoff(0.1, self._backoff_cap_s),
             on_outage=self._read_backlog,
+            reader=self._reader,
         )
 
     def _read_backlog(self) -> None:

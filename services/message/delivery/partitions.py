@@ -63,6 +63,7 @@ class FanoutWorker:
                 self._round,
                 logger=log,
                 backoff=Backoff(0.1, max(5.0 * self._scale, 0.5)),
+                reader=self._reader,
                 on_lost=self._lanes.clear,  # the streams were lost: take every partition over afresh
             )
         finally:
