@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from chatmesh.gen.chat.v1 import common_pb2
+from chatmesh.pubsub import listen_forever, subscribe_exactly
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff, OutageLog, is_outage, spawn_supervised
 from services.message.delivery.inbox import Inboxes, Token, live_channel, parse_id
@@ -309,30 +310,31 @@ class Hub:
         publishes that wake-up too, right after its live batch, for the hubs of the previous version:
         that one is skipped. After every (re)subscription, every live subscription reads its inbox:
         pub/sub is at most once, so whatever was published while the connection was down is lost."""
-        outage = OutageLog(log, "live pub/sub")
-        backoff = Backoff(0.1, self._backoff_cap_s)
-        live = live_channel(self._keys).encode()
-        while True:
-            try:
-                await self._pubsub.subscribe(live, self._keys.wake)
-                outage.recovered()
-                backoff.reset()
-                for subs in list(self._by_user.values()):
-                    for sub in subs:
-                        self._notify(sub, "reconnect")
-                after_batch = False
-                async for message in self._pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    if message["channel"] == live:
-                        self._on_batch(message["data"])
-                        after_batch = True
-                        continue
-                    if not after_batch:
-                        self._on_wake(message["data"])
-                    after_batch = False
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                outage.failed(exc)
-                await backoff.sleep()
+        live = live_channel(self._keys)
+        after_batch = False
+
+        def on_message(channel: bytes, data: bytes) -> None:
+            nonlocal after_batch
+            if channel.decode() == live:
+                self._on_batch(data)
+                after_batch = True
+                return
+            if not after_batch:
+                self._on_wake(data)
+            after_batch = False
+
+        def on_resubscribe() -> None:
+            nonlocal after_batch
+            after_batch = False
+            for subs in list(self._by_user.values()):
+                for sub in subs:
+                    self._notify(sub, "reconnect")
+
+        await listen_forever(
+            self._pubsub,
+            lambda: subscribe_exactly(self._pubsub, [live, self._keys.wake]),
+            on_message,
+            outage=OutageLog(log, "live pub/sub"),
+            backoff=Backoff(0.1, self._backoff_cap_s),
+            on_resubscribe=on_resubscribe,
+        )
