@@ -177,8 +177,8 @@ class Projection:
         # After a short batch, let the next one gather for a moment: a batch costs about what one
         # event does, and the first event after a quiet spell is still applied at once.
         self._next_read = time.monotonic() + BATCH_WINDOW_S * self._scale if 0 < read < BATCH else 0.0
-        for stream, entries in reply:
-            await self.process(entries, stream)
+        if reply:
+            await self.process(reply)
         if time.monotonic() - self._last_claim >= CLAIM_IDLE_S * self._scale / 2:
             self._last_claim = time.monotonic()
             for stream in streams:
@@ -201,37 +201,42 @@ class Projection:
             if not pending:
                 await self._redis.xgroup_delconsumer(stream, GROUP, self._consumer)
 
-    async def process(self, entries: list[Entry], stream: str) -> None:
-        """Apply a batch in one transaction; if that fails, entry by entry, leaving failures pending."""
-        work: list[tuple[bytes, common_pb2.Event]] = []
-        done: list[bytes] = []
-        for entry_id, fields in entries:
-            event = _parse(entry_id, fields)
-            if event is not None and relevant(event):
-                work.append((entry_id, event))
-            else:
-                done.append(entry_id)
+    async def process(self, batches: list[tuple[str, list[Entry]]]) -> None:
+        """Apply what one read brought from every partition in one transaction (one per partition
+        cost K times the commits under load); if that fails, entry by entry, leaving failures pending.
+        A conversation's events are all in one partition, so its order holds."""
+        work: list[tuple[str, bytes, common_pb2.Event]] = []
+        done: dict[str, list[bytes]] = {stream: [] for stream, _ in batches}
+        for stream, entries in batches:
+            for entry_id, fields in entries:
+                event = _parse(entry_id, fields)
+                if event is not None and relevant(event):
+                    work.append((stream, entry_id, event))
+                else:
+                    done[stream].append(entry_id)
         try:
             if work:
                 async with self._pool.connection() as conn, conn.transaction():
-                    await apply_batch(conn, [event for _, event in work])
-                done.extend(entry_id for entry_id, _ in work)
+                    await apply_batch(conn, [event for _, _, event in work])
+                for stream, entry_id, _ in work:
+                    done[stream].append(entry_id)
         except psycopg.Error as exc:
             log.warning("projection batch failed (%s); applying entry by entry", exc)
-            for entry_id, event in work:
+            for stream, entry_id, event in work:
                 try:
                     async with self._pool.connection() as conn, conn.transaction():
                         await apply_batch(conn, [event])
-                    done.append(entry_id)
+                    done[stream].append(entry_id)
                 except psycopg.Error as one:
                     log.warning("projection of %s failed: %s; it stays pending", entry_id.decode(), one)
-        await self._reader.ack(stream, done)
+        for stream, entry_ids in done.items():
+            await self._reader.ack(stream, entry_ids)
 
     async def _claim_stale(self, stream: str) -> None:
         """Entries a dead replica (or a failed transaction) left pending for CLAIM_IDLE_S."""
         claimed = await self._reader.claim(stream, idle_ms=int(CLAIM_IDLE_S * 1000 * self._scale), count=BATCH)
         if claimed:
-            await self.process(claimed, stream)
+            await self.process([(stream, claimed)])
 
 
 def _parse(entry_id: bytes, fields: dict[bytes, bytes]) -> common_pb2.Event | None:
