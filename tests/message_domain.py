@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 
@@ -51,8 +52,10 @@ def messages_on(pool: AsyncConnectionPool, roles: Roles, limits: Limits | None =
     return Messages(pool, roles, limits or Limits())  # type: ignore[arg-type]  # Roles answers `get` only
 
 
-def new_message(cid: str, content: str, *, sender: str, client_id: str | None = None) -> NewMessage:
-    """A plain-text send of `content` into `cid`."""
+def new_message(
+    cid: str, content: str, *, sender: str, client_id: str | None = None, reply_to: str | None = None
+) -> NewMessage:
+    """A plain-text send of `content` into `cid` (a reply to `reply_to` if given)."""
     return NewMessage(
         conversation_id=cid,
         sender_id=sender,
@@ -61,8 +64,23 @@ def new_message(cid: str, content: str, *, sender: str, client_id: str | None = 
         enc_algorithm="",
         enc_key_id="",
         client_message_id=client_id,
-        reply_to_id=None,
+        reply_to_id=reply_to,
     )
+
+
+def refuse_events_mentioning(url: str, word: str) -> None:
+    """Make the outbox of the database at `url` refuse any event whose payload holds `word`: a send is
+    one statement, so this is how its last step (the event) is made to fail."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"""CREATE FUNCTION message.refuse_{word}() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN
+                             IF position('{word}'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION '{word}'; END IF;
+                             RETURN NEW;
+                         END $$""")
+        conn.execute(
+            f"CREATE TRIGGER refuse_{word} BEFORE INSERT ON message.outbox"
+            f" FOR EACH ROW EXECUTE FUNCTION message.refuse_{word}()"
+        )
 
 
 @dataclass

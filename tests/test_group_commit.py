@@ -26,6 +26,7 @@ from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import MessageRow, NewMessage
+from tests.message_domain import new_message, refuse_events_mentioning
 
 MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB = "gc-alice", "gc-bob"
@@ -57,16 +58,7 @@ async def env(make_database: Callable[[], str]) -> AsyncIterator[_Env]:
 def _new(
     cid: str, content: str, sender: str = ALICE, client_id: str | None = None, reply_to: str | None = None
 ) -> NewMessage:
-    return NewMessage(
-        conversation_id=cid,
-        sender_id=sender,
-        content=content,
-        content_encrypted=None,
-        enc_algorithm="",
-        enc_key_id="",
-        client_message_id=client_id,
-        reply_to_id=reply_to,
-    )
+    return new_message(cid, content, sender=sender, client_id=client_id, reply_to=reply_to)
 
 
 def _batches() -> tuple[float, float]:
@@ -155,16 +147,7 @@ async def test_a_failing_send_fails_alone_with_its_usual_error(env: _Env) -> Non
 async def test_an_unforeseen_error_fails_its_send_alone_as_it_would_by_itself(env: _Env) -> None:
     """A send the database refuses for a reason the service does not map (here a trigger on the
     outbox) fails with the database's exception, as a single send does, and the batch commits."""
-    with psycopg.connect(env.url, autocommit=True) as conn:
-        conn.execute("""CREATE FUNCTION message.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-                        BEGIN
-                            IF position('boom'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION 'boom'; END IF;
-                            RETURN NEW;
-                        END $$""")
-        conn.execute(
-            "CREATE TRIGGER refuse_boom BEFORE INSERT ON message.outbox"
-            " FOR EACH ROW EXECUTE FUNCTION message.refuse_boom()"
-        )
+    refuse_events_mentioning(env.url, "boom")
     cid = str(uuid.uuid4())
     outcomes = await asyncio.gather(
         *(env.messages.send(ALICE, _new(cid, text)) for text in ("one", "boom", "two")), return_exceptions=True

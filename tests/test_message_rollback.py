@@ -17,7 +17,7 @@ from chatmesh.roles import Role
 from services.message import store
 from services.message.messages import Messages
 from services.message.store import NewMessage
-from tests.message_domain import Roles, message_pool, messages_on, new_message
+from tests.message_domain import Roles, message_pool, messages_on, new_message, refuse_events_mentioning
 
 ALICE, BOB, ADMIN = "rb-alice", "rb-bob", "rb-admin"
 ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER, ADMIN: Role.ADMIN})
@@ -61,16 +61,7 @@ async def failing_outbox(make_database: Callable[[], str]) -> AsyncIterator[tupl
     is one statement, so this is how its last step (the event) is made to fail."""
     url = make_database()
     async with message_pool(url, max_size=2) as pool:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("""CREATE FUNCTION message.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-                            BEGIN
-                                IF position('boom'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION 'boom'; END IF;
-                                RETURN NEW;
-                            END $$""")
-            conn.execute(
-                "CREATE TRIGGER refuse_boom BEFORE INSERT ON message.outbox"
-                " FOR EACH ROW EXECUTE FUNCTION message.refuse_boom()"
-            )
+        refuse_events_mentioning(url, "boom")
         yield messages_on(pool, ROLES), url
 
 
