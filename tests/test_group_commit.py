@@ -9,7 +9,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,26 +16,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import REGISTRY
-from psycopg_pool import AsyncConnectionPool
 
-from chatmesh import db, errors, tracing
+from chatmesh import errors, tracing
 from chatmesh.gen.chat.v1 import common_pb2
-from chatmesh.membership import Membership
 from chatmesh.roles import Role
-from services.message import store
 from services.message.messages import Messages
 from services.message.store import MessageRow, NewMessage
-from tests.message_domain import new_message, refuse_events_mentioning
+from tests.message_domain import Roles, message_pool, messages_on, new_message, refuse_events_mentioning
 
-MIGRATIONS = Path(__file__).parents[1] / "services" / "message" / "migrations"
 ALICE, BOB = "gc-alice", "gc-bob"
-
-
-class _Roles:
-    """Membership as the conversation service would answer it, for any conversation."""
-
-    async def get(self, conversation_id: str) -> Membership:
-        return Membership(conversation_id, True, {ALICE: Role.MEMBER, BOB: Role.MEMBER}, 1)
+ROLES = Roles({ALICE: Role.MEMBER, BOB: Role.MEMBER})
 
 
 @dataclass
@@ -48,11 +37,8 @@ class _Env:
 @pytest.fixture
 async def env(make_database: Callable[[], str]) -> AsyncIterator[_Env]:
     url = make_database()
-    await db.migrate(url, store.SCHEMA, MIGRATIONS, shared_ddl=store.SHARED_DDL)
-    pool = AsyncConnectionPool(url, min_size=1, max_size=4, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
-    yield _Env(url, Messages(pool, _Roles()))  # type: ignore[arg-type]
-    await pool.close()
+    async with message_pool(url) as pool:
+        yield _Env(url, messages_on(pool, ROLES))
 
 
 def _new(
