@@ -114,21 +114,13 @@ class Rest:
     async def history(
         self, conversation_id: str, *, limit: int = 50, before_seq: int = 0, after_seq: int = 0
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if before_seq:
-            params["before_seq"] = before_seq
-        if after_seq:
-            params["after_seq"] = after_seq
+        params = _page(limit, before_seq, after_seq)
         return await self.call("GET", f"/api/messages/{quote(conversation_id, safe='')}", params=params)
 
     async def thread(
         self, message_id: str, *, limit: int = 50, before_seq: int = 0, after_seq: int = 0
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if before_seq:
-            params["before_seq"] = before_seq
-        if after_seq:
-            params["after_seq"] = after_seq
+        params = _page(limit, before_seq, after_seq)
         return await self.call("GET", f"/api/threads/{quote(message_id, safe='')}", params=params)
 
     async def edit(self, message_id: str, content: str) -> dict[str, Any]:
@@ -164,3 +156,13 @@ def _retry_after(reply: httpx.Response) -> float:
         return max(0.0, float(reply.headers.get("retry-after", "0")))
     except ValueError:
         return 0.0
+
+
+def _page(limit: int, before_seq: int, after_seq: int) -> dict[str, Any]:
+    """A seq page's query: history and threads page the same way (0 means not given)."""
+    params: dict[str, Any] = {"limit": limit}
+    if before_seq:
+        params["before_seq"] = before_seq
+    if after_seq:
+        params["after_seq"] = after_seq
+    return params
