@@ -11,7 +11,7 @@ per send. A batch is ordered by conversation (its own order kept within one), so
 at once on several replicas lock the conversations' counter rows in the same order and cannot
 deadlock each other. Within a conversation, seqs stay gapless and its outbox rows keep seq order, as
 with single sends. A whole batch that fails (the database away) fails each of its sends with that
-error. The relay is woken once per batch.
+error, and, when it is an outage, the sends queued behind it too. The relay is woken once per batch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from prometheus_client import Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from chatmesh import outbox
+from chatmesh.resilience import is_outage
 from services.message import store
 from services.message.store import Draft, Sent
 
@@ -77,7 +78,15 @@ class GroupCommit:
                     self._queue.clear()
                     raise
                 except Exception as exc:  # noqa: BLE001 - each send of the batch fails with it
-                    for queued in batch:
+                    failed = list(batch)
+                    if is_outage(exc):
+                        # The database is away: the sends queued meanwhile fail with it too, at once,
+                        # instead of each waiting a pool timeout of its own behind it (two in a row
+                        # outlast the caller's deadline: the client would hear DEADLINE_EXCEEDED, not
+                        # UNAVAILABLE, tests/test_outage_codes.py). Sends arriving later try afresh.
+                        failed.extend(self._queue)
+                        self._queue.clear()
+                    for queued in failed:
                         if not queued.future.done():
                             queued.future.set_exception(exc)
                     continue
