@@ -11,6 +11,8 @@ from services.edge.protocols import http_protocol
 from services.edge.wire import EdgeWebSocketProtocol
 from services.edge.ws import WS_HARD_CAP_FACTOR
 
+KEEP_ALIVE_S = 75
+
 
 def main() -> None:
     settings = Settings.from_env()
@@ -27,6 +29,11 @@ def main() -> None:
         ws=EdgeWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes * WS_HARD_CAP_FACTOR,
         timeout_graceful_shutdown=20,
+        # An idle keep-alive connection is closed after this long. uvicorn's 5 s equals httpx's and
+        # many clients' own reuse limit, so a request sent on a connection 5 s idle could meet the
+        # server's close ("Server disconnected without sending a response"). Longer than the
+        # clients' limit and the usual load balancer idle timeout (60 s), the client always lets go first.
+        timeout_keep_alive=KEEP_ALIVE_S,
         loop="uvloop",
     )
 
