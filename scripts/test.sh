@@ -47,5 +47,5 @@ python -m ruff check .
 python -m ruff format --check .
 python -m mypy
 
-step "running pytest (about 10 minutes on 2 cores; a dot per test)"
+step "running pytest (about 12 minutes on 2 cores; a dot per test)"
 exec python -m pytest "$@"
