@@ -154,9 +154,26 @@ async def raw_request(
             await writer.drain()
         if close_after:
             return b""
-        return await asyncio.wait_for(reader.read(4096), timeout)
+        async with asyncio.timeout(timeout):
+            return await _read_response(reader)
     finally:
         writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    """One response: its head, then as much body as its Content-Length says (a server may write the
+    two apart, so one read can return the head alone), or what came before the connection closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := await reader.read(4096)):
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    want = int(lengths[0]) if lengths else len(body)
+    while len(body) < want and (chunk := await reader.read(4096)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 async def chat_pair(http: httpx.AsyncClient, make_token: Any) -> dict[str, str]:
