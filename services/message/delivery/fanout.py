@@ -3,9 +3,10 @@ each event to every recipient's inbox, then publishes the batch to the hubs once
 recipient the inbox entry it follows and the one it became, so a hub hands it on without reading the
 inbox.
 
-Per batch, the inbox appends, a done-marker per event, the XACKs and the live batch go in one Lua
-script (atomic like MULTI, and one round trip), so an event is either fanned out and acknowledged
-completely or not at all; the done-marker makes a re-read of the same event (the relay may publish
+Per round of the worker, the inbox appends, a done-marker per event, the XACKs and the live batch of
+every partition it read go in one Lua script (`fan_out_together`: atomic like MULTI, one round trip
+and one live batch whatever K is), so an event is either fanned out and acknowledged completely or
+not at all; the done-marker makes a re-read of the same event (the relay may publish
 a row twice if it dies between XADD and its commit) a no-op. One replica at a time fans out a
 partition, by a lease in Redis (services/message/delivery/partitions.py runs one `Fanout` per
 partition it leases), so a conversation's events (all in one partition) reach each inbox in order;
@@ -21,6 +22,7 @@ import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -70,22 +72,27 @@ HELD = Counter(
 # in. The caller orders each conversation's message events by seq. A negative seq releases a held
 # event whatever the gap (its predecessor was dead-lettered or is lost with Redis' data).
 #
-# KEYS: the events stream, the epoch, then per event its done-marker, its conversation's seq key when
+# One call serves the batches of every partition a worker read in one round (`fan_out_together`), so a
+# round costs one round trip and one live batch whatever K is; each event names its own stream.
+#
+# KEYS: the epoch, then per event its events stream, its done-marker, its conversation's seq key when
 # it has a seq, and per recipient its inbox and that inbox's last-id key. ARGV: group, inbox maxlen,
 # done-marker TTL, wake channel, live channel, per event (entry id, event id, payload, recipient count,
-# seq or 0, conversation id, the recipients' user ids), and last the wake-up ("" for none).
+# seq or 0, conversation id, the recipients' user ids), and last the wake-up ("" for none). Returns
+# the held entries as (stream, entry id) pairs, flat: entry ids are unique per stream only.
 _FAN_OUT = """
 local group, maxlen, ttl, wake, live = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local k, a = 3, 6
+local k, a = 2, 6
 local held, blocked = {}, {}
 local last, touched, out = {}, {}, {}
 while a < #ARGV do
   local entry_id, event_id, data = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local n, seq, conversation = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
-  local seq_key, first = nil, k + 1
-  if seq ~= 0 then seq_key, first = KEYS[k + 1], k + 2 end
+  local stream, done = KEYS[k], KEYS[k + 1]
+  local seq_key, first = nil, k + 2
+  if seq ~= 0 then seq_key, first = KEYS[k + 2], k + 3 end
   local hold = false
-  if redis.call('EXISTS', KEYS[k]) == 0 then
+  if redis.call('EXISTS', done) == 0 then
     local last_seq = 0
     if seq_key then last_seq = tonumber(redis.call('GET', seq_key) or '0') end
     hold = (seq == 0 and blocked[conversation]) or (seq > 0 and last_seq > 0 and seq > last_seq + 1)
@@ -106,20 +113,21 @@ while a < #ARGV do
         recipients[#recipients + 1] = id
       end
       if n > 0 then out[#out + 1] = {data, event_id, math.abs(seq), conversation, recipients} end
-      redis.call('SET', KEYS[k], '1', 'EX', ttl)
+      redis.call('SET', done, '1', 'EX', ttl)
       if seq_key and math.abs(seq) > last_seq then redis.call('SET', seq_key, math.abs(seq), 'EX', ttl) end
     end
   end
   if hold then
     blocked[conversation] = true
+    held[#held + 1] = stream
     held[#held + 1] = entry_id
   else
-    redis.call('XACK', KEYS[1], group, entry_id)
+    redis.call('XACK', stream, group, entry_id)
   end
   k, a = first + 2 * n, a + 6 + n
 end
 for _, key in ipairs(touched) do redis.call('SET', key, last[key]) end
-if #out > 0 then redis.call('PUBLISH', live, cmsgpack.pack({redis.call('GET', KEYS[2]) or '', out})) end
+if #out > 0 then redis.call('PUBLISH', live, cmsgpack.pack({redis.call('GET', KEYS[1]) or '', out})) end
 if ARGV[#ARGV] ~= '' then redis.call('PUBLISH', wake, ARGV[#ARGV]) end
 return held
 """
@@ -136,6 +144,41 @@ return 1
 Entry = tuple[bytes, dict[bytes, bytes]]
 # (entry id, event, payload, recipients, seq for the order check: see _FAN_OUT)
 _Plan = tuple[bytes, common_pb2.Event, bytes, list[str], int]
+
+
+@dataclass
+class Batch:
+    """One partition's part of a fan-out call: its new entries, then (planned) every entry it tries
+    with the held ones, and the plans the script gets."""
+
+    lane: Fanout
+    tried: set[bytes]
+    now: float
+    new: list[Entry]
+    entries: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
+    plans: list[_Plan] = field(default_factory=list)
+    traced: dict[bytes, Span] = field(default_factory=dict)  # stays empty unless an entry carries a trace
+
+
+async def fan_out_together(batches: list[Batch]) -> None:
+    """Fan out the batches of one round, of every partition the worker read, in ONE script call: one
+    round trip and one live batch for the round, where a call per partition made up to K of each.
+    Each partition's order is kept as before (one worker per partition); the script is atomic over
+    all of them, so a failed call leaves every entry pending, to be retried."""
+    try:
+        for batch in batches:
+            await batch.lane.plan(batch)
+        ready = [batch for batch in batches if batch.plans]
+        if ready:
+            held = await ready[0].lane.call(ready)
+            for batch in ready:
+                batch.lane.settle(batch, held)
+    finally:
+        for batch in batches:
+            if batch.traced:
+                tracing.end_all(list(batch.traced.values()))
+    for batch in batches:
+        batch.lane.count(batch)
 
 
 class Fanout:
@@ -191,31 +234,29 @@ class Fanout:
             start = "(" + ids[-1].decode()
 
     async def process(self, entries: list[Entry]) -> None:
-        """Fan out a batch, with the entries held back before, in stream order. An entry that fails
-        stays pending for a retry with backoff, and the later entries of its conversation wait for it.
+        """Fan out a batch, with the entries held back before, in stream order (one partition's
+        `fan_out_together`)."""
+        await fan_out_together([self.prepare(entries)])
+
+    def prepare(self, entries: list[Entry]) -> Batch:
+        """This partition's batch for `fan_out_together`: the new entries and those held back before."""
+        return Batch(self, {entry_id for entry_id, _ in entries} | set(self._held), time.monotonic(), entries)
+
+    async def plan(self, batch: Batch) -> None:
+        """Plan the batch in stream order: parse each event and resolve its recipients. An entry that
+        fails stays pending for a retry with backoff, and the later entries of its conversation wait
+        for it.
 
         An entry that carries a trace (field `t`: its send was traced, chatmesh/outbox.py) gets a
         span continuing it, from its parse to the script's answer: one send, one trace."""
-        traced: dict[bytes, Span] = {}  # stays empty unless an entry carries a trace
-        tried = {entry_id for entry_id, _ in entries} | set(self._held)
-        try:
-            await self._process(entries, traced)
-        finally:
-            if traced:
-                tracing.end_all(list(traced.values()))
-        # This replica's work, for its share (chat_fanout_events): what left the batch neither held
-        # nor failed (a copy the done-marker skipped included).
-        FANNED_OUT.inc(sum(1 for i in tried if i not in self._held and i.decode() not in self._errors))
-
-    async def _process(self, entries: list[Entry], traced: dict[bytes, Span]) -> None:
-        now = time.monotonic()
-        batch = {entry_id: fields for entry_id, ((_, fields), _) in self._held.items()}
-        batch.update(entries)
-        plans: list[_Plan] = []
+        pending = {entry_id: fields for entry_id, ((_, fields), _) in self._held.items()}
+        pending.update(batch.new)
+        batch.entries = pending
         failed: set[str] = set()  # conversations with an entry that failed in this batch
         members: dict[str, list[str]] = {}  # each conversation's participants, looked up once a batch
-        for entry_id in sorted(batch, key=_stream_order):
-            fields = batch[entry_id]
+        traced, now = batch.traced, batch.now
+        for entry_id in sorted(pending, key=_stream_order):
+            fields = pending[entry_id]
             if (parent := fields.get(b"t")) is not None:
                 traced[entry_id] = tracing.continue_trace("fan-out", parent, SpanKind.CONSUMER)
             try:
@@ -235,37 +276,48 @@ class Fanout:
                     span.record_exception(exc)
                     span.set_status(StatusCode.ERROR, "fan-out failed; retried with backoff")
                 continue
-            plans.append((entry_id, event, data, recipients, self._seq_arg(entry_id, event, now)))
+            batch.plans.append((entry_id, event, data, recipients, self._seq_arg(entry_id, event, now)))
             if traced and (span := traced.get(entry_id)) is not None:
                 span.set_attributes(
                     {"chat.event_id": event.event_id, "chat.event_type": event.type, "chat.recipients": len(recipients)}
                 )
-        if not plans:
-            return
-        plans = _seqs_in_order(plans)
-        keys = [self._stream, self._keys.epoch]
+        batch.plans = _seqs_in_order(batch.plans)
+
+    async def call(self, batches: list[Batch]) -> set[tuple[str, bytes]]:
+        """The script over every batch (this partition's and the others' of the round); the entries
+        it held back, as (stream, entry id)."""
+        keys = [self._keys.epoch]
         args: list[str | bytes | int] = [GROUP, INBOX_MAXLEN, DONE_TTL_S, self._keys.wake, live_channel(self._keys)]
         woken: set[str] = set()
-        for entry_id, event, data, recipients, seq in plans:
-            keys.append(self._done_key(event))
-            if seq:
-                keys.append(self._seq_key(event.conversation_id))
-            for user_id in recipients:
-                keys.extend((self._keys.inbox(user_id), last_key(self._keys, user_id)))
-            args.extend((entry_id, event.event_id, data, len(recipients), seq, event.conversation_id))
-            args.extend(recipients)
-            woken.update(recipients)
+        for batch in batches:
+            for entry_id, event, data, recipients, seq in batch.plans:
+                keys.extend((batch.lane.stream, self._done_key(event)))
+                if seq:
+                    keys.append(self._seq_key(event.conversation_id))
+                for user_id in recipients:
+                    keys.extend((self._keys.inbox(user_id), last_key(self._keys, user_id)))
+                args.extend((entry_id, event.event_id, data, len(recipients), seq, event.conversation_id))
+                args.extend(recipients)
+                woken.update(recipients)
         # The old wake-up, for hubs of the previous version (a rolling upgrade): it names every
-        # recipient of the batch, even of an event already fanned out or held (rare).
+        # recipient of the call, even of an event already fanned out or held (rare).
         args.append(json.dumps(sorted(woken)) if woken else "")
-        held = set(await self._fan_out(keys=keys, args=args))
-        for entry_id, *_ in plans:
-            if entry_id in held:
-                self._hold(entry_id, batch[entry_id], now)
-                if traced and (span := traced.get(entry_id)) is not None:
+        answer = await self._fan_out(keys=keys, args=args)
+        return {(answer[i].decode(), answer[i + 1]) for i in range(0, len(answer), 2)}
+
+    def settle(self, batch: Batch, held: set[tuple[str, bytes]]) -> None:
+        for entry_id, *_ in batch.plans:
+            if (self._stream, entry_id) in held:
+                self._hold(entry_id, batch.entries[entry_id], batch.now)
+                if batch.traced and (span := batch.traced.get(entry_id)) is not None:
                     span.set_attribute("chat.fanout.held", True)  # tried again with the next batch
             else:
                 self._held.pop(entry_id, None)
+
+    def count(self, batch: Batch) -> None:
+        """This replica's work, for its share (chat_fanout_events): what left the batch neither held
+        nor failed (a copy the done-marker skipped included)."""
+        FANNED_OUT.inc(sum(1 for i in batch.tried if i not in self._held and i.decode() not in self._errors))
 
     def _hold(self, entry_id: bytes, fields: dict[bytes, bytes], now: float) -> None:
         if entry_id not in self._held:

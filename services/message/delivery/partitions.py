@@ -6,7 +6,8 @@ about K/N per replica). So adding message replicas adds fan-out capacity, while 
 events still go through one worker, in order. Per round: give up the leases beyond the fair share
 (between batches, never in the middle of one), take over each newly leased partition (finishing its
 pending entries, in stream order, before anything new), then ONE XREADGROUP over every held
-partition (chatmesh/event_streams.py) and one script call per partition's batch (`Fanout.process`).
+partition (chatmesh/event_streams.py) and one script call for what it brought from all of them
+(`fan_out_together`: one round trip and one live batch per round, whatever K is).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from chatmesh.event_streams import GroupReader, keep_reading
 from chatmesh.membership import MembershipCache
 from chatmesh.redis_conn import Keys
 from chatmesh.resilience import Backoff
-from services.message.delivery.fanout import BACKOFF_S, BATCH, GROUP, LEASE_S, MIN_LEASE_S, Fanout
+from services.message.delivery.fanout import BACKOFF_S, BATCH, GROUP, LEASE_S, MIN_LEASE_S, Fanout, fan_out_together
 from services.message.delivery.leases import PartitionLeases
 from services.message.delivery.metrics import PARTITIONS_HELD
 
@@ -80,10 +81,13 @@ class FanoutWorker:
             await asyncio.sleep(self.leases.ttl_s / 3)
             return
         reply = dict(await self._reader.read(list(self._lanes), count=BATCH, block_ms=self._block_ms))
-        for stream, lane in list(self._lanes.items()):
-            entries = reply.get(stream, [])
-            if entries or lane.holding:
-                await lane.process(entries)
+        batches = [
+            lane.prepare(entries)
+            for stream, lane in self._lanes.items()
+            if (entries := reply.get(stream, [])) or lane.holding
+        ]
+        if batches:
+            await fan_out_together(batches)  # every partition's batch in one script call
         if time.monotonic() - self._last_retry_scan >= BACKOFF_S * self._scale / 2:
             self._last_retry_scan = time.monotonic()
             for lane in list(self._lanes.values()):
