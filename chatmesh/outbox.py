@@ -66,6 +66,12 @@ POLL_S = 2.0
 RETRY_S = 0.005  # first retry after losing the lock to another relay; doubles up to POLL_S
 EVENTS_MAXLEN = 1_000_000  # across the partitions: each keeps about its K-th
 BACKLOG_SAMPLE_S = 1.0
+# Published rows are kept RETENTION_S (to look into what was sent lately), then deleted, PRUNE_BATCH at
+# a time and at most every PRUNE_EVERY_S, by whichever relay holds the lock; without this the table
+# would keep a second copy of every event forever.
+RETENTION_S = 3600.0
+PRUNE_EVERY_S = 60.0
+PRUNE_BATCH = 10_000
 
 _local: dict[str, set[OutboxRelay]] = {}  # relays running in this process, by schema
 
@@ -146,6 +152,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._lock_key = zlib.crc32(f"{schema}.outbox".encode())
         self._sampled_at = -BACKLOG_SAMPLE_S
+        self._pruned_at = time.monotonic()  # the first prune a while after start, not in its rush
 
     def wake(self) -> None:
         """Look for unpublished rows now (a local commit enqueued some)."""
@@ -173,6 +180,9 @@ class OutboxRelay:
                 outage.recovered()
                 backoff.reset()
                 await self._sample_backlog()
+                if published is not None and time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+                    self._pruned_at = time.monotonic()
+                    await self.prune_once()
                 if published is None:
                     # Another replica's relay holds the lock. It may have looked before our rows
                     # committed, so look again shortly rather than at the next poll.
@@ -239,6 +249,22 @@ class OutboxRelay:
                 f'UPDATE "{self._schema}".outbox SET published_at = now() WHERE id = ANY(%s)', ([r[0] for r in rows],)
             )
             return len(rows)
+
+    async def prune_once(self, retention_s: float = RETENTION_S) -> int:
+        """Delete up to PRUNE_BATCH rows published more than `retention_s` ago; returns how many. The
+        oldest ids were published first, so the scan in id order finds them at its start. A failure
+        is logged and left to the next prune: nothing waits on it."""
+        try:
+            async with self._pool.connection(timeout=5) as conn:
+                cur = await conn.execute(
+                    f'DELETE FROM "{self._schema}".outbox WHERE id IN (SELECT id FROM "{self._schema}".outbox'
+                    " WHERE published_at < now() - make_interval(secs => %s) ORDER BY id LIMIT %s)",
+                    (retention_s, PRUNE_BATCH),
+                )
+                return cur.rowcount
+        except (OSError, psycopg.Error) as exc:
+            log.warning("pruning the %s outbox: %s", self._schema, exc)
+            return 0
 
     def _stream_of(self, payload: bytes) -> str:
         """The event's partition stream. A payload that does not parse goes to partition 0, where

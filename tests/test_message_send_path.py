@@ -179,3 +179,26 @@ async def test_two_relays_racing_publish_every_event_once_in_seq_order(env: Doma
     finally:
         for relay in relays:
             await _stop(relay)
+
+
+async def test_published_rows_are_pruned_after_their_retention_and_unpublished_ones_never(env: DomainEnv) -> None:
+    """The outbox does not keep a copy of every event forever: rows published longer ago than the
+    retention go, recent and unpublished ones stay."""
+    cid = str(uuid.uuid4())
+    for i in range(5):
+        await env.messages.send(ALICE, _new(cid, f"m{i}"))
+    relay = OutboxRelay(env.pool, env.url, store.SCHEMA, env.redis, env.keys)
+    assert await relay.publish_once() == 5
+    await env.messages.send(ALICE, _new(cid, "not yet published"))
+    async with env.pool.connection() as conn:  # three of the five were published two hours ago
+        await conn.execute(
+            "UPDATE message.outbox SET published_at = now() - interval '2 hours'"
+            " WHERE id IN (SELECT id FROM message.outbox WHERE published_at IS NOT NULL ORDER BY id LIMIT 3)"
+        )
+
+    assert await relay.prune_once() == 3
+    assert await relay.prune_once() == 0
+    async with env.pool.connection() as conn:
+        cur = await conn.execute("SELECT published_at IS NULL FROM message.outbox ORDER BY id")
+        assert [row[0] for row in await cur.fetchall()] == [False, False, True]
+    assert [e.message.content for e in await _published(env, 5, within_s=0)] == [f"m{i}" for i in range(5)]

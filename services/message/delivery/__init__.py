@@ -5,7 +5,7 @@
    (K of them), in commit order.
 2. `partitions.py`: each replica fans out the partitions it leases (`leases.py`: one lease per
    partition, about K/N per replica), all read with one XREADGROUP; `fanout.py`: one partition's
-   fan-out, which appends each event to every recipient's inbox (one atomic script per batch,
+   fan-out, which appends each event to every recipient's inbox (one atomic script per round,
    per-conversation seq order enforced), then publishes the batch to the hubs (per recipient, the
    inbox entry each new one follows).
 3. `inbox.py`: the inboxes (a Redis stream per user) and the resume tokens that point into them.
