@@ -15,11 +15,11 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from chatmesh.gen.chat.v1 import common_pb2
 from chatmesh.membership import Membership
 from chatmesh.redis_conn import Keys, open_redis
 from services.message.delivery.fanout import GROUP, Fanout, fan_out_together
 from services.message.delivery.inbox import live_channel
+from tests.test_live_path import received
 
 READER = "round-bob"
 
@@ -30,13 +30,7 @@ class _Roles:
 
 
 def _message(conversation_id: str, seq: int) -> bytes:
-    message_id = str(uuid.uuid4())
-    return common_pb2.Event(
-        event_id=f"received:{message_id}",
-        type="chat:message_received",
-        conversation_id=conversation_id,
-        message=common_pb2.Message(message_id=message_id, conversation_id=conversation_id, seq=seq),
-    ).SerializeToString()
+    return received(conversation_id, seq).SerializeToString()
 
 
 def _in_partition(keys: Keys, partition: int) -> str:
