@@ -82,6 +82,8 @@ ENV_VARS: dict[str, str] = {
     "CHAT_WS_MIN_DRAIN_BYTES_PER_S": "Slowest a WebSocket with a backlog may drain; below it over a whole "
     "CHAT_WS_DRAIN_WINDOW_S it is closed with 4008 (default 16384; 0 disables).",
     "CHAT_WS_DRAIN_WINDOW_S": "Seconds over which a backlogged WebSocket's drain rate is measured (default 5).",
+    "CHAT_WS_PING_INTERVAL_S": "Seconds between the edge's pings on each WebSocket; a socket that has not answered "
+    "one when the next is due is closed with 1011 (default 20; `0`: no pings).",
     "CHAT_WS_RATE_PRESENCE": "presence:online/offline frames per WebSocket, as `count/seconds` (default `10/10`).",
     "CHAT_WS_RATE_TYPING": "chat:typing frames per WebSocket, as `count/seconds` (default `30/10`).",
     "CHAT_WS_RATE_RECEIPTS": "chat:message_delivered/chat:message_read frames per WebSocket, as `count/seconds` "
@@ -309,6 +311,7 @@ class Settings:
     ws_rate_acks: tuple[int, float] = (20_000, 10.0)
     ws_presence_interval_s: float = 1.0
     ws_compression: bool = False
+    ws_ping_interval_s: float = 20.0
     web_enabled: bool = True
     dev_login: bool = False
     service_key_file: str | None = None
@@ -394,6 +397,7 @@ class Settings:
             ws_max_frames_per_s=_read(env, "CHAT_WS_MAX_FRAMES_PER_S", int, 50),
             ws_max_frame_bytes=_read(env, "CHAT_WS_MAX_FRAME_BYTES", int, 65536),
             ws_compression=_read(env, "CHAT_WS_COMPRESSION", _flag, False),
+            ws_ping_interval_s=_read(env, "CHAT_WS_PING_INTERVAL_S", float, 20.0),
             ws_send_queue_bytes=_read(env, "CHAT_WS_SEND_QUEUE_BYTES", int, 8 << 20),
             ws_send_budget_bytes=_read(env, "CHAT_WS_SEND_BUDGET_BYTES", int, 256 << 20),
             ws_min_drain_bytes_per_s=_read(env, "CHAT_WS_MIN_DRAIN_BYTES_PER_S", int, 16384),

@@ -1,6 +1,6 @@
 """/ws below ASGI (services/edge/wire.py, issue 16): compression only when CHAT_WS_COMPRESSION asks for
-it, a client that stops answering pings is closed with 1011 (slow: uvicorn's 20 s interval is not
-scaled), a message is bounded whole however fragmented, and what is not a /ws upgrade is answered in
+it, a client that stops answering pings is closed with 1011 (on an edge pinging every second:
+CHAT_WS_PING_INTERVAL_S), a message is bounded whole however fragmented, and what is not a /ws upgrade is answered in
 the edge's error body. Real edges, real sockets."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ UPGRADE = (
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
 )
 OP_TEXT, OP_CLOSE, OP_PING = 0x1, 0x8, 0x9
+PING_INTERVAL_S = 1.0
 
 
 @pytest.fixture
@@ -64,8 +65,10 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
     return frames
 
 
-@pytest.mark.slow  # the ping interval is uvicorn's 20 s, unscaled: this waits up to two of them
-async def test_a_client_that_stops_answering_pings_is_closed_with_1011_and_others_stay(mesh: Mesh, make_token) -> None:
+async def test_a_client_that_stops_answering_pings_is_closed_with_1011_and_others_stay(
+    private_meshes: Callable[..., Mesh], isolated_env: Callable[..., dict[str, str]], make_token
+) -> None:
+    mesh = private_meshes(isolated_env(CHAT_WS_PING_INTERVAL_S=str(PING_INTERVAL_S)))
     url = urlsplit(mesh.edge_url)
     answering = []
     for _ in range(8):  # opened one after another: each is pinged once per interval, however many there are
@@ -80,7 +83,7 @@ async def test_a_client_that_stops_answering_pings_is_closed_with_1011_and_other
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 101")
         # Never answers a ping: pinged within an interval, closed when the next one is due.
-        received = await asyncio.wait_for(reader.read(), 50)  # until the edge closes the connection
+        received = await asyncio.wait_for(reader.read(), 5 * PING_INTERVAL_S)  # until the edge closes it
     finally:
         writer.close()
     frames = _frames(received)
