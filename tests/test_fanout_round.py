@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from chatmesh.membership import Membership
 from chatmesh.redis_conn import Keys, open_redis
+from services.message.delivery import fanout
 from services.message.delivery.fanout import GROUP, Fanout, fan_out_together
 from services.message.delivery.inbox import live_channel
 from tests.test_live_path import received
@@ -53,7 +54,7 @@ async def redis_client(redis_server: str) -> AsyncIterator[tuple[aioredis.Redis,
 
 
 async def test_a_round_over_two_partitions_is_one_call_and_holds_only_what_waits(
-    redis_client: tuple[aioredis.Redis, Keys],
+    redis_client: tuple[aioredis.Redis, Keys], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, keys = redis_client
     first, second = keys.event_partition(0), keys.event_partition(1)
@@ -94,4 +95,11 @@ async def test_a_round_over_two_partitions_is_one_call_and_holds_only_what_waits
     assert await batches() == [[2, 4]]  # both partitions' events in the round's one live batch
     inbox = [(fields[b"c"].decode(), int(fields[b"s"])) for _, fields in await client.xrange(keys.inbox(READER))]
     assert inbox == [(b, 1), (a, 1), (b, 2), (b, 3), (a, 2), (b, 4)]
+
+    # A round over the append budget (a catch-up into large groups) is split between partitions:
+    # Redis is never held longer than by one partition's batch. Each event here makes two appends.
+    monkeypatch.setattr(fanout, "MAX_APPENDS_PER_CALL", 3)
+    await round_((first, "5-1", _message(a, 3)), (first, "5-2", _message(a, 4)), (second, "5-1", _message(b, 5)))
+    assert await batches() == [[3, 4], [5]]
+    assert [p for s in (first, second) for p in await client.xpending_range(s, GROUP, "-", "+", 10)] == []
     await live.aclose()

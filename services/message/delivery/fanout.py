@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "fanout"
 BATCH = 200
+MAX_APPENDS_PER_CALL = 5000  # inbox appends one script call may make for several partitions together
 BACKOFF_S = 2.0
 MAX_RETRIES = 3
 DONE_TTL_S = 24 * 3600
@@ -161,17 +162,18 @@ class Batch:
 
 
 async def fan_out_together(batches: list[Batch]) -> None:
-    """Fan out the batches of one round, of every partition the worker read, in ONE script call: one
+    """Fan out the batches of one round, of every partition the worker read, in one script call: one
     round trip and one live batch for the round, where a call per partition made up to K of each.
-    Each partition's order is kept as before (one worker per partition); the script is atomic over
-    all of them, so a failed call leaves every entry pending, to be retried."""
+    Each partition's order is kept as before (one worker per partition), and a call is atomic, so a
+    failed one leaves every entry in it pending, to be retried. A round that would append more than
+    MAX_APPENDS_PER_CALL entries (a catch-up into large groups) is split between partitions, so Redis
+    is never held longer than by one partition's batch."""
     try:
         for batch in batches:
             await batch.lane.plan(batch)
-        ready = [batch for batch in batches if batch.plans]
-        if ready:
-            held = await ready[0].lane.call(ready)
-            for batch in ready:
+        for call in _calls([batch for batch in batches if batch.plans]):
+            held = await call[0].lane.call(call)
+            for batch in call:
                 batch.lane.settle(batch, held)
     finally:
         for batch in batches:
@@ -179,6 +181,21 @@ async def fan_out_together(batches: list[Batch]) -> None:
                 tracing.end_all(list(batch.traced.values()))
     for batch in batches:
         batch.lane.count(batch)
+
+
+def _calls(batches: list[Batch]) -> list[list[Batch]]:
+    """The batches grouped into script calls of at most MAX_APPENDS_PER_CALL inbox appends each, a
+    batch larger than that alone."""
+    calls: list[list[Batch]] = []
+    size = 0
+    for batch in batches:
+        appends = sum(len(plan[3]) for plan in batch.plans)
+        if not calls or size + appends > MAX_APPENDS_PER_CALL:
+            calls.append([])
+            size = 0
+        calls[-1].append(batch)
+        size += appends
+    return calls
 
 
 class Fanout:
