@@ -28,7 +28,7 @@ def main() -> None:
         http=http_protocol(settings.time_scale),
         ws=EdgeWebSocketProtocol,
         ws_max_size=settings.ws_max_frame_bytes * WS_HARD_CAP_FACTOR,
-        ws_ping_interval=settings.ws_ping_interval_s or None,  # wire.py's ping wheel reads it
+        ws_ping_interval=settings.ws_ping_interval_s,  # wire.py's ping wheel reads it (0: no pings)
         timeout_graceful_shutdown=20,
         # An idle keep-alive connection is closed after this long. uvicorn's 5 s equals httpx's and
         # many clients' own reuse limit, so a request sent on a connection 5 s idle could meet the

@@ -153,7 +153,6 @@ class Batch:
     with the held ones, and the plans the script gets."""
 
     lane: Fanout
-    tried: set[bytes]
     now: float
     new: list[Entry]
     entries: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
@@ -257,7 +256,7 @@ class Fanout:
 
     def prepare(self, entries: list[Entry]) -> Batch:
         """This partition's batch for `fan_out_together`: the new entries and those held back before."""
-        return Batch(self, {entry_id for entry_id, _ in entries} | set(self._held), time.monotonic(), entries)
+        return Batch(self, time.monotonic(), entries)
 
     async def plan(self, batch: Batch) -> None:
         """Plan the batch in stream order: parse each event and resolve its recipients. An entry that
@@ -334,7 +333,7 @@ class Fanout:
     def count(self, batch: Batch) -> None:
         """This replica's work, for its share (chat_fanout_events): what left the batch neither held
         nor failed (a copy the done-marker skipped included)."""
-        FANNED_OUT.inc(sum(1 for i in batch.tried if i not in self._held and i.decode() not in self._errors))
+        FANNED_OUT.inc(sum(1 for i in batch.entries if i not in self._held and i.decode() not in self._errors))
 
     def _hold(self, entry_id: bytes, fields: dict[bytes, bytes], now: float) -> None:
         if entry_id not in self._held:
